@@ -1,0 +1,119 @@
+//! `seckill activity ...`.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use seckill::model::Activity;
+use seckill::ops::catalog::{self, ActivityChanges, NewActivity};
+
+use crate::context::Context;
+use crate::output::{self, OutputArgs};
+
+/// Activity subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ActivityCommand {
+    /// Create an activity (in `draft`); prints its id.
+    Create(CreateArgs),
+    /// Change an activity's name or window.
+    Update(UpdateArgs),
+    /// List every activity.
+    List(OutputArgs),
+    /// Show one activity.
+    Show(IdArgs),
+    /// Delete an activity that is not online and has no orders.
+    Delete(IdArgs),
+}
+
+/// Arguments of `activity create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name shown to operators.
+    #[arg(long)]
+    name: String,
+    /// When the sale opens (RFC 3339, e.g. 2026-11-11T00:00:00+08:00).
+    #[arg(long, value_parser = parse_time)]
+    start: DateTime<Utc>,
+    /// When the sale closes (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    end: DateTime<Utc>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `activity update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Activity id.
+    id: u64,
+    /// New name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New opening time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    start: Option<DateTime<Utc>>,
+    /// New closing time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    end: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// An activity id plus output format.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Activity id.
+    id: u64,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Parses an RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}; expected RFC 3339 such as 2026-11-11T00:00:00+08:00"))
+}
+
+pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> {
+    let db = ctx.db().await?;
+    match command {
+        ActivityCommand::Create(args) => {
+            let new = NewActivity { name: args.name, start_at: args.start, end_at: args.end };
+            let activity = catalog::create_activity(&db, &new).await?;
+            if args.output.json {
+                return output::json(&activity);
+            }
+            println!("{}", activity.id);
+        }
+        ActivityCommand::Update(args) => {
+            let changes = ActivityChanges { name: args.name, start_at: args.start, end_at: args.end };
+            let activity = catalog::update_activity(&db, args.id, &changes).await?;
+            print(&[activity], args.output)?;
+        }
+        ActivityCommand::List(output) => print(&catalog::list_activities(&db).await?, output)?,
+        ActivityCommand::Show(args) => print(&[catalog::get_activity(&db, args.id).await?], args.output)?,
+        ActivityCommand::Delete(args) => {
+            let activity = catalog::delete_activity(&db, args.id).await?;
+            if args.output.json {
+                return output::json(&activity);
+            }
+            println!("deleted activity {} ({})", activity.id, activity.name);
+        }
+    }
+    Ok(())
+}
+
+fn print(activities: &[Activity], output: OutputArgs) -> anyhow::Result<()> {
+    if output.json {
+        return match activities {
+            [one] => output::json(one),
+            many => output::json(&many),
+        };
+    }
+    output::table(
+        &["id", "name", "status", "start", "end"],
+        activities.iter().map(|a| {
+            vec![a.id.to_string(), a.name.clone(), a.status.clone(), a.start_at.to_rfc3339(), a.end_at.to_rfc3339()]
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The `seckill` binary: parses the command line, sets up logging and configuration,
+//! and hands each subcommand to its module. Exit codes: 0 success, 1 the operation failed
+//! or was refused, 2 usage error (from clap).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod activity;
+mod context;
+mod flush;
+mod hot;
+mod lifecycle;
+mod migrate;
+mod output;
+mod product;
+mod status;
+
+use context::{Context, GlobalArgs};
+
+/// Flash-sale (秒杀) toolkit: define activities, preheat Redis, sell atomically, persist orders.
+#[derive(Debug, Parser)]
+#[command(name = "seckill", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database if missing and apply migrations (safe to run twice).
+    Migrate(migrate::MigrateArgs),
+    /// Create, change, list, show and delete activities.
+    #[command(subcommand)]
+    Activity(activity::ActivityCommand),
+    /// Add, change, list, show and delete an activity's products.
+    #[command(subcommand)]
+    Product(product::ProductCommand),
+    /// Preheat an activity's stock, rules and scripts into Redis.
+    Hot(hot::HotArgs),
+    /// Open (or resume) the sale of a preheated activity.
+    Start(lifecycle::StartArgs),
+    /// Pause the sale (`start` resumes it), or end it with --end.
+    Stop(lifecycle::StopArgs),
+    /// Show an activity's stock in Redis and orders in MySQL.
+    Status(status::StatusArgs),
+    /// Remove every Redis key of an activity.
+    Flush(flush::FlushArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    context::init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return report(&anyhow::Error::from(e)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(&cli.global)?;
+    match cli.command {
+        Command::Migrate(args) => migrate::run(&ctx, args).await,
+        Command::Activity(cmd) => activity::run(&ctx, cmd).await,
+        Command::Product(cmd) => product::run(&ctx, cmd).await,
+        Command::Hot(args) => hot::run(&ctx, args).await,
+        Command::Start(args) => lifecycle::start(&ctx, args).await,
+        Command::Stop(args) => lifecycle::stop(&ctx, args).await,
+        Command::Status(args) => status::run(&ctx, args).await,
+        Command::Flush(args) => flush::run(&ctx, args).await,
+    }
+}
+
+/// Prints the error with its chain of causes and returns exit code 1.
+fn report(err: &anyhow::Error) -> ExitCode {
+    let mut message = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(&format!("\n  caused by: {cause}"));
+        }
+    }
+    eprintln!("{message}");
+    ExitCode::from(1)
+}

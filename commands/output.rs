@@ -1,0 +1,37 @@
+//! Printing results: tables for people, JSON for scripts.
+
+use clap::Args;
+use serde::Serialize;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+/// `--json` switch shared by commands that print data.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a table with `headers` and `rows` on stdout.
+pub fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let mut builder = Builder::default();
+    builder.push_record(headers.iter().map(|h| h.to_string()));
+    for row in rows {
+        builder.push_record(row);
+    }
+    let mut table = builder.build();
+    table.with(Style::sharp());
+    println!("{table}");
+}
+
+/// Formats an optional value, `-` when absent.
+pub fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,173 @@
+//! `seckill product ...`.
+
+use clap::{Args, Subcommand};
+use rust_decimal::Decimal;
+use seckill::model::Product;
+use seckill::ops::catalog::{self, NewProduct, ProductChanges};
+
+use crate::context::Context;
+use crate::output::{self, OutputArgs};
+
+/// Product subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// Add a product to an activity that is not online; prints its id.
+    Add(AddArgs),
+    /// Change a product of an activity that is not online.
+    Update(UpdateArgs),
+    /// List an activity's products.
+    List(ListArgs),
+    /// Show one product.
+    Show(IdArgs),
+    /// Delete a product of an activity that is not online (if it has no orders).
+    Delete(IdArgs),
+}
+
+/// Arguments of `product add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The activity selling it.
+    #[arg(long)]
+    activity: u64,
+    /// Name shown to buyers.
+    #[arg(long)]
+    name: String,
+    /// Unit price, e.g. 99.90.
+    #[arg(long, value_parser = parse_price, allow_hyphen_values = true)]
+    price: Decimal,
+    /// Units on sale.
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    stock: u32,
+    /// Most units one user may hold.
+    #[arg(long, default_value_t = 1, value_parser = parse_count, allow_hyphen_values = true)]
+    limit_per_user: u32,
+    /// Most units in one order [default: the per-user limit].
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    max_per_order: Option<u32>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `product update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Product id.
+    id: u64,
+    /// New name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New unit price.
+    #[arg(long, value_parser = parse_price, allow_hyphen_values = true)]
+    price: Option<Decimal>,
+    /// New total stock.
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    stock: Option<u32>,
+    /// New per-user limit.
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    limit_per_user: Option<u32>,
+    /// New per-order maximum.
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    max_per_order: Option<u32>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `product list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The activity.
+    #[arg(long)]
+    activity: u64,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// A product id plus output format.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Product id.
+    id: u64,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Parses a price; negative and over-precise prices are refused by the library with exit 1.
+fn parse_price(text: &str) -> Result<Decimal, String> {
+    text.parse::<Decimal>().map_err(|_| format!("{text:?} is not a decimal price such as 99.90"))
+}
+
+/// Parses a count of units: a whole number, not negative.
+fn parse_count(text: &str) -> Result<u32, String> {
+    match text.parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!("{n} must not be negative")),
+        Ok(n) => u32::try_from(n).map_err(|_| format!("{n} is too large")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
+    let db = ctx.db().await?;
+    match command {
+        ProductCommand::Add(args) => {
+            let new = NewProduct {
+                activity_id: args.activity,
+                name: args.name,
+                price: args.price,
+                stock: args.stock,
+                per_user_limit: args.limit_per_user,
+                max_per_order: args.max_per_order,
+            };
+            let product = catalog::add_product(&db, &new).await?;
+            if args.output.json {
+                return output::json(&product);
+            }
+            println!("{}", product.id);
+        }
+        ProductCommand::Update(args) => {
+            let changes = ProductChanges {
+                name: args.name,
+                price: args.price,
+                stock: args.stock,
+                per_user_limit: args.limit_per_user,
+                max_per_order: args.max_per_order,
+            };
+            let product = catalog::update_product(&db, args.id, &changes).await?;
+            print(&[product], args.output)?;
+        }
+        ProductCommand::List(args) => print(&catalog::list_products(&db, args.activity).await?, args.output)?,
+        ProductCommand::Show(args) => print(&[catalog::get_product(&db, args.id).await?], args.output)?,
+        ProductCommand::Delete(args) => {
+            let product = catalog::delete_product(&db, args.id).await?;
+            if args.output.json {
+                return output::json(&product);
+            }
+            println!("deleted product {} ({})", product.id, product.name);
+        }
+    }
+    Ok(())
+}
+
+fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
+    if output.json {
+        return match products {
+            [one] => output::json(one),
+            many => output::json(&many),
+        };
+    }
+    output::table(
+        &["id", "activity", "name", "price", "stock", "sold", "limit/user", "max/order"],
+        products.iter().map(|p| {
+            vec![
+                p.id.to_string(),
+                p.activity_id.to_string(),
+                p.name.clone(),
+                p.price.to_string(),
+                p.total_stock.to_string(),
+                p.sold.to_string(),
+                p.per_user_limit.to_string(),
+                p.max_per_order.to_string(),
+            ]
+        }),
+    );
+    Ok(())
+}

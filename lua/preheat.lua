@@ -1,0 +1,41 @@
+-- preheat.lua: load an activity and its products into Redis (phase one of `seckill hot`).
+--
+-- KEYS[1]  activity hash            P:{a:A}:activity
+-- KEYS[2]  product id set           P:{a:A}:products
+-- KEYS[3]  blacklist set            P:{a:A}:blacklist
+-- KEYS[4]  released order set       P:{a:A}:released
+-- KEYS[5..] per product, two keys:  P:{a:A}:product:ID, P:{a:A}:bought:ID
+-- ARGV[1]  activity id     ARGV[2] name     ARGV[3] status (never "online")
+-- ARGV[4]  start (ms)      ARGV[5] end (ms) ARGV[6] product count N
+-- ARGV[7..] per product, seven values: id, stock, sold, total, limit, max_per_order, price
+--
+-- Returns 1 when loaded, or the error "ONLINE" when Redis says the activity is on sale:
+-- overwriting live stock would oversell, so nothing is written then.
+-- The product's bought hash, blacklist and released set are emptied here and refilled by
+-- phase two; `preheated_at` stays empty until phase two is done, so `start` waits for it.
+
+if redis.call('HGET', KEYS[1], 'status') == 'online' then
+    return redis.error_reply('ONLINE')
+end
+
+local stale = redis.call('SMEMBERS', KEYS[2])
+local base = string.sub(KEYS[2], 1, #KEYS[2] - #'products')
+for _, id in ipairs(stale) do
+    redis.call('DEL', base .. 'product:' .. id, base .. 'bought:' .. id)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'status', ARGV[3],
+    'start_ms', ARGV[4], 'end_ms', ARGV[5], 'preheated_at', '')
+
+local n = tonumber(ARGV[6])
+for i = 0, n - 1 do
+    local a = 7 + i * 7
+    local product_key = KEYS[5 + i * 2]
+    local bought_key = KEYS[6 + i * 2]
+    redis.call('DEL', product_key, bought_key)
+    redis.call('HSET', product_key, 'id', ARGV[a], 'stock', ARGV[a + 1], 'sold', ARGV[a + 2],
+        'total', ARGV[a + 3], 'limit', ARGV[a + 4], 'max_per_order', ARGV[a + 5], 'price', ARGV[a + 6])
+    redis.call('SADD', KEYS[2], ARGV[a])
+end
+return 1

@@ -1,0 +1,338 @@
+//! Configuration: `config.yaml`, overridden by `SECKILL_*` environment variables.
+//!
+//! Every field has a default, so a missing file (or a partial one) still yields a
+//! working configuration for a local Redis and MariaDB.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole configuration of every subcommand.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// MySQL / MariaDB.
+    pub database: DatabaseConfig,
+    /// Redis.
+    pub redis: RedisConfig,
+    /// The buyer-facing HTTP endpoint of `seckill serve`.
+    pub http: HttpConfig,
+    /// Purchase tokens.
+    pub token: TokenConfig,
+    /// The flow-control funnel in front of Redis.
+    pub funnel: FunnelConfig,
+    /// The order persisting daemons.
+    pub consumer: ConsumerConfig,
+    /// Order lifecycle rules.
+    pub orders: OrdersConfig,
+}
+
+/// MySQL / MariaDB connection settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `mysql://user:password@host:port/database`; the database is created by `seckill migrate`.
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "mysql://root@127.0.0.1:3306/seckill".into(),
+            max_connections: 8,
+            connect_timeout_ms: 3000,
+        }
+    }
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db`.
+    pub url: String,
+    /// Prepended to every key, so several deployments (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// Connect timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Per-command response timeout in milliseconds.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "seckill".into(),
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 1000,
+        }
+    }
+}
+
+/// HTTP settings of `seckill serve`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub bind: String,
+    /// Larger request bodies are rejected with `bad_request`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 4096,
+        }
+    }
+}
+
+/// Purchase token settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// HMAC-SHA256 key; change it in production (`SECKILL_TOKEN_SECRET`).
+    pub secret: String,
+    /// Default lifetime of an issued token, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            secret: "change-me-in-production".into(),
+            ttl_secs: 3600,
+        }
+    }
+}
+
+/// The layers that shed load before it reaches Redis.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunnelConfig {
+    /// After Redis answered sold out for a product, answer locally for this long.
+    pub sold_out_cache_ms: u64,
+    /// Requests in flight beyond this are answered `busy` at once.
+    pub max_in_flight: usize,
+    /// Global token bucket, requests per second (0 disables).
+    pub global_rps: u32,
+    /// Per-user token bucket, requests per second (0 disables).
+    pub per_user_rps: u32,
+    /// Per-user burst.
+    pub per_user_burst: u32,
+    /// Consecutive Redis failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe, in milliseconds.
+    pub breaker_open_ms: u64,
+    /// Most buy requests decided by one script call (group commit).
+    pub batch_max: usize,
+    /// Script calls in flight at once per activity.
+    pub batch_pipeline: usize,
+}
+
+impl Default for FunnelConfig {
+    fn default() -> Self {
+        Self {
+            sold_out_cache_ms: 1000,
+            max_in_flight: 4096,
+            global_rps: 0,
+            per_user_rps: 20,
+            per_user_burst: 20,
+            breaker_failures: 5,
+            breaker_open_ms: 1000,
+            batch_max: 128,
+            batch_pipeline: 4,
+        }
+    }
+}
+
+/// Settings of the order persisting daemons.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// Redis Streams consumer group shared by every consumer.
+    pub group: String,
+    /// Entries read (and persisted in one transaction) at once.
+    pub batch: usize,
+    /// How long one read blocks waiting for new entries, in milliseconds.
+    pub block_ms: u64,
+    /// Entries held this long by a consumer are reclaimed by another, in milliseconds.
+    pub claim_idle_ms: u64,
+    /// Deliveries after which an entry goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// First retry delay after a MySQL failure, doubled up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            group: "persist".into(),
+            batch: 1000,
+            block_ms: 1000,
+            claim_idle_ms: 30_000,
+            max_deliveries: 5,
+            retry_base_ms: 200,
+            retry_max_ms: 10_000,
+        }
+    }
+}
+
+/// Order lifecycle rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Reservations younger than this are "in flight" for reconcile, in seconds.
+    pub in_flight_grace_secs: u64,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            in_flight_grace_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` when it exists (built-in defaults otherwise), then applies the
+    /// environment overrides. `explicit` means the user named the file, so its absence is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|message| {
+                Error::Config(format!("{}: {message}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Config::default(),
+            Err(e) => return Err(Error::Config(format!("{}: {e}", path.display()))),
+        };
+        config.apply_env(|name| std::env::var(name).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses YAML text; the error names the line and the field.
+    pub fn parse(text: &str) -> std::result::Result<Config, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies `SECKILL_*` overrides read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        let fields: [(&str, &mut String); 5] = [
+            ("SECKILL_DATABASE_URL", &mut self.database.url),
+            ("SECKILL_REDIS_URL", &mut self.redis.url),
+            ("SECKILL_KEY_PREFIX", &mut self.redis.key_prefix),
+            ("SECKILL_HTTP_BIND", &mut self.http.bind),
+            ("SECKILL_TOKEN_SECRET", &mut self.token.secret),
+        ];
+        for (name, field) in fields {
+            if let Some(value) = var(name) {
+                *field = value;
+            }
+        }
+    }
+
+    /// Rejects values no component can work with.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
+            return bad("redis.key_prefix", "must be non-empty, without braces or spaces");
+        }
+        if self.token.secret.len() < 8 {
+            return bad("token.secret", "must be at least 8 characters");
+        }
+        if self.token.ttl_secs == 0 {
+            return bad("token.ttl_secs", "must be positive");
+        }
+        if self.funnel.batch_max == 0 || self.funnel.batch_pipeline == 0 {
+            return bad("funnel.batch_max", "batch_max and batch_pipeline must be positive");
+        }
+        if self.funnel.max_in_flight == 0 {
+            return bad("funnel.max_in_flight", "must be positive");
+        }
+        if self.consumer.batch == 0 || self.consumer.max_deliveries == 0 {
+            return bad("consumer.batch", "batch and max_deliveries must be positive");
+        }
+        Ok(())
+    }
+
+    /// Redis connect timeout.
+    pub fn redis_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis.connect_timeout_ms)
+    }
+
+    /// Redis per-command timeout.
+    pub fn redis_response_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis.response_timeout_ms)
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{}://{}@{}{}", &url[..scheme_end], masked, &authority[at + 1..], &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `host:port` of a URL, for "cannot reach" messages.
+pub fn url_address(url: &str) -> String {
+    let redacted = redact_url(url);
+    let rest = redacted.split("://").nth(1).unwrap_or(&redacted);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit('@').next().unwrap_or(authority).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_yaml_names_line_and_field() {
+        let err = Config::parse("database:\n  url: 5\n  max_connections: lots\n").unwrap_err();
+        assert!(err.contains("max_connections"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = Config::parse("redis:\n  urll: x\n").unwrap_err();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::parse("redis:\n  key_prefix: file\n").unwrap();
+        c.apply_env(|n| (n == "SECKILL_KEY_PREFIX").then(|| "env".to_string()));
+        assert_eq!(c.redis.key_prefix, "env");
+        assert_eq!(c.database.url, DatabaseConfig::default().url);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("mysql://root:pw@h:3306/db"), "mysql://root:***@h:3306/db");
+        assert_eq!(redact_url("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(url_address("mysql://root:pw@h:3306/db"), "h:3306");
+    }
+}

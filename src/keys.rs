@@ -1,0 +1,159 @@
+//! The Redis key map: the only place that spells key names.
+//!
+//! Every key of one activity carries the hash tag `{a:ID}`, so each Lua script
+//! touches a single Redis Cluster slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at` |
+//! | `P:{a:A}:products` | set | product ids of the activity |
+//! | `P:{a:A}:product:ID` | hash | `stock sold total limit max_per_order price name` |
+//! | `P:{a:A}:bought:ID` | hash | user id -> units the user holds of product ID |
+//! | `P:{a:A}:token:USER` | string | the user's purchase token (expires with it) |
+//! | `P:{a:A}:blacklist` | set | users who may not buy in this activity |
+//! | `P:{a:A}:orders` | stream | one entry per reservation; group `persist` |
+//! | `P:{a:A}:dlq` | stream | entries that failed persisting too often |
+//! | `P:{a:A}:released` | set | order numbers whose units went back on sale |
+//! | `P:activities` | set | preheated activity ids (not used by scripts) |
+//! | `P:product_activity` | hash | product id -> activity id (not used by scripts) |
+//!
+//! `P` is `redis.key_prefix`.
+
+/// Builds key names for one deployment (one key prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (`redis.key_prefix`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Everything of activity `activity` starts with this (includes the hash tag).
+    pub fn activity_base(&self, activity: u64) -> String {
+        format!("{}:{{a:{activity}}}", self.prefix)
+    }
+
+    /// SCAN pattern matching every key of `activity`.
+    pub fn activity_pattern(&self, activity: u64) -> String {
+        // `{` and `}` are literal in glob patterns, but `[`/`]`/`*`/`?` in the prefix would not be.
+        let base = self.activity_base(activity);
+        let mut escaped = String::with_capacity(base.len() + 4);
+        for c in base.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(c);
+        }
+        escaped + ":*"
+    }
+
+    /// Activity hash: status, window, name.
+    pub fn activity(&self, activity: u64) -> String {
+        format!("{}:activity", self.activity_base(activity))
+    }
+
+    /// Set of the activity's product ids.
+    pub fn products(&self, activity: u64) -> String {
+        format!("{}:products", self.activity_base(activity))
+    }
+
+    /// Product hash: stock, sold, limits, price.
+    pub fn product(&self, activity: u64, product: u64) -> String {
+        format!("{}:product:{product}", self.activity_base(activity))
+    }
+
+    /// Hash of units each user holds of one product.
+    pub fn bought(&self, activity: u64, product: u64) -> String {
+        format!("{}:bought:{product}", self.activity_base(activity))
+    }
+
+    /// A user's registered purchase token.
+    pub fn token(&self, activity: u64, user: &str) -> String {
+        format!("{}:token:{user}", self.activity_base(activity))
+    }
+
+    /// SCAN pattern of every registered token of the activity.
+    pub fn token_pattern(&self, activity: u64) -> String {
+        format!("{}:token:*", self.activity_pattern(activity).trim_end_matches(":*"))
+    }
+
+    /// Users barred from buying in the activity.
+    pub fn blacklist(&self, activity: u64) -> String {
+        format!("{}:blacklist", self.activity_base(activity))
+    }
+
+    /// Stream of reservations waiting to be persisted.
+    pub fn orders_stream(&self, activity: u64) -> String {
+        format!("{}:orders", self.activity_base(activity))
+    }
+
+    /// Dead-letter stream.
+    pub fn dlq(&self, activity: u64) -> String {
+        format!("{}:dlq", self.activity_base(activity))
+    }
+
+    /// Order numbers whose units were returned to stock.
+    pub fn released(&self, activity: u64) -> String {
+        format!("{}:released", self.activity_base(activity))
+    }
+
+    /// Set of preheated activities.
+    pub fn activities(&self) -> String {
+        format!("{}:activities", self.prefix)
+    }
+
+    /// Hash product id -> activity id.
+    pub fn product_activity(&self) -> String {
+        format!("{}:product_activity", self.prefix)
+    }
+}
+
+/// The order number of a reservation: activity id and stream entry id, e.g. `42-1732250000123-0`.
+/// Because it contains the entry id, a queued order is found with one XRANGE.
+pub fn order_no(activity: u64, entry_id: &str) -> String {
+    format!("{activity}-{entry_id}")
+}
+
+/// Splits an order number into activity id and stream entry id.
+pub fn parse_order_no(order_no: &str) -> Option<(u64, &str)> {
+    let (activity, entry) = order_no.split_once('-')?;
+    let activity = activity.parse().ok()?;
+    let (ms, seq) = entry.split_once('-')?;
+    if ms.is_empty() || seq.is_empty() || !ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((activity, entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_activity_keys_share_one_hash_tag() {
+        let k = Keys::new("p");
+        for key in [k.activity(7), k.products(7), k.product(7, 1), k.bought(7, 1), k.token(7, "u"),
+                    k.blacklist(7), k.orders_stream(7), k.dlq(7), k.released(7)] {
+            assert!(key.starts_with("p:{a:7}:"), "{key}");
+        }
+        assert_eq!(k.activity_pattern(7), "p:{a:7}:*");
+        assert_eq!(k.token_pattern(7), "p:{a:7}:token:*");
+    }
+
+    #[test]
+    fn order_numbers_round_trip() {
+        let no = order_no(42, "1732250000123-3");
+        assert_eq!(parse_order_no(&no), Some((42, "1732250000123-3")));
+        assert_eq!(parse_order_no("x-1-2"), None);
+        assert_eq!(parse_order_no("42-abc"), None);
+        assert_eq!(parse_order_no("42-1-"), None);
+    }
+}

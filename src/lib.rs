@@ -1,0 +1,22 @@
+//! `seckill`: a flash-sale (秒杀) toolkit.
+//!
+//! Redis decides every purchase atomically (one Lua script deducts stock and queues the
+//! reservation in a stream in the same step); consumers persist reservations into MySQL
+//! idempotently; reconcile checks the two against each other. This crate is the shared core;
+//! the `seckill` binary (under `commands/`) only parses arguments and calls [`ops`].
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod model;
+pub mod ops;
+pub mod progress;
+pub mod queue;
+pub mod redis_client;
+pub mod scripts;
+
+pub use config::Config;
+pub use db::Db;
+pub use error::{Error, Result};
+pub use redis_client::RedisClient;

@@ -1,0 +1,190 @@
+//! Rows of the MySQL tables and the states they move through.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::FromRow;
+
+use crate::error::Error;
+
+/// The state of an activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivityStatus {
+    /// Being set up; not on sale.
+    Draft,
+    /// On sale (within its window).
+    Online,
+    /// Sale paused by an operator; `start` resumes it.
+    Paused,
+    /// Over for good.
+    Ended,
+}
+
+impl ActivityStatus {
+    /// The name stored in MySQL and Redis.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityStatus::Draft => "draft",
+            ActivityStatus::Online => "online",
+            ActivityStatus::Paused => "paused",
+            ActivityStatus::Ended => "ended",
+        }
+    }
+}
+
+impl fmt::Display for ActivityStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ActivityStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "draft" => ActivityStatus::Draft,
+            "online" => ActivityStatus::Online,
+            "paused" => ActivityStatus::Paused,
+            "ended" => ActivityStatus::Ended,
+            other => return Err(Error::Internal(format!("unknown activity status {other:?}"))),
+        })
+    }
+}
+
+/// The state of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    /// Persisted, waiting for payment; its units are held.
+    Pending,
+    /// Paid: its units are sold for good.
+    Paid,
+    /// Cancelled: its units went back on sale.
+    Cancelled,
+    /// Not paid in time: its units went back on sale.
+    Expired,
+}
+
+impl OrderStatus {
+    /// The name stored in MySQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "pending" => OrderStatus::Pending,
+            "paid" => OrderStatus::Paid,
+            "cancelled" => OrderStatus::Cancelled,
+            "expired" => OrderStatus::Expired,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown order status {other:?} (pending, paid, cancelled, expired)"
+                )))
+            }
+        })
+    }
+}
+
+/// A row of `activities`.
+#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
+pub struct Activity {
+    /// Primary key.
+    pub id: u64,
+    /// Shown to operators.
+    pub name: String,
+    /// `draft`, `online`, `paused` or `ended`.
+    pub status: String,
+    /// When buying opens.
+    pub start_at: DateTime<Utc>,
+    /// When buying closes.
+    pub end_at: DateTime<Utc>,
+    /// Row creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Activity {
+    /// The parsed status.
+    pub fn status(&self) -> ActivityStatus {
+        self.status.parse().unwrap_or(ActivityStatus::Draft)
+    }
+}
+
+/// A row of `products`: one item on sale in an activity.
+#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
+pub struct Product {
+    /// Primary key.
+    pub id: u64,
+    /// The activity selling it.
+    pub activity_id: u64,
+    /// Shown to buyers.
+    pub name: String,
+    /// Unit price, exact.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub price: Decimal,
+    /// Units put on sale.
+    pub total_stock: u32,
+    /// Most units one user may hold.
+    pub per_user_limit: u32,
+    /// Most units in one order.
+    pub max_per_order: u32,
+    /// Units held by persisted pending or paid orders.
+    pub sold: u32,
+    /// Optimistic-locking counter, bumped by every change of `sold`.
+    pub version: u64,
+    /// Row creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A row of `orders`.
+#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
+pub struct Order {
+    /// Primary key.
+    pub id: u64,
+    /// Unique order number (activity id and stream entry id).
+    pub order_no: String,
+    /// The activity.
+    pub activity_id: u64,
+    /// The product.
+    pub product_id: u64,
+    /// The buyer.
+    pub user_id: String,
+    /// Units.
+    pub quantity: u32,
+    /// Price per unit when reserved.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unit_price: Decimal,
+    /// quantity × unit_price.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// `pending`, `paid`, `cancelled` or `expired`.
+    pub status: String,
+    /// When Redis reserved the units.
+    pub reserved_at: DateTime<Utc>,
+    /// Row creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}

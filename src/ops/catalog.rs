@@ -1,0 +1,342 @@
+//! Activities and their products in MySQL: create, update, list, show, delete.
+//!
+//! While an activity is `online` its products are frozen (Redis holds the live stock)
+//! and it cannot be deleted. Each check runs under a row lock on the activity, so it
+//! cannot interleave with `start`.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{MySql, Transaction};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::model::{Activity, ActivityStatus, Product};
+
+const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, created_at, updated_at";
+const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
+     max_per_order, sold, version, created_at, updated_at";
+/// Longest activity or product name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// What `activity create` needs.
+#[derive(Debug, Clone)]
+pub struct NewActivity {
+    /// Shown to operators.
+    pub name: String,
+    /// Sale opens.
+    pub start_at: DateTime<Utc>,
+    /// Sale closes.
+    pub end_at: DateTime<Utc>,
+}
+
+/// Fields `activity update` may change; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// New start.
+    pub start_at: Option<DateTime<Utc>>,
+    /// New end.
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+/// What `product add` needs.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    /// The activity selling it.
+    pub activity_id: u64,
+    /// Shown to buyers.
+    pub name: String,
+    /// Unit price.
+    pub price: Decimal,
+    /// Units on sale.
+    pub stock: u32,
+    /// Most units one user may hold.
+    pub per_user_limit: u32,
+    /// Most units in one order; defaults to `per_user_limit`.
+    pub max_per_order: Option<u32>,
+}
+
+/// Fields `product update` may change; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct ProductChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// New unit price.
+    pub price: Option<Decimal>,
+    /// New total stock (not below what is already sold).
+    pub stock: Option<u32>,
+    /// New per-user limit.
+    pub per_user_limit: Option<u32>,
+    /// New per-order maximum.
+    pub max_per_order: Option<u32>,
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!("name is longer than {MAX_NAME_LEN} characters")));
+    }
+    Ok(())
+}
+
+fn check_window(start_at: DateTime<Utc>, end_at: DateTime<Utc>) -> Result<()> {
+    if end_at <= start_at {
+        return Err(Error::invalid(format!("end ({end_at}) must be after start ({start_at})")));
+    }
+    Ok(())
+}
+
+/// Checks a price: not negative, at most two decimals, fits DECIMAL(12,2).
+pub fn check_price(price: Decimal) -> Result<()> {
+    if price.is_sign_negative() {
+        return Err(Error::invalid(format!("price {price} must not be negative")));
+    }
+    if price.normalize().scale() > 2 {
+        return Err(Error::invalid(format!("price {price} has more than two decimals")));
+    }
+    if price >= Decimal::from(10_000_000_000u64) {
+        return Err(Error::invalid(format!("price {price} is too large")));
+    }
+    Ok(())
+}
+
+fn check_limits(per_user_limit: u32, max_per_order: u32) -> Result<()> {
+    if per_user_limit == 0 {
+        return Err(Error::invalid("per-user limit must be at least 1"));
+    }
+    if max_per_order == 0 {
+        return Err(Error::invalid("max per order must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Creates an activity in `draft`.
+pub async fn create_activity(db: &Db, new: &NewActivity) -> Result<Activity> {
+    check_name(&new.name)?;
+    check_window(new.start_at, new.end_at)?;
+    let id = sqlx::query("INSERT INTO activities (name, status, start_at, end_at) VALUES (?, 'draft', ?, ?)")
+        .bind(new.name.trim())
+        .bind(new.start_at)
+        .bind(new.end_at)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .last_insert_id();
+    get_activity(db, id).await
+}
+
+/// One activity.
+pub async fn get_activity(db: &Db, id: u64) -> Result<Activity> {
+    sqlx::query_as::<_, Activity>(&format!("SELECT {ACTIVITY_COLUMNS} FROM activities WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .ok_or_else(|| Error::not_found(format!("activity {id}")))
+}
+
+/// Every activity, newest first.
+pub async fn list_activities(db: &Db) -> Result<Vec<Activity>> {
+    sqlx::query_as::<_, Activity>(&format!("SELECT {ACTIVITY_COLUMNS} FROM activities ORDER BY id DESC"))
+        .fetch_all(db.pool())
+        .await
+        .map_err(|e| db.err(e))
+}
+
+/// Locks the activity row for the rest of `tx` and returns it.
+pub(crate) async fn lock_activity(db: &Db, tx: &mut Transaction<'_, MySql>, id: u64) -> Result<Activity> {
+    sqlx::query_as::<_, Activity>(&format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE id = ? FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| db.err(e))?
+    .ok_or_else(|| Error::not_found(format!("activity {id}")))
+}
+
+/// Changes name and window. The window may change while online (an operator may
+/// extend or cut a sale); `hot` or `start` carry it into Redis.
+pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Result<Activity> {
+    if let Some(name) = &changes.name {
+        check_name(name)?;
+    }
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let current = lock_activity(db, &mut tx, id).await?;
+    let start_at = changes.start_at.unwrap_or(current.start_at);
+    let end_at = changes.end_at.unwrap_or(current.end_at);
+    check_window(start_at, end_at)?;
+    let name = changes.name.as_deref().map(str::trim).unwrap_or(&current.name);
+    sqlx::query("UPDATE activities SET name = ?, start_at = ?, end_at = ? WHERE id = ?")
+        .bind(name)
+        .bind(start_at)
+        .bind(end_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    tx.commit().await.map_err(|e| db.err(e))?;
+    get_activity(db, id).await
+}
+
+/// Deletes an activity that is not online and has no orders, with its products and ledger.
+pub async fn delete_activity(db: &Db, id: u64) -> Result<Activity> {
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let activity = lock_activity(db, &mut tx, id).await?;
+    if activity.status() == ActivityStatus::Online {
+        return Err(Error::refused(format!("activity {id} is online; stop it first")));
+    }
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ?")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    if orders > 0 {
+        return Err(Error::refused(format!("activity {id} has {orders} orders; it is kept as their record")));
+    }
+    for sql in [
+        "DELETE FROM stock_ledger WHERE activity_id = ?",
+        "DELETE FROM products WHERE activity_id = ?",
+        "DELETE FROM activities WHERE id = ?",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(|e| db.err(e))?;
+    }
+    tx.commit().await.map_err(|e| db.err(e))?;
+    Ok(activity)
+}
+
+/// Adds a product to an activity that is not online.
+pub async fn add_product(db: &Db, new: &NewProduct) -> Result<Product> {
+    check_name(&new.name)?;
+    check_price(new.price)?;
+    let max_per_order = new.max_per_order.unwrap_or(new.per_user_limit);
+    check_limits(new.per_user_limit, max_per_order)?;
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let activity = lock_activity(db, &mut tx, new.activity_id).await?;
+    refuse_if_frozen(&activity)?;
+    let id = sqlx::query(
+        "INSERT INTO products (activity_id, name, price, total_stock, per_user_limit, max_per_order) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.activity_id)
+    .bind(new.name.trim())
+    .bind(new.price)
+    .bind(new.stock)
+    .bind(new.per_user_limit)
+    .bind(max_per_order)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| db.err(e))?
+    .last_insert_id();
+    tx.commit().await.map_err(|e| db.err(e))?;
+    get_product(db, id).await
+}
+
+fn refuse_if_frozen(activity: &Activity) -> Result<()> {
+    match activity.status() {
+        ActivityStatus::Online => Err(Error::refused(format!(
+            "activity {} is online: its products are frozen; run `seckill stop {}` first",
+            activity.id, activity.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One product.
+pub async fn get_product(db: &Db, id: u64) -> Result<Product> {
+    sqlx::query_as::<_, Product>(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .ok_or_else(|| Error::not_found(format!("product {id}")))
+}
+
+/// The products of an activity (which must exist), by id.
+pub async fn list_products(db: &Db, activity_id: u64) -> Result<Vec<Product>> {
+    get_activity(db, activity_id).await?;
+    sqlx::query_as::<_, Product>(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE activity_id = ? ORDER BY id"
+    ))
+    .bind(activity_id)
+    .fetch_all(db.pool())
+    .await
+    .map_err(|e| db.err(e))
+}
+
+/// Changes a product of an activity that is not online.
+pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Result<Product> {
+    if let Some(name) = &changes.name {
+        check_name(name)?;
+    }
+    if let Some(price) = changes.price {
+        check_price(price)?;
+    }
+    let current = get_product(db, id).await?;
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let activity = lock_activity(db, &mut tx, current.activity_id).await?;
+    refuse_if_frozen(&activity)?;
+    let current = sqlx::query_as::<_, Product>(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ? FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| db.err(e))?;
+    let stock = changes.stock.unwrap_or(current.total_stock);
+    if stock < current.sold {
+        return Err(Error::invalid(format!(
+            "stock {stock} is below the {} units already sold",
+            current.sold
+        )));
+    }
+    let per_user_limit = changes.per_user_limit.unwrap_or(current.per_user_limit);
+    let max_per_order = changes.max_per_order.unwrap_or(current.max_per_order);
+    check_limits(per_user_limit, max_per_order)?;
+    sqlx::query(
+        "UPDATE products SET name = ?, price = ?, total_stock = ?, per_user_limit = ?, \
+         max_per_order = ? WHERE id = ?",
+    )
+    .bind(changes.name.as_deref().map(str::trim).unwrap_or(&current.name))
+    .bind(changes.price.unwrap_or(current.price))
+    .bind(stock)
+    .bind(per_user_limit)
+    .bind(max_per_order)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| db.err(e))?;
+    tx.commit().await.map_err(|e| db.err(e))?;
+    get_product(db, id).await
+}
+
+/// Deletes a product of an activity that is not online, if it has no orders.
+pub async fn delete_product(db: &Db, id: u64) -> Result<Product> {
+    let product = get_product(db, id).await?;
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let activity = lock_activity(db, &mut tx, product.activity_id).await?;
+    refuse_if_frozen(&activity)?;
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE product_id = ?")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    if orders > 0 {
+        return Err(Error::refused(format!("product {id} has {orders} orders; it is kept as their record")));
+    }
+    sqlx::query("DELETE FROM stock_ledger WHERE product_id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    sqlx::query("DELETE FROM products WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    tx.commit().await.map_err(|e| db.err(e))?;
+    Ok(product)
+}

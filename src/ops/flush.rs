@@ -1,0 +1,69 @@
+//! `seckill flush`: remove every Redis key of one activity (SCAN + UNLINK, never KEYS).
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::model::ActivityStatus;
+use crate::ops::catalog;
+use crate::redis_client::RedisClient;
+
+/// What `flush` removed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlushReport {
+    /// The activity.
+    pub activity_id: u64,
+    /// Every key unlinked, sorted.
+    pub removed: Vec<String>,
+}
+
+/// Removes the activity's keys. Refuses while MySQL says it is online, unless `force`.
+/// Reservations still in its stream are lost to Redis, so it also refuses while any wait
+/// to be persisted, unless `force`.
+pub async fn flush(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id: u64, force: bool) -> Result<FlushReport> {
+    let activity = catalog::get_activity(db, activity_id).await?;
+    if activity.status() == ActivityStatus::Online && !force {
+        return Err(Error::refused(format!(
+            "activity {activity_id} is online; stop it first or pass --force"
+        )));
+    }
+    let backlog = crate::queue::backlog(redis, activity_id, consumer_group).await?;
+    if backlog > 0 && !force {
+        return Err(Error::refused(format!(
+            "activity {activity_id} has {backlog} reservations not yet persisted; \
+             run the consumers first or pass --force"
+        )));
+    }
+    let keys = redis.keys();
+    let mut conn = redis.conn();
+    let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.map_err(|e| redis.err(e))?;
+    let mut removed = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.activity_pattern(activity_id))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
+        if !batch.is_empty() {
+            let () = conn.unlink(&batch).await.map_err(|e| redis.err(e))?;
+            removed.extend(batch);
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let () = conn.srem(keys.activities(), activity_id).await.map_err(|e| redis.err(e))?;
+    if !product_ids.is_empty() {
+        let () = conn.hdel(keys.product_activity(), &product_ids).await.map_err(|e| redis.err(e))?;
+    }
+    removed.sort();
+    removed.dedup();
+    Ok(FlushReport { activity_id, removed })
+}

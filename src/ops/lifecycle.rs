@@ -1,0 +1,121 @@
+//! `seckill start` / `seckill stop`: open, pause or end the sale in MySQL and Redis together.
+
+use redis::AsyncCommands;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::model::{Activity, ActivityStatus};
+use crate::ops::catalog;
+use crate::redis_client::RedisClient;
+use crate::scripts;
+
+/// Sets the activity online (again). Refuses when it was never preheated, ended, has no
+/// products, or its products changed in MySQL after the last `hot`.
+pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Activity> {
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
+    if activity.status() == ActivityStatus::Ended {
+        return Err(Error::refused(format!("activity {activity_id} has ended")));
+    }
+    let preheated_at = preheated_at(redis, activity_id).await?.ok_or_else(|| {
+        Error::refused(format!("activity {activity_id} is not preheated; run `seckill hot {activity_id}` first"))
+    })?;
+    let changed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM products WHERE activity_id = ? AND updated_at >= FROM_UNIXTIME(? / 1000)",
+    )
+    .bind(activity_id)
+    .bind(preheated_at)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| db.err(e))?;
+    if changed > 0 {
+        return Err(Error::refused(format!(
+            "{changed} product(s) of activity {activity_id} changed after the last preheat; \
+             run `seckill hot {activity_id}` again"
+        )));
+    }
+    let previous = set_redis_status(redis, &activity, ActivityStatus::Online).await?;
+    let updated = sqlx::query("UPDATE activities SET status = 'online' WHERE id = ?")
+        .bind(activity_id)
+        .execute(&mut *tx)
+        .await;
+    if let Err(e) = updated.map_err(|e| db.err(e)).and(Ok(())) {
+        revert(redis, &activity, previous).await;
+        return Err(e);
+    }
+    if let Err(e) = tx.commit().await {
+        revert(redis, &activity, previous).await;
+        return Err(db.err(e));
+    }
+    catalog::get_activity(db, activity_id).await
+}
+
+/// Pauses the sale (`end == false`; `start` resumes it) or ends it for good.
+pub async fn stop(db: &Db, redis: &RedisClient, activity_id: u64, end: bool) -> Result<Activity> {
+    let target = if end { ActivityStatus::Ended } else { ActivityStatus::Paused };
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
+    match (activity.status(), target) {
+        (ActivityStatus::Ended, _) => {
+            return Err(Error::refused(format!("activity {activity_id} has already ended")))
+        }
+        (ActivityStatus::Draft, ActivityStatus::Paused) | (ActivityStatus::Paused, ActivityStatus::Paused) => {
+            return Err(Error::refused(format!(
+                "activity {activity_id} is {}, not online",
+                activity.status
+            )))
+        }
+        _ => {}
+    }
+    // Redis first: once it says paused, no further unit can be sold, whatever MySQL does next.
+    if preheated_at(redis, activity_id).await?.is_some() {
+        set_redis_status(redis, &activity, target).await?;
+    }
+    sqlx::query("UPDATE activities SET status = ? WHERE id = ?")
+        .bind(target.as_str())
+        .bind(activity_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    tx.commit().await.map_err(|e| db.err(e))?;
+    catalog::get_activity(db, activity_id).await
+}
+
+/// When the activity was fully preheated (ms since the epoch), if it was.
+pub async fn preheated_at(redis: &RedisClient, activity_id: u64) -> Result<Option<i64>> {
+    let mut conn = redis.conn();
+    let value: Option<String> = conn
+        .hget(redis.keys().activity(activity_id), "preheated_at")
+        .await
+        .map_err(|e| redis.err(e))?;
+    Ok(value.and_then(|v| v.parse().ok()))
+}
+
+/// Sets the Redis status (and window); returns the status Redis had before.
+async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: ActivityStatus) -> Result<String> {
+    let mut conn = redis.conn();
+    let key = redis.keys().activity(activity.id);
+    let before: Option<String> = conn.hget(&key, "status").await.map_err(|e| redis.err(e))?;
+    let changed: i64 = scripts::SET_STATUS
+        .key(&key)
+        .arg(status.as_str())
+        .arg(activity.start_at.timestamp_millis())
+        .arg(activity.end_at.timestamp_millis())
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    if changed == 0 {
+        return Err(Error::refused(format!(
+            "activity {} is not preheated; run `seckill hot {}` first",
+            activity.id, activity.id
+        )));
+    }
+    Ok(before.unwrap_or_else(|| activity.status.clone()))
+}
+
+async fn revert(redis: &RedisClient, activity: &Activity, previous: String) {
+    let status = previous.parse().unwrap_or(ActivityStatus::Paused);
+    if let Err(e) = set_redis_status(redis, activity, status).await {
+        tracing::error!(activity = activity.id, error = %e, "could not revert the Redis status after a MySQL failure");
+    }
+}
