@@ -14,5 +14,8 @@ pub static SET_STATUS: LazyLock<Script> =
 
 /// Every script, for `hot` to load ahead of the sale.
 pub fn all() -> Vec<&'static Script> {
-    vec![&PREHEAT, &SET_STATUS]
+    vec![&PREHEAT, &SET_STATUS, &RESERVE]
 }
+
+/// `lua/reserve.lua`: decide a batch of purchases and queue the reservations.
+pub static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
