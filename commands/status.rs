@@ -1,6 +1,10 @@
 //! `seckill status`.
 
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
 use clap::Args;
+use seckill::ops::status::StatusReport;
 
 use crate::context::Context;
 use crate::output::{self, opt, OutputArgs};
@@ -10,16 +14,30 @@ use crate::output::{self, opt, OutputArgs};
 pub struct StatusArgs {
     /// Activity id.
     activity: u64,
+    /// Refresh the view until ctrl-c (plain lines when stdout is not a terminal).
+    #[arg(long)]
+    watch: bool,
+    /// Refresh interval for --watch, e.g. 1s, 500ms.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
     #[command(flatten)]
     output: OutputArgs,
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let (db, redis) = (ctx.db().await?, ctx.redis().await?);
+    if args.watch {
+        return watch(ctx, &db, &redis, args).await;
+    }
     let report = seckill::ops::status(&db, &redis, ctx.group(), args.activity).await?;
     if args.output.json {
         return output::json(&report);
     }
+    print_report(&report);
+    Ok(())
+}
+
+fn print_report(report: &StatusReport) {
     let a = &report.activity;
     println!(
         "activity {} ({}): {} in MySQL, {} in Redis; {} to {}; {} reservations not yet persisted",
@@ -48,5 +66,57 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             ]
         }),
     );
+}
+
+/// Units reserved in Redis across all products.
+fn reserved_units(report: &StatusReport) -> i64 {
+    report.products.iter().filter_map(|p| p.reserved).sum()
+}
+
+async fn watch(ctx: &Context, db: &seckill::Db, redis: &seckill::RedisClient, args: StatusArgs) -> anyhow::Result<()> {
+    if args.interval < Duration::from_millis(100) {
+        anyhow::bail!("--interval must be at least 100ms");
+    }
+    let terminal = std::io::stdout().is_terminal() && !args.output.json;
+    let mut previous: Option<(Instant, i64)> = None;
+    let mut ticker = tokio::time::interval(args.interval);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = ticker.tick() => {}
+        }
+        let report = seckill::ops::status(db, redis, ctx.group(), args.activity).await?;
+        let now = Instant::now();
+        let reserved = reserved_units(&report);
+        let rate = previous
+            .map(|(at, before)| (reserved - before) as f64 / now.duration_since(at).as_secs_f64())
+            .unwrap_or(0.0);
+        previous = Some((now, reserved));
+        if args.output.json {
+            let line = serde_json::json!({ "buy_rate": rate, "status": report });
+            println!("{line}");
+        } else if terminal {
+            // Clear the screen and draw from the top, so the view refreshes in place.
+            print!("\x1b[H\x1b[2J");
+            print_report(&report);
+            println!("buy rate {rate:.1} units/s, consumer lag {} entries  (ctrl-c to quit)", report.unpersisted);
+        } else {
+            let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            for p in &report.products {
+                println!(
+                    "{stamp} activity={} product={} remaining={} sold={} persisted={} pending={} rate={rate:.1} lag={}",
+                    report.activity.row.id,
+                    p.id,
+                    opt(p.remaining),
+                    opt(p.reserved),
+                    p.sold,
+                    p.reserved.map(|r| r - i64::from(p.sold)).map_or("-".into(), |v| v.to_string()),
+                    report.unpersisted
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod progress;
