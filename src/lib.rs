@@ -5,6 +5,7 @@
 //! idempotently; reconcile checks the two against each other. This crate is the shared core;
 //! the `seckill` binary (under `commands/`) only parses arguments and calls [`ops`].
 
+pub mod bench;
 pub mod buy;
 pub mod config;
 pub mod db;

@@ -1,0 +1,205 @@
+//! The load generator of `seckill bench`: many keep-alive HTTP/1.1 connections, each
+//! sending buy requests back to back, like wrk does, recording latency and outcome.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+
+/// One buyer: user id and purchase token.
+pub type Buyer = (String, String);
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// `host:port` of the server.
+    pub authority: String,
+    /// The product everybody buys.
+    pub product_id: u64,
+    /// Requests in all.
+    pub requests: u64,
+    /// Connections (each sends its next request when the previous one is answered).
+    pub concurrency: usize,
+    /// Buyers, used round-robin.
+    pub buyers: Arc<Vec<Buyer>>,
+}
+
+/// Live counters, readable while the load runs (for the progress bar).
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    /// Requests answered.
+    pub sent: AtomicU64,
+    /// Answered `queued`.
+    pub queued: AtomicU64,
+    /// Answered `sold_out`.
+    pub sold_out: AtomicU64,
+    /// Any other answer, or a transport error.
+    pub rejected: AtomicU64,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// Requests answered (or failed in transport).
+    pub requests: u64,
+    /// Wall time of the whole load.
+    pub duration: Duration,
+    /// Latency of every answered request, sorted, in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// Answers by code (`queued`, `sold_out`, ..., `transport_error`).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Units reserved (sum of quantities answered `queued`).
+    pub queued_units: u64,
+    /// When the first answer said no stock was left.
+    pub sellout: Option<Duration>,
+    /// Units each user got, from the answers.
+    pub per_user: BTreeMap<String, u64>,
+}
+
+impl LoadResult {
+    /// The latency at quantile `q` (0..=1), in milliseconds.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
+        f64::from(self.latencies_us[rank]) / 1000.0
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: Option<String>,
+    error: Option<String>,
+    remaining: Option<i64>,
+}
+
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    outcomes: BTreeMap<String, u64>,
+    per_user: BTreeMap<String, u64>,
+}
+
+/// Sends the plan's requests and gathers the answers.
+pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
+    if plan.buyers.is_empty() || plan.concurrency == 0 {
+        return Err(Error::invalid("the load needs at least one buyer and one connection"));
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let sellout: Arc<Mutex<Option<Duration>>> = Arc::default();
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(plan.concurrency);
+    for _ in 0..plan.concurrency {
+        let (plan, next, live, sellout) = (plan.clone(), next.clone(), live.clone(), sellout.clone());
+        workers.push(tokio::spawn(async move { worker(plan, next, live, sellout, started).await }));
+    }
+    let mut result = LoadResult {
+        requests: 0,
+        duration: Duration::ZERO,
+        latencies_us: Vec::with_capacity(plan.requests as usize),
+        outcomes: BTreeMap::new(),
+        queued_units: 0,
+        sellout: None,
+        per_user: BTreeMap::new(),
+    };
+    for worker in workers {
+        let part = worker.await.map_err(|e| Error::Internal(format!("load worker failed: {e}")))??;
+        result.latencies_us.extend(part.latencies_us);
+        for (code, n) in part.outcomes {
+            *result.outcomes.entry(code).or_default() += n;
+        }
+        for (user, n) in part.per_user {
+            *result.per_user.entry(user).or_default() += n;
+        }
+    }
+    result.duration = started.elapsed();
+    result.latencies_us.sort_unstable();
+    result.requests = result.outcomes.values().sum();
+    result.queued_units = result.per_user.values().sum();
+    result.sellout = *sellout.lock().expect("sellout lock");
+    Ok(result)
+}
+
+async fn connect(authority: &str) -> Result<http1::SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| Error::Io { path: format!("http://{authority}"), source: e })?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Error::Internal(format!("http://{authority}: {e}")))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn worker(
+    plan: LoadPlan,
+    next: Arc<AtomicU64>,
+    live: Arc<LiveCounts>,
+    sellout: Arc<Mutex<Option<Duration>>>,
+    started: Instant,
+) -> Result<WorkerResult> {
+    let mut out = WorkerResult { latencies_us: Vec::new(), outcomes: BTreeMap::new(), per_user: BTreeMap::new() };
+    let mut sender = connect(&plan.authority).await?;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= plan.requests {
+            return Ok(out);
+        }
+        let (user, token) = &plan.buyers[(i % plan.buyers.len() as u64) as usize];
+        let body = serde_json::json!({
+            "product_id": plan.product_id, "user_id": user, "quantity": 1, "token": token,
+        })
+        .to_string();
+        let request = hyper::Request::post("/api/v1/buy")
+            .header(hyper::header::HOST, plan.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let sent_at = Instant::now();
+        let answer = match sender.send_request(request).await {
+            Ok(response) => response.into_body().collect().await.map(|b| b.to_bytes()).ok(),
+            Err(_) => None,
+        };
+        let latency = sent_at.elapsed();
+        live.sent.fetch_add(1, Ordering::Relaxed);
+        let Some(bytes) = answer else {
+            *out.outcomes.entry("transport_error".into()).or_default() += 1;
+            live.rejected.fetch_add(1, Ordering::Relaxed);
+            sender = connect(&plan.authority).await?;
+            continue;
+        };
+        out.latencies_us.push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or(Answer { status: None, error: None, remaining: None });
+        let code = answer.error.or(answer.status).unwrap_or_else(|| "unreadable_answer".into());
+        match code.as_str() {
+            "queued" => {
+                live.queued.fetch_add(1, Ordering::Relaxed);
+                *out.per_user.entry(user.clone()).or_default() += 1;
+            }
+            "sold_out" => {
+                live.sold_out.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                live.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if answer.remaining == Some(0) {
+            let at = started.elapsed();
+            let mut first = sellout.lock().expect("sellout lock");
+            if first.is_none_or(|t| at < t) {
+                *first = Some(at);
+            }
+        }
+        *out.outcomes.entry(code).or_default() += 1;
+    }
+}

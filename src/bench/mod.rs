@@ -1,0 +1,3 @@
+//! `seckill bench`: a rehearsal of a flash sale with invariant checks.
+
+pub mod load;
