@@ -158,3 +158,26 @@ async fn status_shows_both_sides() {
         text.stdout
     );
 }
+
+#[tokio::test]
+async fn start_is_refused_when_a_product_was_deleted_after_hot() {
+    // Redis would otherwise keep selling a product MySQL no longer has.
+    let app = TestApp::new().await;
+    let (activity, products) = app.activity_with_products().await;
+    let a = activity.id.to_string();
+    app.cli(&["hot", &a]).await.ok();
+    app.cli(&["product", "delete", &products[1].id.to_string()])
+        .await
+        .ok();
+    let before = app.snapshot().await;
+    app.cli(&["start", &a])
+        .await
+        .fails_with(1, &["changed after the last preheat", "seckill hot"]);
+    assert_eq!(app.snapshot().await, before);
+    app.cli(&["hot", &a]).await.ok();
+    app.cli(&["start", &a]).await.ok();
+    assert!(app
+        .product_hash(activity.id, products[1].id)
+        .await
+        .is_empty());
+}
