@@ -34,6 +34,23 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
              run `seckill hot {activity_id}` again"
         )));
     }
+    // A product deleted after the preheat leaves no `updated_at` behind, but Redis would
+    // keep selling it: the product sets must match too.
+    let mut in_mysql: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE activity_id = ?")
+        .bind(activity_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    let mut in_redis: Vec<u64> =
+        redis.conn().smembers(redis.keys().products(activity_id)).await.map_err(|e| redis.err(e))?;
+    in_mysql.sort_unstable();
+    in_redis.sort_unstable();
+    if in_mysql != in_redis {
+        return Err(Error::refused(format!(
+            "the products of activity {activity_id} changed after the last preheat; \
+             run `seckill hot {activity_id}` again"
+        )));
+    }
     let previous = set_redis_status(redis, &activity, ActivityStatus::Online).await?;
     let updated = sqlx::query("UPDATE activities SET status = 'online' WHERE id = ?")
         .bind(activity_id)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The README demo: set up, build, migrate, create an activity open now (for one hour) with
+# two products, preheat it, start it and show its status; then stop, end and flush it.
+#
+# It uses its own database and key prefix, so it never touches a real deployment:
+#   SECKILL_DATABASE_URL (mysql://root@127.0.0.1:3306/seckill_demo)
+#   SECKILL_KEY_PREFIX   (demo)
+# Re-runnable: whatever a previous run left (even one that died midway) is flushed and the
+# demo database is recreated first. DEMO_KEEP=1 leaves the activity online at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export SECKILL_DATABASE_URL=${SECKILL_DATABASE_URL:-mysql://root@127.0.0.1:3306/seckill_demo}
+export SECKILL_KEY_PREFIX=${SECKILL_KEY_PREFIX:-demo}
+DEMO_DB=${SECKILL_DATABASE_URL##*/}
+DEMO_DB=${DEMO_DB%%\?*}
+case "$DEMO_DB" in
+    *demo*) ;;
+    *) echo "demo: refusing to recreate database '$DEMO_DB' (its name must contain 'demo')" >&2; exit 1 ;;
+esac
+
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$*"; else printf '\n$ %s\n' "$*"; fi; }
+run() { step "seckill $*"; "$SECKILL" "$@"; }
+
+step "cargo build"
+cargo build --quiet
+SECKILL=target/debug/seckill
+
+# Leftovers of a previous run: flush their Redis keys, then start from an empty database.
+if mysql -uroot -h127.0.0.1 -e "USE \`$DEMO_DB\`" 2>/dev/null; then
+    for id in $("$SECKILL" activity list --json 2>/dev/null | grep -o '"id": [0-9]*' | grep -o '[0-9]*$'); do
+        "$SECKILL" flush -y --force "$id" >/dev/null
+    done
+    mysql -uroot -h127.0.0.1 -e "DROP DATABASE \`$DEMO_DB\`"
+fi
+
+run migrate
+start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
+end=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+step "seckill activity create --name 'Demo flash sale' --start $start --end $end"
+activity=$("$SECKILL" activity create --name 'Demo flash sale' --start "$start" --end "$end")
+echo "$activity"
+run product add --activity "$activity" --name 'Phone' --price 4999.00 --stock 100 --limit-per-user 1
+run product add --activity "$activity" --name 'Earbuds' --price 199.90 --stock 500 --limit-per-user 2
+run product list --activity "$activity"
+run hot "$activity"
+run start "$activity"
+run status "$activity"
+
+if [ -n "${DEMO_KEEP:-}" ]; then
+    echo
+    echo "demo: activity $activity left online (database $DEMO_DB, key prefix $SECKILL_KEY_PREFIX)"
+    exit 0
+fi
+run stop "$activity"
+run stop --end "$activity"
+run flush -y "$activity"
+run status "$activity"
+echo
+echo "demo: done (re-run at will; DEMO_KEEP=1 leaves the activity online)"

@@ -1,0 +1,15 @@
+//! Integration tests of `seckill` against a real Redis and MariaDB (see `scripts/setup.sh`).
+//!
+//! One test binary (as in zero-to-production's `tests/api/`), one module per area. Every test
+//! builds its own [`helpers::TestApp`]: a fresh database and Redis key prefix, so tests run in
+//! parallel. Add a module here for each new area (buy path, consumers, ...).
+
+mod catalog;
+mod connectivity;
+mod flush;
+mod helpers;
+mod hot;
+mod input;
+mod lifecycle;
+mod locks;
+mod migrate;
