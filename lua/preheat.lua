@@ -7,7 +7,7 @@
 -- KEYS[5..] per product, two keys:  P:{a:A}:product:ID, P:{a:A}:bought:ID
 -- ARGV[1]  activity id     ARGV[2] name     ARGV[3] status (never "online")
 -- ARGV[4]  start (ms)      ARGV[5] end (ms) ARGV[6] product count N
--- ARGV[7..] per product, seven values: id, stock, sold, total, limit, max_per_order, price
+-- ARGV[7..] per product, eight values: id, stock, sold, total, limit, max_per_order, price, name
 --
 -- Returns 1 when loaded, or the error "ONLINE" when Redis says the activity is on sale:
 -- overwriting live stock would oversell, so nothing is written then.
@@ -30,12 +30,13 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'status', ARGV[3],
 
 local n = tonumber(ARGV[6])
 for i = 0, n - 1 do
-    local a = 7 + i * 7
+    local a = 7 + i * 8
     local product_key = KEYS[5 + i * 2]
     local bought_key = KEYS[6 + i * 2]
     redis.call('DEL', product_key, bought_key)
     redis.call('HSET', product_key, 'id', ARGV[a], 'stock', ARGV[a + 1], 'sold', ARGV[a + 2],
-        'total', ARGV[a + 3], 'limit', ARGV[a + 4], 'max_per_order', ARGV[a + 5], 'price', ARGV[a + 6])
+        'total', ARGV[a + 3], 'limit', ARGV[a + 4], 'max_per_order', ARGV[a + 5], 'price', ARGV[a + 6],
+        'name', ARGV[a + 7])
     redis.call('SADD', KEYS[2], ARGV[a])
 end
 return 1

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at` |
 //! | `P:{a:A}:products` | set | product ids of the activity |
-//! | `P:{a:A}:product:ID` | hash | `stock sold total limit max_per_order price name` |
+//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name` |
 //! | `P:{a:A}:bought:ID` | hash | user id -> units the user holds of product ID |
 //! | `P:{a:A}:token:USER` | string | the user's purchase token (expires with it) |
 //! | `P:{a:A}:blacklist` | set | users who may not buy in this activity |

@@ -107,7 +107,8 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
             .arg(p.total_stock)
             .arg(p.per_user_limit)
             .arg(p.max_per_order)
-            .arg(p.price.to_string());
+            .arg(p.price.to_string())
+            .arg(&p.name);
     }
     let loaded: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
     match loaded {

@@ -16,6 +16,7 @@ fn expected_product_hash(p: &seckill::model::Product) -> HashMap<String, String>
         ("limit", p.per_user_limit.to_string()),
         ("max_per_order", p.max_per_order.to_string()),
         ("price", p.price.to_string()),
+        ("name", p.name.clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
