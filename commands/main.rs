@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod activity;
+mod blacklist;
 mod context;
 mod flush;
 mod hot;
@@ -14,7 +15,9 @@ mod lifecycle;
 mod migrate;
 mod output;
 mod product;
+mod serve;
 mod status;
+mod token;
 
 use context::{Context, GlobalArgs};
 
@@ -48,6 +51,13 @@ enum Command {
     Status(status::StatusArgs),
     /// Remove every Redis key of an activity.
     Flush(flush::FlushArgs),
+    /// Issue purchase tokens (CSV `user_id,token`), or revoke one.
+    Token(token::TokenArgs),
+    /// Bar users from buying, let them buy again, list them.
+    #[command(subcommand)]
+    Blacklist(blacklist::BlacklistCommand),
+    /// Serve the buyer-facing HTTP API until ctrl-c or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +84,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => lifecycle::stop(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Flush(args) => flush::run(&ctx, args).await,
+        Command::Token(args) => token::run(&ctx, args).await,
+        Command::Blacklist(cmd) => blacklist::run(&ctx, cmd).await,
+        Command::Serve(args) => serve::run(&ctx, args).await,
     }
 }
 

@@ -18,6 +18,8 @@ pub mod progress;
 pub mod queue;
 pub mod redis_client;
 pub mod scripts;
+pub mod server;
+pub mod token;
 
 pub use config::Config;
 pub use db::Db;

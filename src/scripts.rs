@@ -19,3 +19,7 @@ pub fn all() -> Vec<&'static Script> {
 
 /// `lua/reserve.lua`: decide a batch of purchases and queue the reservations.
 pub static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
+
+/// `lua/issue_token.lua`: register purchase tokens, one per user and activity.
+pub static ISSUE_TOKEN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));

@@ -1,11 +1,13 @@
 //! The operations behind the subcommands. Each takes what it needs (database, Redis,
 //! options) and returns data; printing is the command's job.
 
+pub mod blacklist;
 pub mod catalog;
 pub mod flush;
 pub mod hot;
 pub mod lifecycle;
 pub mod status;
+pub mod token;
 
 pub use flush::flush;
 pub use hot::hot;

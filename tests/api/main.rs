@@ -2,8 +2,10 @@
 //!
 //! One test binary (as in zero-to-production's `tests/api/`), one module per area. Every test
 //! builds its own [`helpers::TestApp`]: a fresh database and Redis key prefix, so tests run in
-//! parallel. Add a module here for each new area (buy path, consumers, ...).
+//! parallel. Add a module here for each new area.
 
+mod buy;
+mod buy_support;
 mod catalog;
 mod connectivity;
 mod flush;

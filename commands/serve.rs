@@ -1,0 +1,27 @@
+//! `seckill serve`.
+
+use clap::Args;
+use seckill::server::{self, AppState};
+
+use crate::context::Context;
+
+/// Arguments of `seckill serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address [default: http.bind].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+}
+
+pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    let bind = args.bind.unwrap_or_else(|| ctx.config.http.bind.clone());
+    let db = ctx.db().await?;
+    let redis = ctx.redis().await?;
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    let state = AppState::new(ctx.config.clone(), redis, db);
+    server::run(listener, state, server::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+-- wrk script: POST /api/v1/buy, each request a fresh user with a pre-issued valid token.
+-- Usage: TOKENS=tokens.csv PRODUCT=1 THREADS=2 wrk -t2 -c100 -d10s -s scripts/bench/buy.lua http://127.0.0.1:8080
+-- tokens.csv comes from `seckill token ACTIVITY --range 1-300000 --out tokens.csv`.
+-- Thread k takes lines k, k+THREADS, ..., so no user is used twice.
+
+local counter = 0
+
+function setup(thread)
+    thread:set("id", counter)
+    counter = counter + 1
+end
+
+function init(args)
+    local threads = tonumber(os.getenv("THREADS") or "2")
+    local product = os.getenv("PRODUCT") or "1"
+    bodies = {}
+    local i = 0
+    for line in io.lines(os.getenv("TOKENS") or "tokens.csv") do
+        if i % threads == id then
+            local user, token = line:match("^([^,]+),(.+)$")
+            bodies[#bodies + 1] = string.format(
+                '{"product_id":%s,"user_id":"%s","quantity":1,"token":"%s"}', product, user, token)
+        end
+        i = i + 1
+    end
+    next_body = 1
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+    local body = bodies[next_body]
+    next_body = next_body % #bodies + 1
+    return wrk.format(nil, "/api/v1/buy", nil, body)
+end
+
+-- Prints the status breakdown so "queued" (200) can be told from refusals.
+local statuses = {}
+function response(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+    io.write(string.format("p50 %.2f ms, p99 %.2f ms\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end

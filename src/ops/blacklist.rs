@@ -1,0 +1,77 @@
+//! `seckill blacklist`: users who may not buy. MySQL's `blacklist` table is the truth;
+//! every change is mirrored into the blacklist set of each preheated activity, which is
+//! what `reserve.lua` reads (`hot` copies the whole table in when preheating).
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use serde::Serialize;
+use sqlx::FromRow;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::redis_client::RedisClient;
+use crate::token::validate_user_id;
+
+/// A row of `blacklist`.
+#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
+pub struct Entry {
+    /// The barred user.
+    pub user_id: String,
+    /// Why.
+    pub reason: String,
+    /// Since when.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Bars `user` from buying; returns whether they were not barred already.
+/// Effective at once in every preheated activity.
+pub async fn add(db: &Db, redis: &RedisClient, user: &str, reason: &str) -> Result<bool> {
+    validate_user_id(user)?;
+    let inserted = sqlx::query("INSERT IGNORE INTO blacklist (user_id, reason) VALUES (?, ?)")
+        .bind(user)
+        .bind(reason)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .rows_affected();
+    // Mirrored even when the row existed: a preheat racing an earlier add may have missed it.
+    mirror(redis, user, true).await?;
+    Ok(inserted > 0)
+}
+
+/// Lets `user` buy again; returns whether they were barred.
+pub async fn remove(db: &Db, redis: &RedisClient, user: &str) -> Result<bool> {
+    validate_user_id(user)?;
+    let deleted = sqlx::query("DELETE FROM blacklist WHERE user_id = ?")
+        .bind(user)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .rows_affected();
+    mirror(redis, user, false).await?;
+    Ok(deleted > 0)
+}
+
+/// Every barred user, oldest first.
+pub async fn list(db: &Db) -> Result<Vec<Entry>> {
+    sqlx::query_as("SELECT user_id, reason, created_at FROM blacklist ORDER BY created_at, user_id")
+        .fetch_all(db.pool())
+        .await
+        .map_err(|e| db.err(e))
+}
+
+async fn mirror(redis: &RedisClient, user: &str, barred: bool) -> Result<()> {
+    let mut conn = redis.conn();
+    let activities: Vec<u64> = conn.smembers(redis.keys().activities()).await.map_err(|e| redis.err(e))?;
+    let mut pipe = redis::pipe();
+    for activity in activities {
+        let key = redis.keys().blacklist(activity);
+        if barred {
+            pipe.sadd(key, user).ignore();
+        } else {
+            pipe.srem(key, user).ignore();
+        }
+    }
+    let () = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `seckill token`: issue purchase tokens ahead of the sale, and revoke them.
+
+use std::io::Write;
+use std::path::Path;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::ops::catalog;
+use crate::redis_client::RedisClient;
+use crate::token::{expiry_of, validate_user_id, Signer};
+use crate::{progress, scripts};
+
+/// Tokens registered per script call: big enough to amortise the round trip, small enough
+/// not to stall Redis for other clients.
+const CHUNK: usize = 1000;
+
+/// A token handed to one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuedToken {
+    /// The buyer.
+    pub user_id: String,
+    /// The token to present when buying.
+    pub token: String,
+    /// When it stops being accepted (unix seconds).
+    pub expires_at: u64,
+}
+
+/// Whether tokens may be issued for an activity right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Preheated and not over.
+    Open,
+    /// Not in Redis: unknown, or never preheated.
+    NotPreheated,
+    /// Ended, or past its window.
+    Ended,
+}
+
+/// Reads the activity's state in Redis, by Redis's clock.
+pub async fn gate(redis: &RedisClient, activity: u64) -> Result<Gate> {
+    let mut conn = redis.conn();
+    let ((status, end_ms, preheated), (secs, micros)): ((Option<String>, Option<i64>, Option<String>), (i64, i64)) =
+        redis::pipe()
+            .hmget(redis.keys().activity(activity), &["status", "end_ms", "preheated_at"])
+            .cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
+    let now_ms = secs * 1000 + micros / 1000;
+    Ok(match (status, preheated) {
+        (None, _) | (_, None) => Gate::NotPreheated,
+        (_, Some(p)) if p.is_empty() => Gate::NotPreheated,
+        (Some(s), _) if s == "ended" => Gate::Ended,
+        _ if end_ms.is_some_and(|end| now_ms >= end) => Gate::Ended,
+        _ => Gate::Open,
+    })
+}
+
+/// Issues (or returns the already registered) tokens of `users` in `activity`, valid for
+/// `ttl_secs`, registering each in Redis with that lifetime. Refuses an activity that is
+/// unknown in MySQL, not preheated, or ended. Shows a progress bar on a terminal.
+pub async fn issue(
+    db: &Db,
+    redis: &RedisClient,
+    signer: &Signer,
+    activity: u64,
+    users: &[String],
+    ttl_secs: u64,
+) -> Result<Vec<IssuedToken>> {
+    catalog::get_activity(db, activity).await?;
+    match gate(redis, activity).await? {
+        Gate::Open => {}
+        Gate::NotPreheated => {
+            return Err(Error::refused(format!(
+                "activity {activity} is not preheated; run `seckill hot {activity}` first"
+            )))
+        }
+        Gate::Ended => return Err(Error::refused(format!("activity {activity} has ended"))),
+    }
+    let bar = progress::bar(users.len() as u64, "tokens");
+    let issued = register(redis, signer, activity, users, ttl_secs, |n| bar.inc(n)).await;
+    bar.finish_and_clear();
+    issued
+}
+
+/// Signs and registers tokens without checking the activity (callers do, once).
+/// `progress` is told how many users each finished chunk covered.
+pub async fn register(
+    redis: &RedisClient,
+    signer: &Signer,
+    activity: u64,
+    users: &[String],
+    ttl_secs: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<IssuedToken>> {
+    if ttl_secs == 0 {
+        return Err(Error::invalid("token lifetime must be positive"));
+    }
+    for user in users {
+        validate_user_id(user).map_err(|e| Error::invalid(format!("{user:?}: {e}")))?;
+    }
+    let expiry = crate::token::unix_now() + ttl_secs;
+    let keys = redis.keys();
+    let mut out = Vec::with_capacity(users.len());
+    let mut conn = redis.conn();
+    // One script call per chunk, one after another: 1000 SETs per round trip already
+    // issues 100,000 tokens in well under a second, and keeps the output in input order.
+    for chunk in users.chunks(CHUNK) {
+        let mut invocation = scripts::ISSUE_TOKEN.prepare_invoke();
+        invocation.arg(ttl_secs);
+        for user in chunk {
+            invocation.key(keys.token(activity, user)).arg(signer.sign(activity, user, expiry));
+        }
+        let tokens: Vec<String> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        for (user, token) in chunk.iter().zip(tokens) {
+            let expires_at = expiry_of(&token).unwrap_or(expiry);
+            out.push(IssuedToken { user_id: user.clone(), token, expires_at });
+        }
+        progress(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// Deletes the user's registered token; returns whether there was one.
+pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
+    validate_user_id(user)?;
+    let mut conn = redis.conn();
+    let removed: u64 = conn.del(redis.keys().token(activity, user)).await.map_err(|e| redis.err(e))?;
+    Ok(removed > 0)
+}
+
+/// Expands `FIRST-LAST` (inclusive) into user ids.
+pub fn parse_range(range: &str) -> Result<Vec<String>> {
+    let bad = || Error::invalid(format!("range {range:?}: expected FIRST-LAST, e.g. 1-100000"));
+    let (first, last) = range.split_once('-').ok_or_else(bad)?;
+    let first: u64 = first.trim().parse().map_err(|_| bad())?;
+    let last: u64 = last.trim().parse().map_err(|_| bad())?;
+    if first > last || last - first >= 10_000_000 {
+        return Err(Error::invalid(format!("range {range:?}: FIRST must not exceed LAST (at most 10,000,000 users)")));
+    }
+    Ok((first..=last).map(|n| n.to_string()).collect())
+}
+
+/// Reads user ids from a file, one per line; blank lines are skipped.
+pub fn read_users(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    let users: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    for (i, user) in users.iter().enumerate() {
+        validate_user_id(user).map_err(|e| Error::invalid(format!("{}: user {}: {e}", path.display(), i + 1)))?;
+    }
+    Ok(users)
+}
+
+/// Writes one `user_id,token` line per token (no header, so line count = user count),
+/// quoting ids that need it.
+pub fn write_csv(out: &mut impl Write, tokens: &[IssuedToken]) -> std::io::Result<()> {
+    for t in tokens {
+        if t.user_id.contains([',', '"']) {
+            writeln!(out, "\"{}\",{}", t.user_id.replace('"', "\"\""), t.token)?;
+        } else {
+            writeln!(out, "{},{}", t.user_id, t.token)?;
+        }
+    }
+    out.flush()
+}

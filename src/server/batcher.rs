@@ -1,0 +1,115 @@
+//! Group commit: concurrent buy requests of one activity share script calls.
+//!
+//! One task per activity receives requests over a channel. Whenever a pipeline slot is
+//! free it drains everything queued (up to `batch_max`) without waiting and decides the
+//! lot with one [`buy::reserve`] call, whose verdicts are identical to one-by-one calls.
+//! Up to `batch_pipeline` calls per activity are in flight on the shared connection, so
+//! under load requests pile up while a call is out and the next batch grows by itself;
+//! with light load a request goes out alone at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::buy::{self, Purchase, Verdict};
+use crate::redis_client::RedisClient;
+
+/// Why a purchase got no verdict.
+#[derive(Debug, Clone)]
+pub enum BatchError {
+    /// Redis failed or did not answer in time.
+    Redis(String),
+    /// The batcher is gone (server shutting down).
+    Closed,
+}
+
+struct Job {
+    purchase: Purchase,
+    reply: oneshot::Sender<Result<Verdict, BatchError>>,
+}
+
+/// The batchers of every activity, started on first use.
+pub struct Batchers {
+    redis: RedisClient,
+    batch_max: usize,
+    pipeline: usize,
+    timeout: Duration,
+    senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
+}
+
+impl Batchers {
+    /// Batchers on `redis`; a script call not answered within `timeout` fails its batch.
+    pub fn new(redis: RedisClient, batch_max: usize, pipeline: usize, timeout: Duration) -> Self {
+        Batchers { redis, batch_max, pipeline, timeout, senders: RwLock::default() }
+    }
+
+    /// Decides `purchase` (of `activity`) together with whatever else is queued.
+    pub async fn submit(&self, activity: u64, purchase: Purchase) -> Result<Verdict, BatchError> {
+        let (reply, verdict) = oneshot::channel();
+        self.sender(activity).send(Job { purchase, reply }).map_err(|_| BatchError::Closed)?;
+        verdict.await.unwrap_or(Err(BatchError::Closed))
+    }
+
+    fn sender(&self, activity: u64) -> mpsc::UnboundedSender<Job> {
+        if let Some(tx) = self.senders.read().unwrap_or_else(|e| e.into_inner()).get(&activity) {
+            return tx.clone();
+        }
+        let mut senders = self.senders.write().unwrap_or_else(|e| e.into_inner());
+        senders
+            .entry(activity)
+            .or_insert_with(|| {
+                // Unbounded is safe: admission caps the requests that can be queued.
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(self.redis.clone(), activity, rx, self.batch_max, self.pipeline, self.timeout));
+                tx
+            })
+            .clone()
+    }
+}
+
+async fn run(
+    redis: RedisClient,
+    activity: u64,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    batch_max: usize,
+    pipeline: usize,
+    timeout: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(pipeline));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // Drained only once a slot is free: whatever arrived meanwhile joins this batch.
+        let mut purchases = Vec::with_capacity(batch_max.min(64));
+        let mut replies = Vec::with_capacity(batch_max.min(64));
+        purchases.push(first.purchase);
+        replies.push(first.reply);
+        while purchases.len() < batch_max {
+            let Ok(job) = rx.try_recv() else { break };
+            purchases.push(job.purchase);
+            replies.push(job.reply);
+        }
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            let decided = tokio::time::timeout(timeout, buy::reserve(&redis, activity, &purchases)).await;
+            drop(slot);
+            match decided {
+                Ok(Ok(verdicts)) => {
+                    for (reply, verdict) in replies.into_iter().zip(verdicts) {
+                        let _ = reply.send(Ok(verdict));
+                    }
+                }
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer from redis within {timeout:?}"),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(BatchError::Redis(why.clone())));
+                    }
+                }
+            }
+        });
+    }
+}

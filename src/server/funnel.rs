@@ -1,0 +1,249 @@
+//! The layers that shed load before it reaches Redis: the local sold-out cache (with the
+//! product -> activity map it lives in), bounded admission, rate limits and the circuit
+//! breaker. Each is cheap and synchronous, so rejected requests cost no Redis round trip.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::FunnelConfig;
+
+/// What this server knows about one product.
+#[derive(Debug)]
+pub struct ProductSlot {
+    /// The activity selling it.
+    pub activity: u64,
+    // Milliseconds since the catalog's epoch until which the product is known sold out.
+    sold_out_until: AtomicU64,
+}
+
+/// Product -> activity map plus the local sold-out cache, filled on demand.
+#[derive(Debug)]
+pub struct Catalog {
+    slots: RwLock<HashMap<u64, Arc<ProductSlot>>>,
+    epoch: Instant,
+    sold_out_for_ms: u64,
+}
+
+impl Catalog {
+    /// An empty map; sold-out answers are cached for `sold_out_cache_ms`.
+    pub fn new(sold_out_cache_ms: u64) -> Self {
+        Catalog { slots: RwLock::default(), epoch: Instant::now(), sold_out_for_ms: sold_out_cache_ms }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The product, if already known.
+    pub fn get(&self, product: u64) -> Option<Arc<ProductSlot>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).get(&product).cloned()
+    }
+
+    /// Remembers that `product` belongs to `activity`.
+    pub fn insert(&self, product: u64, activity: u64) -> Arc<ProductSlot> {
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(product)
+            .or_insert_with(|| Arc::new(ProductSlot { activity, sold_out_until: AtomicU64::new(0) }))
+            .clone()
+    }
+
+    /// Whether Redis said the product is sold out less than `sold_out_cache_ms` ago.
+    pub fn is_sold_out(&self, slot: &ProductSlot) -> bool {
+        slot.sold_out_until.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// Records Redis's answer "sold out, 0 remaining".
+    pub fn mark_sold_out(&self, slot: &ProductSlot) {
+        if self.sold_out_for_ms > 0 {
+            slot.sold_out_until.store(self.now_ms() + self.sold_out_for_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bounded admission: at most `max_in_flight` buy requests past this point at once.
+#[derive(Debug)]
+pub struct Admission(Arc<Semaphore>);
+
+impl Admission {
+    /// Room for `max_in_flight` requests.
+    pub fn new(max_in_flight: usize) -> Self {
+        Admission(Arc::new(Semaphore::new(max_in_flight)))
+    }
+
+    /// A slot, or `None` at once when all are taken.
+    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
+
+/// The global and per-user token buckets.
+pub struct Limits {
+    global: Option<DefaultDirectRateLimiter>,
+    per_user: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("global", &self.global.is_some())
+            .field("per_user", &self.per_user.is_some())
+            .finish()
+    }
+}
+
+impl Limits {
+    /// Buckets per `config` (a rate of 0 disables that bucket).
+    pub fn new(config: &FunnelConfig) -> Self {
+        let global = NonZeroU32::new(config.global_rps).map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+        let per_user = NonZeroU32::new(config.per_user_rps).map(|rps| {
+            let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
+            RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+        });
+        Limits { global, per_user }
+    }
+
+    /// Takes one request from both buckets; `false` means too many requests.
+    pub fn allow(&self, user: &String) -> bool {
+        if let Some(per_user) = &self.per_user {
+            if per_user.check_key(user).is_err() {
+                return false;
+            }
+        }
+        self.global.as_ref().is_none_or(|g| g.check().is_ok())
+    }
+
+    /// Forgets users whose bucket is full again, so the map does not grow forever.
+    pub fn forget_idle(&self) {
+        if let Some(per_user) = &self.per_user {
+            per_user.retain_recent();
+            per_user.shrink_to_fit();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BreakerState {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probe_since: Instant },
+}
+
+/// Circuit breaker around Redis: after `breaker_failures` consecutive failures, every
+/// request is answered `busy` for `breaker_open_ms`; then one probe goes through, and its
+/// success closes the breaker again.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    open_for: Duration,
+    state: Mutex<BreakerState>,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(failures: u32, open_ms: u64) -> Self {
+        Breaker {
+            threshold: failures.max(1),
+            open_for: Duration::from_millis(open_ms),
+            state: Mutex::new(BreakerState::Closed { failures: 0 }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request may go to Redis now.
+    pub fn admit(&self) -> bool {
+        let mut state = self.state();
+        let now = Instant::now();
+        match *state {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until } if now >= until => {
+                *state = BreakerState::HalfOpen { probe_since: now };
+                true
+            }
+            BreakerState::Open { .. } => false,
+            // A probe whose request vanished (client gone) must not keep the breaker shut.
+            BreakerState::HalfOpen { probe_since } if now.duration_since(probe_since) >= self.open_for => {
+                *state = BreakerState::HalfOpen { probe_since: now };
+                true
+            }
+            BreakerState::HalfOpen { .. } => false,
+        }
+    }
+
+    /// Redis answered.
+    pub fn success(&self) {
+        let mut state = self.state();
+        if !matches!(*state, BreakerState::Closed { failures: 0 }) {
+            *state = BreakerState::Closed { failures: 0 };
+        }
+    }
+
+    /// Redis failed or timed out.
+    pub fn failure(&self) {
+        let mut state = self.state();
+        *state = match *state {
+            BreakerState::Closed { failures } if failures + 1 < self.threshold => {
+                BreakerState::Closed { failures: failures + 1 }
+            }
+            _ => BreakerState::Open { until: Instant::now() + self.open_for },
+        };
+    }
+
+    /// Whether requests are currently being turned away.
+    pub fn is_open(&self) -> bool {
+        matches!(*self.state(), BreakerState::Open { until } if Instant::now() < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_probes_and_closes() {
+        let b = Breaker::new(2, 30);
+        assert!(b.admit());
+        b.failure();
+        assert!(b.admit());
+        b.failure();
+        assert!(!b.admit(), "open after 2 failures");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit(), "one probe");
+        assert!(!b.admit(), "only one probe");
+        b.failure();
+        assert!(!b.admit(), "failed probe reopens");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit());
+        b.success();
+        assert!(b.admit() && b.admit());
+    }
+
+    #[test]
+    fn sold_out_cache_expires() {
+        let c = Catalog::new(30);
+        let slot = c.insert(1, 9);
+        assert!(!c.is_sold_out(&slot));
+        c.mark_sold_out(&slot);
+        assert!(c.is_sold_out(&c.get(1).unwrap()));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!c.is_sold_out(&slot));
+    }
+
+    #[test]
+    fn per_user_limit() {
+        let l = Limits::new(&FunnelConfig { per_user_rps: 1, per_user_burst: 2, ..FunnelConfig::default() });
+        let (a, b) = ("a".to_string(), "b".to_string());
+        assert!(l.allow(&a) && l.allow(&a));
+        assert!(!l.allow(&a));
+        assert!(l.allow(&b));
+    }
+}

@@ -1,0 +1,149 @@
+//! `seckill serve`: the buyer-facing HTTP API (axum).
+//!
+//! - [`routes`]: token and buy, the hot path through the [`funnel`] and the [`batcher`];
+//! - [`query`]: orders, activities, time, health and readiness;
+//! - [`error`]: the JSON error shape every failure uses.
+//!
+//! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
+//! [`run`] serves it until the shutdown future completes, then drains in-flight requests.
+
+pub mod batcher;
+pub mod error;
+pub mod funnel;
+pub mod query;
+pub mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::redis_client::RedisClient;
+use crate::token::Signer;
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The shared parts of [`AppState`].
+pub struct Shared {
+    /// Redis (decisions, tokens, activities).
+    pub redis: RedisClient,
+    /// MySQL (order lookups).
+    pub db: Db,
+    /// Token signer.
+    pub signer: Signer,
+    /// The configuration the server was started with.
+    pub config: Config,
+    /// Product -> activity map and sold-out cache.
+    pub catalog: funnel::Catalog,
+    /// Bounded admission of buy requests.
+    pub admission: funnel::Admission,
+    /// Rate limits.
+    pub limits: funnel::Limits,
+    /// Circuit breaker around Redis.
+    pub breaker: funnel::Breaker,
+    /// Group commit.
+    pub batchers: batcher::Batchers,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State for a server over `redis` and `db`. Must be called inside a Tokio runtime
+    /// (it starts a task that trims the per-user rate limiter).
+    pub fn new(config: Config, redis: RedisClient, db: Db) -> AppState {
+        let f = &config.funnel;
+        let shared = Shared {
+            signer: Signer::new(&config.token.secret),
+            catalog: funnel::Catalog::new(f.sold_out_cache_ms),
+            admission: funnel::Admission::new(f.max_in_flight),
+            limits: funnel::Limits::new(f),
+            breaker: funnel::Breaker::new(f.breaker_failures, f.breaker_open_ms),
+            batchers: batcher::Batchers::new(
+                redis.clone(),
+                f.batch_max,
+                f.batch_pipeline,
+                config.redis_response_timeout(),
+            ),
+            redis,
+            db,
+            config,
+        };
+        let shared = Arc::new(shared);
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                shared.limits.forget_idle();
+            }
+        });
+        AppState(shared)
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.http.max_body_bytes;
+    Router::new()
+        .route("/api/v1/token", post(routes::token))
+        .route("/api/v1/buy", post(routes::buy))
+        .route("/api/v1/orders/{order_no}", get(query::order))
+        .route("/api/v1/activities/{id}", get(query::activity))
+        .route("/api/v1/time", get(query::time))
+        .route("/health", get(query::health))
+        .route("/ready", get(query::ready))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; then stops accepting,
+/// lets in-flight requests finish, and returns.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, "serving the HTTP API");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Io { path: addr, source })
+}
+
+/// Completes on ctrl-c or SIGTERM, for [`run`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

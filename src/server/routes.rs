@@ -1,0 +1,212 @@
+//! The hot path: `POST /api/v1/token` and `POST /api/v1/buy`.
+
+use axum::extract::State;
+use axum::Json;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use super::batcher::BatchError;
+use super::error::{ApiError, ApiJson};
+use super::funnel::ProductSlot;
+use super::AppState;
+use crate::buy::{Outcome, Purchase};
+use crate::ops::token::{self, Gate};
+use crate::token::{unix_now, validate_user_id};
+
+/// Most units one request may ask for; anything above is a client bug, not a purchase.
+pub const MAX_QUANTITY: u32 = 10_000;
+/// Longest token accepted (well above the 54 characters of a real one).
+const MAX_TOKEN_LEN: usize = 128;
+
+/// Body of `POST /api/v1/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The activity to buy in.
+    pub activity_id: u64,
+    /// The buyer.
+    pub user_id: String,
+}
+
+/// Answer of `POST /api/v1/token`.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// Present it with every purchase in the activity.
+    pub token: String,
+    /// Unix seconds after which it is refused.
+    pub expires_at: u64,
+}
+
+/// Body of `POST /api/v1/buy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyRequest {
+    /// The product.
+    pub product_id: u64,
+    /// The buyer.
+    pub user_id: String,
+    /// Units, 1..=[`MAX_QUANTITY`].
+    pub quantity: u32,
+    /// The buyer's token for the product's activity.
+    pub token: String,
+}
+
+/// Answer of a successful `POST /api/v1/buy`.
+#[derive(Debug, Serialize)]
+pub struct BuyResponse {
+    /// Always `queued`: reserved in Redis, being persisted.
+    pub status: &'static str,
+    /// Look it up with `GET /api/v1/orders/{order_no}`.
+    pub order_no: String,
+    /// Units of the product left.
+    pub remaining: i64,
+}
+
+fn check_user(user: &str) -> Result<(), ApiError> {
+    validate_user_id(user).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
+/// one when already registered).
+pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
+    check_user(&req.user_id)?;
+    if !state.limits.allow(&req.user_id) {
+        return Err(ApiError::too_many_requests());
+    }
+    if !state.breaker.admit() {
+        return Err(ApiError::busy("redis unavailable, retry shortly"));
+    }
+    let gate = token::gate(&state.redis, req.activity_id).await;
+    let issued = match gate {
+        Ok(Gate::Open) => {
+            let users = [req.user_id.clone()];
+            token::register(&state.redis, &state.signer, req.activity_id, &users, state.config.token.ttl_secs, |_| {})
+                .await
+        }
+        Ok(Gate::NotPreheated) => {
+            state.breaker.success();
+            return Err(ApiError::not_found(format!("activity {} is not on sale", req.activity_id)));
+        }
+        Ok(Gate::Ended) => {
+            state.breaker.success();
+            return Err(ApiError::from_outcome(Outcome::Ended));
+        }
+        Err(e) => Err(e),
+    };
+    match issued {
+        Ok(mut issued) if !issued.is_empty() => {
+            state.breaker.success();
+            let t = issued.swap_remove(0);
+            tracing::debug!(activity = req.activity_id, user = %req.user_id, "token issued");
+            Ok(Json(TokenResponse { token: t.token, expires_at: t.expires_at }))
+        }
+        Ok(_) => Err(ApiError::busy("no token issued")),
+        Err(e) => {
+            state.breaker.failure();
+            tracing::warn!(activity = req.activity_id, user = %req.user_id, error = %e, "token: redis failed");
+            Err(ApiError::busy("redis unavailable, retry shortly"))
+        }
+    }
+}
+
+/// `POST /api/v1/buy`: runs the funnel, then decides the purchase in Redis (group commit).
+pub async fn buy(State(state): State<AppState>, ApiJson(req): ApiJson<BuyRequest>) -> Result<Json<BuyResponse>, ApiError> {
+    let product = req.product_id;
+    let result = decide(&state, req).await;
+    match &result {
+        Ok(ok) => tracing::debug!(product, order_no = %ok.order_no, "buy: queued"),
+        Err(e) => tracing::debug!(product, code = e.code, "buy: refused"),
+    }
+    result.map(Json)
+}
+
+async fn decide(state: &AppState, req: BuyRequest) -> Result<BuyResponse, ApiError> {
+    check_user(&req.user_id)?;
+    if req.quantity == 0 || req.quantity > MAX_QUANTITY {
+        return Err(ApiError::bad_request(format!("quantity must be 1..={MAX_QUANTITY}")));
+    }
+    if req.token.is_empty() || req.token.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::invalid_token());
+    }
+    // Layer 1, before anything that can wait: a known sold-out product is answered from memory.
+    let known = state.catalog.get(req.product_id);
+    if let Some(slot) = &known {
+        if state.catalog.is_sold_out(slot) {
+            return Err(ApiError::from_outcome(Outcome::SoldOut));
+        }
+    }
+    let Some(_admitted) = state.admission.try_enter() else {
+        return Err(ApiError::busy("too many requests in flight, retry shortly"));
+    };
+    if !state.limits.allow(&req.user_id) {
+        return Err(ApiError::too_many_requests());
+    }
+    let slot = match known {
+        Some(slot) => slot,
+        None => resolve(state, req.product_id).await?,
+    };
+    if !state.signer.verify(slot.activity, &req.user_id, &req.token, unix_now()) {
+        return Err(ApiError::invalid_token());
+    }
+    if !state.breaker.admit() {
+        return Err(ApiError::busy("redis unavailable, retry shortly"));
+    }
+    let (activity, product) = (slot.activity, req.product_id);
+    let purchase = Purchase { product_id: req.product_id, user_id: req.user_id, quantity: req.quantity, token: req.token };
+    let user_for_log = tracing::enabled!(tracing::Level::WARN).then(|| purchase.user_id.clone());
+    match state.batchers.submit(activity, purchase).await {
+        Ok(verdict) => {
+            state.breaker.success();
+            match (verdict.outcome, verdict.order_no) {
+                (Outcome::Ok, Some(order_no)) => Ok(BuyResponse { status: "queued", order_no, remaining: verdict.remaining }),
+                (Outcome::SoldOut, _) => {
+                    if verdict.remaining <= 0 {
+                        state.catalog.mark_sold_out(&slot);
+                    }
+                    Err(ApiError::from_outcome(Outcome::SoldOut))
+                }
+                (Outcome::Ok, None) => Err(ApiError::busy("reservation without order number")),
+                (outcome, _) => Err(ApiError::from_outcome(outcome)),
+            }
+        }
+        Err(e) => {
+            if let BatchError::Redis(why) = &e {
+                state.breaker.failure();
+                tracing::warn!(activity, product, user = user_for_log.as_deref().unwrap_or(""), error = %why, "buy: redis failed");
+            }
+            Err(ApiError::busy("redis unavailable, retry shortly"))
+        }
+    }
+}
+
+/// Looks the product's activity up in Redis (first request for a product only).
+async fn resolve(state: &AppState, product: u64) -> Result<std::sync::Arc<ProductSlot>, ApiError> {
+    if !state.breaker.admit() {
+        return Err(ApiError::busy("redis unavailable, retry shortly"));
+    }
+    let mut conn = state.redis.conn();
+    let looked_up = tokio::time::timeout(
+        state.config.redis_response_timeout(),
+        conn.hget::<_, _, Option<u64>>(state.redis.keys().product_activity(), product),
+    )
+    .await;
+    match looked_up {
+        Ok(Ok(found)) => {
+            state.breaker.success();
+            match found {
+                Some(activity) => Ok(state.catalog.insert(product, activity)),
+                None => Err(ApiError::from_outcome(Outcome::NotFound)),
+            }
+        }
+        Ok(Err(e)) => {
+            state.breaker.failure();
+            tracing::warn!(product, error = %e, "buy: product lookup failed");
+            Err(ApiError::busy("redis unavailable, retry shortly"))
+        }
+        Err(_) => {
+            state.breaker.failure();
+            tracing::warn!(product, "buy: product lookup timed out");
+            Err(ApiError::busy("redis unavailable, retry shortly"))
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The buy path end to end: tokens, the funnel, group commit, failures.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use seckill::buy::{self, Purchase};
+use serde_json::{json, Value};
+
+use crate::buy_support::{assert_error, spec, Options, OwnRedis, Sale};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_buyers_exactly_one_hundred_win() {
+    let sale = Arc::new(Sale::start(Options { products: vec![spec(100, 1, 1)], ..Options::default() }).await);
+    let users: Vec<String> = (0..2000).map(|i| format!("buyer{i}")).collect();
+    let tokens = sale.tokens(&users).await;
+    let product = sale.product();
+    let mut tasks = Vec::new();
+    for (user, token) in users.into_iter().zip(tokens) {
+        let sale = sale.clone();
+        tasks.push(tokio::spawn(async move {
+            let answer = sale.buy(product, &user, 1, &token).await;
+            (user, answer)
+        }));
+    }
+    let mut winners = HashSet::new();
+    let mut order_nos = HashSet::new();
+    for task in tasks {
+        let (user, (status, body)) = task.await.unwrap();
+        match status.as_u16() {
+            200 => {
+                assert_eq!(body["status"], "queued");
+                assert!(order_nos.insert(body["order_no"].as_str().unwrap().to_string()));
+                assert!(winners.insert(user));
+            }
+            409 => assert_eq!(body["error"], "sold_out", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 100);
+    assert_eq!(sale.counters(product).await, (0, 100, 100));
+    let mut conn = sale.redis.conn();
+    let entries: redis::streams::StreamRangeReply =
+        conn.xrange_all(sale.redis.keys().orders_stream(sale.activity)).await.unwrap();
+    let stream_users: HashSet<String> = entries.ids.iter().map(|e| e.get::<String>("user").unwrap()).collect();
+    assert_eq!(stream_users, winners);
+    Arc::into_inner(sale).unwrap().finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_fifty_parallel_requests_limit_two() {
+    let sale = Arc::new(Sale::start(Options { products: vec![spec(100, 2, 1)], ..Options::default() }).await);
+    let token = sale.token("greedy").await;
+    let product = sale.product();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (sale, token) = (sale.clone(), token.clone());
+            tokio::spawn(async move { sale.buy(product, "greedy", 1, &token).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        if status == 200 {
+            ok += 1;
+        } else {
+            let code = body["error"].as_str().unwrap().to_string();
+            assert!(code == "limit_exceeded" || code == "too_many_requests", "{body}");
+        }
+    }
+    assert_eq!(ok, 2);
+    assert_eq!(sale.counters(product).await, (98, 2, 2));
+    Arc::into_inner(sale).unwrap().finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_and_deduct_nothing() {
+    let sale = Sale::start(Options::default()).await;
+    let p = sale.product();
+    let alice = sale.token("alice").await;
+    let bob = sale.token("bob").await;
+    let mut altered = alice.clone().into_bytes();
+    let last = altered.len() - 3;
+    altered[last] = if altered[last] == b'x' { b'y' } else { b'x' };
+    let altered = String::from_utf8(altered).unwrap();
+    let later_expiry = alice.replacen(alice.split('.').next().unwrap(), "9999999999", 1);
+    let expired = sale.signer.sign(sale.activity, "alice", 1_000_000);
+    let unregistered = sale.signer.sign(sale.activity, "carol", seckill::token::unix_now() + 600);
+    for token in ["", "garbage", "1.AAAA", "9999999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &altered, &later_expiry, &expired, &bob] {
+        assert_error(&sale.buy(p, "alice", 1, token).await, 401, "invalid_token");
+    }
+    // Signed correctly but never registered: only Redis can tell.
+    assert_error(&sale.buy(p, "carol", 1, &unregistered).await, 401, "invalid_token");
+    // Revoked.
+    assert!(seckill::ops::token::revoke(&sale.redis, sale.activity, "bob").await.unwrap());
+    assert_error(&sale.buy(p, "bob", 1, &bob).await, 401, "invalid_token");
+    assert_eq!(sale.counters(p).await, (100, 0, 0));
+    // The genuine token still works.
+    assert_eq!(sale.buy(p, "alice", 1, &alice).await.0, 200);
+    sale.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sale_states_and_blacklist() {
+    let early = Sale::start(Options { starts_in_secs: 3600, ..Options::default() }).await;
+    let t = early.token("u1").await;
+    assert_error(&early.buy(early.product(), "u1", 1, &t).await, 403, "not_started");
+    assert_eq!(early.counters(early.product()).await, (100, 0, 0));
+    let (status, page) = early.get(&format!("/api/v1/activities/{}", early.activity)).await;
+    assert_eq!(status, 200);
+    assert!(page["starts_in_secs"].as_i64().unwrap() > 3500, "{page}");
+    early.finish().await;
+
+    let sale = Sale::start(Options::default()).await;
+    let p = sale.product();
+    let (u1, u2) = (sale.token("u1").await, sale.token("u2").await);
+    seckill::ops::blacklist::add(&sale.db, &sale.redis, "u2", "bot").await.unwrap();
+    assert_error(&sale.buy(p, "u2", 1, &u2).await, 403, "blacklisted");
+    seckill::ops::blacklist::remove(&sale.db, &sale.redis, "u2").await.unwrap();
+
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false).await.unwrap();
+    assert_error(&sale.buy(p, "u1", 1, &u1).await, 403, "paused");
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+
+    // Past the window (the clock moved on) ...
+    let mut conn = sale.redis.conn();
+    let key = sale.redis.keys().activity(sale.activity);
+    let end_ms: i64 = conn.hget(&key, "end_ms").await.unwrap();
+    let () = conn.hset(&key, "end_ms", 1_000).await.unwrap();
+    assert_error(&sale.buy(p, "u1", 1, &u1).await, 403, "ended");
+    let () = conn.hset(&key, "end_ms", end_ms).await.unwrap();
+    // ... and ended by the operator.
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, true).await.unwrap();
+    assert_error(&sale.buy(p, "u1", 1, &u1).await, 403, "ended");
+    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "u9"})).await, 403, "ended");
+    assert_eq!(sale.counters(p).await, (100, 0, 0));
+    sale.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_bad_request_and_changes_nothing() {
+    let sale = Sale::start(Options { products: vec![spec(100, 5, 5)], ..Options::default() }).await;
+    let p = sale.product();
+    let t = sale.token("u1").await;
+    let long_user = "x".repeat(65);
+    let bodies: Vec<Value> = vec![
+        json!({"product_id": p, "user_id": "u1", "quantity": 1, "token": t, "extra": 1}),
+        json!({"product_id": p, "user_id": "u1", "quantity": "1", "token": t}),
+        json!({"product_id": "p", "user_id": "u1", "quantity": 1, "token": t}),
+        json!({"product_id": p, "user_id": "u1", "quantity": 0, "token": t}),
+        json!({"product_id": p, "user_id": "u1", "quantity": -1, "token": t}),
+        json!({"product_id": p, "user_id": "u1", "quantity": 1.5, "token": t}),
+        json!({"product_id": p, "user_id": "u1", "quantity": 99_999_999_999u64, "token": t}),
+        json!({"product_id": p, "user_id": "u1", "quantity": 1_000_000, "token": t}),
+        json!({"product_id": p, "user_id": "", "quantity": 1, "token": t}),
+        json!({"product_id": p, "user_id": long_user, "quantity": 1, "token": t}),
+        json!({"product_id": p, "user_id": "u 1", "quantity": 1, "token": t}),
+        json!({"product_id": p, "user_id": "u1", "quantity": 1}),
+        json!({"product_id": -5, "user_id": "u1", "quantity": 1, "token": t}),
+        json!([1, 2]),
+        json!(null),
+    ];
+    for body in &bodies {
+        assert_error(&sale.post_json("/api/v1/buy", body).await, 400, "bad_request");
+    }
+    let good = json!({"product_id": p, "user_id": "u1", "quantity": 1, "token": t}).to_string();
+    assert_error(&sale.post_raw("/api/v1/buy", "{\"product_id\": ", Some("application/json")).await, 400, "bad_request");
+    assert_error(&sale.post_raw("/api/v1/buy", good.clone(), Some("text/plain")).await, 400, "bad_request");
+    assert_error(&sale.post_raw("/api/v1/buy", good.clone(), None).await, 400, "bad_request");
+    let padded = format!("{}{}", good, " ".repeat(sale.config.http.max_body_bytes));
+    assert_error(&sale.post_raw("/api/v1/buy", padded, Some("application/json")).await, 400, "bad_request");
+    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity})).await, 400, "bad_request");
+    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": ""})).await, 400, "bad_request");
+    assert_error(&sale.get("/api/v1/nope").await, 404, "not_found");
+    assert_error(&sale.get("/api/v1/buy").await, 405, "method_not_allowed");
+    assert_eq!(sale.counters(p).await, (100, 0, 0));
+    assert_eq!(sale.post_raw("/api/v1/buy", good, Some("application/json")).await.0, 200);
+    sale.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_endpoints_tokens_and_orders() {
+    let sale = Sale::start(Options { products: vec![spec(10, 1, 1), spec(5, 1, 1)], ..Options::default() }).await;
+    assert_eq!(sale.get("/health").await.0, 200);
+    assert_eq!(sale.get("/ready").await.0, 200);
+    let (status, time) = sale.get("/api/v1/time").await;
+    assert_eq!(status, 200);
+    assert!(time["server_time_ms"].as_i64().unwrap() > 1_700_000_000_000);
+
+    let (status, issued) = sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "web1"})).await;
+    assert_eq!(status, 200, "{issued}");
+    let (_, again) = sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "web1"})).await;
+    assert_eq!(issued["token"], again["token"]);
+    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": 987654321, "user_id": "web1"})).await, 404, "not_found");
+
+    let (status, bought) = sale.buy(sale.products[1], "web1", 1, issued["token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{bought}");
+    assert_eq!(bought["remaining"], 4);
+    let order_no = bought["order_no"].as_str().unwrap().to_string();
+    let (status, order) = sale.get(&format!("/api/v1/orders/{order_no}")).await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["status"], "queued");
+    assert_eq!(order["user_id"], "web1");
+    // Once persisted, MySQL's status wins.
+    sqlx::query(
+        "INSERT INTO orders (order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, reserved_at) \
+         VALUES (?, ?, ?, 'web1', 1, 9.99, 9.99, 'paid', NOW(3))",
+    )
+    .bind(&order_no)
+    .bind(sale.activity)
+    .bind(sale.products[1])
+    .execute(sale.db.pool())
+    .await
+    .unwrap();
+    let (_, order) = sale.get(&format!("/api/v1/orders/{order_no}")).await;
+    assert_eq!(order["status"], "paid");
+    assert_error(&sale.get(&format!("/api/v1/orders/{}-1-0", sale.activity)).await, 404, "not_found");
+    assert_error(&sale.get("/api/v1/orders/garbage").await, 404, "not_found");
+
+    let (status, page) = sale.get(&format!("/api/v1/activities/{}", sale.activity)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["status"], "online");
+    assert_eq!(page["starts_in_secs"], 0);
+    let remaining: Vec<i64> = page["products"].as_array().unwrap().iter().map(|p| p["remaining"].as_i64().unwrap()).collect();
+    assert_eq!(remaining, vec![10, 4]);
+    assert_error(&sale.get("/api/v1/activities/987654321").await, 404, "not_found");
+    assert_error(&sale.get("/api/v1/activities/x").await, 404, "not_found");
+    sale.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_is_answered_locally() {
+    let sale = Sale::start(Options {
+        products: vec![spec(1, 1, 1)],
+        tune: |c| c.funnel.sold_out_cache_ms = 60_000,
+        ..Options::default()
+    })
+    .await;
+    let p = sale.product();
+    let (a, b) = (sale.token("a").await, sale.token("b").await);
+    assert_eq!(sale.buy(p, "a", 1, &a).await.0, 200);
+    assert_error(&sale.buy(p, "b", 1, &b).await, 409, "sold_out");
+    // Redis would now say something else; the cache answers without asking it.
+    let mut conn = sale.redis.conn();
+    let () = conn.hset(sale.redis.keys().product(sale.activity, p), "stock", 5).await.unwrap();
+    assert_error(&sale.buy(p, "b", 1, &b).await, 409, "sold_out");
+    assert_eq!(sale.counters(p).await, (5, 1, 1));
+    sale.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_answers_busy_fast_and_recovers() {
+    let mut own = OwnRedis::start().await;
+    let mut sale = Sale::start(Options {
+        redis_url: Some(own.url()),
+        tune: |c| {
+            c.redis.response_timeout_ms = 300;
+            c.redis.connect_timeout_ms = 300;
+            c.funnel.breaker_failures = 3;
+            c.funnel.breaker_open_ms = 200;
+            c.funnel.per_user_rps = 0;
+        },
+        ..Options::default()
+    })
+    .await;
+    let p = sale.product();
+    let users: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+    let tokens = sale.tokens(&users).await;
+    assert_eq!(sale.buy(p, &users[0], 1, &tokens[0]).await.0, 200);
+
+    // Frozen: commands time out.
+    own.signal("-STOP");
+    for i in 1..8 {
+        let started = Instant::now();
+        assert_error(&sale.buy(p, &users[i], 1, &tokens[i]).await, 503, "busy");
+        assert!(started.elapsed() < Duration::from_secs(1), "busy took {:?}", started.elapsed());
+    }
+    assert_error(&sale.get("/ready").await, 503, "busy");
+    assert_eq!(sale.get("/health").await.0, 200);
+    own.signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 8;
+    loop {
+        let (status, _) = sale.buy(p, &users[i], 1, &tokens[i]).await;
+        i += 1;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Gone: connections refused.
+    own.kill();
+    let started = Instant::now();
+    assert_error(&sale.buy(p, &users[i], 1, &tokens[i]).await, 503, "busy");
+    assert!(started.elapsed() < Duration::from_secs(1), "busy took {:?}", started.elapsed());
+    own.restart().await;
+    // Its data is gone (no persistence): preheat again, as an operator would.
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false).await.ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hot = seckill::ops::hot(&sale.db, &sale.redis, &sale.config.consumer.group, sale.activity).await;
+        if hot.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hot never succeeded: {hot:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    let tokens = sale.tokens(&users).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        i += 1;
+        let (status, body) = sale.buy(p, &users[i], 1, &tokens[i]).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(body["error"], "busy", "{body}");
+        assert!(Instant::now() < deadline, "no recovery after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sale.stop_server().await;
+    sale.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_matches_one_by_one() {
+    let specs = vec![spec(5, 2, 2), spec(3, 3, 3)];
+    let batched = Sale::start(Options { products: specs.clone(), ..Options::default() }).await;
+    let single = Sale::start(Options { products: specs, ..Options::default() }).await;
+    // (product index, user, quantity, token valid?)
+    let plan: Vec<(usize, &str, u32, bool)> = vec![
+        (0, "a", 2, true),
+        (0, "a", 1, true), // over a's limit
+        (0, "b", 3, true), // over max per order
+        (1, "b", 2, true),
+        (0, "c", 1, true),
+        (0, "d", 2, true), // only 2 left: takes them
+        (0, "e", 1, true), // sold out mid-batch
+        (1, "c", 2, true), // 1 left: sold out with remaining 1
+        (1, "c", 1, true),
+        (1, "d", 1, false), // invalid token
+        (1, "e", 0, true),  // bad quantity
+        (1, "e", 1, true),  // sold out
+    ];
+    let mut outcomes = Vec::new();
+    for sale in [&batched, &single] {
+        let users: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|u| u.to_string()).collect();
+        let tokens = sale.tokens(&users).await;
+        let purchases: Vec<Purchase> = plan
+            .iter()
+            .map(|(p, user, quantity, valid)| Purchase {
+                product_id: sale.products[*p],
+                user_id: user.to_string(),
+                quantity: *quantity,
+                token: if *valid { tokens[users.iter().position(|u| u == user).unwrap()].clone() } else { "x".into() },
+            })
+            .collect();
+        let verdicts = if std::ptr::eq(sale, &batched) {
+            buy::reserve(&sale.redis, sale.activity, &purchases).await.unwrap()
+        } else {
+            let mut v = Vec::new();
+            for p in &purchases {
+                v.extend(buy::reserve(&sale.redis, sale.activity, std::slice::from_ref(p)).await.unwrap());
+            }
+            v
+        };
+        outcomes.push(verdicts.iter().map(|v| (v.outcome, v.remaining, v.order_no.is_some())).collect::<Vec<_>>());
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    let codes: Vec<&str> = outcomes[0].iter().map(|o| o.0.code()).collect();
+    assert_eq!(
+        codes,
+        ["ok", "limit_exceeded", "limit_exceeded", "ok", "ok", "ok", "sold_out", "sold_out", "ok", "invalid_token", "bad_request", "sold_out"]
+    );
+    for sale in [&batched, &single] {
+        assert_eq!(sale.counters(sale.products[0]).await.0, 0);
+        assert_eq!(sale.counters(sale.products[1]).await.0, 0);
+    }
+    batched.finish().await;
+    single.finish().await;
+}
+
+fn cli(sale: &Sale, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .args(args)
+        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
+        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
+        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
+        .env("SECKILL_TOKEN_SECRET", &sale.config.token.secret)
+        .output()
+        .expect("run seckill")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_blacklist_cli() {
+    let sale = Sale::start(Options::default()).await;
+    let a = sale.activity.to_string();
+    let out = std::env::temp_dir().join(format!("seckill-tokens-{}.csv", rand::random::<u64>()));
+    let out_s = out.to_str().unwrap();
+    let run = cli(&sale, &["token", &a, "--range", "1-1000", "--out", out_s]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let first = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(first.lines().count(), 1000);
+    let run = cli(&sale, &["token", &a, "--range", "1-1000", "--out", out_s]);
+    assert!(run.status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), first, "asking again returns the same tokens");
+    std::fs::remove_file(&out).ok();
+
+    let line7 = first.lines().find(|l| l.starts_with("7,")).unwrap();
+    let token7 = line7.split_once(',').unwrap().1;
+    let run = cli(&sale, &["token", &a, "--user", "7"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), line7, "stdout, same token");
+
+    let run = cli(&sale, &["token", "revoke", &a, "--user", "7"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_error(&sale.buy(sale.product(), "7", 1, token7).await, 401, "invalid_token");
+    let token8 = first.lines().find(|l| l.starts_with("8,")).unwrap().split_once(',').unwrap().1;
+    assert_eq!(sale.buy(sale.product(), "8", 1, token8).await.0, 200);
+
+    let run = cli(&sale, &["token", "987654321", "--user", "x"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not found"), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = cli(&sale, &["token", &a, "--user", "bad user"]);
+    assert_eq!(run.status.code(), Some(1));
+
+    assert!(cli(&sale, &["blacklist", "add", "9", "--reason", "bot"]).status.success());
+    let token9 = first.lines().find(|l| l.starts_with("9,")).unwrap().split_once(',').unwrap().1;
+    assert_error(&sale.buy(sale.product(), "9", 1, token9).await, 403, "blacklisted");
+    let list = cli(&sale, &["blacklist", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed[0]["user_id"], "9");
+    assert_eq!(listed[0]["reason"], "bot");
+    assert!(cli(&sale, &["blacklist", "remove", "9"]).status.success());
+    let listed: Value = serde_json::from_slice(&cli(&sale, &["blacklist", "list", "--json"]).stdout).unwrap();
+    assert_eq!(listed, json!([]));
+    assert_eq!(sale.buy(sale.product(), "9", 1, token9).await.0, 200);
+    sale.finish().await;
+}

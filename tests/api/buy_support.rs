@@ -1,0 +1,294 @@
+//! Fixture of the buy tests: a fresh MariaDB database and Redis key prefix, one activity
+//! with products, preheated and started, and a server on 127.0.0.1:0 with a typed client.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use seckill::ops::catalog::{self, NewActivity, NewProduct};
+use seckill::server::{self, AppState};
+use seckill::token::Signer;
+use seckill::{Config, Db, RedisClient};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// One product of a sale: stock, per-user limit, max per order.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub stock: u32,
+    pub limit: u32,
+    pub max_per_order: u32,
+}
+
+pub fn spec(stock: u32, limit: u32, max_per_order: u32) -> Spec {
+    Spec { stock, limit, max_per_order }
+}
+
+/// How to set a sale up.
+pub struct Options {
+    pub products: Vec<Spec>,
+    /// Seconds from now until the sale opens (negative: already open).
+    pub starts_in_secs: i64,
+    /// Another Redis (the outage test's own server).
+    pub redis_url: Option<String>,
+    pub tune: fn(&mut Config),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { products: vec![spec(100, 1, 1)], starts_in_secs: -60, redis_url: None, tune: |_| {} }
+    }
+}
+
+/// A running sale and its server.
+pub struct Sale {
+    pub config: Config,
+    pub db: Db,
+    pub redis: RedisClient,
+    pub activity: u64,
+    pub products: Vec<u64>,
+    pub signer: Signer,
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<seckill::Result<()>>>,
+}
+
+fn random_name() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl Sale {
+    pub async fn start(options: Options) -> Sale {
+        let name = random_name();
+        let mut config = Config::default();
+        config.database.url = format!("mysql://root@127.0.0.1:3306/seckill_t_{name}");
+        config.database.max_connections = 4;
+        config.redis.key_prefix = format!("t{name}");
+        config.token.secret = "test-secret-0123456789".into();
+        if let Some(url) = &options.redis_url {
+            config.redis.url = url.clone();
+        }
+        (options.tune)(&mut config);
+        seckill::db::migrate(&config).await.expect("migrate");
+        let db = Db::connect(&config).await.expect("mysql");
+        let redis = RedisClient::connect(&config).await.expect("redis");
+        let now = Utc::now();
+        let activity = catalog::create_activity(
+            &db,
+            &NewActivity {
+                name: "test sale".into(),
+                start_at: now + chrono::Duration::seconds(options.starts_in_secs),
+                end_at: now + chrono::Duration::hours(2),
+            },
+        )
+        .await
+        .expect("activity")
+        .id;
+        let mut products = Vec::new();
+        for (i, s) in options.products.iter().enumerate() {
+            let p = catalog::add_product(
+                &db,
+                &NewProduct {
+                    activity_id: activity,
+                    name: format!("product {i}"),
+                    price: Decimal::new(999, 2),
+                    stock: s.stock,
+                    per_user_limit: s.limit,
+                    max_per_order: Some(s.max_per_order),
+                },
+            )
+            .await
+            .expect("product");
+            products.push(p.id);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        seckill::ops::hot(&db, &redis, &config.consumer.group, activity).await.expect("hot");
+        seckill::ops::start(&db, &redis, activity).await.expect("start");
+        let signer = Signer::new(&config.token.secret);
+        let mut sale = Sale {
+            config,
+            db,
+            redis,
+            activity,
+            products,
+            signer,
+            base: String::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            shutdown: None,
+            server: None,
+        };
+        sale.serve().await;
+        sale
+    }
+
+    /// (Re)starts the HTTP server on a fresh port.
+    pub async fn serve(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(self.config.clone(), self.redis.clone(), self.db.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        self.shutdown = Some(tx);
+        self.server = Some(tokio::spawn(server::run(listener, state, async move {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Stops the server gracefully; panics when it does not stop within 5 s.
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .expect("server stops within 5 s")
+                .expect("server task")
+                .expect("server ran");
+        }
+    }
+
+    /// Stops the server and drops the database and the Redis keys.
+    pub async fn finish(mut self) {
+        self.stop_server().await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name())).execute(self.db.pool()).await;
+        self.db.close().await;
+        let mut conn = self.redis.conn();
+        let pattern = format!("{}:*", self.config.redis.key_prefix);
+        if let Ok(keys) = conn.keys::<_, Vec<String>>(pattern).await {
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = conn.del(keys).await;
+            }
+        }
+    }
+
+    fn db_name(&self) -> String {
+        self.config.database.url.rsplit('/').next().unwrap().to_string()
+    }
+
+    pub fn product(&self) -> u64 {
+        self.products[0]
+    }
+
+    /// Registers tokens for `users` directly through the library (fast).
+    pub async fn tokens(&self, users: &[String]) -> Vec<String> {
+        seckill::ops::token::register(&self.redis, &self.signer, self.activity, users, 600, |_| {})
+            .await
+            .expect("tokens")
+            .into_iter()
+            .map(|t| t.token)
+            .collect()
+    }
+
+    pub async fn token(&self, user: &str) -> String {
+        self.tokens(&[user.to_string()]).await.remove(0)
+    }
+
+    /// `POST /api/v1/buy`.
+    pub async fn buy(&self, product: u64, user: &str, quantity: u32, token: &str) -> (StatusCode, Value) {
+        self.post_json("/api/v1/buy", &json!({"product_id": product, "user_id": user, "quantity": quantity, "token": token}))
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let res = self.http.post(format!("{}{path}", self.base)).json(body).send().await.expect("http");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>, content_type: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let res = req.send().await.expect("http");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self.http.get(format!("{}{path}", self.base)).send().await.expect("http");
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Stock, sold (Redis product hash) and stream length.
+    pub async fn counters(&self, product: u64) -> (i64, i64, usize) {
+        let keys = self.redis.keys();
+        let mut conn = self.redis.conn();
+        let (stock, sold): (i64, i64) =
+            conn.hmget(keys.product(self.activity, product), &["stock", "sold"]).await.unwrap();
+        let len: usize = conn.xlen(keys.orders_stream(self.activity)).await.unwrap();
+        (stock, sold, len)
+    }
+}
+
+/// Asserts a JSON error answer.
+#[track_caller]
+pub fn assert_error(answer: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(answer.0.as_u16(), status, "{answer:?}");
+    assert_eq!(answer.1["error"], code, "{answer:?}");
+    assert!(answer.1["message"].is_string(), "{answer:?}");
+}
+
+/// A `redis-server` of the test's own, on a free port, killed on drop.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = OwnRedis { port, child: None };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}
