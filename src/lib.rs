@@ -7,6 +7,7 @@
 
 pub mod buy;
 pub mod config;
+pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod keys;
