@@ -7,14 +7,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod activity;
+mod consumer;
 mod context;
 mod flush;
 mod hot;
 mod lifecycle;
 mod migrate;
+mod order;
 mod output;
 mod product;
+mod reconcile;
 mod status;
+mod stock;
 
 use context::{Context, GlobalArgs};
 
@@ -48,6 +52,16 @@ enum Command {
     Status(status::StatusArgs),
     /// Remove every Redis key of an activity.
     Flush(flush::FlushArgs),
+    /// Persist reservations from the order streams into MySQL (daemon, or --once).
+    Consumer(consumer::ConsumerArgs),
+    /// Show, list, pay, cancel and expire orders.
+    #[command(subcommand)]
+    Order(order::OrderCommand),
+    /// Change live stock: top up, or withdraw when the source sold out.
+    #[command(subcommand)]
+    Stock(stock::StockCommand),
+    /// Compare Redis with MySQL and classify every difference (exit 0 consistent, 1 drift, 2 could not check).
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,11 +88,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => lifecycle::stop(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Flush(args) => flush::run(&ctx, args).await,
+        Command::Consumer(args) => consumer::run(&ctx, args).await,
+        Command::Order(cmd) => order::run(&ctx, cmd).await,
+        Command::Stock(cmd) => stock::run(&ctx, cmd).await,
+        Command::Reconcile(args) => reconcile::run(&ctx, args).await,
     }
 }
 
 /// Prints the error with its chain of causes and returns exit code 1.
 fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(reconcile::Exit(code)) = err.downcast_ref::<reconcile::Exit>() {
+        return ExitCode::from(*code);
+    }
     let mut message = format!("error: {err}");
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();

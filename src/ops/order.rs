@@ -201,7 +201,7 @@ async fn release(db: &Db, redis: &RedisClient, order: &Order, to: OrderStatus, w
             order.order_no, order.product_id
         )));
     }
-    let released = match return_units(redis, order).await {
+    let released = match return_units(redis, order.activity_id, order.product_id, &order.order_no, &order.user_id, order.quantity).await {
         Ok(r) => (r >= 0).then_some(r == 1),
         Err(e) => {
             tracing::warn!(order = %order.order_no, error = %e, "units not yet back on sale; `seckill reconcile --fix` finishes it");
@@ -212,16 +212,16 @@ async fn release(db: &Db, redis: &RedisClient, order: &Order, to: OrderStatus, w
 }
 
 /// Runs `release.lua` for a cancelled or expired order: 1 released now, 0 already, -1 not loaded.
-pub async fn return_units(redis: &RedisClient, order: &Order) -> Result<i64> {
+pub async fn return_units(redis: &RedisClient, activity: u64, product: u64, order_no: &str, user: &str, quantity: u32) -> Result<i64> {
     let keys = redis.keys();
     let mut conn = redis.conn();
     scripts::RELEASE
-        .key(keys.released(order.activity_id))
-        .key(keys.product(order.activity_id, order.product_id))
-        .key(keys.bought(order.activity_id, order.product_id))
-        .arg(&order.order_no)
-        .arg(&order.user_id)
-        .arg(order.quantity)
+        .key(keys.released(activity))
+        .key(keys.product(activity, product))
+        .key(keys.bought(activity, product))
+        .arg(order_no)
+        .arg(user)
+        .arg(quantity)
         .invoke_async(&mut conn)
         .await
         .map_err(|e| redis.err(e))
