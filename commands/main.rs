@@ -8,15 +8,19 @@ use clap::{Parser, Subcommand};
 
 mod activity;
 mod blacklist;
+mod consumer;
 mod context;
 mod flush;
 mod hot;
 mod lifecycle;
 mod migrate;
+mod order;
 mod output;
 mod product;
+mod reconcile;
 mod serve;
 mod status;
+mod stock;
 mod token;
 
 use context::{Context, GlobalArgs};
@@ -58,6 +62,16 @@ enum Command {
     Blacklist(blacklist::BlacklistCommand),
     /// Serve the buyer-facing HTTP API until ctrl-c or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Persist reservations from the order streams into MySQL (daemon, or --once).
+    Consumer(consumer::ConsumerArgs),
+    /// Show, list, pay, cancel and expire orders.
+    #[command(subcommand)]
+    Order(order::OrderCommand),
+    /// Change live stock: top up, or withdraw when the source sold out.
+    #[command(subcommand)]
+    Stock(stock::StockCommand),
+    /// Compare Redis with MySQL and classify every difference (exit 0 consistent, 1 drift, 2 could not check).
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,11 +101,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(&ctx, args).await,
         Command::Blacklist(cmd) => blacklist::run(&ctx, cmd).await,
         Command::Serve(args) => serve::run(&ctx, args).await,
+        Command::Consumer(args) => consumer::run(&ctx, args).await,
+        Command::Order(cmd) => order::run(&ctx, cmd).await,
+        Command::Stock(cmd) => stock::run(&ctx, cmd).await,
+        Command::Reconcile(args) => reconcile::run(&ctx, args).await,
     }
 }
 
 /// Prints the error with its chain of causes and returns exit code 1.
 fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(reconcile::Exit(code)) = err.downcast_ref::<reconcile::Exit>() {
+        return ExitCode::from(*code);
+    }
     let mut message = format!("error: {err}");
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();

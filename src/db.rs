@@ -36,6 +36,18 @@ impl Db {
         Ok(Db { pool, addr })
     }
 
+    /// A pool that connects on first use, so a daemon can start (and keep retrying)
+    /// while MySQL is down.
+    pub fn connect_lazy(config: &Config) -> Result<Db> {
+        let addr = url_address(&config.database.url);
+        let options = connect_options(&config.database.url)?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.database.max_connections)
+            .acquire_timeout(Duration::from_millis(config.database.connect_timeout_ms))
+            .connect_lazy_with(options);
+        Ok(Db { pool, addr })
+    }
+
     /// The pool, for queries.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool

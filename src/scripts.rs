@@ -14,7 +14,7 @@ pub static SET_STATUS: LazyLock<Script> =
 
 /// Every script, for `hot` to load ahead of the sale.
 pub fn all() -> Vec<&'static Script> {
-    vec![&PREHEAT, &SET_STATUS, &RESERVE]
+    vec![&PREHEAT, &SET_STATUS, &RESERVE, &ISSUE_TOKEN, &RELEASE, &STOCK_ADD, &SOLD_OUT, &REPAIR_PRODUCT, &REPAIR_BOUGHT]
 }
 
 /// `lua/reserve.lua`: decide a batch of purchases and queue the reservations.
@@ -23,3 +23,19 @@ pub static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!
 /// `lua/issue_token.lua`: register purchase tokens, one per user and activity.
 pub static ISSUE_TOKEN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));
+/// `lua/release.lua`: return a cancelled or expired order's units to stock, exactly once.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+
+/// `lua/stock_add.lua`: top up a product's live stock.
+pub static STOCK_ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/stock_add.lua")));
+
+/// `lua/sold_out.lua`: withdraw a product's remaining live stock.
+pub static SOLD_OUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/sold_out.lua")));
+
+/// `lua/repair_product.lua`: reconcile's compare-and-set of a product's counters.
+pub static REPAIR_PRODUCT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/repair_product.lua")));
+
+/// `lua/repair_bought.lua`: reconcile's compare-and-set of one user's total.
+pub static REPAIR_BOUGHT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));

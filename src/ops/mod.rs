@@ -13,3 +13,6 @@ pub use flush::flush;
 pub use hot::hot;
 pub use lifecycle::{start, stop};
 pub use status::status;
+pub mod order;
+pub mod reconcile;
+pub mod stock;

@@ -15,3 +15,5 @@ mod input;
 mod lifecycle;
 mod locks;
 mod migrate;
+mod pipeline;
+mod pipeline_support;

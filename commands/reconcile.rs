@@ -1,0 +1,91 @@
+//! `seckill reconcile`.
+
+use std::time::Duration;
+
+use clap::Args;
+use seckill::ops::reconcile::{self, Finding};
+
+use crate::context::Context;
+use crate::output::{self, opt, OutputArgs};
+
+/// Arguments of `seckill reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Activity id.
+    activity: u64,
+    /// Repair what is safe to repair (without it, only show what would be done).
+    #[arg(long)]
+    fix: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Ends the process with this exit code (after everything was printed).
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            1 => f.write_str("drift found"),
+            _ => f.write_str("could not check"),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn findings_table(findings: &[Finding]) {
+    output::table(
+        &["class", "product", "subject", "detail", "fix"],
+        findings.iter().map(|f| vec![f.class.as_str().into(), opt(f.product_id), f.subject.clone(), f.detail.clone(), opt(f.fix.clone())]),
+    );
+}
+
+pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
+    let checked = async {
+        let (db, redis) = (ctx.db().await?, ctx.redis().await?);
+        let grace = Duration::from_secs(ctx.config.orders.in_flight_grace_secs);
+        Ok::<_, anyhow::Error>(reconcile::reconcile(&db, &redis, ctx.group(), args.activity, grace, args.fix).await?)
+    };
+    let report = match checked.await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Err(Exit(2).into());
+        }
+    };
+    if args.output.json {
+        output::json(&report)?;
+    } else {
+        output::table(
+            &["product", "redis stock/sold/total", "mysql total", "mysql sold", "orders units", "queued", "unreleased", "ledger net", "orders"],
+            report.products.iter().map(|p| vec![
+                p.product_id.to_string(),
+                p.redis.map(|(a, b, c)| format!("{a}/{b}/{c}")).unwrap_or_else(|| "-".into()),
+                p.mysql_total.to_string(), p.mysql_sold.to_string(), p.order_units.to_string(),
+                p.unpersisted_units.to_string(), p.unreleased_units.to_string(), p.ledger_net.to_string(),
+                p.orders.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
+            ]),
+        );
+        if !report.findings.is_empty() {
+            findings_table(&report.findings);
+        }
+        for r in &report.repairs {
+            println!("repaired: {r}");
+        }
+        if args.fix && !report.remaining.is_empty() {
+            println!("left after repairs:");
+            findings_table(&report.remaining);
+        }
+        if report.dead_letters > 0 {
+            println!("{} dead-lettered entries: see `seckill consumer dlq list {}`", report.dead_letters, report.activity_id);
+        }
+        println!("{}", if report.consistent { "consistent" } else if args.fix { "drift remains" } else { "drift found (run with --fix to repair)" });
+    }
+    if report.consistent {
+        Ok(())
+    } else {
+        Err(Exit(1).into())
+    }
+}

@@ -1,0 +1,149 @@
+//! The dead-letter stream of each activity: entries that failed `consumer.max_deliveries`
+//! times, kept with their error until an operator replays them.
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use super::persist;
+use super::stream::{self, Entry};
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::redis_client::RedisClient;
+
+/// Fields added to the original ones when an entry is buried.
+const META: [&str; 5] = ["dlq_entry", "dlq_error", "dlq_deliveries", "dlq_consumer", "dlq_ms"];
+
+/// Moves `entry` to the activity's dead-letter stream and acknowledges it, atomically.
+pub async fn bury(redis: &RedisClient, activity: u64, group: &str, consumer: &str, entry: &Entry, error: &str, deliveries: u64) -> Result<()> {
+    let keys = redis.keys();
+    let mut fields: Vec<(String, String)> = entry.fields.iter().filter(|(k, _)| !META.contains(&k.as_str())).cloned().collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (k, v) in META.iter().zip([entry.id.clone(), error.to_string(), deliveries.to_string(), consumer.to_string(), now.to_string()]) {
+        fields.push((k.to_string(), v));
+    }
+    let mut conn = redis.conn();
+    let () = redis::pipe()
+        .atomic()
+        .xadd(keys.dlq(activity), "*", &fields)
+        .ignore()
+        .xack(keys.orders_stream(activity), group, &[&entry.id])
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    Ok(())
+}
+
+/// One dead-lettered reservation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    /// The activity.
+    pub activity_id: u64,
+    /// Id in the dead-letter stream.
+    pub dlq_id: String,
+    /// Id of the original entry in the order stream.
+    pub entry_id: String,
+    /// The order number it would get.
+    pub order_no: String,
+    /// Why persisting failed.
+    pub error: String,
+    /// Deliveries before it was buried.
+    pub deliveries: u64,
+    /// The consumer that buried it.
+    pub consumer: String,
+    /// The original fields.
+    pub fields: Vec<(String, String)>,
+}
+
+fn decode(activity: u64, e: Entry) -> DeadLetter {
+    let entry_id = e.get("dlq_entry").unwrap_or_default().to_string();
+    DeadLetter {
+        activity_id: activity,
+        order_no: keys::order_no(activity, &entry_id),
+        error: e.get("dlq_error").unwrap_or_default().to_string(),
+        deliveries: e.get("dlq_deliveries").and_then(|d| d.parse().ok()).unwrap_or(0),
+        consumer: e.get("dlq_consumer").unwrap_or_default().to_string(),
+        fields: e.fields.iter().filter(|(k, _)| !META.contains(&k.as_str())).cloned().collect(),
+        dlq_id: e.id,
+        entry_id,
+    }
+}
+
+/// Dead letters of `activity`, or of every preheated activity.
+pub async fn list(redis: &RedisClient, activity: Option<u64>) -> Result<Vec<DeadLetter>> {
+    let mut conn = redis.conn();
+    let activities: Vec<u64> = match activity {
+        Some(a) => vec![a],
+        None => {
+            let mut ids: Vec<u64> = conn.smembers(redis.keys().activities()).await.map_err(|e| redis.err(e))?;
+            ids.sort_unstable();
+            ids
+        }
+    };
+    let mut out = Vec::new();
+    for a in activities {
+        let raw: redis::Value = redis::cmd("XRANGE")
+            .arg(redis.keys().dlq(a))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
+        out.extend(stream::decode_entries(raw).into_iter().map(|e| decode(a, e)));
+    }
+    Ok(out)
+}
+
+/// The fate of one replayed dead letter.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Replayed {
+    /// Id in the dead-letter stream.
+    pub dlq_id: String,
+    /// The order number.
+    pub order_no: String,
+    /// `persisted`, `already_persisted` or `failed`.
+    pub outcome: String,
+    /// Why it failed again.
+    pub error: Option<String>,
+}
+
+/// Re-persists the dead letters of `activity` (only the one whose dead-letter or original
+/// entry id is `id`, when given) under their original order numbers, so replaying twice, or
+/// replaying an entry that did get persisted, never makes a second order. Replayed entries
+/// leave the dead-letter stream; those still failing stay, with the new error reported.
+pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str>) -> Result<Vec<Replayed>> {
+    let letters: Vec<DeadLetter> = list(redis, Some(activity))
+        .await?
+        .into_iter()
+        .filter(|d| id.is_none_or(|id| d.dlq_id == id || d.entry_id == id))
+        .collect();
+    if let (Some(id), true) = (id, letters.is_empty()) {
+        return Err(Error::not_found(format!("dead letter {id} of activity {activity}")));
+    }
+    let mut conn = redis.conn();
+    let mut out = Vec::new();
+    for d in letters {
+        let entry = Entry { id: d.entry_id.clone(), fields: d.fields.clone() };
+        let result = match persist::parse(activity, &entry) {
+            Err(why) => Err(why),
+            Ok(r) => {
+                let done = persist::persist(db, std::slice::from_ref(&r), "dlq replay").await?;
+                match done.rejected.into_iter().next() {
+                    Some((_, why)) => Err(why),
+                    None if done.inserted == 1 => Ok("persisted"),
+                    None => Ok("already_persisted"),
+                }
+            }
+        };
+        let (outcome, error) = match result {
+            Ok(outcome) => {
+                let _: u64 = conn.xdel(redis.keys().dlq(activity), &[&d.dlq_id]).await.map_err(|e| redis.err(e))?;
+                (outcome.to_string(), None)
+            }
+            Err(why) => ("failed".to_string(), Some(why)),
+        };
+        out.push(Replayed { dlq_id: d.dlq_id, order_no: d.order_no, outcome, error });
+    }
+    Ok(out)
+}

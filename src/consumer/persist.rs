@@ -1,0 +1,220 @@
+//! Turning reservations into orders: one MySQL transaction per batch, idempotent on
+//! `order_no`, so an entry delivered twice (or raced by two consumers) makes one order
+//! and counts as sold once.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::mysql::MySqlDatabaseError;
+use sqlx::{MySql, QueryBuilder};
+
+use crate::consumer::stream::Entry;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// One reservation decoded from its stream entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    /// `<activity>-<entry id>`.
+    pub order_no: String,
+    /// The stream entry id.
+    pub entry_id: String,
+    /// The activity.
+    pub activity_id: u64,
+    /// The product.
+    pub product_id: u64,
+    /// The buyer.
+    pub user_id: String,
+    /// Units.
+    pub quantity: u32,
+    /// Unit price at reservation time.
+    pub price: Decimal,
+    /// When Redis reserved it.
+    pub reserved_at: DateTime<Utc>,
+}
+
+/// Decodes a stream entry of activity `activity`; the error says what is wrong with it.
+pub fn parse(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
+    let field = |name: &str| entry.get(name).ok_or_else(|| format!("missing field {name:?}"));
+    let number = |name: &str| -> std::result::Result<u64, String> {
+        field(name)?.parse().map_err(|_| format!("field {name:?} is not a whole number"))
+    };
+    if number("activity")? != activity {
+        return Err(format!("field \"activity\" does not match stream of activity {activity}"));
+    }
+    let quantity = number("quantity")?;
+    let quantity = u32::try_from(quantity).ok().filter(|q| *q >= 1).ok_or("field \"quantity\" out of range")?;
+    let price: Decimal = field("price")?.parse().map_err(|_| "field \"price\" is not a decimal".to_string())?;
+    if price.is_sign_negative() {
+        return Err("field \"price\" is negative".into());
+    }
+    let user_id = field("user")?.to_string();
+    if user_id.is_empty() || user_id.len() > 64 {
+        return Err("field \"user\" is empty or longer than 64 bytes".into());
+    }
+    let ms = i64::try_from(number("reserved_ms")?).map_err(|_| "field \"reserved_ms\" out of range")?;
+    let reserved_at = DateTime::from_timestamp_millis(ms).ok_or("field \"reserved_ms\" out of range")?;
+    Ok(Reservation {
+        order_no: keys::order_no(activity, &entry.id),
+        entry_id: entry.id.clone(),
+        activity_id: activity,
+        product_id: number("product")?,
+        user_id,
+        quantity,
+        price,
+        reserved_at,
+    })
+}
+
+/// What one call of [`persist`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Persisted {
+    /// Orders inserted now.
+    pub inserted: u64,
+    /// Reservations that already had their order (redelivered or raced).
+    pub duplicates: u64,
+    /// Units newly counted as sold.
+    pub units: u64,
+    /// Reservations that can never be persisted as they are (order number, reason).
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Transaction attempts when optimistic locking or a racing consumer forces a retry.
+const TX_ATTEMPTS: usize = 8;
+/// Rows per INSERT statement (10 placeholders each, well under MySQL's 65,535).
+const INSERT_CHUNK: usize = 2000;
+
+enum TxError {
+    Retry(String),
+    Fail(Error),
+}
+
+/// Persists `batch` in one transaction: inserts the orders not yet in MySQL (`pending`),
+/// adds their units to `products.sold` under optimistic locking on `version`, and writes
+/// one `reserve` ledger row per product. Fails as a whole (nothing written) when MySQL
+/// does, so the caller can keep the entries pending and retry.
+pub async fn persist(db: &Db, batch: &[Reservation], reason: &str) -> Result<Persisted> {
+    let mut last = String::new();
+    for attempt in 0..TX_ATTEMPTS {
+        match try_persist(db, batch, reason).await {
+            Ok(done) => return Ok(done),
+            Err(TxError::Fail(e)) => return Err(e),
+            Err(TxError::Retry(why)) => {
+                tracing::debug!(attempt, %why, "persist transaction retried");
+                last = why;
+                tokio::time::sleep(std::time::Duration::from_millis(2 << attempt)).await;
+            }
+        }
+    }
+    Err(Error::Internal(format!("persisting gave up after {TX_ATTEMPTS} attempts: {last}")))
+}
+
+fn classify(db: &Db, e: sqlx::Error) -> TxError {
+    if let sqlx::Error::Database(d) = &e {
+        // 1062 duplicate order_no (a racing consumer committed it), 1213 deadlock, 1205 lock wait.
+        if let Some(number) = d.try_downcast_ref::<MySqlDatabaseError>().map(|m| m.number()) {
+            if matches!(number, 1062 | 1213 | 1205) {
+                return TxError::Retry(e.to_string());
+            }
+        }
+    }
+    TxError::Fail(db.err(e))
+}
+
+async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::result::Result<Persisted, TxError> {
+    let mut out = Persisted::default();
+    if batch.is_empty() {
+        return Ok(out);
+    }
+    let mut tx = db.pool().begin().await.map_err(|e| TxError::Fail(db.err(e)))?;
+    let product_ids: Vec<u64> = batch.iter().map(|r| r.product_id).collect::<HashSet<_>>().into_iter().collect();
+    let mut q = QueryBuilder::<MySql>::new("SELECT id, activity_id, version FROM products WHERE id IN ");
+    q.push_tuples(&product_ids, |mut b, id| {
+        b.push_bind(*id);
+    });
+    let products: Vec<(u64, u64, u64)> =
+        q.build_query_as().fetch_all(&mut *tx).await.map_err(|e| classify(db, e))?;
+    let known: BTreeMap<u64, (u64, u64)> = products.into_iter().map(|(id, a, v)| (id, (a, v))).collect();
+
+    let mut q = QueryBuilder::<MySql>::new("SELECT order_no FROM orders WHERE order_no IN ");
+    q.push_tuples(batch, |mut b, r| {
+        b.push_bind(&r.order_no);
+    });
+    let existing: HashSet<String> =
+        q.build_query_scalar().fetch_all(&mut *tx).await.map_err(|e| classify(db, e))?.into_iter().collect();
+
+    let mut fresh = Vec::new();
+    let mut seen = HashSet::new();
+    for r in batch {
+        match known.get(&r.product_id) {
+            None => out.rejected.push((r.order_no.clone(), format!("product {} not in MySQL", r.product_id))),
+            Some((a, _)) if *a != r.activity_id => out.rejected.push((
+                r.order_no.clone(),
+                format!("product {} belongs to activity {a}, not {}", r.product_id, r.activity_id),
+            )),
+            Some(_) if existing.contains(&r.order_no) || !seen.insert(&r.order_no) => out.duplicates += 1,
+            Some(_) => fresh.push(r),
+        }
+    }
+    for chunk in fresh.chunks(INSERT_CHUNK) {
+        let mut q = QueryBuilder::<MySql>::new(
+            "INSERT INTO orders (order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, reserved_at) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.order_no)
+                .push_bind(r.activity_id)
+                .push_bind(r.product_id)
+                .push_bind(&r.user_id)
+                .push_bind(r.quantity)
+                .push_bind(r.price)
+                .push_bind(r.price * Decimal::from(r.quantity))
+                .push_bind("pending")
+                .push_bind(r.reserved_at);
+        });
+        q.build().execute(&mut *tx).await.map_err(|e| classify(db, e))?;
+    }
+    let mut per_product: BTreeMap<u64, (u64, u64, Vec<&str>)> = BTreeMap::new();
+    for r in &fresh {
+        let e = per_product.entry(r.product_id).or_insert((r.activity_id, 0, Vec::new()));
+        e.1 += u64::from(r.quantity);
+        e.2.push(&r.entry_id);
+    }
+    // BTreeMap order: every transaction locks products in ascending id order (no deadlock cycles).
+    for (product, (activity, units, ids)) in &per_product {
+        let version = known[product].1;
+        let updated = sqlx::query(
+            "UPDATE products SET sold = sold + ?, version = version + 1, updated_at = updated_at \
+             WHERE id = ? AND version = ?",
+        )
+        .bind(units)
+        .bind(product)
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(db, e))?;
+        if updated.rows_affected() != 1 {
+            return Err(TxError::Retry(format!("product {product} changed concurrently (version {version})")));
+        }
+        let reference = match ids.as_slice() {
+            [one] => keys::order_no(*activity, one),
+            many => format!("batch {}..{}", many[0], many[many.len() - 1]),
+        };
+        sqlx::query(
+            "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'reserve', ?, ?, ?)",
+        )
+        .bind(activity)
+        .bind(product)
+        .bind(-(*units as i64))
+        .bind(format!("{reason}: {} orders", ids.len()))
+        .bind(reference)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(db, e))?;
+        out.units += units;
+    }
+    tx.commit().await.map_err(|e| classify(db, e))?;
+    out.inserted = fresh.len() as u64;
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! The Redis Streams commands the consumers need, with their replies decoded by hand
+//! (RESP2 arrays and RESP3 maps alike) so a missing field never panics.
+
+use std::collections::HashMap;
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+
+use crate::error::Result;
+use crate::redis_client::RedisClient;
+
+/// One stream entry: its id and its field/value pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Stream entry id (`ms-seq`).
+    pub id: String,
+    /// Fields in stream order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Decodes `[[id, [f, v, ...]], ...]`; entries deleted from the stream (nil fields) are kept
+/// with no fields, so the caller can still acknowledge them.
+pub fn decode_entries(v: Value) -> Vec<Entry> {
+    items(v)
+        .into_iter()
+        .filter_map(|e| {
+            let mut parts = items(e).into_iter();
+            let id = text(&parts.next()?)?;
+            let flat: Vec<String> = parts.next().map(items).unwrap_or_default().iter().filter_map(text).collect();
+            let fields = flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+            Some(Entry { id, fields })
+        })
+        .collect()
+}
+
+/// XREADGROUP of new entries (`>`) over several streams; returns (stream, entries) pairs.
+pub async fn read_new(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    group: &str,
+    consumer: &str,
+    streams: &[String],
+    count: usize,
+    block_ms: Option<u64>,
+) -> Result<Vec<(String, Vec<Entry>)>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count);
+    if let Some(ms) = block_ms {
+        cmd.arg("BLOCK").arg(ms);
+    }
+    cmd.arg("STREAMS").arg(streams);
+    for _ in streams {
+        cmd.arg(">");
+    }
+    let reply: Value = cmd.query_async(conn).await.map_err(|e| redis.err(e))?;
+    let mut out = Vec::new();
+    let flat = items(reply);
+    // RESP3 gives a map (flattened to k, v, k, v); RESP2 gives [[k, v], ...].
+    let pairs: Vec<(Value, Value)> = if flat.iter().all(|v| matches!(v, Value::Array(_))) {
+        flat.into_iter()
+            .filter_map(|p| {
+                let mut it = items(p).into_iter();
+                Some((it.next()?, it.next()?))
+            })
+            .collect()
+    } else {
+        let mut it = flat.into_iter();
+        std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+    };
+    for (name, entries) in pairs {
+        if let Some(name) = text(&name) {
+            out.push((name, decode_entries(entries)));
+        }
+    }
+    Ok(out)
+}
+
+/// XAUTOCLAIM: takes over entries idle at least `min_idle_ms` from `start`; returns the
+/// next cursor (`0-0` when the scan wrapped) and the entries claimed.
+pub async fn autoclaim(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle_ms: u64,
+    start: &str,
+    count: usize,
+) -> Result<(String, Vec<Entry>)> {
+    let reply: Value = redis::cmd("XAUTOCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_idle_ms)
+        .arg(start)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    let mut parts = items(reply).into_iter();
+    let next = parts.next().as_ref().and_then(text).unwrap_or_else(|| "0-0".into());
+    let entries = parts.next().map(decode_entries).unwrap_or_default();
+    Ok((next, entries))
+}
+
+/// Delivery counts (from XPENDING) of `ids`, all pending for `consumer`.
+pub async fn delivery_counts(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, u64>> {
+    let (Some(first), Some(last)) = (ids.iter().min_by(|a, b| cmp_ids(a, b)), ids.iter().max_by(|a, b| cmp_ids(a, b)))
+    else {
+        return Ok(HashMap::new());
+    };
+    let reply: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .arg(*first)
+        .arg(*last)
+        .arg(ids.len() * 4 + 16)
+        .arg(consumer)
+        .query_async(conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    Ok(items(reply)
+        .into_iter()
+        .filter_map(|row| {
+            let row = items(row);
+            let id = text(row.first()?)?;
+            let count = text(row.get(3)?)?.parse().ok()?;
+            Some((id, count))
+        })
+        .collect())
+}
+
+/// Orders stream ids numerically (`ms-seq`).
+pub fn cmp_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    parse_id(a).cmp(&parse_id(b))
+}
+
+/// `ms-seq` as numbers; malformed ids sort first.
+pub fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// XACK.
+pub async fn ack(conn: &mut ConnectionManager, redis: &RedisClient, stream: &str, group: &str, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let _: u64 = redis::cmd("XACK").arg(stream).arg(group).arg(ids).query_async(conn).await.map_err(|e| redis.err(e))?;
+    Ok(())
+}
+
+/// Resets the idle time of entries this consumer still holds (XCLAIM JUSTID does not count
+/// a delivery), so others do not reclaim them while it waits for MySQL to come back.
+pub async fn keep_alive(conn: &mut ConnectionManager, redis: &RedisClient, stream: &str, group: &str, consumer: &str, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let _: Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(0)
+        .arg(ids)
+        .arg("JUSTID")
+        .query_async(conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    Ok(())
+}

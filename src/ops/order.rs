@@ -1,0 +1,228 @@
+//! Order lifecycle: `pending` -> `paid` | `cancelled` | `expired`.
+//!
+//! MySQL decides every state change with a conditional UPDATE (only `pending` moves), so
+//! when cancel, expire and pay race, exactly one wins. A winner that frees units also
+//! takes them off `products.sold` and writes a `release` ledger row in the same
+//! transaction; only after the commit does `release.lua` put them back on sale, and that
+//! script is idempotent (released set), so a retry or reconcile can finish the job safely.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{MySql, QueryBuilder};
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::model::{Order, OrderStatus};
+use crate::redis_client::RedisClient;
+use crate::scripts;
+
+const ORDER_COLUMNS: &str = "id, order_no, activity_id, product_id, user_id, quantity, unit_price, amount, \
+     status, reserved_at, created_at, updated_at";
+/// Attempts of the optimistic update of `products.sold`.
+const ATTEMPTS: usize = 8;
+
+/// One order by number.
+pub async fn get(db: &Db, order_no: &str) -> Result<Order> {
+    sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_no = ?"))
+        .bind(order_no)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .ok_or_else(|| Error::not_found(format!("order {order_no} (a reservation still queued has no order yet)")))
+}
+
+/// Filters of [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// The activity.
+    pub activity_id: u64,
+    /// Only this buyer.
+    pub user_id: Option<String>,
+    /// Only this status.
+    pub status: Option<OrderStatus>,
+    /// At most this many, oldest first.
+    pub limit: Option<u64>,
+}
+
+/// Orders of an activity, oldest first.
+pub async fn list(db: &Db, filter: &OrderFilter) -> Result<Vec<Order>> {
+    let mut q = QueryBuilder::<MySql>::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE activity_id = "));
+    q.push_bind(filter.activity_id);
+    if let Some(user) = &filter.user_id {
+        q.push(" AND user_id = ").push_bind(user);
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    q.push(" ORDER BY id");
+    if let Some(limit) = filter.limit {
+        q.push(" LIMIT ").push_bind(limit);
+    }
+    q.build_query_as().fetch_all(db.pool()).await.map_err(|e| db.err(e))
+}
+
+/// What a state change did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Transition {
+    /// The order.
+    pub order_no: String,
+    /// Status before.
+    pub from: String,
+    /// Status after.
+    pub to: String,
+    /// This call changed it (false: it already was in the target state).
+    pub changed: bool,
+    /// Units went back on sale in Redis now (`None`: nothing to return; `Some(false)`: the
+    /// Redis step failed or was already done, and reconcile will finish it).
+    pub released: Option<bool>,
+}
+
+/// Marks a pending order paid. Paying a paid order again is a no-op; a cancelled or
+/// expired order cannot be paid (its units may already be sold to someone else).
+pub async fn pay(db: &Db, order_no: &str) -> Result<Transition> {
+    let updated = sqlx::query("UPDATE orders SET status = 'paid' WHERE order_no = ? AND status = 'pending'")
+        .bind(order_no)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    if updated.rows_affected() == 1 {
+        return Ok(Transition { order_no: order_no.into(), from: "pending".into(), to: "paid".into(), changed: true, released: None });
+    }
+    let order = get(db, order_no).await?;
+    match order.status.as_str() {
+        "paid" => Ok(Transition { order_no: order_no.into(), from: "paid".into(), to: "paid".into(), changed: false, released: None }),
+        other => Err(Error::refused(format!("order {order_no} is {other} and cannot be paid"))),
+    }
+}
+
+/// Cancels a pending order and returns its units to stock (and the user's quota).
+pub async fn cancel(db: &Db, redis: &RedisClient, order_no: &str) -> Result<Transition> {
+    let order = get(db, order_no).await?;
+    match release(db, redis, &order, OrderStatus::Cancelled, "cancel").await? {
+        Some(t) => Ok(t),
+        None => {
+            let now = get(db, order_no).await?;
+            if now.status == "cancelled" {
+                return Ok(Transition { order_no: order_no.into(), from: "cancelled".into(), to: "cancelled".into(), changed: false, released: None });
+            }
+            Err(Error::refused(format!("order {order_no} is {} and cannot be cancelled", now.status)))
+        }
+    }
+}
+
+/// What `expire` did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ExpireReport {
+    /// Pending orders found past the window.
+    pub candidates: u64,
+    /// Orders this run expired.
+    pub expired: Vec<Transition>,
+    /// Orders paid or cancelled meanwhile (lost the race; fine).
+    pub skipped: u64,
+}
+
+/// Expires pending orders reserved more than `older_than` ago (optionally of one
+/// activity), returning their units to stock. Safe to run from cron while orders are paid.
+pub async fn expire(db: &Db, redis: &RedisClient, older_than: Duration, activity: Option<u64>) -> Result<ExpireReport> {
+    let mut q = QueryBuilder::<MySql>::new(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'pending' AND reserved_at < NOW(3) - INTERVAL "
+    ));
+    q.push_bind(older_than.as_millis() as i64).push(" * 1000 MICROSECOND");
+    if let Some(a) = activity {
+        q.push(" AND activity_id = ").push_bind(a);
+    }
+    q.push(" ORDER BY id");
+    let orders: Vec<Order> = q.build_query_as().fetch_all(db.pool()).await.map_err(|e| db.err(e))?;
+    let mut report = ExpireReport { candidates: orders.len() as u64, ..Default::default() };
+    for order in &orders {
+        match release(db, redis, order, OrderStatus::Expired, "expire").await? {
+            Some(t) => report.expired.push(t),
+            None => report.skipped += 1,
+        }
+    }
+    Ok(report)
+}
+
+/// Moves `order` from pending to `to` and takes its units off `products.sold`, in one
+/// transaction; then returns them in Redis. `None` when the order was no longer pending.
+async fn release(db: &Db, redis: &RedisClient, order: &Order, to: OrderStatus, why: &str) -> Result<Option<Transition>> {
+    let mut won = false;
+    for attempt in 0..ATTEMPTS {
+        let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+        let updated = sqlx::query("UPDATE orders SET status = ? WHERE order_no = ? AND status = 'pending'")
+            .bind(to.as_str())
+            .bind(&order.order_no)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db.err(e))?;
+        if updated.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let version: u64 = sqlx::query_scalar("SELECT version FROM products WHERE id = ?")
+            .bind(order.product_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db.err(e))?;
+        let product = sqlx::query(
+            "UPDATE products SET sold = sold - ?, version = version + 1, updated_at = updated_at \
+             WHERE id = ? AND version = ? AND sold >= ?",
+        )
+        .bind(order.quantity)
+        .bind(order.product_id)
+        .bind(version)
+        .bind(order.quantity)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+        if product.rows_affected() != 1 {
+            tx.rollback().await.map_err(|e| db.err(e))?;
+            tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'release', ?, ?, ?)",
+        )
+        .bind(order.activity_id)
+        .bind(order.product_id)
+        .bind(i64::from(order.quantity))
+        .bind(why)
+        .bind(&order.order_no)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+        tx.commit().await.map_err(|e| db.err(e))?;
+        won = true;
+        break;
+    }
+    if !won {
+        return Err(Error::Internal(format!(
+            "order {}: products.sold of product {} kept changing (or is below the order's units); nothing changed",
+            order.order_no, order.product_id
+        )));
+    }
+    let released = match return_units(redis, order.activity_id, order.product_id, &order.order_no, &order.user_id, order.quantity).await {
+        Ok(r) => (r >= 0).then_some(r == 1),
+        Err(e) => {
+            tracing::warn!(order = %order.order_no, error = %e, "units not yet back on sale; `seckill reconcile --fix` finishes it");
+            Some(false)
+        }
+    };
+    Ok(Some(Transition { order_no: order.order_no.clone(), from: "pending".into(), to: to.as_str().into(), changed: true, released }))
+}
+
+/// Runs `release.lua` for a cancelled or expired order: 1 released now, 0 already, -1 not loaded.
+pub async fn return_units(redis: &RedisClient, activity: u64, product: u64, order_no: &str, user: &str, quantity: u32) -> Result<i64> {
+    let keys = redis.keys();
+    let mut conn = redis.conn();
+    scripts::RELEASE
+        .key(keys.released(activity))
+        .key(keys.product(activity, product))
+        .key(keys.bought(activity, product))
+        .arg(order_no)
+        .arg(user)
+        .arg(quantity)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))
+}

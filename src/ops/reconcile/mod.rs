@@ -1,0 +1,254 @@
+//! `seckill reconcile`: compare Redis (stock, sold, per-user totals, the order stream)
+//! with MySQL (orders, `products.sold`, the ledger), classify every difference and, with
+//! `fix`, repair what is safe to repair.
+
+mod fix;
+mod gather;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::consumer::persist::{self, Reservation};
+use crate::db::Db;
+use crate::error::Result;
+use crate::keys;
+use crate::redis_client::RedisClient;
+use gather::{Delivery, Snapshot};
+
+/// The kind of a difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Queued recently, not yet persisted: fine.
+    InFlight,
+    /// A stream entry acknowledged (or stuck past the grace period) without an order.
+    LostReservation,
+    /// An order whose stream entry does not exist.
+    OrderWithoutReservation,
+    /// Redis or MySQL stock counters disagree with the orders.
+    StockDrift,
+    /// A user's total in Redis disagrees with the user's orders.
+    QuotaDrift,
+    /// A cancelled or expired order whose units never went back on sale.
+    Unreleased,
+}
+
+impl Class {
+    /// Snake-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::InFlight => "in_flight",
+            Class::LostReservation => "lost_reservation",
+            Class::OrderWithoutReservation => "order_without_reservation",
+            Class::StockDrift => "stock_drift",
+            Class::QuotaDrift => "quota_drift",
+            Class::Unreleased => "unreleased",
+        }
+    }
+}
+
+/// One difference.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// Its kind.
+    pub class: Class,
+    /// The product, when it concerns one.
+    pub product_id: Option<u64>,
+    /// Order number, user or counter concerned.
+    pub subject: String,
+    /// What differs.
+    pub detail: String,
+    /// What `--fix` does about it (`None`: needs a person).
+    pub fix: Option<String>,
+}
+
+/// Both sides of one product.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ProductLine {
+    /// The product.
+    pub product_id: u64,
+    /// Redis stock, sold, total (`None`: not preheated).
+    pub redis: Option<(i64, i64, i64)>,
+    /// MySQL total_stock.
+    pub mysql_total: i64,
+    /// MySQL products.sold.
+    pub mysql_sold: i64,
+    /// Units of pending + paid orders.
+    pub order_units: i64,
+    /// Orders per status.
+    pub orders: BTreeMap<String, u64>,
+    /// Units queued and not yet persisted (in flight + lost).
+    pub unpersisted_units: i64,
+    /// Units of cancelled/expired orders not yet back in Redis.
+    pub unreleased_units: i64,
+    /// Net ledger delta since the last preheat.
+    pub ledger_net: i64,
+}
+
+/// The outcome of a reconcile run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReconcileReport {
+    /// The activity.
+    pub activity_id: u64,
+    /// Per-product comparison (after repairs, with `fix`).
+    pub products: Vec<ProductLine>,
+    /// Differences found (before repairs).
+    pub findings: Vec<Finding>,
+    /// Repairs made (with `fix`).
+    pub repairs: Vec<String>,
+    /// Differences left after the repairs (only with `fix`).
+    pub remaining: Vec<Finding>,
+    /// Dead-lettered entries (see `seckill consumer dlq list`).
+    pub dead_letters: usize,
+    /// True when only in-flight differences are left.
+    pub consistent: bool,
+}
+
+/// Compares activity `activity` (and repairs, with `fix`). `grace` is how long a queued
+/// reservation may wait for its order before it counts as lost.
+pub async fn reconcile(db: &Db, redis: &RedisClient, group: &str, activity: u64, grace: Duration, fix: bool) -> Result<ReconcileReport> {
+    let snap = gather::snapshot(db, redis, group, activity).await?;
+    let Analysis { findings, lines, lost, .. } = analyse(&snap, activity, grace);
+    let mut report = ReconcileReport {
+        activity_id: activity,
+        products: lines,
+        consistent: findings.iter().all(|f| f.class == Class::InFlight),
+        findings,
+        repairs: Vec::new(),
+        remaining: Vec::new(),
+        dead_letters: snap.dead_lettered.len(),
+    };
+    if !fix || report.consistent {
+        return Ok(report);
+    }
+    report.repairs = fix::repair(db, redis, group, activity, &snap, &lost, grace).await?;
+    let after = gather::snapshot(db, redis, group, activity).await?;
+    let Analysis { findings: remaining, lines, .. } = analyse(&after, activity, grace);
+    report.consistent = remaining.iter().all(|f| f.class == Class::InFlight);
+    report.remaining = remaining;
+    report.products = lines;
+    Ok(report)
+}
+
+/// Per-user units expected in Redis: orders holding units, queued entries, unreleased orders.
+type Expected = HashMap<(u64, String), i64>;
+
+/// What [`analyse`] concluded from a snapshot.
+struct Analysis {
+    findings: Vec<Finding>,
+    lines: Vec<ProductLine>,
+    lost: Vec<Reservation>,
+    expected: Expected,
+}
+
+fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
+    let mut findings = Vec::new();
+    let mut lines: BTreeMap<u64, ProductLine> = s.products.iter().map(|p| (p.id, ProductLine {
+        product_id: p.id,
+        redis: s.redis_products.get(&p.id).copied(),
+        mysql_total: i64::from(p.total_stock),
+        mysql_sold: i64::from(p.sold),
+        ledger_net: s.ledger_net.get(&p.id).copied().unwrap_or(0),
+        ..Default::default()
+    })).collect();
+    let mut expected: Expected = HashMap::new();
+    let mut lost = Vec::new();
+    let mut in_stream = std::collections::HashSet::new();
+    for (entry, delivery) in &s.entries {
+        let order_no = keys::order_no(activity, &entry.id);
+        in_stream.insert(order_no.clone());
+        if s.orders.contains_key(&order_no) || s.dead_lettered.contains(&entry.id) {
+            continue;
+        }
+        let Ok(r) = persist::parse(activity, entry) else { continue };
+        let age_ms = s.now_ms - r.reserved_at.timestamp_millis();
+        let young = age_ms < grace.as_millis() as i64;
+        let (class, detail, fix) = match (delivery, young) {
+            (Delivery::Acked, _) => (Class::LostReservation, "entry acknowledged but no order".to_string(), Some("persist it from its stream entry".to_string())),
+            (_, true) => (Class::InFlight, format!("queued {age_ms} ms ago"), None),
+            (d, false) => (Class::LostReservation, format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(), Some("persist it from its stream entry".to_string())),
+        };
+        if let Some(line) = lines.get_mut(&r.product_id) {
+            line.unpersisted_units += i64::from(r.quantity);
+        }
+        *expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
+        findings.push(Finding { class, product_id: Some(r.product_id), subject: order_no, detail, fix });
+        if class == Class::LostReservation {
+            lost.push(r);
+        }
+    }
+    let first_entry = s.entries.first().map(|(e, _)| e.id.clone());
+    let mut orders: Vec<_> = s.orders.iter().collect();
+    orders.sort_by(|a, b| a.0.cmp(b.0));
+    for (order_no, (product, user, quantity, status)) in orders {
+        let q = i64::from(*quantity);
+        let loaded = s.redis_products.contains_key(product);
+        if let Some(line) = lines.get_mut(product) {
+            *line.orders.entry(status.clone()).or_default() += 1;
+            if status == "pending" || status == "paid" {
+                line.order_units += q;
+            }
+        }
+        match status.as_str() {
+            "pending" | "paid" => *expected.entry((*product, user.clone())).or_default() += q,
+            _ if loaded && !s.released.contains(order_no) => {
+                if let Some(line) = lines.get_mut(product) {
+                    line.unreleased_units += q;
+                }
+                *expected.entry((*product, user.clone())).or_default() += q;
+                findings.push(Finding { class: Class::Unreleased, product_id: Some(*product), subject: order_no.clone(),
+                    detail: format!("{status} order's {q} unit(s) not back on sale"), fix: Some("run release.lua (idempotent)".into()) });
+            }
+            _ => {}
+        }
+        // Orders older than the stream's first entry predate a flush; only judge the rest.
+        let covered = match (&first_entry, keys::parse_order_no(order_no)) {
+            (Some(first), Some((_, id))) => crate::consumer::stream::cmp_ids(id, first).is_ge(),
+            _ => false,
+        };
+        if covered && !in_stream.contains(order_no) {
+            findings.push(Finding { class: Class::OrderWithoutReservation, product_id: Some(*product), subject: order_no.clone(),
+                detail: "no stream entry for this order".into(), fix: None });
+        }
+    }
+    for line in lines.values() {
+        stock_findings(line, &mut findings);
+        if let (Some(bought), Some(_)) = (s.bought.get(&line.product_id), line.redis) {
+            let mut users: Vec<&String> = bought.keys().chain(expected.keys().filter(|(p, _)| *p == line.product_id).map(|(_, u)| u)).collect();
+            users.sort();
+            users.dedup();
+            for user in users {
+                let have = bought.get(user).copied().unwrap_or(0);
+                let want = expected.get(&(line.product_id, user.clone())).copied().unwrap_or(0);
+                if have != want {
+                    findings.push(Finding { class: Class::QuotaDrift, product_id: Some(line.product_id), subject: user.clone(),
+                        detail: format!("Redis holds {have} unit(s), orders and queue say {want}"), fix: Some(format!("set to {want}")) });
+                }
+            }
+        }
+    }
+    findings.sort_by(|a, b| (a.class, a.product_id, &a.subject).cmp(&(b.class, b.product_id, &b.subject)));
+    Analysis { findings, lines: lines.into_values().collect(), lost, expected }
+}
+
+fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
+    let mut drift = |subject: &str, detail: String, fix: &str| {
+        findings.push(Finding { class: Class::StockDrift, product_id: Some(line.product_id), subject: subject.into(), detail, fix: Some(fix.into()) });
+    };
+    if line.mysql_sold != line.order_units {
+        drift("mysql sold", format!("products.sold {} but pending+paid orders hold {}", line.mysql_sold, line.order_units), "set products.sold from the orders");
+    }
+    let Some((stock, sold, total)) = line.redis else { return };
+    let want_sold = line.order_units + line.unpersisted_units + line.unreleased_units;
+    if stock + sold != total {
+        drift("redis stock", format!("stock {stock} + sold {sold} != total {total}"), "restore Redis counters from MySQL");
+    }
+    if total != line.mysql_total {
+        drift("redis total", format!("Redis total {total} != MySQL total_stock {}", line.mysql_total), "restore Redis counters from MySQL");
+    }
+    if sold != want_sold {
+        drift("redis sold", format!("Redis sold {sold} != orders {} + queued {} + unreleased {}", line.order_units, line.unpersisted_units, line.unreleased_units), "restore Redis counters from MySQL");
+    }
+}

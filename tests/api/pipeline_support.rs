@@ -1,0 +1,155 @@
+//! Fixture for the pipeline tests: a fresh MariaDB database with a random name, a random
+//! Redis key prefix, one online activity with one product, and a config file for the binary.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use chrono::{Duration as ChronoDuration, Utc};
+use rand::Rng;
+use redis::AsyncCommands;
+use rust_decimal::Decimal;
+use seckill::buy::{self, Purchase};
+use seckill::ops::catalog::{self, NewActivity, NewProduct};
+use seckill::{Config, Db, RedisClient};
+
+pub struct Fixture {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub db: Db,
+    pub redis: RedisClient,
+    pub activity: u64,
+    pub product: u64,
+    pub database: String,
+}
+
+const DB_BASE: &str = "mysql://root@127.0.0.1:3306/";
+
+impl Fixture {
+    /// A sale of `stock` units, `limit` per user, online now.
+    pub async fn new(stock: u32, limit: u32) -> Fixture {
+        let tag: u64 = rand::rng().random_range(0..u64::MAX / 2);
+        let database = format!("seckill_test_{tag:x}");
+        let yaml = format!(
+            "database:\n  url: {DB_BASE}{database}\n  max_connections: 8\nredis:\n  key_prefix: t{tag:x}\n\
+             consumer:\n  claim_idle_ms: 300\n  block_ms: 200\n  max_deliveries: 3\n  retry_base_ms: 50\n  retry_max_ms: 300\n\
+             orders:\n  in_flight_grace_secs: 60\n"
+        );
+        let config = Config::parse(&yaml).unwrap();
+        let config_path = std::env::temp_dir().join(format!("seckill-{tag:x}.yaml"));
+        std::fs::write(&config_path, &yaml).unwrap();
+        seckill::db::migrate(&config).await.unwrap();
+        let db = Db::connect(&config).await.unwrap();
+        let redis = RedisClient::connect(&config).await.unwrap();
+        let activity = catalog::create_activity(&db, &NewActivity {
+            name: "flash".into(),
+            start_at: Utc::now() - ChronoDuration::minutes(1),
+            end_at: Utc::now() + ChronoDuration::hours(1),
+        })
+        .await
+        .unwrap()
+        .id;
+        let product = catalog::add_product(&db, &NewProduct {
+            activity_id: activity,
+            name: "phone".into(),
+            price: Decimal::new(19_99, 2),
+            stock,
+            per_user_limit: limit,
+            max_per_order: None,
+        })
+        .await
+        .unwrap()
+        .id;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seckill::ops::hot(&db, &redis, &config.consumer.group, activity).await.unwrap();
+        seckill::ops::start(&db, &redis, activity).await.unwrap();
+        Fixture { config, config_path, db, redis, activity, product, database }
+    }
+
+    /// Registers tokens and reserves `qty` units for each of `users`; returns the order numbers.
+    pub async fn reserve(&self, users: impl IntoIterator<Item = String>, qty: u32) -> Vec<String> {
+        let users: Vec<String> = users.into_iter().collect();
+        let mut conn = self.redis.conn();
+        let mut out = Vec::new();
+        for chunk in users.chunks(500) {
+            let mut pipe = redis::pipe();
+            for u in chunk {
+                pipe.set(self.redis.keys().token(self.activity, u), format!("tok-{u}")).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await.unwrap();
+            let purchases: Vec<Purchase> = chunk
+                .iter()
+                .map(|u| Purchase { product_id: self.product, user_id: u.clone(), quantity: qty, token: format!("tok-{u}") })
+                .collect();
+            for v in buy::reserve(&self.redis, self.activity, &purchases).await.unwrap() {
+                out.extend(v.order_no);
+            }
+        }
+        out
+    }
+
+    /// The binary with this fixture's config.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_seckill"));
+        c.arg("--config").arg(&self.config_path).args(args).env("RUST_LOG", "warn");
+        c
+    }
+
+    /// Runs the binary to completion; returns (exit code, stdout).
+    pub fn run(&self, args: &[&str]) -> (i32, String) {
+        let out = self.command(args).stderr(Stdio::inherit()).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::null()).spawn().unwrap()
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql).bind(self.activity).fetch_one(self.db.pool()).await.unwrap()
+    }
+
+    /// Orders of the activity.
+    pub async fn orders(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ?").await
+    }
+
+    /// Reservations not yet acknowledged.
+    pub async fn backlog(&self) -> u64 {
+        seckill::queue::backlog(&self.redis, self.activity, &self.config.consumer.group).await.unwrap()
+    }
+
+    /// Redis stock, sold, total.
+    pub async fn redis_counters(&self) -> (i64, i64, i64) {
+        let mut conn = self.redis.conn();
+        let (a, b, c): (i64, i64, i64) = redis::cmd("HMGET")
+            .arg(self.redis.keys().product(self.activity, self.product))
+            .arg("stock").arg("sold").arg("total")
+            .query_async(&mut conn).await.unwrap();
+        (a, b, c)
+    }
+
+    pub async fn mysql_sold(&self) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT CAST(sold AS SIGNED) FROM products WHERE id = ?")
+            .bind(self.product).fetch_one(self.db.pool()).await.unwrap()
+    }
+
+    /// Drains everything in-process.
+    pub async fn drain(&self) -> seckill::consumer::ConsumerReport {
+        let opts = seckill::consumer::ConsumerOptions { name: "drain".into(), batch: 1000, once: true };
+        seckill::consumer::run(&self.config, opts, std::future::pending()).await.unwrap()
+    }
+
+    pub async fn cleanup(self) {
+        let mut conn = self.redis.conn();
+        let keys: Vec<String> = conn.keys(format!("{}:*", self.redis.keys().prefix())).await.unwrap_or_default();
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await.unwrap();
+        }
+        let _ = sqlx::query(&format!("DROP DATABASE `{}`", self.database)).execute(self.db.pool()).await;
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+pub fn users(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
+    (0..n).map(move |i| format!("{prefix}{i}"))
+}
