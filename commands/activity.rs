@@ -77,7 +77,11 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
     let db = ctx.db().await?;
     match command {
         ActivityCommand::Create(args) => {
-            let new = NewActivity { name: args.name, start_at: args.start, end_at: args.end };
+            let new = NewActivity {
+                name: args.name,
+                start_at: args.start,
+                end_at: args.end,
+            };
             let activity = catalog::create_activity(&db, &new).await?;
             if args.output.json {
                 return output::json(&activity);
@@ -85,12 +89,18 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
             println!("{}", activity.id);
         }
         ActivityCommand::Update(args) => {
-            let changes = ActivityChanges { name: args.name, start_at: args.start, end_at: args.end };
+            let changes = ActivityChanges {
+                name: args.name,
+                start_at: args.start,
+                end_at: args.end,
+            };
             let activity = catalog::update_activity(&db, args.id, &changes).await?;
             print(&[activity], args.output)?;
         }
         ActivityCommand::List(output) => print(&catalog::list_activities(&db).await?, output)?,
-        ActivityCommand::Show(args) => print(&[catalog::get_activity(&db, args.id).await?], args.output)?,
+        ActivityCommand::Show(args) => {
+            print(&[catalog::get_activity(&db, args.id).await?], args.output)?
+        }
         ActivityCommand::Delete(args) => {
             let activity = catalog::delete_activity(&db, args.id).await?;
             if args.output.json {
@@ -103,17 +113,18 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
 }
 
 fn print(activities: &[Activity], output: OutputArgs) -> anyhow::Result<()> {
-    if output.json {
-        return match activities {
-            [one] => output::json(one),
-            many => output::json(&many),
-        };
-    }
-    output::table(
+    output::rows(
+        activities,
+        output,
         &["id", "name", "status", "start", "end"],
-        activities.iter().map(|a| {
-            vec![a.id.to_string(), a.name.clone(), a.status.clone(), a.start_at.to_rfc3339(), a.end_at.to_rfc3339()]
-        }),
-    );
-    Ok(())
+        |a| {
+            vec![
+                a.id.to_string(),
+                a.name.clone(),
+                a.status.clone(),
+                a.start_at.to_rfc3339(),
+                a.end_at.to_rfc3339(),
+            ]
+        },
+    )
 }

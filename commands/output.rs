@@ -35,3 +35,21 @@ pub fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
 pub fn opt<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
+
+/// Prints `items` as JSON (a lone item as an object, several as an array) or as a table
+/// with `headers`, one row per item built by `row`.
+pub fn rows<T: Serialize>(
+    items: &[T],
+    output: OutputArgs,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if output.json {
+        return match items {
+            [one] => json(one),
+            many => json(&many),
+        };
+    }
+    table(headers, items.iter().map(row));
+    Ok(())
+}

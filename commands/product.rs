@@ -93,7 +93,8 @@ pub struct IdArgs {
 
 /// Parses a price; negative and over-precise prices are refused by the library with exit 1.
 fn parse_price(text: &str) -> Result<Decimal, String> {
-    text.parse::<Decimal>().map_err(|_| format!("{text:?} is not a decimal price such as 99.90"))
+    text.parse::<Decimal>()
+        .map_err(|_| format!("{text:?} is not a decimal price such as 99.90"))
 }
 
 /// Parses a count of units: a whole number, not negative.
@@ -134,8 +135,13 @@ pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
             let product = catalog::update_product(&db, args.id, &changes).await?;
             print(&[product], args.output)?;
         }
-        ProductCommand::List(args) => print(&catalog::list_products(&db, args.activity).await?, args.output)?,
-        ProductCommand::Show(args) => print(&[catalog::get_product(&db, args.id).await?], args.output)?,
+        ProductCommand::List(args) => print(
+            &catalog::list_products(&db, args.activity).await?,
+            args.output,
+        )?,
+        ProductCommand::Show(args) => {
+            print(&[catalog::get_product(&db, args.id).await?], args.output)?
+        }
         ProductCommand::Delete(args) => {
             let product = catalog::delete_product(&db, args.id).await?;
             if args.output.json {
@@ -148,15 +154,20 @@ pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
 }
 
 fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
-    if output.json {
-        return match products {
-            [one] => output::json(one),
-            many => output::json(&many),
-        };
-    }
-    output::table(
-        &["id", "activity", "name", "price", "stock", "sold", "limit/user", "max/order"],
-        products.iter().map(|p| {
+    output::rows(
+        products,
+        output,
+        &[
+            "id",
+            "activity",
+            "name",
+            "price",
+            "stock",
+            "sold",
+            "limit/user",
+            "max/order",
+        ],
+        |p| {
             vec![
                 p.id.to_string(),
                 p.activity_id.to_string(),
@@ -167,7 +178,6 @@ fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
                 p.per_user_limit.to_string(),
                 p.max_per_order.to_string(),
             ]
-        }),
-    );
-    Ok(())
+        },
+    )
 }
