@@ -67,7 +67,7 @@ impl Sale {
     pub async fn start(options: Options) -> Sale {
         let name = random_name();
         let mut config = Config::default();
-        config.database.url = format!("mysql://root@127.0.0.1:3306/seckill_t_{name}");
+        config.database.url = format!("mysql://root@127.0.0.1:3306/seckill_test_{name}");
         config.database.max_connections = 4;
         config.redis.key_prefix = format!("t{name}");
         config.token.secret = "test-secret-0123456789".into();
