@@ -17,3 +17,4 @@ mod locks;
 mod migrate;
 mod pipeline;
 mod pipeline_support;
+mod router;
