@@ -18,19 +18,43 @@ use crate::error::{Error, Result};
 /// One buyer: user id and purchase token.
 pub type Buyer = (String, String);
 
+/// What each request is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `POST /api/v1/buy` of one unit of `product_id`, buyers used round-robin.
+    Buy {
+        /// The product everybody buys.
+        product_id: u64,
+        /// Buyers, used round-robin.
+        buyers: Arc<Vec<Buyer>>,
+    },
+    /// `GET path`; the outcome is the HTTP status code. Measures the client itself
+    /// (against `/health`, next to `wrk`).
+    Get {
+        /// E.g. `/health`.
+        path: String,
+    },
+}
+
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
     /// `host:port` of the server.
     pub authority: String,
-    /// The product everybody buys.
-    pub product_id: u64,
+    /// What to ask.
+    pub target: Target,
     /// Requests in all.
     pub requests: u64,
     /// Connections (each sends its next request when the previous one is answered).
     pub concurrency: usize,
-    /// Buyers, used round-robin.
-    pub buyers: Arc<Vec<Buyer>>,
+}
+
+#[derive(serde::Serialize)]
+struct BuyBody<'a> {
+    product_id: u64,
+    user_id: &'a str,
+    quantity: u32,
+    token: &'a str,
 }
 
 /// Live counters, readable while the load runs (for the progress bar).
@@ -38,7 +62,7 @@ pub struct LoadPlan {
 pub struct LiveCounts {
     /// Requests answered.
     pub sent: AtomicU64,
-    /// Answered `queued`.
+    /// Answered `queued` (for a [`Target::Get`]: answered 200).
     pub queued: AtomicU64,
     /// Answered `sold_out`.
     pub sold_out: AtomicU64,
@@ -91,7 +115,8 @@ struct WorkerResult {
 
 /// Sends the plan's requests and gathers the answers.
 pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
-    if plan.buyers.is_empty() || plan.concurrency == 0 {
+    let no_buyers = matches!(&plan.target, Target::Buy { buyers, .. } if buyers.is_empty());
+    if no_buyers || plan.concurrency == 0 {
         return Err(Error::invalid("the load needs at least one buyer and one connection"));
     }
     let next = Arc::new(AtomicU64::new(0));
@@ -155,30 +180,53 @@ async fn worker(
         if i >= plan.requests {
             return Ok(out);
         }
-        let (user, token) = &plan.buyers[(i % plan.buyers.len() as u64) as usize];
-        let body = serde_json::json!({
-            "product_id": plan.product_id, "user_id": user, "quantity": 1, "token": token,
-        })
-        .to_string();
-        let request = hyper::Request::post("/api/v1/buy")
-            .header(hyper::header::HOST, plan.authority.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let (request, user) = match &plan.target {
+            Target::Buy { product_id, buyers } => {
+                let (user, token) = &buyers[(i % buyers.len() as u64) as usize];
+                let body = BuyBody { product_id: *product_id, user_id: user, quantity: 1, token };
+                let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
+                let request = hyper::Request::post("/api/v1/buy")
+                    .header(hyper::header::HOST, plan.authority.as_str())
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(body)));
+                (request, Some(user))
+            }
+            Target::Get { path } => {
+                let request = hyper::Request::get(path.as_str())
+                    .header(hyper::header::HOST, plan.authority.as_str())
+                    .body(Full::new(Bytes::new()));
+                (request, None)
+            }
+        };
+        let request = request.map_err(|e| Error::Internal(e.to_string()))?;
         let sent_at = Instant::now();
         let answer = match sender.send_request(request).await {
-            Ok(response) => response.into_body().collect().await.map(|b| b.to_bytes()).ok(),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                response.into_body().collect().await.map(|b| (status, b.to_bytes())).ok()
+            }
             Err(_) => None,
         };
         let latency = sent_at.elapsed();
         live.sent.fetch_add(1, Ordering::Relaxed);
-        let Some(bytes) = answer else {
+        let Some((status, bytes)) = answer else {
             *out.outcomes.entry("transport_error".into()).or_default() += 1;
             live.rejected.fetch_add(1, Ordering::Relaxed);
             sender = connect(&plan.authority).await?;
             continue;
         };
         out.latencies_us.push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        let Some(user) = user else {
+            // A GET: the status code is the outcome; its body is not parsed.
+            let code = status.to_string();
+            if status == 200 {
+                live.queued.fetch_add(1, Ordering::Relaxed);
+            } else {
+                live.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            *out.outcomes.entry(code).or_default() += 1;
+            continue;
+        };
         let answer: Answer = serde_json::from_slice(&bytes).unwrap_or(Answer { status: None, error: None, remaining: None });
         let code = answer.error.or(answer.status).unwrap_or_else(|| "unreadable_answer".into());
         match code.as_str() {
