@@ -6,6 +6,7 @@
 //! judges the promises from MySQL and the stream ([`verify`]), then removes the activity.
 //! [`probe`] measures the load generator itself against a cheap GET.
 
+pub mod conn;
 pub mod harness;
 pub mod live;
 pub mod load;
