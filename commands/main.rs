@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod activity;
+mod bench;
 mod blacklist;
 mod consumer;
 mod context;
@@ -72,6 +73,8 @@ enum Command {
     Stock(stock::StockCommand),
     /// Compare Redis with MySQL and classify every difference (exit 0 consistent, 1 drift, 2 could not check).
     Reconcile(reconcile::ReconcileArgs),
+    /// Rehearse a flash sale on a throwaway activity and check the promises (exit 1 when one fails).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Order(cmd) => order::run(&ctx, cmd).await,
         Command::Stock(cmd) => stock::run(&ctx, cmd).await,
         Command::Reconcile(args) => reconcile::run(&ctx, args).await,
+        // A failed bench returns `bench::Failed` after printing its report: exit 1 below.
+        Command::Bench(args) => bench::run(&ctx, args).await,
     }
 }
 

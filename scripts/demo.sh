@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README demo: set up, build, migrate, create an activity open now (for one hour) with
 # two products, preheat it, start it and show its status; then stop, end and flush it.
+# Finally a whole simulated sale: `seckill bench --spawn --consumers 1` on a throwaway
+# activity (server and consumer in-process, removed afterwards) with its invariants report.
 #
 # It uses its own database and key prefix, so it never touches a real deployment:
 #   SECKILL_DATABASE_URL (mysql://root@127.0.0.1:3306/seckill_demo)
@@ -59,5 +61,6 @@ run stop "$activity"
 run stop --end "$activity"
 run flush -y "$activity"
 run status "$activity"
+run bench --spawn --consumers 1 --stock 100 --users 2000 --requests 10000 --concurrency 64
 echo
 echo "demo: done (re-run at will; DEMO_KEEP=1 leaves the activity online)"

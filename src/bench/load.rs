@@ -6,31 +6,55 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use tokio::net::TcpStream;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write;
 
+use serde::Deserialize;
+
+use super::conn::Conn;
 use crate::error::{Error, Result};
 
 /// One buyer: user id and purchase token.
 pub type Buyer = (String, String);
+
+/// What each request is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `POST /api/v1/buy` of one unit of `product_id`, buyers used round-robin.
+    Buy {
+        /// The product everybody buys.
+        product_id: u64,
+        /// Buyers, used round-robin.
+        buyers: Arc<Vec<Buyer>>,
+    },
+    /// `GET path`; the outcome is the HTTP status code. Measures the client itself
+    /// (against `/health`, next to `wrk`).
+    Get {
+        /// E.g. `/health`.
+        path: String,
+    },
+}
 
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
     /// `host:port` of the server.
     pub authority: String,
-    /// The product everybody buys.
-    pub product_id: u64,
+    /// What to ask.
+    pub target: Target,
     /// Requests in all.
     pub requests: u64,
     /// Connections (each sends its next request when the previous one is answered).
     pub concurrency: usize,
-    /// Buyers, used round-robin.
-    pub buyers: Arc<Vec<Buyer>>,
+}
+
+#[derive(serde::Serialize)]
+struct BuyBody<'a> {
+    product_id: u64,
+    user_id: &'a str,
+    quantity: u32,
+    token: &'a str,
 }
 
 /// Live counters, readable while the load runs (for the progress bar).
@@ -38,7 +62,7 @@ pub struct LoadPlan {
 pub struct LiveCounts {
     /// Requests answered.
     pub sent: AtomicU64,
-    /// Answered `queued`.
+    /// Answered `queued` (for a [`Target::Get`]: answered 200).
     pub queued: AtomicU64,
     /// Answered `sold_out`.
     pub sold_out: AtomicU64,
@@ -77,21 +101,26 @@ impl LoadResult {
 }
 
 #[derive(Deserialize)]
-struct Answer {
-    status: Option<String>,
-    error: Option<String>,
+struct Answer<'a> {
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    error: Option<Cow<'a, str>>,
     remaining: Option<i64>,
 }
 
 struct WorkerResult {
     latencies_us: Vec<u32>,
     outcomes: BTreeMap<String, u64>,
+    /// HTTP statuses of GETs (kept as numbers: no allocation per answer).
+    statuses: HashMap<u16, u64>,
     per_user: BTreeMap<String, u64>,
 }
 
 /// Sends the plan's requests and gathers the answers.
 pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
-    if plan.buyers.is_empty() || plan.concurrency == 0 {
+    let no_buyers = matches!(&plan.target, Target::Buy { buyers, .. } if buyers.is_empty());
+    if no_buyers || plan.concurrency == 0 {
         return Err(Error::invalid("the load needs at least one buyer and one connection"));
     }
     let next = Arc::new(AtomicU64::new(0));
@@ -117,6 +146,9 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
         for (code, n) in part.outcomes {
             *result.outcomes.entry(code).or_default() += n;
         }
+        for (status, n) in part.statuses {
+            *result.outcomes.entry(status.to_string()).or_default() += n;
+        }
         for (user, n) in part.per_user {
             *result.per_user.entry(user).or_default() += n;
         }
@@ -129,16 +161,32 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
     Ok(result)
 }
 
-async fn connect(authority: &str) -> Result<http1::SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(authority)
-        .await
-        .map_err(|e| Error::Io { path: format!("http://{authority}"), source: e })?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Error::Internal(format!("http://{authority}: {e}")))?;
-    tokio::spawn(connection);
-    Ok(sender)
+async fn connect(authority: &str) -> Result<Conn> {
+    Conn::connect(authority).await.map_err(|e| Error::Io { path: format!("http://{authority}"), source: e })
+}
+
+/// Writes the buy request of `user` into `out` (reused between requests).
+fn buy_request(out: &mut Vec<u8>, authority: &str, product_id: u64, user: &str, token: &str) -> Result<()> {
+    let body = BuyBody { product_id, user_id: user, quantity: 1, token };
+    let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
+    out.clear();
+    write!(
+        out,
+        "POST /api/v1/buy HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+fn count(outcomes: &mut BTreeMap<String, u64>, code: &str) {
+    match outcomes.get_mut(code) {
+        Some(n) => *n += 1,
+        None => {
+            outcomes.insert(code.to_string(), 1);
+        }
+    }
 }
 
 async fn worker(
@@ -148,40 +196,57 @@ async fn worker(
     sellout: Arc<Mutex<Option<Duration>>>,
     started: Instant,
 ) -> Result<WorkerResult> {
-    let mut out = WorkerResult { latencies_us: Vec::new(), outcomes: BTreeMap::new(), per_user: BTreeMap::new() };
-    let mut sender = connect(&plan.authority).await?;
+    let mut out = WorkerResult {
+        latencies_us: Vec::new(),
+        outcomes: BTreeMap::new(),
+        statuses: HashMap::new(),
+        per_user: BTreeMap::new(),
+    };
+    let mut conn = connect(&plan.authority).await?;
+    let mut request = Vec::with_capacity(512);
+    if let Target::Get { path } = &plan.target {
+        request.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", plan.authority).as_bytes());
+    }
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.requests {
             return Ok(out);
         }
-        let (user, token) = &plan.buyers[(i % plan.buyers.len() as u64) as usize];
-        let body = serde_json::json!({
-            "product_id": plan.product_id, "user_id": user, "quantity": 1, "token": token,
-        })
-        .to_string();
-        let request = hyper::Request::post("/api/v1/buy")
-            .header(hyper::header::HOST, plan.authority.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let sent_at = Instant::now();
-        let answer = match sender.send_request(request).await {
-            Ok(response) => response.into_body().collect().await.map(|b| b.to_bytes()).ok(),
-            Err(_) => None,
+        let user = match &plan.target {
+            Target::Buy { product_id, buyers } => {
+                let (user, token) = &buyers[(i % buyers.len() as u64) as usize];
+                buy_request(&mut request, &plan.authority, *product_id, user, token)?;
+                Some(user)
+            }
+            Target::Get { .. } => None,
         };
+        let sent_at = Instant::now();
+        let answer = conn.round_trip(&request).await;
         let latency = sent_at.elapsed();
         live.sent.fetch_add(1, Ordering::Relaxed);
-        let Some(bytes) = answer else {
-            *out.outcomes.entry("transport_error".into()).or_default() += 1;
-            live.rejected.fetch_add(1, Ordering::Relaxed);
-            sender = connect(&plan.authority).await?;
-            continue;
+        let (status, bytes) = match answer {
+            Ok(answer) => answer,
+            Err(_) => {
+                count(&mut out.outcomes, "transport_error");
+                live.rejected.fetch_add(1, Ordering::Relaxed);
+                conn = connect(&plan.authority).await?;
+                continue;
+            }
         };
         out.latencies_us.push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
-        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or(Answer { status: None, error: None, remaining: None });
-        let code = answer.error.or(answer.status).unwrap_or_else(|| "unreadable_answer".into());
-        match code.as_str() {
+        let Some(user) = user else {
+            // A GET: the status code is the outcome; its body is not parsed.
+            if status == 200 {
+                live.queued.fetch_add(1, Ordering::Relaxed);
+            } else {
+                live.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            *out.statuses.entry(status).or_default() += 1;
+            continue;
+        };
+        let answer: Answer = serde_json::from_slice(bytes).unwrap_or(Answer { status: None, error: None, remaining: None });
+        let code = answer.error.or(answer.status).unwrap_or(Cow::Borrowed("unreadable_answer"));
+        match code.as_ref() {
             "queued" => {
                 live.queued.fetch_add(1, Ordering::Relaxed);
                 *out.per_user.entry(user.clone()).or_default() += 1;
@@ -200,6 +265,6 @@ async fn worker(
                 *first = Some(at);
             }
         }
-        *out.outcomes.entry(code).or_default() += 1;
+        count(&mut out.outcomes, &code);
     }
 }

@@ -4,6 +4,7 @@
 //! builds its own [`helpers::TestApp`]: a fresh database and Redis key prefix, so tests run in
 //! parallel. Add a module here for each new area.
 
+mod bench;
 mod buy;
 mod buy_support;
 mod catalog;

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# One benchmark run on this machine: the figures that matter and their ratios, all taken in
+# the same run so that numbers from noisy shared machines are compared with each other.
+#
+#   1. redis-benchmark -c 50, one EVALSHA per purchase of a naive deduct script
+#      (scripts/bench/naive_deduct.lua): the ceiling of the classic design
+#   2. wrk -t2 -c100 on /health: the HTTP ceiling of our server
+#      (and `seckill bench --probe /health`: our load generator next to wrk)
+#   3. wrk -t2 -c100 POST /api/v1/buy, a fresh user with a valid token per request, stock
+#      never running out: successful buys per second, p50/p99
+#   4. the same on a sold-out product: sold-out answers per second, p50/p99
+#   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
+#   6. ratios (3)/(1) (goal >= 1.5), (4)/(2) (goal >= 0.9), (5) (goal >= 20,000/s)
+#   7. peak RSS of `seckill serve` (VmHWM; goal <= 64 MiB)
+#   8. `seckill bench --spawn`: a whole sale with its invariants
+#
+# The server runs with the rate limits off (funnel.global_rps and per_user_rps 0), like
+# `seckill bench --spawn`: one client machine would otherwise measure the 429 path.
+#
+# Own database and key prefix (BENCH_DB=seckill_bench, BENCH_PREFIX=bench), server on
+# 127.0.0.1:BENCH_PORT (18080); BENCH_SECS (10) is each wrk run's duration. Everything is
+# removed afterwards (server killed, keys flushed, database dropped), also on failure.
+# Results: target/bench/latest.md and target/bench/latest.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_DB=${BENCH_DB:-seckill_bench}
+BENCH_PREFIX=${BENCH_PREFIX:-bench}
+BENCH_PORT=${BENCH_PORT:-18080}
+BENCH_SECS=${BENCH_SECS:-10}
+BUY_USERS=${BUY_USERS:-400000}
+case "$BENCH_DB" in
+    *bench*) ;;
+    *) echo "bench: refusing to drop database '$BENCH_DB' (its name must contain 'bench')" >&2; exit 1 ;;
+esac
+
+log() { printf '\nbench: %s\n' "$*" >&2; }
+
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+log "cargo build --release"
+cargo build --release --quiet --bin seckill
+S=$PWD/target/release/seckill
+OUT=target/bench
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+BASE=http://127.0.0.1:$BENCH_PORT
+
+# Our own configuration only: environment overrides would point the run elsewhere.
+unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET
+cat >"$WORK/config.yaml" <<EOF
+database:
+  url: mysql://root@127.0.0.1:3306/$BENCH_DB
+redis:
+  key_prefix: $BENCH_PREFIX
+http:
+  bind: 127.0.0.1:$BENCH_PORT
+funnel:
+  global_rps: 0
+  per_user_rps: 0
+EOF
+sk() { RUST_LOG=${RUST_LOG:-warn} "$S" --config "$WORK/config.yaml" "$@"; }
+
+unlink_keys() {
+    redis-cli --scan --pattern "$1" | xargs -r -n 1000 redis-cli unlink >/dev/null
+}
+SERVER=""
+cleanup() {
+    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+    unlink_keys "$BENCH_PREFIX:*"
+    mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+cleanup_before() { unlink_keys "$BENCH_PREFIX:*"; mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"; }
+cleanup_before
+sk migrate >/dev/null
+
+# wrk latency like "512.00us" / "1.23ms" / "1.01s" -> milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) ; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
+wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+wrk_total() { awk '/requests in/ { print $1 }' "$1"; }
+wrk_pct() { to_ms "$(awk -v p="$2%" '$1 == p { print $2; exit }' "$1")"; }
+wrk_status() { awk -v s="$2" '$1 == "status" && $2 == s { print $3 }' "$1" | head -1; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "0"; else printf "%.2f", a / b }'; }
+json_num() { grep -o "\"$2\": *[0-9.eE+-]*" "$1" | head -1 | sed 's/.*: *//'; }
+# printf-style rounding for the table: fmt FORMAT VALUE ("-" when empty).
+fmt() { if [ -z "$2" ]; then echo -; else awk -v f="$1" -v v="$2" 'BEGIN { printf f, v }'; fi; }
+
+log "1. redis-benchmark: naive one-EVALSHA-per-purchase deduct"
+SHA=$(redis-cli script load "$(cat scripts/bench/naive_deduct.lua)")
+redis-cli set "$BENCH_PREFIX:naive:stock" 100000000 >/dev/null
+redis-benchmark -c 50 -n 300000 -r 10000000 -q \
+    EVALSHA "$SHA" 2 "$BENCH_PREFIX:naive:bought:__rand_int__" "$BENCH_PREFIX:naive:stock" 1 | tr '\r' '\n' >"$WORK/naive.txt"
+NAIVE_RPS=$(fmt %.0f "$(grep -o '[0-9.]* requests per second' "$WORK/naive.txt" | tail -1 | awk '{ print $1 }')")
+unlink_keys "$BENCH_PREFIX:naive:*"
+echo "naive deduct: $NAIVE_RPS EVALSHA/s" >&2
+
+log "preparing the sale: a product that never runs out, a sold-out one, $BUY_USERS tokens"
+start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
+end=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+A=$(sk activity create --name "bench.sh $(date -u +%FT%TZ)" --start "$start" --end "$end")
+P1=$(sk product add --activity "$A" --name big --price 1 --stock 2000000 --limit-per-user 1)
+P2=$(sk product add --activity "$A" --name none --price 1 --stock 0 --limit-per-user 1)
+sleep 0.05
+sk hot "$A" >/dev/null
+sk token "$A" --range "1-$BUY_USERS" --out "$WORK/tokens.csv" >&2
+sk start "$A" >/dev/null
+
+RUST_LOG=warn "$S" --config "$WORK/config.yaml" serve >"$WORK/serve.log" 2>&1 &
+SERVER=$!
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$BENCH_PORT") 2>/dev/null; }
+for _ in $(seq 100); do listening && break; sleep 0.1; done
+listening || { echo "bench: seckill serve did not come up:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+
+log "2. wrk /health"
+wrk -t2 -c100 -d"${BENCH_SECS}s" --latency "$BASE/health" >"$WORK/health.txt"
+HEALTH_RPS=$(fmt %.0f "$(wrk_rps "$WORK/health.txt")")
+PROBE_N=$(awk -v r="$HEALTH_RPS" 'BEGIN { n = int(r * 5); if (n < 100000) n = 100000; print n }')
+sk bench --url "$BASE" --probe /health --requests "$PROBE_N" --concurrency 100 --json >"$WORK/probe.json"
+PROBE_RPS=$(fmt %.0f "$(json_num "$WORK/probe.json" rps)")
+echo "health: wrk $HEALTH_RPS req/s, seckill bench --probe $PROBE_RPS req/s" >&2
+
+log "3. wrk POST /api/v1/buy, fresh users, stock never runs out"
+TOKENS="$WORK/tokens.csv" PRODUCT=$P1 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
+    -s scripts/bench/buy.lua "$BASE" >"$WORK/buy.txt"
+BUY_TOTAL=$(wrk_total "$WORK/buy.txt")
+BUY_200=$(wrk_status "$WORK/buy.txt" 200); BUY_200=${BUY_200:-0}
+BUY_RPS=$(awk -v r="$(wrk_rps "$WORK/buy.txt")" -v ok="$BUY_200" -v n="$BUY_TOTAL" 'BEGIN { printf "%.0f", r * ok / n }')
+BUY_P50=$(wrk_pct "$WORK/buy.txt" 50); BUY_P99=$(wrk_pct "$WORK/buy.txt" 99)
+echo "buy: $BUY_RPS queued/s ($BUY_200 of $BUY_TOTAL answered 200), p50 $BUY_P50 ms, p99 $BUY_P99 ms" >&2
+
+log "4. wrk POST /api/v1/buy on a sold-out product"
+TOKENS="$WORK/tokens.csv" PRODUCT=$P2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
+    -s scripts/bench/buy.lua "$BASE" >"$WORK/soldout.txt"
+SO_TOTAL=$(wrk_total "$WORK/soldout.txt")
+SO_409=$(wrk_status "$WORK/soldout.txt" 409); SO_409=${SO_409:-0}
+SO_RPS=$(awk -v r="$(wrk_rps "$WORK/soldout.txt")" -v ok="$SO_409" -v n="$SO_TOTAL" 'BEGIN { printf "%.0f", r * ok / n }')
+SO_P50=$(wrk_pct "$WORK/soldout.txt" 50); SO_P99=$(wrk_pct "$WORK/soldout.txt" 99)
+echo "sold out: $SO_RPS sold_out/s ($SO_409 of $SO_TOTAL answered 409), p50 $SO_P50 ms, p99 $SO_P99 ms" >&2
+
+RSS_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SERVER/status")
+RSS_MIB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
+
+log "5. one consumer draining the $BUY_200 queued reservations into MariaDB"
+sk consumer --once --json >"$WORK/consumer.json"
+DRAINED=$(json_num "$WORK/consumer.json" persisted)
+DRAIN_SECS=$(fmt %.2f "$(json_num "$WORK/consumer.json" seconds)")
+ORDERS_RPS=$(awk -v n="$DRAINED" -v s="$DRAIN_SECS" 'BEGIN { printf "%.0f", n / s }')
+echo "consumer: $DRAINED orders in $DRAIN_SECS s = $ORDERS_RPS orders/s" >&2
+
+log "8. seckill bench --spawn: a whole sale, 1000 units, 100,000 users, 200,000 requests"
+set +e
+sk bench --spawn --stock 1000 --users 100000 --requests 200000 --concurrency 256 --consumers 1 --json >"$WORK/sale.json"
+SALE_EXIT=$?
+set -e
+[ -s "$WORK/sale.json" ] || echo null >"$WORK/sale.json"
+SALE_RPS=$(fmt %.0f "$(json_num "$WORK/sale.json" rps)")
+SALE_SELLOUT=$(fmt %.3f "$(json_num "$WORK/sale.json" sellout_s)")
+SALE_P99=$(fmt %.2f "$(json_num "$WORK/sale.json" p99)")
+SALE_PASSED=$(grep -o '"passed": *[a-z]*' "$WORK/sale.json" | sed 's/.*: *//')
+SALE_PASSED=${SALE_PASSED:-no report}
+
+R1=$(div "$BUY_RPS" "$NAIVE_RPS")
+R2=$(div "$SO_RPS" "$HEALTH_RPS")
+RP=$(div "$PROBE_RPS" "$HEALTH_RPS")
+ok() { awk -v a="$1" -v b="$2" -v op="$3" 'BEGIN { r = (op == ">=") ? (a + 0 >= b + 0) : (a + 0 <= b + 0); print r ? "yes" : "NO" }'; }
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MACHINE="$(nproc) cores, ${CPU:-unknown CPU}, $(uname -sr)"
+DATE=$(date -u +%FT%TZ)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+cat >"$OUT/latest.md" <<EOF
+Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`, wrk ${BENCH_SECS}s each.
+
+| # | figure | value | p50 / p99 |
+|---|---|---|---|
+| 1 | naive EVALSHA deduct, \`redis-benchmark -c 50\` | $NAIVE_RPS /s | |
+| 2 | \`GET /health\`, \`wrk -t2 -c100\` | $HEALTH_RPS req/s | $(wrk_pct "$WORK/health.txt" 50) / $(wrk_pct "$WORK/health.txt" 99) ms |
+| 2b | \`GET /health\`, \`seckill bench --probe\` (100 connections) | $PROBE_RPS req/s | |
+| 3 | successful buys, fresh users, \`wrk -t2 -c100\` | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
+| 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
+| 5 | one consumer, $DRAINED reservations into MariaDB | $ORDERS_RPS orders/s | |
+| 7 | peak RSS of \`seckill serve\` (VmHWM) | $RSS_MIB MiB | |
+| 8 | \`seckill bench --spawn\` 1000 units / 100k users / 200k requests / 256 conns | $SALE_RPS req/s, sold out in $SALE_SELLOUT s, invariants held: $SALE_PASSED | p99 $SALE_P99 ms |
+
+| ratio | value | goal | met |
+|---|---|---|---|
+| (3)/(1) buys vs naive deduct | $R1 | >= 1.5 | $(ok "$R1" 1.5 ">=") |
+| (4)/(2) sold-out vs /health | $R2 | >= 0.9 | $(ok "$R2" 0.9 ">=") |
+| (5) orders/s | $ORDERS_RPS | >= 20000 | $(ok "$ORDERS_RPS" 20000 ">=") |
+| (7) peak RSS MiB | $RSS_MIB | <= 64 | $(ok "$RSS_MIB" 64 "<=") |
+| (2b)/(2) our load generator vs wrk | $RP | >= 1.0 | $(ok "$RP" 1.0 ">=") |
+EOF
+
+cat >"$OUT/latest.json" <<EOF
+{
+  "date": "$DATE",
+  "machine": "$MACHINE",
+  "commit": "$COMMIT",
+  "wrk_secs": $BENCH_SECS,
+  "naive_deduct_rps": $NAIVE_RPS,
+  "health_rps": $HEALTH_RPS,
+  "probe_health_rps": $PROBE_RPS,
+  "buy_ok_rps": $BUY_RPS,
+  "buy_p50_ms": $BUY_P50,
+  "buy_p99_ms": $BUY_P99,
+  "sold_out_rps": $SO_RPS,
+  "sold_out_p50_ms": $SO_P50,
+  "sold_out_p99_ms": $SO_P99,
+  "consumer_orders": $DRAINED,
+  "consumer_orders_per_s": $ORDERS_RPS,
+  "serve_peak_rss_mib": $RSS_MIB,
+  "bench_spawn": $(cat "$WORK/sale.json"),
+  "ratios": { "buy_over_naive": $R1, "sold_out_over_health": $R2, "probe_over_wrk": $RP }
+}
+EOF
+
+echo
+cat "$OUT/latest.md"
+echo
+echo "bench: written to $OUT/latest.md and $OUT/latest.json"
+[ "$SALE_EXIT" -eq 0 ] || { echo "bench: seckill bench --spawn failed (exit $SALE_EXIT)" >&2; exit 1; }

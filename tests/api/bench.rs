@@ -1,0 +1,78 @@
+//! `seckill bench`: a clean small sale holds every promise and leaves nothing behind; a
+//! sale with stock injected behind MySQL's back is caught (exit 1, `no_oversell: false`).
+
+use crate::helpers::TestApp;
+
+const SMALL: &[&str] = &[
+    "bench", "--spawn", "--stock", "50", "--users", "500", "--requests", "2000", "--concurrency", "32", "--consumers", "1", "--json",
+];
+
+/// Asserts the throwaway activity is gone: no rows in any table, no key under the prefix.
+async fn assert_nothing_left(app: &TestApp) {
+    for table in ["activities", "products", "orders", "stock_ledger"] {
+        assert_eq!(app.count(table).await, 0, "{table} rows left behind");
+    }
+    assert!(app.all_keys().await.is_empty(), "Redis keys left behind: {:?}", app.all_keys().await);
+}
+
+#[tokio::test]
+async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
+    let app = TestApp::new().await;
+    let out = app.cli(SMALL).await;
+    out.ok();
+    let report = out.json();
+    for invariant in ["no_oversell", "per_user_limit_held", "orders_equal_reservations", "reconcile_clean"] {
+        assert_eq!(report["invariants"][invariant], true, "{invariant}: {report:#}");
+    }
+    assert_eq!(report["sold"], 50, "{report:#}");
+    assert_eq!(report["orders_persisted"], 50, "{report:#}");
+    assert_eq!(report["requests"], 2000);
+    assert_eq!(report["outcomes"]["queued"], 50);
+    assert_eq!(report["passed"], true);
+    assert!(report["sellout_s"].as_f64().is_some(), "sold out, so a sell-out time: {report:#}");
+    for q in ["p50", "p90", "p99", "max"] {
+        assert!(report["latency_ms"][q].as_f64().is_some_and(|v| v > 0.0), "latency {q}: {report:#}");
+    }
+    assert!(report["activity_name"].as_str().unwrap().starts_with("bench "));
+    assert_nothing_left(&app).await;
+}
+
+#[tokio::test]
+async fn stock_added_behind_mysqls_back_fails_the_bench_with_exit_1() {
+    let app = TestApp::new().await;
+    let mut args = SMALL.to_vec();
+    args.extend(["--chaos-extra-stock", "10", "--drain-timeout", "2s"]);
+    let out = app.cli(&args).await;
+    out.fails_with(1, &["no_oversell"]);
+    let report = out.json();
+    assert_eq!(report["invariants"]["no_oversell"], false, "{report:#}");
+    assert_eq!(report["sold"], 60, "{report:#}");
+    assert_eq!(report["passed"], false);
+    assert_nothing_left(&app).await;
+}
+
+#[tokio::test]
+async fn bench_without_consumers_or_daemons_says_so_within_the_timeout() {
+    let app = TestApp::new().await;
+    let out = app
+        .cli(&["bench", "--spawn", "--stock", "5", "--users", "20", "--requests", "40", "--concurrency", "4", "--drain-timeout", "1s", "--json"])
+        .await;
+    out.fails_with(1, &["not persisted after 1s", "seckill consumer"]);
+    assert_eq!(out.json()["invariants"]["orders_equal_reservations"], false);
+    assert_nothing_left(&app).await;
+}
+
+#[tokio::test]
+async fn probe_measures_the_client_against_health() {
+    let app = TestApp::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = seckill::server::AppState::new(app.config.clone(), app.redis.clone(), app.db.clone());
+    let server = tokio::spawn(seckill::server::run(listener, state, std::future::pending()));
+    let out = app.cli(&["bench", "--url", &url, "--probe", "/health", "--requests", "500", "--concurrency", "8", "--json"]).await;
+    out.ok();
+    let report = out.json();
+    assert_eq!(report["requests"], 500, "{report:#}");
+    assert_eq!(report["outcomes"]["200"], 500, "{report:#}");
+    server.abort();
+}
