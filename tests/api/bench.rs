@@ -41,12 +41,15 @@ async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
 async fn stock_added_behind_mysqls_back_fails_the_bench_with_exit_1() {
     let app = TestApp::new().await;
     let mut args = SMALL.to_vec();
-    args.extend(["--chaos-extra-stock", "10", "--drain-timeout", "2s"]);
+    args.extend(["--chaos-extra-stock", "10", "--drain-timeout", "20s"]);
     let out = app.cli(&args).await;
     out.fails_with(1, &["no_oversell"]);
     let report = out.json();
     assert_eq!(report["invariants"]["no_oversell"], false, "{report:#}");
     assert_eq!(report["sold"], 60, "{report:#}");
+    // Oversold orders are still recorded (never lose an order) and reconcile flags them.
+    assert_eq!(report["orders_persisted"], 60, "{report:#}");
+    assert_eq!(report["invariants"]["reconcile_clean"], false, "{report:#}");
     assert_eq!(report["passed"], false);
     assert_nothing_left(&app).await;
 }

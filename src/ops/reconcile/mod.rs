@@ -234,6 +234,15 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
 }
 
 fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
+    if line.order_units > line.mysql_total {
+        findings.push(Finding {
+            class: Class::StockDrift,
+            product_id: Some(line.product_id),
+            subject: "oversold".into(),
+            detail: format!("orders hold {} units but total_stock is {}", line.order_units, line.mysql_total),
+            fix: None,
+        });
+    }
     let mut drift = |subject: &str, detail: String, fix: &str| {
         findings.push(Finding { class: Class::StockDrift, product_id: Some(line.product_id), subject: subject.into(), detail, fix: Some(fix.into()) });
     };
