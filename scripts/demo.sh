@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README demo: set up, build, migrate, create an activity open now (for one hour) with
-# two products, preheat it, start it and show its status; then stop, end and flush it.
+# two products, preheat it, issue tokens, start it, serve it, let 300 buyers rush 100 phones
+# over HTTP, persist the orders, reconcile, show the status; then stop, end and flush it, and
+# finish with a `seckill bench --spawn` sale and its invariant report.
 # Finally a whole simulated sale: `seckill bench --spawn --consumers 1` on a throwaway
 # activity (server and consumer in-process, removed afterwards) with its invariants report.
 #
@@ -22,6 +24,9 @@ case "$DEMO_DB" in
 esac
 
 bash scripts/setup.sh
+if ! command -v curl >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$*"; else printf '\n$ %s\n' "$*"; fi; }
@@ -30,6 +35,7 @@ run() { step "seckill $*"; "$SECKILL" "$@"; }
 step "cargo build"
 cargo build --quiet
 SECKILL=target/debug/seckill
+WORK=$(mktemp -d)
 
 # Leftovers of a previous run: flush their Redis keys, then start from an empty database.
 if mysql -uroot -h127.0.0.1 -e "USE \`$DEMO_DB\`" 2>/dev/null; then
@@ -50,7 +56,38 @@ run product add --activity "$activity" --name 'Earbuds' --price 199.90 --stock 5
 run product list --activity "$activity"
 run hot "$activity"
 run start "$activity"
+run token "$activity" --range 1-300 --out "$WORK/tokens.csv"
+head -3 "$WORK/tokens.csv"
+
+DEMO_BIND=${DEMO_BIND:-127.0.0.1:18081}
+step "seckill serve --bind $DEMO_BIND &"
+SECKILL_HTTP_BIND=$DEMO_BIND "$SECKILL" serve >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+trap 'kill $SERVE_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 50); do curl -sf "http://$DEMO_BIND/ready" >/dev/null && break; sleep 0.1; done
+curl -sf "http://$DEMO_BIND/api/v1/activities/$activity"; echo
+
+phone=$("$SECKILL" product list --activity "$activity" --json | grep -o '"id": [0-9]*' | sed -n 1p | grep -o '[0-9]*$')
+step "300 buyers rush 100 phones (curl, 30 at a time)"
+buy() {
+    IFS=, read -r user token <<<"$1"
+    curl -s -X POST "http://$DEMO_BIND/api/v1/buy" -H 'content-type: application/json' \
+        -d "{\"product_id\": $phone, \"user_id\": \"$user\", \"quantity\": 1, \"token\": \"$token\"}"
+    echo
+}
+export -f buy
+export DEMO_BIND phone
+xargs -P 30 -I{} bash -c 'buy "$@"' _ {} <"$WORK/tokens.csv" >"$WORK/answers.jsonl"
+grep -o '"status":"queued"\|"error":"[a-z_]*"' "$WORK/answers.jsonl" | sort | uniq -c
+order=$(grep -o '"order_no":"[^"]*"' "$WORK/answers.jsonl" | head -1 | cut -d'"' -f4)
+step "curl /api/v1/orders/$order"
+curl -s "http://$DEMO_BIND/api/v1/orders/$order"; echo
+
+run consumer --once
+run order show "$order"
+run reconcile "$activity"
 run status "$activity"
+kill -TERM $SERVE_PID; wait $SERVE_PID || true
 
 if [ -n "${DEMO_KEEP:-}" ]; then
     echo
@@ -59,7 +96,7 @@ if [ -n "${DEMO_KEEP:-}" ]; then
 fi
 run stop "$activity"
 run stop --end "$activity"
-run flush -y "$activity"
+step "seckill flush -y $activity"; "$SECKILL" flush -y "$activity" | tail -1
 run status "$activity"
 run bench --spawn --consumers 1 --stock 100 --users 2000 --requests 10000 --concurrency 64
 echo
