@@ -3,8 +3,6 @@
 # two products, preheat it, issue tokens, start it, serve it, let 300 buyers rush 100 phones
 # over HTTP, persist the orders, reconcile, show the status; then stop, end and flush it, and
 # finish with a `seckill bench --spawn` sale and its invariant report.
-# Finally a whole simulated sale: `seckill bench --spawn --consumers 1` on a throwaway
-# activity (server and consumer in-process, removed afterwards) with its invariants report.
 #
 # It uses its own database and key prefix, so it never touches a real deployment:
 #   SECKILL_DATABASE_URL (mysql://root@127.0.0.1:3306/seckill_demo)
