@@ -11,7 +11,7 @@ use crate::redis_client::RedisClient;
 use crate::scripts;
 
 /// One purchase attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purchase {
     /// The product.
     pub product_id: u64,

@@ -81,7 +81,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Body { error: self.code, message: &self.message })).into_response()
+        let mut response = (self.status, Json(Body { error: self.code, message: &self.message })).into_response();
+        response.extensions_mut().insert(super::metrics::ResultCode(self.code));
+        response
     }
 }
 
