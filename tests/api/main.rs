@@ -14,6 +14,7 @@ mod hot;
 mod input;
 mod lifecycle;
 mod locks;
+mod metrics;
 mod migrate;
 mod pipeline;
 mod pipeline_support;
