@@ -180,8 +180,11 @@ async fn consumer_metrics_after_a_drain_and_status_agrees() {
             Ok(res) => res.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let lag = sample(&text, "seckill_consumer_lag_entries", &[("activity", &f.activity.to_string())]);
-        if sample(&text, "seckill_consumer_orders_persisted_total", &[]) == Some(30.0) && lag == Some(0.0) {
+        // The backlog gauges are refreshed every few seconds: wait until one refresh saw the drain.
+        let activity = f.activity.to_string();
+        let lag = sample(&text, "seckill_consumer_lag_entries", &[("activity", &activity)]);
+        let pending = sample(&text, "seckill_consumer_pending_entries", &[("activity", &activity)]);
+        if sample(&text, "seckill_consumer_orders_persisted_total", &[]) == Some(30.0) && lag == Some(0.0) && pending == Some(0.0) {
             break text;
         }
         assert!(Instant::now() < deadline, "consumer metrics never showed the drain:\n{text}");
@@ -378,4 +381,28 @@ async fn json_logs_carry_no_token_or_secret() {
     assert!(messages.iter().any(|m| m == "buy: queued"), "{logs}");
     assert!(messages.iter().any(|m| m == "buy: refused"), "{logs}");
     f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_sold_out_elsewhere_is_answered_from_memory() {
+    // Stock 0 from the start: no purchase ever got a sold-out verdict from this server, yet the
+    // periodic refresh marks it, so even requests that would stop at the token check (a
+    // flood of bad tokens) are answered sold out without work.
+    let sale = Sale::start(Options { products: vec![spec(0, 1, 1)], ..Default::default() }).await;
+    let url = format!("{}/metrics", sale.base);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = sale.buy(sale.product(), "nobody", 1, "1.not-a-token").await;
+        if answer.1["error"] == "sold_out" {
+            break;
+        }
+        assert_eq!(answer.1["error"], "invalid_token", "{answer:?}");
+        assert!(Instant::now() < deadline, "the refresh never marked the product sold out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = scrape(&sale.http, &url).await;
+    assert!(sample(&text, "seckill_sold_out_cache_hits_total", &[]).unwrap() >= 1.0, "{text}");
+    // Bad input is still bad input.
+    crate::buy_support::assert_error(&sale.buy(sale.product(), "nobody", 0, "x").await, 400, "bad_request");
+    sale.finish().await;
 }
