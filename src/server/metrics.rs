@@ -1,13 +1,13 @@
-//! `GET /metrics` of `seckill serve`: the handles the hot path records into, the middleware
-//! that counts every request, and the task that refreshes remaining stock from Redis.
+//! `GET /metrics` of `seckill serve`: the handles the hot path records into and the middleware
+//! that counts every request (remaining stock is refreshed by [`super::refresh`]).
 //!
 //! Every handle is registered once (at start, or on first use of a route/code pair) and kept,
 //! so recording is an atomic add: no label strings are built and no registry lookup happens
 //! per request.
 
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -16,11 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics::{Counter, Gauge, Histogram};
-use redis::AsyncCommands;
 
 use super::AppState;
 use crate::metrics::{self as names, Metrics};
-use crate::redis_client::RedisClient;
 
 /// Route labels: the routes of [`super::router`]; anything else is `other`.
 const ROUTES: &[&str] = &[
@@ -53,9 +51,17 @@ const CODES: &[&str] = &[
     "error",
 ];
 
-/// The result code of a response, set by [`super::error::ApiError`] (absent: `ok` for 2xx).
-#[derive(Debug, Clone, Copy)]
-pub struct ResultCode(pub &'static str);
+tokio::task_local! {
+    // The result code of the request being answered, set by [`set_result_code`]. A task-local
+    // (not a response extension) because an extension costs an allocation per response.
+    static RESULT_CODE: Cell<Option<&'static str>>;
+}
+
+/// Records the result code of the current request (called by [`super::error::ApiError`];
+/// a request that sets none counts as `ok` when 2xx, else `error`).
+pub fn set_result_code(code: &'static str) {
+    let _ = RESULT_CODE.try_with(|c| c.set(Some(code)));
+}
 
 /// Why a buy request was answered busy.
 #[derive(Debug, Clone, Copy)]
@@ -143,10 +149,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .and_then(|p| ROUTES.iter().position(|r| *r == p.as_str()))
         .unwrap_or(ROUTES.len() - 1);
     let started = Instant::now();
-    let response = next.run(request).await;
+    let (set, response) = RESULT_CODE
+        .scope(Cell::new(None), async move {
+            let response = next.run(request).await;
+            (RESULT_CODE.with(Cell::get), response)
+        })
+        .await;
     let elapsed = started.elapsed();
-    let code = match response.extensions().get::<ResultCode>() {
-        Some(ResultCode(code)) => code,
+    let code = match set {
+        Some(code) => code,
         None if response.status().is_success() => "ok",
         None => "error",
     };
@@ -171,47 +182,4 @@ fn exposition(metrics: &Metrics) -> Response {
 /// A router with only `GET /metrics` over `metrics` (the consumer's exporter).
 pub fn exporter(metrics: Arc<Metrics>) -> Router {
     Router::new().route("/metrics", get(move || async move { exposition(&metrics) }))
-}
-
-/// Sets the remaining-stock gauge of every product of every preheated activity from Redis.
-/// `gauges` caches the handles between calls.
-pub async fn refresh_stock(redis: &RedisClient, stats: &ServerMetrics, gauges: &mut HashMap<(u64, u64), Gauge>) -> crate::Result<()> {
-    let keys = redis.keys();
-    let mut conn = redis.conn();
-    let activities: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| redis.err(e))?;
-    for activity in activities {
-        let products: Vec<u64> = conn.smembers(keys.products(activity)).await.map_err(|e| redis.err(e))?;
-        if products.is_empty() {
-            continue;
-        }
-        let mut pipe = redis::pipe();
-        for p in &products {
-            pipe.hget(keys.product(activity, *p), "stock");
-        }
-        let stocks: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
-        for (product, stock) in products.into_iter().zip(stocks) {
-            if let Some(stock) = stock {
-                gauges
-                    .entry((activity, product))
-                    .or_insert_with(|| stats.remaining_stock(activity, product))
-                    .set(stock as f64);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Refreshes remaining stock every `every` until the server state is dropped.
-pub fn spawn_stock_refresh(state: std::sync::Weak<super::Shared>, every: Duration) {
-    tokio::spawn(async move {
-        let mut gauges = HashMap::new();
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let Some(shared) = state.upgrade() else { return };
-            if let Err(e) = refresh_stock(&shared.redis, &shared.stats, &mut gauges).await {
-                tracing::debug!(error = %e, "remaining-stock refresh failed");
-            }
-        }
-    });
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod funnel;
 pub mod metrics;
 pub mod query;
+pub mod refresh;
 pub mod routes;
 
 use std::future::Future;
@@ -29,9 +30,11 @@ use crate::error::{Error, Result};
 use crate::redis_client::RedisClient;
 use crate::token::Signer;
 
-/// How often the remaining-stock gauges are read from Redis (between verdicts, which set
-/// them too): catches top-ups, releases and other servers' sales.
-const STOCK_REFRESH: Duration = Duration::from_secs(5);
+/// How often stock is read from Redis (see [`refresh`]): half the sold-out cache time, so a
+/// product sold out elsewhere stays answered from memory without gaps; within 100ms..5s.
+fn stock_refresh_every(sold_out_cache_ms: u64) -> Duration {
+    Duration::from_millis((sold_out_cache_ms / 2).clamp(100, 5000))
+}
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -94,7 +97,7 @@ impl AppState {
         };
         let shared = Arc::new(shared);
         let weak = Arc::downgrade(&shared);
-        metrics::spawn_stock_refresh(weak.clone(), STOCK_REFRESH);
+        refresh::spawn(weak.clone(), stock_refresh_every(shared.config.funnel.sold_out_cache_ms));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             tick.tick().await;
