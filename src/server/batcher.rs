@@ -61,7 +61,7 @@ impl Batchers {
     /// purchase back (`None` only when the batcher vanished with it).
     pub async fn submit(&self, activity: u64, purchase: Purchase) -> (Option<Purchase>, Result<Verdict, BatchError>) {
         let (reply, verdict) = oneshot::channel();
-        if let Err(refused) = self.sender(activity).send(Job { purchase, reply }) {
+        if let Err(refused) = self.send(activity, Job { purchase, reply }) {
             return (Some(refused.0.purchase), Err(BatchError::Closed));
         }
         match verdict.await {
@@ -70,10 +70,16 @@ impl Batchers {
         }
     }
 
-    fn sender(&self, activity: u64) -> mpsc::UnboundedSender<Job> {
+    /// Sends under the read lock (sending never blocks): no sender clone per request, whose
+    /// reference count every core would otherwise fight over.
+    fn send(&self, activity: u64, job: Job) -> Result<(), mpsc::error::SendError<Job>> {
         if let Some(tx) = self.senders.read().unwrap_or_else(|e| e.into_inner()).get(&activity) {
-            return tx.clone();
+            return tx.send(job);
         }
+        self.sender(activity).send(job)
+    }
+
+    fn sender(&self, activity: u64) -> mpsc::UnboundedSender<Job> {
         let mut senders = self.senders.write().unwrap_or_else(|e| e.into_inner());
         senders
             .entry(activity)
