@@ -3,6 +3,7 @@
 //! breaker. Each is cheap and synchronous, so rejected requests cost no Redis round trip.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -94,7 +95,11 @@ impl Admission {
 /// The global and per-user token buckets.
 pub struct Limits {
     global: Option<DefaultDirectRateLimiter>,
-    per_user: Option<DefaultKeyedRateLimiter<String>>,
+    // Keyed by a hash of the user id, not the id: a fresh user then costs no String clone
+    // for the key, and hashing a u64 in the map is cheap. Random hash keys per process, so
+    // nobody can pick user ids that share a bucket (accidental sharing is 1 in 2^64).
+    per_user: Option<DefaultKeyedRateLimiter<u64>>,
+    hasher: RandomState,
 }
 
 impl std::fmt::Debug for Limits {
@@ -114,13 +119,13 @@ impl Limits {
             let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
             RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
         });
-        Limits { global, per_user }
+        Limits { global, per_user, hasher: RandomState::new() }
     }
 
     /// Takes one request from both buckets; `false` means too many requests.
-    pub fn allow(&self, user: &String) -> bool {
+    pub fn allow(&self, user: &str) -> bool {
         if let Some(per_user) = &self.per_user {
-            if per_user.check_key(user).is_err() {
+            if per_user.check_key(&self.hasher.hash_one(user)).is_err() {
                 return false;
             }
         }
