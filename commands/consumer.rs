@@ -21,6 +21,9 @@ pub struct ConsumerArgs {
     /// Drain everything pending (new, own and other consumers' unacked entries) and exit.
     #[arg(long)]
     once: bool,
+    /// Serve Prometheus metrics on ADDR (`GET /metrics`), e.g. 127.0.0.1:9101.
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -81,7 +84,24 @@ pub async fn run(ctx: &Context, args: ConsumerArgs) -> anyhow::Result<()> {
         batch: args.batch.unwrap_or(ctx.config.consumer.batch).max(1),
         once: args.once,
     };
-    let report = consumer::run(&ctx.config, opts, shutdown_signal()).await?;
+    let metrics = match &args.metrics_bind {
+        Some(bind) => {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+            let metrics = std::sync::Arc::new(seckill::metrics::Metrics::new());
+            let app = seckill::server::metrics::exporter(metrics.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            });
+            Some(metrics)
+        }
+        None => None,
+    };
+    let report = consumer::run_with_metrics(&ctx.config, opts, metrics, shutdown_signal()).await?;
     if args.output.json {
         return output::json(&report);
     }

@@ -16,6 +16,10 @@ pub struct ReconcileArgs {
     /// Repair what is safe to repair (without it, only show what would be done).
     #[arg(long)]
     fix: bool,
+    /// Also write the result as a node-exporter textfile (e.g. /var/lib/node_exporter/seckill_reconcile_A.prom;
+    /// one file per activity), atomically.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -55,6 +59,14 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
             return Err(Exit(2).into());
         }
     };
+    if let Some(path) = &args.metrics_file {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let text = reconcile::textfile::render(&report, args.fix, now);
+        if let Err(e) = seckill::metrics::write_atomically(path, &text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return Err(Exit(2).into());
+        }
+    }
     if args.output.json {
         output::json(&report)?;
     } else {

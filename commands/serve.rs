@@ -20,7 +20,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
+    // The address is logged by `server::run` (a plain eprintln would break JSON logs).
     let state = AppState::new(ctx.config.clone(), redis, db);
     server::run(listener, state, server::shutdown_signal()).await?;
     Ok(())

@@ -11,7 +11,7 @@ use crate::redis_client::RedisClient;
 use crate::scripts;
 
 /// One purchase attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purchase {
     /// The product.
     pub product_id: u64,
@@ -107,11 +107,9 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
         .key(keys.orders_stream(activity))
         .key(keys.blacklist(activity))
         .arg(purchases.len());
+    let per = keys.for_activity(activity);
     for p in purchases {
-        invocation
-            .key(keys.product(activity, p.product_id))
-            .key(keys.bought(activity, p.product_id))
-            .key(keys.token(activity, &p.user_id));
+        invocation.key(per.product(p.product_id)).key(per.bought(p.product_id)).key(per.token(&p.user_id));
         invocation.arg(p.product_id).arg(&p.user_id).arg(p.quantity).arg(&p.token);
     }
     let mut conn = redis.conn();

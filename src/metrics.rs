@@ -105,3 +105,23 @@ pub fn textfile(samples: &[(&str, &str, Vec<(&str, String)>, f64)]) -> String {
     }
     out
 }
+
+/// Writes `text` to `path` so a reader (node-exporter) never sees half a file: into a
+/// temporary file in the same directory, flushed, then renamed over `path`.
+pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    // node-exporter only reads `*.prom`, so the temporary name is ignored while being written.
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}

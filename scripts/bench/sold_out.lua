@@ -1,6 +1,7 @@
 -- wrk script: POST /api/v1/buy for a sold-out product (answered from the local cache).
 -- Usage: PRODUCT=2 wrk -t2 -c100 -d10s -s scripts/bench/sold_out.lua http://127.0.0.1:8080
 wrk.method = "POST"
+wrk.path = "/api/v1/buy"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = string.format('{"product_id":%s,"user_id":"u1","quantity":1,"token":"1.x"}', os.getenv("PRODUCT") or "2")
 

@@ -6,13 +6,14 @@
 //! `consumer.claim_idle_ms` and persisting it again is a no-op (see [`persist`]).
 
 pub mod dlq;
+pub mod metrics;
 pub mod persist;
 pub mod stream;
 mod worker;
 
 use serde::Serialize;
 
-pub use worker::run;
+pub use worker::{run, run_with_metrics};
 
 /// How one consumer runs.
 #[derive(Debug, Clone)]

@@ -2,18 +2,21 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
+use super::metrics::{spawn_backlog_refresh, ConsumerMetrics};
 use super::persist::{self, Reservation};
 use super::stream::{self, Entry};
 use super::{dlq, ConsumerOptions, ConsumerReport};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::redis_client::RedisClient;
 
 /// One entry in hand: its activity, stream, the entry and how often it was delivered.
@@ -38,12 +41,27 @@ struct Worker {
     no_streams: bool,
     report: ConsumerReport,
     backoff: Duration,
+    stats: ConsumerMetrics,
 }
+
+/// How often the backlog gauges (pending, lag, dead letters) are read from Redis.
+const BACKLOG_REFRESH: Duration = Duration::from_secs(5);
 
 /// Runs a consumer until `shutdown` resolves (the batch in hand is finished and acked
 /// first) or, with `once`, until nothing is left to persist. MySQL and Redis outages are
 /// waited out with backoff; they never end the loop.
 pub async fn run(config: &Config, opts: ConsumerOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ConsumerReport> {
+    run_with_metrics(config, opts, None, shutdown).await
+}
+
+/// [`run`], recording into `metrics` (when given) what it does and, every few seconds,
+/// the backlog of every activity.
+pub async fn run_with_metrics(
+    config: &Config,
+    opts: ConsumerOptions,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ConsumerReport> {
     let started = Instant::now();
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -66,7 +84,17 @@ pub async fn run(config: &Config, opts: ConsumerOptions, shutdown: impl Future<O
             }
         }
     };
+    // The refresh task ends when `_done` is dropped, i.e. when this function returns.
+    let (_done, done) = watch::channel(false);
+    let stats = match metrics {
+        Some(registry) => {
+            spawn_backlog_refresh(redis.clone(), config.consumer.group.clone(), registry.clone(), BACKLOG_REFRESH, done);
+            ConsumerMetrics::new(registry)
+        }
+        None => ConsumerMetrics::noop(),
+    };
     let mut worker = Worker {
+        stats,
         db: Db::connect_lazy(config)?,
         config: config.clone(),
         report: ConsumerReport { name: opts.name.clone(), ..Default::default() },
@@ -80,6 +108,14 @@ pub async fn run(config: &Config, opts: ConsumerOptions, shutdown: impl Future<O
     };
     tracing::info!(consumer = %worker.opts.name, batch = worker.opts.batch, once = worker.opts.once, "consumer started");
     worker.run_loop().await;
+    if let Some(registry) = worker.stats.registry() {
+        // Final figures, so a `--once` run's backlog gauges show where it left off.
+        let mut gauges = std::collections::HashMap::new();
+        let group = &worker.config.consumer.group;
+        if let Err(e) = super::metrics::refresh_backlog(&worker.redis, group, registry, &mut gauges).await {
+            tracing::debug!(error = %e, "backlog gauge refresh failed");
+        }
+    }
     worker.db.close().await;
     worker.report.seconds = started.elapsed().as_secs_f64();
     Ok(worker.report)
@@ -103,6 +139,7 @@ impl Worker {
 
     async fn failed(&mut self, what: &str, e: &crate::Error) -> bool {
         self.report.retries += 1;
+        self.stats.retries.increment(1);
         tracing::warn!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "{what}; retrying");
         let d = self.backoff;
         self.backoff = (self.backoff * 2).min(Duration::from_millis(self.config.consumer.retry_max_ms));
@@ -220,12 +257,14 @@ impl Worker {
         if !held.is_empty() {
             drained = false;
         }
+        self.stats.read.increment(held.len() as u64);
         Ok((held, drained))
     }
 
     /// Persists the batch (waiting out MySQL outages), acknowledges what committed and
     /// buries entries that failed too often. Returns false when asked to stop meanwhile.
     async fn process(&mut self, held: Vec<Held>) -> bool {
+        let started = Instant::now();
         let mut reservations: Vec<Reservation> = Vec::with_capacity(held.len());
         let mut rejected: HashMap<usize, String> = HashMap::new();
         let mut by_order: HashMap<String, usize> = HashMap::with_capacity(held.len());
@@ -286,6 +325,7 @@ impl Worker {
                 match dlq::bury(&self.redis, h.activity, &group, &self.opts.name, &h.entry, &why, h.deliveries).await {
                     Ok(()) => {
                         self.report.dead_lettered += 1;
+                        self.stats.dead_lettered.increment(1);
                         tracing::error!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "entry moved to the dead-letter stream");
                     }
                     Err(e) => tracing::warn!(error = %e, entry = %h.entry.id, "could not move entry to the dead-letter stream; it stays pending"),
@@ -298,6 +338,9 @@ impl Worker {
         self.report.batches += 1;
         self.report.persisted += done.inserted;
         self.report.duplicates += done.duplicates;
+        self.stats.persisted.increment(done.inserted);
+        self.stats.duplicates.increment(done.duplicates);
+        self.stats.batch_seconds.record(started.elapsed().as_secs_f64());
         tracing::debug!(inserted = done.inserted, duplicates = done.duplicates, "batch persisted");
         true
     }

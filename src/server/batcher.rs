@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::buy::{self, Purchase, Verdict};
@@ -25,9 +26,13 @@ pub enum BatchError {
     Closed,
 }
 
+/// The purchase goes back with its verdict, so the caller can still log who bought
+/// without cloning the user id up front.
+type Reply = (Purchase, Result<Verdict, BatchError>);
+
 struct Job {
     purchase: Purchase,
-    reply: oneshot::Sender<Result<Verdict, BatchError>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// The batchers of every activity, started on first use.
@@ -36,47 +41,69 @@ pub struct Batchers {
     batch_max: usize,
     pipeline: usize,
     timeout: Duration,
+    batch_sizes: Histogram,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
 }
 
 impl Batchers {
     /// Batchers on `redis`; a script call not answered within `timeout` fails its batch.
     pub fn new(redis: RedisClient, batch_max: usize, pipeline: usize, timeout: Duration) -> Self {
-        Batchers { redis, batch_max, pipeline, timeout, senders: RwLock::default() }
+        Batchers { redis, batch_max, pipeline, timeout, batch_sizes: Histogram::noop(), senders: RwLock::default() }
     }
 
-    /// Decides `purchase` (of `activity`) together with whatever else is queued.
-    pub async fn submit(&self, activity: u64, purchase: Purchase) -> Result<Verdict, BatchError> {
+    /// Records the size of every batch in `histogram`.
+    pub fn with_batch_sizes(mut self, histogram: Histogram) -> Self {
+        self.batch_sizes = histogram;
+        self
+    }
+
+    /// Decides `purchase` (of `activity`) together with whatever else is queued; hands the
+    /// purchase back (`None` only when the batcher vanished with it).
+    pub async fn submit(&self, activity: u64, purchase: Purchase) -> (Option<Purchase>, Result<Verdict, BatchError>) {
         let (reply, verdict) = oneshot::channel();
-        self.sender(activity).send(Job { purchase, reply }).map_err(|_| BatchError::Closed)?;
-        verdict.await.unwrap_or(Err(BatchError::Closed))
+        if let Err(refused) = self.send(activity, Job { purchase, reply }) {
+            return (Some(refused.0.purchase), Err(BatchError::Closed));
+        }
+        match verdict.await {
+            Ok((purchase, verdict)) => (Some(purchase), verdict),
+            Err(_) => (None, Err(BatchError::Closed)),
+        }
+    }
+
+    /// Sends under the read lock (sending never blocks): no sender clone per request, whose
+    /// reference count every core would otherwise fight over.
+    fn send(&self, activity: u64, job: Job) -> Result<(), mpsc::error::SendError<Job>> {
+        if let Some(tx) = self.senders.read().unwrap_or_else(|e| e.into_inner()).get(&activity) {
+            return tx.send(job);
+        }
+        self.sender(activity).send(job)
     }
 
     fn sender(&self, activity: u64) -> mpsc::UnboundedSender<Job> {
-        if let Some(tx) = self.senders.read().unwrap_or_else(|e| e.into_inner()).get(&activity) {
-            return tx.clone();
-        }
         let mut senders = self.senders.write().unwrap_or_else(|e| e.into_inner());
         senders
             .entry(activity)
             .or_insert_with(|| {
                 // Unbounded is safe: admission caps the requests that can be queued.
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(self.redis.clone(), activity, rx, self.batch_max, self.pipeline, self.timeout));
+                let batch = Batch { max: self.batch_max, pipeline: self.pipeline, timeout: self.timeout, sizes: self.batch_sizes.clone() };
+                tokio::spawn(run(self.redis.clone(), activity, rx, batch));
                 tx
             })
             .clone()
     }
 }
 
-async fn run(
-    redis: RedisClient,
-    activity: u64,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    batch_max: usize,
+/// How one activity's batcher batches.
+struct Batch {
+    max: usize,
     pipeline: usize,
     timeout: Duration,
-) {
+    sizes: Histogram,
+}
+
+async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<Job>, batch: Batch) {
+    let Batch { max: batch_max, pipeline, timeout, sizes } = batch;
     let slots = Arc::new(Semaphore::new(pipeline));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -90,14 +117,15 @@ async fn run(
             purchases.push(job.purchase);
             replies.push(job.reply);
         }
+        sizes.record(purchases.len() as f64);
         let redis = redis.clone();
         tokio::spawn(async move {
             let decided = tokio::time::timeout(timeout, buy::reserve(&redis, activity, &purchases)).await;
             drop(slot);
             match decided {
                 Ok(Ok(verdicts)) => {
-                    for (reply, verdict) in replies.into_iter().zip(verdicts) {
-                        let _ = reply.send(Ok(verdict));
+                    for ((reply, purchase), verdict) in replies.into_iter().zip(purchases).zip(verdicts) {
+                        let _ = reply.send((purchase, Ok(verdict)));
                     }
                 }
                 failed => {
@@ -105,8 +133,8 @@ async fn run(
                         Ok(Err(e)) => e.to_string(),
                         _ => format!("no answer from redis within {timeout:?}"),
                     };
-                    for reply in replies {
-                        let _ = reply.send(Err(BatchError::Redis(why.clone())));
+                    for (reply, purchase) in replies.into_iter().zip(purchases) {
+                        let _ = reply.send((purchase, Err(BatchError::Redis(why.clone()))));
                     }
                 }
             }

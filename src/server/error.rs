@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -22,6 +22,16 @@ pub struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: Cow<'static, str>,
+    // The JSON body, when known at compile time (refusals answered by the thousand, such as
+    // sold out or rate limited, then cost no serialization).
+    body: Option<&'static str>,
+}
+
+/// `{"error": CODE, "message": MESSAGE}` as a string literal (neither may need escaping).
+macro_rules! static_body {
+    ($code:literal, $message:literal) => {
+        concat!("{\"error\":\"", $code, "\",\"message\":\"", $message, "\"}")
+    };
 }
 
 #[derive(Serialize)]
@@ -33,7 +43,7 @@ struct Body<'a> {
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), body: None }
     }
 
     /// `bad_request` (400).
@@ -53,7 +63,13 @@ impl ApiError {
 
     /// `too_many_requests` (429).
     pub fn too_many_requests() -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "rate limit exceeded, slow down")
+        let body = static_body!("too_many_requests", "rate limit exceeded, slow down");
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "rate limit exceeded, slow down").with_body(body)
+    }
+
+    fn with_body(mut self, body: &'static str) -> Self {
+        self.body = Some(body);
+        self
     }
 
     /// `invalid_token` (401).
@@ -63,25 +79,35 @@ impl ApiError {
 
     /// The answer to a purchase refused by `reserve.lua` (never [`Outcome::Ok`]).
     pub fn from_outcome(outcome: Outcome) -> Self {
-        let (status, message) = match outcome {
-            Outcome::Ok => (StatusCode::INTERNAL_SERVER_ERROR, "not an error"),
-            Outcome::NotFound => (StatusCode::NOT_FOUND, "no such product on sale"),
-            Outcome::NotStarted => (StatusCode::FORBIDDEN, "the sale has not started"),
-            Outcome::Paused => (StatusCode::FORBIDDEN, "the sale is paused"),
-            Outcome::Ended => (StatusCode::FORBIDDEN, "the sale has ended"),
-            Outcome::Blacklisted => (StatusCode::FORBIDDEN, "this user may not buy"),
-            Outcome::InvalidToken => (StatusCode::UNAUTHORIZED, "missing, invalid, expired or revoked token"),
-            Outcome::BadRequest => (StatusCode::BAD_REQUEST, "invalid quantity"),
-            Outcome::LimitExceeded => (StatusCode::CONFLICT, "over the per-order or per-user limit"),
-            Outcome::SoldOut => (StatusCode::CONFLICT, "sold out"),
+        macro_rules! refusal {
+            ($status:ident, $code:literal, $message:literal) => {
+                ApiError::new(StatusCode::$status, $code, $message).with_body(static_body!($code, $message))
+            };
+        }
+        let error = match outcome {
+            Outcome::Ok => refusal!(INTERNAL_SERVER_ERROR, "ok", "not an error"),
+            Outcome::NotFound => refusal!(NOT_FOUND, "not_found", "no such product on sale"),
+            Outcome::NotStarted => refusal!(FORBIDDEN, "not_started", "the sale has not started"),
+            Outcome::Paused => refusal!(FORBIDDEN, "paused", "the sale is paused"),
+            Outcome::Ended => refusal!(FORBIDDEN, "ended", "the sale has ended"),
+            Outcome::Blacklisted => refusal!(FORBIDDEN, "blacklisted", "this user may not buy"),
+            Outcome::InvalidToken => refusal!(UNAUTHORIZED, "invalid_token", "missing, invalid, expired or revoked token"),
+            Outcome::BadRequest => refusal!(BAD_REQUEST, "bad_request", "invalid quantity"),
+            Outcome::LimitExceeded => refusal!(CONFLICT, "limit_exceeded", "over the per-order or per-user limit"),
+            Outcome::SoldOut => refusal!(CONFLICT, "sold_out", "sold out"),
         };
-        Self::new(status, outcome.code(), message)
+        debug_assert_eq!(error.code, outcome.code());
+        error
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Body { error: self.code, message: &self.message })).into_response()
+        super::metrics::set_result_code(self.code);
+        match self.body {
+            Some(body) => (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            None => (self.status, Json(Body { error: self.code, message: &self.message })).into_response(),
+        }
     }
 }
 
@@ -111,4 +137,21 @@ pub async fn no_route() -> ApiError {
 /// Fallback for a known route with the wrong method.
 pub async fn wrong_method() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_bodies_are_what_serde_would_write() {
+        let outcomes = [
+            Outcome::NotFound, Outcome::NotStarted, Outcome::Paused, Outcome::Ended, Outcome::Blacklisted,
+            Outcome::InvalidToken, Outcome::BadRequest, Outcome::LimitExceeded, Outcome::SoldOut,
+        ];
+        for e in outcomes.into_iter().map(ApiError::from_outcome).chain([ApiError::too_many_requests()]) {
+            let expected = serde_json::to_string(&Body { error: e.code, message: &e.message }).unwrap();
+            assert_eq!(e.body, Some(expected.as_str()));
+        }
+    }
 }

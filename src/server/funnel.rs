@@ -3,12 +3,14 @@
 //! breaker. Each is cheap and synchronous, so rejected requests cost no Redis round trip.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::FunnelConfig;
@@ -20,6 +22,8 @@ pub struct ProductSlot {
     pub activity: u64,
     // Milliseconds since the catalog's epoch until which the product is known sold out.
     sold_out_until: AtomicU64,
+    /// The product's remaining-stock gauge (set from every verdict).
+    pub remaining: Gauge,
 }
 
 /// Product -> activity map plus the local sold-out cache, filled on demand.
@@ -45,12 +49,12 @@ impl Catalog {
         self.slots.read().unwrap_or_else(|e| e.into_inner()).get(&product).cloned()
     }
 
-    /// Remembers that `product` belongs to `activity`.
-    pub fn insert(&self, product: u64, activity: u64) -> Arc<ProductSlot> {
+    /// Remembers that `product` belongs to `activity` (`remaining`: its stock gauge).
+    pub fn insert(&self, product: u64, activity: u64, remaining: Gauge) -> Arc<ProductSlot> {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         slots
             .entry(product)
-            .or_insert_with(|| Arc::new(ProductSlot { activity, sold_out_until: AtomicU64::new(0) }))
+            .or_insert_with(|| Arc::new(ProductSlot { activity, sold_out_until: AtomicU64::new(0), remaining }))
             .clone()
     }
 
@@ -69,12 +73,17 @@ impl Catalog {
 
 /// Bounded admission: at most `max_in_flight` buy requests past this point at once.
 #[derive(Debug)]
-pub struct Admission(Arc<Semaphore>);
+pub struct Admission(Arc<Semaphore>, usize);
 
 impl Admission {
     /// Room for `max_in_flight` requests.
     pub fn new(max_in_flight: usize) -> Self {
-        Admission(Arc::new(Semaphore::new(max_in_flight)))
+        Admission(Arc::new(Semaphore::new(max_in_flight)), max_in_flight)
+    }
+
+    /// Requests admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.1.saturating_sub(self.0.available_permits())
     }
 
     /// A slot, or `None` at once when all are taken.
@@ -86,7 +95,11 @@ impl Admission {
 /// The global and per-user token buckets.
 pub struct Limits {
     global: Option<DefaultDirectRateLimiter>,
-    per_user: Option<DefaultKeyedRateLimiter<String>>,
+    // Keyed by a hash of the user id, not the id: a fresh user then costs no String clone
+    // for the key, and hashing a u64 in the map is cheap. Random hash keys per process, so
+    // nobody can pick user ids that share a bucket (accidental sharing is 1 in 2^64).
+    per_user: Option<DefaultKeyedRateLimiter<u64>>,
+    hasher: RandomState,
 }
 
 impl std::fmt::Debug for Limits {
@@ -106,13 +119,13 @@ impl Limits {
             let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
             RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
         });
-        Limits { global, per_user }
+        Limits { global, per_user, hasher: RandomState::new() }
     }
 
     /// Takes one request from both buckets; `false` means too many requests.
-    pub fn allow(&self, user: &String) -> bool {
+    pub fn allow(&self, user: &str) -> bool {
         if let Some(per_user) = &self.per_user {
-            if per_user.check_key(user).is_err() {
+            if per_user.check_key(&self.hasher.hash_one(user)).is_err() {
                 return false;
             }
         }
@@ -198,6 +211,16 @@ impl Breaker {
         };
     }
 
+    /// The state as a gauge value: 0 closed, 1 open, 2 half-open (an open breaker whose
+    /// wait is over counts as half-open: the next request probes).
+    pub fn state_code(&self) -> u8 {
+        match *self.state() {
+            BreakerState::Closed { .. } => 0,
+            BreakerState::Open { until } if Instant::now() < until => 1,
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => 2,
+        }
+    }
+
     /// Whether requests are currently being turned away.
     pub fn is_open(&self) -> bool {
         matches!(*self.state(), BreakerState::Open { until } if Instant::now() < until)
@@ -230,7 +253,7 @@ mod tests {
     #[test]
     fn sold_out_cache_expires() {
         let c = Catalog::new(30);
-        let slot = c.insert(1, 9);
+        let slot = c.insert(1, 9, Gauge::noop());
         assert!(!c.is_sold_out(&slot));
         c.mark_sold_out(&slot);
         assert!(c.is_sold_out(&c.get(1).unwrap()));

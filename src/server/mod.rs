@@ -10,7 +10,9 @@
 pub mod batcher;
 pub mod error;
 pub mod funnel;
+pub mod metrics;
 pub mod query;
+pub mod refresh;
 pub mod routes;
 
 use std::future::Future;
@@ -27,6 +29,12 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::redis_client::RedisClient;
 use crate::token::Signer;
+
+/// How often stock is read from Redis (see [`refresh`]): half the sold-out cache time, so a
+/// product sold out elsewhere stays answered from memory without gaps; within 100ms..5s.
+fn stock_refresh_every(sold_out_cache_ms: u64) -> Duration {
+    Duration::from_millis((sold_out_cache_ms / 2).clamp(100, 5000))
+}
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -52,6 +60,8 @@ pub struct Shared {
     pub breaker: funnel::Breaker,
     /// Group commit.
     pub batchers: batcher::Batchers,
+    /// What `GET /metrics` shows.
+    pub stats: metrics::ServerMetrics,
 }
 
 impl std::ops::Deref for AppState {
@@ -66,6 +76,7 @@ impl AppState {
     /// (it starts a task that trims the per-user rate limiter).
     pub fn new(config: Config, redis: RedisClient, db: Db) -> AppState {
         let f = &config.funnel;
+        let stats = metrics::ServerMetrics::new(Arc::new(crate::metrics::Metrics::new()));
         let shared = Shared {
             signer: Signer::new(&config.token.secret),
             catalog: funnel::Catalog::new(f.sold_out_cache_ms),
@@ -77,13 +88,16 @@ impl AppState {
                 f.batch_max,
                 f.batch_pipeline,
                 config.redis_response_timeout(),
-            ),
+            )
+            .with_batch_sizes(stats.batch_size.clone()),
+            stats,
             redis,
             db,
             config,
         };
         let shared = Arc::new(shared);
         let weak = Arc::downgrade(&shared);
+        refresh::spawn(weak.clone(), stock_refresh_every(shared.config.funnel.sold_out_cache_ms));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             tick.tick().await;
@@ -108,9 +122,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/time", get(query::time))
         .route("/health", get(query::health))
         .route("/ready", get(query::ready))
+        .route("/metrics", get(metrics::render))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
 

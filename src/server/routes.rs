@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::batcher::BatchError;
 use super::error::{ApiError, ApiJson};
 use super::funnel::ProductSlot;
+use super::metrics::BusyReason;
 use super::AppState;
 use crate::buy::{Outcome, Purchase};
 use crate::ops::token::{self, Gate};
@@ -71,9 +72,11 @@ fn check_user(user: &str) -> Result<(), ApiError> {
 pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
     check_user(&req.user_id)?;
     if !state.limits.allow(&req.user_id) {
+        state.stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
     if !state.breaker.admit() {
+        state.stats.busy(BusyReason::Breaker);
         return Err(ApiError::busy("redis unavailable, retry shortly"));
     }
     let gate = token::gate(&state.redis, req.activity_id).await;
@@ -103,6 +106,7 @@ pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenReq
         Ok(_) => Err(ApiError::busy("no token issued")),
         Err(e) => {
             state.breaker.failure();
+            state.stats.busy(BusyReason::Redis);
             tracing::warn!(activity = req.activity_id, user = %req.user_id, error = %e, "token: redis failed");
             Err(ApiError::busy("redis unavailable, retry shortly"))
         }
@@ -111,68 +115,92 @@ pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenReq
 
 /// `POST /api/v1/buy`: runs the funnel, then decides the purchase in Redis (group commit).
 pub async fn buy(State(state): State<AppState>, ApiJson(req): ApiJson<BuyRequest>) -> Result<Json<BuyResponse>, ApiError> {
-    let product = req.product_id;
-    let result = decide(&state, req).await;
+    let mut purchase = Purchase { product_id: req.product_id, user_id: req.user_id, quantity: req.quantity, token: req.token };
+    let mut activity = None;
+    let result = decide(&state, &mut purchase, &mut activity).await;
+    // The token never appears in logs: it is a bearer credential.
+    let (product, user) = (purchase.product_id, purchase.user_id.as_str());
     match &result {
-        Ok(ok) => tracing::debug!(product, order_no = %ok.order_no, "buy: queued"),
-        Err(e) => tracing::debug!(product, code = e.code, "buy: refused"),
+        Ok(ok) => tracing::debug!(activity, product, user, order_no = %ok.order_no, remaining = ok.remaining, "buy: queued"),
+        Err(e) => tracing::debug!(activity, product, user, code = e.code, "buy: refused"),
     }
     result.map(Json)
 }
 
-async fn decide(state: &AppState, req: BuyRequest) -> Result<BuyResponse, ApiError> {
-    check_user(&req.user_id)?;
-    if req.quantity == 0 || req.quantity > MAX_QUANTITY {
+/// The funnel and the decision. `activity` is filled in once the product is resolved.
+async fn decide(state: &AppState, purchase: &mut Purchase, activity: &mut Option<u64>) -> Result<BuyResponse, ApiError> {
+    check_user(&purchase.user_id)?;
+    if purchase.quantity == 0 || purchase.quantity > MAX_QUANTITY {
         return Err(ApiError::bad_request(format!("quantity must be 1..={MAX_QUANTITY}")));
     }
-    if req.token.is_empty() || req.token.len() > MAX_TOKEN_LEN {
+    if purchase.token.is_empty() || purchase.token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::invalid_token());
     }
+    let stats = &state.stats;
     // Layer 1, before anything that can wait: a known sold-out product is answered from memory.
-    let known = state.catalog.get(req.product_id);
+    let known = state.catalog.get(purchase.product_id);
     if let Some(slot) = &known {
         if state.catalog.is_sold_out(slot) {
+            *activity = Some(slot.activity);
+            stats.sold_out_cache_hits.increment(1);
             return Err(ApiError::from_outcome(Outcome::SoldOut));
         }
     }
     let Some(_admitted) = state.admission.try_enter() else {
+        stats.busy(BusyReason::Admission);
         return Err(ApiError::busy("too many requests in flight, retry shortly"));
     };
-    if !state.limits.allow(&req.user_id) {
+    if !state.limits.allow(&purchase.user_id) {
+        stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
     let slot = match known {
         Some(slot) => slot,
-        None => resolve(state, req.product_id).await?,
+        None => resolve(state, purchase.product_id, &purchase.user_id).await?,
     };
-    if !state.signer.verify(slot.activity, &req.user_id, &req.token, unix_now()) {
+    *activity = Some(slot.activity);
+    if !state.signer.verify(slot.activity, &purchase.user_id, &purchase.token, unix_now()) {
         return Err(ApiError::invalid_token());
     }
     if !state.breaker.admit() {
+        stats.busy(BusyReason::Breaker);
         return Err(ApiError::busy("redis unavailable, retry shortly"));
     }
-    let (activity, product) = (slot.activity, req.product_id);
-    let purchase = Purchase { product_id: req.product_id, user_id: req.user_id, quantity: req.quantity, token: req.token };
-    let user_for_log = tracing::enabled!(tracing::Level::WARN).then(|| purchase.user_id.clone());
-    match state.batchers.submit(activity, purchase).await {
+    let (returned, decided) = state.batchers.submit(slot.activity, std::mem::take(purchase)).await;
+    if let Some(returned) = returned {
+        *purchase = returned;
+    }
+    match decided {
         Ok(verdict) => {
             state.breaker.success();
+            if verdict.remaining >= 0 {
+                slot.remaining.set(verdict.remaining as f64);
+            }
             match (verdict.outcome, verdict.order_no) {
-                (Outcome::Ok, Some(order_no)) => Ok(BuyResponse { status: "queued", order_no, remaining: verdict.remaining }),
+                (Outcome::Ok, Some(order_no)) => {
+                    stats.reservations.increment(1);
+                    Ok(BuyResponse { status: "queued", order_no, remaining: verdict.remaining })
+                }
                 (Outcome::SoldOut, _) => {
                     if verdict.remaining <= 0 {
                         state.catalog.mark_sold_out(&slot);
                     }
                     Err(ApiError::from_outcome(Outcome::SoldOut))
                 }
-                (Outcome::Ok, None) => Err(ApiError::busy("reservation without order number")),
+                (Outcome::Ok, None) => {
+                    tracing::error!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: reservation without order number");
+                    Err(ApiError::busy("reservation without order number"))
+                }
                 (outcome, _) => Err(ApiError::from_outcome(outcome)),
             }
         }
         Err(e) => {
             if let BatchError::Redis(why) = &e {
                 state.breaker.failure();
-                tracing::warn!(activity, product, user = user_for_log.as_deref().unwrap_or(""), error = %why, "buy: redis failed");
+                stats.busy(BusyReason::Redis);
+                tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, error = %why, "buy: redis failed");
+            } else {
+                tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: batcher closed (shutting down)");
             }
             Err(ApiError::busy("redis unavailable, retry shortly"))
         }
@@ -180,8 +208,9 @@ async fn decide(state: &AppState, req: BuyRequest) -> Result<BuyResponse, ApiErr
 }
 
 /// Looks the product's activity up in Redis (first request for a product only).
-async fn resolve(state: &AppState, product: u64) -> Result<std::sync::Arc<ProductSlot>, ApiError> {
+async fn resolve(state: &AppState, product: u64, user: &str) -> Result<std::sync::Arc<ProductSlot>, ApiError> {
     if !state.breaker.admit() {
+        state.stats.busy(BusyReason::Breaker);
         return Err(ApiError::busy("redis unavailable, retry shortly"));
     }
     let mut conn = state.redis.conn();
@@ -194,18 +223,20 @@ async fn resolve(state: &AppState, product: u64) -> Result<std::sync::Arc<Produc
         Ok(Ok(found)) => {
             state.breaker.success();
             match found {
-                Some(activity) => Ok(state.catalog.insert(product, activity)),
+                Some(activity) => Ok(state.catalog.insert(product, activity, state.stats.remaining_stock(activity, product))),
                 None => Err(ApiError::from_outcome(Outcome::NotFound)),
             }
         }
         Ok(Err(e)) => {
             state.breaker.failure();
-            tracing::warn!(product, error = %e, "buy: product lookup failed");
+            state.stats.busy(BusyReason::Redis);
+            tracing::warn!(product, user, error = %e, "buy: product lookup failed");
             Err(ApiError::busy("redis unavailable, retry shortly"))
         }
         Err(_) => {
             state.breaker.failure();
-            tracing::warn!(product, "buy: product lookup timed out");
+            state.stats.busy(BusyReason::Redis);
+            tracing::warn!(product, user, "buy: product lookup timed out");
             Err(ApiError::busy("redis unavailable, retry shortly"))
         }
     }

@@ -15,6 +15,7 @@ mod hot;
 mod input;
 mod lifecycle;
 mod locks;
+mod metrics;
 mod migrate;
 mod pipeline;
 mod pipeline_support;

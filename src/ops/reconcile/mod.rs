@@ -4,6 +4,7 @@
 
 mod fix;
 mod gather;
+pub mod textfile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
