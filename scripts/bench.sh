@@ -42,6 +42,7 @@ missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo
@@ -92,7 +93,12 @@ to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v
 wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 wrk_total() { awk '/requests in/ { print $1 }' "$1"; }
 wrk_pct() { to_ms "$(awk -v p="$2%" '$1 == p { print $2; exit }' "$1")"; }
-wrk_status() { awk -v s="$2" '$1 == "status" && $2 == s { print $3 }' "$1" | head -1; }
+# Buy answers with code $1 so far, from the server's own counter (exact, and free for wrk).
+buy_answers() {
+    curl -s "$BASE/metrics" | awk -v c="code=\"$1\"" '
+        /^seckill_requests_total\{/ && index($0, "route=\"/api/v1/buy\"") && index($0, c) { n += $NF }
+        END { printf "%d", n }'
+}
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "0"; else printf "%.2f", a / b }'; }
 json_num() { grep -o "\"$2\": *[0-9.eE+-]*" "$1" | head -1 | sed 's/.*: *//'; }
 # printf-style rounding for the table: fmt FORMAT VALUE ("-" when empty).
@@ -133,19 +139,22 @@ PROBE_RPS=$(fmt %.0f "$(json_num "$WORK/probe.json" rps)")
 echo "health: wrk $HEALTH_RPS req/s, seckill bench --probe $PROBE_RPS req/s" >&2
 
 log "3. wrk POST /api/v1/buy, fresh users, stock never runs out"
+QUEUED_BEFORE=$(buy_answers ok)
 TOKENS="$WORK/tokens.csv" PRODUCT=$P1 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
     -s scripts/bench/buy.lua "$BASE" >"$WORK/buy.txt"
 BUY_TOTAL=$(wrk_total "$WORK/buy.txt")
-BUY_200=$(wrk_status "$WORK/buy.txt" 200); BUY_200=${BUY_200:-0}
+BUY_200=$(( $(buy_answers ok) - QUEUED_BEFORE ))
 BUY_RPS=$(awk -v r="$(wrk_rps "$WORK/buy.txt")" -v ok="$BUY_200" -v n="$BUY_TOTAL" 'BEGIN { printf "%.0f", r * ok / n }')
 BUY_P50=$(wrk_pct "$WORK/buy.txt" 50); BUY_P99=$(wrk_pct "$WORK/buy.txt" 99)
 echo "buy: $BUY_RPS queued/s ($BUY_200 of $BUY_TOTAL answered 200), p50 $BUY_P50 ms, p99 $BUY_P99 ms" >&2
 
 log "4. wrk POST /api/v1/buy on a sold-out product"
-TOKENS="$WORK/tokens.csv" PRODUCT=$P2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
-    -s scripts/bench/buy.lua "$BASE" >"$WORK/soldout.txt"
+IFS=, read -r SO_USER SO_TOKEN < <(head -1 "$WORK/tokens.csv")
+SOLD_OUT_BEFORE=$(buy_answers sold_out)
+PRODUCT=$P2 USER_ID=$SO_USER TOKEN=$SO_TOKEN wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
+    -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.txt"
 SO_TOTAL=$(wrk_total "$WORK/soldout.txt")
-SO_409=$(wrk_status "$WORK/soldout.txt" 409); SO_409=${SO_409:-0}
+SO_409=$(( $(buy_answers sold_out) - SOLD_OUT_BEFORE ))
 SO_RPS=$(awk -v r="$(wrk_rps "$WORK/soldout.txt")" -v ok="$SO_409" -v n="$SO_TOTAL" 'BEGIN { printf "%.0f", r * ok / n }')
 SO_P50=$(wrk_pct "$WORK/soldout.txt" 50); SO_P99=$(wrk_pct "$WORK/soldout.txt" 99)
 echo "sold out: $SO_RPS sold_out/s ($SO_409 of $SO_TOTAL answered 409), p50 $SO_P50 ms, p99 $SO_P99 ms" >&2
