@@ -114,6 +114,8 @@ pub async fn order(State(state): State<AppState>, path: Result<Path<String>, Pat
 pub struct ProductView {
     /// Product id.
     pub id: u64,
+    /// Name shown to buyers.
+    pub name: String,
     /// Unit price (decimal string).
     pub price: String,
     /// Units left.
@@ -181,15 +183,17 @@ pub async fn activity(State(state): State<AppState>, path: Result<Path<String>, 
     }
     let mut pipe = redis::pipe();
     for p in &product_ids {
-        pipe.hmget(keys.product(id, *p), &["stock", "total", "limit", "max_per_order", "price"]);
+        pipe.hmget(keys.product(id, *p), &["stock", "total", "limit", "max_per_order", "price", "name"]);
     }
-    let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
+    type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>);
+    let rows: Vec<Row> =
         pipe.query_async(&mut conn).await.map_err(redis_down)?;
     let mut products: Vec<ProductView> = product_ids
         .iter()
         .zip(rows)
-        .map(|(id, (stock, total, limit, max, price))| ProductView {
+        .map(|(id, (stock, total, limit, max, price, name))| ProductView {
             id: *id,
+            name: name.unwrap_or_default(),
             price: price.unwrap_or_default(),
             remaining: stock.unwrap_or(0),
             total: total.unwrap_or(0),

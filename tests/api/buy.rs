@@ -224,6 +224,8 @@ async fn read_endpoints_tokens_and_orders() {
     assert_eq!(page["starts_in_secs"], 0);
     let remaining: Vec<i64> = page["products"].as_array().unwrap().iter().map(|p| p["remaining"].as_i64().unwrap()).collect();
     assert_eq!(remaining, vec![10, 4]);
+    let names: Vec<&str> = page["products"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["product 0", "product 1"]);
     assert_error(&sale.get("/api/v1/activities/987654321").await, 404, "not_found");
     assert_error(&sale.get("/api/v1/activities/x").await, 404, "not_found");
     sale.finish().await;
