@@ -98,9 +98,7 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
             print(&[activity], args.output)?;
         }
         ActivityCommand::List(output) => print(&catalog::list_activities(&db).await?, output)?,
-        ActivityCommand::Show(args) => {
-            print(&[catalog::get_activity(&db, args.id).await?], args.output)?
-        }
+        ActivityCommand::Show(args) => print(&[catalog::get_activity(&db, args.id).await?], args.output)?,
         ActivityCommand::Delete(args) => {
             let activity = catalog::delete_activity(&db, args.id).await?;
             if args.output.json {
@@ -113,18 +111,13 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
 }
 
 fn print(activities: &[Activity], output: OutputArgs) -> anyhow::Result<()> {
-    output::rows(
-        activities,
-        output,
-        &["id", "name", "status", "start", "end"],
-        |a| {
-            vec![
-                a.id.to_string(),
-                a.name.clone(),
-                a.status.clone(),
-                a.start_at.to_rfc3339(),
-                a.end_at.to_rfc3339(),
-            ]
-        },
-    )
+    output::rows(activities, output, &["id", "name", "status", "start", "end"], |a| {
+        vec![
+            a.id.to_string(),
+            a.name.clone(),
+            a.status.clone(),
+            a.start_at.to_rfc3339(),
+            a.end_at.to_rfc3339(),
+        ]
+    })
 }

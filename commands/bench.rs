@@ -68,7 +68,11 @@ impl std::error::Error for Failed {}
 pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.probe {
         let report = bench::probe(&args.url, path, args.requests, args.concurrency).await?;
-        return if args.output.json { output::json(&report) } else { print_probe(&report) };
+        return if args.output.json {
+            output::json(&report)
+        } else {
+            print_probe(&report)
+        };
     }
     let opts = BenchOptions {
         stock: args.stock,
@@ -76,7 +80,11 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
         requests: args.requests,
         concurrency: args.concurrency,
         limit_per_user: args.limit_per_user,
-        server: if args.spawn { Server::Spawn } else { Server::Url(args.url.clone()) },
+        server: if args.spawn {
+            Server::Spawn
+        } else {
+            Server::Url(args.url.clone())
+        },
         consumers: args.consumers,
         drain_timeout: args.drain_timeout,
         keep: args.keep,
@@ -102,7 +110,16 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
 
 fn print_probe(r: &ProbeReport) -> anyhow::Result<()> {
     output::table(
-        &["url", "requests", "connections", "seconds", "req/s", "p50 ms", "p99 ms", "outcomes"],
+        &[
+            "url",
+            "requests",
+            "connections",
+            "seconds",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "outcomes",
+        ],
         [vec![
             r.url.clone(),
             r.requests.to_string(),
@@ -132,7 +149,11 @@ fn print_report(r: &BenchReport) {
         r.limit_per_user,
         r.users,
         r.url,
-        if r.spawned { "spawned, rate limits off" } else { "running server" },
+        if r.spawned {
+            "spawned, rate limits off"
+        } else {
+            "running server"
+        },
         r.consumers
     );
     output::table(
@@ -142,7 +163,10 @@ fn print_report(r: &BenchReport) {
             ("connections", r.concurrency.to_string()),
             ("duration", format!("{:.2} s", r.duration_s)),
             ("throughput", format!("{:.0} req/s", r.rps)),
-            ("latency p50 / p90 / p99 / max", format!("{:.2} / {:.2} / {:.2} / {:.2} ms", l.p50, l.p90, l.p99, l.max)),
+            (
+                "latency p50 / p90 / p99 / max",
+                format!("{:.2} / {:.2} / {:.2} / {:.2} ms", l.p50, l.p90, l.p99, l.max),
+            ),
             ("outcomes", outcomes(&r.outcomes)),
             ("sold", format!("{} of {}", r.sold, r.stock)),
             ("sold out after", opt(r.sellout_s.map(|s| format!("{s:.3} s")))),
@@ -158,11 +182,21 @@ fn print_report(r: &BenchReport) {
     output::table(
         &["invariant", "held", "evidence"],
         [
-            ("no_oversell", i.no_oversell, format!("MySQL {} units, stream {} units, stock {}", e.mysql_units, e.stream_units, e.stock)),
+            (
+                "no_oversell",
+                i.no_oversell,
+                format!(
+                    "MySQL {} units, stream {} units, stock {}",
+                    e.mysql_units, e.stream_units, e.stock
+                ),
+            ),
             (
                 "per_user_limit_held",
                 i.per_user_limit_held,
-                format!("most per user: MySQL {}, stream {}, limit {}", e.mysql_max_per_user, e.stream_max_per_user, e.limit),
+                format!(
+                    "most per user: MySQL {}, stream {}, limit {}",
+                    e.mysql_max_per_user, e.stream_max_per_user, e.limit
+                ),
             ),
             (
                 "orders_equal_reservations",

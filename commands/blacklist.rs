@@ -35,12 +35,26 @@ pub async fn run(ctx: &Context, cmd: BlacklistCommand) -> anyhow::Result<()> {
         BlacklistCommand::Add { user, reason } => {
             let redis = ctx.redis().await?;
             let added = blacklist::add(&db, &redis, &user, &reason).await?;
-            println!("{}", if added { format!("blacklisted {user}") } else { format!("{user} was already blacklisted") });
+            println!(
+                "{}",
+                if added {
+                    format!("blacklisted {user}")
+                } else {
+                    format!("{user} was already blacklisted")
+                }
+            );
         }
         BlacklistCommand::Remove { user } => {
             let redis = ctx.redis().await?;
             let removed = blacklist::remove(&db, &redis, &user).await?;
-            println!("{}", if removed { format!("removed {user} from the blacklist") } else { format!("{user} was not blacklisted") });
+            println!(
+                "{}",
+                if removed {
+                    format!("removed {user} from the blacklist")
+                } else {
+                    format!("{user} was not blacklisted")
+                }
+            );
         }
         BlacklistCommand::List { output: out } => {
             let entries = blacklist::list(&db).await?;
@@ -49,7 +63,9 @@ pub async fn run(ctx: &Context, cmd: BlacklistCommand) -> anyhow::Result<()> {
             }
             output::table(
                 &["user", "reason", "since"],
-                entries.iter().map(|e| vec![e.user_id.clone(), e.reason.clone(), e.created_at.to_rfc3339()]),
+                entries
+                    .iter()
+                    .map(|e| vec![e.user_id.clone(), e.reason.clone(), e.created_at.to_rfc3339()]),
             );
         }
     }

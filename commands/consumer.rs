@@ -105,12 +105,24 @@ pub async fn run(ctx: &Context, args: ConsumerArgs) -> anyhow::Result<()> {
     if args.output.json {
         return output::json(&report);
     }
-    let rate = if report.seconds > 0.0 { report.persisted as f64 / report.seconds } else { 0.0 };
+    let rate = if report.seconds > 0.0 {
+        report.persisted as f64 / report.seconds
+    } else {
+        0.0
+    };
     println!(
         "consumer {}: {} orders persisted in {} batches ({:.0}/s over {:.2}s), {} duplicates, {} reclaimed, \
          {} dead-lettered, {} retries, {} left pending",
-        report.name, report.persisted, report.batches, rate, report.seconds, report.duplicates,
-        report.reclaimed, report.dead_lettered, report.retries, report.left_pending
+        report.name,
+        report.persisted,
+        report.batches,
+        rate,
+        report.seconds,
+        report.duplicates,
+        report.reclaimed,
+        report.dead_lettered,
+        report.retries,
+        report.left_pending
     );
     Ok(())
 }
@@ -126,11 +138,21 @@ async fn dlq(ctx: &Context, cmd: Dlq) -> anyhow::Result<()> {
             output::table(
                 &["activity", "dlq id", "order no", "deliveries", "error"],
                 letters.iter().map(|d| {
-                    vec![d.activity_id.to_string(), d.dlq_id.clone(), d.order_no.clone(), d.deliveries.to_string(), d.error.clone()]
+                    vec![
+                        d.activity_id.to_string(),
+                        d.dlq_id.clone(),
+                        d.order_no.clone(),
+                        d.deliveries.to_string(),
+                        d.error.clone(),
+                    ]
                 }),
             );
         }
-        Dlq::Replay { activity, id, output: out } => {
+        Dlq::Replay {
+            activity,
+            id,
+            output: out,
+        } => {
             let db = ctx.db().await?;
             let replayed = consumer::dlq::replay(&db, &redis, activity, id.as_deref()).await?;
             if out.json {
@@ -138,7 +160,14 @@ async fn dlq(ctx: &Context, cmd: Dlq) -> anyhow::Result<()> {
             } else {
                 output::table(
                     &["dlq id", "order no", "outcome", "error"],
-                    replayed.iter().map(|r| vec![r.dlq_id.clone(), r.order_no.clone(), r.outcome.clone(), output::opt(r.error.clone())]),
+                    replayed.iter().map(|r| {
+                        vec![
+                            r.dlq_id.clone(),
+                            r.order_no.clone(),
+                            r.outcome.clone(),
+                            output::opt(r.error.clone()),
+                        ]
+                    }),
                 );
             }
             if replayed.iter().any(|r| r.outcome == "failed") {

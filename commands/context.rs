@@ -29,7 +29,9 @@ pub enum LogFormat {
 /// Logs go to stderr so stdout stays clean for tables and JSON. `RUST_LOG` sets the level.
 pub fn init_logging(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,seckill=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -49,7 +51,9 @@ impl Context {
             Some(path) => (path.clone(), true),
             None => (PathBuf::from("config.yaml"), false),
         };
-        Ok(Context { config: Config::load(&path, explicit)? })
+        Ok(Context {
+            config: Config::load(&path, explicit)?,
+        })
     }
 
     /// Connects to MySQL.

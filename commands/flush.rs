@@ -24,7 +24,10 @@ pub struct FlushArgs {
 
 pub async fn run(ctx: &Context, args: FlushArgs) -> anyhow::Result<()> {
     if !args.yes && !confirm(args.activity)? {
-        anyhow::bail!("flush of activity {} not confirmed; nothing removed (pass -y to skip the question)", args.activity);
+        anyhow::bail!(
+            "flush of activity {} not confirmed; nothing removed (pass -y to skip the question)",
+            args.activity
+        );
     }
     let (db, redis) = (ctx.db().await?, ctx.redis().await?);
     let report = seckill::ops::flush(&db, &redis, ctx.group(), args.activity, args.force).await?;
@@ -34,7 +37,11 @@ pub async fn run(ctx: &Context, args: FlushArgs) -> anyhow::Result<()> {
     for key in &report.removed {
         println!("removed {key}");
     }
-    println!("flushed activity {}: {} keys removed", report.activity_id, report.removed.len());
+    println!(
+        "flushed activity {}: {} keys removed",
+        report.activity_id,
+        report.removed.len()
+    );
     Ok(())
 }
 

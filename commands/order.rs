@@ -103,9 +103,24 @@ pub async fn run(ctx: &Context, cmd: OrderCommand) -> anyhow::Result<()> {
             }
             orders_table(std::slice::from_ref(&o));
         }
-        OrderCommand::List { activity, user, status, limit, output: out } => {
+        OrderCommand::List {
+            activity,
+            user,
+            status,
+            limit,
+            output: out,
+        } => {
             let status = status.map(|s| s.parse::<OrderStatus>()).transpose()?;
-            let orders = order::list(&db, &OrderFilter { activity_id: activity, user_id: user, status, limit }).await?;
+            let orders = order::list(
+                &db,
+                &OrderFilter {
+                    activity_id: activity,
+                    user_id: user,
+                    status,
+                    limit,
+                },
+            )
+            .await?;
             if out.json {
                 return output::json(&orders);
             }
@@ -126,7 +141,11 @@ pub async fn run(ctx: &Context, cmd: OrderCommand) -> anyhow::Result<()> {
             }
             print_transition(&t);
         }
-        OrderCommand::Expire { older_than, activity, output: out } => {
+        OrderCommand::Expire {
+            older_than,
+            activity,
+            output: out,
+        } => {
             let redis = ctx.redis().await?;
             let report = order::expire(&db, &redis, older_than, activity).await?;
             if out.json {
@@ -135,7 +154,11 @@ pub async fn run(ctx: &Context, cmd: OrderCommand) -> anyhow::Result<()> {
             for t in &report.expired {
                 print_transition(t);
             }
-            println!("{} expired, {} paid or cancelled meanwhile", report.expired.len(), report.skipped);
+            println!(
+                "{} expired, {} paid or cancelled meanwhile",
+                report.expired.len(),
+                report.skipped
+            );
         }
     }
     Ok(())

@@ -135,13 +135,8 @@ pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
             let product = catalog::update_product(&db, args.id, &changes).await?;
             print(&[product], args.output)?;
         }
-        ProductCommand::List(args) => print(
-            &catalog::list_products(&db, args.activity).await?,
-            args.output,
-        )?,
-        ProductCommand::Show(args) => {
-            print(&[catalog::get_product(&db, args.id).await?], args.output)?
-        }
+        ProductCommand::List(args) => print(&catalog::list_products(&db, args.activity).await?, args.output)?,
+        ProductCommand::Show(args) => print(&[catalog::get_product(&db, args.id).await?], args.output)?,
         ProductCommand::Delete(args) => {
             let product = catalog::delete_product(&db, args.id).await?;
             if args.output.json {

@@ -42,7 +42,15 @@ impl std::error::Error for Exit {}
 fn findings_table(findings: &[Finding]) {
     output::table(
         &["class", "product", "subject", "detail", "fix"],
-        findings.iter().map(|f| vec![f.class.as_str().into(), opt(f.product_id), f.subject.clone(), f.detail.clone(), opt(f.fix.clone())]),
+        findings.iter().map(|f| {
+            vec![
+                f.class.as_str().into(),
+                opt(f.product_id),
+                f.subject.clone(),
+                f.detail.clone(),
+                opt(f.fix.clone()),
+            ]
+        }),
     );
 }
 
@@ -60,7 +68,10 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(path) = &args.metrics_file {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let text = reconcile::textfile::render(&report, args.fix, now);
         if let Err(e) = seckill::metrics::write_atomically(path, &text) {
             eprintln!("error: cannot write {}: {e}", path.display());
@@ -71,14 +82,36 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
         output::json(&report)?;
     } else {
         output::table(
-            &["product", "redis stock/sold/total", "mysql total", "mysql sold", "orders units", "queued", "unreleased", "ledger net", "orders"],
-            report.products.iter().map(|p| vec![
-                p.product_id.to_string(),
-                p.redis.map(|(a, b, c)| format!("{a}/{b}/{c}")).unwrap_or_else(|| "-".into()),
-                p.mysql_total.to_string(), p.mysql_sold.to_string(), p.order_units.to_string(),
-                p.unpersisted_units.to_string(), p.unreleased_units.to_string(), p.ledger_net.to_string(),
-                p.orders.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "),
-            ]),
+            &[
+                "product",
+                "redis stock/sold/total",
+                "mysql total",
+                "mysql sold",
+                "orders units",
+                "queued",
+                "unreleased",
+                "ledger net",
+                "orders",
+            ],
+            report.products.iter().map(|p| {
+                vec![
+                    p.product_id.to_string(),
+                    p.redis
+                        .map(|(a, b, c)| format!("{a}/{b}/{c}"))
+                        .unwrap_or_else(|| "-".into()),
+                    p.mysql_total.to_string(),
+                    p.mysql_sold.to_string(),
+                    p.order_units.to_string(),
+                    p.unpersisted_units.to_string(),
+                    p.unreleased_units.to_string(),
+                    p.ledger_net.to_string(),
+                    p.orders
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }),
         );
         if !report.findings.is_empty() {
             findings_table(&report.findings);
@@ -91,9 +124,21 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
             findings_table(&report.remaining);
         }
         if report.dead_letters > 0 {
-            println!("{} dead-lettered entries: see `seckill consumer dlq list {}`", report.dead_letters, report.activity_id);
+            println!(
+                "{} dead-lettered entries: see `seckill consumer dlq list {}`",
+                report.dead_letters, report.activity_id
+            );
         }
-        println!("{}", if report.consistent { "consistent" } else if args.fix { "drift remains" } else { "drift found (run with --fix to repair)" });
+        println!(
+            "{}",
+            if report.consistent {
+                "consistent"
+            } else if args.fix {
+                "drift remains"
+            } else {
+                "drift found (run with --fix to repair)"
+            }
+        );
     }
     if report.consistent {
         Ok(())

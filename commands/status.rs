@@ -50,7 +50,17 @@ fn print_report(report: &StatusReport) {
         report.unpersisted
     );
     output::table(
-        &["product", "name", "total", "remaining", "reserved", "sold", "orders", "cancelled", "expired"],
+        &[
+            "product",
+            "name",
+            "total",
+            "remaining",
+            "reserved",
+            "sold",
+            "orders",
+            "cancelled",
+            "expired",
+        ],
         report.products.iter().map(|p| {
             let count = |s: &str| p.orders_by_status.get(s).copied().unwrap_or(0).to_string();
             vec![
@@ -101,7 +111,10 @@ async fn watch(ctx: &Context, db: &seckill::Db, redis: &seckill::RedisClient, ar
             // Clear the screen and draw from the top, so the view refreshes in place.
             print!("\x1b[H\x1b[2J");
             print_report(&report);
-            println!("buy rate {rate:.1} units/s, consumer lag {} entries  (ctrl-c to quit)", report.unpersisted);
+            println!(
+                "buy rate {rate:.1} units/s, consumer lag {} entries  (ctrl-c to quit)",
+                report.unpersisted
+            );
         } else {
             let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             for p in &report.products {
@@ -112,7 +125,9 @@ async fn watch(ctx: &Context, db: &seckill::Db, redis: &seckill::RedisClient, ar
                     opt(p.remaining),
                     opt(p.reserved),
                     p.sold,
-                    p.reserved.map(|r| r - i64::from(p.sold)).map_or("-".into(), |v| v.to_string()),
+                    p.reserved
+                        .map(|r| r - i64::from(p.sold))
+                        .map_or("-".into(), |v| v.to_string()),
                     report.unpersisted
                 );
             }

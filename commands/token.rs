@@ -91,7 +91,11 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<()> {
         Some(path) => {
             let file = File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             token::write_csv(&mut BufWriter::new(file), &tokens)?;
-            eprintln!("wrote {} tokens of activity {activity} to {}", tokens.len(), path.display());
+            eprintln!(
+                "wrote {} tokens of activity {activity} to {}",
+                tokens.len(),
+                path.display()
+            );
         }
         None => {
             let stdout = std::io::stdout();

@@ -14,26 +14,42 @@ use seckill::{Config, Db, RedisClient};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(200_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(200_000);
     let tag = std::process::id();
-    let yaml = format!("database:\n  url: mysql://root@127.0.0.1:3306/seckill_bench_{tag}\nredis:\n  key_prefix: bench{tag}\n");
+    let yaml = format!(
+        "database:\n  url: mysql://root@127.0.0.1:3306/seckill_bench_{tag}\nredis:\n  key_prefix: bench{tag}\n"
+    );
     let path = std::env::temp_dir().join(format!("seckill-bench-{tag}.yaml"));
     std::fs::write(&path, &yaml)?;
     let config = Config::parse(&yaml).map_err(anyhow::Error::msg)?;
     seckill::db::migrate(&config).await?;
     let db = Db::connect(&config).await?;
     let redis = RedisClient::connect(&config).await?;
-    let activity = catalog::create_activity(&db, &NewActivity {
-        name: "bench".into(),
-        start_at: Utc::now() - Duration::minutes(1),
-        end_at: Utc::now() + Duration::hours(1),
-    })
+    let activity = catalog::create_activity(
+        &db,
+        &NewActivity {
+            name: "bench".into(),
+            start_at: Utc::now() - Duration::minutes(1),
+            end_at: Utc::now() + Duration::hours(1),
+        },
+    )
     .await?
     .id;
-    let product = catalog::add_product(&db, &NewProduct {
-        activity_id: activity, name: "unit".into(), price: Decimal::new(999, 2),
-        stock: n as u32, per_user_limit: 1, max_per_order: None,
-    })
+    let product = catalog::add_product(
+        &db,
+        &NewProduct {
+            activity_id: activity,
+            name: "unit".into(),
+            price: Decimal::new(999, 2),
+            stock: n as u32,
+            per_user_limit: 1,
+            max_per_order: None,
+        },
+    )
     .await?
     .id;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -48,8 +64,14 @@ async fn main() -> anyhow::Result<()> {
             pipe.set(redis.keys().token(activity, &format!("u{i}")), "t").ignore();
         }
         let () = pipe.query_async(&mut conn).await?;
-        let purchases: Vec<Purchase> = chunk.iter()
-            .map(|i| Purchase { product_id: product, user_id: format!("u{i}"), quantity: 1, token: "t".into() })
+        let purchases: Vec<Purchase> = chunk
+            .iter()
+            .map(|i| Purchase {
+                product_id: product,
+                user_id: format!("u{i}"),
+                quantity: 1,
+                token: "t".into(),
+            })
             .collect();
         buy::reserve(&redis, activity, &purchases).await?;
     }
@@ -57,13 +79,27 @@ async fn main() -> anyhow::Result<()> {
 
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/seckill");
     let started = Instant::now();
-    let status = std::process::Command::new(&bin).arg("--config").arg(&path).args(["consumer", "--once"]).status()?;
+    let status = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(&path)
+        .args(["consumer", "--once"])
+        .status()?;
     let secs = started.elapsed().as_secs_f64();
-    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(db.pool()).await?;
-    println!("consumer --once: {status}; {orders} orders in {secs:.2}s = {:.0} orders/s (process wall time incl. start-up)", orders as f64 / secs);
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(db.pool())
+        .await?;
+    println!(
+        "consumer --once: {status}; {orders} orders in {secs:.2}s = {:.0} orders/s (process wall time incl. start-up)",
+        orders as f64 / secs
+    );
 
-    sqlx::query(&format!("DROP DATABASE seckill_bench_{tag}")).execute(db.pool()).await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("bench{tag}:*")).query_async(&mut conn).await?;
+    sqlx::query(&format!("DROP DATABASE seckill_bench_{tag}"))
+        .execute(db.pool())
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("bench{tag}:*"))
+        .query_async(&mut conn)
+        .await?;
     if !keys.is_empty() {
         let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
     }

@@ -109,12 +109,18 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
         .arg(purchases.len());
     let per = keys.for_activity(activity);
     for p in purchases {
-        invocation.key(per.product(p.product_id)).key(per.bought(p.product_id)).key(per.token(&p.user_id));
-        invocation.arg(p.product_id).arg(&p.user_id).arg(p.quantity).arg(&p.token);
+        invocation
+            .key(per.product(p.product_id))
+            .key(per.bought(p.product_id))
+            .key(per.token(&p.user_id));
+        invocation
+            .arg(p.product_id)
+            .arg(&p.user_id)
+            .arg(p.quantity)
+            .arg(&p.token);
     }
     let mut conn = redis.conn();
-    let replies: Vec<(String, String, i64)> =
-        invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    let replies: Vec<(String, String, i64)> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
     if replies.len() != purchases.len() {
         return Err(Error::Internal(format!(
             "reserve.lua answered {} verdicts for {} purchases",

@@ -210,9 +210,9 @@ impl Config {
     /// environment overrides. `explicit` means the user named the file, so its absence is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Config> {
         let mut config = match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|message| {
-                Error::Config(format!("{}: {message}", path.display()))
-            })?,
+            Ok(text) => {
+                Self::parse(&text).map_err(|message| Error::Config(format!("{}: {message}", path.display())))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Config::default(),
             Err(e) => return Err(Error::Config(format!("{}: {e}", path.display()))),
         };
@@ -292,8 +292,18 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
-            format!("{}://{}@{}{}", &url[..scheme_end], masked, &authority[at + 1..], &rest[authority_end..])
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!(
+                "{}://{}@{}{}",
+                &url[..scheme_end],
+                masked,
+                &authority[at + 1..],
+                &rest[authority_end..]
+            )
         }
         None => url.to_string(),
     }

@@ -31,8 +31,14 @@ impl Db {
             .connect_with(options);
         let pool = tokio::time::timeout(timeout + Duration::from_millis(500), pool)
             .await
-            .map_err(|_| Error::Database { addr: addr.clone(), source: sqlx::Error::PoolTimedOut })?
-            .map_err(|source| Error::Database { addr: addr.clone(), source })?;
+            .map_err(|_| Error::Database {
+                addr: addr.clone(),
+                source: sqlx::Error::PoolTimedOut,
+            })?
+            .map_err(|source| Error::Database {
+                addr: addr.clone(),
+                source,
+            })?;
         Ok(Db { pool, addr })
     }
 
@@ -55,7 +61,10 @@ impl Db {
 
     /// Wraps a driver error with the server address.
     pub fn err(&self, source: sqlx::Error) -> Error {
-        Error::Database { addr: self.addr.clone(), source }
+        Error::Database {
+            addr: self.addr.clone(),
+            source,
+        }
     }
 
     /// Closes every connection.
@@ -65,8 +74,7 @@ impl Db {
 }
 
 fn connect_options(url: &str) -> Result<MySqlConnectOptions> {
-    let options = MySqlConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("database.url: {e}")))?;
+    let options = MySqlConnectOptions::from_str(url).map_err(|e| Error::Config(format!("database.url: {e}")))?;
     // Statement logging at INFO would drown the operator's output; slow ones still show.
     Ok(options
         .log_statements(tracing::log::LevelFilter::Debug)
@@ -81,20 +89,31 @@ pub async fn create_database_if_missing(config: &Config) -> Result<()> {
         return Err(Error::Config("database.url: names no database".into()));
     };
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(Error::Config(format!("database.url: database name {name:?} must be [A-Za-z0-9_]")));
+        return Err(Error::Config(format!(
+            "database.url: database name {name:?} must be [A-Za-z0-9_]"
+        )));
     }
     let server = options.database("");
     let timeout = Duration::from_millis(config.database.connect_timeout_ms);
     let mut conn = tokio::time::timeout(timeout, sqlx::mysql::MySqlConnection::connect_with(&server))
         .await
-        .map_err(|_| Error::Database { addr: addr.clone(), source: sqlx::Error::PoolTimedOut })?
-        .map_err(|source| Error::Database { addr: addr.clone(), source })?;
+        .map_err(|_| Error::Database {
+            addr: addr.clone(),
+            source: sqlx::Error::PoolTimedOut,
+        })?
+        .map_err(|source| Error::Database {
+            addr: addr.clone(),
+            source,
+        })?;
     sqlx::query(&format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))
     .execute(&mut conn)
     .await
-    .map_err(|source| Error::Database { addr: addr.clone(), source })?;
+    .map_err(|source| Error::Database {
+        addr: addr.clone(),
+        source,
+    })?;
     let _ = conn.close().await;
     Ok(())
 }

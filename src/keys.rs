@@ -152,7 +152,9 @@ impl ActivityKeys {
 impl Keys {
     /// The per-purchase keys of `activity`.
     pub fn for_activity(&self, activity: u64) -> ActivityKeys {
-        ActivityKeys { base: self.activity_base(activity) }
+        ActivityKeys {
+            base: self.activity_base(activity),
+        }
     }
 }
 
@@ -189,8 +191,17 @@ mod tests {
     #[test]
     fn all_activity_keys_share_one_hash_tag() {
         let k = Keys::new("p");
-        for key in [k.activity(7), k.products(7), k.product(7, 1), k.bought(7, 1), k.token(7, "u"),
-                    k.blacklist(7), k.orders_stream(7), k.dlq(7), k.released(7)] {
+        for key in [
+            k.activity(7),
+            k.products(7),
+            k.product(7, 1),
+            k.bought(7, 1),
+            k.token(7, "u"),
+            k.blacklist(7),
+            k.orders_stream(7),
+            k.dlq(7),
+            k.released(7),
+        ] {
             assert!(key.starts_with("p:{a:7}:"), "{key}");
         }
         assert_eq!(k.activity_pattern(7), "p:{a:7}:*");

@@ -49,7 +49,9 @@ pub const RECONCILE_DRIFT: &str = "seckill_reconcile_drift";
 /// When reconcile last ran (gauge; textfile).
 pub const RECONCILE_LAST_RUN: &str = "seckill_reconcile_last_run_timestamp_seconds";
 
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// One recorder and its text renderer.
@@ -96,7 +98,10 @@ pub fn textfile(samples: &[(&str, &str, Vec<(&str, String)>, f64)]) -> String {
         if described.insert(*name) {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         }
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('"', "\\\""))).collect();
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('"', "\\\"")))
+            .collect();
         if labels.is_empty() {
             out.push_str(&format!("{name} {value}\n"));
         } else {
@@ -110,8 +115,13 @@ pub fn textfile(samples: &[(&str, &str, Vec<(&str, String)>, f64)]) -> String {
 /// temporary file in the same directory, flushed, then renamed over `path`.
 pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     // node-exporter only reads `*.prom`, so the temporary name is ignored while being written.
     let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let written = (|| {

@@ -70,7 +70,10 @@ fn map_of(value: redis::Value) -> std::collections::HashMap<String, String> {
         _ => Vec::new(),
     };
     for (k, v) in pairs {
-        let (Ok(k), Ok(v)) = (redis::from_redis_value::<String>(k), redis::from_redis_value::<String>(v)) else {
+        let (Ok(k), Ok(v)) = (
+            redis::from_redis_value::<String>(k),
+            redis::from_redis_value::<String>(v),
+        ) else {
             continue;
         };
         out.insert(k, v);

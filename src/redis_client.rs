@@ -18,8 +18,8 @@ impl RedisClient {
     /// Connects to `redis.url`; fails within about `redis.connect_timeout_ms` when Redis is unreachable.
     pub async fn connect(config: &Config) -> Result<RedisClient> {
         let addr = url_address(&config.redis.url);
-        let client = redis::Client::open(config.redis.url.as_str())
-            .map_err(|e| Error::Config(format!("redis.url: {e}")))?;
+        let client =
+            redis::Client::open(config.redis.url.as_str()).map_err(|e| Error::Config(format!("redis.url: {e}")))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.redis_connect_timeout()))
             .set_response_timeout(Some(config.redis_response_timeout()))
@@ -32,8 +32,15 @@ impl RedisClient {
                 addr: addr.clone(),
                 source: redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")),
             })?
-            .map_err(|source| Error::Redis { addr: addr.clone(), source })?;
-        Ok(RedisClient { conn, keys: Keys::new(config.redis.key_prefix.clone()), addr })
+            .map_err(|source| Error::Redis {
+                addr: addr.clone(),
+                source,
+            })?;
+        Ok(RedisClient {
+            conn,
+            keys: Keys::new(config.redis.key_prefix.clone()),
+            addr,
+        })
     }
 
     /// A handle on the shared connection (cheap to clone; commands are pipelined).
@@ -48,7 +55,10 @@ impl RedisClient {
 
     /// Wraps a driver error with the server address.
     pub fn err(&self, source: redis::RedisError) -> Error {
-        Error::Redis { addr: self.addr.clone(), source }
+        Error::Redis {
+            addr: self.addr.clone(),
+            source,
+        }
     }
 
     /// The server address (no password), for messages.

@@ -9,20 +9,28 @@ use redis::Script;
 pub static PREHEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/preheat.lua")));
 
 /// `lua/set_status.lua`: change a preheated activity's status and window.
-pub static SET_STATUS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/set_status.lua")));
+pub static SET_STATUS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/set_status.lua")));
 
 /// Every script, for `hot` to load ahead of the sale.
 pub fn all() -> Vec<&'static Script> {
-    vec![&PREHEAT, &SET_STATUS, &RESERVE, &ISSUE_TOKEN, &RELEASE, &STOCK_ADD, &SOLD_OUT, &REPAIR_PRODUCT, &REPAIR_BOUGHT]
+    vec![
+        &PREHEAT,
+        &SET_STATUS,
+        &RESERVE,
+        &ISSUE_TOKEN,
+        &RELEASE,
+        &STOCK_ADD,
+        &SOLD_OUT,
+        &REPAIR_PRODUCT,
+        &REPAIR_BOUGHT,
+    ]
 }
 
 /// `lua/reserve.lua`: decide a batch of purchases and queue the reservations.
 pub static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
 
 /// `lua/issue_token.lua`: register purchase tokens, one per user and activity.
-pub static ISSUE_TOKEN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));
+pub static ISSUE_TOKEN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));
 /// `lua/release.lua`: return a cancelled or expired order's units to stock, exactly once.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 
@@ -33,9 +41,7 @@ pub static STOCK_ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_st
 pub static SOLD_OUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/sold_out.lua")));
 
 /// `lua/repair_product.lua`: reconcile's compare-and-set of a product's counters.
-pub static REPAIR_PRODUCT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/repair_product.lua")));
+pub static REPAIR_PRODUCT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_product.lua")));
 
 /// `lua/repair_bought.lua`: reconcile's compare-and-set of one user's total.
-pub static REPAIR_BOUGHT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));
+pub static REPAIR_BOUGHT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));

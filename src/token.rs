@@ -22,10 +22,14 @@ pub fn validate_user_id(user: &str) -> Result<()> {
         return Err(Error::invalid("user id must not be empty"));
     }
     if user.chars().count() > MAX_USER_ID_CHARS {
-        return Err(Error::invalid(format!("user id is longer than {MAX_USER_ID_CHARS} characters")));
+        return Err(Error::invalid(format!(
+            "user id is longer than {MAX_USER_ID_CHARS} characters"
+        )));
     }
     if user.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid("user id must not contain whitespace or control characters"));
+        return Err(Error::invalid(
+            "user id must not contain whitespace or control characters",
+        ));
     }
     Ok(())
 }
@@ -69,13 +73,19 @@ impl Signer {
     /// Whether `token` was signed for `activity` and `user` and is unexpired at `now` (unix
     /// seconds). The signature comparison is constant-time.
     pub fn verify(&self, activity: u64, user: &str, token: &str, now: u64) -> bool {
-        let Some((expiry, tag)) = token.split_once('.') else { return false };
-        let Some(expiry) = parse_expiry(expiry) else { return false };
+        let Some((expiry, tag)) = token.split_once('.') else {
+            return false;
+        };
+        let Some(expiry) = parse_expiry(expiry) else {
+            return false;
+        };
         if expiry <= now || tag.len() != 43 {
             return false;
         }
         let mut raw = [0u8; 33];
-        let Ok(32) = URL_SAFE_NO_PAD.decode_slice(tag, &mut raw) else { return false };
+        let Ok(32) = URL_SAFE_NO_PAD.decode_slice(tag, &mut raw) else {
+            return false;
+        };
         self.tag(activity, user, expiry).verify_slice(&raw[..32]).is_ok()
     }
 }

@@ -32,7 +32,11 @@ impl Conn {
     pub async fn connect(authority: &str) -> io::Result<Conn> {
         let stream = TcpStream::connect(authority).await?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::with_capacity(4096), start: 0 })
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            start: 0,
+        })
     }
 
     /// Sends one complete request and returns the status and the body of its answer.
@@ -90,7 +94,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn content_length(head: &str) -> Option<usize> {
     head.split("\r\n").skip(1).find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
     })
 }
 
@@ -114,9 +120,11 @@ mod tests {
             let mut req = [0u8; 64];
             let _ = s.read(&mut req).await.unwrap();
             // Both answers in one write: the second must survive the first read.
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 409 Conflict\r\ncontent-length: 3\r\n\r\nno!")
-                .await
-                .unwrap();
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 409 Conflict\r\ncontent-length: 3\r\n\r\nno!",
+            )
+            .await
+            .unwrap();
             let _ = s.read(&mut req).await;
         });
         let mut c = Conn::connect(&addr).await.unwrap();

@@ -39,12 +39,16 @@ pub struct SpawnedServer {
 impl SpawnedServer {
     /// Starts serving `config` (see [`relaxed`]).
     pub async fn start(config: Config, redis: RedisClient, db: Db) -> Result<SpawnedServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|source| Error::Io { path: "127.0.0.1:0".into(), source })?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|source| Error::Io {
+            path: "127.0.0.1:0".into(),
+            source,
+        })?;
         let authority = listener
             .local_addr()
-            .map_err(|source| Error::Io { path: "127.0.0.1:0".into(), source })?
+            .map_err(|source| Error::Io {
+                path: "127.0.0.1:0".into(),
+                source,
+            })?
             .to_string();
         let (stop, mut stopped) = watch::channel(false);
         let state = AppState::new(config, redis, db);

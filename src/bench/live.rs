@@ -20,7 +20,11 @@ pub struct LiveBar {
 impl LiveBar {
     /// Starts drawing `live` against `total` requests.
     pub fn start(total: u64, live: Arc<LiveCounts>) -> LiveBar {
-        let bar = if std::io::stderr().is_terminal() { ProgressBar::new(total) } else { ProgressBar::hidden() };
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template("requests [{bar:30}] {pos}/{len} ({per_sec}) {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())

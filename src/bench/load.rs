@@ -129,7 +129,9 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
     let mut workers = Vec::with_capacity(plan.concurrency);
     for _ in 0..plan.concurrency {
         let (plan, next, live, sellout) = (plan.clone(), next.clone(), live.clone(), sellout.clone());
-        workers.push(tokio::spawn(async move { worker(plan, next, live, sellout, started).await }));
+        workers.push(tokio::spawn(
+            async move { worker(plan, next, live, sellout, started).await },
+        ));
     }
     let mut result = LoadResult {
         requests: 0,
@@ -141,7 +143,9 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
         per_user: BTreeMap::new(),
     };
     for worker in workers {
-        let part = worker.await.map_err(|e| Error::Internal(format!("load worker failed: {e}")))??;
+        let part = worker
+            .await
+            .map_err(|e| Error::Internal(format!("load worker failed: {e}")))??;
         result.latencies_us.extend(part.latencies_us);
         for (code, n) in part.outcomes {
             *result.outcomes.entry(code).or_default() += n;
@@ -162,12 +166,20 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveCounts>) -> Result<LoadResult> {
 }
 
 async fn connect(authority: &str) -> Result<Conn> {
-    Conn::connect(authority).await.map_err(|e| Error::Io { path: format!("http://{authority}"), source: e })
+    Conn::connect(authority).await.map_err(|e| Error::Io {
+        path: format!("http://{authority}"),
+        source: e,
+    })
 }
 
 /// Writes the buy request of `user` into `out` (reused between requests).
 fn buy_request(out: &mut Vec<u8>, authority: &str, product_id: u64, user: &str, token: &str) -> Result<()> {
-    let body = BuyBody { product_id, user_id: user, quantity: 1, token };
+    let body = BuyBody {
+        product_id,
+        user_id: user,
+        quantity: 1,
+        token,
+    };
     let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
     out.clear();
     write!(
@@ -233,7 +245,8 @@ async fn worker(
                 continue;
             }
         };
-        out.latencies_us.push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        out.latencies_us
+            .push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
         let Some(user) = user else {
             // A GET: the status code is the outcome; its body is not parsed.
             if status == 200 {
@@ -244,8 +257,15 @@ async fn worker(
             *out.statuses.entry(status).or_default() += 1;
             continue;
         };
-        let answer: Answer = serde_json::from_slice(bytes).unwrap_or(Answer { status: None, error: None, remaining: None });
-        let code = answer.error.or(answer.status).unwrap_or(Cow::Borrowed("unreadable_answer"));
+        let answer: Answer = serde_json::from_slice(bytes).unwrap_or(Answer {
+            status: None,
+            error: None,
+            remaining: None,
+        });
+        let code = answer
+            .error
+            .or(answer.status)
+            .unwrap_or(Cow::Borrowed("unreadable_answer"));
         match code.as_ref() {
             "queued" => {
                 live.queued.fetch_add(1, Ordering::Relaxed);

@@ -82,7 +82,9 @@ pub fn authority_of(url: &str) -> Result<String> {
 
 fn check(opts: &BenchOptions) -> Result<()> {
     if opts.stock == 0 || opts.users == 0 || opts.requests == 0 || opts.concurrency == 0 {
-        return Err(Error::invalid("--stock, --users, --requests and --concurrency must be positive"));
+        return Err(Error::invalid(
+            "--stock, --users, --requests and --concurrency must be positive",
+        ));
     }
     if opts.limit_per_user == 0 {
         return Err(Error::invalid("--limit-per-user must be at least 1"));
@@ -108,7 +110,10 @@ pub async fn run(config: &Config, opts: BenchOptions) -> Result<BenchReport> {
     tracing::info!(activity = sale.activity, name = %sale.name, "bench activity created");
     let outcome = rehearse(config, &opts, &db, &redis, &sale, target).await;
     if opts.keep {
-        tracing::info!(activity = sale.activity, "--keep: the bench activity, its orders and keys stay");
+        tracing::info!(
+            activity = sale.activity,
+            "--keep: the bench activity, its orders and keys stay"
+        );
     } else if let Err(e) = setup::remove(&db, &redis, &group, sale.activity).await {
         tracing::error!(activity = sale.activity, error = %e, "could not remove the bench activity");
         if outcome.is_ok() {
@@ -133,12 +138,20 @@ async fn rehearse(
     if opts.chaos_extra_stock > 0 {
         let mut conn = redis.conn();
         let key = redis.keys().product(sale.activity, sale.product);
-        let _: i64 = conn.hincr(&key, "stock", opts.chaos_extra_stock).await.map_err(|e| redis.err(e))?;
-        tracing::warn!(units = opts.chaos_extra_stock, "chaos: stock added in Redis behind MySQL's back");
+        let _: i64 = conn
+            .hincr(&key, "stock", opts.chaos_extra_stock)
+            .await
+            .map_err(|e| redis.err(e))?;
+        tracing::warn!(
+            units = opts.chaos_extra_stock,
+            "chaos: stock added in Redis behind MySQL's back"
+        );
     }
     let spawned = match target {
         Some(_) => None,
-        None => Some(SpawnedServer::start(harness::relaxed(config, opts.concurrency), redis.clone(), db.clone()).await?),
+        None => {
+            Some(SpawnedServer::start(harness::relaxed(config, opts.concurrency), redis.clone(), db.clone()).await?)
+        }
     };
     let consumers = Consumers::start(config, opts.consumers);
     let authority = target.unwrap_or_else(|| spawned.as_ref().map(|s| s.authority.clone()).unwrap_or_default());
@@ -146,7 +159,10 @@ async fn rehearse(
     let bar = live::LiveBar::start(opts.requests, live.clone());
     let plan = LoadPlan {
         authority: authority.clone(),
-        target: Target::Buy { product_id: sale.product, buyers: Arc::new(buyers) },
+        target: Target::Buy {
+            product_id: sale.product,
+            buyers: Arc::new(buyers),
+        },
         requests: opts.requests,
         concurrency: opts.concurrency,
     };
@@ -174,7 +190,17 @@ async fn rehearse(
     let queued = loaded.outcomes.get("queued").copied().unwrap_or(0);
     let invariants = Invariants::judge(&evidence, queued, &reconciled);
     let error = (left > 0).then(|| not_drained(left, opts));
-    Ok(report::build(opts, sale, &authority, &loaded, &evidence, invariants, &reconciled, drain, error))
+    Ok(report::build(
+        opts,
+        sale,
+        &authority,
+        &loaded,
+        &evidence,
+        invariants,
+        &reconciled,
+        drain,
+        error,
+    ))
 }
 
 fn not_drained(left: u64, opts: &BenchOptions) -> String {
@@ -208,7 +234,12 @@ pub async fn probe(url: &str, path: &str, requests: u64, concurrency: usize) -> 
     let authority = authority_of(url)?;
     let live = Arc::new(LiveCounts::default());
     let bar = live::LiveBar::start(requests, live.clone());
-    let plan = LoadPlan { authority: authority.clone(), target: Target::Get { path: path.into() }, requests, concurrency };
+    let plan = LoadPlan {
+        authority: authority.clone(),
+        target: Target::Get { path: path.into() },
+        requests,
+        concurrency,
+    };
     let result: Result<LoadResult> = load::run(plan, live).await;
     bar.finish();
     let result = result?;

@@ -27,7 +27,12 @@ pub struct Latency {
 impl Latency {
     /// The quantiles of a load's answers.
     pub fn of(load: &LoadResult) -> Latency {
-        Latency { p50: load.latency_ms(0.5), p90: load.latency_ms(0.9), p99: load.latency_ms(0.99), max: load.latency_ms(1.0) }
+        Latency {
+            p50: load.latency_ms(0.5),
+            p90: load.latency_ms(0.9),
+            p99: load.latency_ms(0.99),
+            max: load.latency_ms(1.0),
+        }
     }
 }
 

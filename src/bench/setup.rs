@@ -31,29 +31,39 @@ pub struct Sale {
 pub async fn create(db: &Db, redis: &RedisClient, group: &str, stock: u32, limit: u32) -> Result<Sale> {
     let now = Utc::now().trunc_subsecs(0);
     let name = format!("bench {}", now.format("%Y-%m-%dT%H:%M:%SZ"));
-    let activity = catalog::create_activity(db, &NewActivity {
-        name: name.clone(),
-        start_at: now - chrono::Duration::minutes(1),
-        end_at: now + chrono::Duration::hours(1),
-    })
+    let activity = catalog::create_activity(
+        db,
+        &NewActivity {
+            name: name.clone(),
+            start_at: now - chrono::Duration::minutes(1),
+            end_at: now + chrono::Duration::hours(1),
+        },
+    )
     .await?
     .id;
     let sale = async {
-        let product = catalog::add_product(db, &NewProduct {
-            activity_id: activity,
-            name: "bench unit".into(),
-            price: Decimal::new(100, 2),
-            stock,
-            per_user_limit: limit,
-            max_per_order: Some(1),
-        })
+        let product = catalog::add_product(
+            db,
+            &NewProduct {
+                activity_id: activity,
+                name: "bench unit".into(),
+                price: Decimal::new(100, 2),
+                stock,
+                per_user_limit: limit,
+                max_per_order: Some(1),
+            },
+        )
         .await?
         .id;
         // `start` refuses products changed at or after the preheat (millisecond clock):
         // let the clock move on before preheating.
         tokio::time::sleep(Duration::from_millis(10)).await;
         crate::ops::hot(db, redis, group, activity).await?;
-        Ok(Sale { activity, name, product })
+        Ok(Sale {
+            activity,
+            name,
+            product,
+        })
     };
     match sale.await {
         Ok(sale) => Ok(sale),
@@ -85,7 +95,11 @@ pub async fn remove(db: &Db, redis: &RedisClient, group: &str, activity: u64) ->
         "DELETE FROM products WHERE activity_id = ?",
         "DELETE FROM activities WHERE id = ?",
     ] {
-        sqlx::query(sql).bind(activity).execute(&mut *tx).await.map_err(|e| db.err(e))?;
+        sqlx::query(sql)
+            .bind(activity)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db.err(e))?;
     }
     tx.commit().await.map_err(|e| db.err(e))
 }

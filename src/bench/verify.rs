@@ -82,13 +82,12 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
         .await
         .map_err(|e| db.err(e))?;
     // DECIMAL sums come back as decimals: cast them to integers in SQL.
-    let (orders, units): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM orders WHERE product_id = ?",
-    )
-    .bind(product)
-    .fetch_one(db.pool())
-    .await
-    .map_err(|e| db.err(e))?;
+    let (orders, units): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM orders WHERE product_id = ?")
+            .bind(product)
+            .fetch_one(db.pool())
+            .await
+            .map_err(|e| db.err(e))?;
     let max_per_user: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(MAX(units), 0) AS SIGNED) FROM \
          (SELECT SUM(quantity) AS units FROM orders WHERE product_id = ? GROUP BY user_id) AS per_user",
@@ -129,7 +128,9 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
             let quantity: u64 = entry.get("quantity").and_then(|q| q.parse().ok()).unwrap_or(0);
             e.stream_entries += 1;
             e.stream_units += quantity;
-            *per_user.entry(entry.get("user").unwrap_or_default().to_string()).or_default() += quantity;
+            *per_user
+                .entry(entry.get("user").unwrap_or_default().to_string())
+                .or_default() += quantity;
         }
         if !full {
             break;

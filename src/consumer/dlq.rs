@@ -15,11 +15,30 @@ use crate::redis_client::RedisClient;
 const META: [&str; 5] = ["dlq_entry", "dlq_error", "dlq_deliveries", "dlq_consumer", "dlq_ms"];
 
 /// Moves `entry` to the activity's dead-letter stream and acknowledges it, atomically.
-pub async fn bury(redis: &RedisClient, activity: u64, group: &str, consumer: &str, entry: &Entry, error: &str, deliveries: u64) -> Result<()> {
+pub async fn bury(
+    redis: &RedisClient,
+    activity: u64,
+    group: &str,
+    consumer: &str,
+    entry: &Entry,
+    error: &str,
+    deliveries: u64,
+) -> Result<()> {
     let keys = redis.keys();
-    let mut fields: Vec<(String, String)> = entry.fields.iter().filter(|(k, _)| !META.contains(&k.as_str())).cloned().collect();
+    let mut fields: Vec<(String, String)> = entry
+        .fields
+        .iter()
+        .filter(|(k, _)| !META.contains(&k.as_str()))
+        .cloned()
+        .collect();
     let now = chrono::Utc::now().timestamp_millis();
-    for (k, v) in META.iter().zip([entry.id.clone(), error.to_string(), deliveries.to_string(), consumer.to_string(), now.to_string()]) {
+    for (k, v) in META.iter().zip([
+        entry.id.clone(),
+        error.to_string(),
+        deliveries.to_string(),
+        consumer.to_string(),
+        now.to_string(),
+    ]) {
         fields.push((k.to_string(), v));
     }
     let mut conn = redis.conn();
@@ -64,7 +83,12 @@ fn decode(activity: u64, e: Entry) -> DeadLetter {
         error: e.get("dlq_error").unwrap_or_default().to_string(),
         deliveries: e.get("dlq_deliveries").and_then(|d| d.parse().ok()).unwrap_or(0),
         consumer: e.get("dlq_consumer").unwrap_or_default().to_string(),
-        fields: e.fields.iter().filter(|(k, _)| !META.contains(&k.as_str())).cloned().collect(),
+        fields: e
+            .fields
+            .iter()
+            .filter(|(k, _)| !META.contains(&k.as_str()))
+            .cloned()
+            .collect(),
         dlq_id: e.id,
         entry_id,
     }
@@ -76,7 +100,10 @@ pub async fn list(redis: &RedisClient, activity: Option<u64>) -> Result<Vec<Dead
     let activities: Vec<u64> = match activity {
         Some(a) => vec![a],
         None => {
-            let mut ids: Vec<u64> = conn.smembers(redis.keys().activities()).await.map_err(|e| redis.err(e))?;
+            let mut ids: Vec<u64> = conn
+                .smembers(redis.keys().activities())
+                .await
+                .map_err(|e| redis.err(e))?;
             ids.sort_unstable();
             ids
         }
@@ -124,7 +151,10 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
     let mut conn = redis.conn();
     let mut out = Vec::new();
     for d in letters {
-        let entry = Entry { id: d.entry_id.clone(), fields: d.fields.clone() };
+        let entry = Entry {
+            id: d.entry_id.clone(),
+            fields: d.fields.clone(),
+        };
         let result = match persist::parse(activity, &entry) {
             Err(why) => Err(why),
             Ok(r) => {
@@ -138,12 +168,20 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
         };
         let (outcome, error) = match result {
             Ok(outcome) => {
-                let _: u64 = conn.xdel(redis.keys().dlq(activity), &[&d.dlq_id]).await.map_err(|e| redis.err(e))?;
+                let _: u64 = conn
+                    .xdel(redis.keys().dlq(activity), &[&d.dlq_id])
+                    .await
+                    .map_err(|e| redis.err(e))?;
                 (outcome.to_string(), None)
             }
             Err(why) => ("failed".to_string(), Some(why)),
         };
-        out.push(Replayed { dlq_id: d.dlq_id, order_no: d.order_no, outcome, error });
+        out.push(Replayed {
+            dlq_id: d.dlq_id,
+            order_no: d.order_no,
+            outcome,
+            error,
+        });
     }
     Ok(out)
 }

@@ -71,7 +71,12 @@ pub struct Backlog {
 
 /// Sets pending, lag and dead-letter gauges of every preheated activity from Redis.
 /// `gauges` caches the handles between calls.
-pub async fn refresh_backlog(redis: &RedisClient, group: &str, registry: &Metrics, gauges: &mut HashMap<u64, Backlog>) -> crate::Result<()> {
+pub async fn refresh_backlog(
+    redis: &RedisClient,
+    group: &str,
+    registry: &Metrics,
+    gauges: &mut HashMap<u64, Backlog>,
+) -> crate::Result<()> {
     let keys = redis.keys();
     let mut conn = redis.conn();
     let activities: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| redis.err(e))?;
@@ -99,16 +104,29 @@ async fn group_backlog(redis: &RedisClient, activity: u64, group: &str) -> crate
     let mut conn = redis.conn();
     let stream = redis.keys().orders_stream(activity);
     // XPENDING's summary: [count, first, last, consumers]; an error means no stream or group.
-    let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING").arg(&stream).arg(group).query_async(&mut conn).await;
+    let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg(group)
+        .query_async(&mut conn)
+        .await;
     let pending = match summary {
-        Ok(redis::Value::Array(items)) => items.first().and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok()).unwrap_or(0),
+        Ok(redis::Value::Array(items)) => items
+            .first()
+            .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+            .unwrap_or(0),
         _ => 0,
     };
     Ok((pending.min(total), total.saturating_sub(pending)))
 }
 
 /// Refreshes the backlog gauges every `every` until `stop` changes or its sender is dropped.
-pub fn spawn_backlog_refresh(redis: RedisClient, group: String, registry: Arc<Metrics>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_backlog_refresh(
+    redis: RedisClient,
+    group: String,
+    registry: Arc<Metrics>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut gauges = HashMap::new();
         let mut tick = tokio::time::interval(every);

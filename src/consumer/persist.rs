@@ -39,14 +39,23 @@ pub struct Reservation {
 pub fn parse(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
     let field = |name: &str| entry.get(name).ok_or_else(|| format!("missing field {name:?}"));
     let number = |name: &str| -> std::result::Result<u64, String> {
-        field(name)?.parse().map_err(|_| format!("field {name:?} is not a whole number"))
+        field(name)?
+            .parse()
+            .map_err(|_| format!("field {name:?} is not a whole number"))
     };
     if number("activity")? != activity {
-        return Err(format!("field \"activity\" does not match stream of activity {activity}"));
+        return Err(format!(
+            "field \"activity\" does not match stream of activity {activity}"
+        ));
     }
     let quantity = number("quantity")?;
-    let quantity = u32::try_from(quantity).ok().filter(|q| *q >= 1).ok_or("field \"quantity\" out of range")?;
-    let price: Decimal = field("price")?.parse().map_err(|_| "field \"price\" is not a decimal".to_string())?;
+    let quantity = u32::try_from(quantity)
+        .ok()
+        .filter(|q| *q >= 1)
+        .ok_or("field \"quantity\" out of range")?;
+    let price: Decimal = field("price")?
+        .parse()
+        .map_err(|_| "field \"price\" is not a decimal".to_string())?;
     if price.is_sign_negative() {
         return Err("field \"price\" is negative".into());
     }
@@ -108,7 +117,9 @@ pub async fn persist(db: &Db, batch: &[Reservation], reason: &str) -> Result<Per
             }
         }
     }
-    Err(Error::Internal(format!("persisting gave up after {TX_ATTEMPTS} attempts: {last}")))
+    Err(Error::Internal(format!(
+        "persisting gave up after {TX_ATTEMPTS} attempts: {last}"
+    )))
 }
 
 fn classify(db: &Db, e: sqlx::Error) -> TxError {
@@ -129,30 +140,48 @@ async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::resul
         return Ok(out);
     }
     let mut tx = db.pool().begin().await.map_err(|e| TxError::Fail(db.err(e)))?;
-    let product_ids: Vec<u64> = batch.iter().map(|r| r.product_id).collect::<HashSet<_>>().into_iter().collect();
+    let product_ids: Vec<u64> = batch
+        .iter()
+        .map(|r| r.product_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let mut q = QueryBuilder::<MySql>::new("SELECT id, activity_id, version FROM products WHERE id IN ");
     q.push_tuples(&product_ids, |mut b, id| {
         b.push_bind(*id);
     });
-    let products: Vec<(u64, u64, u64)> =
-        q.build_query_as().fetch_all(&mut *tx).await.map_err(|e| classify(db, e))?;
+    let products: Vec<(u64, u64, u64)> = q
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| classify(db, e))?;
     let known: BTreeMap<u64, (u64, u64)> = products.into_iter().map(|(id, a, v)| (id, (a, v))).collect();
 
     let mut q = QueryBuilder::<MySql>::new("SELECT order_no FROM orders WHERE order_no IN ");
     q.push_tuples(batch, |mut b, r| {
         b.push_bind(&r.order_no);
     });
-    let existing: HashSet<String> =
-        q.build_query_scalar().fetch_all(&mut *tx).await.map_err(|e| classify(db, e))?.into_iter().collect();
+    let existing: HashSet<String> = q
+        .build_query_scalar()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| classify(db, e))?
+        .into_iter()
+        .collect();
 
     let mut fresh = Vec::new();
     let mut seen = HashSet::new();
     for r in batch {
         match known.get(&r.product_id) {
-            None => out.rejected.push((r.order_no.clone(), format!("product {} not in MySQL", r.product_id))),
+            None => out
+                .rejected
+                .push((r.order_no.clone(), format!("product {} not in MySQL", r.product_id))),
             Some((a, _)) if *a != r.activity_id => out.rejected.push((
                 r.order_no.clone(),
-                format!("product {} belongs to activity {a}, not {}", r.product_id, r.activity_id),
+                format!(
+                    "product {} belongs to activity {a}, not {}",
+                    r.product_id, r.activity_id
+                ),
             )),
             Some(_) if existing.contains(&r.order_no) || !seen.insert(&r.order_no) => out.duplicates += 1,
             Some(_) => fresh.push(r),
@@ -177,7 +206,9 @@ async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::resul
     }
     let mut per_product: BTreeMap<u64, (u64, u64, Vec<&str>)> = BTreeMap::new();
     for r in &fresh {
-        let e = per_product.entry(r.product_id).or_insert((r.activity_id, 0, Vec::new()));
+        let e = per_product
+            .entry(r.product_id)
+            .or_insert((r.activity_id, 0, Vec::new()));
         e.1 += u64::from(r.quantity);
         e.2.push(&r.entry_id);
     }
@@ -195,7 +226,9 @@ async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::resul
         .await
         .map_err(|e| classify(db, e))?;
         if updated.rows_affected() != 1 {
-            return Err(TxError::Retry(format!("product {product} changed concurrently (version {version})")));
+            return Err(TxError::Retry(format!(
+                "product {product} changed concurrently (version {version})"
+            )));
         }
         let reference = match ids.as_slice() {
             [one] => keys::order_no(*activity, one),

@@ -51,8 +51,18 @@ pub fn decode_entries(v: Value) -> Vec<Entry> {
         .filter_map(|e| {
             let mut parts = items(e).into_iter();
             let id = text(&parts.next()?)?;
-            let flat: Vec<String> = parts.next().map(items).unwrap_or_default().iter().filter_map(text).collect();
-            let fields = flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+            let flat: Vec<String> = parts
+                .next()
+                .map(items)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(text)
+                .collect();
+            let fields = flat
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect();
             Some(Entry { id, fields })
         })
         .collect()
@@ -138,8 +148,10 @@ pub async fn delivery_counts(
     consumer: &str,
     ids: &[&str],
 ) -> Result<HashMap<String, u64>> {
-    let (Some(first), Some(last)) = (ids.iter().min_by(|a, b| cmp_ids(a, b)), ids.iter().max_by(|a, b| cmp_ids(a, b)))
-    else {
+    let (Some(first), Some(last)) = (
+        ids.iter().min_by(|a, b| cmp_ids(a, b)),
+        ids.iter().max_by(|a, b| cmp_ids(a, b)),
+    ) else {
         return Ok(HashMap::new());
     };
     let reply: Value = redis::cmd("XPENDING")
@@ -175,17 +187,36 @@ pub fn parse_id(id: &str) -> (u64, u64) {
 }
 
 /// XACK.
-pub async fn ack(conn: &mut ConnectionManager, redis: &RedisClient, stream: &str, group: &str, ids: &[&str]) -> Result<()> {
+pub async fn ack(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    stream: &str,
+    group: &str,
+    ids: &[&str],
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let _: u64 = redis::cmd("XACK").arg(stream).arg(group).arg(ids).query_async(conn).await.map_err(|e| redis.err(e))?;
+    let _: u64 = redis::cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(ids)
+        .query_async(conn)
+        .await
+        .map_err(|e| redis.err(e))?;
     Ok(())
 }
 
 /// Resets the idle time of entries this consumer still holds (XCLAIM JUSTID does not count
 /// a delivery), so others do not reclaim them while it waits for MySQL to come back.
-pub async fn keep_alive(conn: &mut ConnectionManager, redis: &RedisClient, stream: &str, group: &str, consumer: &str, ids: &[&str]) -> Result<()> {
+pub async fn keep_alive(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[&str],
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }

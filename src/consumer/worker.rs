@@ -50,7 +50,11 @@ const BACKLOG_REFRESH: Duration = Duration::from_secs(5);
 /// Runs a consumer until `shutdown` resolves (the batch in hand is finished and acked
 /// first) or, with `once`, until nothing is left to persist. MySQL and Redis outages are
 /// waited out with backoff; they never end the loop.
-pub async fn run(config: &Config, opts: ConsumerOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ConsumerReport> {
+pub async fn run(
+    config: &Config,
+    opts: ConsumerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ConsumerReport> {
     run_with_metrics(config, opts, None, shutdown).await
 }
 
@@ -73,13 +77,21 @@ pub async fn run_with_metrics(
     let base = Duration::from_millis(config.consumer.retry_base_ms);
     let mut stop_wait = stop.clone();
     let (redis, reader) = loop {
-        let connected = async { Ok::<_, crate::Error>((RedisClient::connect(config).await?, RedisClient::connect(&reader_config).await?)) };
+        let connected = async {
+            Ok::<_, crate::Error>((
+                RedisClient::connect(config).await?,
+                RedisClient::connect(&reader_config).await?,
+            ))
+        };
         match connected.await {
             Ok(pair) => break pair,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach Redis; retrying");
                 if sleep_or_stop(&mut stop_wait, base).await {
-                    return Ok(ConsumerReport { name: opts.name, ..Default::default() });
+                    return Ok(ConsumerReport {
+                        name: opts.name,
+                        ..Default::default()
+                    });
                 }
             }
         }
@@ -88,7 +100,13 @@ pub async fn run_with_metrics(
     let (_done, done) = watch::channel(false);
     let stats = match metrics {
         Some(registry) => {
-            spawn_backlog_refresh(redis.clone(), config.consumer.group.clone(), registry.clone(), BACKLOG_REFRESH, done);
+            spawn_backlog_refresh(
+                redis.clone(),
+                config.consumer.group.clone(),
+                registry.clone(),
+                BACKLOG_REFRESH,
+                done,
+            );
             ConsumerMetrics::new(registry)
         }
         None => ConsumerMetrics::noop(),
@@ -97,7 +115,10 @@ pub async fn run_with_metrics(
         stats,
         db: Db::connect_lazy(config)?,
         config: config.clone(),
-        report: ConsumerReport { name: opts.name.clone(), ..Default::default() },
+        report: ConsumerReport {
+            name: opts.name.clone(),
+            ..Default::default()
+        },
         opts,
         redis,
         reader,
@@ -200,8 +221,16 @@ impl Worker {
             }
         }
         self.no_streams = streams.is_empty();
-        let (batch, group, name) = (self.opts.batch, self.config.consumer.group.clone(), self.opts.name.clone());
-        let min_idle = if self.opts.once { 0 } else { self.config.consumer.claim_idle_ms };
+        let (batch, group, name) = (
+            self.opts.batch,
+            self.config.consumer.group.clone(),
+            self.opts.name.clone(),
+        );
+        let min_idle = if self.opts.once {
+            0
+        } else {
+            self.config.consumer.claim_idle_ms
+        };
         let mut held = Vec::new();
         let mut drained = true;
         for (activity, s) in &streams {
@@ -210,7 +239,17 @@ impl Worker {
                 break;
             }
             let start = self.cursors.get(activity).cloned().unwrap_or_else(|| "0-0".into());
-            let claimed = stream::autoclaim(&mut conn, &self.redis, s, &group, &name, min_idle, &start, batch - held.len()).await;
+            let claimed = stream::autoclaim(
+                &mut conn,
+                &self.redis,
+                s,
+                &group,
+                &name,
+                min_idle,
+                &start,
+                batch - held.len(),
+            )
+            .await;
             let (next, entries) = match claimed {
                 Err(e) if e.to_string().contains("NOGROUP") => {
                     crate::queue::ensure_group(&self.redis, *activity, &group).await?;
@@ -230,14 +269,28 @@ impl Worker {
             self.report.reclaimed += entries.len() as u64;
             for entry in entries {
                 let deliveries = counts.get(&entry.id).copied().unwrap_or(1);
-                held.push(Held { activity: *activity, stream: s.clone(), entry, deliveries });
+                held.push(Held {
+                    activity: *activity,
+                    stream: s.clone(),
+                    entry,
+                    deliveries,
+                });
             }
         }
         if held.len() < batch && !streams.is_empty() {
             let block = (held.is_empty() && !self.opts.once).then_some(self.config.consumer.block_ms);
             let names: Vec<String> = streams.iter().map(|(_, s)| s.clone()).collect();
             let mut reader = self.reader.conn();
-            let read = stream::read_new(&mut reader, &self.reader, &group, &name, &names, batch - held.len(), block).await;
+            let read = stream::read_new(
+                &mut reader,
+                &self.reader,
+                &group,
+                &name,
+                &names,
+                batch - held.len(),
+                block,
+            )
+            .await;
             let read = match read {
                 Err(e) if e.to_string().contains("NOGROUP") => {
                     for (activity, _) in &streams {
@@ -248,9 +301,16 @@ impl Worker {
                 other => other?,
             };
             for (s, entries) in read {
-                let Some((activity, _)) = streams.iter().find(|(_, n)| *n == s) else { continue };
+                let Some((activity, _)) = streams.iter().find(|(_, n)| *n == s) else {
+                    continue;
+                };
                 for entry in entries {
-                    held.push(Held { activity: *activity, stream: s.clone(), entry, deliveries: 1 });
+                    held.push(Held {
+                        activity: *activity,
+                        stream: s.clone(),
+                        entry,
+                        deliveries: 1,
+                    });
                 }
             }
         }
@@ -285,7 +345,13 @@ impl Worker {
                 Ok(done) => break done,
                 Err(e) => {
                     self.keep_alive(&held).await;
-                    if self.failed(&format!("persisting {} orders failed; they stay pending", reservations.len()), &e).await {
+                    if self
+                        .failed(
+                            &format!("persisting {} orders failed; they stay pending", reservations.len()),
+                            &e,
+                        )
+                        .await
+                    {
                         self.report.left_pending += held.len() as u64;
                         return false;
                     }
@@ -322,13 +388,25 @@ impl Worker {
         for (i, why) in rejected {
             let h = &held[i];
             if h.deliveries >= self.config.consumer.max_deliveries {
-                match dlq::bury(&self.redis, h.activity, &group, &self.opts.name, &h.entry, &why, h.deliveries).await {
+                match dlq::bury(
+                    &self.redis,
+                    h.activity,
+                    &group,
+                    &self.opts.name,
+                    &h.entry,
+                    &why,
+                    h.deliveries,
+                )
+                .await
+                {
                     Ok(()) => {
                         self.report.dead_lettered += 1;
                         self.stats.dead_lettered.increment(1);
                         tracing::error!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "entry moved to the dead-letter stream");
                     }
-                    Err(e) => tracing::warn!(error = %e, entry = %h.entry.id, "could not move entry to the dead-letter stream; it stays pending"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, entry = %h.entry.id, "could not move entry to the dead-letter stream; it stays pending")
+                    }
                 }
             } else {
                 tracing::warn!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "entry cannot be persisted; left pending for another try");
@@ -341,18 +419,33 @@ impl Worker {
         self.stats.persisted.increment(done.inserted);
         self.stats.duplicates.increment(done.duplicates);
         self.stats.batch_seconds.record(started.elapsed().as_secs_f64());
-        tracing::debug!(inserted = done.inserted, duplicates = done.duplicates, "batch persisted");
+        tracing::debug!(
+            inserted = done.inserted,
+            duplicates = done.duplicates,
+            "batch persisted"
+        );
         true
     }
 
     async fn keep_alive(&self, held: &[Held]) {
         let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
         for h in held {
-            by_stream.entry(h.stream.as_str()).or_default().push(h.entry.id.as_str());
+            by_stream
+                .entry(h.stream.as_str())
+                .or_default()
+                .push(h.entry.id.as_str());
         }
         let mut conn: ConnectionManager = self.redis.conn();
         for (s, ids) in by_stream {
-            let kept = stream::keep_alive(&mut conn, &self.redis, s, &self.config.consumer.group, &self.opts.name, &ids).await;
+            let kept = stream::keep_alive(
+                &mut conn,
+                &self.redis,
+                s,
+                &self.config.consumer.group,
+                &self.opts.name,
+                &ids,
+            )
+            .await;
             if let Err(e) = kept {
                 tracing::debug!(error = %e, "keep-alive of held entries failed");
             }

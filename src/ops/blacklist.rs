@@ -62,7 +62,10 @@ pub async fn list(db: &Db) -> Result<Vec<Entry>> {
 
 async fn mirror(redis: &RedisClient, user: &str, barred: bool) -> Result<()> {
     let mut conn = redis.conn();
-    let activities: Vec<u64> = conn.smembers(redis.keys().activities()).await.map_err(|e| redis.err(e))?;
+    let activities: Vec<u64> = conn
+        .smembers(redis.keys().activities())
+        .await
+        .map_err(|e| redis.err(e))?;
     let mut pipe = redis::pipe();
     for activity in activities {
         let key = redis.keys().blacklist(activity);

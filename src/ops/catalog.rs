@@ -84,7 +84,9 @@ fn check_name(name: &str) -> Result<()> {
 
 fn check_window(start_at: DateTime<Utc>, end_at: DateTime<Utc>) -> Result<()> {
     if end_at <= start_at {
-        return Err(Error::invalid(format!("end ({end_at}) must be after start ({start_at})")));
+        return Err(Error::invalid(format!(
+            "end ({end_at}) must be after start ({start_at})"
+        )));
     }
     Ok(())
 }
@@ -195,14 +197,20 @@ pub async fn delete_activity(db: &Db, id: u64) -> Result<Activity> {
         .await
         .map_err(|e| db.err(e))?;
     if orders > 0 {
-        return Err(Error::refused(format!("activity {id} has {orders} orders; it is kept as their record")));
+        return Err(Error::refused(format!(
+            "activity {id} has {orders} orders; it is kept as their record"
+        )));
     }
     for sql in [
         "DELETE FROM stock_ledger WHERE activity_id = ?",
         "DELETE FROM products WHERE activity_id = ?",
         "DELETE FROM activities WHERE id = ?",
     ] {
-        sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(|e| db.err(e))?;
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db.err(e))?;
     }
     tx.commit().await.map_err(|e| db.err(e))?;
     Ok(activity)
@@ -325,7 +333,9 @@ pub async fn delete_product(db: &Db, id: u64) -> Result<Product> {
         .await
         .map_err(|e| db.err(e))?;
     if orders > 0 {
-        return Err(Error::refused(format!("product {id} has {orders} orders; it is kept as their record")));
+        return Err(Error::refused(format!(
+            "product {id} has {orders} orders; it is kept as their record"
+        )));
     }
     sqlx::query("DELETE FROM stock_ledger WHERE product_id = ?")
         .bind(id)

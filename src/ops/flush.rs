@@ -21,7 +21,13 @@ pub struct FlushReport {
 /// Removes the activity's keys. Refuses while MySQL says it is online, unless `force`.
 /// Reservations still in its stream are lost to Redis, so it also refuses while any wait
 /// to be persisted, unless `force`.
-pub async fn flush(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id: u64, force: bool) -> Result<FlushReport> {
+pub async fn flush(
+    db: &Db,
+    redis: &RedisClient,
+    consumer_group: &str,
+    activity_id: u64,
+    force: bool,
+) -> Result<FlushReport> {
     let activity = catalog::get_activity(db, activity_id).await?;
     if activity.status() == ActivityStatus::Online && !force {
         return Err(Error::refused(format!(
@@ -37,7 +43,10 @@ pub async fn flush(db: &Db, redis: &RedisClient, consumer_group: &str, activity_
     }
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.map_err(|e| redis.err(e))?;
+    let product_ids: Vec<u64> = conn
+        .smembers(keys.products(activity_id))
+        .await
+        .map_err(|e| redis.err(e))?;
     let mut removed = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -59,9 +68,15 @@ pub async fn flush(db: &Db, redis: &RedisClient, consumer_group: &str, activity_
         }
         cursor = next;
     }
-    let () = conn.srem(keys.activities(), activity_id).await.map_err(|e| redis.err(e))?;
+    let () = conn
+        .srem(keys.activities(), activity_id)
+        .await
+        .map_err(|e| redis.err(e))?;
     if !product_ids.is_empty() {
-        let () = conn.hdel(keys.product_activity(), &product_ids).await.map_err(|e| redis.err(e))?;
+        let () = conn
+            .hdel(keys.product_activity(), &product_ids)
+            .await
+            .map_err(|e| redis.err(e))?;
     }
     removed.sort();
     removed.dedup();

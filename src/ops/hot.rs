@@ -68,13 +68,12 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
     .fetch_all(db.pool())
     .await
     .map_err(|e| db.err(e))?;
-    let released: Vec<String> = sqlx::query_scalar(
-        "SELECT order_no FROM orders WHERE activity_id = ? AND status IN ('cancelled', 'expired')",
-    )
-    .bind(activity_id)
-    .fetch_all(db.pool())
-    .await
-    .map_err(|e| db.err(e))?;
+    let released: Vec<String> =
+        sqlx::query_scalar("SELECT order_no FROM orders WHERE activity_id = ? AND status IN ('cancelled', 'expired')")
+            .bind(activity_id)
+            .fetch_all(db.pool())
+            .await
+            .map_err(|e| db.err(e))?;
     let blacklist: Vec<String> = sqlx::query_scalar("SELECT user_id FROM blacklist")
         .fetch_all(db.pool())
         .await
@@ -99,7 +98,9 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         .arg(activity.end_at.timestamp_millis())
         .arg(products.len());
     for p in &products {
-        invocation.key(keys.product(activity_id, p.id)).key(keys.bought(activity_id, p.id));
+        invocation
+            .key(keys.product(activity_id, p.id))
+            .key(keys.bought(activity_id, p.id));
         invocation
             .arg(p.id)
             .arg(p.total_stock - p.sold)
@@ -129,7 +130,10 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
     for p in &products {
         let holders = by_product.remove(&p.id).unwrap_or_default();
         for chunk in holders.chunks(CHUNK) {
-            let () = conn.hset_multiple(keys.bought(activity_id, p.id), chunk).await.map_err(|e| redis.err(e))?;
+            let () = conn
+                .hset_multiple(keys.bought(activity_id, p.id), chunk)
+                .await
+                .map_err(|e| redis.err(e))?;
         }
         conn.hset::<_, _, _, ()>(keys.product_activity(), p.id, activity_id)
             .await
@@ -138,14 +142,26 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
     }
     bar.finish_and_clear();
     for chunk in blacklist.chunks(CHUNK) {
-        let () = conn.sadd(keys.blacklist(activity_id), chunk).await.map_err(|e| redis.err(e))?;
+        let () = conn
+            .sadd(keys.blacklist(activity_id), chunk)
+            .await
+            .map_err(|e| redis.err(e))?;
     }
     for chunk in released.chunks(CHUNK) {
-        let () = conn.sadd(keys.released(activity_id), chunk).await.map_err(|e| redis.err(e))?;
+        let () = conn
+            .sadd(keys.released(activity_id), chunk)
+            .await
+            .map_err(|e| redis.err(e))?;
     }
     queue::ensure_group(redis, activity_id, consumer_group).await?;
-    let () = conn.sadd(keys.activities(), activity_id).await.map_err(|e| redis.err(e))?;
-    let () = conn.hset(keys.activity(activity_id), "preheated_at", snapshot_ms).await.map_err(|e| redis.err(e))?;
+    let () = conn
+        .sadd(keys.activities(), activity_id)
+        .await
+        .map_err(|e| redis.err(e))?;
+    let () = conn
+        .hset(keys.activity(activity_id), "preheated_at", snapshot_ms)
+        .await
+        .map_err(|e| redis.err(e))?;
 
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     for p in &products {

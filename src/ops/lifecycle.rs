@@ -18,7 +18,9 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
         return Err(Error::refused(format!("activity {activity_id} has ended")));
     }
     let preheated_at = preheated_at(redis, activity_id).await?.ok_or_else(|| {
-        Error::refused(format!("activity {activity_id} is not preheated; run `seckill hot {activity_id}` first"))
+        Error::refused(format!(
+            "activity {activity_id} is not preheated; run `seckill hot {activity_id}` first"
+        ))
     })?;
     let changed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM products WHERE activity_id = ? AND updated_at >= FROM_UNIXTIME(? / 1000)",
@@ -41,8 +43,11 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| db.err(e))?;
-    let mut in_redis: Vec<u64> =
-        redis.conn().smembers(redis.keys().products(activity_id)).await.map_err(|e| redis.err(e))?;
+    let mut in_redis: Vec<u64> = redis
+        .conn()
+        .smembers(redis.keys().products(activity_id))
+        .await
+        .map_err(|e| redis.err(e))?;
     in_mysql.sort_unstable();
     in_redis.sort_unstable();
     if in_mysql != in_redis {
@@ -69,13 +74,15 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
 
 /// Pauses the sale (`end == false`; `start` resumes it) or ends it for good.
 pub async fn stop(db: &Db, redis: &RedisClient, activity_id: u64, end: bool) -> Result<Activity> {
-    let target = if end { ActivityStatus::Ended } else { ActivityStatus::Paused };
+    let target = if end {
+        ActivityStatus::Ended
+    } else {
+        ActivityStatus::Paused
+    };
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
     match (activity.status(), target) {
-        (ActivityStatus::Ended, _) => {
-            return Err(Error::refused(format!("activity {activity_id} has already ended")))
-        }
+        (ActivityStatus::Ended, _) => return Err(Error::refused(format!("activity {activity_id} has already ended"))),
         (ActivityStatus::Draft, ActivityStatus::Paused) | (ActivityStatus::Paused, ActivityStatus::Paused) => {
             return Err(Error::refused(format!(
                 "activity {activity_id} is {}, not online",

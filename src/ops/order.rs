@@ -29,7 +29,11 @@ pub async fn get(db: &Db, order_no: &str) -> Result<Order> {
         .fetch_optional(db.pool())
         .await
         .map_err(|e| db.err(e))?
-        .ok_or_else(|| Error::not_found(format!("order {order_no} (a reservation still queued has no order yet)")))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "order {order_no} (a reservation still queued has no order yet)"
+            ))
+        })
 }
 
 /// Filters of [`list`].
@@ -87,12 +91,26 @@ pub async fn pay(db: &Db, order_no: &str) -> Result<Transition> {
         .await
         .map_err(|e| db.err(e))?;
     if updated.rows_affected() == 1 {
-        return Ok(Transition { order_no: order_no.into(), from: "pending".into(), to: "paid".into(), changed: true, released: None });
+        return Ok(Transition {
+            order_no: order_no.into(),
+            from: "pending".into(),
+            to: "paid".into(),
+            changed: true,
+            released: None,
+        });
     }
     let order = get(db, order_no).await?;
     match order.status.as_str() {
-        "paid" => Ok(Transition { order_no: order_no.into(), from: "paid".into(), to: "paid".into(), changed: false, released: None }),
-        other => Err(Error::refused(format!("order {order_no} is {other} and cannot be paid"))),
+        "paid" => Ok(Transition {
+            order_no: order_no.into(),
+            from: "paid".into(),
+            to: "paid".into(),
+            changed: false,
+            released: None,
+        }),
+        other => Err(Error::refused(format!(
+            "order {order_no} is {other} and cannot be paid"
+        ))),
     }
 }
 
@@ -104,9 +122,18 @@ pub async fn cancel(db: &Db, redis: &RedisClient, order_no: &str) -> Result<Tran
         None => {
             let now = get(db, order_no).await?;
             if now.status == "cancelled" {
-                return Ok(Transition { order_no: order_no.into(), from: "cancelled".into(), to: "cancelled".into(), changed: false, released: None });
+                return Ok(Transition {
+                    order_no: order_no.into(),
+                    from: "cancelled".into(),
+                    to: "cancelled".into(),
+                    changed: false,
+                    released: None,
+                });
             }
-            Err(Error::refused(format!("order {order_no} is {} and cannot be cancelled", now.status)))
+            Err(Error::refused(format!(
+                "order {order_no} is {} and cannot be cancelled",
+                now.status
+            )))
         }
     }
 }
@@ -134,7 +161,10 @@ pub async fn expire(db: &Db, redis: &RedisClient, older_than: Duration, activity
     }
     q.push(" ORDER BY id");
     let orders: Vec<Order> = q.build_query_as().fetch_all(db.pool()).await.map_err(|e| db.err(e))?;
-    let mut report = ExpireReport { candidates: orders.len() as u64, ..Default::default() };
+    let mut report = ExpireReport {
+        candidates: orders.len() as u64,
+        ..Default::default()
+    };
     for order in &orders {
         match release(db, redis, order, OrderStatus::Expired, "expire").await? {
             Some(t) => report.expired.push(t),
@@ -146,7 +176,13 @@ pub async fn expire(db: &Db, redis: &RedisClient, older_than: Duration, activity
 
 /// Moves `order` from pending to `to` and takes its units off `products.sold`, in one
 /// transaction; then returns them in Redis. `None` when the order was no longer pending.
-async fn release(db: &Db, redis: &RedisClient, order: &Order, to: OrderStatus, why: &str) -> Result<Option<Transition>> {
+async fn release(
+    db: &Db,
+    redis: &RedisClient,
+    order: &Order,
+    to: OrderStatus,
+    why: &str,
+) -> Result<Option<Transition>> {
     let mut won = false;
     for attempt in 0..ATTEMPTS {
         let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
@@ -201,18 +237,40 @@ async fn release(db: &Db, redis: &RedisClient, order: &Order, to: OrderStatus, w
             order.order_no, order.product_id
         )));
     }
-    let released = match return_units(redis, order.activity_id, order.product_id, &order.order_no, &order.user_id, order.quantity).await {
+    let released = match return_units(
+        redis,
+        order.activity_id,
+        order.product_id,
+        &order.order_no,
+        &order.user_id,
+        order.quantity,
+    )
+    .await
+    {
         Ok(r) => (r >= 0).then_some(r == 1),
         Err(e) => {
             tracing::warn!(order = %order.order_no, error = %e, "units not yet back on sale; `seckill reconcile --fix` finishes it");
             Some(false)
         }
     };
-    Ok(Some(Transition { order_no: order.order_no.clone(), from: "pending".into(), to: to.as_str().into(), changed: true, released }))
+    Ok(Some(Transition {
+        order_no: order.order_no.clone(),
+        from: "pending".into(),
+        to: to.as_str().into(),
+        changed: true,
+        released,
+    }))
 }
 
 /// Runs `release.lua` for a cancelled or expired order: 1 released now, 0 already, -1 not loaded.
-pub async fn return_units(redis: &RedisClient, activity: u64, product: u64, order_no: &str, user: &str, quantity: u32) -> Result<i64> {
+pub async fn return_units(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    order_no: &str,
+    user: &str,
+    quantity: u32,
+) -> Result<i64> {
     let keys = redis.keys();
     let mut conn = redis.conn();
     scripts::RELEASE

@@ -70,11 +70,16 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
 
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let redis_activity: HashMap<String, String> =
-        conn.hgetall(keys.activity(activity_id)).await.map_err(|e| redis.err(e))?;
+    let redis_activity: HashMap<String, String> = conn
+        .hgetall(keys.activity(activity_id))
+        .await
+        .map_err(|e| redis.err(e))?;
     let mut pipe = redis::pipe();
     for p in &products {
-        pipe.cmd("HMGET").arg(keys.product(activity_id, p.id)).arg("stock").arg("sold");
+        pipe.cmd("HMGET")
+            .arg(keys.product(activity_id, p.id))
+            .arg("stock")
+            .arg("sold");
     }
     let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
     let unpersisted = queue::backlog(redis, activity_id, consumer_group).await?;
@@ -88,7 +93,10 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
                 .filter(|(product, _, _)| *product == p.id)
                 .map(|(_, status, n)| (status.clone(), *n))
                 .collect();
-            let orders = ["pending", "paid"].iter().filter_map(|s| orders_by_status.get(*s)).sum();
+            let orders = ["pending", "paid"]
+                .iter()
+                .filter_map(|s| orders_by_status.get(*s))
+                .sum();
             ProductState {
                 id: p.id,
                 name: p.name,

@@ -25,13 +25,19 @@ pub struct StockChange {
     pub redis_stock: Option<i64>,
 }
 
-async fn lock_product(db: &Db, tx: &mut sqlx::Transaction<'_, sqlx::MySql>, product_id: u64) -> Result<(u64, i64, i64)> {
-    sqlx::query_as("SELECT activity_id, CAST(total_stock AS SIGNED), CAST(sold AS SIGNED) FROM products WHERE id = ? FOR UPDATE")
-        .bind(product_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| db.err(e))?
-        .ok_or_else(|| Error::not_found(format!("product {product_id}")))
+async fn lock_product(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    product_id: u64,
+) -> Result<(u64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT activity_id, CAST(total_stock AS SIGNED), CAST(sold AS SIGNED) FROM products WHERE id = ? FOR UPDATE",
+    )
+    .bind(product_id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| db.err(e))?
+    .ok_or_else(|| Error::not_found(format!("product {product_id}")))
 }
 
 fn not_loaded(e: &redis::RedisError) -> bool {
@@ -56,7 +62,16 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         Err(e) if not_loaded(&e) => None,
         Err(e) => return Err(redis.err(e)),
     };
-    let written = write(db, &mut tx, activity, product_id, i64::from(units), "adjust", "stock add").await;
+    let written = write(
+        db,
+        &mut tx,
+        activity,
+        product_id,
+        i64::from(units),
+        "adjust",
+        "stock add",
+    )
+    .await;
     let committed = match written {
         Ok(()) => tx.commit().await.map_err(|e| db.err(e)),
         Err(e) => Err(e),
@@ -75,7 +90,13 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         }
         return Err(e);
     }
-    Ok(StockChange { product_id, activity_id: activity, delta: i64::from(units), total_stock: total + i64::from(units), redis_stock })
+    Ok(StockChange {
+        product_id,
+        activity_id: activity,
+        delta: i64::from(units),
+        total_stock: total + i64::from(units),
+        redis_stock,
+    })
 }
 
 /// Withdraws every unit of the product still on sale (Redis stock to 0, totals reduced by
@@ -95,12 +116,35 @@ pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<S
     };
     // Once Redis withdrew the units they must not come back; a MySQL failure here leaves
     // MySQL's total too high (reported by reconcile as drift), never stock on sale twice.
-    write(db, &mut tx, activity, product_id, -withdrawn, "sold_out", "source sold out").await?;
+    write(
+        db,
+        &mut tx,
+        activity,
+        product_id,
+        -withdrawn,
+        "sold_out",
+        "source sold out",
+    )
+    .await?;
     tx.commit().await.map_err(|e| db.err(e))?;
-    Ok(StockChange { product_id, activity_id: activity, delta: -withdrawn, total_stock: total - withdrawn, redis_stock })
+    Ok(StockChange {
+        product_id,
+        activity_id: activity,
+        delta: -withdrawn,
+        total_stock: total - withdrawn,
+        redis_stock,
+    })
 }
 
-async fn write(db: &Db, tx: &mut sqlx::Transaction<'_, sqlx::MySql>, activity: u64, product: u64, delta: i64, op: &str, reason: &str) -> Result<()> {
+async fn write(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    activity: u64,
+    product: u64,
+    delta: i64,
+    op: &str,
+    reason: &str,
+) -> Result<()> {
     sqlx::query(
         "UPDATE products SET total_stock = CAST(total_stock AS SIGNED) + ?, version = version + 1, \
          updated_at = updated_at WHERE id = ?",

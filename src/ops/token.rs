@@ -112,12 +112,18 @@ pub async fn register(
         let mut invocation = scripts::ISSUE_TOKEN.prepare_invoke();
         invocation.arg(ttl_secs);
         for user in chunk {
-            invocation.key(keys.token(activity, user)).arg(signer.sign(activity, user, expiry));
+            invocation
+                .key(keys.token(activity, user))
+                .arg(signer.sign(activity, user, expiry));
         }
         let tokens: Vec<String> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
         for (user, token) in chunk.iter().zip(tokens) {
             let expires_at = expiry_of(&token).unwrap_or(expiry);
-            out.push(IssuedToken { user_id: user.clone(), token, expires_at });
+            out.push(IssuedToken {
+                user_id: user.clone(),
+                token,
+                expires_at,
+            });
         }
         progress(chunk.len() as u64);
     }
@@ -128,7 +134,10 @@ pub async fn register(
 pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
     validate_user_id(user)?;
     let mut conn = redis.conn();
-    let removed: u64 = conn.del(redis.keys().token(activity, user)).await.map_err(|e| redis.err(e))?;
+    let removed: u64 = conn
+        .del(redis.keys().token(activity, user))
+        .await
+        .map_err(|e| redis.err(e))?;
     Ok(removed > 0)
 }
 
@@ -139,16 +148,25 @@ pub fn parse_range(range: &str) -> Result<Vec<String>> {
     let first: u64 = first.trim().parse().map_err(|_| bad())?;
     let last: u64 = last.trim().parse().map_err(|_| bad())?;
     if first > last || last - first >= 10_000_000 {
-        return Err(Error::invalid(format!("range {range:?}: FIRST must not exceed LAST (at most 10,000,000 users)")));
+        return Err(Error::invalid(format!(
+            "range {range:?}: FIRST must not exceed LAST (at most 10,000,000 users)"
+        )));
     }
     Ok((first..=last).map(|n| n.to_string()).collect())
 }
 
 /// Reads user ids from a file, one per line; blank lines are skipped.
 pub fn read_users(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-    let users: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let users: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     for (i, user) in users.iter().enumerate() {
         validate_user_id(user).map_err(|e| Error::invalid(format!("{}: user {}: {e}", path.display(), i + 1)))?;
     }

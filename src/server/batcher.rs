@@ -48,7 +48,14 @@ pub struct Batchers {
 impl Batchers {
     /// Batchers on `redis`; a script call not answered within `timeout` fails its batch.
     pub fn new(redis: RedisClient, batch_max: usize, pipeline: usize, timeout: Duration) -> Self {
-        Batchers { redis, batch_max, pipeline, timeout, batch_sizes: Histogram::noop(), senders: RwLock::default() }
+        Batchers {
+            redis,
+            batch_max,
+            pipeline,
+            timeout,
+            batch_sizes: Histogram::noop(),
+            senders: RwLock::default(),
+        }
     }
 
     /// Records the size of every batch in `histogram`.
@@ -86,7 +93,12 @@ impl Batchers {
             .or_insert_with(|| {
                 // Unbounded is safe: admission caps the requests that can be queued.
                 let (tx, rx) = mpsc::unbounded_channel();
-                let batch = Batch { max: self.batch_max, pipeline: self.pipeline, timeout: self.timeout, sizes: self.batch_sizes.clone() };
+                let batch = Batch {
+                    max: self.batch_max,
+                    pipeline: self.pipeline,
+                    timeout: self.timeout,
+                    sizes: self.batch_sizes.clone(),
+                };
                 tokio::spawn(run(self.redis.clone(), activity, rx, batch));
                 tx
             })
@@ -103,10 +115,17 @@ struct Batch {
 }
 
 async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<Job>, batch: Batch) {
-    let Batch { max: batch_max, pipeline, timeout, sizes } = batch;
+    let Batch {
+        max: batch_max,
+        pipeline,
+        timeout,
+        sizes,
+    } = batch;
     let slots = Arc::new(Semaphore::new(pipeline));
     while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         // Drained only once a slot is free: whatever arrived meanwhile joins this batch.
         let mut purchases = Vec::with_capacity(batch_max.min(64));
         let mut replies = Vec::with_capacity(batch_max.min(64));

@@ -43,7 +43,12 @@ struct Body<'a> {
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError { status, code, message: message.into(), body: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            body: None,
+        }
     }
 
     /// `bad_request` (400).
@@ -64,7 +69,12 @@ impl ApiError {
     /// `too_many_requests` (429).
     pub fn too_many_requests() -> Self {
         let body = static_body!("too_many_requests", "rate limit exceeded, slow down");
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "rate limit exceeded, slow down").with_body(body)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "rate limit exceeded, slow down",
+        )
+        .with_body(body)
     }
 
     fn with_body(mut self, body: &'static str) -> Self {
@@ -91,7 +101,11 @@ impl ApiError {
             Outcome::Paused => refusal!(FORBIDDEN, "paused", "the sale is paused"),
             Outcome::Ended => refusal!(FORBIDDEN, "ended", "the sale has ended"),
             Outcome::Blacklisted => refusal!(FORBIDDEN, "blacklisted", "this user may not buy"),
-            Outcome::InvalidToken => refusal!(UNAUTHORIZED, "invalid_token", "missing, invalid, expired or revoked token"),
+            Outcome::InvalidToken => refusal!(
+                UNAUTHORIZED,
+                "invalid_token",
+                "missing, invalid, expired or revoked token"
+            ),
             Outcome::BadRequest => refusal!(BAD_REQUEST, "bad_request", "invalid quantity"),
             Outcome::LimitExceeded => refusal!(CONFLICT, "limit_exceeded", "over the per-order or per-user limit"),
             Outcome::SoldOut => refusal!(CONFLICT, "sold_out", "sold out"),
@@ -106,7 +120,14 @@ impl IntoResponse for ApiError {
         super::metrics::set_result_code(self.code);
         match self.body {
             Some(body) => (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-            None => (self.status, Json(Body { error: self.code, message: &self.message })).into_response(),
+            None => (
+                self.status,
+                Json(Body {
+                    error: self.code,
+                    message: &self.message,
+                }),
+            )
+                .into_response(),
         }
     }
 }
@@ -136,7 +157,11 @@ pub async fn no_route() -> ApiError {
 
 /// Fallback for a known route with the wrong method.
 pub async fn wrong_method() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
 }
 
 #[cfg(test)]
@@ -146,11 +171,26 @@ mod tests {
     #[test]
     fn static_bodies_are_what_serde_would_write() {
         let outcomes = [
-            Outcome::NotFound, Outcome::NotStarted, Outcome::Paused, Outcome::Ended, Outcome::Blacklisted,
-            Outcome::InvalidToken, Outcome::BadRequest, Outcome::LimitExceeded, Outcome::SoldOut,
+            Outcome::NotFound,
+            Outcome::NotStarted,
+            Outcome::Paused,
+            Outcome::Ended,
+            Outcome::Blacklisted,
+            Outcome::InvalidToken,
+            Outcome::BadRequest,
+            Outcome::LimitExceeded,
+            Outcome::SoldOut,
         ];
-        for e in outcomes.into_iter().map(ApiError::from_outcome).chain([ApiError::too_many_requests()]) {
-            let expected = serde_json::to_string(&Body { error: e.code, message: &e.message }).unwrap();
+        for e in outcomes
+            .into_iter()
+            .map(ApiError::from_outcome)
+            .chain([ApiError::too_many_requests()])
+        {
+            let expected = serde_json::to_string(&Body {
+                error: e.code,
+                message: &e.message,
+            })
+            .unwrap();
             assert_eq!(e.body, Some(expected.as_str()));
         }
     }

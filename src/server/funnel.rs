@@ -37,7 +37,11 @@ pub struct Catalog {
 impl Catalog {
     /// An empty map; sold-out answers are cached for `sold_out_cache_ms`.
     pub fn new(sold_out_cache_ms: u64) -> Self {
-        Catalog { slots: RwLock::default(), epoch: Instant::now(), sold_out_for_ms: sold_out_cache_ms }
+        Catalog {
+            slots: RwLock::default(),
+            epoch: Instant::now(),
+            sold_out_for_ms: sold_out_cache_ms,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -46,7 +50,11 @@ impl Catalog {
 
     /// The product, if already known.
     pub fn get(&self, product: u64) -> Option<Arc<ProductSlot>> {
-        self.slots.read().unwrap_or_else(|e| e.into_inner()).get(&product).cloned()
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&product)
+            .cloned()
     }
 
     /// Remembers that `product` belongs to `activity` (`remaining`: its stock gauge).
@@ -54,7 +62,13 @@ impl Catalog {
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         slots
             .entry(product)
-            .or_insert_with(|| Arc::new(ProductSlot { activity, sold_out_until: AtomicU64::new(0), remaining }))
+            .or_insert_with(|| {
+                Arc::new(ProductSlot {
+                    activity,
+                    sold_out_until: AtomicU64::new(0),
+                    remaining,
+                })
+            })
             .clone()
     }
 
@@ -66,7 +80,8 @@ impl Catalog {
     /// Records Redis's answer "sold out, 0 remaining".
     pub fn mark_sold_out(&self, slot: &ProductSlot) {
         if self.sold_out_for_ms > 0 {
-            slot.sold_out_until.store(self.now_ms() + self.sold_out_for_ms, Ordering::Relaxed);
+            slot.sold_out_until
+                .store(self.now_ms() + self.sold_out_for_ms, Ordering::Relaxed);
         }
     }
 }
@@ -119,7 +134,11 @@ impl Limits {
             let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
             RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
         });
-        Limits { global, per_user, hasher: RandomState::new() }
+        Limits {
+            global,
+            per_user,
+            hasher: RandomState::new(),
+        }
     }
 
     /// Takes one request from both buckets; `false` means too many requests.
@@ -207,7 +226,9 @@ impl Breaker {
             BreakerState::Closed { failures } if failures + 1 < self.threshold => {
                 BreakerState::Closed { failures: failures + 1 }
             }
-            _ => BreakerState::Open { until: Instant::now() + self.open_for },
+            _ => BreakerState::Open {
+                until: Instant::now() + self.open_for,
+            },
         };
     }
 
@@ -263,7 +284,11 @@ mod tests {
 
     #[test]
     fn per_user_limit() {
-        let l = Limits::new(&FunnelConfig { per_user_rps: 1, per_user_burst: 2, ..FunnelConfig::default() });
+        let l = Limits::new(&FunnelConfig {
+            per_user_rps: 1,
+            per_user_burst: 2,
+            ..FunnelConfig::default()
+        });
         let (a, b) = ("a".to_string(), "b".to_string());
         assert!(l.allow(&a) && l.allow(&a));
         assert!(!l.allow(&a));

@@ -96,10 +96,17 @@ impl ServerMetrics {
     /// Registers the handles in `registry`.
     pub fn new(registry: Arc<Metrics>) -> ServerMetrics {
         registry.scope(|| {
-            let latency = ROUTES.iter().map(|r| metrics::histogram!(names::REQUEST_SECONDS, "route" => *r)).collect();
-            let busy = ["admission", "breaker", "redis"].map(|reason| metrics::counter!(names::BUSY, "reason" => reason));
+            let latency = ROUTES
+                .iter()
+                .map(|r| metrics::histogram!(names::REQUEST_SECONDS, "route" => *r))
+                .collect();
+            let busy =
+                ["admission", "breaker", "redis"].map(|reason| metrics::counter!(names::BUSY, "reason" => reason));
             ServerMetrics {
-                requests: ROUTES.iter().map(|_| CODES.iter().map(|_| OnceLock::new()).collect()).collect(),
+                requests: ROUTES
+                    .iter()
+                    .map(|_| CODES.iter().map(|_| OnceLock::new()).collect())
+                    .collect(),
                 latency,
                 reservations: metrics::counter!(names::RESERVATIONS),
                 sold_out_cache_hits: metrics::counter!(names::SOLD_OUT_CACHE_HITS),
@@ -135,7 +142,8 @@ impl ServerMetrics {
         let (route_label, code_label) = (ROUTES[route], CODES[code]);
         self.requests[route][code]
             .get_or_init(|| {
-                self.registry.scope(|| metrics::counter!(names::REQUESTS, "route" => route_label, "code" => code_label))
+                self.registry
+                    .scope(|| metrics::counter!(names::REQUESTS, "route" => route_label, "code" => code_label))
             })
             .increment(1);
     }
@@ -164,7 +172,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let stats = &state.stats;
     stats.request(route, code);
     stats.latency[route].record(elapsed.as_secs_f64());
-    tracing::debug!(route = ROUTES[route], status = response.status().as_u16(), code, micros = elapsed.as_micros() as u64, "request");
+    tracing::debug!(
+        route = ROUTES[route],
+        status = response.status().as_u16(),
+        code,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
     response
 }
 
@@ -176,7 +190,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
 }
 
 fn exposition(metrics: &Metrics) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 /// A router with only `GET /metrics` over `metrics` (the consumer's exporter).

@@ -97,7 +97,10 @@ impl AppState {
         };
         let shared = Arc::new(shared);
         let weak = Arc::downgrade(&shared);
-        refresh::spawn(weak.clone(), stock_refresh_every(shared.config.funnel.sold_out_cache_ms));
+        refresh::spawn(
+            weak.clone(),
+            stock_refresh_every(shared.config.funnel.sold_out_cache_ms),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             tick.tick().await;
@@ -132,7 +135,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves the API on `listener` until `shutdown` completes; then stops accepting,
 /// lets in-flight requests finish, and returns.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, "serving the HTTP API");
     axum::serve(listener, router(state))

@@ -73,7 +73,10 @@ async fn persisted(state: &AppState, order_no: &str) -> Result<Option<Order>, Ap
 
 /// `GET /api/v1/orders/{order_no}`: MySQL first (the truth once persisted), then the
 /// activity's stream (reserved, not yet persisted: `queued`).
-pub async fn order(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> Result<Json<OrderView>, ApiError> {
+pub async fn order(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderView>, ApiError> {
     let order_no = path_param(path)?;
     let Some((activity, entry_id)) = parse_order_no(&order_no) else {
         return Err(ApiError::not_found(format!("no order {order_no:?}")));
@@ -82,8 +85,9 @@ pub async fn order(State(state): State<AppState>, path: Result<Path<String>, Pat
         return Ok(Json(order.into()));
     }
     let mut conn = state.redis.conn();
-    let range: redis::RedisResult<redis::streams::StreamRangeReply> =
-        conn.xrange(state.redis.keys().orders_stream(activity), entry_id, entry_id).await;
+    let range: redis::RedisResult<redis::streams::StreamRangeReply> = conn
+        .xrange(state.redis.keys().orders_stream(activity), entry_id, entry_id)
+        .await;
     let range = range.map_err(|e| {
         tracing::warn!(activity, order_no, error = %e, "order lookup: redis failed");
         ApiError::busy("redis unavailable, retry shortly")
@@ -166,9 +170,14 @@ fn millis((secs, micros): (i64, i64)) -> i64 {
 }
 
 /// `GET /api/v1/activities/{id}`.
-pub async fn activity(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> Result<Json<ActivityView>, ApiError> {
+pub async fn activity(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ActivityView>, ApiError> {
     let raw = path_param(path)?;
-    let id: u64 = raw.parse().map_err(|_| ApiError::not_found(format!("no activity {raw:?}")))?;
+    let id: u64 = raw
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no activity {raw:?}")))?;
     let keys = state.redis.keys();
     let mut conn = state.redis.conn();
     let (hash, product_ids, time): (HashMap<String, String>, Vec<u64>, (i64, i64)) = redis::pipe()
@@ -183,11 +192,20 @@ pub async fn activity(State(state): State<AppState>, path: Result<Path<String>, 
     }
     let mut pipe = redis::pipe();
     for p in &product_ids {
-        pipe.hmget(keys.product(id, *p), &["stock", "total", "limit", "max_per_order", "price", "name"]);
+        pipe.hmget(
+            keys.product(id, *p),
+            &["stock", "total", "limit", "max_per_order", "price", "name"],
+        );
     }
-    type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<String>);
-    let rows: Vec<Row> =
-        pipe.query_async(&mut conn).await.map_err(redis_down)?;
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
     let mut products: Vec<ProductView> = product_ids
         .iter()
         .zip(rows)
@@ -220,7 +238,9 @@ pub async fn activity(State(state): State<AppState>, path: Result<Path<String>, 
 pub async fn time(State(state): State<AppState>) -> Result<Json<TimeView>, ApiError> {
     let mut conn = state.redis.conn();
     let t: (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.map_err(redis_down)?;
-    Ok(Json(TimeView { server_time_ms: millis(t) }))
+    Ok(Json(TimeView {
+        server_time_ms: millis(t),
+    }))
 }
 
 /// `GET /health`: the process is alive.
@@ -238,6 +258,10 @@ pub async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiErr
     .await;
     match ping {
         Ok(Ok(_)) => Ok("ready"),
-        _ => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "redis unreachable")),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "redis unreachable",
+        )),
     }
 }

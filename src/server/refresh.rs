@@ -20,15 +20,27 @@ use crate::redis_client::RedisClient;
 /// Reads every preheated product's stock: sets its gauge, and marks it sold out in `catalog`
 /// when its activity is online, inside its window, and the stock is gone (what reserve.lua
 /// would answer to any valid purchase). `gauges` caches handles of products not in `catalog`.
-pub async fn refresh(redis: &RedisClient, catalog: &Catalog, stats: &ServerMetrics, gauges: &mut HashMap<(u64, u64), Gauge>) -> crate::Result<()> {
+pub async fn refresh(
+    redis: &RedisClient,
+    catalog: &Catalog,
+    stats: &ServerMetrics,
+    gauges: &mut HashMap<(u64, u64), Gauge>,
+) -> crate::Result<()> {
     let keys = redis.keys();
     let mut conn = redis.conn();
     let activities: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| redis.err(e))?;
     for activity in activities {
-        let (status, start_ms, end_ms): (Option<String>, Option<i64>, Option<i64>) =
-            conn.hmget(keys.activity(activity), &["status", "start_ms", "end_ms"]).await.map_err(|e| redis.err(e))?;
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        let selling = status.as_deref() == Some("online") && start_ms.is_some_and(|s| s <= now_ms) && end_ms.is_some_and(|e| now_ms < e);
+        let (status, start_ms, end_ms): (Option<String>, Option<i64>, Option<i64>) = conn
+            .hmget(keys.activity(activity), &["status", "start_ms", "end_ms"])
+            .await
+            .map_err(|e| redis.err(e))?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let selling = status.as_deref() == Some("online")
+            && start_ms.is_some_and(|s| s <= now_ms)
+            && end_ms.is_some_and(|e| now_ms < e);
         let products: Vec<u64> = conn.smembers(keys.products(activity)).await.map_err(|e| redis.err(e))?;
         if products.is_empty() {
             continue;
@@ -43,7 +55,9 @@ pub async fn refresh(redis: &RedisClient, catalog: &Catalog, stats: &ServerMetri
             let slot: Option<Arc<ProductSlot>> = match catalog.get(product) {
                 Some(slot) if slot.activity == activity => Some(slot),
                 Some(_) => None,
-                None if selling && stock <= 0 => Some(catalog.insert(product, activity, stats.remaining_stock(activity, product))),
+                None if selling && stock <= 0 => {
+                    Some(catalog.insert(product, activity, stats.remaining_stock(activity, product)))
+                }
                 None => None,
             };
             match slot {

@@ -69,7 +69,10 @@ fn check_user(user: &str) -> Result<(), ApiError> {
 
 /// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
 /// one when already registered).
-pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
+pub async fn token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
     check_user(&req.user_id)?;
     if !state.limits.allow(&req.user_id) {
         state.stats.rate_limited.increment(1);
@@ -83,12 +86,22 @@ pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenReq
     let issued = match gate {
         Ok(Gate::Open) => {
             let users = [req.user_id.clone()];
-            token::register(&state.redis, &state.signer, req.activity_id, &users, state.config.token.ttl_secs, |_| {})
-                .await
+            token::register(
+                &state.redis,
+                &state.signer,
+                req.activity_id,
+                &users,
+                state.config.token.ttl_secs,
+                |_| {},
+            )
+            .await
         }
         Ok(Gate::NotPreheated) => {
             state.breaker.success();
-            return Err(ApiError::not_found(format!("activity {} is not on sale", req.activity_id)));
+            return Err(ApiError::not_found(format!(
+                "activity {} is not on sale",
+                req.activity_id
+            )));
         }
         Ok(Gate::Ended) => {
             state.breaker.success();
@@ -101,7 +114,10 @@ pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenReq
             state.breaker.success();
             let t = issued.swap_remove(0);
             tracing::debug!(activity = req.activity_id, user = %req.user_id, "token issued");
-            Ok(Json(TokenResponse { token: t.token, expires_at: t.expires_at }))
+            Ok(Json(TokenResponse {
+                token: t.token,
+                expires_at: t.expires_at,
+            }))
         }
         Ok(_) => Err(ApiError::busy("no token issued")),
         Err(e) => {
@@ -114,21 +130,35 @@ pub async fn token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenReq
 }
 
 /// `POST /api/v1/buy`: runs the funnel, then decides the purchase in Redis (group commit).
-pub async fn buy(State(state): State<AppState>, ApiJson(req): ApiJson<BuyRequest>) -> Result<Json<BuyResponse>, ApiError> {
-    let mut purchase = Purchase { product_id: req.product_id, user_id: req.user_id, quantity: req.quantity, token: req.token };
+pub async fn buy(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<BuyRequest>,
+) -> Result<Json<BuyResponse>, ApiError> {
+    let mut purchase = Purchase {
+        product_id: req.product_id,
+        user_id: req.user_id,
+        quantity: req.quantity,
+        token: req.token,
+    };
     let mut activity = None;
     let result = decide(&state, &mut purchase, &mut activity).await;
     // The token never appears in logs: it is a bearer credential.
     let (product, user) = (purchase.product_id, purchase.user_id.as_str());
     match &result {
-        Ok(ok) => tracing::debug!(activity, product, user, order_no = %ok.order_no, remaining = ok.remaining, "buy: queued"),
+        Ok(ok) => {
+            tracing::debug!(activity, product, user, order_no = %ok.order_no, remaining = ok.remaining, "buy: queued")
+        }
         Err(e) => tracing::debug!(activity, product, user, code = e.code, "buy: refused"),
     }
     result.map(Json)
 }
 
 /// The funnel and the decision. `activity` is filled in once the product is resolved.
-async fn decide(state: &AppState, purchase: &mut Purchase, activity: &mut Option<u64>) -> Result<BuyResponse, ApiError> {
+async fn decide(
+    state: &AppState,
+    purchase: &mut Purchase,
+    activity: &mut Option<u64>,
+) -> Result<BuyResponse, ApiError> {
     check_user(&purchase.user_id)?;
     if purchase.quantity == 0 || purchase.quantity > MAX_QUANTITY {
         return Err(ApiError::bad_request(format!("quantity must be 1..={MAX_QUANTITY}")));
@@ -159,7 +189,10 @@ async fn decide(state: &AppState, purchase: &mut Purchase, activity: &mut Option
         None => resolve(state, purchase.product_id, &purchase.user_id).await?,
     };
     *activity = Some(slot.activity);
-    if !state.signer.verify(slot.activity, &purchase.user_id, &purchase.token, unix_now()) {
+    if !state
+        .signer
+        .verify(slot.activity, &purchase.user_id, &purchase.token, unix_now())
+    {
         return Err(ApiError::invalid_token());
     }
     if !state.breaker.admit() {
@@ -179,7 +212,11 @@ async fn decide(state: &AppState, purchase: &mut Purchase, activity: &mut Option
             match (verdict.outcome, verdict.order_no) {
                 (Outcome::Ok, Some(order_no)) => {
                     stats.reservations.increment(1);
-                    Ok(BuyResponse { status: "queued", order_no, remaining: verdict.remaining })
+                    Ok(BuyResponse {
+                        status: "queued",
+                        order_no,
+                        remaining: verdict.remaining,
+                    })
                 }
                 (Outcome::SoldOut, _) => {
                     if verdict.remaining <= 0 {
@@ -223,7 +260,11 @@ async fn resolve(state: &AppState, product: u64, user: &str) -> Result<std::sync
         Ok(Ok(found)) => {
             state.breaker.success();
             match found {
-                Some(activity) => Ok(state.catalog.insert(product, activity, state.stats.remaining_stock(activity, product))),
+                Some(activity) => {
+                    Ok(state
+                        .catalog
+                        .insert(product, activity, state.stats.remaining_stock(activity, product)))
+                }
                 None => Err(ApiError::from_outcome(Outcome::NotFound)),
             }
         }

@@ -4,7 +4,19 @@
 use crate::helpers::TestApp;
 
 const SMALL: &[&str] = &[
-    "bench", "--spawn", "--stock", "50", "--users", "500", "--requests", "2000", "--concurrency", "32", "--consumers", "1", "--json",
+    "bench",
+    "--spawn",
+    "--stock",
+    "50",
+    "--users",
+    "500",
+    "--requests",
+    "2000",
+    "--concurrency",
+    "32",
+    "--consumers",
+    "1",
+    "--json",
 ];
 
 /// Asserts the throwaway activity is gone: no rows in any table, no key under the prefix.
@@ -12,7 +24,11 @@ async fn assert_nothing_left(app: &TestApp) {
     for table in ["activities", "products", "orders", "stock_ledger"] {
         assert_eq!(app.count(table).await, 0, "{table} rows left behind");
     }
-    assert!(app.all_keys().await.is_empty(), "Redis keys left behind: {:?}", app.all_keys().await);
+    assert!(
+        app.all_keys().await.is_empty(),
+        "Redis keys left behind: {:?}",
+        app.all_keys().await
+    );
 }
 
 #[tokio::test]
@@ -21,7 +37,12 @@ async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
     let out = app.cli(SMALL).await;
     out.ok();
     let report = out.json();
-    for invariant in ["no_oversell", "per_user_limit_held", "orders_equal_reservations", "reconcile_clean"] {
+    for invariant in [
+        "no_oversell",
+        "per_user_limit_held",
+        "orders_equal_reservations",
+        "reconcile_clean",
+    ] {
         assert_eq!(report["invariants"][invariant], true, "{invariant}: {report:#}");
     }
     assert_eq!(report["sold"], 50, "{report:#}");
@@ -29,9 +50,15 @@ async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
     assert_eq!(report["requests"], 2000);
     assert_eq!(report["outcomes"]["queued"], 50);
     assert_eq!(report["passed"], true);
-    assert!(report["sellout_s"].as_f64().is_some(), "sold out, so a sell-out time: {report:#}");
+    assert!(
+        report["sellout_s"].as_f64().is_some(),
+        "sold out, so a sell-out time: {report:#}"
+    );
     for q in ["p50", "p90", "p99", "max"] {
-        assert!(report["latency_ms"][q].as_f64().is_some_and(|v| v > 0.0), "latency {q}: {report:#}");
+        assert!(
+            report["latency_ms"][q].as_f64().is_some_and(|v| v > 0.0),
+            "latency {q}: {report:#}"
+        );
     }
     assert!(report["activity_name"].as_str().unwrap().starts_with("bench "));
     assert_nothing_left(&app).await;
@@ -58,7 +85,21 @@ async fn stock_added_behind_mysqls_back_fails_the_bench_with_exit_1() {
 async fn bench_without_consumers_or_daemons_says_so_within_the_timeout() {
     let app = TestApp::new().await;
     let out = app
-        .cli(&["bench", "--spawn", "--stock", "5", "--users", "20", "--requests", "40", "--concurrency", "4", "--drain-timeout", "1s", "--json"])
+        .cli(&[
+            "bench",
+            "--spawn",
+            "--stock",
+            "5",
+            "--users",
+            "20",
+            "--requests",
+            "40",
+            "--concurrency",
+            "4",
+            "--drain-timeout",
+            "1s",
+            "--json",
+        ])
         .await;
     out.fails_with(1, &["not persisted after 1s", "seckill consumer"]);
     assert_eq!(out.json()["invariants"]["orders_equal_reservations"], false);
@@ -72,7 +113,20 @@ async fn probe_measures_the_client_against_health() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let state = seckill::server::AppState::new(app.config.clone(), app.redis.clone(), app.db.clone());
     let server = tokio::spawn(seckill::server::run(listener, state, std::future::pending()));
-    let out = app.cli(&["bench", "--url", &url, "--probe", "/health", "--requests", "500", "--concurrency", "8", "--json"]).await;
+    let out = app
+        .cli(&[
+            "bench",
+            "--url",
+            &url,
+            "--probe",
+            "/health",
+            "--requests",
+            "500",
+            "--concurrency",
+            "8",
+            "--json",
+        ])
+        .await;
     out.ok();
     let report = out.json();
     assert_eq!(report["requests"], 500, "{report:#}");

@@ -12,7 +12,13 @@ use crate::buy_support::{assert_error, spec, Options, OwnRedis, Sale};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_buyers_exactly_one_hundred_win() {
-    let sale = Arc::new(Sale::start(Options { products: vec![spec(100, 1, 1)], ..Options::default() }).await);
+    let sale = Arc::new(
+        Sale::start(Options {
+            products: vec![spec(100, 1, 1)],
+            ..Options::default()
+        })
+        .await,
+    );
     let users: Vec<String> = (0..2000).map(|i| format!("buyer{i}")).collect();
     let tokens = sale.tokens(&users).await;
     let product = sale.product();
@@ -41,8 +47,10 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
     assert_eq!(winners.len(), 100);
     assert_eq!(sale.counters(product).await, (0, 100, 100));
     let mut conn = sale.redis.conn();
-    let entries: redis::streams::StreamRangeReply =
-        conn.xrange_all(sale.redis.keys().orders_stream(sale.activity)).await.unwrap();
+    let entries: redis::streams::StreamRangeReply = conn
+        .xrange_all(sale.redis.keys().orders_stream(sale.activity))
+        .await
+        .unwrap();
     let stream_users: HashSet<String> = entries.ids.iter().map(|e| e.get::<String>("user").unwrap()).collect();
     assert_eq!(stream_users, winners);
     Arc::into_inner(sale).unwrap().finish().await;
@@ -50,7 +58,13 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_fifty_parallel_requests_limit_two() {
-    let sale = Arc::new(Sale::start(Options { products: vec![spec(100, 2, 1)], ..Options::default() }).await);
+    let sale = Arc::new(
+        Sale::start(Options {
+            products: vec![spec(100, 2, 1)],
+            ..Options::default()
+        })
+        .await,
+    );
     let token = sale.token("greedy").await;
     let product = sale.product();
     let tasks: Vec<_> = (0..50)
@@ -86,14 +100,27 @@ async fn bad_tokens_are_refused_and_deduct_nothing() {
     let altered = String::from_utf8(altered).unwrap();
     let later_expiry = alice.replacen(alice.split('.').next().unwrap(), "9999999999", 1);
     let expired = sale.signer.sign(sale.activity, "alice", 1_000_000);
-    let unregistered = sale.signer.sign(sale.activity, "carol", seckill::token::unix_now() + 600);
-    for token in ["", "garbage", "1.AAAA", "9999999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &altered, &later_expiry, &expired, &bob] {
+    let unregistered = sale
+        .signer
+        .sign(sale.activity, "carol", seckill::token::unix_now() + 600);
+    for token in [
+        "",
+        "garbage",
+        "1.AAAA",
+        "9999999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        &altered,
+        &later_expiry,
+        &expired,
+        &bob,
+    ] {
         assert_error(&sale.buy(p, "alice", 1, token).await, 401, "invalid_token");
     }
     // Signed correctly but never registered: only Redis can tell.
     assert_error(&sale.buy(p, "carol", 1, &unregistered).await, 401, "invalid_token");
     // Revoked.
-    assert!(seckill::ops::token::revoke(&sale.redis, sale.activity, "bob").await.unwrap());
+    assert!(seckill::ops::token::revoke(&sale.redis, sale.activity, "bob")
+        .await
+        .unwrap());
     assert_error(&sale.buy(p, "bob", 1, &bob).await, 401, "invalid_token");
     assert_eq!(sale.counters(p).await, (100, 0, 0));
     // The genuine token still works.
@@ -103,7 +130,11 @@ async fn bad_tokens_are_refused_and_deduct_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sale_states_and_blacklist() {
-    let early = Sale::start(Options { starts_in_secs: 3600, ..Options::default() }).await;
+    let early = Sale::start(Options {
+        starts_in_secs: 3600,
+        ..Options::default()
+    })
+    .await;
     let t = early.token("u1").await;
     assert_error(&early.buy(early.product(), "u1", 1, &t).await, 403, "not_started");
     assert_eq!(early.counters(early.product()).await, (100, 0, 0));
@@ -115,11 +146,17 @@ async fn sale_states_and_blacklist() {
     let sale = Sale::start(Options::default()).await;
     let p = sale.product();
     let (u1, u2) = (sale.token("u1").await, sale.token("u2").await);
-    seckill::ops::blacklist::add(&sale.db, &sale.redis, "u2", "bot").await.unwrap();
+    seckill::ops::blacklist::add(&sale.db, &sale.redis, "u2", "bot")
+        .await
+        .unwrap();
     assert_error(&sale.buy(p, "u2", 1, &u2).await, 403, "blacklisted");
-    seckill::ops::blacklist::remove(&sale.db, &sale.redis, "u2").await.unwrap();
+    seckill::ops::blacklist::remove(&sale.db, &sale.redis, "u2")
+        .await
+        .unwrap();
 
-    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false).await.unwrap();
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false)
+        .await
+        .unwrap();
     assert_error(&sale.buy(p, "u1", 1, &u1).await, 403, "paused");
     seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
 
@@ -131,16 +168,28 @@ async fn sale_states_and_blacklist() {
     assert_error(&sale.buy(p, "u1", 1, &u1).await, 403, "ended");
     let () = conn.hset(&key, "end_ms", end_ms).await.unwrap();
     // ... and ended by the operator.
-    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, true).await.unwrap();
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, true)
+        .await
+        .unwrap();
     assert_error(&sale.buy(p, "u1", 1, &u1).await, 403, "ended");
-    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "u9"})).await, 403, "ended");
+    assert_error(
+        &sale
+            .post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "u9"}))
+            .await,
+        403,
+        "ended",
+    );
     assert_eq!(sale.counters(p).await, (100, 0, 0));
     sale.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_bad_request_and_changes_nothing() {
-    let sale = Sale::start(Options { products: vec![spec(100, 5, 5)], ..Options::default() }).await;
+    let sale = Sale::start(Options {
+        products: vec![spec(100, 5, 5)],
+        ..Options::default()
+    })
+    .await;
     let p = sale.product();
     let t = sale.token("u1").await;
     let long_user = "x".repeat(65);
@@ -165,36 +214,91 @@ async fn bad_input_is_bad_request_and_changes_nothing() {
         assert_error(&sale.post_json("/api/v1/buy", body).await, 400, "bad_request");
     }
     let good = json!({"product_id": p, "user_id": "u1", "quantity": 1, "token": t}).to_string();
-    assert_error(&sale.post_raw("/api/v1/buy", "{\"product_id\": ", Some("application/json")).await, 400, "bad_request");
-    assert_error(&sale.post_raw("/api/v1/buy", good.clone(), Some("text/plain")).await, 400, "bad_request");
-    assert_error(&sale.post_raw("/api/v1/buy", good.clone(), None).await, 400, "bad_request");
+    assert_error(
+        &sale
+            .post_raw("/api/v1/buy", "{\"product_id\": ", Some("application/json"))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &sale.post_raw("/api/v1/buy", good.clone(), Some("text/plain")).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &sale.post_raw("/api/v1/buy", good.clone(), None).await,
+        400,
+        "bad_request",
+    );
     let padded = format!("{}{}", good, " ".repeat(sale.config.http.max_body_bytes));
-    assert_error(&sale.post_raw("/api/v1/buy", padded, Some("application/json")).await, 400, "bad_request");
-    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity})).await, 400, "bad_request");
-    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": ""})).await, 400, "bad_request");
+    assert_error(
+        &sale.post_raw("/api/v1/buy", padded, Some("application/json")).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &sale
+            .post_json("/api/v1/token", &json!({"activity_id": sale.activity}))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &sale
+            .post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": ""}))
+            .await,
+        400,
+        "bad_request",
+    );
     assert_error(&sale.get("/api/v1/nope").await, 404, "not_found");
     assert_error(&sale.get("/api/v1/buy").await, 405, "method_not_allowed");
     assert_eq!(sale.counters(p).await, (100, 0, 0));
-    assert_eq!(sale.post_raw("/api/v1/buy", good, Some("application/json")).await.0, 200);
+    assert_eq!(
+        sale.post_raw("/api/v1/buy", good, Some("application/json")).await.0,
+        200
+    );
     sale.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_endpoints_tokens_and_orders() {
-    let sale = Sale::start(Options { products: vec![spec(10, 1, 1), spec(5, 1, 1)], ..Options::default() }).await;
+    let sale = Sale::start(Options {
+        products: vec![spec(10, 1, 1), spec(5, 1, 1)],
+        ..Options::default()
+    })
+    .await;
     assert_eq!(sale.get("/health").await.0, 200);
     assert_eq!(sale.get("/ready").await.0, 200);
     let (status, time) = sale.get("/api/v1/time").await;
     assert_eq!(status, 200);
     assert!(time["server_time_ms"].as_i64().unwrap() > 1_700_000_000_000);
 
-    let (status, issued) = sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "web1"})).await;
+    let (status, issued) = sale
+        .post_json(
+            "/api/v1/token",
+            &json!({"activity_id": sale.activity, "user_id": "web1"}),
+        )
+        .await;
     assert_eq!(status, 200, "{issued}");
-    let (_, again) = sale.post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": "web1"})).await;
+    let (_, again) = sale
+        .post_json(
+            "/api/v1/token",
+            &json!({"activity_id": sale.activity, "user_id": "web1"}),
+        )
+        .await;
     assert_eq!(issued["token"], again["token"]);
-    assert_error(&sale.post_json("/api/v1/token", &json!({"activity_id": 987654321, "user_id": "web1"})).await, 404, "not_found");
+    assert_error(
+        &sale
+            .post_json("/api/v1/token", &json!({"activity_id": 987654321, "user_id": "web1"}))
+            .await,
+        404,
+        "not_found",
+    );
 
-    let (status, bought) = sale.buy(sale.products[1], "web1", 1, issued["token"].as_str().unwrap()).await;
+    let (status, bought) = sale
+        .buy(sale.products[1], "web1", 1, issued["token"].as_str().unwrap())
+        .await;
     assert_eq!(status, 200, "{bought}");
     assert_eq!(bought["remaining"], 4);
     let order_no = bought["order_no"].as_str().unwrap().to_string();
@@ -215,16 +319,30 @@ async fn read_endpoints_tokens_and_orders() {
     .unwrap();
     let (_, order) = sale.get(&format!("/api/v1/orders/{order_no}")).await;
     assert_eq!(order["status"], "paid");
-    assert_error(&sale.get(&format!("/api/v1/orders/{}-1-0", sale.activity)).await, 404, "not_found");
+    assert_error(
+        &sale.get(&format!("/api/v1/orders/{}-1-0", sale.activity)).await,
+        404,
+        "not_found",
+    );
     assert_error(&sale.get("/api/v1/orders/garbage").await, 404, "not_found");
 
     let (status, page) = sale.get(&format!("/api/v1/activities/{}", sale.activity)).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["status"], "online");
     assert_eq!(page["starts_in_secs"], 0);
-    let remaining: Vec<i64> = page["products"].as_array().unwrap().iter().map(|p| p["remaining"].as_i64().unwrap()).collect();
+    let remaining: Vec<i64> = page["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["remaining"].as_i64().unwrap())
+        .collect();
     assert_eq!(remaining, vec![10, 4]);
-    let names: Vec<&str> = page["products"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = page["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["product 0", "product 1"]);
     assert_error(&sale.get("/api/v1/activities/987654321").await, 404, "not_found");
     assert_error(&sale.get("/api/v1/activities/x").await, 404, "not_found");
@@ -245,7 +363,10 @@ async fn sold_out_is_answered_locally() {
     assert_error(&sale.buy(p, "b", 1, &b).await, 409, "sold_out");
     // Redis would now say something else; the cache answers without asking it.
     let mut conn = sale.redis.conn();
-    let () = conn.hset(sale.redis.keys().product(sale.activity, p), "stock", 5).await.unwrap();
+    let () = conn
+        .hset(sale.redis.keys().product(sale.activity, p), "stock", 5)
+        .await
+        .unwrap();
     assert_error(&sale.buy(p, "b", 1, &b).await, 409, "sold_out");
     assert_eq!(sale.counters(p).await, (5, 1, 1));
     sale.finish().await;
@@ -276,7 +397,11 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
     for i in 1..8 {
         let started = Instant::now();
         assert_error(&sale.buy(p, &users[i], 1, &tokens[i]).await, 503, "busy");
-        assert!(started.elapsed() < Duration::from_secs(1), "busy took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "busy took {:?}",
+            started.elapsed()
+        );
     }
     assert_error(&sale.get("/ready").await, 503, "busy");
     assert_eq!(sale.get("/health").await.0, 200);
@@ -297,10 +422,16 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
     own.kill();
     let started = Instant::now();
     assert_error(&sale.buy(p, &users[i], 1, &tokens[i]).await, 503, "busy");
-    assert!(started.elapsed() < Duration::from_secs(1), "busy took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "busy took {:?}",
+        started.elapsed()
+    );
     own.restart().await;
     // Its data is gone (no persistence): preheat again, as an operator would.
-    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false).await.ok();
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false)
+        .await
+        .ok();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let hot = seckill::ops::hot(&sale.db, &sale.redis, &sale.config.consumer.group, sale.activity).await;
@@ -330,8 +461,16 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_matches_one_by_one() {
     let specs = vec![spec(5, 2, 2), spec(3, 3, 3)];
-    let batched = Sale::start(Options { products: specs.clone(), ..Options::default() }).await;
-    let single = Sale::start(Options { products: specs, ..Options::default() }).await;
+    let batched = Sale::start(Options {
+        products: specs.clone(),
+        ..Options::default()
+    })
+    .await;
+    let single = Sale::start(Options {
+        products: specs,
+        ..Options::default()
+    })
+    .await;
     // (product index, user, quantity, token valid?)
     let plan: Vec<(usize, &str, u32, bool)> = vec![
         (0, "a", 2, true),
@@ -357,7 +496,11 @@ async fn group_commit_matches_one_by_one() {
                 product_id: sale.products[*p],
                 user_id: user.to_string(),
                 quantity: *quantity,
-                token: if *valid { tokens[users.iter().position(|u| u == user).unwrap()].clone() } else { "x".into() },
+                token: if *valid {
+                    tokens[users.iter().position(|u| u == user).unwrap()].clone()
+                } else {
+                    "x".into()
+                },
             })
             .collect();
         let verdicts = if std::ptr::eq(sale, &batched) {
@@ -365,17 +508,39 @@ async fn group_commit_matches_one_by_one() {
         } else {
             let mut v = Vec::new();
             for p in &purchases {
-                v.extend(buy::reserve(&sale.redis, sale.activity, std::slice::from_ref(p)).await.unwrap());
+                v.extend(
+                    buy::reserve(&sale.redis, sale.activity, std::slice::from_ref(p))
+                        .await
+                        .unwrap(),
+                );
             }
             v
         };
-        outcomes.push(verdicts.iter().map(|v| (v.outcome, v.remaining, v.order_no.is_some())).collect::<Vec<_>>());
+        outcomes.push(
+            verdicts
+                .iter()
+                .map(|v| (v.outcome, v.remaining, v.order_no.is_some()))
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(outcomes[0], outcomes[1]);
     let codes: Vec<&str> = outcomes[0].iter().map(|o| o.0.code()).collect();
     assert_eq!(
         codes,
-        ["ok", "limit_exceeded", "limit_exceeded", "ok", "ok", "ok", "sold_out", "sold_out", "ok", "invalid_token", "bad_request", "sold_out"]
+        [
+            "ok",
+            "limit_exceeded",
+            "limit_exceeded",
+            "ok",
+            "ok",
+            "ok",
+            "sold_out",
+            "sold_out",
+            "ok",
+            "invalid_token",
+            "bad_request",
+            "sold_out"
+        ]
     );
     for sale in [&batched, &single] {
         assert_eq!(sale.counters(sale.products[0]).await.0, 0);
@@ -408,7 +573,11 @@ async fn token_and_blacklist_cli() {
     assert_eq!(first.lines().count(), 1000);
     let run = cli(&sale, &["token", &a, "--range", "1-1000", "--out", out_s]);
     assert!(run.status.success());
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), first, "asking again returns the same tokens");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        first,
+        "asking again returns the same tokens"
+    );
     std::fs::remove_file(&out).ok();
 
     let line7 = first.lines().find(|l| l.starts_with("7,")).unwrap();
@@ -419,17 +588,35 @@ async fn token_and_blacklist_cli() {
     let run = cli(&sale, &["token", "revoke", &a, "--user", "7"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_error(&sale.buy(sale.product(), "7", 1, token7).await, 401, "invalid_token");
-    let token8 = first.lines().find(|l| l.starts_with("8,")).unwrap().split_once(',').unwrap().1;
+    let token8 = first
+        .lines()
+        .find(|l| l.starts_with("8,"))
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1;
     assert_eq!(sale.buy(sale.product(), "8", 1, token8).await.0, 200);
 
     let run = cli(&sale, &["token", "987654321", "--user", "x"]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("not found"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let run = cli(&sale, &["token", &a, "--user", "bad user"]);
     assert_eq!(run.status.code(), Some(1));
 
-    assert!(cli(&sale, &["blacklist", "add", "9", "--reason", "bot"]).status.success());
-    let token9 = first.lines().find(|l| l.starts_with("9,")).unwrap().split_once(',').unwrap().1;
+    assert!(cli(&sale, &["blacklist", "add", "9", "--reason", "bot"])
+        .status
+        .success());
+    let token9 = first
+        .lines()
+        .find(|l| l.starts_with("9,"))
+        .unwrap()
+        .split_once(',')
+        .unwrap()
+        .1;
     assert_error(&sale.buy(sale.product(), "9", 1, token9).await, 403, "blacklisted");
     let list = cli(&sale, &["blacklist", "list", "--json"]);
     let listed: Value = serde_json::from_slice(&list.stdout).unwrap();

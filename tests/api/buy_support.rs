@@ -26,7 +26,11 @@ pub struct Spec {
 }
 
 pub fn spec(stock: u32, limit: u32, max_per_order: u32) -> Spec {
-    Spec { stock, limit, max_per_order }
+    Spec {
+        stock,
+        limit,
+        max_per_order,
+    }
 }
 
 /// How to set a sale up.
@@ -41,7 +45,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { products: vec![spec(100, 1, 1)], starts_in_secs: -60, redis_url: None, tune: |_| {} }
+        Options {
+            products: vec![spec(100, 1, 1)],
+            starts_in_secs: -60,
+            redis_url: None,
+            tune: |_| {},
+        }
     }
 }
 
@@ -108,7 +117,9 @@ impl Sale {
             products.push(p.id);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        seckill::ops::hot(&db, &redis, &config.consumer.group, activity).await.expect("hot");
+        seckill::ops::hot(&db, &redis, &config.consumer.group, activity)
+            .await
+            .expect("hot");
         seckill::ops::start(&db, &redis, activity).await.expect("start");
         let signer = Signer::new(&config.token.secret);
         let mut sale = Sale {
@@ -119,7 +130,10 @@ impl Sale {
             products,
             signer,
             base: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
             shutdown: None,
             server: None,
         };
@@ -156,7 +170,9 @@ impl Sale {
     /// Stops the server and drops the database and the Redis keys.
     pub async fn finish(mut self) {
         self.stop_server().await;
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name())).execute(self.db.pool()).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name()))
+            .execute(self.db.pool())
+            .await;
         self.db.close().await;
         let mut conn = self.redis.conn();
         let pattern = format!("{}:*", self.config.redis.key_prefix);
@@ -191,17 +207,31 @@ impl Sale {
 
     /// `POST /api/v1/buy`.
     pub async fn buy(&self, product: u64, user: &str, quantity: u32, token: &str) -> (StatusCode, Value) {
-        self.post_json("/api/v1/buy", &json!({"product_id": product, "user_id": user, "quantity": quantity, "token": token}))
-            .await
+        self.post_json(
+            "/api/v1/buy",
+            &json!({"product_id": product, "user_id": user, "quantity": quantity, "token": token}),
+        )
+        .await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let res = self.http.post(format!("{}{path}", self.base)).json(body).send().await.expect("http");
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("http");
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>, content_type: Option<&str>) -> (StatusCode, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -212,7 +242,12 @@ impl Sale {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let res = self.http.get(format!("{}{path}", self.base)).send().await.expect("http");
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("http");
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -222,8 +257,10 @@ impl Sale {
     pub async fn counters(&self, product: u64) -> (i64, i64, usize) {
         let keys = self.redis.keys();
         let mut conn = self.redis.conn();
-        let (stock, sold): (i64, i64) =
-            conn.hmget(keys.product(self.activity, product), &["stock", "sold"]).await.unwrap();
+        let (stock, sold): (i64, i64) = conn
+            .hmget(keys.product(self.activity, product), &["stock", "sold"])
+            .await
+            .unwrap();
         let len: usize = conn.xlen(keys.orders_stream(self.activity)).await.unwrap();
         (stock, sold, len)
     }
@@ -257,7 +294,16 @@ impl OwnRedis {
 
     pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -274,7 +320,10 @@ impl OwnRedis {
 
     pub fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
-            Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+            Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .unwrap();
         }
     }
 

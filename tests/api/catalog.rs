@@ -23,25 +23,13 @@ async fn activity_crud_through_the_cli() {
         .await
         .id();
     let row = app.activity(id).await;
-    assert_eq!(
-        (row.name.as_str(), row.status.as_str()),
-        ("Double 11", "draft")
-    );
+    assert_eq!((row.name.as_str(), row.status.as_str()), ("Double 11", "draft"));
     assert_eq!((row.start_at, row.end_at), (start, end));
 
     let shown = app.cli(&["activity", "show", &id.to_string()]).await;
     shown.ok();
-    for needle in [
-        id.to_string().as_str(),
-        "Double 11",
-        "draft",
-        &rfc3339(start),
-    ] {
-        assert!(
-            shown.stdout.contains(needle),
-            "{needle:?} not in\n{}",
-            shown.stdout
-        );
+    for needle in [id.to_string().as_str(), "Double 11", "draft", &rfc3339(start)] {
+        assert!(shown.stdout.contains(needle), "{needle:?} not in\n{}", shown.stdout);
     }
 
     let new_end = end + chrono::Duration::hours(3);
@@ -73,10 +61,7 @@ async fn activity_crud_through_the_cli() {
 
     let deleted = app.cli(&["activity", "delete", &id.to_string()]).await;
     deleted.ok();
-    assert_eq!(
-        deleted.stdout.trim(),
-        format!("deleted activity {id} (Double 12)")
-    );
+    assert_eq!(deleted.stdout.trim(), format!("deleted activity {id} (Double 12)"));
     let ids: Vec<u64> = sqlx::query_scalar("SELECT id FROM activities")
         .fetch_all(app.db.pool())
         .await
@@ -108,29 +93,16 @@ async fn activity_crud_as_json() {
     let row = app.activity(id).await;
     assert_eq!(created, serde_json::to_value(&row).unwrap());
 
-    let shown = app
-        .cli(&["activity", "show", "--json", &id.to_string()])
-        .await
-        .json();
+    let shown = app.cli(&["activity", "show", "--json", &id.to_string()]).await.json();
     assert_eq!(shown, created);
 
     let updated = app
-        .cli(&[
-            "activity",
-            "update",
-            "--json",
-            &id.to_string(),
-            "--name",
-            "k",
-        ])
+        .cli(&["activity", "update", "--json", &id.to_string(), "--name", "k"])
         .await
         .json();
     assert_eq!(updated["name"], "k");
     assert_eq!(updated["start_at"], created["start_at"]);
-    assert_eq!(
-        serde_json::to_value(app.activity(id).await).unwrap(),
-        updated
-    );
+    assert_eq!(serde_json::to_value(app.activity(id).await).unwrap(), updated);
 
     let second = app.create_activity(open_window()).await;
     let listed = app.cli(&["activity", "list", "--json"]).await.json();
@@ -142,10 +114,7 @@ async fn activity_crud_as_json() {
         .collect();
     assert_eq!(ids, vec![second.id, id], "newest first");
 
-    let deleted = app
-        .cli(&["activity", "delete", "--json", &id.to_string()])
-        .await
-        .json();
+    let deleted = app.cli(&["activity", "delete", "--json", &id.to_string()]).await.json();
     assert_eq!(deleted["id"], json!(id));
     assert_eq!(app.count("activities").await, 1);
 }
@@ -223,10 +192,7 @@ async fn product_crud_through_the_cli() {
 
     let deleted = app.cli(&["product", "delete", &id.to_string()]).await;
     deleted.ok();
-    assert_eq!(
-        deleted.stdout.trim(),
-        format!("deleted product {id} (phone)")
-    );
+    assert_eq!(deleted.stdout.trim(), format!("deleted product {id} (phone)"));
     let ids: Vec<u64> = sqlx::query_scalar("SELECT id FROM products")
         .fetch_all(app.db.pool())
         .await
@@ -260,46 +226,28 @@ async fn product_crud_as_json() {
         .await
         .json();
     let id = added["id"].as_u64().expect("id");
+    assert_eq!(added["price"], "19.90", "prices are exact strings with two decimals");
     assert_eq!(
-        added["price"], "19.90",
-        "prices are exact strings with two decimals"
-    );
-    assert_eq!(
-        (
-            added["total_stock"].as_u64(),
-            added["per_user_limit"].as_u64()
-        ),
+        (added["total_stock"].as_u64(), added["per_user_limit"].as_u64()),
         (Some(50), Some(5))
     );
     assert_eq!(added["max_per_order"], 3);
     assert_eq!(added, serde_json::to_value(app.product(id).await).unwrap());
 
     assert_eq!(
-        app.cli(&["product", "show", "--json", &id.to_string()])
-            .await
-            .json(),
+        app.cli(&["product", "show", "--json", &id.to_string()]).await.json(),
         added
     );
 
     let updated = app
-        .cli(&[
-            "product",
-            "update",
-            "--json",
-            &id.to_string(),
-            "--name",
-            "cover",
-        ])
+        .cli(&["product", "update", "--json", &id.to_string(), "--name", "cover"])
         .await
         .json();
     assert_eq!(updated["name"], "cover");
     assert_eq!(updated["price"], "19.90");
 
     let other = app.add_product(activity.id, ProductSpec::default()).await;
-    let listed = app
-        .cli(&["product", "list", "--json", "--activity", &a])
-        .await
-        .json();
+    let listed = app.cli(&["product", "list", "--json", "--activity", &a]).await.json();
     let ids: Vec<u64> = listed
         .as_array()
         .expect("array")
@@ -308,10 +256,7 @@ async fn product_crud_as_json() {
         .collect();
     assert_eq!(ids, vec![id, other.id]);
 
-    let deleted = app
-        .cli(&["product", "delete", "--json", &id.to_string()])
-        .await
-        .json();
+    let deleted = app.cli(&["product", "delete", "--json", &id.to_string()]).await.json();
     assert_eq!(deleted["id"], json!(id));
     assert_eq!(app.count("products").await, 1);
 }
@@ -323,9 +268,7 @@ async fn deleting_an_activity_removes_its_products_and_ledger() {
     let (keep, kept) = app.activity_with_products().await;
     app.hot(activity.id).await; // writes stock_ledger rows
     assert!(app.count("stock_ledger").await > 0);
-    app.cli(&["activity", "delete", &activity.id.to_string()])
-        .await
-        .ok();
+    app.cli(&["activity", "delete", &activity.id.to_string()]).await.ok();
     let left: Vec<u64> = sqlx::query_scalar("SELECT activity_id FROM products")
         .fetch_all(app.db.pool())
         .await
@@ -361,11 +304,8 @@ async fn stock_cannot_drop_below_sold() {
     let app = TestApp::new().await;
     let (_, products) = app.activity_with_products().await;
     let phone = &products[0];
-    app.sql(&format!(
-        "UPDATE products SET sold = 30 WHERE id = {}",
-        phone.id
-    ))
-    .await;
+    app.sql(&format!("UPDATE products SET sold = 30 WHERE id = {}", phone.id))
+        .await;
     let before = app.snapshot().await;
     app.cli(&["product", "update", &phone.id.to_string(), "--stock", "29"])
         .await

@@ -76,11 +76,7 @@ async fn silent_servers_time_out_naming_the_address() {
 
     let mysql_url = format!("mysql://root@{mysql_addr}/x");
     let out = app
-        .cli_with(
-            &["activity", "list"],
-            &[("SECKILL_DATABASE_URL", &mysql_url)],
-            None,
-        )
+        .cli_with(&["activity", "list"], &[("SECKILL_DATABASE_URL", &mysql_url)], None)
         .await;
     out.fails_with(1, &[&format!("mysql at {mysql_addr}")]);
     assert!(out.elapsed < BOUND, "took {:?}", out.elapsed);
@@ -94,10 +90,7 @@ async fn the_library_reports_the_address_too() {
     config.redis.url = "redis://127.0.0.1:1/0".into();
     config.database.url = "mysql://root:secret@127.0.0.1:1/x".into();
     let started = Instant::now();
-    let err = RedisClient::connect(&config)
-        .await
-        .err()
-        .expect("redis must fail");
+    let err = RedisClient::connect(&config).await.err().expect("redis must fail");
     assert!(
         matches!(err, Error::Redis { ref addr, .. } if addr == "127.0.0.1:1"),
         "{err:?}"
@@ -107,9 +100,6 @@ async fn the_library_reports_the_address_too() {
         matches!(err, Error::Database { ref addr, .. } if addr == "127.0.0.1:1"),
         "{err:?}"
     );
-    assert!(
-        !err.to_string().contains("secret"),
-        "password leaked: {err}"
-    );
+    assert!(!err.to_string().contains("secret"), "password leaked: {err}");
     assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
 }

@@ -28,12 +28,7 @@ async fn flush_is_refused_while_online_without_force() {
         .collect();
     assert_eq!(
         removed,
-        before
-            .redis
-            .keys()
-            .filter(|k| k.contains("{a:"))
-            .cloned()
-            .collect()
+        before.redis.keys().filter(|k| k.contains("{a:")).cloned().collect()
     );
     assert!(app.activity_keys(activity.id).await.is_empty());
 }
@@ -49,13 +44,9 @@ async fn flush_removes_one_activity_and_leaves_the_rest() {
     // The same activity under another prefix that starts with ours (`<prefix>x`): another
     // deployment sharing this Redis. Dropping the app deletes `<prefix>*`, so it is cleaned too.
     let other_prefix = format!("{}x", app.prefix);
-    app.cli_with(
-        &["hot", &a],
-        &[("SECKILL_KEY_PREFIX", other_prefix.as_str())],
-        None,
-    )
-    .await
-    .ok();
+    app.cli_with(&["hot", &a], &[("SECKILL_KEY_PREFIX", other_prefix.as_str())], None)
+        .await
+        .ok();
     let foreign_before = app.scan(&format!("{other_prefix}:*")).await;
     assert!(foreign_before.len() >= 4, "{foreign_before:?}");
     let other_before = app.activity_keys(other.id).await;
@@ -65,10 +56,8 @@ async fn flush_removes_one_activity_and_leaves_the_rest() {
     let out = app.cli(&["flush", "-y", &a]).await;
     out.ok();
     assert!(
-        out.stdout.contains(&format!(
-            "flushed activity {a}: {} keys removed",
-            mine.len()
-        )),
+        out.stdout
+            .contains(&format!("flushed activity {a}: {} keys removed", mine.len())),
         "{}",
         out.stdout
     );
@@ -80,16 +69,10 @@ async fn flush_removes_one_activity_and_leaves_the_rest() {
     let mut conn = app.redis.conn();
     let active: BTreeSet<u64> = conn.smembers(keys.activities()).await.unwrap();
     assert_eq!(active, BTreeSet::from([other.id]));
-    let owners: std::collections::HashMap<u64, u64> =
-        conn.hgetall(keys.product_activity()).await.unwrap();
+    let owners: std::collections::HashMap<u64, u64> = conn.hgetall(keys.product_activity()).await.unwrap();
+    assert!(products.iter().all(|p| !owners.contains_key(&p.id)), "{owners:?}");
     assert!(
-        products.iter().all(|p| !owners.contains_key(&p.id)),
-        "{owners:?}"
-    );
-    assert!(
-        other_products
-            .iter()
-            .all(|p| owners.get(&p.id) == Some(&other.id)),
+        other_products.iter().all(|p| owners.get(&p.id) == Some(&other.id)),
         "{owners:?}"
     );
     // MySQL is untouched by a flush.
@@ -98,9 +81,7 @@ async fn flush_removes_one_activity_and_leaves_the_rest() {
     // Flushing again finds nothing to remove; `start` now needs a new `hot`.
     let again = app.cli(&["flush", "-y", "--json", &a]).await.json();
     assert_eq!(again["removed"], serde_json::json!([]));
-    app.cli(&["start", &a])
-        .await
-        .fails_with(1, &["not preheated"]);
+    app.cli(&["start", &a]).await.fails_with(1, &["not preheated"]);
 }
 
 #[tokio::test]
@@ -127,16 +108,9 @@ async fn flush_after_stop_then_hot_again_restores_the_sale() {
     let a = activity.id.to_string();
     app.cli(&["stop", &a]).await.ok();
     app.cli(&["flush", "-y", &a]).await.ok();
-    assert!(app
-        .all_keys()
-        .await
-        .iter()
-        .all(|k| !k.contains(&format!("{{a:{a}}}"))));
+    assert!(app.all_keys().await.iter().all(|k| !k.contains(&format!("{{a:{a}}}"))));
     app.cli(&["hot", &a]).await.ok();
     app.cli(&["start", &a]).await.ok();
     assert_eq!(app.activity_hash(activity.id).await["status"], "online");
-    assert_eq!(
-        app.product_hash(activity.id, products[0].id).await["stock"],
-        "100"
-    );
+    assert_eq!(app.product_hash(activity.id, products[0].id).await["stock"], "100");
 }

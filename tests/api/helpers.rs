@@ -51,10 +51,7 @@ pub fn random_suffix() -> String {
 /// so it round-trips through `DATETIME(3)` exactly).
 pub fn open_window() -> (DateTime<Utc>, DateTime<Utc>) {
     let now = Utc::now().trunc_subsecs(0);
-    (
-        now - chrono::Duration::minutes(1),
-        now + chrono::Duration::hours(1),
-    )
+    (now - chrono::Duration::minutes(1), now + chrono::Duration::hours(1))
 }
 
 /// A sale window entirely in the future: opens in a day, lasts two hours.
@@ -144,12 +141,8 @@ impl CliOutput {
     /// stdout parsed as JSON (panics when it is not).
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 
     /// stdout trimmed and parsed as an id (what `activity create` and `product add` print).
@@ -201,12 +194,10 @@ impl TestApp {
         config.database.max_connections = 4;
         config.redis.url = redis_url();
         config.redis.key_prefix = prefix.clone();
-        seckill::db::migrate(&config).await.unwrap_or_else(|e| {
-            panic!("migrating {db_name} failed (is MariaDB up? run scripts/setup.sh): {e}")
-        });
-        let db = Db::connect(&config)
+        seckill::db::migrate(&config)
             .await
-            .expect("connect to the test database");
+            .unwrap_or_else(|e| panic!("migrating {db_name} failed (is MariaDB up? run scripts/setup.sh): {e}"));
+        let db = Db::connect(&config).await.expect("connect to the test database");
         let redis = RedisClient::connect(&config)
             .await
             .expect("connect to Redis (run scripts/setup.sh)");
@@ -236,17 +227,9 @@ impl TestApp {
 
     /// Runs `seckill ARGS` with extra environment variables (which override the app's own,
     /// e.g. `SECKILL_REDIS_URL`) and, optionally, text written to its stdin (a pipe, never a tty).
-    pub async fn cli_with(
-        &self,
-        args: &[&str],
-        env: &[(&str, &str)],
-        stdin: Option<&str>,
-    ) -> CliOutput {
+    pub async fn cli_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> CliOutput {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"));
-        command
-            .args(args)
-            .current_dir(&self.workdir)
-            .kill_on_drop(true);
+        command.args(args).current_dir(&self.workdir).kill_on_drop(true);
         for name in [
             "SECKILL_DATABASE_URL",
             "SECKILL_REDIS_URL",
@@ -299,18 +282,13 @@ impl TestApp {
     // ------------------------------------------------------------------ catalog
 
     /// Creates a `draft` activity with the given window through the library.
-    pub async fn create_activity(
-        &self,
-        (start_at, end_at): (DateTime<Utc>, DateTime<Utc>),
-    ) -> Activity {
+    pub async fn create_activity(&self, (start_at, end_at): (DateTime<Utc>, DateTime<Utc>)) -> Activity {
         let new = NewActivity {
             name: format!("sale {}", random_suffix()),
             start_at,
             end_at,
         };
-        catalog::create_activity(&self.db, &new)
-            .await
-            .expect("create activity")
+        catalog::create_activity(&self.db, &new).await.expect("create activity")
     }
 
     /// Adds a product to `activity_id` through the library.
@@ -323,9 +301,7 @@ impl TestApp {
             per_user_limit: spec.limit,
             max_per_order: spec.max_per_order,
         };
-        catalog::add_product(&self.db, &new)
-            .await
-            .expect("add product")
+        catalog::add_product(&self.db, &new).await.expect("add product")
     }
 
     /// A draft activity in an open window with two products:
@@ -378,16 +354,12 @@ impl TestApp {
 
     /// The activity row as MySQL has it now.
     pub async fn activity(&self, id: u64) -> Activity {
-        catalog::get_activity(&self.db, id)
-            .await
-            .expect("activity exists")
+        catalog::get_activity(&self.db, id).await.expect("activity exists")
     }
 
     /// The product row as MySQL has it now.
     pub async fn product(&self, id: u64) -> Product {
-        catalog::get_product(&self.db, id)
-            .await
-            .expect("product exists")
+        catalog::get_product(&self.db, id).await.expect("product exists")
     }
 
     /// Runs one statement on the app's database (test set-up the CLI cannot do, e.g. `sold`).
@@ -421,8 +393,7 @@ impl TestApp {
 
     /// The activity hash `P:{a:A}:activity`.
     pub async fn activity_hash(&self, activity_id: u64) -> HashMap<String, String> {
-        self.redis_hash(&self.redis.keys().activity(activity_id))
-            .await
+        self.redis_hash(&self.redis.keys().activity(activity_id)).await
     }
 
     /// Every key matching a SCAN `pattern`, sorted.
@@ -432,8 +403,7 @@ impl TestApp {
 
     /// Every key of one activity under this app's prefix.
     pub async fn activity_keys(&self, activity_id: u64) -> BTreeSet<String> {
-        self.scan(&self.redis.keys().activity_pattern(activity_id))
-            .await
+        self.scan(&self.redis.keys().activity_pattern(activity_id)).await
     }
 
     /// Every key under this app's prefix.
@@ -447,13 +417,7 @@ impl TestApp {
     /// or failed command changed nothing.
     pub async fn snapshot(&self) -> Snapshot {
         let mut mysql = BTreeMap::new();
-        for table in [
-            "activities",
-            "products",
-            "orders",
-            "stock_ledger",
-            "blacklist",
-        ] {
+        for table in ["activities", "products", "orders", "stock_ledger", "blacklist"] {
             let columns: Vec<String> = sqlx::query_scalar(
                 "SELECT column_name FROM information_schema.columns \
                  WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
@@ -467,27 +431,19 @@ impl TestApp {
                 .map(|c| format!("COALESCE(CAST(`{c}` AS CHAR), 'NULL')"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT CONCAT_WS('|', {row}) FROM {table}"))
-                    .fetch_all(self.db.pool())
-                    .await
-                    .expect("read table");
+            let mut rows: Vec<String> = sqlx::query_scalar(&format!("SELECT CONCAT_WS('|', {row}) FROM {table}"))
+                .fetch_all(self.db.pool())
+                .await
+                .expect("read table");
             rows.sort();
             mysql.insert(table.to_string(), rows);
         }
         let mut conn = self.redis.conn();
         let mut redis = BTreeMap::new();
         for key in self.all_keys().await {
-            let kind: String = redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .expect("TYPE");
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.expect("TYPE");
             let rendered = match kind.as_str() {
-                "string" => format!(
-                    "{:?}",
-                    conn.get::<_, Option<String>>(&key).await.expect("GET")
-                ),
+                "string" => format!("{:?}", conn.get::<_, Option<String>>(&key).await.expect("GET")),
                 "hash" => format!(
                     "{:?}",
                     conn.hgetall::<_, BTreeMap<String, String>>(&key)
@@ -496,16 +452,10 @@ impl TestApp {
                 ),
                 "set" => format!(
                     "{:?}",
-                    conn.smembers::<_, BTreeSet<String>>(&key)
-                        .await
-                        .expect("SMEMBERS")
+                    conn.smembers::<_, BTreeSet<String>>(&key).await.expect("SMEMBERS")
                 ),
                 _ => {
-                    let dump: Vec<u8> = redis::cmd("DUMP")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("DUMP");
+                    let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.expect("DUMP");
                     format!("{kind} {dump:?}")
                 }
             };
@@ -516,10 +466,7 @@ impl TestApp {
 }
 
 /// Every key matching `pattern` (SCAN, never KEYS), sorted.
-pub async fn scan_keys(
-    conn: &mut redis::aio::ConnectionManager,
-    pattern: &str,
-) -> BTreeSet<String> {
+pub async fn scan_keys(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     let mut cursor: u64 = 0;
     loop {

@@ -28,18 +28,11 @@ async fn hot_loads_what_mysql_holds() {
     let app = TestApp::new().await;
     let (activity, products) = app.activity_with_products().await;
     // A product with units already sold: Redis must offer only the rest.
-    app.sql(&format!(
-        "UPDATE products SET sold = 40 WHERE id = {}",
-        products[1].id
-    ))
-    .await;
+    app.sql(&format!("UPDATE products SET sold = 40 WHERE id = {}", products[1].id))
+        .await;
     let out = app.cli(&["hot", &activity.id.to_string()]).await;
     out.ok();
-    assert!(
-        out.stdout.contains("2 products, 110 units on sale"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("2 products, 110 units on sale"), "{}", out.stdout);
 
     let keys = app.redis.keys();
     for p in &products {
@@ -51,27 +44,15 @@ async fn hot_loads_what_mysql_holds() {
             p.id
         );
     }
-    assert_eq!(
-        app.product_hash(activity.id, products[1].id).await["stock"],
-        "10"
-    );
-    assert_eq!(
-        app.product_hash(activity.id, products[0].id).await["price"],
-        "4999.00"
-    );
+    assert_eq!(app.product_hash(activity.id, products[1].id).await["stock"], "10");
+    assert_eq!(app.product_hash(activity.id, products[0].id).await["price"], "4999.00");
 
     let hash = app.activity_hash(activity.id).await;
     assert_eq!(hash["id"], activity.id.to_string());
     assert_eq!(hash["name"], activity.name);
     assert_eq!(hash["status"], "draft");
-    assert_eq!(
-        hash["start_ms"],
-        activity.start_at.timestamp_millis().to_string()
-    );
-    assert_eq!(
-        hash["end_ms"],
-        activity.end_at.timestamp_millis().to_string()
-    );
+    assert_eq!(hash["start_ms"], activity.start_at.timestamp_millis().to_string());
+    assert_eq!(hash["end_ms"], activity.end_at.timestamp_millis().to_string());
     let preheated: i64 = hash["preheated_at"].parse().expect("preheated_at is set");
     assert!(
         (preheated - chrono::Utc::now().timestamp_millis()).abs() < 60_000,
@@ -84,10 +65,7 @@ async fn hot_loads_what_mysql_holds() {
     let active: BTreeSet<u64> = conn.smembers(keys.activities()).await.unwrap();
     assert_eq!(active, BTreeSet::from([activity.id]));
     let owner: HashMap<u64, u64> = conn.hgetall(keys.product_activity()).await.unwrap();
-    assert_eq!(
-        owner,
-        products.iter().map(|p| (p.id, activity.id)).collect()
-    );
+    assert_eq!(owner, products.iter().map(|p| (p.id, activity.id)).collect());
 
     let ledger: Vec<(u64, String, i32)> =
         sqlx::query_as("SELECT product_id, op, delta FROM stock_ledger ORDER BY product_id")
@@ -107,10 +85,7 @@ async fn hot_loads_what_mysql_holds() {
 async fn hot_reports_as_json() {
     let app = TestApp::new().await;
     let (activity, _) = app.activity_with_products().await;
-    let report = app
-        .cli(&["hot", "--json", &activity.id.to_string()])
-        .await
-        .json();
+    let report = app.cli(&["hot", "--json", &activity.id.to_string()]).await.json();
     assert_eq!(
         report,
         serde_json::json!({
@@ -139,14 +114,9 @@ async fn hot_twice_is_harmless_and_drops_removed_products() {
     }
 
     // Remove one product and re-preheat: its Redis hash must go, the other stays exact.
-    app.cli(&["product", "delete", &products[1].id.to_string()])
-        .await
-        .ok();
+    app.cli(&["product", "delete", &products[1].id.to_string()]).await.ok();
     app.cli(&["hot", &a]).await.ok();
-    assert!(app
-        .product_hash(activity.id, products[1].id)
-        .await
-        .is_empty());
+    assert!(app.product_hash(activity.id, products[1].id).await.is_empty());
     let row = app.product(products[0].id).await;
     assert_eq!(
         app.product_hash(activity.id, products[0].id).await,

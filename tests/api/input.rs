@@ -70,26 +70,14 @@ async fn bad_product_values_are_refused() {
     };
     // (arguments, exit code, message)
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (
-            add(&["--price", "1", "--stock", "-5"]),
-            2,
-            "-5 must not be negative",
-        ),
+        (add(&["--price", "1", "--stock", "-5"]), 2, "-5 must not be negative"),
         (
             add(&["--price", "-1", "--stock", "5"]),
             1,
             "price -1 must not be negative",
         ),
-        (
-            add(&["--price", "1.999", "--stock", "5"]),
-            1,
-            "more than two decimals",
-        ),
-        (
-            add(&["--price", "abc", "--stock", "5"]),
-            2,
-            "not a decimal price",
-        ),
+        (add(&["--price", "1.999", "--stock", "5"]), 1, "more than two decimals"),
+        (add(&["--price", "abc", "--stock", "5"]), 2, "not a decimal price"),
         (
             add(&["--price", "1", "--stock", "5", "--limit-per-user", "0"]),
             1,
@@ -100,11 +88,7 @@ async fn bad_product_values_are_refused() {
             1,
             "max per order must be at least 1",
         ),
-        (
-            add(&["--price", "1", "--stock", "5000000000"]),
-            2,
-            "too large",
-        ),
+        (add(&["--price", "1", "--stock", "5000000000"]), 2, "too large"),
         (
             vec![
                 "product",
@@ -157,26 +141,18 @@ async fn bad_windows_are_refused() {
     let before = app.snapshot().await;
     let (start, end) = future_window();
     let (s, e) = (rfc3339(start), rfc3339(end));
-    app.cli(&[
-        "activity", "create", "--name", "x", "--start", &e, "--end", &s,
-    ])
-    .await
-    .fails_with(1, &["invalid input", "must be after start"]);
-    app.cli(&[
-        "activity", "create", "--name", "x", "--start", &s, "--end", &s,
-    ])
-    .await
-    .fails_with(1, &["must be after start"]);
-    app.cli(&[
-        "activity", "create", "--name", "x", "--start", "tomorrow", "--end", &e,
-    ])
-    .await
-    .fails_with(2, &["RFC 3339"]);
-    app.cli(&[
-        "activity", "create", "--name", "", "--start", &s, "--end", &e,
-    ])
-    .await
-    .fails_with(1, &["name must not be empty"]);
+    app.cli(&["activity", "create", "--name", "x", "--start", &e, "--end", &s])
+        .await
+        .fails_with(1, &["invalid input", "must be after start"]);
+    app.cli(&["activity", "create", "--name", "x", "--start", &s, "--end", &s])
+        .await
+        .fails_with(1, &["must be after start"]);
+    app.cli(&["activity", "create", "--name", "x", "--start", "tomorrow", "--end", &e])
+        .await
+        .fails_with(2, &["RFC 3339"]);
+    app.cli(&["activity", "create", "--name", "", "--start", &s, "--end", &e])
+        .await
+        .fails_with(1, &["name must not be empty"]);
     let id = activity.id.to_string();
     let early = rfc3339(activity.start_at - Duration::hours(1));
     app.cli(&["activity", "update", &id, "--end", &early])

@@ -21,10 +21,7 @@ async fn start_is_refused_before_hot() {
         .await
         .fails_with(1, &["not preheated", "seckill hot"]);
     assert_eq!(app.snapshot().await, before);
-    assert_eq!(
-        statuses(&app, activity.id).await,
-        ("draft".to_string(), None)
-    );
+    assert_eq!(statuses(&app, activity.id).await, ("draft".to_string(), None));
 }
 
 #[tokio::test]
@@ -42,9 +39,7 @@ async fn start_stop_start_end() {
 
     app.cli(&["stop", &a]).await.ok();
     assert_eq!(statuses(&app, activity.id).await, pair("paused", "paused"));
-    app.cli(&["stop", &a])
-        .await
-        .fails_with(1, &["paused, not online"]);
+    app.cli(&["stop", &a]).await.fails_with(1, &["paused, not online"]);
 
     let resumed = app.cli(&["start", "--json", &a]).await.json();
     assert_eq!(resumed["status"], "online");
@@ -56,12 +51,8 @@ async fn start_stop_start_end() {
 
     let before = app.snapshot().await;
     app.cli(&["start", &a]).await.fails_with(1, &["has ended"]);
-    app.cli(&["stop", &a])
-        .await
-        .fails_with(1, &["already ended"]);
-    app.cli(&["stop", "--end", &a])
-        .await
-        .fails_with(1, &["already ended"]);
+    app.cli(&["stop", &a]).await.fails_with(1, &["already ended"]);
+    app.cli(&["stop", "--end", &a]).await.fails_with(1, &["already ended"]);
     assert_eq!(app.snapshot().await, before);
 }
 
@@ -70,15 +61,10 @@ async fn stopping_a_draft_is_refused_but_ending_it_works() {
     let app = TestApp::new().await;
     let (activity, _) = app.activity_with_products().await;
     let a = activity.id.to_string();
-    app.cli(&["stop", &a])
-        .await
-        .fails_with(1, &["draft, not online"]);
+    app.cli(&["stop", &a]).await.fails_with(1, &["draft, not online"]);
     assert_eq!(app.activity(activity.id).await.status, "draft");
     app.cli(&["stop", "--end", &a]).await.ok();
-    assert_eq!(
-        statuses(&app, activity.id).await,
-        ("ended".to_string(), None)
-    );
+    assert_eq!(statuses(&app, activity.id).await, ("ended".to_string(), None));
 }
 
 #[tokio::test]
@@ -87,15 +73,9 @@ async fn start_is_refused_when_products_changed_after_hot() {
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["hot", &a]).await.ok();
-    app.cli(&[
-        "product",
-        "update",
-        &products[0].id.to_string(),
-        "--stock",
-        "5",
-    ])
-    .await
-    .ok();
+    app.cli(&["product", "update", &products[0].id.to_string(), "--stock", "5"])
+        .await
+        .ok();
     let before = app.snapshot().await;
     app.cli(&["start", &a])
         .await
@@ -103,10 +83,7 @@ async fn start_is_refused_when_products_changed_after_hot() {
     assert_eq!(app.snapshot().await, before);
     app.cli(&["hot", &a]).await.ok();
     app.cli(&["start", &a]).await.ok();
-    assert_eq!(
-        app.product_hash(activity.id, products[0].id).await["stock"],
-        "5"
-    );
+    assert_eq!(app.product_hash(activity.id, products[0].id).await["stock"], "5");
 }
 
 #[tokio::test]
@@ -166,9 +143,7 @@ async fn start_is_refused_when_a_product_was_deleted_after_hot() {
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["hot", &a]).await.ok();
-    app.cli(&["product", "delete", &products[1].id.to_string()])
-        .await
-        .ok();
+    app.cli(&["product", "delete", &products[1].id.to_string()]).await.ok();
     let before = app.snapshot().await;
     app.cli(&["start", &a])
         .await
@@ -176,8 +151,5 @@ async fn start_is_refused_when_a_product_was_deleted_after_hot() {
     assert_eq!(app.snapshot().await, before);
     app.cli(&["hot", &a]).await.ok();
     app.cli(&["start", &a]).await.ok();
-    assert!(app
-        .product_hash(activity.id, products[1].id)
-        .await
-        .is_empty());
+    assert!(app.product_hash(activity.id, products[1].id).await.is_empty());
 }

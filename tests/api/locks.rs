@@ -15,9 +15,7 @@ async fn products_and_activity_are_frozen_while_online() {
     app.cli(&["product", "update", &p, "--name", "x"])
         .await
         .fails_with(1, &["online"]);
-    app.cli(&["product", "delete", &p])
-        .await
-        .fails_with(1, &["online"]);
+    app.cli(&["product", "delete", &p]).await.fails_with(1, &["online"]);
     app.cli(&[
         "product",
         "add",
@@ -36,11 +34,7 @@ async fn products_and_activity_are_frozen_while_online() {
         .await
         .fails_with(1, &["online", "stop it first"]);
 
-    assert_eq!(
-        app.snapshot().await,
-        before,
-        "refused commands changed something"
-    );
+    assert_eq!(app.snapshot().await, before, "refused commands changed something");
 }
 
 #[tokio::test]
@@ -48,19 +42,11 @@ async fn products_thaw_after_stop() {
     let app = TestApp::new().await;
     let (activity, products) = app.online_activity().await;
     app.cli(&["stop", &activity.id.to_string()]).await.ok();
-    app.cli(&[
-        "product",
-        "update",
-        &products[0].id.to_string(),
-        "--stock",
-        "7",
-    ])
-    .await
-    .ok();
-    assert_eq!(app.product(products[0].id).await.total_stock, 7);
-    app.cli(&["product", "delete", &products[1].id.to_string()])
+    app.cli(&["product", "update", &products[0].id.to_string(), "--stock", "7"])
         .await
         .ok();
+    assert_eq!(app.product(products[0].id).await.total_stock, 7);
+    app.cli(&["product", "delete", &products[1].id.to_string()]).await.ok();
     assert_eq!(app.count("products").await, 1);
 }
 

@@ -20,7 +20,13 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (metric, got) = match series.split_once('{') {
-            Some((metric, rest)) => (metric, rest.trim_end_matches('}').split(',').map(str::to_string).collect::<BTreeSet<_>>()),
+            Some((metric, rest)) => (
+                metric,
+                rest.trim_end_matches('}')
+                    .split(',')
+                    .map(str::to_string)
+                    .collect::<BTreeSet<_>>(),
+            ),
             None => (series, BTreeSet::new()),
         };
         (metric == name && got == want).then(|| value.parse().unwrap())
@@ -54,9 +60,14 @@ fn referenced_names(text: &str) -> BTreeSet<String> {
     let mut rest = text;
     while let Some(at) = rest.find("seckill_") {
         let tail = &rest[at..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
         let name = &tail[..end];
-        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
         out.insert(base.to_string());
         rest = &tail[end..];
     }
@@ -72,16 +83,27 @@ async fn scrape(http: &reqwest::Client, url: &str) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
-    Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_metrics_count_what_happened() {
-    let sale = Sale::start(Options { products: vec![spec(20, 1, 1)], ..Default::default() }).await;
+    let sale = Sale::start(Options {
+        products: vec![spec(20, 1, 1)],
+        ..Default::default()
+    })
+    .await;
     let (activity, product) = (sale.activity.to_string(), sale.product().to_string());
     let url = format!("{}/metrics", sale.base);
     let stock_labels = [("activity", activity.as_str()), ("product", product.as_str())];
@@ -100,7 +122,14 @@ async fn serve_metrics_count_what_happened() {
     // A burst of 20 fresh buyers takes the whole stock.
     let buyers: Vec<String> = (0..20).map(|i| format!("burst{i}")).collect();
     let tokens = sale.tokens(&buyers).await;
-    let answers = join_all(buyers.iter().zip(&tokens).map(|(u, t)| Box::pin(sale.buy(sale.product(), u, 1, t))).collect()).await;
+    let answers = join_all(
+        buyers
+            .iter()
+            .zip(&tokens)
+            .map(|(u, t)| Box::pin(sale.buy(sale.product(), u, 1, t)))
+            .collect(),
+    )
+    .await;
     assert!(answers.iter().all(|(s, _)| s.as_u16() == 200), "{answers:?}");
     // Three late buyers, one after another: Redis says sold out once, then the cache answers.
     for i in 0..3 {
@@ -111,10 +140,22 @@ async fn serve_metrics_count_what_happened() {
     }
     // Two bad requests: a zero quantity and a body that is not JSON.
     assert_eq!(sale.buy(sale.product(), "bad", 0, "x").await.0.as_u16(), 400);
-    assert_eq!(sale.post_raw("/api/v1/buy", "{", Some("application/json")).await.0.as_u16(), 400);
+    assert_eq!(
+        sale.post_raw("/api/v1/buy", "{", Some("application/json"))
+            .await
+            .0
+            .as_u16(),
+        400
+    );
 
     let text = scrape(&sale.http, &url).await;
-    let buy = |code: &str| sample(&text, "seckill_requests_total", &[("route", "/api/v1/buy"), ("code", code)]);
+    let buy = |code: &str| {
+        sample(
+            &text,
+            "seckill_requests_total",
+            &[("route", "/api/v1/buy"), ("code", code)],
+        )
+    };
     assert_eq!(buy("ok"), Some(20.0), "{text}");
     assert_eq!(buy("sold_out"), Some(3.0), "{text}");
     assert_eq!(buy("bad_request"), Some(2.0), "{text}");
@@ -122,10 +163,21 @@ async fn serve_metrics_count_what_happened() {
     assert_eq!(sample(&text, "seckill_sold_out_cache_hits_total", &[]), Some(2.0));
     assert_eq!(sample(&text, "seckill_rate_limited_total", &[]), Some(0.0));
     for reason in ["admission", "breaker", "redis"] {
-        assert_eq!(sample(&text, "seckill_busy_total", &[("reason", reason)]), Some(0.0), "{reason}");
+        assert_eq!(
+            sample(&text, "seckill_busy_total", &[("reason", reason)]),
+            Some(0.0),
+            "{reason}"
+        );
     }
     assert_eq!(sample(&text, "seckill_remaining_stock", &stock_labels), Some(0.0));
-    assert_eq!(sample(&text, "seckill_request_duration_seconds_count", &[("route", "/api/v1/buy")]), Some(25.0));
+    assert_eq!(
+        sample(
+            &text,
+            "seckill_request_duration_seconds_count",
+            &[("route", "/api/v1/buy")]
+        ),
+        Some(25.0)
+    );
     // 21 purchases reached Redis (20 + the first late one) in however many batches.
     let batches = sample(&text, "seckill_group_commit_batch_size_count", &[]).unwrap();
     assert_eq!(sample(&text, "seckill_group_commit_batch_size_sum", &[]), Some(21.0));
@@ -135,7 +187,9 @@ async fn serve_metrics_count_what_happened() {
 
     // Every serve-side name of src/metrics.rs is exported.
     let exposed = exposed_names(&text);
-    for name in declared_names().iter().filter(|n| !n.starts_with("seckill_consumer_") && !n.starts_with("seckill_reconcile_") && *n != "seckill_dlq_entries") {
+    for name in declared_names().iter().filter(|n| {
+        !n.starts_with("seckill_consumer_") && !n.starts_with("seckill_reconcile_") && *n != "seckill_dlq_entries"
+    }) {
         assert!(exposed.contains(name), "{name} missing from /metrics:\n{text}");
     }
     sale.finish().await;
@@ -184,10 +238,16 @@ async fn consumer_metrics_after_a_drain_and_status_agrees() {
         let activity = f.activity.to_string();
         let lag = sample(&text, "seckill_consumer_lag_entries", &[("activity", &activity)]);
         let pending = sample(&text, "seckill_consumer_pending_entries", &[("activity", &activity)]);
-        if sample(&text, "seckill_consumer_orders_persisted_total", &[]) == Some(30.0) && lag == Some(0.0) && pending == Some(0.0) {
+        if sample(&text, "seckill_consumer_orders_persisted_total", &[]) == Some(30.0)
+            && lag == Some(0.0)
+            && pending == Some(0.0)
+        {
             break text;
         }
-        assert!(Instant::now() < deadline, "consumer metrics never showed the drain:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "consumer metrics never showed the drain:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     signal(&consumer, "-TERM");
@@ -197,8 +257,14 @@ async fn consumer_metrics_after_a_drain_and_status_agrees() {
     assert_eq!(sample(&text, "seckill_consumer_duplicates_total", &[]), Some(0.0));
     assert_eq!(sample(&text, "seckill_consumer_dead_lettered_total", &[]), Some(0.0));
     assert_eq!(sample(&text, "seckill_consumer_retries_total", &[]), Some(0.0));
-    assert_eq!(sample(&text, "seckill_consumer_pending_entries", &[("activity", &activity)]), Some(0.0));
-    assert_eq!(sample(&text, "seckill_dlq_entries", &[("activity", &activity)]), Some(0.0));
+    assert_eq!(
+        sample(&text, "seckill_consumer_pending_entries", &[("activity", &activity)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "seckill_dlq_entries", &[("activity", &activity)]),
+        Some(0.0)
+    );
     let batches = sample(&text, "seckill_consumer_batch_duration_seconds_count", &[]).unwrap();
     assert!(batches >= 1.0, "{text}");
     assert_eq!(f.orders().await, 30);
@@ -229,25 +295,43 @@ async fn reconcile_writes_a_textfile() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("reconcile.prom");
     let activity = f.activity.to_string();
-    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let (code, out) = f.run(&["reconcile", &activity, "--metrics-file", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(sample(&text, "seckill_reconcile_drift", &[("activity", &activity)]), Some(0.0), "{text}");
-    let ran = sample(&text, "seckill_reconcile_last_run_timestamp_seconds", &[("activity", &activity)]).unwrap();
+    assert_eq!(
+        sample(&text, "seckill_reconcile_drift", &[("activity", &activity)]),
+        Some(0.0),
+        "{text}"
+    );
+    let ran = sample(
+        &text,
+        "seckill_reconcile_last_run_timestamp_seconds",
+        &[("activity", &activity)],
+    )
+    .unwrap();
     assert!(ran >= before.floor() && ran <= before + 60.0, "{ran} vs {before}");
     assert!(text.contains("# TYPE seckill_reconcile_drift gauge"));
 
     // Drift: Redis claims a unit more on sale than MySQL accounts for.
     let mut conn = f.redis.conn();
-    let _: i64 = conn.hincr(f.redis.keys().product(f.activity, f.product), "stock", 1).await.unwrap();
+    let _: i64 = conn
+        .hincr(f.redis.keys().product(f.activity, f.product), "stock", 1)
+        .await
+        .unwrap();
     let (code, out) = f.run(&["reconcile", &activity, "--metrics-file", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     let text = std::fs::read_to_string(&path).unwrap();
     let drift = sample(&text, "seckill_reconcile_drift", &[("activity", &activity)]).unwrap();
     assert!(drift >= 1.0, "{text}");
     // Written atomically: no temporary file is left next to it.
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("reconcile.prom")]);
     std::fs::remove_dir_all(&dir).unwrap();
     f.cleanup().await;
@@ -259,25 +343,39 @@ fn alert_rules_pass_promtool() {
     let text = std::fs::read_to_string(rules).unwrap();
     let declared = declared_names();
     for name in referenced_names(&text) {
-        assert!(declared.contains(&name), "alerts.yml uses {name}, which nothing exports");
+        assert!(
+            declared.contains(&name),
+            "alerts.yml uses {name}, which nothing exports"
+        );
     }
     match Command::new("promtool").args(["check", "rules", rules]).output() {
-        Err(_) => eprintln!("notice: promtool not found (Debian package `prometheus`); alerts.yml not validated by promtool"),
-        Ok(out) => assert!(out.status.success(), "promtool check rules failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        Err(_) => {
+            eprintln!("notice: promtool not found (Debian package `prometheus`); alerts.yml not validated by promtool")
+        }
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check rules failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
 #[test]
 fn grafana_dashboard_uses_exported_names() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/grafana/seckill.json");
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
     let mut exprs = String::new();
     collect_exprs(&dashboard, &mut exprs);
     let used = referenced_names(&exprs);
     assert!(used.len() >= 10, "{used:?}");
     let declared = declared_names();
     for name in &used {
-        assert!(declared.contains(name), "the dashboard uses {name}, which nothing exports");
+        assert!(
+            declared.contains(name),
+            "the dashboard uses {name}, which nothing exports"
+        );
     }
 }
 
@@ -304,7 +402,12 @@ async fn status_watch_prints_plain_lines_and_stops_on_sigint() {
     let f = Fixture::new(10, 1).await;
     f.reserve(users("w", 3), 1).await;
     let activity = f.activity.to_string();
-    let mut watch = f.command(&["status", &activity, "--watch", "--interval", "300ms"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut watch = f
+        .command(&["status", &activity, "--watch", "--interval", "300ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     signal(&watch, "-INT");
     let status = watch.wait().unwrap();
@@ -317,7 +420,10 @@ async fn status_watch_prints_plain_lines_and_stops_on_sigint() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.len() >= 2, "{out}");
     for line in &lines {
-        assert!(line.contains(&format!("activity={activity} product={} remaining=7 sold=3", f.product)), "{line}");
+        assert!(
+            line.contains(&format!("activity={activity} product={} remaining=7 sold=3", f.product)),
+            "{line}"
+        );
     }
     f.cleanup().await;
 }
@@ -388,7 +494,11 @@ async fn a_product_sold_out_elsewhere_is_answered_from_memory() {
     // Stock 0 from the start: no purchase ever got a sold-out verdict from this server, yet the
     // periodic refresh marks it, so even requests that would stop at the token check (a
     // flood of bad tokens) are answered sold out without work.
-    let sale = Sale::start(Options { products: vec![spec(0, 1, 1)], ..Default::default() }).await;
+    let sale = Sale::start(Options {
+        products: vec![spec(0, 1, 1)],
+        ..Default::default()
+    })
+    .await;
     let url = format!("{}/metrics", sale.base);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -397,11 +507,17 @@ async fn a_product_sold_out_elsewhere_is_answered_from_memory() {
             break;
         }
         assert_eq!(answer.1["error"], "invalid_token", "{answer:?}");
-        assert!(Instant::now() < deadline, "the refresh never marked the product sold out");
+        assert!(
+            Instant::now() < deadline,
+            "the refresh never marked the product sold out"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let text = scrape(&sale.http, &url).await;
-    assert!(sample(&text, "seckill_sold_out_cache_hits_total", &[]).unwrap() >= 1.0, "{text}");
+    assert!(
+        sample(&text, "seckill_sold_out_cache_hits_total", &[]).unwrap() >= 1.0,
+        "{text}"
+    );
     // Bad input is still bad input.
     crate::buy_support::assert_error(&sale.buy(sale.product(), "nobody", 0, "x").await, 400, "bad_request");
     sale.finish().await;

@@ -12,11 +12,10 @@ async fn migrate_twice_changes_nothing() {
     let out = app.cli(&["migrate", "--json"]).await;
     out.ok();
     assert_eq!(out.json(), serde_json::json!({ "applied": [] }));
-    let applied: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
-            .fetch_one(app.db.pool())
-            .await
-            .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
     assert_eq!(applied as usize, seckill::db::MIGRATOR.iter().count());
     assert_eq!(app.snapshot().await, before);
 }
@@ -55,10 +54,7 @@ async fn migrate_creates_a_missing_database_then_is_up_to_date() {
         "products",
         "stock_ledger",
     ] {
-        assert!(
-            tables.iter().any(|t| t == table),
-            "{table} missing from {tables:?}"
-        );
+        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
     }
 }
 
@@ -67,18 +63,13 @@ async fn migrate_refuses_a_database_name_it_cannot_quote() {
     let app = TestApp::new().await;
     let url = format!("{}/bad-name", mysql_server_url());
     let out = app
-        .cli_with(
-            &["migrate"],
-            &[("SECKILL_DATABASE_URL", url.as_str())],
-            None,
-        )
+        .cli_with(&["migrate"], &[("SECKILL_DATABASE_URL", url.as_str())], None)
         .await;
     out.fails_with(1, &["database.url", "bad-name"]);
-    let exists: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'bad-name'",
-    )
-    .fetch_one(app.db.pool())
-    .await
-    .unwrap();
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'bad-name'")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
     assert_eq!(exists, 0);
 }

@@ -27,8 +27,17 @@ async fn killed_consumer_is_reclaimed_exactly_once() {
     let (code, _) = f.run(&["consumer", "--once", "--name", "c2"]);
     assert_eq!(code, 0);
     assert_eq!(f.orders().await, 1000, "killed after {before}");
-    assert_eq!(f.scalar("SELECT COUNT(DISTINCT order_no) FROM orders WHERE activity_id = ?").await, 1000);
-    let got: HashSet<String> = sqlx::query_scalar("SELECT order_no FROM orders").fetch_all(f.db.pool()).await.unwrap().into_iter().collect();
+    assert_eq!(
+        f.scalar("SELECT COUNT(DISTINCT order_no) FROM orders WHERE activity_id = ?")
+            .await,
+        1000
+    );
+    let got: HashSet<String> = sqlx::query_scalar("SELECT order_no FROM orders")
+        .fetch_all(f.db.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     assert_eq!(got, nos.into_iter().collect());
     assert_eq!(f.mysql_sold().await, 1000);
     assert_eq!(f.backlog().await, 0);
@@ -41,12 +50,20 @@ async fn same_entry_twice_makes_one_order() {
     let nos = f.reserve(["alice".to_string()], 3).await;
     let (_, entry_id) = seckill::keys::parse_order_no(&nos[0]).unwrap();
     let mut conn = f.redis.conn();
-    let raw: redis::Value = redis::cmd("XRANGE").arg(f.redis.keys().orders_stream(f.activity)).arg(entry_id).arg(entry_id)
-        .query_async(&mut conn).await.unwrap();
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(f.redis.keys().orders_stream(f.activity))
+        .arg(entry_id)
+        .arg(entry_id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let entry = seckill::consumer::stream::decode_entries(raw).remove(0);
     let r = persist::parse(f.activity, &entry).unwrap();
     // Two consumers racing on the same entry, then a plain redelivery.
-    let (a, b) = tokio::join!(persist::persist(&f.db, std::slice::from_ref(&r), "t"), persist::persist(&f.db, std::slice::from_ref(&r), "t"));
+    let (a, b) = tokio::join!(
+        persist::persist(&f.db, std::slice::from_ref(&r), "t"),
+        persist::persist(&f.db, std::slice::from_ref(&r), "t")
+    );
     assert_eq!(a.unwrap().inserted + b.unwrap().inserted, 1);
     let again = persist::persist(&f.db, &[r.clone(), r], "t").await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 2));
@@ -64,10 +81,15 @@ async fn mysql_down_keeps_everything_pending() {
     let f = Fixture::new(100, 1).await;
     f.reserve(users("m", 50), 1).await;
     let mut cmd = f.command(&["consumer", "--name", "blind"]);
-    cmd.env("SECKILL_DATABASE_URL", "mysql://root@127.0.0.1:1/nowhere").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    cmd.env("SECKILL_DATABASE_URL", "mysql://root@127.0.0.1:1/nowhere")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let mut blind = cmd.spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(blind.try_wait().unwrap().is_none(), "consumer must not exit while MySQL is down");
+    assert!(
+        blind.try_wait().unwrap().is_none(),
+        "consumer must not exit while MySQL is down"
+    );
     unsafe { libc_kill(blind.id() as i32, 15) };
     let status = blind.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -91,7 +113,14 @@ async fn poison_entry_goes_to_dead_letters() {
     f.reserve(users("a", 10), 1).await;
     let mut conn = f.redis.conn();
     let stream = f.redis.keys().orders_stream(f.activity);
-    let poison: String = conn.xadd(&stream, "*", &[("activity", f.activity.to_string().as_str()), ("quantity", "lots")]).await.unwrap();
+    let poison: String = conn
+        .xadd(
+            &stream,
+            "*",
+            &[("activity", f.activity.to_string().as_str()), ("quantity", "lots")],
+        )
+        .await
+        .unwrap();
     f.reserve(users("b", 10), 1).await;
     let report = f.drain().await;
     assert_eq!(report.persisted, 20);
@@ -102,7 +131,11 @@ async fn poison_entry_goes_to_dead_letters() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].entry_id, poison);
     assert_eq!(letters[0].deliveries, 3);
-    assert!(letters[0].error.contains("quantity") || letters[0].error.contains("missing"), "{}", letters[0].error);
+    assert!(
+        letters[0].error.contains("quantity") || letters[0].error.contains("missing"),
+        "{}",
+        letters[0].error
+    );
     let replayed = dlq::replay(&f.db, &f.redis, f.activity, None).await.unwrap();
     assert_eq!(replayed[0].outcome, "failed");
     assert_eq!(dlq::list(&f.redis, Some(f.activity)).await.unwrap().len(), 1);
@@ -133,11 +166,21 @@ async fn cancel_pay_expire_race_returns_each_unit_at_most_once() {
     for t in tasks {
         let _ = t.await.unwrap();
     }
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT order_no, status FROM orders").fetch_all(f.db.pool()).await.unwrap();
-    let freed: HashSet<String> = rows.iter().filter(|(_, s)| s == "cancelled" || s == "expired").map(|(n, _)| n.clone()).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT order_no, status FROM orders")
+        .fetch_all(f.db.pool())
+        .await
+        .unwrap();
+    let freed: HashSet<String> = rows
+        .iter()
+        .filter(|(_, s)| s == "cancelled" || s == "expired")
+        .map(|(n, _)| n.clone())
+        .collect();
     let held = rows.iter().filter(|(_, s)| s == "pending" || s == "paid").count() as i64;
-    let releases: Vec<(String, i64)> = sqlx::query_as("SELECT ref, COUNT(*) FROM stock_ledger WHERE op = 'release' GROUP BY ref")
-        .fetch_all(f.db.pool()).await.unwrap();
+    let releases: Vec<(String, i64)> =
+        sqlx::query_as("SELECT ref, COUNT(*) FROM stock_ledger WHERE op = 'release' GROUP BY ref")
+            .fetch_all(f.db.pool())
+            .await
+            .unwrap();
     assert!(releases.iter().all(|(_, n)| *n == 1), "{releases:?}");
     assert_eq!(releases.iter().map(|(r, _)| r.clone()).collect::<HashSet<_>>(), freed);
     let mut conn = f.redis.conn();
@@ -157,26 +200,52 @@ async fn reconcile_classifies_and_fixes() {
     f.drain().await;
     let grace = Duration::from_secs(60);
     let group = f.config.consumer.group.clone();
-    let clean = reconcile::reconcile(&f.db, &f.redis, &group, f.activity, grace, false).await.unwrap();
+    let clean = reconcile::reconcile(&f.db, &f.redis, &group, f.activity, grace, false)
+        .await
+        .unwrap();
     assert!(clean.consistent, "{:?}", clean.findings);
     assert_eq!(f.run(&["reconcile", &f.activity.to_string()]).0, 0);
 
     // Tampered Redis stock, a deleted order, a reservation acked without its order.
     let mut conn = f.redis.conn();
-    let _: i64 = conn.hincr(f.redis.keys().product(f.activity, f.product), "stock", 5).await.unwrap();
-    sqlx::query("DELETE FROM orders WHERE order_no = ?").bind(&nos[0]).execute(f.db.pool()).await.unwrap();
+    let _: i64 = conn
+        .hincr(f.redis.keys().product(f.activity, f.product), "stock", 5)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM orders WHERE order_no = ?")
+        .bind(&nos[0])
+        .execute(f.db.pool())
+        .await
+        .unwrap();
     let lost = f.reserve(["late".to_string()], 1).await;
     let stream = f.redis.keys().orders_stream(f.activity);
-    let _: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg(&group).arg("thief").arg("COUNT").arg(10)
-        .arg("STREAMS").arg(&stream).arg(">").query_async(&mut conn).await.unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&group)
+        .arg("thief")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let (_, id) = seckill::keys::parse_order_no(&lost[0]).unwrap();
     let _: u64 = conn.xack(&stream, &group, &[id]).await.unwrap();
 
-    let dirty = reconcile::reconcile(&f.db, &f.redis, &group, f.activity, grace, false).await.unwrap();
+    let dirty = reconcile::reconcile(&f.db, &f.redis, &group, f.activity, grace, false)
+        .await
+        .unwrap();
     assert!(!dirty.consistent);
     let classes: HashSet<_> = dirty.findings.iter().map(|x| x.class).collect();
     assert!(classes.contains(&reconcile::Class::StockDrift), "{:?}", dirty.findings);
-    let lost_found: HashSet<_> = dirty.findings.iter().filter(|x| x.class == reconcile::Class::LostReservation).map(|x| x.subject.clone()).collect();
+    let lost_found: HashSet<_> = dirty
+        .findings
+        .iter()
+        .filter(|x| x.class == reconcile::Class::LostReservation)
+        .map(|x| x.subject.clone())
+        .collect();
     assert_eq!(lost_found, [nos[0].clone(), lost[0].clone()].into_iter().collect());
     assert_eq!(f.run(&["reconcile", &f.activity.to_string()]).0, 1);
 
@@ -186,7 +255,9 @@ async fn reconcile_classifies_and_fixes() {
     assert_eq!(f.orders().await, 21);
     assert_eq!(f.mysql_sold().await, 21);
     assert_eq!(f.redis_counters().await, (79, 21, 100));
-    let adjusts = f.scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND op = 'adjust'").await;
+    let adjusts = f
+        .scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND op = 'adjust'")
+        .await;
     assert!(adjusts >= 2, "{adjusts}");
     f.cleanup().await;
 }
@@ -206,12 +277,28 @@ async fn stock_add_and_sold_out_while_online() {
     let late = f.reserve(["late".to_string()], 1).await;
     assert!(late.is_empty(), "sold out must refuse");
     f.drain().await;
-    let ledger: Vec<(String, i64)> = sqlx::query_as("SELECT op, delta FROM stock_ledger WHERE op IN ('adjust', 'sold_out') ORDER BY id")
-        .fetch_all(f.db.pool()).await.unwrap();
+    let ledger: Vec<(String, i64)> =
+        sqlx::query_as("SELECT op, delta FROM stock_ledger WHERE op IN ('adjust', 'sold_out') ORDER BY id")
+            .fetch_all(f.db.pool())
+            .await
+            .unwrap();
     assert_eq!(ledger, vec![("adjust".into(), 5), ("sold_out".into(), -8)]);
-    let total: i64 = sqlx::query_scalar("SELECT CAST(total_stock AS SIGNED) FROM products WHERE id = ?").bind(f.product).fetch_one(f.db.pool()).await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT CAST(total_stock AS SIGNED) FROM products WHERE id = ?")
+        .bind(f.product)
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap();
     assert_eq!(total, 7);
-    let r = reconcile::reconcile(&f.db, &f.redis, &f.config.consumer.group, f.activity, Duration::from_secs(60), false).await.unwrap();
+    let r = reconcile::reconcile(
+        &f.db,
+        &f.redis,
+        &f.config.consumer.group,
+        f.activity,
+        Duration::from_secs(60),
+        false,
+    )
+    .await
+    .unwrap();
     assert!(r.consistent, "{:?}", r.findings);
     f.cleanup().await;
 }

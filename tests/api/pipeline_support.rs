@@ -40,29 +40,45 @@ impl Fixture {
         seckill::db::migrate(&config).await.unwrap();
         let db = Db::connect(&config).await.unwrap();
         let redis = RedisClient::connect(&config).await.unwrap();
-        let activity = catalog::create_activity(&db, &NewActivity {
-            name: "flash".into(),
-            start_at: Utc::now() - ChronoDuration::minutes(1),
-            end_at: Utc::now() + ChronoDuration::hours(1),
-        })
+        let activity = catalog::create_activity(
+            &db,
+            &NewActivity {
+                name: "flash".into(),
+                start_at: Utc::now() - ChronoDuration::minutes(1),
+                end_at: Utc::now() + ChronoDuration::hours(1),
+            },
+        )
         .await
         .unwrap()
         .id;
-        let product = catalog::add_product(&db, &NewProduct {
-            activity_id: activity,
-            name: "phone".into(),
-            price: Decimal::new(19_99, 2),
-            stock,
-            per_user_limit: limit,
-            max_per_order: None,
-        })
+        let product = catalog::add_product(
+            &db,
+            &NewProduct {
+                activity_id: activity,
+                name: "phone".into(),
+                price: Decimal::new(19_99, 2),
+                stock,
+                per_user_limit: limit,
+                max_per_order: None,
+            },
+        )
         .await
         .unwrap()
         .id;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        seckill::ops::hot(&db, &redis, &config.consumer.group, activity).await.unwrap();
+        seckill::ops::hot(&db, &redis, &config.consumer.group, activity)
+            .await
+            .unwrap();
         seckill::ops::start(&db, &redis, activity).await.unwrap();
-        Fixture { config, config_path, db, redis, activity, product, database }
+        Fixture {
+            config,
+            config_path,
+            db,
+            redis,
+            activity,
+            product,
+            database,
+        }
     }
 
     /// Registers tokens and reserves `qty` units for each of `users`; returns the order numbers.
@@ -73,12 +89,18 @@ impl Fixture {
         for chunk in users.chunks(500) {
             let mut pipe = redis::pipe();
             for u in chunk {
-                pipe.set(self.redis.keys().token(self.activity, u), format!("tok-{u}")).ignore();
+                pipe.set(self.redis.keys().token(self.activity, u), format!("tok-{u}"))
+                    .ignore();
             }
             let () = pipe.query_async(&mut conn).await.unwrap();
             let purchases: Vec<Purchase> = chunk
                 .iter()
-                .map(|u| Purchase { product_id: self.product, user_id: u.clone(), quantity: qty, token: format!("tok-{u}") })
+                .map(|u| Purchase {
+                    product_id: self.product,
+                    user_id: u.clone(),
+                    quantity: qty,
+                    token: format!("tok-{u}"),
+                })
                 .collect();
             for v in buy::reserve(&self.redis, self.activity, &purchases).await.unwrap() {
                 out.extend(v.order_no);
@@ -90,14 +112,20 @@ impl Fixture {
     /// The binary with this fixture's config.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_seckill"));
-        c.arg("--config").arg(&self.config_path).args(args).env("RUST_LOG", "warn");
+        c.arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "warn");
         c
     }
 
     /// Runs the binary to completion; returns (exit code, stdout).
     pub fn run(&self, args: &[&str]) -> (i32, String) {
         let out = self.command(args).stderr(Stdio::inherit()).output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
@@ -105,7 +133,11 @@ impl Fixture {
     }
 
     pub async fn scalar(&self, sql: &str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql).bind(self.activity).fetch_one(self.db.pool()).await.unwrap()
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(self.activity)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
     }
 
     /// Orders of the activity.
@@ -115,7 +147,9 @@ impl Fixture {
 
     /// Reservations not yet acknowledged.
     pub async fn backlog(&self) -> u64 {
-        seckill::queue::backlog(&self.redis, self.activity, &self.config.consumer.group).await.unwrap()
+        seckill::queue::backlog(&self.redis, self.activity, &self.config.consumer.group)
+            .await
+            .unwrap()
     }
 
     /// Redis stock, sold, total.
@@ -123,29 +157,47 @@ impl Fixture {
         let mut conn = self.redis.conn();
         let (a, b, c): (i64, i64, i64) = redis::cmd("HMGET")
             .arg(self.redis.keys().product(self.activity, self.product))
-            .arg("stock").arg("sold").arg("total")
-            .query_async(&mut conn).await.unwrap();
+            .arg("stock")
+            .arg("sold")
+            .arg("total")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         (a, b, c)
     }
 
     pub async fn mysql_sold(&self) -> i64 {
         sqlx::query_scalar::<_, i64>("SELECT CAST(sold AS SIGNED) FROM products WHERE id = ?")
-            .bind(self.product).fetch_one(self.db.pool()).await.unwrap()
+            .bind(self.product)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
     }
 
     /// Drains everything in-process.
     pub async fn drain(&self) -> seckill::consumer::ConsumerReport {
-        let opts = seckill::consumer::ConsumerOptions { name: "drain".into(), batch: 1000, once: true };
-        seckill::consumer::run(&self.config, opts, std::future::pending()).await.unwrap()
+        let opts = seckill::consumer::ConsumerOptions {
+            name: "drain".into(),
+            batch: 1000,
+            once: true,
+        };
+        seckill::consumer::run(&self.config, opts, std::future::pending())
+            .await
+            .unwrap()
     }
 
     pub async fn cleanup(self) {
         let mut conn = self.redis.conn();
-        let keys: Vec<String> = conn.keys(format!("{}:*", self.redis.keys().prefix())).await.unwrap_or_default();
+        let keys: Vec<String> = conn
+            .keys(format!("{}:*", self.redis.keys().prefix()))
+            .await
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: () = conn.del(keys).await.unwrap();
         }
-        let _ = sqlx::query(&format!("DROP DATABASE `{}`", self.database)).execute(self.db.pool()).await;
+        let _ = sqlx::query(&format!("DROP DATABASE `{}`", self.database))
+            .execute(self.db.pool())
+            .await;
         let _ = std::fs::remove_file(&self.config_path);
     }
 }

@@ -50,18 +50,31 @@ const PAGE: usize = 10_000;
 
 /// Reads everything reconcile compares.
 pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) -> Result<Snapshot> {
-    let mut s = Snapshot { products: catalog::list_products(db, activity).await?, ..Default::default() };
+    let mut s = Snapshot {
+        products: catalog::list_products(db, activity).await?,
+        ..Default::default()
+    };
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    let (secs, micros): (i64, i64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
     s.now_ms = secs * 1000 + micros / 1000;
 
     let name = keys.orders_stream(activity);
     let mut entries = Vec::new();
     let mut start = "-".to_string();
     loop {
-        let raw: redis::Value = redis::cmd("XRANGE").arg(&name).arg(&start).arg("+").arg("COUNT").arg(PAGE)
-            .query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        let raw: redis::Value = redis::cmd("XRANGE")
+            .arg(&name)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
         let page = stream::decode_entries(raw);
         let full = page.len() == PAGE;
         if let Some(last) = page.last() {
@@ -78,7 +91,10 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         .map(|e| {
             let d = if pending.contains(&e.id) {
                 Delivery::Pending
-            } else if last_delivered.as_deref().is_none_or(|l| stream::cmp_ids(&e.id, l).is_gt()) {
+            } else if last_delivered
+                .as_deref()
+                .is_none_or(|l| stream::cmp_ids(&e.id, l).is_gt())
+            {
                 Delivery::Undelivered
             } else {
                 Delivery::Acked
@@ -86,27 +102,43 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             (e, d)
         })
         .collect();
-    let raw: redis::Value = redis::cmd("XRANGE").arg(keys.dlq(activity)).arg("-").arg("+")
-        .query_async(&mut conn).await.map_err(|e| redis.err(e))?;
-    s.dead_lettered = stream::decode_entries(raw).iter().filter_map(|e| e.get("dlq_entry").map(str::to_string)).collect();
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(keys.dlq(activity))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    s.dead_lettered = stream::decode_entries(raw)
+        .iter()
+        .filter_map(|e| e.get("dlq_entry").map(str::to_string))
+        .collect();
     s.released = conn.smembers(keys.released(activity)).await.map_err(|e| redis.err(e))?;
     for p in &s.products {
-        let fields: (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET").arg(keys.product(activity, p.id))
-            .arg("stock").arg("sold").arg("total").query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        let fields: (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(keys.product(activity, p.id))
+            .arg("stock")
+            .arg("sold")
+            .arg("total")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
         if let (Some(stock), Some(sold), Some(total)) = fields {
             s.redis_products.insert(p.id, (stock, sold, total));
-            let bought: HashMap<String, i64> = conn.hgetall(keys.bought(activity, p.id)).await.map_err(|e| redis.err(e))?;
+            let bought: HashMap<String, i64> = conn
+                .hgetall(keys.bought(activity, p.id))
+                .await
+                .map_err(|e| redis.err(e))?;
             s.bought.insert(p.id, bought);
         }
     }
 
-    let rows: Vec<(String, u64, String, u32, String)> = sqlx::query_as(
-        "SELECT order_no, product_id, user_id, quantity, status FROM orders WHERE activity_id = ?",
-    )
-    .bind(activity)
-    .fetch_all(db.pool())
-    .await
-    .map_err(|e| db.err(e))?;
+    let rows: Vec<(String, u64, String, u32, String)> =
+        sqlx::query_as("SELECT order_no, product_id, user_id, quantity, status FROM orders WHERE activity_id = ?")
+            .bind(activity)
+            .fetch_all(db.pool())
+            .await
+            .map_err(|e| db.err(e))?;
     s.orders = rows.into_iter().map(|(no, p, u, q, st)| (no, (p, u, q, st))).collect();
     let ledger: Vec<(u64, i64)> = sqlx::query_as(
         "SELECT l.product_id, CAST(SUM(l.delta) AS SIGNED) FROM stock_ledger l \
@@ -128,17 +160,35 @@ async fn group_state(redis: &RedisClient, stream_name: &str, group: &str) -> Res
     if !exists {
         return Ok((None, HashSet::new()));
     }
-    let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO").arg("GROUPS").arg(stream_name)
-        .query_async(&mut conn).await.map_err(|e| redis.err(e))?;
-    let Some(info) = groups.into_iter().find(|g| g.get("name").and_then(|v| redis::from_redis_value::<String>(v.clone()).ok()).as_deref() == Some(group)) else {
+    let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream_name)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    let Some(info) = groups.into_iter().find(|g| {
+        g.get("name")
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .as_deref()
+            == Some(group)
+    }) else {
         return Ok((None, HashSet::new()));
     };
-    let last = info.get("last-delivered-id").and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+    let last = info
+        .get("last-delivered-id")
+        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
     let mut pending = HashSet::new();
     let mut start = "-".to_string();
     loop {
-        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING").arg(stream_name).arg(group).arg(&start).arg("+").arg(PAGE)
-            .query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(stream_name)
+            .arg(group)
+            .arg(&start)
+            .arg("+")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
         let full = rows.len() == PAGE;
         if let Some(last) = rows.last() {
             start = format!("({}", last.0);

@@ -109,9 +109,18 @@ pub struct ReconcileReport {
 
 /// Compares activity `activity` (and repairs, with `fix`). `grace` is how long a queued
 /// reservation may wait for its order before it counts as lost.
-pub async fn reconcile(db: &Db, redis: &RedisClient, group: &str, activity: u64, grace: Duration, fix: bool) -> Result<ReconcileReport> {
+pub async fn reconcile(
+    db: &Db,
+    redis: &RedisClient,
+    group: &str,
+    activity: u64,
+    grace: Duration,
+    fix: bool,
+) -> Result<ReconcileReport> {
     let snap = gather::snapshot(db, redis, group, activity).await?;
-    let Analysis { findings, lines, lost, .. } = analyse(&snap, activity, grace);
+    let Analysis {
+        findings, lines, lost, ..
+    } = analyse(&snap, activity, grace);
     let mut report = ReconcileReport {
         activity_id: activity,
         products: lines,
@@ -126,7 +135,11 @@ pub async fn reconcile(db: &Db, redis: &RedisClient, group: &str, activity: u64,
     }
     report.repairs = fix::repair(db, redis, group, activity, &snap, &lost, grace).await?;
     let after = gather::snapshot(db, redis, group, activity).await?;
-    let Analysis { findings: remaining, lines, .. } = analyse(&after, activity, grace);
+    let Analysis {
+        findings: remaining,
+        lines,
+        ..
+    } = analyse(&after, activity, grace);
     report.consistent = remaining.iter().all(|f| f.class == Class::InFlight);
     report.remaining = remaining;
     report.products = lines;
@@ -146,14 +159,23 @@ struct Analysis {
 
 fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     let mut findings = Vec::new();
-    let mut lines: BTreeMap<u64, ProductLine> = s.products.iter().map(|p| (p.id, ProductLine {
-        product_id: p.id,
-        redis: s.redis_products.get(&p.id).copied(),
-        mysql_total: i64::from(p.total_stock),
-        mysql_sold: i64::from(p.sold),
-        ledger_net: s.ledger_net.get(&p.id).copied().unwrap_or(0),
-        ..Default::default()
-    })).collect();
+    let mut lines: BTreeMap<u64, ProductLine> = s
+        .products
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                ProductLine {
+                    product_id: p.id,
+                    redis: s.redis_products.get(&p.id).copied(),
+                    mysql_total: i64::from(p.total_stock),
+                    mysql_sold: i64::from(p.sold),
+                    ledger_net: s.ledger_net.get(&p.id).copied().unwrap_or(0),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
     let mut expected: Expected = HashMap::new();
     let mut lost = Vec::new();
     let mut in_stream = std::collections::HashSet::new();
@@ -163,19 +185,35 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
         if s.orders.contains_key(&order_no) || s.dead_lettered.contains(&entry.id) {
             continue;
         }
-        let Ok(r) = persist::parse(activity, entry) else { continue };
+        let Ok(r) = persist::parse(activity, entry) else {
+            continue;
+        };
         let age_ms = s.now_ms - r.reserved_at.timestamp_millis();
         let young = age_ms < grace.as_millis() as i64;
         let (class, detail, fix) = match (delivery, young) {
-            (Delivery::Acked, _) => (Class::LostReservation, "entry acknowledged but no order".to_string(), Some("persist it from its stream entry".to_string())),
+            (Delivery::Acked, _) => (
+                Class::LostReservation,
+                "entry acknowledged but no order".to_string(),
+                Some("persist it from its stream entry".to_string()),
+            ),
             (_, true) => (Class::InFlight, format!("queued {age_ms} ms ago"), None),
-            (d, false) => (Class::LostReservation, format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(), Some("persist it from its stream entry".to_string())),
+            (d, false) => (
+                Class::LostReservation,
+                format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(),
+                Some("persist it from its stream entry".to_string()),
+            ),
         };
         if let Some(line) = lines.get_mut(&r.product_id) {
             line.unpersisted_units += i64::from(r.quantity);
         }
         *expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
-        findings.push(Finding { class, product_id: Some(r.product_id), subject: order_no, detail, fix });
+        findings.push(Finding {
+            class,
+            product_id: Some(r.product_id),
+            subject: order_no,
+            detail,
+            fix,
+        });
         if class == Class::LostReservation {
             lost.push(r);
         }
@@ -199,8 +237,13 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
                     line.unreleased_units += q;
                 }
                 *expected.entry((*product, user.clone())).or_default() += q;
-                findings.push(Finding { class: Class::Unreleased, product_id: Some(*product), subject: order_no.clone(),
-                    detail: format!("{status} order's {q} unit(s) not back on sale"), fix: Some("run release.lua (idempotent)".into()) });
+                findings.push(Finding {
+                    class: Class::Unreleased,
+                    product_id: Some(*product),
+                    subject: order_no.clone(),
+                    detail: format!("{status} order's {q} unit(s) not back on sale"),
+                    fix: Some("run release.lua (idempotent)".into()),
+                });
             }
             _ => {}
         }
@@ -210,28 +253,46 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
             _ => false,
         };
         if covered && !in_stream.contains(order_no) {
-            findings.push(Finding { class: Class::OrderWithoutReservation, product_id: Some(*product), subject: order_no.clone(),
-                detail: "no stream entry for this order".into(), fix: None });
+            findings.push(Finding {
+                class: Class::OrderWithoutReservation,
+                product_id: Some(*product),
+                subject: order_no.clone(),
+                detail: "no stream entry for this order".into(),
+                fix: None,
+            });
         }
     }
     for line in lines.values() {
         stock_findings(line, &mut findings);
         if let (Some(bought), Some(_)) = (s.bought.get(&line.product_id), line.redis) {
-            let mut users: Vec<&String> = bought.keys().chain(expected.keys().filter(|(p, _)| *p == line.product_id).map(|(_, u)| u)).collect();
+            let mut users: Vec<&String> = bought
+                .keys()
+                .chain(expected.keys().filter(|(p, _)| *p == line.product_id).map(|(_, u)| u))
+                .collect();
             users.sort();
             users.dedup();
             for user in users {
                 let have = bought.get(user).copied().unwrap_or(0);
                 let want = expected.get(&(line.product_id, user.clone())).copied().unwrap_or(0);
                 if have != want {
-                    findings.push(Finding { class: Class::QuotaDrift, product_id: Some(line.product_id), subject: user.clone(),
-                        detail: format!("Redis holds {have} unit(s), orders and queue say {want}"), fix: Some(format!("set to {want}")) });
+                    findings.push(Finding {
+                        class: Class::QuotaDrift,
+                        product_id: Some(line.product_id),
+                        subject: user.clone(),
+                        detail: format!("Redis holds {have} unit(s), orders and queue say {want}"),
+                        fix: Some(format!("set to {want}")),
+                    });
                 }
             }
         }
     }
     findings.sort_by(|a, b| (a.class, a.product_id, &a.subject).cmp(&(b.class, b.product_id, &b.subject)));
-    Analysis { findings, lines: lines.into_values().collect(), lost, expected }
+    Analysis {
+        findings,
+        lines: lines.into_values().collect(),
+        lost,
+        expected,
+    }
 }
 
 fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
@@ -240,25 +301,56 @@ fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
             class: Class::StockDrift,
             product_id: Some(line.product_id),
             subject: "oversold".into(),
-            detail: format!("orders hold {} units but total_stock is {}", line.order_units, line.mysql_total),
+            detail: format!(
+                "orders hold {} units but total_stock is {}",
+                line.order_units, line.mysql_total
+            ),
             fix: None,
         });
     }
     let mut drift = |subject: &str, detail: String, fix: &str| {
-        findings.push(Finding { class: Class::StockDrift, product_id: Some(line.product_id), subject: subject.into(), detail, fix: Some(fix.into()) });
+        findings.push(Finding {
+            class: Class::StockDrift,
+            product_id: Some(line.product_id),
+            subject: subject.into(),
+            detail,
+            fix: Some(fix.into()),
+        });
     };
     if line.mysql_sold != line.order_units {
-        drift("mysql sold", format!("products.sold {} but pending+paid orders hold {}", line.mysql_sold, line.order_units), "set products.sold from the orders");
+        drift(
+            "mysql sold",
+            format!(
+                "products.sold {} but pending+paid orders hold {}",
+                line.mysql_sold, line.order_units
+            ),
+            "set products.sold from the orders",
+        );
     }
     let Some((stock, sold, total)) = line.redis else { return };
     let want_sold = line.order_units + line.unpersisted_units + line.unreleased_units;
     if stock + sold != total {
-        drift("redis stock", format!("stock {stock} + sold {sold} != total {total}"), "restore Redis counters from MySQL");
+        drift(
+            "redis stock",
+            format!("stock {stock} + sold {sold} != total {total}"),
+            "restore Redis counters from MySQL",
+        );
     }
     if total != line.mysql_total {
-        drift("redis total", format!("Redis total {total} != MySQL total_stock {}", line.mysql_total), "restore Redis counters from MySQL");
+        drift(
+            "redis total",
+            format!("Redis total {total} != MySQL total_stock {}", line.mysql_total),
+            "restore Redis counters from MySQL",
+        );
     }
     if sold != want_sold {
-        drift("redis sold", format!("Redis sold {sold} != orders {} + queued {} + unreleased {}", line.order_units, line.unpersisted_units, line.unreleased_units), "restore Redis counters from MySQL");
+        drift(
+            "redis sold",
+            format!(
+                "Redis sold {sold} != orders {} + queued {} + unreleased {}",
+                line.order_units, line.unpersisted_units, line.unreleased_units
+            ),
+            "restore Redis counters from MySQL",
+        );
     }
 }

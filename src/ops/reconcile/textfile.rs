@@ -21,6 +21,11 @@ pub fn render(report: &ReconcileReport, fixed: bool, now_secs: u64) -> String {
             vec![("activity", activity.clone())],
             drift_count(report, fixed) as f64,
         ),
-        (RECONCILE_LAST_RUN, "When reconcile last completed a check (unix seconds).", vec![("activity", activity)], now_secs as f64),
+        (
+            RECONCILE_LAST_RUN,
+            "When reconcile last completed a check (unix seconds).",
+            vec![("activity", activity)],
+            now_secs as f64,
+        ),
     ])
 }
