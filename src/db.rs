@@ -29,16 +29,7 @@ impl Db {
             .max_connections(config.database.max_connections)
             .acquire_timeout(timeout)
             .connect_with(options);
-        let pool = tokio::time::timeout(timeout + Duration::from_millis(500), pool)
-            .await
-            .map_err(|_| Error::Database {
-                addr: addr.clone(),
-                source: sqlx::Error::PoolTimedOut,
-            })?
-            .map_err(|source| Error::Database {
-                addr: addr.clone(),
-                source,
-            })?;
+        let pool = within(&addr, timeout + Duration::from_millis(500), pool).await?;
         Ok(Db { pool, addr })
     }
 
@@ -73,6 +64,24 @@ impl Db {
     }
 }
 
+/// Awaits a connection attempt for at most `limit`, so an unreachable server fails fast
+/// with its address instead of hanging.
+async fn within<T>(
+    addr: &str,
+    limit: Duration,
+    attempt: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> Result<T> {
+    let source = match tokio::time::timeout(limit, attempt).await {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(source)) => source,
+        Err(_) => sqlx::Error::PoolTimedOut,
+    };
+    Err(Error::Database {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
 fn connect_options(url: &str) -> Result<MySqlConnectOptions> {
     let options = MySqlConnectOptions::from_str(url).map_err(|e| Error::Config(format!("database.url: {e}")))?;
     // Statement logging at INFO would drown the operator's output; slow ones still show.
@@ -95,16 +104,7 @@ pub async fn create_database_if_missing(config: &Config) -> Result<()> {
     }
     let server = options.database("");
     let timeout = Duration::from_millis(config.database.connect_timeout_ms);
-    let mut conn = tokio::time::timeout(timeout, sqlx::mysql::MySqlConnection::connect_with(&server))
-        .await
-        .map_err(|_| Error::Database {
-            addr: addr.clone(),
-            source: sqlx::Error::PoolTimedOut,
-        })?
-        .map_err(|source| Error::Database {
-            addr: addr.clone(),
-            source,
-        })?;
+    let mut conn = within(&addr, timeout, sqlx::mysql::MySqlConnection::connect_with(&server)).await?;
     sqlx::query(&format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     ))

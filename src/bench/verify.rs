@@ -5,14 +5,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::consumer::stream::decode_entries;
+use crate::consumer::stream::read_all;
 use crate::db::Db;
 use crate::error::Result;
 use crate::ops::reconcile::ReconcileReport;
 use crate::redis_client::RedisClient;
-
-/// Entries read per `XRANGE`.
-const PAGE: usize = 10_000;
 
 /// What MySQL and the stream say was sold.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -108,33 +105,17 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
     let stream = redis.keys().orders_stream(activity);
     let product = product.to_string();
     let mut per_user: HashMap<String, u64> = HashMap::new();
-    let mut conn = redis.conn();
-    let mut start = "-".to_string();
-    loop {
-        let page: redis::Value = redis::cmd("XRANGE")
-            .arg(&stream)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
-        let entries = decode_entries(page);
-        let Some(last) = entries.last() else { break };
-        start = format!("({}", last.id);
-        let full = entries.len() == PAGE;
-        for entry in entries.iter().filter(|x| x.get("product") == Some(product.as_str())) {
-            let quantity: u64 = entry.get("quantity").and_then(|q| q.parse().ok()).unwrap_or(0);
-            e.stream_entries += 1;
-            e.stream_units += quantity;
-            *per_user
-                .entry(entry.get("user").unwrap_or_default().to_string())
-                .or_default() += quantity;
-        }
-        if !full {
-            break;
-        }
+    for entry in read_all(redis, &stream)
+        .await?
+        .iter()
+        .filter(|x| x.get("product") == Some(product.as_str()))
+    {
+        let quantity: u64 = entry.get("quantity").and_then(|q| q.parse().ok()).unwrap_or(0);
+        e.stream_entries += 1;
+        e.stream_units += quantity;
+        *per_user
+            .entry(entry.get("user").unwrap_or_default().to_string())
+            .or_default() += quantity;
     }
     e.stream_max_per_user = per_user.values().copied().max().unwrap_or(0);
     Ok(e)

@@ -186,6 +186,35 @@ pub fn parse_id(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
+/// Every entry of `stream`, oldest first, read in pages so a long stream never becomes
+/// one huge reply.
+pub async fn read_all(redis: &RedisClient, stream: &str) -> Result<Vec<Entry>> {
+    const PAGE: usize = 10_000;
+    let mut conn = redis.conn();
+    let mut entries = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let raw: Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis.err(e))?;
+        let page = decode_entries(raw);
+        let full = page.len() == PAGE;
+        if let Some(last) = page.last() {
+            start = format!("({}", last.id);
+        }
+        entries.extend(page);
+        if !full {
+            return Ok(entries);
+        }
+    }
+}
+
 /// XACK.
 pub async fn ack(
     conn: &mut ConnectionManager,

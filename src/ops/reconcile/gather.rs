@@ -63,28 +63,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     s.now_ms = secs * 1000 + micros / 1000;
 
     let name = keys.orders_stream(activity);
-    let mut entries = Vec::new();
-    let mut start = "-".to_string();
-    loop {
-        let raw: redis::Value = redis::cmd("XRANGE")
-            .arg(&name)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
-        let page = stream::decode_entries(raw);
-        let full = page.len() == PAGE;
-        if let Some(last) = page.last() {
-            start = format!("({}", last.id);
-        }
-        entries.extend(page);
-        if !full {
-            break;
-        }
-    }
+    let entries = stream::read_all(redis, &name).await?;
     let (last_delivered, pending) = group_state(redis, &name, group).await?;
     s.entries = entries
         .into_iter()
