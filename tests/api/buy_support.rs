@@ -13,6 +13,8 @@ use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::server::{self, AppState};
 use seckill::token::Signer;
 use seckill::{Config, Db, RedisClient};
+
+use crate::helpers::TestApp;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -66,27 +68,21 @@ pub struct Sale {
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<seckill::Result<()>>>,
-}
-
-fn random_name() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    /// Owns the database and key prefix; dropping it removes both.
+    _app: TestApp,
 }
 
 impl Sale {
     pub async fn start(options: Options) -> Sale {
-        let name = random_name();
-        let mut config = Config::default();
-        config.database.url = format!("mysql://root@127.0.0.1:3306/seckill_test_{name}");
-        config.database.max_connections = 4;
-        config.redis.key_prefix = format!("t{name}");
-        config.token.secret = "test-secret-0123456789".into();
-        if let Some(url) = &options.redis_url {
-            config.redis.url = url.clone();
-        }
-        (options.tune)(&mut config);
-        seckill::db::migrate(&config).await.expect("migrate");
-        let db = Db::connect(&config).await.expect("mysql");
-        let redis = RedisClient::connect(&config).await.expect("redis");
+        let app = TestApp::with_config(|config| {
+            config.token.secret = "test-secret-0123456789".into();
+            if let Some(url) = &options.redis_url {
+                config.redis.url = url.clone();
+            }
+            (options.tune)(config);
+        })
+        .await;
+        let (config, db, redis) = (app.config.clone(), app.db.clone(), app.redis.clone());
         let now = Utc::now();
         let activity = catalog::create_activity(
             &db,
@@ -136,6 +132,7 @@ impl Sale {
                 .unwrap(),
             shutdown: None,
             server: None,
+            _app: app,
         };
         sale.serve().await;
         sale
@@ -167,24 +164,9 @@ impl Sale {
         }
     }
 
-    /// Stops the server and drops the database and the Redis keys.
+    /// Stops the server; the database and the Redis keys go with the fixture's `TestApp`.
     pub async fn finish(mut self) {
         self.stop_server().await;
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name()))
-            .execute(self.db.pool())
-            .await;
-        self.db.close().await;
-        let mut conn = self.redis.conn();
-        let pattern = format!("{}:*", self.config.redis.key_prefix);
-        if let Ok(keys) = conn.keys::<_, Vec<String>>(pattern).await {
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = conn.del(keys).await;
-            }
-        }
-    }
-
-    fn db_name(&self) -> String {
-        self.config.database.url.rsplit('/').next().unwrap().to_string()
     }
 
     pub fn product(&self) -> u64 {

@@ -186,6 +186,12 @@ pub struct TestApp {
 impl TestApp {
     /// Creates and migrates a fresh database, picks a fresh key prefix, and connects.
     pub async fn new() -> TestApp {
+        Self::with_config(|_| {}).await
+    }
+
+    /// Like [`TestApp::new`], with `tune` adjusting the configuration (timeouts, funnel,
+    /// another Redis) before anything connects. Cleanup on drop is the same.
+    pub async fn with_config(tune: impl FnOnce(&mut Config)) -> TestApp {
         let suffix = random_suffix();
         let db_name = format!("seckill_test_{suffix}");
         let prefix = format!("test_{suffix}");
@@ -194,6 +200,7 @@ impl TestApp {
         config.database.max_connections = 4;
         config.redis.url = redis_url();
         config.redis.key_prefix = prefix.clone();
+        tune(&mut config);
         seckill::db::migrate(&config)
             .await
             .unwrap_or_else(|e| panic!("migrating {db_name} failed (is MariaDB up? run scripts/setup.sh): {e}"));

@@ -283,7 +283,6 @@ async fn consumer_metrics_after_a_drain_and_status_agrees() {
     assert_eq!(p["orders"], json!(f.orders().await));
     assert_eq!(status["unpersisted"], json!(f.backlog().await));
     assert_eq!(status["unpersisted"], json!(0));
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +333,6 @@ async fn reconcile_writes_a_textfile() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("reconcile.prom")]);
     std::fs::remove_dir_all(&dir).unwrap();
-    f.cleanup().await;
 }
 
 #[test]
@@ -425,7 +423,6 @@ async fn status_watch_prints_plain_lines_and_stops_on_sigint() {
             "{line}"
         );
     }
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,7 +483,6 @@ async fn json_logs_carry_no_token_or_secret() {
     }
     assert!(messages.iter().any(|m| m == "buy: queued"), "{logs}");
     assert!(messages.iter().any(|m| m == "buy: refused"), "{logs}");
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

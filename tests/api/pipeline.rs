@@ -41,7 +41,6 @@ async fn killed_consumer_is_reclaimed_exactly_once() {
     assert_eq!(got, nos.into_iter().collect());
     assert_eq!(f.mysql_sold().await, 1000);
     assert_eq!(f.backlog().await, 0);
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +72,6 @@ async fn same_entry_twice_makes_one_order() {
     assert_eq!(f.mysql_sold().await, 3);
     let o = order::get(&f.db, &nos[0]).await.unwrap();
     assert_eq!(o.amount.to_string(), "59.97");
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +97,6 @@ async fn mysql_down_keeps_everything_pending() {
     assert_eq!(code, 0);
     assert_eq!(f.orders().await, 50);
     assert_eq!(f.backlog().await, 0);
-    f.cleanup().await;
 }
 
 unsafe extern "C" {
@@ -142,7 +139,6 @@ async fn poison_entry_goes_to_dead_letters() {
     let (code, out) = f.run(&["consumer", "dlq", "list", &f.activity.to_string(), "--json"]);
     assert_eq!(code, 0);
     assert!(out.contains(&poison));
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -190,7 +186,6 @@ async fn cancel_pay_expire_race_returns_each_unit_at_most_once() {
     assert_eq!(sold, held * 2);
     assert_eq!(stock + held * 2, total);
     assert_eq!(f.mysql_sold().await, held * 2);
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +254,6 @@ async fn reconcile_classifies_and_fixes() {
         .scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND op = 'adjust'")
         .await;
     assert!(adjusts >= 2, "{adjusts}");
-    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,5 +294,4 @@ async fn stock_add_and_sold_out_while_online() {
     .await
     .unwrap();
     assert!(r.consistent, "{:?}", r.findings);
-    f.cleanup().await;
 }

@@ -1,16 +1,16 @@
-//! Fixture for the pipeline tests: a fresh MariaDB database with a random name, a random
-//! Redis key prefix, one online activity with one product, and a config file for the binary.
+//! Fixture for the pipeline tests: a [`TestApp`] (own database and key prefix, removed on
+//! drop) with one online activity of one product, and a config file for the binary.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use chrono::{Duration as ChronoDuration, Utc};
-use rand::Rng;
-use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use seckill::buy::{self, Purchase};
 use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::{Config, Db, RedisClient};
+
+use crate::helpers::TestApp;
 
 pub struct Fixture {
     pub config: Config,
@@ -19,27 +19,25 @@ pub struct Fixture {
     pub redis: RedisClient,
     pub activity: u64,
     pub product: u64,
-    pub database: String,
+    /// Owns the database, key prefix and config file; dropping it removes them.
+    _app: TestApp,
 }
-
-const DB_BASE: &str = "mysql://root@127.0.0.1:3306/";
 
 impl Fixture {
     /// A sale of `stock` units, `limit` per user, online now.
     pub async fn new(stock: u32, limit: u32) -> Fixture {
-        let tag: u64 = rand::rng().random_range(0..u64::MAX / 2);
-        let database = format!("seckill_test_{tag:x}");
-        let yaml = format!(
-            "database:\n  url: {DB_BASE}{database}\n  max_connections: 8\nredis:\n  key_prefix: t{tag:x}\n\
-             consumer:\n  claim_idle_ms: 300\n  block_ms: 200\n  max_deliveries: 3\n  retry_base_ms: 50\n  retry_max_ms: 300\n\
-             orders:\n  in_flight_grace_secs: 60\n"
-        );
-        let config = Config::parse(&yaml).unwrap();
-        let config_path = std::env::temp_dir().join(format!("seckill-{tag:x}.yaml"));
-        std::fs::write(&config_path, &yaml).unwrap();
-        seckill::db::migrate(&config).await.unwrap();
-        let db = Db::connect(&config).await.unwrap();
-        let redis = RedisClient::connect(&config).await.unwrap();
+        let app = TestApp::with_config(|c| {
+            c.database.max_connections = 8;
+            c.consumer.claim_idle_ms = 300;
+            c.consumer.block_ms = 200;
+            c.consumer.max_deliveries = 3;
+            c.consumer.retry_base_ms = 50;
+            c.consumer.retry_max_ms = 300;
+            c.orders.in_flight_grace_secs = 60;
+        })
+        .await;
+        let config_path = app.write_file("config.yaml", &serde_yaml::to_string(&app.config).unwrap());
+        let (config, db, redis) = (app.config.clone(), app.db.clone(), app.redis.clone());
         let activity = catalog::create_activity(
             &db,
             &NewActivity {
@@ -77,7 +75,7 @@ impl Fixture {
             redis,
             activity,
             product,
-            database,
+            _app: app,
         }
     }
 
@@ -184,21 +182,6 @@ impl Fixture {
         seckill::consumer::run(&self.config, opts, std::future::pending())
             .await
             .unwrap()
-    }
-
-    pub async fn cleanup(self) {
-        let mut conn = self.redis.conn();
-        let keys: Vec<String> = conn
-            .keys(format!("{}:*", self.redis.keys().prefix()))
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = conn.del(keys).await.unwrap();
-        }
-        let _ = sqlx::query(&format!("DROP DATABASE `{}`", self.database))
-            .execute(self.db.pool())
-            .await;
-        let _ = std::fs::remove_file(&self.config_path);
     }
 }
 
