@@ -135,12 +135,14 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
                 .await
                 .map_err(|e| redis.err(e))?;
         }
-        conn.hset::<_, _, _, ()>(keys.product_activity(), p.id, activity_id)
-            .await
-            .map_err(|e| redis.err(e))?;
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let owners: Vec<(u64, u64)> = products.iter().map(|p| (p.id, activity_id)).collect();
+    let () = conn
+        .hset_multiple(keys.product_activity(), &owners)
+        .await
+        .map_err(|e| redis.err(e))?;
     for chunk in blacklist.chunks(CHUNK) {
         let () = conn
             .sadd(keys.blacklist(activity_id), chunk)
