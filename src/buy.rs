@@ -4,9 +4,11 @@
 //! (group commit); the script decides them one after another in arrival order, exactly
 //! as if each had been sent alone.
 
+use redis::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -66,19 +68,20 @@ impl Outcome {
         }
     }
 
-    fn parse(code: &str) -> Result<Outcome> {
-        Ok(match code {
-            "ok" => Outcome::Ok,
-            "not_found" => Outcome::NotFound,
-            "not_started" => Outcome::NotStarted,
-            "paused" => Outcome::Paused,
-            "ended" => Outcome::Ended,
-            "blacklisted" => Outcome::Blacklisted,
-            "invalid_token" => Outcome::InvalidToken,
-            "bad_request" => Outcome::BadRequest,
-            "limit_exceeded" => Outcome::LimitExceeded,
-            "sold_out" => Outcome::SoldOut,
-            other => return Err(Error::Internal(format!("reserve.lua answered unknown code {other:?}"))),
+    /// The refusal named by `code` (never [`Outcome::Ok`]: a queued purchase is answered with
+    /// its stream entry id instead).
+    fn refusal(code: &[u8]) -> Option<Outcome> {
+        Some(match code {
+            b"not_found" => Outcome::NotFound,
+            b"not_started" => Outcome::NotStarted,
+            b"paused" => Outcome::Paused,
+            b"ended" => Outcome::Ended,
+            b"blacklisted" => Outcome::Blacklisted,
+            b"invalid_token" => Outcome::InvalidToken,
+            b"bad_request" => Outcome::BadRequest,
+            b"limit_exceeded" => Outcome::LimitExceeded,
+            b"sold_out" => Outcome::SoldOut,
+            _ => return None,
         })
     }
 }
@@ -120,22 +123,41 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
             .arg(&p.token);
     }
     let mut conn = redis.conn();
-    let replies: Vec<(String, String, i64)> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
-    if replies.len() != purchases.len() {
+    let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    if reply.len() != 2 * purchases.len() {
         return Err(Error::Internal(format!(
-            "reserve.lua answered {} verdicts for {} purchases",
-            replies.len(),
+            "reserve.lua answered {} values for {} purchases",
+            reply.len(),
             purchases.len()
         )));
     }
-    replies
-        .into_iter()
-        .map(|(code, order_no, remaining)| {
-            Ok(Verdict {
-                outcome: Outcome::parse(&code)?,
-                order_no: (!order_no.is_empty()).then_some(order_no),
-                remaining,
-            })
-        })
+    reply
+        .chunks_exact(2)
+        .map(|pair| verdict(activity, &pair[0], &pair[1]))
         .collect()
+}
+
+/// One purchase's verdict from its two reply values (see `lua/reserve.lua`).
+fn verdict(activity: u64, verdict: &Value, remaining: &Value) -> Result<Verdict> {
+    let unexpected = || Error::Internal(format!("reserve.lua answered {verdict:?}, {remaining:?}"));
+    let (Value::BulkString(verdict), Value::Int(remaining)) = (verdict, remaining) else {
+        return Err(unexpected());
+    };
+    if let Some(outcome) = Outcome::refusal(verdict) {
+        return Ok(Verdict {
+            outcome,
+            order_no: None,
+            remaining: *remaining,
+        });
+    }
+    let entry_id = std::str::from_utf8(verdict).map_err(|_| unexpected())?;
+    let order_no = keys::order_no(activity, entry_id);
+    if keys::parse_order_no(&order_no).is_none() {
+        return Err(unexpected());
+    }
+    Ok(Verdict {
+        outcome: Outcome::Ok,
+        order_no: Some(order_no),
+        remaining: *remaining,
+    })
 }

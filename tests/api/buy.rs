@@ -550,6 +550,37 @@ async fn group_commit_matches_one_by_one() {
     single.finish().await;
 }
 
+/// reserve.lua keeps stock in Lua during a batch and writes it back at the end; a command
+/// that fails mid-batch must still leave every queued reservation deducted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_mid_batch_keeps_queued_units_deducted() {
+    let sale = Sale::start(Options {
+        products: vec![spec(5, 1, 1), spec(5, 1, 1)],
+        ..Options::default()
+    })
+    .await;
+    let users: Vec<String> = ["a", "b", "c"].iter().map(|u| u.to_string()).collect();
+    let tokens = sale.tokens(&users).await;
+    // Product 2's per-user totals are not a hash: its purchases fail inside the script.
+    let mut conn = sale.redis.conn();
+    let broken = sale.redis.keys().bought(sale.activity, sale.products[1]);
+    let _: () = conn.set(&broken, "not a hash").await.unwrap();
+    let purchase = |product: usize, user: usize| Purchase {
+        product_id: sale.products[product],
+        user_id: users[user].clone(),
+        quantity: 1,
+        token: tokens[user].clone(),
+    };
+    let batch = [purchase(0, 0), purchase(0, 1), purchase(1, 2), purchase(0, 2)];
+    let failed = buy::reserve(&sale.redis, sale.activity, &batch).await;
+    assert!(failed.is_err(), "the batch reports the failure: {failed:?}");
+    // The two purchases decided before the failure are queued and deducted; none after it.
+    assert_eq!(sale.counters(sale.products[0]).await, (3, 2, 2));
+    let (stock, sold, _) = sale.counters(sale.products[1]).await;
+    assert!(stock + sold == 5 && stock >= 4, "product 2: stock {stock}, sold {sold}");
+    sale.finish().await;
+}
+
 fn cli(sale: &Sale, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
         .args(args)
