@@ -63,8 +63,8 @@ fn map_of(value: redis::Value) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     let pairs: Vec<(redis::Value, redis::Value)> = match value {
         redis::Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|c| (c.len() == 2).then(|| (c[0].clone(), c[1].clone())))
+            .chunks_exact(2)
+            .map(|c| (c[0].clone(), c[1].clone()))
             .collect(),
         redis::Value::Map(pairs) => pairs,
         _ => Vec::new(),

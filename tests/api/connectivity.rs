@@ -95,7 +95,7 @@ async fn the_library_reports_the_address_too() {
         matches!(err, Error::Redis { ref addr, .. } if addr == "127.0.0.1:1"),
         "{err:?}"
     );
-    let err = Db::connect(&config).await.err().expect("mysql must fail");
+    let err = Db::connect(&config).await.expect_err("mysql must fail");
     assert!(
         matches!(err, Error::Database { ref addr, .. } if addr == "127.0.0.1:1"),
         "{err:?}"
