@@ -246,9 +246,9 @@ Rounds: naive ${NAIVE[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOL
 | 2b | \`GET /health\`, \`seckill bench --probe\` (100 connections) | $PROBE_RPS req/s | |
 | 3 | successful buys, fresh users, \`wrk -t2 -c100\` | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
+| 5 | one consumer, $DRAINED reservations into MariaDB | $ORDERS_RPS orders/s | |
 | 6 | Redis CPU per purchase: naive deduct / our group commit | $NAIVE_REDIS_US / $BUY_REDIS_US µs | |
 | 6b | purchases one Redis core can decide (1 / (6)): naive / ours | $REDIS_NAIVE_CEIL / $REDIS_BUY_CEIL per s | |
-| 5 | one consumer, $DRAINED reservations into MariaDB | $ORDERS_RPS orders/s | |
 | 7 | peak RSS of \`seckill serve\` (VmHWM) | $RSS_MIB MiB | |
 | 8 | \`seckill bench --spawn\` 1000 units / 100k users / 200k requests / 256 conns | $SALE_RPS req/s, sold out in $SALE_SELLOUT s, invariants held: $SALE_PASSED | p99 $SALE_P99 ms |
 
