@@ -6,50 +6,58 @@
 -- KEYS[1]  activity hash    P:{a:A}:activity   (status, start_ms, end_ms, id)
 -- KEYS[2]  order stream     P:{a:A}:orders
 -- KEYS[3]  blacklist set    P:{a:A}:blacklist
--- KEYS[4..] per request, three keys: P:{a:A}:product:ID, P:{a:A}:bought:ID, P:{a:A}:token:USER
+-- KEYS[4 .. 3+2M]   per product of the batch, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
+-- KEYS[4+2M ..]     per request, one key: P:{a:A}:token:USER
 -- ARGV[1]  number of requests N
--- ARGV[2..] per request, four values: product id, user id, quantity, token
+-- ARGV[2]  number of distinct products M
+-- ARGV[3 .. 2+M]    the product ids, in the order of their keys
+-- ARGV[3+M ..]      per request, four values: product (1..M, its place above), user id,
+--                   quantity, token
 --
 -- Returns a flat array of 2N values, two per request in request order: verdict, remaining
 --   verdict    the reservation's stream entry id ("<ms>-<seq>") when queued, else the refusal:
 --              not_found | not_started | paused | ended | blacklisted | invalid_token
 --              | bad_request | limit_exceeded | sold_out
 --   remaining  the product's stock after this request (-1 when the product is unknown)
--- (Flat, and no order number built here: one Lua table and one string fewer per request.)
 -- Checks run in this order: product exists, activity online and now (Redis TIME) within its
 -- window, user not blacklisted, token registered for this user, 1 <= quantity <= max_per_order,
 -- user's total within the limit, enough stock.
 --
--- Cost matters here: every redis.call is about a microsecond. So a product's hash is read
--- once per batch and its stock and sold counters written back once at the end (the script
--- is atomic, so nobody sees the difference), the blacklist is only probed when it has
--- members, and numbers go to Redis as strings (a Lua number costs a float formatting).
+-- Cost matters here: Redis spends more time on this script than on anything else in a sale.
+-- So a product's keys are passed, and its hash read, once per batch, and its stock and sold
+-- counters written back once at the end (the script is atomic, so nobody sees the
+-- difference); the blacklist is only probed when it has members; an accepted purchase adds
+-- to the buyer's total first and checks the result (taking it back when over the limit)
+-- instead of reading the total before; numbers go to Redis as strings (a Lua number costs a
+-- float formatting); and the answer is a flat array with no order number built here.
 -- Redis does not roll a failed script back: if any command fails, the counters of the
 -- purchases already queued are written back before the script aborts with that error, so
 -- every queued reservation always has its unit deducted.
 
--- Product hashes read so far in this batch, by key: {stock, sold, limit, max_per_order, price}
--- (stock == nil: no such product). `touched` lists the keys whose counters changed.
-local products, touched = {}, {}
+-- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty}
+-- (stock == nil: no such product).
+local products = {}
 
 local function write_back()
-    for _, key in ipairs(touched) do
-        local p = products[key]
-        redis.pcall('HSET', key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+    for _, p in ipairs(products) do
+        if p.dirty then
+            p.dirty = false
+            redis.pcall('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+        end
     end
-    touched = {}
 end
 
+-- Runs a command; a failed one is raised as a plain Lua error, which the pcall around the
+-- batch below catches to write the counters back before the script aborts.
 local function call(...)
     local reply = redis.pcall(...)
     if type(reply) == 'table' and reply.err then
-        write_back()
         error(reply.err, 0)
     end
     return reply
 end
 
-local n = tonumber(ARGV[1])
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local activity = call('HMGET', KEYS[1], 'status', 'start_ms', 'end_ms', 'id')
 local status, start_ms, end_ms, activity_id = activity[1], tonumber(activity[2]), tonumber(activity[3]), activity[4]
 
@@ -72,24 +80,23 @@ else
     activity_verdict = 'not_started'
 end
 
-local check_blacklist = call('SCARD', KEYS[3]) > 0
-local function product(key)
-    local p = products[key]
-    if not p then
-        local h = call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
-        p = { stock = tonumber(h[1]), sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
-              max_per_order = tonumber(h[4]), price = h[5] }
-        products[key] = p
-    end
-    return p
+for j = 1, m do
+    local key = KEYS[2 + 2 * j]
+    local h = call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
+    products[j] = { key = key, bought_key = KEYS[3 + 2 * j], id = ARGV[2 + j],
+        stock = tonumber(h[1]), sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
+        max_per_order = tonumber(h[4]), price = h[5], dirty = false }
 end
 
+local check_blacklist = call('SCARD', KEYS[3]) > 0
+local first_token_key, first_arg = 3 + 2 * m, 2 + m
+
 local replies = {}
-for i = 0, n - 1 do
-    local product_key, bought_key, token_key = KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3]
-    local product_id, user, quantity, token =
-        ARGV[2 + i * 4], ARGV[3 + i * 4], tonumber(ARGV[4 + i * 4]), ARGV[5 + i * 4]
-    local p = product(product_key)
+local function decide(i)
+    local a = first_arg + (i - 1) * 4
+    local p = products[tonumber(ARGV[a + 1])]
+    local user, quantity_arg, token = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    local quantity = tonumber(quantity_arg)
     local stock = p.stock
     local code
     if not stock then
@@ -98,36 +105,54 @@ for i = 0, n - 1 do
         code = activity_verdict
     elseif check_blacklist and call('SISMEMBER', KEYS[3], user) == 1 then
         code = 'blacklisted'
-    elseif token == '' or call('GET', token_key) ~= token then
+    elseif token == '' or call('GET', KEYS[first_token_key + i]) ~= token then
         code = 'invalid_token'
     elseif not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
         code = 'bad_request'
     elseif quantity > p.max_per_order then
         code = 'limit_exceeded'
-    elseif (tonumber(call('HGET', bought_key, user)) or 0) + quantity > p.limit then
-        code = 'limit_exceeded'
     elseif stock < quantity then
-        code = 'sold_out'
-    else
-        -- Deducted before queueing: should a command fail from here on, the unit stays
-        -- withdrawn (reconcile reports it) rather than queued without being deducted.
-        local quantity_str = string.format('%d', quantity)
-        stock = stock - quantity
-        p.stock, p.sold = stock, p.sold + quantity
-        if not p.dirty then
-            p.dirty = true
-            touched[#touched + 1] = product_key
+        -- The limit is checked before the stock, so the buyer's total still decides.
+        if (tonumber(call('HGET', p.bought_key, user)) or 0) + quantity > p.limit then
+            code = 'limit_exceeded'
+        else
+            code = 'sold_out'
         end
-        local id = call('XADD', KEYS[2], '*',
-            'activity', activity_id, 'product', product_id, 'user', user,
-            'quantity', quantity_str, 'price', p.price, 'reserved_ms', now_ms_str)
-        call('HINCRBY', bought_key, user, quantity_str)
-        replies[2 * i + 1], replies[2 * i + 2] = id, stock
+    else
+        if not string.find(quantity_arg, '^[1-9]%d*$') then
+            quantity_arg = string.format('%d', quantity)
+        end
+        local total = call('HINCRBY', p.bought_key, user, quantity_arg)
+        if total > p.limit then
+            if total == quantity then
+                call('HDEL', p.bought_key, user)
+            else
+                call('HINCRBY', p.bought_key, user, '-' .. quantity_arg)
+            end
+            code = 'limit_exceeded'
+        else
+            -- Deducted before queueing: should the XADD fail, the unit stays withdrawn
+            -- (reconcile reports it) rather than queued without being deducted.
+            stock = stock - quantity
+            p.stock, p.sold, p.dirty = stock, p.sold + quantity, true
+            local id = call('XADD', KEYS[2], '*',
+                'activity', activity_id, 'product', p.id, 'user', user,
+                'quantity', quantity_arg, 'price', p.price, 'reserved_ms', now_ms_str)
+            replies[2 * i - 1], replies[2 * i] = id, stock
+        end
     end
     if code then
-        replies[2 * i + 1], replies[2 * i + 2] = code, stock
+        replies[2 * i - 1], replies[2 * i] = code, stock
     end
 end
 
+local ok, err = pcall(function()
+    for i = 1, n do
+        decide(i)
+    end
+end)
 write_back()
+if not ok then
+    error(err, 0)
+end
 return replies

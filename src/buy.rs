@@ -104,20 +104,37 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
         return Ok(Vec::new());
     }
     let keys = redis.keys();
+    let per = keys.for_activity(activity);
+    // The batch's distinct products, in first-seen order: their keys go once, and each
+    // purchase names its product by place (see the header of lua/reserve.lua).
+    let mut products: Vec<u64> = Vec::with_capacity(2);
+    let places: Vec<usize> = purchases
+        .iter()
+        .map(|p| match products.iter().position(|&id| id == p.product_id) {
+            Some(i) => i + 1,
+            None => {
+                products.push(p.product_id);
+                products.len()
+            }
+        })
+        .collect();
     let mut invocation = scripts::RESERVE.prepare_invoke();
     invocation
         .key(keys.activity(activity))
         .key(keys.orders_stream(activity))
         .key(keys.blacklist(activity))
-        .arg(purchases.len());
-    let per = keys.for_activity(activity);
-    for p in purchases {
+        .arg(purchases.len())
+        .arg(products.len());
+    for &product in &products {
         invocation
-            .key(per.product(p.product_id))
-            .key(per.bought(p.product_id))
-            .key(per.token(&p.user_id));
+            .key(per.product(product))
+            .key(per.bought(product))
+            .arg(product);
+    }
+    for (p, place) in purchases.iter().zip(places) {
         invocation
-            .arg(p.product_id)
+            .key(per.token(&p.user_id))
+            .arg(place)
             .arg(&p.user_id)
             .arg(p.quantity)
             .arg(&p.token);

@@ -62,10 +62,7 @@ pub async fn backlog(redis: &RedisClient, activity: u64, group: &str) -> Result<
 fn map_of(value: redis::Value) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
     let pairs: Vec<(redis::Value, redis::Value)> = match value {
-        redis::Value::Array(items) => items
-            .chunks_exact(2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect(),
+        redis::Value::Array(items) => items.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect(),
         redis::Value::Map(pairs) => pairs,
         _ => Vec::new(),
     };

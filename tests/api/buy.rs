@@ -1,6 +1,6 @@
 //! The buy path end to end: tokens, the funnel, group commit, failures.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -460,7 +460,8 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_matches_one_by_one() {
-    let specs = vec![spec(5, 2, 2), spec(3, 3, 3)];
+    // The third product allows bigger orders than its per-user limit.
+    let specs = vec![spec(5, 2, 2), spec(3, 3, 3), spec(4, 1, 3)];
     let batched = Sale::start(Options {
         products: specs.clone(),
         ..Options::default()
@@ -485,10 +486,17 @@ async fn group_commit_matches_one_by_one() {
         (1, "d", 1, false), // invalid token
         (1, "e", 0, true),  // bad quantity
         (1, "e", 1, true),  // sold out
+        (2, "f", 2, true),  // over the limit of a user with nothing yet
+        (2, "f", 1, true),
+        (2, "f", 1, true), // over the limit of a user holding one
+        (2, "g", 3, true), // over the limit: leaves no total behind
     ];
     let mut outcomes = Vec::new();
     for sale in [&batched, &single] {
-        let users: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|u| u.to_string()).collect();
+        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
         let tokens = sale.tokens(&users).await;
         let purchases: Vec<Purchase> = plan
             .iter()
@@ -539,12 +547,27 @@ async fn group_commit_matches_one_by_one() {
             "ok",
             "invalid_token",
             "bad_request",
-            "sold_out"
+            "sold_out",
+            "limit_exceeded",
+            "ok",
+            "limit_exceeded",
+            "limit_exceeded"
         ]
     );
     for sale in [&batched, &single] {
         assert_eq!(sale.counters(sale.products[0]).await.0, 0);
         assert_eq!(sale.counters(sale.products[1]).await.0, 0);
+        assert_eq!(sale.counters(sale.products[2]).await.0, 3);
+        let mut conn = sale.redis.conn();
+        let totals: HashMap<String, i64> = conn
+            .hgetall(sale.redis.keys().bought(sale.activity, sale.products[2]))
+            .await
+            .unwrap();
+        assert_eq!(
+            totals,
+            HashMap::from([("f".to_string(), 1)]),
+            "refusals leave no total behind"
+        );
     }
     batched.finish().await;
     single.finish().await;
