@@ -135,7 +135,9 @@ pub struct FunnelConfig {
     pub breaker_open_ms: u64,
     /// Most buy requests decided by one script call (group commit).
     pub batch_max: usize,
-    /// Script calls in flight at once per activity.
+    /// Script calls in flight at once per activity. 1 makes the largest batches (purchases
+    /// pile up while a call is out), which costs Redis the least; raise it when Redis is far
+    /// away, since one activity then decides at most `batch_max` per round trip per call.
     pub batch_pipeline: usize,
 }
 
@@ -150,7 +152,7 @@ impl Default for FunnelConfig {
             breaker_failures: 5,
             breaker_open_ms: 1000,
             batch_max: 128,
-            batch_pipeline: 4,
+            batch_pipeline: 1,
         }
     }
 }
