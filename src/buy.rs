@@ -71,19 +71,21 @@ impl Outcome {
     /// The refusal named by `code` (never [`Outcome::Ok`]: a queued purchase is answered with
     /// its stream entry id instead).
     fn refusal(code: &[u8]) -> Option<Outcome> {
-        Some(match code {
-            b"not_found" => Outcome::NotFound,
-            b"not_started" => Outcome::NotStarted,
-            b"paused" => Outcome::Paused,
-            b"ended" => Outcome::Ended,
-            b"blacklisted" => Outcome::Blacklisted,
-            b"invalid_token" => Outcome::InvalidToken,
-            b"bad_request" => Outcome::BadRequest,
-            b"limit_exceeded" => Outcome::LimitExceeded,
-            b"sold_out" => Outcome::SoldOut,
-            _ => return None,
-        })
+        Outcome::REFUSALS.into_iter().find(|o| o.code().as_bytes() == code)
     }
+
+    /// Every outcome but [`Outcome::Ok`].
+    pub const REFUSALS: [Outcome; 9] = [
+        Outcome::NotFound,
+        Outcome::NotStarted,
+        Outcome::Paused,
+        Outcome::Ended,
+        Outcome::Blacklisted,
+        Outcome::InvalidToken,
+        Outcome::BadRequest,
+        Outcome::LimitExceeded,
+        Outcome::SoldOut,
+    ];
 }
 
 /// The verdict on one purchase.
@@ -177,4 +179,18 @@ fn verdict(activity: u64, verdict: &Value, remaining: &Value) -> Result<Verdict>
         order_no: Some(order_no),
         remaining: *remaining,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_codes_round_trip() {
+        for outcome in Outcome::REFUSALS {
+            assert_eq!(Outcome::refusal(outcome.code().as_bytes()), Some(outcome));
+        }
+        assert_eq!(Outcome::refusal(b"ok"), None);
+        assert_eq!(Outcome::refusal(b"1732250000123-0"), None);
+    }
 }

@@ -225,18 +225,7 @@ mod tests {
 
     #[test]
     fn static_bodies_are_what_serde_would_write() {
-        let outcomes = [
-            Outcome::NotFound,
-            Outcome::NotStarted,
-            Outcome::Paused,
-            Outcome::Ended,
-            Outcome::Blacklisted,
-            Outcome::InvalidToken,
-            Outcome::BadRequest,
-            Outcome::LimitExceeded,
-            Outcome::SoldOut,
-        ];
-        for e in outcomes
+        for e in Outcome::REFUSALS
             .into_iter()
             .map(ApiError::from_outcome)
             .chain([ApiError::too_many_requests()])
