@@ -140,10 +140,19 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$BENCH_PORT") 2>/dev/null; }
 for _ in $(seq 100); do listening && break; sleep 0.1; done
 listening || { echo "bench: seckill serve did not come up:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
 
+# Answers with code $1 since the count $2, at most wrk's total in file $3 (wrk leaves out
+# answers that arrive after its timer).
+answers_since() {
+    local n t
+    n=$(( $(buy_answers "$1") - $2 )); t=$(wrk_total "$3")
+    echo $(( n < t ? n : t ))
+}
+# wrk's rate in file $1, counting only the $2 answers that had the code sought.
+rate_of() { awk -v r="$(wrk_rps "$1")" -v ok="$2" -v n="$(wrk_total "$1")" 'BEGIN { printf "%.0f", r * ok / n }'; }
+
 # The machine is shared and its speed drifts by tens of percent from one minute to the next,
 # so the four figures are taken in turn, ROUNDS times, and each is the median of its rounds.
 NAIVE=(); NAIVE_US=(); HEALTH=(); BUYS=(); BUY_US=(); SOLD=()
-BUY_200=0
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -154,48 +163,48 @@ for r in $(seq "$ROUNDS"); do
     cpu1=$(redis_cpu_us)
     unlink_keys "$BENCH_PREFIX:naive:*"
     NAIVE+=("$(fmt %.0f "$(grep -o '[0-9.]* requests per second' "$WORK/naive.txt" | tail -1 | awk '{ print $1 }')")")
-    NAIVE_US+=("$(awk -v c=$((cpu1 - cpu0)) -v n="$NAIVE_N" 'BEGIN { printf "%.1f", c / n }')")
+    NAIVE_US+=("$(div $((cpu1 - cpu0)) "$NAIVE_N")")
 
     # 2. The HTTP ceiling of our server.
-    wrk -t2 -c100 -d"${BENCH_SECS}s" --latency "$BASE/health" >"$WORK/health.txt"
-    HEALTH+=("$(fmt %.0f "$(wrk_rps "$WORK/health.txt")")")
+    wrk -t2 -c100 -d"${BENCH_SECS}s" --latency "$BASE/health" >"$WORK/health.$r.txt"
+    HEALTH+=("$(fmt %.0f "$(wrk_rps "$WORK/health.$r.txt")")")
 
     # 3. Successful buys: fresh users (the round's own product, so every token is unused).
     before=$(buy_answers ok); cpu0=$(redis_cpu_us)
     TOKENS="$WORK/tokens.csv" PRODUCT=${BIG[$((r - 1))]} THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
-        -s scripts/bench/buy.lua "$BASE" >"$WORK/buy.txt"
+        -s scripts/bench/buy.lua "$BASE" >"$WORK/buy.$r.txt"
     cpu1=$(redis_cpu_us)
-    total=$(wrk_total "$WORK/buy.txt")
-    ok=$(( $(buy_answers ok) - before )); BUY_200=$((BUY_200 + ok))
-    [ "$ok" -le "$total" ] || ok=$total  # wrk leaves out answers that arrive after its timer
-    BUYS+=("$(awk -v r="$(wrk_rps "$WORK/buy.txt")" -v ok="$ok" -v n="$total" 'BEGIN { printf "%.0f", r * ok / n }')")
-    BUY_US+=("$(awk -v c=$((cpu1 - cpu0)) -v n="$ok" 'BEGIN { if (n > 0) printf "%.1f", c / n; else print 0 }')")
-    cp "$WORK/buy.txt" "$WORK/buy.$r.txt"
+    ok=$(answers_since ok "$before" "$WORK/buy.$r.txt")
+    BUYS+=("$(rate_of "$WORK/buy.$r.txt" "$ok")")
+    BUY_US+=("$(div $((cpu1 - cpu0)) "$ok")")
 
     # 4. Sold-out answers: one well-formed request at a product with no stock.
     before=$(buy_answers sold_out)
     PRODUCT=$P2 USER_ID=$SO_USER TOKEN=$SO_TOKEN wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
-        -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.txt"
-    total=$(wrk_total "$WORK/soldout.txt")
-    ok=$(( $(buy_answers sold_out) - before )); [ "$ok" -le "$total" ] || ok=$total
-    SOLD+=("$(awk -v r="$(wrk_rps "$WORK/soldout.txt")" -v ok="$ok" -v n="$total" 'BEGIN { printf "%.0f", r * ok / n }')")
-    cp "$WORK/soldout.txt" "$WORK/soldout.$r.txt"
-    cp "$WORK/health.txt" "$WORK/health.$r.txt"
+        -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.$r.txt"
+    SOLD+=("$(rate_of "$WORK/soldout.$r.txt" "$(answers_since sold_out "$before" "$WORK/soldout.$r.txt")")")
     echo "round $r: naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each), /health ${HEALTH[-1]}/s," \
         "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]} us each), sold out ${SOLD[-1]}/s" >&2
 done
+BUY_200=$(buy_answers ok)
 NAIVE_RPS=$(median "${NAIVE[@]}"); NAIVE_REDIS_US=$(median "${NAIVE_US[@]}")
 HEALTH_RPS=$(median "${HEALTH[@]}")
 BUY_RPS=$(median "${BUYS[@]}"); BUY_REDIS_US=$(median "${BUY_US[@]}")
 SO_RPS=$(median "${SOLD[@]}")
 # Latency of the round whose rate is the median.
 for r in $(seq "$ROUNDS"); do
-    [ "${BUYS[$((r - 1))]}" = "$BUY_RPS" ] && { BUY_P50=$(wrk_pct "$WORK/buy.$r.txt" 50); BUY_P99=$(wrk_pct "$WORK/buy.$r.txt" 99); }
-    [ "${SOLD[$((r - 1))]}" = "$SO_RPS" ] && { SO_P50=$(wrk_pct "$WORK/soldout.$r.txt" 50); SO_P99=$(wrk_pct "$WORK/soldout.$r.txt" 99); }
-    [ "${HEALTH[$((r - 1))]}" = "$HEALTH_RPS" ] && { H_P50=$(wrk_pct "$WORK/health.$r.txt" 50); H_P99=$(wrk_pct "$WORK/health.$r.txt" 99); }
+    if [ "${BUYS[$((r - 1))]}" = "$BUY_RPS" ]; then
+        BUY_P50=$(wrk_pct "$WORK/buy.$r.txt" 50); BUY_P99=$(wrk_pct "$WORK/buy.$r.txt" 99)
+    fi
+    if [ "${SOLD[$((r - 1))]}" = "$SO_RPS" ]; then
+        SO_P50=$(wrk_pct "$WORK/soldout.$r.txt" 50); SO_P99=$(wrk_pct "$WORK/soldout.$r.txt" 99)
+    fi
+    if [ "${HEALTH[$((r - 1))]}" = "$HEALTH_RPS" ]; then
+        H_P50=$(wrk_pct "$WORK/health.$r.txt" 50); H_P99=$(wrk_pct "$WORK/health.$r.txt" 99)
+    fi
 done
-REDIS_NAIVE_CEIL=$(awk -v u="$NAIVE_REDIS_US" 'BEGIN { if (u > 0) printf "%.0f", 1e6 / u; else print 0 }')
-REDIS_BUY_CEIL=$(awk -v u="$BUY_REDIS_US" 'BEGIN { if (u > 0) printf "%.0f", 1e6 / u; else print 0 }')
+REDIS_NAIVE_CEIL=$(fmt %.0f "$(div 1000000 "$NAIVE_REDIS_US")")
+REDIS_BUY_CEIL=$(fmt %.0f "$(div 1000000 "$BUY_REDIS_US")")
 
 log "2b. our load generator next to wrk on /health"
 PROBE_N=$(awk -v r="$HEALTH_RPS" 'BEGIN { n = int(r * 5); if (n < 100000) n = 100000; print n }')
