@@ -41,7 +41,6 @@ local products = {}
 local function write_back()
     for _, p in ipairs(products) do
         if p.dirty then
-            p.dirty = false
             redis.pcall('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
         end
     end
