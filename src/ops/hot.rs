@@ -51,7 +51,10 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         )));
     }
     // MySQL's own clock, read before the products: `start` compares it with `updated_at`
-    // to notice products changed after this preheat.
+    // to notice products changed after this preheat. It is read 2 ms after this preheat
+    // began, so that a product written just before (`product add` then `hot` in a script)
+    // cannot share the snapshot's millisecond and pass for a change made after it.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let snapshot_ms: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
         .fetch_one(db.pool())
         .await
