@@ -26,6 +26,12 @@ mod token;
 
 use context::{Context, GlobalArgs};
 
+// glibc's allocator showed up as ~15% of the server's CPU under load: buffers are
+// allocated on one runtime worker and freed on another (the batcher, the connection
+// tasks), which glibc's per-thread arenas handle slowly. mimalloc frees across threads cheaply.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flash-sale (秒杀) toolkit: define activities, preheat Redis, sell atomically, persist orders.
 #[derive(Debug, Parser)]
 #[command(name = "seckill", version, propagate_version = true)]
