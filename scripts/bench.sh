@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One benchmark run on this machine: the figures that matter and their ratios, all taken in
 # the same run so that numbers from noisy shared machines are compared with each other.
-# Figures 1 to 4 are taken in turn, ROUNDS times (3), and each is the median of its rounds:
+# Figures 0 to 4 are taken in turn, ROUNDS times (3), and each is the median of its rounds:
 # the speed of a shared machine drifts by tens of percent within minutes.
 #
+#   0. wrk -t2 -c100 with the buy script against scripts/bench/zero_work.c, a server that
+#      does no work at all: what the client and the kernel alone allow on this machine, and
+#      the whole machine's CPU time that each request costs there
 #   1. redis-benchmark -c 50, one EVALSHA per purchase of a naive deduct script
 #      (scripts/bench/naive_deduct.lua): the ceiling of the classic design
 #   2. wrk -t2 -c100 on /health: the HTTP ceiling of our server
@@ -14,6 +17,9 @@
 #   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
 #   6. Redis CPU time per purchase in (1) and in (3), from Redis's own counters, and so how
 #      many purchases one Redis core can decide either way
+#   6c. the whole machine's CPU time per request in (0), (2) and (3), from /proc/stat, and the
+#      most buys per second this machine could give even if our server cost nothing:
+#      cores / (machine time per request in (0) + Redis time per purchase in (3))
 #   7. peak RSS of `seckill serve` (VmHWM; goal <= 64 MiB)
 #   8. `seckill bench --spawn`: a whole sale with its invariants
 #   ratios: (3)/(1) (goal >= 1.5), (4)/(2) (goal >= 0.9), (6) ours/naive, (5) (>= 20,000/s)
@@ -25,7 +31,8 @@
 # 127.0.0.1:BENCH_PORT (18080); BENCH_SECS (10) is each wrk run's duration, BUY_USERS
 # (800000) the tokens issued (more than a round can use). Everything is removed afterwards
 # (server killed, keys flushed, database dropped), also on failure.
-# Results: target/bench/latest.md and target/bench/latest.json.
+# The zero-work server listens on BENCH_PORT + 1 and is built with the C compiler that Rust
+# needs anyway. Results: target/bench/latest.md and target/bench/latest.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +57,7 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo
@@ -64,6 +72,8 @@ OUT=target/bench
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 BASE=http://127.0.0.1:$BENCH_PORT
+ZERO_PORT=$((BENCH_PORT + 1))
+cc -O2 -pthread -o "$WORK/zero_work" scripts/bench/zero_work.c
 
 # Our own configuration only: environment overrides would point the run elsewhere.
 unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET
@@ -83,9 +93,9 @@ sk() { RUST_LOG=${RUST_LOG:-warn} "$S" --config "$WORK/config.yaml" "$@"; }
 unlink_keys() {
     redis-cli --scan --pattern "$1" | xargs -r -n 1000 redis-cli unlink >/dev/null
 }
-SERVER=""
+SERVER=""; ZERO=""
 cleanup() {
-    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+    for pid in $SERVER $ZERO; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     unlink_keys "$BENCH_PREFIX:*"
     mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
     rm -rf "$WORK"
@@ -115,6 +125,20 @@ fmt() { if [ -z "$2" ]; then echo -; else awk -v f="$1" -v v="$2" 'BEGIN { print
 redis_cpu_us() {
     redis-cli info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.0f", s * 1e6 }'
 }
+# The whole machine's CPU time so far, in clock ticks: busy (user, nice, system, irq,
+# softirq) and in all.
+cpu_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# Starts sampling, in the background, which share of the machine is busy in the middle of
+# the wrk run about to start (from BENCH_SECS/2 + 1 s on, for 2 s: wrk first spends a few
+# seconds in the script's init, formatting its requests, before its timer starts) into file $1.
+sample_busy_share() {
+    (
+        sleep $((BENCH_SECS / 2 + 1))
+        read -r b0 t0 < <(cpu_ticks); sleep 2; read -r b1 t1 < <(cpu_ticks)
+        div $((b1 - b0)) $((t1 - t0)) >"$1"
+    ) &
+    SAMPLER=$!
+}
 # Median of the numbers given (the middle one; the lower middle for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -136,9 +160,13 @@ SHA=$(redis-cli script load "$(cat scripts/bench/naive_deduct.lua)")
 
 RUST_LOG=warn "$S" --config "$WORK/config.yaml" serve >"$WORK/serve.log" 2>&1 &
 SERVER=$!
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$BENCH_PORT") 2>/dev/null; }
-for _ in $(seq 100); do listening && break; sleep 0.1; done
-listening || { echo "bench: seckill serve did not come up:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 100); do listening "$BENCH_PORT" && break; sleep 0.1; done
+listening "$BENCH_PORT" || { echo "bench: seckill serve did not come up:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+"$WORK/zero_work" "$ZERO_PORT" 2 &
+ZERO=$!
+for _ in $(seq 50); do listening "$ZERO_PORT" && break; sleep 0.1; done
+listening "$ZERO_PORT" || { echo "bench: the zero-work server did not come up" >&2; exit 1; }
 
 # Answers with code $1 since the count $2, at most wrk's total in file $3 (wrk leaves out
 # answers that arrive after its timer).
@@ -152,7 +180,13 @@ rate_of() { awk -v r="$(wrk_rps "$1")" -v ok="$2" -v n="$(wrk_total "$1")" 'BEGI
 
 # The machine is shared and its speed drifts by tens of percent from one minute to the next,
 # so the four figures are taken in turn, ROUNDS times, and each is the median of its rounds.
-NAIVE=(); NAIVE_US=(); HEALTH=(); BUYS=(); BUY_US=(); SOLD=()
+NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
+# The whole machine's CPU microseconds per request of wrk's run in file $1: its busy share
+# (sampled by sample_busy_share into file $2) of all cores, over wrk's rate.
+machine_us_per_request() {
+    wait "$SAMPLER"
+    awk -v share="$(cat "$2")" -v cores="$(nproc)" -v rps="$(wrk_rps "$1")" 'BEGIN { printf "%.2f", share * cores * 1e6 / rps }'
+}
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -165,15 +199,25 @@ for r in $(seq "$ROUNDS"); do
     NAIVE+=("$(fmt %.0f "$(grep -o '[0-9.]* requests per second' "$WORK/naive.txt" | tail -1 | awk '{ print $1 }')")")
     NAIVE_US+=("$(div $((cpu1 - cpu0)) "$NAIVE_N")")
 
+    # 0. The same client against a server that does nothing.
+    sample_busy_share "$WORK/zero.$r.busy"
+    TOKENS="$WORK/tokens.csv" PRODUCT=${BIG[$((r - 1))]} THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
+        -s scripts/bench/buy.lua "http://127.0.0.1:$ZERO_PORT" >"$WORK/zero.$r.txt"
+    ZW_US+=("$(machine_us_per_request "$WORK/zero.$r.txt" "$WORK/zero.$r.busy")")
+    ZW+=("$(fmt %.0f "$(wrk_rps "$WORK/zero.$r.txt")")")
+
     # 2. The HTTP ceiling of our server.
+    sample_busy_share "$WORK/health.$r.busy"
     wrk -t2 -c100 -d"${BENCH_SECS}s" --latency "$BASE/health" >"$WORK/health.$r.txt"
+    HEALTH_US+=("$(machine_us_per_request "$WORK/health.$r.txt" "$WORK/health.$r.busy")")
     HEALTH+=("$(fmt %.0f "$(wrk_rps "$WORK/health.$r.txt")")")
 
     # 3. Successful buys: fresh users (the round's own product, so every token is unused).
-    before=$(buy_answers ok); cpu0=$(redis_cpu_us)
+    before=$(buy_answers ok); cpu0=$(redis_cpu_us); sample_busy_share "$WORK/buy.$r.busy"
     TOKENS="$WORK/tokens.csv" PRODUCT=${BIG[$((r - 1))]} THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
         -s scripts/bench/buy.lua "$BASE" >"$WORK/buy.$r.txt"
     cpu1=$(redis_cpu_us)
+    BUY_MACHINE_US+=("$(machine_us_per_request "$WORK/buy.$r.txt" "$WORK/buy.$r.busy")")
     ok=$(answers_since ok "$before" "$WORK/buy.$r.txt")
     BUYS+=("$(rate_of "$WORK/buy.$r.txt" "$ok")")
     BUY_US+=("$(div $((cpu1 - cpu0)) "$ok")")
@@ -183,12 +227,15 @@ for r in $(seq "$ROUNDS"); do
     PRODUCT=$P2 USER_ID=$SO_USER TOKEN=$SO_TOKEN wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
         -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.$r.txt"
     SOLD+=("$(rate_of "$WORK/soldout.$r.txt" "$(answers_since sold_out "$before" "$WORK/soldout.$r.txt")")")
-    echo "round $r: naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each), /health ${HEALTH[-1]}/s," \
-        "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]} us each), sold out ${SOLD[-1]}/s" >&2
+    echo "round $r: naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each)," \
+        "zero-work ${ZW[-1]}/s (machine ${ZW_US[-1]} us each), /health ${HEALTH[-1]}/s," \
+        "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, machine ${BUY_MACHINE_US[-1]} us each), sold out ${SOLD[-1]}/s" >&2
 done
 BUY_200=$(buy_answers ok)
 NAIVE_RPS=$(median "${NAIVE[@]}"); NAIVE_REDIS_US=$(median "${NAIVE_US[@]}")
-HEALTH_RPS=$(median "${HEALTH[@]}")
+HEALTH_RPS=$(median "${HEALTH[@]}"); HEALTH_MACHINE_US=$(median "${HEALTH_US[@]}")
+ZW_RPS=$(median "${ZW[@]}"); ZW_MACHINE_US=$(median "${ZW_US[@]}")
+BUY_MACHINE=$(median "${BUY_MACHINE_US[@]}")
 BUY_RPS=$(median "${BUYS[@]}"); BUY_REDIS_US=$(median "${BUY_US[@]}")
 SO_RPS=$(median "${SOLD[@]}")
 # Latency of the round whose rate is the median.
@@ -205,6 +252,8 @@ for r in $(seq "$ROUNDS"); do
 done
 REDIS_NAIVE_CEIL=$(fmt %.0f "$(div 1000000 "$NAIVE_REDIS_US")")
 REDIS_BUY_CEIL=$(fmt %.0f "$(div 1000000 "$BUY_REDIS_US")")
+# Even a server that cost nothing leaves the client, the kernel and Redis to share the cores.
+BUY_CEIL=$(fmt %.0f "$(div "$(( $(nproc) * 1000000 ))" "$(awk -v a="$ZW_MACHINE_US" -v b="$BUY_REDIS_US" 'BEGIN { print a + b }')")")
 
 log "2b. our load generator next to wrk on /health"
 PROBE_N=$(awk -v r="$HEALTH_RPS" 'BEGIN { n = int(r * 5); if (n < 100000) n = 100000; print n }')
@@ -238,6 +287,8 @@ R1=$(div "$BUY_RPS" "$NAIVE_RPS")
 R2=$(div "$SO_RPS" "$HEALTH_RPS")
 RP=$(div "$PROBE_RPS" "$HEALTH_RPS")
 R6=$(div "$REDIS_BUY_CEIL" "$REDIS_NAIVE_CEIL")
+R0=$(div "$ZW_RPS" "$NAIVE_RPS")
+RC=$(div "$BUY_CEIL" "$NAIVE_RPS")
 ok() { awk -v a="$1" -v b="$2" -v op="$3" 'BEGIN { r = (op == ">=") ? (a + 0 >= b + 0) : (a + 0 <= b + 0); print r ? "yes" : "NO" }'; }
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MACHINE="$(nproc) cores, ${CPU:-unknown CPU}, $(uname -sr)"
@@ -245,11 +296,12 @@ DATE=$(date -u +%FT%TZ)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 cat >"$OUT/latest.md" <<EOF
-Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 1 to 4 are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.
-Rounds: naive ${NAIVE[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]}.
+Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 0 to 4 are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.
+Rounds: naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]}.
 
 | # | figure | value | p50 / p99 |
 |---|---|---|---|
+| 0 | a server that does no work (\`bench/zero_work.c\`), \`wrk -t2 -c100\` with the buy script | $ZW_RPS req/s | |
 | 1 | naive EVALSHA deduct, \`redis-benchmark -c 50\` | $NAIVE_RPS /s | |
 | 2 | \`GET /health\`, \`wrk -t2 -c100\` | $HEALTH_RPS req/s | $H_P50 / $H_P99 ms |
 | 2b | \`GET /health\`, \`seckill bench --probe\` (100 connections) | $PROBE_RPS req/s | |
@@ -258,12 +310,16 @@ Rounds: naive ${NAIVE[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOL
 | 5 | one consumer, $DRAINED reservations into MariaDB | $ORDERS_RPS orders/s | |
 | 6 | Redis CPU per purchase: naive deduct / our group commit | $NAIVE_REDIS_US / $BUY_REDIS_US µs | |
 | 6b | purchases one Redis core can decide (1 / (6)): naive / ours | $REDIS_NAIVE_CEIL / $REDIS_BUY_CEIL per s | |
+| 6c | whole machine's CPU per request: zero-work (0) / \`/health\` (2) / buy (3) | $ZW_MACHINE_US / $HEALTH_MACHINE_US / $BUY_MACHINE µs | |
+| 6d | most buys/s here if our server cost nothing: $(nproc) cores / ((0)'s $ZW_MACHINE_US µs + Redis's $BUY_REDIS_US µs) | $BUY_CEIL /s | |
 | 7 | peak RSS of \`seckill serve\` (VmHWM) | $RSS_MIB MiB | |
 | 8 | \`seckill bench --spawn\` 1000 units / 100k users / 200k requests / 256 conns | $SALE_RPS req/s, sold out in $SALE_SELLOUT s, invariants held: $SALE_PASSED | p99 $SALE_P99 ms |
 
 | ratio | value | goal | met |
 |---|---|---|---|
 | (3)/(1) buys vs naive deduct | $R1 | >= 1.5 | $(ok "$R1" 1.5 ">=") |
+| (6d)/(1) the most any server could reach here, vs naive | $RC | (bound for the line above) | |
+| (0)/(1) a server that does nothing and has no Redis, vs naive | $R0 | | |
 | (4)/(2) sold-out vs /health | $R2 | >= 0.9 | $(ok "$R2" 0.9 ">=") |
 | (6b) Redis capacity, ours vs naive | $R6 | (none set) | |
 | p99 of (3) and (4), ms | $BUY_P99, $SO_P99 | <= 20 | $(ok "$(awk -v a="$BUY_P99" -v b="$SO_P99" 'BEGIN { print (a > b) ? a : b }')" 20 "<=") |
@@ -283,6 +339,9 @@ cat >"$OUT/latest.json" <<EOF
   "naive_redis_us_per_purchase": $NAIVE_REDIS_US,
   "buy_redis_us_per_purchase": $BUY_REDIS_US,
   "health_rps": $HEALTH_RPS,
+  "zero_work_rps": $ZW_RPS,
+  "machine_us_per_request": { "zero_work": $ZW_MACHINE_US, "health": $HEALTH_MACHINE_US, "buy": $BUY_MACHINE },
+  "buy_ceiling_free_server_rps": $BUY_CEIL,
   "probe_health_rps": $PROBE_RPS,
   "buy_ok_rps": $BUY_RPS,
   "buy_p50_ms": $BUY_P50,
@@ -294,7 +353,7 @@ cat >"$OUT/latest.json" <<EOF
   "consumer_orders_per_s": $ORDERS_RPS,
   "serve_peak_rss_mib": $RSS_MIB,
   "bench_spawn": $(cat "$WORK/sale.json"),
-  "ratios": { "buy_over_naive": $R1, "sold_out_over_health": $R2, "redis_capacity_over_naive": $R6, "probe_over_wrk": $RP }
+  "ratios": { "buy_over_naive": $R1, "sold_out_over_health": $R2, "redis_capacity_over_naive": $R6, "free_server_ceiling_over_naive": $RC, "zero_work_over_naive": $R0, "probe_over_wrk": $RP }
 }
 EOF
 
