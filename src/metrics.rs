@@ -90,11 +90,30 @@ impl Metrics {
     }
 }
 
+/// One gauge sample of a [`textfile`].
+#[derive(Debug, Clone)]
+pub struct Gauge<'a> {
+    /// Metric name.
+    pub name: &'a str,
+    /// Its `# HELP` text (written once per name).
+    pub help: &'a str,
+    /// Label names and values.
+    pub labels: Vec<(&'a str, String)>,
+    /// The value.
+    pub value: f64,
+}
+
 /// Renders gauges as a node-exporter textfile (for cron jobs such as reconcile).
-pub fn textfile(samples: &[(&str, &str, Vec<(&str, String)>, f64)]) -> String {
+pub fn textfile(samples: &[Gauge<'_>]) -> String {
     let mut out = String::new();
     let mut described = std::collections::HashSet::new();
-    for (name, help, labels, value) in samples {
+    for Gauge {
+        name,
+        help,
+        labels,
+        value,
+    } in samples
+    {
         if described.insert(*name) {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         }

@@ -110,26 +110,36 @@ pub async fn read_new(
     Ok(out)
 }
 
-/// XAUTOCLAIM: takes over entries idle at least `min_idle_ms` from `start`; returns the
-/// next cursor (`0-0` when the scan wrapped) and the entries claimed.
+/// Which entries of a stream an [`autoclaim`] takes over.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// Only entries idle (delivered and not acknowledged) at least this long.
+    pub min_idle_ms: u64,
+    /// Where the scan of the pending list goes on (`0-0` from the start).
+    pub start: &'a str,
+    /// At most this many entries.
+    pub count: usize,
+}
+
+/// XAUTOCLAIM: `consumer` of `group` takes over the entries `claim` names; returns the next
+/// cursor (`0-0` when the scan wrapped) and the entries claimed.
 pub async fn autoclaim(
     conn: &mut ConnectionManager,
     redis: &RedisClient,
-    stream: &str,
     group: &str,
     consumer: &str,
-    min_idle_ms: u64,
-    start: &str,
-    count: usize,
+    claim: Claim<'_>,
 ) -> Result<(String, Vec<Entry>)> {
     let reply: Value = redis::cmd("XAUTOCLAIM")
-        .arg(stream)
+        .arg(claim.stream)
         .arg(group)
         .arg(consumer)
-        .arg(min_idle_ms)
-        .arg(start)
+        .arg(claim.min_idle_ms)
+        .arg(claim.start)
         .arg("COUNT")
-        .arg(count)
+        .arg(claim.count)
         .query_async(conn)
         .await
         .map_err(|e| redis.err(e))?;

@@ -239,17 +239,13 @@ impl Worker {
                 break;
             }
             let start = self.cursors.get(activity).cloned().unwrap_or_else(|| "0-0".into());
-            let claimed = stream::autoclaim(
-                &mut conn,
-                &self.redis,
-                s,
-                &group,
-                &name,
-                min_idle,
-                &start,
-                batch - held.len(),
-            )
-            .await;
+            let claim = stream::Claim {
+                stream: s,
+                min_idle_ms: min_idle,
+                start: &start,
+                count: batch - held.len(),
+            };
+            let claimed = stream::autoclaim(&mut conn, &self.redis, &group, &name, claim).await;
             let (next, entries) = match claimed {
                 Err(e) if e.to_string().contains("NOGROUP") => {
                     crate::queue::ensure_group(&self.redis, *activity, &group).await?;

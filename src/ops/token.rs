@@ -42,13 +42,14 @@ pub enum Gate {
 /// Reads the activity's state in Redis, by Redis's clock.
 pub async fn gate(redis: &RedisClient, activity: u64) -> Result<Gate> {
     let mut conn = redis.conn();
-    let ((status, end_ms, preheated), (secs, micros)): ((Option<String>, Option<i64>, Option<String>), (i64, i64)) =
-        redis::pipe()
-            .hmget(redis.keys().activity(activity), &["status", "end_ms", "preheated_at"])
-            .cmd("TIME")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
+    // (status, end_ms, preheated_at) of the activity hash, then Redis's TIME.
+    type Reply = ((Option<String>, Option<i64>, Option<String>), (i64, i64));
+    let ((status, end_ms, preheated), (secs, micros)): Reply = redis::pipe()
+        .hmget(redis.keys().activity(activity), &["status", "end_ms", "preheated_at"])
+        .cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
     let now_ms = secs * 1000 + micros / 1000;
     Ok(match (status, preheated) {
         (None, _) | (_, None) => Gate::NotPreheated,

@@ -503,13 +503,12 @@ pub async fn drop_database(name: &str) -> Result<(), String> {
     // A test that failed may leave a transaction open on an idle pooled connection (the
     // rollback of a dropped transaction is only sent when the pool next runs, and the
     // test's runtime is blocked in `Drop`); its locks would make the DROP wait forever.
-    let holders: Vec<i64> = sqlx::query_scalar(
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
-    )
-    .bind(name)
-    .fetch_all(&mut conn)
-    .await
-    .map_err(|e| e.to_string())?;
+    let holders: Vec<i64> =
+        sqlx::query_scalar("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()")
+            .bind(name)
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
     for id in holders {
         let _ = sqlx::query(&format!("KILL {id}")).execute(&mut conn).await;
     }

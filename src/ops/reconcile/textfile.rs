@@ -1,7 +1,7 @@
 //! The node-exporter textfile of a reconcile run (`seckill reconcile --metrics-file`).
 
 use super::{Class, ReconcileReport};
-use crate::metrics::{textfile, RECONCILE_DRIFT, RECONCILE_LAST_RUN};
+use crate::metrics::{textfile, Gauge, RECONCILE_DRIFT, RECONCILE_LAST_RUN};
 
 /// Drift findings that need attention: everything but reservations still in flight. With
 /// `fixed`, what is left after the repairs.
@@ -15,17 +15,17 @@ pub fn drift_count(report: &ReconcileReport, fixed: bool) -> usize {
 pub fn render(report: &ReconcileReport, fixed: bool, now_secs: u64) -> String {
     let activity = report.activity_id.to_string();
     textfile(&[
-        (
-            RECONCILE_DRIFT,
-            "Drift findings of the last reconcile (in-flight reservations excluded).",
-            vec![("activity", activity.clone())],
-            drift_count(report, fixed) as f64,
-        ),
-        (
-            RECONCILE_LAST_RUN,
-            "When reconcile last completed a check (unix seconds).",
-            vec![("activity", activity)],
-            now_secs as f64,
-        ),
+        Gauge {
+            name: RECONCILE_DRIFT,
+            help: "Drift findings of the last reconcile (in-flight reservations excluded).",
+            labels: vec![("activity", activity.clone())],
+            value: drift_count(report, fixed) as f64,
+        },
+        Gauge {
+            name: RECONCILE_LAST_RUN,
+            help: "When reconcile last completed a check (unix seconds).",
+            labels: vec![("activity", activity)],
+            value: now_secs as f64,
+        },
     ])
 }
