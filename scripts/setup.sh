@@ -186,6 +186,11 @@ check_rust() {
     command -v cargo >/dev/null 2>&1 ||
         die "cargo not found: install the Rust toolchain (https://rustup.rs) and put cargo on PATH"
     log "$(cargo --version)"
+    # Rust links through the system C compiler, and mimalloc (the server's allocator) and
+    # bench.sh's zero-work server are C: a bare Debian with only rustup has none.
+    if ! command -v cc >/dev/null 2>&1; then
+        apt_install gcc libc6-dev
+    fi
 }
 
 setup_redis
