@@ -170,13 +170,12 @@ fn verdict(activity: u64, verdict: &Value, remaining: &Value) -> Result<Verdict>
         });
     }
     let entry_id = std::str::from_utf8(verdict).map_err(|_| unexpected())?;
-    let order_no = keys::order_no(activity, entry_id);
-    if keys::parse_order_no(&order_no).is_none() {
+    if !keys::is_entry_id(entry_id) {
         return Err(unexpected());
     }
     Ok(Verdict {
         outcome: Outcome::Ok,
-        order_no: Some(order_no),
+        order_no: Some(keys::order_no(activity, entry_id)),
         remaining: *remaining,
     })
 }

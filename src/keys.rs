@@ -168,11 +168,14 @@ pub fn order_no(activity: u64, entry_id: &str) -> String {
 pub fn parse_order_no(order_no: &str) -> Option<(u64, &str)> {
     let (activity, entry) = order_no.split_once('-')?;
     let activity = activity.parse().ok()?;
-    let (ms, seq) = entry.split_once('-')?;
-    if ms.is_empty() || seq.is_empty() || !ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((activity, entry))
+    is_entry_id(entry).then_some((activity, entry))
+}
+
+/// A stream entry id as Redis makes them: `<ms>-<seq>`, both decimal.
+pub fn is_entry_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        !ms.is_empty() && !seq.is_empty() && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]
@@ -215,5 +218,9 @@ mod tests {
         assert_eq!(parse_order_no("x-1-2"), None);
         assert_eq!(parse_order_no("42-abc"), None);
         assert_eq!(parse_order_no("42-1-"), None);
+        assert!(is_entry_id("1732250000123-3"));
+        for bad in ["", "1732250000123", "-3", "1-", "1-2-3", "sold_out", "1-x"] {
+            assert!(!is_entry_id(bad), "{bad}");
+        }
     }
 }
