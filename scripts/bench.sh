@@ -131,6 +131,7 @@ cpu_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5
 # Starts sampling, in the background, which share of the machine is busy in the middle of
 # the wrk run about to start (from BENCH_SECS/2 + 1 s on, for 2 s: wrk first spends a few
 # seconds in the script's init, formatting its requests, before its timer starts) into file $1.
+# The window lies inside a run without init (/health) only when BENCH_SECS >= 6.
 sample_busy_share() {
     (
         sleep $((BENCH_SECS / 2 + 1))
@@ -138,6 +139,15 @@ sample_busy_share() {
         div $((b1 - b0)) $((t1 - t0)) >"$1"
     ) &
     SAMPLER=$!
+}
+# Appends to array $1 the whole machine's CPU microseconds per request of wrk's run in file
+# $2: its busy share (sampled by sample_busy_share into file $3) of all cores, over wrk's
+# rate. Not to be called in $(...): only this shell can wait for the sampler it started.
+add_machine_us_per_request() {
+    local -n into=$1
+    wait "$SAMPLER"
+    into+=("$(awk -v share="$(cat "$3")" -v cores="$(nproc)" -v rps="$(wrk_rps "$2")" \
+        'BEGIN { printf "%.2f", share * cores * 1e6 / rps }')")
 }
 # Median of the numbers given (the middle one; the lower middle for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -178,15 +188,15 @@ answers_since() {
 # wrk's rate in file $1, counting only the $2 answers that had the code sought.
 rate_of() { awk -v r="$(wrk_rps "$1")" -v ok="$2" -v n="$(wrk_total "$1")" 'BEGIN { printf "%.0f", r * ok / n }'; }
 
-# The machine is shared and its speed drifts by tens of percent from one minute to the next,
-# so the four figures are taken in turn, ROUNDS times, and each is the median of its rounds.
-R_BUY=(); R_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
-# The whole machine's CPU microseconds per request of wrk's run in file $1: its busy share
-# (sampled by sample_busy_share into file $2) of all cores, over wrk's rate.
-machine_us_per_request() {
-    wait "$SAMPLER"
-    awk -v share="$(cat "$2")" -v cores="$(nproc)" -v rps="$(wrk_rps "$1")" 'BEGIN { printf "%.2f", share * cores * 1e6 / rps }'
+# wrk with the buy script against the server at $1: fresh users with valid tokens for
+# product $2 (each round has its own, so every token is unused), output into file $3.
+wrk_buys() {
+    TOKENS="$WORK/tokens.csv" PRODUCT=$2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
+        -s scripts/bench/buy.lua "$1" >"$3"
 }
+
+# Taken in rounds (see the top of this file): the machine's speed drifts within minutes.
+R_BUY=(); R_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -199,28 +209,25 @@ for r in $(seq "$ROUNDS"); do
     NAIVE+=("$(fmt %.0f "$(grep -o '[0-9.]* requests per second' "$WORK/naive.txt" | tail -1 | awk '{ print $1 }')")")
     NAIVE_US+=("$(div $((cpu1 - cpu0)) "$NAIVE_N")")
 
-    # 3. Successful buys, right after (1) so that the two compare the same minute: fresh
-    #    users (the round's own product, so every token is unused).
+    # 3. Successful buys, right after (1) so that the two compare the same minute.
     before=$(buy_answers ok); cpu0=$(redis_cpu_us); sample_busy_share "$WORK/buy.$r.busy"
-    TOKENS="$WORK/tokens.csv" PRODUCT=${BIG[$((r - 1))]} THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
-        -s scripts/bench/buy.lua "$BASE" >"$WORK/buy.$r.txt"
+    wrk_buys "$BASE" "${BIG[$((r - 1))]}" "$WORK/buy.$r.txt"
     cpu1=$(redis_cpu_us)
-    BUY_MACHINE_US+=("$(machine_us_per_request "$WORK/buy.$r.txt" "$WORK/buy.$r.busy")")
+    add_machine_us_per_request BUY_MACHINE_US "$WORK/buy.$r.txt" "$WORK/buy.$r.busy"
     ok=$(answers_since ok "$before" "$WORK/buy.$r.txt")
     BUYS+=("$(rate_of "$WORK/buy.$r.txt" "$ok")")
     BUY_US+=("$(div $((cpu1 - cpu0)) "$ok")")
 
     # 0. The same client against a server that does nothing.
     sample_busy_share "$WORK/zero.$r.busy"
-    TOKENS="$WORK/tokens.csv" PRODUCT=${BIG[$((r - 1))]} THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
-        -s scripts/bench/buy.lua "http://127.0.0.1:$ZERO_PORT" >"$WORK/zero.$r.txt"
-    ZW_US+=("$(machine_us_per_request "$WORK/zero.$r.txt" "$WORK/zero.$r.busy")")
+    wrk_buys "http://127.0.0.1:$ZERO_PORT" "${BIG[$((r - 1))]}" "$WORK/zero.$r.txt"
+    add_machine_us_per_request ZW_US "$WORK/zero.$r.txt" "$WORK/zero.$r.busy"
     ZW+=("$(fmt %.0f "$(wrk_rps "$WORK/zero.$r.txt")")")
 
     # 2. The HTTP ceiling of our server.
     sample_busy_share "$WORK/health.$r.busy"
     wrk -t2 -c100 -d"${BENCH_SECS}s" --latency "$BASE/health" >"$WORK/health.$r.txt"
-    HEALTH_US+=("$(machine_us_per_request "$WORK/health.$r.txt" "$WORK/health.$r.busy")")
+    add_machine_us_per_request HEALTH_US "$WORK/health.$r.txt" "$WORK/health.$r.busy"
     HEALTH+=("$(fmt %.0f "$(wrk_rps "$WORK/health.$r.txt")")")
 
     # 4. Sold-out answers, right after (2): one well-formed request at a product with no stock.
