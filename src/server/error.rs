@@ -3,14 +3,18 @@
 
 use std::borrow::Cow;
 
+use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use crate::buy::Outcome;
 
 /// A failed request.
@@ -35,7 +39,7 @@ macro_rules! static_body {
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
+struct ErrorBody<'a> {
     error: &'a str,
     message: &'a str,
 }
@@ -119,10 +123,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         super::metrics::set_result_code(self.code);
         match self.body {
-            Some(body) => (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Some(body) => {
+                let mut response = Response::new(Body::from(body));
+                *response.status_mut() = self.status;
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
             None => (
                 self.status,
-                Json(Body {
+                Json(ErrorBody {
                     error: self.code,
                     message: &self.message,
                 }),
@@ -133,43 +144,93 @@ impl IntoResponse for ApiError {
 }
 
 /// A JSON request body, like `axum::Json`, but every rejection (content type, size, syntax,
-/// types, unknown fields) becomes our `bad_request`. Parsed straight from the buffered body;
-/// only a body that fails is parsed again to name the field at fault, so the hot path pays
-/// for neither the path tracking nor a MIME parse.
+/// types, unknown fields) becomes our `bad_request`. See [`JsonBody`] and [`parse_json`].
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        parse_json(&body).map(ApiJson)
+    }
+}
+
+/// The raw body of a JSON request: the content type checked, the size limit applied, not yet
+/// parsed. A handler parses it with [`parse_json`] into a type that borrows its strings from
+/// the body, so a request refused early (sold out) costs no string copies.
+pub struct JsonBody(pub Bytes);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
             return Err(ApiError::bad_request("expected Content-Type: application/json"));
         }
-        let body = Bytes::from_request(req, state)
+        read_body(req.into_body(), state.config.http.max_body_bytes)
             .await
-            .map_err(|_| ApiError::bad_request("request body too large or unreadable"))?;
-        match serde_json::from_slice(&body) {
-            Ok(value) => Ok(ApiJson(value)),
-            Err(_) => {
-                let why =
-                    match serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(&body)) {
-                        Err(e) if e.path().iter().next().is_some() => {
-                            format!("invalid JSON body: {}: {}", e.path(), e.inner())
-                        }
-                        Err(e) => format!("invalid JSON body: {}", e.inner()),
-                        Ok(_) => "invalid JSON body".to_string(),
-                    };
-                Err(ApiError::bad_request(why))
+            .map(JsonBody)
+            .ok_or_else(|| ApiError::bad_request("request body too large or unreadable"))
+    }
+}
+
+/// The whole body, or `None` when it is over `limit` bytes or fails to arrive. A body that
+/// arrives in one frame (nearly every request) is handed on as that frame, not copied.
+async fn read_body(mut body: Body, limit: usize) -> Option<Bytes> {
+    if body.size_hint().lower() > limit as u64 {
+        return None;
+    }
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else { break };
+        let Ok(data) = frame.ok()?.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return None;
+        }
+        match &mut joined {
+            Some(all) => all.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut all = BytesMut::with_capacity(total);
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                joined = Some(all);
             }
         }
     }
+    Some(joined.map_or(first, BytesMut::freeze))
+}
+
+/// Parses a JSON body; any failure is a `bad_request` naming the field at fault. Parsed
+/// straight from the bytes; only a body that fails is parsed again to find that field, so
+/// the hot path pays for neither the path tracking nor a MIME parse.
+pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|_| {
+        let why = match serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(body)) {
+            Err(e) if e.path().iter().next().is_some() => {
+                format!("invalid JSON body: {}: {}", e.path(), e.inner())
+            }
+            Err(e) => format!("invalid JSON body: {}", e.inner()),
+            Ok(_) => "invalid JSON body".to_string(),
+        };
+        ApiError::bad_request(why)
+    })
 }
 
 /// `application/json` or `application/<anything>+json`, parameters (charset) allowed.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return false;
     };
+    // What nearly every client sends, settled without taking the value apart.
+    if value.as_bytes().eq_ignore_ascii_case(b"application/json") {
+        return true;
+    }
+    let Ok(value) = value.to_str() else { return false };
     let essence = value.split(';').next().unwrap_or("").trim();
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
@@ -230,7 +291,7 @@ mod tests {
             .map(ApiError::from_outcome)
             .chain([ApiError::too_many_requests()])
         {
-            let expected = serde_json::to_string(&Body {
+            let expected = serde_json::to_string(&ErrorBody {
                 error: e.code,
                 message: &e.message,
             })

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,9 +28,13 @@ pub struct ProductSlot {
 }
 
 /// Product -> activity map plus the local sold-out cache, filled on demand.
+///
+/// Read by every buy request and written once per product, so the map is swapped whole on
+/// insert (copy on write): a read takes no lock and writes no shared memory, which keeps the
+/// cores from handing the same cache line back and forth under load.
 #[derive(Debug)]
 pub struct Catalog {
-    slots: RwLock<HashMap<u64, Arc<ProductSlot>>>,
+    slots: ArcSwap<HashMap<u64, Arc<ProductSlot>>>,
     epoch: Instant,
     sold_out_for_ms: u64,
 }
@@ -38,7 +43,7 @@ impl Catalog {
     /// An empty map; sold-out answers are cached for `sold_out_cache_ms`.
     pub fn new(sold_out_cache_ms: u64) -> Self {
         Catalog {
-            slots: RwLock::default(),
+            slots: ArcSwap::default(),
             epoch: Instant::now(),
             sold_out_for_ms: sold_out_cache_ms,
         }
@@ -50,26 +55,32 @@ impl Catalog {
 
     /// The product, if already known.
     pub fn get(&self, product: u64) -> Option<Arc<ProductSlot>> {
-        self.slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&product)
-            .cloned()
+        self.slots.load().get(&product).cloned()
+    }
+
+    /// The activity of `product` when it is known and Redis said it is sold out less than
+    /// `sold_out_cache_ms` ago: the sold-out answer without touching any shared counter.
+    pub fn sold_out_activity(&self, product: u64) -> Option<u64> {
+        let slots = self.slots.load();
+        let slot = slots.get(&product)?;
+        self.is_sold_out(slot).then_some(slot.activity)
     }
 
     /// Remembers that `product` belongs to `activity` (`remaining`: its stock gauge).
     pub fn insert(&self, product: u64, activity: u64, remaining: Gauge) -> Arc<ProductSlot> {
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        slots
-            .entry(product)
-            .or_insert_with(|| {
-                Arc::new(ProductSlot {
-                    activity,
-                    sold_out_until: AtomicU64::new(0),
-                    remaining,
-                })
-            })
-            .clone()
+        let fresh = Arc::new(ProductSlot {
+            activity,
+            sold_out_until: AtomicU64::new(0),
+            remaining,
+        });
+        let mut kept = fresh.clone();
+        // rcu retries the closure when another insert won the race; the winner's slot is kept.
+        self.slots.rcu(|slots| {
+            let mut slots = HashMap::clone(slots);
+            kept = slots.entry(product).or_insert_with(|| fresh.clone()).clone();
+            slots
+        });
+        kept
     }
 
     /// Whether Redis said the product is sold out less than `sold_out_cache_ms` ago.
@@ -276,10 +287,26 @@ mod tests {
         let c = Catalog::new(30);
         let slot = c.insert(1, 9, Gauge::noop());
         assert!(!c.is_sold_out(&slot));
+        assert_eq!(c.sold_out_activity(1), None);
         c.mark_sold_out(&slot);
         assert!(c.is_sold_out(&c.get(1).unwrap()));
+        assert_eq!(c.sold_out_activity(1), Some(9));
+        assert_eq!(c.sold_out_activity(2), None);
         std::thread::sleep(Duration::from_millis(40));
         assert!(!c.is_sold_out(&slot));
+        assert_eq!(c.sold_out_activity(1), None);
+    }
+
+    #[test]
+    fn a_second_insert_keeps_the_first_slot() {
+        let c = Catalog::new(1000);
+        let first = c.insert(1, 9, Gauge::noop());
+        c.mark_sold_out(&first);
+        let again = c.insert(1, 9, Gauge::noop());
+        assert!(Arc::ptr_eq(&first, &again));
+        c.insert(2, 9, Gauge::noop());
+        assert!(Arc::ptr_eq(&first, &c.get(1).unwrap()));
+        assert_eq!(c.sold_out_activity(1), Some(9));
     }
 
     #[test]

@@ -19,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -116,7 +115,6 @@ impl AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.http.max_body_bytes;
     Router::new()
         .route("/api/v1/token", post(routes::token))
         .route("/api/v1/buy", post(routes::buy))
@@ -128,7 +126,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

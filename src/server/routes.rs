@@ -1,12 +1,14 @@
 //! The hot path: `POST /api/v1/token` and `POST /api/v1/buy`.
 
+use std::borrow::Cow;
+
 use axum::extract::State;
 use axum::Json;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::batcher::BatchError;
-use super::error::{ApiError, ApiJson};
+use super::error::{parse_json, ApiError, ApiJson, JsonBody};
 use super::funnel::ProductSlot;
 use super::metrics::BusyReason;
 use super::AppState;
@@ -38,18 +40,21 @@ pub struct TokenResponse {
     pub expires_at: u64,
 }
 
-/// Body of `POST /api/v1/buy`.
+/// Body of `POST /api/v1/buy`. Its strings borrow from the request body (they are copied
+/// only for a purchase that goes on to Redis).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BuyRequest {
+pub struct BuyRequest<'a> {
     /// The product.
     pub product_id: u64,
     /// The buyer.
-    pub user_id: String,
+    #[serde(borrow)]
+    pub user_id: Cow<'a, str>,
     /// Units, 1..=[`MAX_QUANTITY`].
     pub quantity: u32,
     /// The buyer's token for the product's activity.
-    pub token: String,
+    #[serde(borrow)]
+    pub token: Cow<'a, str>,
 }
 
 /// Answer of a successful `POST /api/v1/buy`.
@@ -130,20 +135,23 @@ pub async fn token(
 }
 
 /// `POST /api/v1/buy`: runs the funnel, then decides the purchase in Redis (group commit).
-pub async fn buy(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<BuyRequest>,
-) -> Result<Json<BuyResponse>, ApiError> {
-    let mut purchase = Purchase {
-        product_id: req.product_id,
-        user_id: req.user_id,
-        quantity: req.quantity,
-        token: req.token,
-    };
+pub async fn buy(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<BuyResponse>, ApiError> {
+    let req: BuyRequest<'_> = parse_json(&body)?;
     let mut activity = None;
-    let result = decide(&state, &mut purchase, &mut activity).await;
+    let result = match screen(&state, &req, &mut activity) {
+        Err(refused) => Err(refused),
+        Ok(()) => {
+            let mut purchase = Purchase {
+                product_id: req.product_id,
+                user_id: req.user_id.clone().into_owned(),
+                quantity: req.quantity,
+                token: req.token.clone().into_owned(),
+            };
+            decide(&state, &mut purchase, &mut activity).await
+        }
+    };
     // The token never appears in logs: it is a bearer credential.
-    let (product, user) = (purchase.product_id, purchase.user_id.as_str());
+    let (product, user) = (req.product_id, &*req.user_id);
     match &result {
         Ok(ok) => {
             tracing::debug!(activity, product, user, order_no = %ok.order_no, remaining = ok.remaining, "buy: queued")
@@ -153,29 +161,33 @@ pub async fn buy(
     result.map(Json)
 }
 
-/// The funnel and the decision. `activity` is filled in once the product is resolved.
+/// The checks that need neither Redis nor a copy of the request: its values, and layer 1 of
+/// the funnel, the local sold-out cache. `activity` is filled in when the product is known.
+fn screen(state: &AppState, req: &BuyRequest<'_>, activity: &mut Option<u64>) -> Result<(), ApiError> {
+    check_user(&req.user_id)?;
+    if req.quantity == 0 || req.quantity > MAX_QUANTITY {
+        return Err(ApiError::bad_request(format!("quantity must be 1..={MAX_QUANTITY}")));
+    }
+    if req.token.is_empty() || req.token.len() > MAX_TOKEN_LEN {
+        return Err(ApiError::invalid_token());
+    }
+    if let Some(sold_out_in) = state.catalog.sold_out_activity(req.product_id) {
+        *activity = Some(sold_out_in);
+        state.stats.sold_out_cache_hits.increment(1);
+        return Err(ApiError::from_outcome(Outcome::SoldOut));
+    }
+    Ok(())
+}
+
+/// The rest of the funnel and the decision, for a request [`screen`] let through.
+/// `activity` is filled in once the product is resolved.
 async fn decide(
     state: &AppState,
     purchase: &mut Purchase,
     activity: &mut Option<u64>,
 ) -> Result<BuyResponse, ApiError> {
-    check_user(&purchase.user_id)?;
-    if purchase.quantity == 0 || purchase.quantity > MAX_QUANTITY {
-        return Err(ApiError::bad_request(format!("quantity must be 1..={MAX_QUANTITY}")));
-    }
-    if purchase.token.is_empty() || purchase.token.len() > MAX_TOKEN_LEN {
-        return Err(ApiError::invalid_token());
-    }
     let stats = &state.stats;
-    // Layer 1, before anything that can wait: a known sold-out product is answered from memory.
     let known = state.catalog.get(purchase.product_id);
-    if let Some(slot) = &known {
-        if state.catalog.is_sold_out(slot) {
-            *activity = Some(slot.activity);
-            stats.sold_out_cache_hits.increment(1);
-            return Err(ApiError::from_outcome(Outcome::SoldOut));
-        }
-    }
     let Some(_admitted) = state.admission.try_enter() else {
         stats.busy(BusyReason::Admission);
         return Err(ApiError::busy("too many requests in flight, retry shortly"));
