@@ -1,6 +1,7 @@
 //! `seckill serve`: the buyer-facing HTTP API (axum).
 //!
-//! - [`routes`]: token and buy, the hot path through the [`funnel`] and the [`batcher`];
+//! - [`routes`]: token and buy, the hot path through the [`funnel`] and the [`batcher`]
+//!   ([`buy_body`] reads the buy request);
 //! - [`query`]: orders, activities, time, health and readiness;
 //! - [`error`]: the JSON error shape every failure uses.
 //!
@@ -8,6 +9,7 @@
 //! [`run`] serves it until the shutdown future completes, then drains in-flight requests.
 
 pub mod batcher;
+pub mod buy_body;
 pub mod error;
 pub mod funnel;
 pub mod metrics;

@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::batcher::BatchError;
-use super::error::{parse_json, ApiError, ApiJson, JsonBody};
+use super::error::{ApiError, ApiJson, JsonBody};
 use super::funnel::ProductSlot;
 use super::metrics::BusyReason;
 use super::AppState;
@@ -136,7 +136,7 @@ pub async fn token(
 
 /// `POST /api/v1/buy`: runs the funnel, then decides the purchase in Redis (group commit).
 pub async fn buy(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<BuyResponse>, ApiError> {
-    let req: BuyRequest<'_> = parse_json(&body)?;
+    let req = super::buy_body::parse(&body)?;
     let mut activity = None;
     let result = match screen(&state, &req, &mut activity) {
         Err(refused) => Err(refused),

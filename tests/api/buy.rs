@@ -258,6 +258,15 @@ async fn bad_input_is_bad_request_and_changes_nothing() {
         sale.post_raw("/api/v1/buy", good, Some("application/json")).await.0,
         200
     );
+    // Valid JSON outside the plain form buyer pages send (escapes, tabs, newlines, a
+    // charset parameter) is read all the same.
+    let t2 = sale.token("u2").await;
+    let spread = format!("{{\n\t\"token\": \"{t2}\",\r\n\t\"user_id\": \"\\u0075\\u0032\",\n\t\"quantity\": 2, \"product_id\": {p}\n}}\n");
+    let (status, answer) = sale
+        .post_raw("/api/v1/buy", spread, Some("application/json; charset=utf-8"))
+        .await;
+    assert_eq!((status.as_u16(), answer["status"].as_str()), (200, Some("queued")), "{answer}");
+    assert_eq!(sale.counters(p).await, (97, 3, 2));
     sale.finish().await;
 }
 
