@@ -265,7 +265,11 @@ async fn bad_input_is_bad_request_and_changes_nothing() {
     let (status, answer) = sale
         .post_raw("/api/v1/buy", spread, Some("application/json; charset=utf-8"))
         .await;
-    assert_eq!((status.as_u16(), answer["status"].as_str()), (200, Some("queued")), "{answer}");
+    assert_eq!(
+        (status.as_u16(), answer["status"].as_str()),
+        (200, Some("queued")),
+        "{answer}"
+    );
     assert_eq!(sale.counters(p).await, (97, 3, 2));
     sale.finish().await;
 }
