@@ -15,6 +15,8 @@
 #   3. wrk -t2 -c100 POST /api/v1/buy, a fresh user with a valid token per request, stock
 #      never running out (each round its own product): successful buys per second, p50/p99
 #   4. the same on a sold-out product: sold-out answers per second, p50/p99
+#   4b. the HTTP stack's own floor for (4)/(2): the same two wrk runs against
+#      examples/http_floor.rs, axum and hyper as serve uses them doing none of our work
 #   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
 #   6. Redis CPU time per purchase in (1) and in (3), from Redis's own counters, and so how
 #      many purchases one Redis core can decide either way
@@ -66,13 +68,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "cargo build --release"
-cargo build --release --quiet --bin seckill
+cargo build --release --quiet --bin seckill --example http_floor
 S=$PWD/target/release/seckill
 OUT=target/bench
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 BASE=http://127.0.0.1:$BENCH_PORT
 ZERO_PORT=$((BENCH_PORT + 1))
+FLOOR_PORT=$((BENCH_PORT + 2))
 cc -O2 -pthread -o "$WORK/zero_work" scripts/bench/zero_work.c
 
 # Our own configuration only: environment overrides would point the run elsewhere.
@@ -93,9 +96,9 @@ sk() { RUST_LOG=${RUST_LOG:-warn} "$S" --config "$WORK/config.yaml" "$@"; }
 unlink_keys() {
     redis-cli --scan --pattern "$1" | xargs -r -n 1000 redis-cli unlink >/dev/null
 }
-SERVER=""; ZERO=""
+SERVER=""; ZERO=""; FLOOR=""
 cleanup() {
-    for pid in $SERVER $ZERO; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for pid in $SERVER $ZERO $FLOOR; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     unlink_keys "$BENCH_PREFIX:*"
     mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
     rm -rf "$WORK"
@@ -177,6 +180,10 @@ listening "$BENCH_PORT" || { echo "bench: seckill serve did not come up:" >&2; c
 ZERO=$!
 for _ in $(seq 50); do listening "$ZERO_PORT" && break; sleep 0.1; done
 listening "$ZERO_PORT" || { echo "bench: the zero-work server did not come up" >&2; exit 1; }
+target/release/examples/http_floor "127.0.0.1:$FLOOR_PORT" &
+FLOOR=$!
+for _ in $(seq 50); do listening "$FLOOR_PORT" && break; sleep 0.1; done
+listening "$FLOOR_PORT" || { echo "bench: the http_floor server did not come up" >&2; exit 1; }
 
 # Answers with code $1 since the count $2, at most wrk's total in file $3 (wrk leaves out
 # answers that arrive after its timer).
@@ -196,7 +203,7 @@ wrk_buys() {
 }
 
 # Taken in rounds (see the top of this file): the machine's speed drifts within minutes.
-R_BUY=(); R_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
+R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -236,9 +243,18 @@ for r in $(seq "$ROUNDS"); do
         -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.$r.txt"
     SOLD+=("$(rate_of "$WORK/soldout.$r.txt" "$(answers_since sold_out "$before" "$WORK/soldout.$r.txt")")")
     R_BUY+=("$(div "${BUYS[-1]}" "${NAIVE[-1]}")"); R_SO+=("$(div "${SOLD[-1]}" "${HEALTH[-1]}")")
+
+    # 4b. The same two runs against axum and hyper alone (every answer there is the 409).
+    wrk -t2 -c100 -d"${BENCH_SECS}s" "http://127.0.0.1:$FLOOR_PORT/health" >"$WORK/floor_health.$r.txt"
+    PRODUCT=$P2 USER_ID=$SO_USER TOKEN=$SO_TOKEN wrk -t2 -c100 -d"${BENCH_SECS}s" \
+        -s scripts/bench/sold_out.lua "http://127.0.0.1:$FLOOR_PORT" >"$WORK/floor_soldout.$r.txt"
+    FLOOR_H+=("$(fmt %.0f "$(wrk_rps "$WORK/floor_health.$r.txt")")")
+    FLOOR_SO+=("$(fmt %.0f "$(wrk_rps "$WORK/floor_soldout.$r.txt")")")
+    R_FLOOR+=("$(div "${FLOOR_SO[-1]}" "${FLOOR_H[-1]}")")
     echo "round $r: naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each)," \
         "zero-work ${ZW[-1]}/s (machine ${ZW_US[-1]} us each), /health ${HEALTH[-1]}/s," \
-        "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, machine ${BUY_MACHINE_US[-1]} us each), sold out ${SOLD[-1]}/s" >&2
+        "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, machine ${BUY_MACHINE_US[-1]} us each), sold out ${SOLD[-1]}/s," \
+        "stack floor /health ${FLOOR_H[-1]}/s, sold out ${FLOOR_SO[-1]}/s" >&2
 done
 BUY_200=$(buy_answers ok)
 NAIVE_RPS=$(median "${NAIVE[@]}"); NAIVE_REDIS_US=$(median "${NAIVE_US[@]}")
@@ -247,6 +263,7 @@ ZW_RPS=$(median "${ZW[@]}"); ZW_MACHINE_US=$(median "${ZW_US[@]}")
 BUY_MACHINE=$(median "${BUY_MACHINE_US[@]}")
 BUY_RPS=$(median "${BUYS[@]}"); BUY_REDIS_US=$(median "${BUY_US[@]}")
 SO_RPS=$(median "${SOLD[@]}")
+FLOOR_H_RPS=$(median "${FLOOR_H[@]}"); FLOOR_SO_RPS=$(median "${FLOOR_SO[@]}")
 # Latency of the round whose rate is the median.
 for r in $(seq "$ROUNDS"); do
     if [ "${BUYS[$((r - 1))]}" = "$BUY_RPS" ]; then
@@ -296,6 +313,7 @@ SALE_PASSED=${SALE_PASSED:-no report}
 # median of the rounds' ratios is reported: a ratio of medians would compare different minutes.
 R1=$(median "${R_BUY[@]}")
 R2=$(median "${R_SO[@]}")
+RF=$(median "${R_FLOOR[@]}")
 RP=$(div "$PROBE_RPS" "$HEALTH_RPS")
 R6=$(div "$REDIS_BUY_CEIL" "$REDIS_NAIVE_CEIL")
 R0=$(div "$ZW_RPS" "$NAIVE_RPS")
@@ -307,9 +325,10 @@ DATE=$(date -u +%FT%TZ)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 cat >"$OUT/latest.md" <<EOF
-Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 0 to 4 are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.
+Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 0 to 4b are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.
 Rounds: naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]};
-ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]} (the goal rows give their medians).
+stack floor (4b) /health ${FLOOR_H[*]}; sold out ${FLOOR_SO[*]};
+ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
 
 | # | figure | value | p50 / p99 |
 |---|---|---|---|
@@ -319,6 +338,7 @@ ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]} (the goal r
 | 2b | \`GET /health\`, \`seckill bench --probe\` (100 connections) | $PROBE_RPS req/s | |
 | 3 | successful buys, fresh users, \`wrk -t2 -c100\` | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
+| 4b | axum + hyper alone (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
 | 5 | one consumer, $DRAINED reservations into MariaDB | $ORDERS_RPS orders/s | |
 | 6 | Redis CPU per purchase: naive deduct / our group commit | $NAIVE_REDIS_US / $BUY_REDIS_US µs | |
 | 6b | purchases one Redis core can decide (1 / (6)): naive / ours | $REDIS_NAIVE_CEIL / $REDIS_BUY_CEIL per s | |
@@ -333,6 +353,7 @@ ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]} (the goal r
 | (6d)/(1) the most any server could reach here, vs naive | $RC | (bound for the line above) | |
 | (0)/(1) a server that does nothing and has no Redis, vs naive | $R0 | | |
 | (4)/(2) sold-out vs /health, median of the rounds | $R2 | >= 0.9 | $(ok "$R2" 0.9 ">=") |
+| (4b) the same ratio for axum + hyper doing none of our work | $RF | (bound for the line above) | |
 | (6b) Redis capacity, ours vs naive | $R6 | (none set) | |
 | p99 of (3) and (4), ms | $BUY_P99, $SO_P99 | <= 20 | $(ok "$(awk -v a="$BUY_P99" -v b="$SO_P99" 'BEGIN { print (a > b) ? a : b }')" 20 "<=") |
 | (5) orders/s | $ORDERS_RPS | >= 20000 | $(ok "$ORDERS_RPS" 20000 ">=") |
@@ -361,11 +382,12 @@ cat >"$OUT/latest.json" <<EOF
   "sold_out_rps": $SO_RPS,
   "sold_out_p50_ms": $SO_P50,
   "sold_out_p99_ms": $SO_P99,
+  "stack_floor_rps": { "health": $FLOOR_H_RPS, "sold_out": $FLOOR_SO_RPS },
   "consumer_orders": $DRAINED,
   "consumer_orders_per_s": $ORDERS_RPS,
   "serve_peak_rss_mib": $RSS_MIB,
   "bench_spawn": $(cat "$WORK/sale.json"),
-  "ratios": { "buy_over_naive": $R1, "sold_out_over_health": $R2, "redis_capacity_over_naive": $R6, "free_server_ceiling_over_naive": $RC, "zero_work_over_naive": $R0, "probe_over_wrk": $RP }
+  "ratios": { "buy_over_naive": $R1, "sold_out_over_health": $R2, "stack_floor_sold_out_over_health": $RF, "redis_capacity_over_naive": $R6, "free_server_ceiling_over_naive": $RC, "zero_work_over_naive": $R0, "probe_over_wrk": $RP }
 }
 EOF
 
