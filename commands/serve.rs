@@ -17,11 +17,10 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let bind = args.bind.unwrap_or_else(|| ctx.config.http.bind.clone());
     let db = ctx.db().await?;
     let redis = ctx.redis().await?;
-    let listener = tokio::net::TcpListener::bind(&bind)
-        .await
+    let listeners = server::bind(&bind, ctx.config.http.thread_count())
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     // The address is logged by `server::run` (a plain eprintln would break JSON logs).
     let state = AppState::new(ctx.config.clone(), redis, db);
-    server::run(listener, state, server::shutdown_signal()).await?;
+    server::run(listeners, state, server::shutdown_signal()).await?;
     Ok(())
 }

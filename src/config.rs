@@ -85,6 +85,21 @@ pub struct HttpConfig {
     pub bind: String,
     /// Larger request bodies are rejected with `bad_request`.
     pub max_body_bytes: usize,
+    /// HTTP threads, each an event loop of its own with its own listener on `bind`
+    /// (0: half the cores, at least one). See [`HttpConfig::thread_count`].
+    pub threads: usize,
+}
+
+impl HttpConfig {
+    /// The HTTP threads to run: `threads`, or half the cores (at least one) when 0. The other
+    /// half is left to the runtime that talks to Redis and MySQL, to the kernel's network
+    /// work and, on a small machine, to Redis itself.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -92,6 +107,7 @@ impl Default for HttpConfig {
         Self {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 4096,
+            threads: 0,
         }
     }
 }
@@ -264,6 +280,9 @@ impl Config {
         }
         if self.funnel.max_in_flight == 0 {
             return bad("funnel.max_in_flight", "must be positive");
+        }
+        if self.http.threads > 256 {
+            return bad("http.threads", "at most 256 (0 picks half the cores)");
         }
         if self.consumer.batch == 0 || self.consumer.max_deliveries == 0 {
             return bad("consumer.batch", "batch and max_deliveries must be positive");

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -39,11 +38,8 @@ pub struct SpawnedServer {
 impl SpawnedServer {
     /// Starts serving `config` (see [`relaxed`]).
     pub async fn start(config: Config, redis: RedisClient, db: Db) -> Result<SpawnedServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|source| Error::Io {
-            path: "127.0.0.1:0".into(),
-            source,
-        })?;
-        let authority = listener
+        let listeners = server::bind("127.0.0.1:0", config.http.thread_count())?;
+        let authority = listeners[0]
             .local_addr()
             .map_err(|source| Error::Io {
                 path: "127.0.0.1:0".into(),
@@ -52,7 +48,7 @@ impl SpawnedServer {
             .to_string();
         let (stop, mut stopped) = watch::channel(false);
         let state = AppState::new(config, redis, db);
-        let task = tokio::spawn(server::run(listener, state, async move {
+        let task = tokio::spawn(server::run(listeners, state, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
         Ok(SpawnedServer { authority, stop, task })

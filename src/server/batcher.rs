@@ -43,6 +43,7 @@ pub struct Batchers {
     timeout: Duration,
     batch_sizes: Histogram,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Batchers {
@@ -55,6 +56,7 @@ impl Batchers {
             timeout,
             batch_sizes: Histogram::noop(),
             senders: RwLock::default(),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -99,7 +101,7 @@ impl Batchers {
                     timeout: self.timeout,
                     sizes: self.batch_sizes.clone(),
                 };
-                tokio::spawn(run(self.redis.clone(), activity, rx, batch));
+                self.runtime.spawn(run(self.redis.clone(), activity, rx, batch));
                 tx
             })
             .clone()

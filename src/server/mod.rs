@@ -6,12 +6,14 @@
 //! - [`error`]: the JSON error shape every failure uses.
 //!
 //! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
-//! [`run`] serves it until the shutdown future completes, then drains in-flight requests.
+//! [`bind`] opens the listeners and [`run`] serves them, one [`http_threads`] thread each,
+//! until the shutdown future completes, then drains in-flight requests.
 
 pub mod batcher;
 pub mod buy_body;
 pub mod error;
 pub mod funnel;
+pub mod http_threads;
 pub mod metrics;
 pub mod query;
 pub mod refresh;
@@ -23,13 +25,13 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::redis_client::RedisClient;
 use crate::token::Signer;
+pub use http_threads::bind;
 
 /// How often stock is read from Redis (see [`refresh`]): half the sold-out cache time, so a
 /// product sold out elsewhere stays answered from memory without gaps; within 100ms..5s.
@@ -132,19 +134,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes; then stops accepting,
-/// lets in-flight requests finish, and returns.
+/// Serves the API on `listeners` (from [`bind`]), one HTTP thread each, until `shutdown`
+/// completes or this future is dropped; then stops accepting, lets in-flight requests
+/// finish, and returns. Must run inside the Tokio runtime that created `state`: group
+/// commit and the Redis connection live there.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%addr, "serving the HTTP API");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Io { path: addr, source })
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, threads = listeners.len(), "serving the HTTP API");
+    http_threads::serve(listeners, router(state), shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM, for [`run`].

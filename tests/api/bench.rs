@@ -109,10 +109,10 @@ async fn bench_without_consumers_or_daemons_says_so_within_the_timeout() {
 #[tokio::test]
 async fn probe_measures_the_client_against_health() {
     let app = TestApp::new().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listeners = seckill::server::bind("127.0.0.1:0", 1).unwrap();
+    let url = format!("http://{}", listeners[0].local_addr().unwrap());
     let state = seckill::server::AppState::new(app.config.clone(), app.redis.clone(), app.db.clone());
-    let server = tokio::spawn(seckill::server::run(listener, state, std::future::pending()));
+    let server = tokio::spawn(seckill::server::run(listeners, state, std::future::pending()));
     let out = app
         .cli(&[
             "bench",

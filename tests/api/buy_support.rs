@@ -140,12 +140,12 @@ impl Sale {
 
     /// (Re)starts the HTTP server on a fresh port.
     pub async fn serve(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.base = format!("http://{}", listener.local_addr().unwrap());
+        let listeners = server::bind("127.0.0.1:0", self.config.http.thread_count()).unwrap();
+        self.base = format!("http://{}", listeners[0].local_addr().unwrap());
         let state = AppState::new(self.config.clone(), self.redis.clone(), self.db.clone());
         let (tx, rx) = oneshot::channel::<()>();
         self.shutdown = Some(tx);
-        self.server = Some(tokio::spawn(server::run(listener, state, async move {
+        self.server = Some(tokio::spawn(server::run(listeners, state, async move {
             let _ = rx.await;
         })));
     }

@@ -12,6 +12,7 @@ mod connectivity;
 mod flush;
 mod helpers;
 mod hot;
+mod http_threads;
 mod input;
 mod lifecycle;
 mod locks;
