@@ -36,16 +36,20 @@ async fn sold_out(body: Bytes) -> impl IntoResponse {
     )
 }
 
-fn main() -> std::io::Result<()> {
+fn main() -> anyhow::Result<()> {
     let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18082".to_string());
+    let threads = seckill::config::HttpConfig::default().thread_count();
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/buy", post(sold_out));
+    let listeners = seckill::server::bind(&bind, threads)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(async {
-            let app = Router::new()
-                .route("/health", get(health))
-                .route("/api/v1/buy", post(sold_out));
-            let listener = tokio::net::TcpListener::bind(&bind).await?;
-            axum::serve(listener, app).await
-        })
+        .block_on(seckill::server::http_threads::serve(
+            listeners,
+            app,
+            std::future::pending(),
+        ))?;
+    Ok(())
 }

@@ -11,8 +11,15 @@
 
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 
+use std::convert::Infallible;
+use std::future::Future;
+
+use axum::extract::Request;
+use axum::response::Response;
+use axum::ServiceExt as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
+use tower::Service;
 
 use crate::error::{Error, Result};
 
@@ -59,21 +66,21 @@ fn listen(addr: SocketAddr, share_port: bool) -> std::io::Result<StdListener> {
     Ok(socket.into())
 }
 
-/// Serves `router` on every listener, each on a thread of its own, until `shutdown`
+/// Serves `service` (the API: [`super::hot_path::Api`]) on every listener, each on a thread of its own, until `shutdown`
 /// completes (or this future is dropped); then every thread stops accepting and finishes
 /// its in-flight requests, and this returns once all have. A thread that fails stops the
 /// others; its error is returned.
-pub async fn serve(
-    listeners: Vec<StdListener>,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+pub async fn serve<S>(listeners: Vec<StdListener>, service: S, shutdown: impl Future<Output = ()>) -> Result<()>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
     // Dropping the sender (this future dropped) stops the threads as well as sending does.
     let (stop, stopped) = watch::channel(false);
     let (done_tx, mut done) = mpsc::unbounded_channel::<Result<()>>();
     let mut running = 0;
     for (n, listener) in listeners.into_iter().enumerate() {
-        let (router, mut stopped, done_tx) = (router.clone(), stopped.clone(), done_tx.clone());
+        let (service, mut stopped, done_tx) = (service.clone(), stopped.clone(), done_tx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("seckill-http-{n}"))
             .spawn(move || {
@@ -89,7 +96,7 @@ pub async fn serve(
                     .and_then(|runtime| {
                         runtime.block_on(async {
                             let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-                            axum::serve(listener, router)
+                            axum::serve(listener, service.into_make_service())
                                 .with_graceful_shutdown(async move {
                                     let _ = stopped.wait_for(|stop| *stop).await;
                                 })

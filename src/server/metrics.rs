@@ -137,6 +137,22 @@ impl ServerMetrics {
         })
     }
 
+    /// Records one answered request of route `route` (an index into the route labels; see
+    /// [`BUY_ROUTE`]) that began at `started`: its count by result code, its latency, and a
+    /// debug log line.
+    pub fn answered(&self, route: usize, code: &'static str, status: StatusCode, started: Instant) {
+        let elapsed = started.elapsed();
+        self.request(route, code);
+        self.latency[route].record(elapsed.as_secs_f64());
+        tracing::debug!(
+            route = ROUTES[route],
+            status = status.as_u16(),
+            code,
+            micros = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
+
     fn request(&self, route: usize, code: &'static str) {
         let code = CODES.iter().position(|c| *c == code).unwrap_or(CODES.len() - 1);
         let (route_label, code_label) = (ROUTES[route], CODES[code]);
@@ -163,24 +179,17 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
             (RESULT_CODE.with(Cell::get), response)
         })
         .await;
-    let elapsed = started.elapsed();
     let code = match set {
         Some(code) => code,
         None if response.status().is_success() => "ok",
         None => "error",
     };
-    let stats = &state.stats;
-    stats.request(route, code);
-    stats.latency[route].record(elapsed.as_secs_f64());
-    tracing::debug!(
-        route = ROUTES[route],
-        status = response.status().as_u16(),
-        code,
-        micros = elapsed.as_micros() as u64,
-        "request"
-    );
+    state.stats.answered(route, code, response.status(), started);
     response
 }
+
+/// Route index of `POST /api/v1/buy` in the request metrics (see [`ServerMetrics::answered`]).
+pub const BUY_ROUTE: usize = 0;
 
 /// `GET /metrics`: the Prometheus text exposition (gauges of the funnel are sampled now).
 pub async fn render(State(state): State<AppState>) -> Response {

@@ -6,6 +6,7 @@
 //! - [`error`]: the JSON error shape every failure uses.
 //!
 //! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
+//! [`hot_path::Api`] serves it with the buy request dispatched ahead of the router;
 //! [`bind`] opens the listeners and [`run`] serves them, one [`http_threads`] thread each,
 //! until the shutdown future completes, then drains in-flight requests.
 
@@ -13,6 +14,7 @@ pub mod batcher;
 pub mod buy_body;
 pub mod error;
 pub mod funnel;
+pub mod hot_path;
 pub mod http_threads;
 pub mod metrics;
 pub mod query;
@@ -149,7 +151,7 @@ pub async fn run(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, threads = listeners.len(), "serving the HTTP API");
-    http_threads::serve(listeners, router(state), shutdown).await
+    http_threads::serve(listeners, hot_path::Api::new(state), shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM, for [`run`].

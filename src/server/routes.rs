@@ -134,11 +134,18 @@ pub async fn token(
     }
 }
 
-/// `POST /api/v1/buy`: runs the funnel, then decides the purchase in Redis (group commit).
+/// `POST /api/v1/buy` as a route of the [`Router`](super::router) (served through
+/// [`super::hot_path`], which calls [`answer_buy`] without the router).
 pub async fn buy(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<BuyResponse>, ApiError> {
-    let req = super::buy_body::parse(&body)?;
+    answer_buy(&state, &body).await
+}
+
+/// The answer to a buy request with body `body`: runs the funnel, then decides the purchase
+/// in Redis (group commit).
+pub async fn answer_buy(state: &AppState, body: &[u8]) -> Result<Json<BuyResponse>, ApiError> {
+    let req = super::buy_body::parse(body)?;
     let mut activity = None;
-    let result = match screen(&state, &req, &mut activity) {
+    let result = match screen(state, &req, &mut activity) {
         Err(refused) => Err(refused),
         Ok(()) => {
             let mut purchase = Purchase {
@@ -147,7 +154,7 @@ pub async fn buy(State(state): State<AppState>, JsonBody(body): JsonBody) -> Res
                 quantity: req.quantity,
                 token: req.token.clone().into_owned(),
             };
-            decide(&state, &mut purchase, &mut activity).await
+            decide(state, &mut purchase, &mut activity).await
         }
     };
     // The token never appears in logs: it is a bearer credential.
