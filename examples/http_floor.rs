@@ -1,14 +1,14 @@
-//! The HTTP stack's own floor for bench.sh's sold-out row: axum and hyper as `seckill serve`
-//! uses them (same features, allocator and runtime), with none of our work.
+//! A bare axum Router for bench.sh's row 4b: axum and hyper on the same HTTP threads as
+//! `seckill serve` (same features, allocator and thread count), with none of our work.
 //!
 //! - `GET /health` answers `ok`, as the real server does;
 //! - `POST /api/v1/buy` reads the body and answers the real server's sold-out response
 //!   (409, the same JSON) without looking at it: no parsing, no funnel, no metrics.
 //!
-//! The ratio of the two rates, under the same wrk commands as the real server, is the most
-//! the sold-out row can reach on this machine with this stack: everything beyond it is the
-//! price of a POST with a body (two more headers to parse, hyper's body channel) and of the
-//! load generator's larger request.
+//! Both go through the Router, as every request did in `seckill serve` before the buy
+//! request got its own way in (`src/server/hot_path.rs`): the ratio of the two rates shows
+//! what a POST with a body costs the stack alone (two more headers to parse, hyper's body
+//! channel, the load generator's larger request) when it is routed like any other request.
 //!
 //! cargo build --release --example http_floor && target/release/examples/http_floor 127.0.0.1:18082
 

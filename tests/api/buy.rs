@@ -20,20 +20,10 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
         .await,
     );
     let users: Vec<String> = (0..2000).map(|i| format!("buyer{i}")).collect();
-    let tokens = sale.tokens(&users).await;
     let product = sale.product();
-    let mut tasks = Vec::new();
-    for (user, token) in users.into_iter().zip(tokens) {
-        let sale = sale.clone();
-        tasks.push(tokio::spawn(async move {
-            let answer = sale.buy(product, &user, 1, &token).await;
-            (user, answer)
-        }));
-    }
     let mut winners = HashSet::new();
     let mut order_nos = HashSet::new();
-    for task in tasks {
-        let (user, (status, body)) = task.await.unwrap();
+    for (user, (status, body)) in sale.buy_at_once(product, users).await {
         match status.as_u16() {
             200 => {
                 assert_eq!(body["status"], "queued");

@@ -3,6 +3,7 @@
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -194,6 +195,25 @@ impl Sale {
             &json!({"product_id": product, "user_id": user, "quantity": quantity, "token": token}),
         )
         .await
+    }
+
+    /// Every user in `users` buys one unit of `product` (with a fresh token) at the same
+    /// time; the answers in the order of `users`.
+    pub async fn buy_at_once(self: &Arc<Self>, product: u64, users: Vec<String>) -> Vec<(String, (StatusCode, Value))> {
+        let tokens = self.tokens(&users).await;
+        let mut tasks = Vec::new();
+        for (user, token) in users.into_iter().zip(tokens) {
+            let sale = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let answer = sale.buy(product, &user, 1, &token).await;
+                (user, answer)
+            }));
+        }
+        let mut answers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            answers.push(task.await.expect("buyer task"));
+        }
+        answers
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {

@@ -36,19 +36,9 @@ async fn three_http_threads_sell_exactly_the_stock() {
     // 600 requests at once open many connections, which the kernel spreads over the three
     // listeners.
     let users: Vec<String> = (0..600).map(|i| format!("t{i}")).collect();
-    let tokens = sale.tokens(&users).await;
     let product = sale.product();
-    let mut tasks = Vec::new();
-    for (user, token) in users.into_iter().zip(tokens) {
-        let sale = sale.clone();
-        tasks.push(tokio::spawn(async move {
-            let answer = sale.buy(product, &user, 1, &token).await;
-            (user, answer)
-        }));
-    }
     let mut winners = HashSet::new();
-    for task in tasks {
-        let (user, (status, body)) = task.await.unwrap();
+    for (user, (status, body)) in sale.buy_at_once(product, users).await {
         match status.as_u16() {
             200 => assert!(winners.insert(user)),
             409 => assert_eq!(body["error"], "sold_out", "{body}"),
