@@ -11,14 +11,18 @@ pub struct ServeArgs {
     /// Listen address [default: http.bind].
     #[arg(long, value_name = "ADDR")]
     bind: Option<String>,
+    /// HTTP threads, each with its own listener on the address [default: http.threads;
+    /// 0 there: half the cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let bind = args.bind.unwrap_or_else(|| ctx.config.http.bind.clone());
     let db = ctx.db().await?;
     let redis = ctx.redis().await?;
-    let listeners = server::bind(&bind, ctx.config.http.thread_count())
-        .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    let threads = args.threads.map_or_else(|| ctx.config.http.thread_count(), usize::from);
+    let listeners = server::bind(&bind, threads).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     // The address is logged by `server::run` (a plain eprintln would break JSON logs).
     let state = AppState::new(ctx.config.clone(), redis, db);
     server::run(listeners, state, server::shutdown_signal()).await?;

@@ -34,20 +34,33 @@ pub fn bind(addr: &str, count: usize) -> Result<Vec<StdListener>> {
         path: addr.to_string(),
         source,
     };
-    let first: SocketAddr = addr
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| Error::Config(format!("http.bind: {addr} resolves to no address")))?;
-    if count > 1 && first.port() != 0 {
-        // A shared port would also be shared with another server already on it (same user):
-        // bind it once alone first, so that case fails as "address in use" instead.
-        drop(listen(first, false).map_err(io)?);
+    // Like std's bind: the first resolved address that can be bound (localhost may resolve
+    // to ::1 on a machine without IPv6, then to 127.0.0.1).
+    let mut last_error = None;
+    let mut bound = None;
+    for candidate in addr.to_socket_addrs().map_err(io)? {
+        match listen(candidate, false) {
+            Ok(alone) if count <= 1 => return Ok(vec![alone]),
+            Ok(probe) => {
+                bound = Some(candidate);
+                // Bound once alone (and closed) before the port is shared: another server
+                // already on it, with SO_REUSEPORT too, would otherwise get half the load.
+                drop(probe);
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
     }
-    let mut listeners = Vec::with_capacity(count.max(1));
+    let Some(first) = bound else {
+        return Err(match last_error {
+            Some(e) => io(e),
+            None => Error::Config(format!("http.bind: {addr} resolves to no address")),
+        });
+    };
+    let mut listeners = Vec::with_capacity(count);
     let mut at = first;
-    for _ in 0..count.max(1) {
-        let listener = listen(at, count > 1).map_err(io)?;
+    for _ in 0..count {
+        let listener = listen(at, true).map_err(io)?;
         at = listener.local_addr().map_err(io)?;
         listeners.push(listener);
     }

@@ -43,6 +43,23 @@ pub fn redis_url() -> String {
 }
 
 /// A random lowercase hex suffix, unique enough for database names and key prefixes.
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `sig` (such as `-TERM`) to `child`.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
 pub fn random_suffix() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }

@@ -4,9 +4,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
 use seckill::server;
+use serde_json::json;
 
 use crate::buy_support::{spec, Options, Sale};
+use crate::helpers::{free_port, signal};
+use crate::pipeline_support::Fixture;
 
 #[test]
 fn listeners_share_one_port_and_a_taken_port_is_refused() {
@@ -49,4 +55,70 @@ async fn three_http_threads_sell_exactly_the_stock() {
     assert_eq!(sale.counters(product).await, (0, 50, 50));
     // Stops every thread gracefully (finish panics when that takes over 5 s).
     Arc::into_inner(sale).unwrap().finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
+    let f = Fixture::new(10, 1).await;
+
+    // A port another server holds: a clear error and a failing exit, also with two threads.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap().to_string();
+    let refused = f
+        .command(&["serve", "--bind", &held, "--threads", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&held) && stderr.contains("in use"), "{stderr}");
+    drop(holder);
+
+    let bind = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{bind}");
+    let mut serve = f
+        .command(&["serve", "--bind", &bind, "--threads", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for user in ["a", "b"] {
+        let issued: serde_json::Value = http
+            .post(format!("{base}/api/v1/token"))
+            .json(&json!({"activity_id": f.activity, "user_id": user}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bought = http
+            .post(format!("{base}/api/v1/buy"))
+            // A new connection per buyer, so the kernel may pick either listener.
+            .header("connection", "close")
+            .json(&json!({"product_id": f.product, "user_id": user, "quantity": 1, "token": issued["token"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bought.status(), 200);
+    }
+    signal(&serve, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        http.get(format!("{base}/health")).send().await.is_err(),
+        "still listening"
+    );
 }

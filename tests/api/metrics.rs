@@ -11,6 +11,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::buy_support::{spec, Options, Sale};
+use crate::helpers::{free_port, signal};
 use crate::pipeline_support::{users, Fixture};
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition (labels in any
@@ -80,21 +81,6 @@ async fn scrape(http: &reqwest::Client, url: &str) -> String {
     let ct = res.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("text/plain"), "{ct}");
     res.text().await.unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
