@@ -82,26 +82,14 @@ async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "serve did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Fixture::wait_for_serve(&http, &base).await;
     for user in ["a", "b"] {
-        let issued: serde_json::Value = http
-            .post(format!("{base}/api/v1/token"))
-            .json(&json!({"activity_id": f.activity, "user_id": user}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = f.issue_token(&http, &base, user).await;
         let bought = http
             .post(format!("{base}/api/v1/buy"))
             // A new connection per buyer, so the kernel may pick either listener.
             .header("connection", "close")
-            .json(&json!({"product_id": f.product, "user_id": user, "quantity": 1, "token": issued["token"]}))
+            .json(&json!({"product_id": f.product, "user_id": user, "quantity": 1, "token": token}))
             .send()
             .await
             .unwrap();

@@ -424,21 +424,8 @@ async fn json_logs_carry_no_token_or_secret() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "serve did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let issued: serde_json::Value = http
-        .post(format!("{base}/api/v1/token"))
-        .json(&json!({"activity_id": f.activity, "user_id": "logger"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = issued["token"].as_str().expect("token").to_string();
+    Fixture::wait_for_serve(&http, &base).await;
+    let token = f.issue_token(&http, &base, "logger").await;
     let bought = http
         .post(format!("{base}/api/v1/buy"))
         .json(&json!({"product_id": f.product, "user_id": "logger", "quantity": 1, "token": token}))

@@ -117,6 +117,29 @@ impl Fixture {
         c
     }
 
+    /// Waits (up to 20 s) until a `seckill serve` at `base` answers `/health`.
+    pub async fn wait_for_serve(http: &reqwest::Client, base: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while http.get(format!("{base}/health")).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "serve did not come up");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `user`'s token for the fixture's activity, from `POST /api/v1/token` of the server at `base`.
+    pub async fn issue_token(&self, http: &reqwest::Client, base: &str, user: &str) -> String {
+        let issued: serde_json::Value = http
+            .post(format!("{base}/api/v1/token"))
+            .json(&serde_json::json!({"activity_id": self.activity, "user_id": user}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        issued["token"].as_str().expect("token").to_string()
+    }
+
     /// Runs the binary to completion; returns (exit code, stdout).
     pub fn run(&self, args: &[&str]) -> (i32, String) {
         let out = self.command(args).stderr(Stdio::inherit()).output().unwrap();
