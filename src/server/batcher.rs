@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::Histogram;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::buy::{self, Purchase, Verdict};
 use crate::redis_client::RedisClient;
@@ -139,26 +139,42 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
             replies.push(job.reply);
         }
         sizes.record(purchases.len() as f64);
-        let redis = redis.clone();
-        tokio::spawn(async move {
-            let decided = tokio::time::timeout(timeout, buy::reserve(&redis, activity, &purchases)).await;
-            drop(slot);
-            match decided {
-                Ok(Ok(verdicts)) => {
-                    for ((reply, purchase), verdict) in replies.into_iter().zip(purchases).zip(verdicts) {
-                        let _ = reply.send((purchase, Ok(verdict)));
-                    }
-                }
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer from redis within {timeout:?}"),
-                    };
-                    for (reply, purchase) in replies.into_iter().zip(purchases) {
-                        let _ = reply.send((purchase, Err(BatchError::Redis(why.clone()))));
-                    }
-                }
+        let call = decide(redis.clone(), activity, purchases, replies, timeout, slot);
+        if pipeline == 1 {
+            // Nothing could be sent meanwhile anyway: decided here, without a task of its own.
+            call.await;
+        } else {
+            tokio::spawn(call);
+        }
+    }
+}
+
+/// One script call for `purchases`; each verdict goes to its reply in order. The pipeline
+/// slot is freed as soon as Redis answered, before the replies go out.
+async fn decide(
+    redis: RedisClient,
+    activity: u64,
+    purchases: Vec<Purchase>,
+    replies: Vec<oneshot::Sender<Reply>>,
+    timeout: Duration,
+    slot: OwnedSemaphorePermit,
+) {
+    let decided = tokio::time::timeout(timeout, buy::reserve(&redis, activity, &purchases)).await;
+    drop(slot);
+    match decided {
+        Ok(Ok(verdicts)) => {
+            for ((reply, purchase), verdict) in replies.into_iter().zip(purchases).zip(verdicts) {
+                let _ = reply.send((purchase, Ok(verdict)));
             }
-        });
+        }
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer from redis within {timeout:?}"),
+            };
+            for (reply, purchase) in replies.into_iter().zip(purchases) {
+                let _ = reply.send((purchase, Err(BatchError::Redis(why.clone()))));
+            }
+        }
     }
 }

@@ -30,11 +30,15 @@ fn listeners_share_one_port_and_a_taken_port_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_http_threads_sell_exactly_the_stock() {
+async fn three_http_threads_and_pipelined_calls_sell_exactly_the_stock() {
     let sale = Arc::new(
         Sale::start(Options {
             products: vec![spec(50, 1, 1)],
-            tune: |config| config.http.threads = 3,
+            tune: |config| {
+                config.http.threads = 3;
+                // Several script calls of the activity in flight at once (the default is one).
+                config.funnel.batch_pipeline = 4;
+            },
             ..Options::default()
         })
         .await,
