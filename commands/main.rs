@@ -86,18 +86,27 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     context::init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let ctx = match Context::new(&cli.global) {
+        Ok(ctx) => ctx,
+        Err(e) => return report(&e),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command {
+        if let Some(workers) = serve::runtime_workers(&ctx, args) {
+            runtime.worker_threads(workers);
+        }
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return report(&anyhow::Error::from(e)),
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, ctx)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context::new(&cli.global)?;
+async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&ctx, args).await,
         Command::Activity(cmd) => activity::run(&ctx, cmd).await,

@@ -17,11 +17,25 @@ pub struct ServeArgs {
     threads: Option<u16>,
 }
 
+fn http_threads(ctx: &Context, args: &ServeArgs) -> usize {
+    args.threads.map_or_else(|| ctx.config.http.thread_count(), usize::from)
+}
+
+/// Workers of the main runtime (Redis, MySQL, group commit): the cores the HTTP threads leave,
+/// at least one. `None` when `TOKIO_WORKER_THREADS` sets them (tokio reads it itself).
+pub fn runtime_workers(ctx: &Context, args: &ServeArgs) -> Option<usize> {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(cores.saturating_sub(http_threads(ctx, args)).max(1))
+}
+
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    let threads = http_threads(ctx, &args);
     let bind = args.bind.unwrap_or_else(|| ctx.config.http.bind.clone());
     let db = ctx.db().await?;
     let redis = ctx.redis().await?;
-    let threads = args.threads.map_or_else(|| ctx.config.http.thread_count(), usize::from);
     let listeners = server::bind(&bind, threads).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     // The address is logged by `server::run` (a plain eprintln would break JSON logs).
     let state = AppState::new(ctx.config.clone(), redis, db);
