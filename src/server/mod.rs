@@ -123,7 +123,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/token", post(routes::token))
-        .route("/api/v1/buy", post(routes::buy))
+        .route(hot_path::BUY_PATH, post(routes::buy))
         .route("/api/v1/orders/{order_no}", get(query::order))
         .route("/api/v1/activities/{id}", get(query::activity))
         .route("/api/v1/time", get(query::time))

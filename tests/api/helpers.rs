@@ -42,7 +42,6 @@ pub fn redis_url() -> String {
     std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
-/// A random lowercase hex suffix, unique enough for database names and key prefixes.
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -60,6 +59,7 @@ pub fn signal(child: &std::process::Child, sig: &str) {
         .unwrap();
 }
 
+/// A random lowercase hex suffix, unique enough for database names and key prefixes.
 pub fn random_suffix() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
