@@ -7,19 +7,20 @@ use seckill::ops::catalog::{self, ActivityChanges, NewActivity};
 
 use crate::context::Context;
 use crate::output::{self, OutputArgs};
+use crate::parse;
 
 /// Activity subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ActivityCommand {
     /// Create an activity (in `draft`); prints its id.
     Create(CreateArgs),
-    /// Change an activity's name or window.
+    /// Change an activity's name, or its window while it is not online.
     Update(UpdateArgs),
     /// List every activity.
     List(OutputArgs),
     /// Show one activity.
     Show(IdArgs),
-    /// Delete an activity that is not online and has no orders.
+    /// Delete an activity that is not online, has no orders and no reservations waiting to be persisted.
     Delete(IdArgs),
 }
 
@@ -29,11 +30,11 @@ pub struct CreateArgs {
     /// Name shown to operators.
     #[arg(long)]
     name: String,
-    /// When the sale opens (RFC 3339, e.g. 2026-11-11T00:00:00+08:00).
-    #[arg(long, value_parser = parse_time)]
+    /// When the sale opens (RFC 3339, e.g. 2026-11-11T00:00:00+08:00; 1970 to 9999).
+    #[arg(long, value_parser = parse::time)]
     start: DateTime<Utc>,
     /// When the sale closes (RFC 3339).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = parse::time)]
     end: DateTime<Utc>,
     #[command(flatten)]
     output: OutputArgs,
@@ -47,11 +48,11 @@ pub struct UpdateArgs {
     /// New name.
     #[arg(long)]
     name: Option<String>,
-    /// New opening time (RFC 3339).
-    #[arg(long, value_parser = parse_time)]
+    /// New opening time (RFC 3339); refused while the activity is online.
+    #[arg(long, value_parser = parse::time)]
     start: Option<DateTime<Utc>>,
-    /// New closing time (RFC 3339).
-    #[arg(long, value_parser = parse_time)]
+    /// New closing time (RFC 3339); refused while the activity is online.
+    #[arg(long, value_parser = parse::time)]
     end: Option<DateTime<Utc>>,
     #[command(flatten)]
     output: OutputArgs,
@@ -64,13 +65,6 @@ pub struct IdArgs {
     id: u64,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-/// Parses an RFC 3339 time.
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e}; expected RFC 3339 such as 2026-11-11T00:00:00+08:00"))
 }
 
 pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> {
@@ -100,7 +94,8 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
         ActivityCommand::List(output) => print(&catalog::list_activities(&db).await?, output)?,
         ActivityCommand::Show(args) => print(&[catalog::get_activity(&db, args.id).await?], args.output)?,
         ActivityCommand::Delete(args) => {
-            let activity = catalog::delete_activity(&db, args.id).await?;
+            let redis = ctx.redis().await?;
+            let activity = catalog::delete_activity(&db, &redis, ctx.group(), args.id).await?;
             if args.output.json {
                 return output::json(&activity);
             }

@@ -2,29 +2,31 @@
 
 use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use seckill::bench::{self, BenchOptions, BenchReport, ProbeReport, Server};
 
 use crate::context::Context;
 use crate::output::{self, opt, OutputArgs};
+use crate::parse;
 
 /// Arguments of `seckill bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Units on sale.
-    #[arg(long, default_value_t = 1000)]
+    /// Units on sale (1 to 4294967295).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     stock: u32,
     /// Distinct buyers, each with a pre-issued token.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     users: u64,
     /// Buy requests in all (buyers take turns).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     requests: u64,
     /// Keep-alive HTTP/1.1 connections.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     concurrency: usize,
     /// Units one user may hold.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     limit_per_user: u32,
     /// A running `seckill serve` (same Redis, key prefix and token secret; its own rate limits apply).
     #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "spawn")]
@@ -34,10 +36,10 @@ pub struct BenchArgs {
     #[arg(long)]
     spawn: bool,
     /// Consumers to run in-process; 0 relies on running `seckill consumer` daemons.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = RangedU64ValueParser::<usize>::new().range(0..=64))]
     consumers: usize,
     /// How long to wait for every reservation to be persisted, e.g. 60s.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse::drain_timeout)]
     drain_timeout: Duration,
     /// Keep the bench activity, its orders and Redis keys afterwards.
     #[arg(long)]

@@ -5,6 +5,7 @@ use seckill::ops::blacklist;
 
 use crate::context::Context;
 use crate::output::{self, OutputArgs};
+use crate::parse;
 
 /// Subcommands of `seckill blacklist`.
 #[derive(Debug, Subcommand)]
@@ -12,6 +13,7 @@ pub enum BlacklistCommand {
     /// Bar a user from buying (effective at once in every preheated activity).
     Add {
         /// The user.
+        #[arg(value_parser = parse::user_id)]
         user: String,
         /// Why (kept in MySQL).
         #[arg(long, default_value = "")]
@@ -20,6 +22,7 @@ pub enum BlacklistCommand {
     /// Let a user buy again.
     Remove {
         /// The user.
+        #[arg(value_parser = parse::user_id)]
         user: String,
     },
     /// List barred users.

@@ -15,9 +15,9 @@ pub struct ConsumerArgs {
     /// Consumer name in the group (unique per running consumer) [default: hostname-pid].
     #[arg(long)]
     name: Option<String>,
-    /// Entries per batch (one MySQL transaction) [default: consumer.batch].
-    #[arg(long)]
-    batch: Option<usize>,
+    /// Entries per batch (one MySQL transaction), 1 to 100000 [default: consumer.batch].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: Option<u64>,
     /// Drain everything pending (new, own and other consumers' unacked entries) and exit.
     #[arg(long)]
     once: bool,
@@ -81,7 +81,7 @@ pub async fn run(ctx: &Context, args: ConsumerArgs) -> anyhow::Result<()> {
     }
     let opts = ConsumerOptions {
         name: args.name.unwrap_or_else(ConsumerOptions::default_name),
-        batch: args.batch.unwrap_or(ctx.config.consumer.batch).max(1),
+        batch: args.batch.map_or(ctx.config.consumer.batch, |b| b as usize).max(1),
         once: args.once,
     };
     let metrics = match &args.metrics_bind {

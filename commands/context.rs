@@ -9,8 +9,8 @@ use tracing_subscriber::EnvFilter;
 /// Flags accepted by every subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Configuration file [default: ./config.yaml, built-in defaults when absent].
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Configuration file, which must exist [default: ./config.yaml, built-in defaults when absent].
+    #[arg(long, global = true, value_name = "PATH", value_parser = crate::parse::existing_file)]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -17,6 +17,7 @@ mod lifecycle;
 mod migrate;
 mod order;
 mod output;
+mod parse;
 mod product;
 mod reconcile;
 mod serve;

@@ -8,6 +8,7 @@ use seckill::ops::order::{self, OrderFilter, Transition};
 
 use crate::context::Context;
 use crate::output::{self, OutputArgs};
+use crate::parse;
 
 /// `seckill order ...`
 #[derive(Debug, Subcommand)]
@@ -25,13 +26,13 @@ pub enum OrderCommand {
         #[arg(long)]
         activity: u64,
         /// Only this user's.
-        #[arg(long)]
+        #[arg(long, value_parser = parse::user_id)]
         user: Option<String>,
         /// Only this status (pending, paid, cancelled, expired).
-        #[arg(long)]
-        status: Option<String>,
-        /// At most this many.
-        #[arg(long)]
+        #[arg(long, value_parser = parse::order_status)]
+        status: Option<OrderStatus>,
+        /// At most this many (1 to 1000000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         limit: Option<u64>,
         #[command(flatten)]
         output: OutputArgs,
@@ -52,8 +53,8 @@ pub enum OrderCommand {
     },
     /// Expire unpaid orders older than a window, returning their units (for cron).
     Expire {
-        /// Age after which a pending order expires, e.g. 15m, 1h.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Age after which a pending order expires, e.g. 15m, 1h (0s to 3650d).
+        #[arg(long, value_parser = parse::order_age)]
         older_than: Duration,
         /// Only this activity's orders.
         #[arg(long)]
@@ -110,7 +111,6 @@ pub async fn run(ctx: &Context, cmd: OrderCommand) -> anyhow::Result<()> {
             limit,
             output: out,
         } => {
-            let status = status.map(|s| s.parse::<OrderStatus>()).transpose()?;
             let orders = order::list(
                 &db,
                 &OrderFilter {

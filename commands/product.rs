@@ -7,6 +7,7 @@ use seckill::ops::catalog::{self, NewProduct, ProductChanges};
 
 use crate::context::Context;
 use crate::output::{self, OutputArgs};
+use crate::parse;
 
 /// Product subcommands.
 #[derive(Debug, Subcommand)]
@@ -19,7 +20,7 @@ pub enum ProductCommand {
     List(ListArgs),
     /// Show one product.
     Show(IdArgs),
-    /// Delete a product of an activity that is not online (if it has no orders).
+    /// Delete a product of an activity that is not online (if it has no orders and no reservations wait to be persisted).
     Delete(IdArgs),
 }
 
@@ -32,17 +33,17 @@ pub struct AddArgs {
     /// Name shown to buyers.
     #[arg(long)]
     name: String,
-    /// Unit price, e.g. 99.90.
-    #[arg(long, value_parser = parse_price, allow_hyphen_values = true)]
+    /// Unit price, e.g. 99.90 (0 to 9999999999.99, at most two decimals).
+    #[arg(long, value_parser = parse::price, allow_hyphen_values = true)]
     price: Decimal,
     /// Units on sale.
-    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=u32::MAX as i64), allow_hyphen_values = true)]
     stock: u32,
     /// Most units one user may hold.
-    #[arg(long, default_value_t = 1, value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     limit_per_user: u32,
     /// Most units in one order [default: the per-user limit].
-    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     max_per_order: Option<u32>,
     #[command(flatten)]
     output: OutputArgs,
@@ -57,16 +58,16 @@ pub struct UpdateArgs {
     #[arg(long)]
     name: Option<String>,
     /// New unit price.
-    #[arg(long, value_parser = parse_price, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse::price, allow_hyphen_values = true)]
     price: Option<Decimal>,
     /// New total stock.
-    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=u32::MAX as i64), allow_hyphen_values = true)]
     stock: Option<u32>,
     /// New per-user limit.
-    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     limit_per_user: Option<u32>,
     /// New per-order maximum.
-    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     max_per_order: Option<u32>,
     #[command(flatten)]
     output: OutputArgs,
@@ -89,21 +90,6 @@ pub struct IdArgs {
     id: u64,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-/// Parses a price; negative and over-precise prices are refused by the library with exit 1.
-fn parse_price(text: &str) -> Result<Decimal, String> {
-    text.parse::<Decimal>()
-        .map_err(|_| format!("{text:?} is not a decimal price such as 99.90"))
-}
-
-/// Parses a count of units: a whole number, not negative.
-fn parse_count(text: &str) -> Result<u32, String> {
-    match text.parse::<i64>() {
-        Ok(n) if n < 0 => Err(format!("{n} must not be negative")),
-        Ok(n) => u32::try_from(n).map_err(|_| format!("{n} is too large")),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
-    }
 }
 
 pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
@@ -138,7 +124,8 @@ pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
         ProductCommand::List(args) => print(&catalog::list_products(&db, args.activity).await?, args.output)?,
         ProductCommand::Show(args) => print(&[catalog::get_product(&db, args.id).await?], args.output)?,
         ProductCommand::Delete(args) => {
-            let product = catalog::delete_product(&db, args.id).await?;
+            let redis = ctx.redis().await?;
+            let product = catalog::delete_product(&db, &redis, ctx.group(), args.id).await?;
             if args.output.json {
                 return output::json(&product);
             }

@@ -8,6 +8,7 @@ use seckill::ops::status::StatusReport;
 
 use crate::context::Context;
 use crate::output::{self, opt, OutputArgs};
+use crate::parse;
 
 /// Arguments of `seckill status`.
 #[derive(Debug, Args)]
@@ -17,8 +18,8 @@ pub struct StatusArgs {
     /// Refresh the view until ctrl-c (plain lines when stdout is not a terminal).
     #[arg(long)]
     watch: bool,
-    /// Refresh interval for --watch, e.g. 1s, 500ms.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// Refresh interval for --watch, e.g. 1s, 500ms (10ms to 1h).
+    #[arg(long, default_value = "1s", value_parser = parse::refresh_interval)]
     interval: Duration,
     #[command(flatten)]
     output: OutputArgs,

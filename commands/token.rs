@@ -5,10 +5,11 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use seckill::ops::token;
+use seckill::ops::token::{self, UserRange};
 use seckill::token::Signer;
 
 use crate::context::Context;
+use crate::parse;
 
 /// Arguments of `seckill token`.
 #[derive(Debug, Args)]
@@ -28,8 +29,8 @@ pub struct IssueArgs {
     activity: Option<u64>,
     #[command(flatten)]
     users: UserArgs,
-    /// Token lifetime in seconds [default: token.ttl_secs].
-    #[arg(long)]
+    /// Token lifetime in seconds, 1 to 31536000 (a year) [default: token.ttl_secs].
+    #[arg(long, value_parser = parse::ttl_secs)]
     ttl: Option<u64>,
     /// Write the `user_id,token` CSV here instead of stdout.
     #[arg(long, value_name = "FILE")]
@@ -41,14 +42,14 @@ pub struct IssueArgs {
 #[group(required = true, multiple = false)]
 pub struct UserArgs {
     /// One user.
-    #[arg(long)]
+    #[arg(long, value_parser = parse::user_id)]
     user: Option<String>,
     /// A file with one user id per line.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
-    /// Numeric user ids FIRST-LAST, inclusive (e.g. 1-100000).
-    #[arg(long, value_name = "FIRST-LAST")]
-    range: Option<String>,
+    /// Numeric user ids FIRST-LAST, inclusive (e.g. 1-100000; at most 10,000,000 users).
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse::user_range)]
+    range: Option<UserRange>,
 }
 
 /// Subcommands of `seckill token`.
@@ -59,7 +60,7 @@ pub enum TokenCommand {
         /// Activity id.
         activity: u64,
         /// The user.
-        #[arg(long)]
+        #[arg(long, value_parser = parse::user_id)]
         user: String,
     },
 }
@@ -80,7 +81,7 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<()> {
     let users = match (issue.users.user, issue.users.users, issue.users.range) {
         (Some(user), _, _) => vec![user],
         (_, Some(path), _) => token::read_users(&path)?,
-        (_, _, Some(range)) => token::parse_range(&range)?,
+        (_, _, Some(range)) => range.ids(),
         _ => anyhow::bail!("name the users: --user, --users or --range"),
     };
     let db = ctx.db().await?;

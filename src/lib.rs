@@ -21,6 +21,7 @@ pub mod redis_client;
 pub mod scripts;
 pub mod server;
 pub mod token;
+pub mod user_id;
 
 pub use config::Config;
 pub use db::Db;

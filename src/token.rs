@@ -10,30 +10,6 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::error::{Error, Result};
-
-/// Longest user id, in characters (the `user_id` column is VARCHAR(64)).
-pub const MAX_USER_ID_CHARS: usize = 64;
-
-/// Checks a user id: 1 to 64 characters, no whitespace or control characters.
-/// Shared by the CLI and the HTTP API so both accept exactly the same ids.
-pub fn validate_user_id(user: &str) -> Result<()> {
-    if user.is_empty() {
-        return Err(Error::invalid("user id must not be empty"));
-    }
-    if user.chars().count() > MAX_USER_ID_CHARS {
-        return Err(Error::invalid(format!(
-            "user id is longer than {MAX_USER_ID_CHARS} characters"
-        )));
-    }
-    if user.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid(
-            "user id must not contain whitespace or control characters",
-        ));
-    }
-    Ok(())
-}
-
 /// Signs and verifies tokens with `token.secret`.
 #[derive(Clone)]
 pub struct Signer {
@@ -134,16 +110,5 @@ mod tests {
             assert!(!s.verify(7, "alice", bad, 1_000), "{bad}");
         }
         assert_eq!(expiry_of(&t), Some(2_000_000_000));
-    }
-
-    #[test]
-    fn user_ids() {
-        assert!(validate_user_id("u-1").is_ok());
-        assert!(validate_user_id(&"x".repeat(64)).is_ok());
-        assert!(validate_user_id(&"x".repeat(65)).is_err());
-        assert!(validate_user_id("").is_err());
-        assert!(validate_user_id("a b").is_err());
-        assert!(validate_user_id("a\u{0}").is_err());
-        assert!(validate_user_id("用户").is_ok());
     }
 }

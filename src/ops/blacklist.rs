@@ -10,7 +10,7 @@ use sqlx::FromRow;
 use crate::db::Db;
 use crate::error::Result;
 use crate::redis_client::RedisClient;
-use crate::token::validate_user_id;
+use crate::user_id;
 
 /// A row of `blacklist`.
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
@@ -26,7 +26,7 @@ pub struct Entry {
 /// Bars `user` from buying; returns whether they were not barred already.
 /// Effective at once in every preheated activity.
 pub async fn add(db: &Db, redis: &RedisClient, user: &str, reason: &str) -> Result<bool> {
-    validate_user_id(user)?;
+    user_id::validate(user)?;
     let inserted = sqlx::query("INSERT IGNORE INTO blacklist (user_id, reason) VALUES (?, ?)")
         .bind(user)
         .bind(reason)
@@ -41,7 +41,7 @@ pub async fn add(db: &Db, redis: &RedisClient, user: &str, reason: &str) -> Resu
 
 /// Lets `user` buy again; returns whether they were barred.
 pub async fn remove(db: &Db, redis: &RedisClient, user: &str) -> Result<bool> {
-    validate_user_id(user)?;
+    user_id::validate(user)?;
     let deleted = sqlx::query("DELETE FROM blacklist WHERE user_id = ?")
         .bind(user)
         .execute(db.pool())
@@ -54,7 +54,9 @@ pub async fn remove(db: &Db, redis: &RedisClient, user: &str) -> Result<bool> {
 
 /// Every barred user, oldest first.
 pub async fn list(db: &Db) -> Result<Vec<Entry>> {
-    sqlx::query_as("SELECT user_id, reason, created_at FROM blacklist ORDER BY created_at, user_id")
+    sqlx::query_as(
+        "SELECT CAST(user_id AS CHAR) AS user_id, reason, created_at FROM blacklist ORDER BY created_at, blacklist.user_id",
+    )
         .fetch_all(db.pool())
         .await
         .map_err(|e| db.err(e))

@@ -1,16 +1,20 @@
 //! Activities and their products in MySQL: create, update, list, show, delete.
 //!
-//! While an activity is `online` its products are frozen (Redis holds the live stock)
-//! and it cannot be deleted. Each check runs under a row lock on the activity, so it
-//! cannot interleave with `start`.
+//! While an activity is `online` its products and window are frozen (Redis holds the live
+//! stock and the window it sells in) and it cannot be deleted; nor can it or its products
+//! while reservations of it wait to be persisted or replayed. Each check runs under a row
+//! lock on the activity, so it cannot interleave with `start`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use sqlx::{MySql, Transaction};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::model::{Activity, ActivityStatus, Product};
+use crate::queue;
+use crate::redis_client::RedisClient;
 
 const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, created_at, updated_at";
 const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
@@ -82,7 +86,29 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The instants a sale window may name, as words for messages.
+pub const WINDOW_RANGE: &str = "between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z";
+
+/// Checks that `t` is within [`WINDOW_RANGE`]: MySQL's DATETIME ends with year 9999, and
+/// Redis keeps the window as Unix milliseconds, which start in 1970.
+pub fn check_time(t: DateTime<Utc>) -> Result<()> {
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("a valid date");
+    let first = day(1970, 1, 1).and_hms_opt(0, 0, 0).expect("a valid time").and_utc();
+    let last = day(9999, 12, 31)
+        .and_hms_milli_opt(23, 59, 59, 999)
+        .expect("a valid time")
+        .and_utc();
+    if t < first || t > last {
+        return Err(Error::invalid(format!("{} is not {WINDOW_RANGE}", t.to_rfc3339())));
+    }
+    Ok(())
+}
+
+// Times are bound as UTC DATETIME values (`naive_utc`): bound as `DateTime<Utc>` sqlx sends a
+// TIMESTAMP, which MariaDB turns into NULL outside 1970..2038 ("Column 'end_at' cannot be null").
 fn check_window(start_at: DateTime<Utc>, end_at: DateTime<Utc>) -> Result<()> {
+    check_time(start_at)?;
+    check_time(end_at)?;
     if end_at <= start_at {
         return Err(Error::invalid(format!(
             "end ({end_at}) must be after start ({start_at})"
@@ -121,8 +147,8 @@ pub async fn create_activity(db: &Db, new: &NewActivity) -> Result<Activity> {
     check_window(new.start_at, new.end_at)?;
     let id = sqlx::query("INSERT INTO activities (name, status, start_at, end_at) VALUES (?, 'draft', ?, ?)")
         .bind(new.name.trim())
-        .bind(new.start_at)
-        .bind(new.end_at)
+        .bind(new.start_at.naive_utc())
+        .bind(new.end_at.naive_utc())
         .execute(db.pool())
         .await
         .map_err(|e| db.err(e))?
@@ -160,8 +186,9 @@ pub(crate) async fn lock_activity(db: &Db, tx: &mut Transaction<'_, MySql>, id: 
     .ok_or_else(|| Error::not_found(format!("activity {id}")))
 }
 
-/// Changes name and window. The window may change while online (an operator may
-/// extend or cut a sale); `hot` or `start` carry it into Redis.
+/// Changes name and window. The window is refused while online, like the products:
+/// Redis sells by its own copy, which `hot` and `start` write, so a change now would be
+/// recorded and not applied. To extend or cut a live sale: `stop`, `update`, `start`.
 pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Result<Activity> {
     if let Some(name) = &changes.name {
         check_name(name)?;
@@ -171,11 +198,18 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
     let start_at = changes.start_at.unwrap_or(current.start_at);
     let end_at = changes.end_at.unwrap_or(current.end_at);
     check_window(start_at, end_at)?;
+    let window_changes = (start_at, end_at) != (current.start_at, current.end_at);
+    if window_changes && current.status() == ActivityStatus::Online {
+        return Err(Error::refused(format!(
+            "activity {id} is online: its window is live in Redis; run `seckill stop {id}`, \
+             update it, then `seckill start {id}`"
+        )));
+    }
     let name = changes.name.as_deref().map(str::trim).unwrap_or(&current.name);
     sqlx::query("UPDATE activities SET name = ?, start_at = ?, end_at = ? WHERE id = ?")
         .bind(name)
-        .bind(start_at)
-        .bind(end_at)
+        .bind(start_at.naive_utc())
+        .bind(end_at.naive_utc())
         .bind(id)
         .execute(&mut *tx)
         .await
@@ -184,13 +218,41 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
     get_activity(db, id).await
 }
 
-/// Deletes an activity that is not online and has no orders, with its products and ledger.
-pub async fn delete_activity(db: &Db, id: u64) -> Result<Activity> {
+/// Refuses while reservations of the activity are not in MySQL: in its stream, not yet
+/// acknowledged by `consumer_group` (what `hot` and `flush` check), or dead-lettered and
+/// waiting for `consumer dlq replay`. Deleting under them would leave those reservations
+/// pointing at rows that no longer exist, dead-lettered for good.
+async fn refuse_if_unsettled(redis: &RedisClient, consumer_group: &str, activity_id: u64) -> Result<()> {
+    let backlog = queue::backlog(redis, activity_id, consumer_group).await?;
+    if backlog > 0 {
+        return Err(Error::refused(format!(
+            "activity {activity_id} has {backlog} reservations not yet persisted; \
+             let `seckill consumer` drain them first"
+        )));
+    }
+    let dead: u64 = redis
+        .conn()
+        .xlen(redis.keys().dlq(activity_id))
+        .await
+        .map_err(|e| redis.err(e))?;
+    if dead > 0 {
+        return Err(Error::refused(format!(
+            "activity {activity_id} has {dead} dead-lettered reservations; \
+             run `seckill consumer dlq replay {activity_id}` first"
+        )));
+    }
+    Ok(())
+}
+
+/// Deletes an activity that is not online, has no orders and no reservations waiting to
+/// be persisted or replayed, with its products and ledger.
+pub async fn delete_activity(db: &Db, redis: &RedisClient, consumer_group: &str, id: u64) -> Result<Activity> {
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let activity = lock_activity(db, &mut tx, id).await?;
     if activity.status() == ActivityStatus::Online {
         return Err(Error::refused(format!("activity {id} is online; stop it first")));
     }
+    refuse_if_unsettled(redis, consumer_group, id).await?;
     let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ?")
         .bind(id)
         .fetch_one(&mut *tx)
@@ -321,12 +383,14 @@ pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Resul
     get_product(db, id).await
 }
 
-/// Deletes a product of an activity that is not online, if it has no orders.
-pub async fn delete_product(db: &Db, id: u64) -> Result<Product> {
+/// Deletes a product of an activity that is not online, if it has no orders and the
+/// activity has no reservations waiting to be persisted or replayed.
+pub async fn delete_product(db: &Db, redis: &RedisClient, consumer_group: &str, id: u64) -> Result<Product> {
     let product = get_product(db, id).await?;
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let activity = lock_activity(db, &mut tx, product.activity_id).await?;
     refuse_if_frozen(&activity)?;
+    refuse_if_unsettled(redis, consumer_group, activity.id).await?;
     let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE product_id = ?")
         .bind(id)
         .fetch_one(&mut *tx)

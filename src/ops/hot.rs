@@ -64,7 +64,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         return Err(Error::refused(format!("activity {activity_id} has no products")));
     }
     let holdings: Vec<(u64, String, i64)> = sqlx::query_as(
-        "SELECT product_id, user_id, CAST(SUM(quantity) AS SIGNED) FROM orders \
+        "SELECT product_id, CAST(user_id AS CHAR), CAST(SUM(quantity) AS SIGNED) FROM orders \
          WHERE activity_id = ? AND status IN ('pending', 'paid') GROUP BY product_id, user_id",
     )
     .bind(activity_id)
@@ -77,7 +77,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
             .fetch_all(db.pool())
             .await
             .map_err(|e| db.err(e))?;
-    let blacklist: Vec<String> = sqlx::query_scalar("SELECT user_id FROM blacklist")
+    let blacklist: Vec<String> = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM blacklist")
         .fetch_all(db.pool())
         .await
         .map_err(|e| db.err(e))?;

@@ -10,12 +10,17 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
-use crate::token::{expiry_of, validate_user_id, Signer};
+use crate::token::{expiry_of, Signer};
+use crate::user_id;
 use crate::{progress, scripts};
 
 /// Tokens registered per script call: big enough to amortise the round trip, small enough
 /// not to stall Redis for other clients.
 const CHUNK: usize = 1000;
+
+/// Token lifetimes accepted, in seconds: up to a year, far beyond any sale, and small
+/// enough that the expiry cannot overflow and Redis accepts it as a key TTL.
+pub const TTL_SECS: std::ops::RangeInclusive<u64> = 1..=365 * 24 * 3600;
 
 /// A token handed to one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,11 +102,15 @@ pub async fn register(
     ttl_secs: u64,
     mut progress: impl FnMut(u64),
 ) -> Result<Vec<IssuedToken>> {
-    if ttl_secs == 0 {
-        return Err(Error::invalid("token lifetime must be positive"));
+    if !TTL_SECS.contains(&ttl_secs) {
+        return Err(Error::invalid(format!(
+            "token lifetime {ttl_secs} s is outside {}..={} s",
+            TTL_SECS.start(),
+            TTL_SECS.end()
+        )));
     }
     for user in users {
-        validate_user_id(user).map_err(|e| Error::invalid(format!("{user:?}: {e}")))?;
+        user_id::validate(user)?;
     }
     let expiry = crate::token::unix_now() + ttl_secs;
     let keys = redis.keys();
@@ -133,7 +142,7 @@ pub async fn register(
 
 /// Deletes the user's registered token; returns whether there was one.
 pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
-    validate_user_id(user)?;
+    user_id::validate(user)?;
     let mut conn = redis.conn();
     let removed: u64 = conn
         .del(redis.keys().token(activity, user))
@@ -142,34 +151,55 @@ pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bo
     Ok(removed > 0)
 }
 
-/// Expands `FIRST-LAST` (inclusive) into user ids.
-pub fn parse_range(range: &str) -> Result<Vec<String>> {
+/// Most users one `--range` may name.
+pub const MAX_RANGE_USERS: u64 = 10_000_000;
+
+/// Numeric user ids `first..=last`, as given by `--range FIRST-LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRange {
+    /// First id.
+    pub first: u64,
+    /// Last id (inclusive).
+    pub last: u64,
+}
+
+impl UserRange {
+    /// The ids, in order.
+    pub fn ids(&self) -> Vec<String> {
+        (self.first..=self.last).map(|n| n.to_string()).collect()
+    }
+}
+
+/// Parses `FIRST-LAST` (inclusive): whole numbers, FIRST <= LAST, at most
+/// [`MAX_RANGE_USERS`] users.
+pub fn parse_range(range: &str) -> Result<UserRange> {
     let bad = || Error::invalid(format!("range {range:?}: expected FIRST-LAST, e.g. 1-100000"));
     let (first, last) = range.split_once('-').ok_or_else(bad)?;
     let first: u64 = first.trim().parse().map_err(|_| bad())?;
     let last: u64 = last.trim().parse().map_err(|_| bad())?;
-    if first > last || last - first >= 10_000_000 {
+    if first > last || last - first >= MAX_RANGE_USERS {
         return Err(Error::invalid(format!(
-            "range {range:?}: FIRST must not exceed LAST (at most 10,000,000 users)"
+            "range {range:?}: FIRST must not exceed LAST, and at most {MAX_RANGE_USERS} users"
         )));
     }
-    Ok((first..=last).map(|n| n.to_string()).collect())
+    Ok(UserRange { first, last })
 }
 
-/// Reads user ids from a file, one per line; blank lines are skipped.
+/// Reads user ids from a file, one per line; blank lines are skipped and the line break
+/// (`\n` or `\r\n`) is not part of the id, but any other whitespace is refused like
+/// everywhere else, naming the line.
 pub fn read_users(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
     })?;
-    let users: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    for (i, user) in users.iter().enumerate() {
-        validate_user_id(user).map_err(|e| Error::invalid(format!("{}: user {}: {e}", path.display(), i + 1)))?;
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        user_id::validate(line).map_err(|e| Error::invalid(format!("{}: line {}: {e}", path.display(), i + 1)))?;
+        users.push(line.to_string());
     }
     Ok(users)
 }

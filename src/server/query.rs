@@ -59,8 +59,8 @@ fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
 
 async fn persisted(state: &AppState, order_no: &str) -> Result<Option<Order>, ApiError> {
     sqlx::query_as(
-        "SELECT id, order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, \
-         reserved_at, created_at, updated_at FROM orders WHERE order_no = ?",
+        "SELECT id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, unit_price, \
+         amount, status, reserved_at, created_at, updated_at FROM orders WHERE order_no = ?",
     )
     .bind(order_no)
     .fetch_optional(state.db.pool())

@@ -14,7 +14,8 @@ use super::metrics::BusyReason;
 use super::AppState;
 use crate::buy::{Outcome, Purchase};
 use crate::ops::token::{self, Gate};
-use crate::token::{unix_now, validate_user_id};
+use crate::token::unix_now;
+use crate::user_id::validate as validate_user_id;
 
 /// Most units one request may ask for; anything above is a client bug, not a purchase.
 pub const MAX_QUANTITY: u32 = 10_000;

@@ -21,3 +21,4 @@ mod migrate;
 mod pipeline;
 mod pipeline_support;
 mod router;
+mod validation;

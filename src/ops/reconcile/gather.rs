@@ -113,7 +113,9 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     }
 
     let rows: Vec<(String, u64, String, u32, String)> =
-        sqlx::query_as("SELECT order_no, product_id, user_id, quantity, status FROM orders WHERE activity_id = ?")
+        sqlx::query_as(
+            "SELECT order_no, product_id, CAST(user_id AS CHAR), quantity, status FROM orders WHERE activity_id = ?",
+        )
             .bind(activity)
             .fetch_all(db.pool())
             .await
