@@ -89,7 +89,12 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// `order expire --older-than`: 0s to 3650 days.
 pub fn order_age(text: &str) -> Result<Duration, String> {
-    duration_within(text, Duration::ZERO, DAY * 3650, "a duration from 0s to 3650d, such as 15m")
+    duration_within(
+        text,
+        Duration::ZERO,
+        DAY * 3650,
+        "a duration from 0s to 3650d, such as 15m",
+    )
 }
 
 /// `status --interval`: 10ms to 1h, so `--watch` neither spins nor looks frozen.
@@ -104,7 +109,12 @@ pub fn refresh_interval(text: &str) -> Result<Duration, String> {
 
 /// `bench --drain-timeout`: 1s to 1d.
 pub fn drain_timeout(text: &str) -> Result<Duration, String> {
-    duration_within(text, Duration::from_secs(1), DAY, "a duration from 1s to 1d, such as 60s")
+    duration_within(
+        text,
+        Duration::from_secs(1),
+        DAY,
+        "a duration from 1s to 1d, such as 60s",
+    )
 }
 
 /// A configuration file that exists. Without `--config` a missing `./config.yaml` means
@@ -113,9 +123,9 @@ pub fn existing_file(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() => Ok(path),
-        Ok(_) => Err(format!("{text} is not a file")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{text}: no such file")),
-        Err(e) => Err(format!("{text}: {e}")),
+        Ok(_) => Err("not a file".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such file".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

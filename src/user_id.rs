@@ -1,6 +1,6 @@
-//! User ids: the one rule every entry point applies (HTTP buy and token bodies, the `token`
-//! and `blacklist` commands, the consumer), so an id that was answered `queued` can always
-//! be persisted.
+//! User ids: the one rule every entry point applies (HTTP buy and token bodies, the `token`,
+//! `blacklist` and `order list` commands), so an id that was answered `queued` can always
+//! be persisted; the consumer and the MySQL columns enforce its length limit.
 //!
 //! A user id is 1 to [`MAX_BYTES`] bytes of UTF-8, with no whitespace, control, zero-width,
 //! bidirectional-override or other invisible characters. Bytes, not characters, because
@@ -41,16 +41,8 @@ impl From<InvalidUserId> for Error {
 
 /// Checks `user` against the rule in the module docs.
 pub fn validate(user: &str) -> Result<(), InvalidUserId> {
+    check_storable(user)?;
     let refuse = |why: String| Err(InvalidUserId(format!("user id {}: {why}", shown(user))));
-    if user.is_empty() {
-        return Err(InvalidUserId("user id must not be empty".into()));
-    }
-    if user.len() > MAX_BYTES {
-        return refuse(format!(
-            "is {} bytes of UTF-8; at most {MAX_BYTES} bytes are allowed",
-            user.len()
-        ));
-    }
     if let Some(c) = user.chars().find(|&c| c.is_whitespace()) {
         return refuse(format!("must not contain whitespace (U+{:04X})", c as u32));
     }
@@ -62,6 +54,23 @@ pub fn validate(user: &str) -> Result<(), InvalidUserId> {
             "must not contain invisible, zero-width or bidirectional formatting characters (U+{:04X})",
             c as u32
         ));
+    }
+    Ok(())
+}
+
+/// Checks only what MySQL's columns enforce: 1 to [`MAX_BYTES`] bytes. The consumer uses
+/// this rather than [`validate`]: a reservation Redis already confirmed must be persisted
+/// if MySQL can hold it, even if it was accepted before the character rules tightened.
+pub fn check_storable(user: &str) -> Result<(), InvalidUserId> {
+    if user.is_empty() {
+        return Err(InvalidUserId("user id must not be empty".into()));
+    }
+    if user.len() > MAX_BYTES {
+        return Err(InvalidUserId(format!(
+            "user id {}: is {} bytes of UTF-8; at most {MAX_BYTES} bytes are allowed",
+            shown(user),
+            user.len()
+        )));
     }
     Ok(())
 }
@@ -126,6 +135,11 @@ mod tests {
         let err = validate(&"é".repeat(33)).unwrap_err().to_string();
         assert!(err.contains("66 bytes") && err.contains("at most 64 bytes"), "{err}");
         assert!(validate(&"x".repeat(65)).is_err());
+        assert!(
+            check_storable("a\u{200B}b").is_ok(),
+            "storable, though no longer accepted"
+        );
+        assert!(check_storable(&"é".repeat(33)).is_err());
         for bad in [
             "",
             " a",

@@ -60,7 +60,7 @@ pub fn parse(activity: u64, entry: &Entry) -> std::result::Result<Reservation, S
         return Err("field \"price\" is negative".into());
     }
     let user_id = field("user")?.to_string();
-    crate::user_id::validate(&user_id).map_err(|e| format!("field \"user\": {e}"))?;
+    crate::user_id::check_storable(&user_id).map_err(|e| format!("field \"user\": {e}"))?;
     let ms = i64::try_from(number("reserved_ms")?).map_err(|_| "field \"reserved_ms\" out of range")?;
     let reserved_at = DateTime::from_timestamp_millis(ms).ok_or("field \"reserved_ms\" out of range")?;
     Ok(Reservation {

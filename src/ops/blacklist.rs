@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::redis_client::RedisClient;
 use crate::user_id;
 
@@ -27,6 +27,7 @@ pub struct Entry {
 /// Effective at once in every preheated activity.
 pub async fn add(db: &Db, redis: &RedisClient, user: &str, reason: &str) -> Result<bool> {
     user_id::validate(user)?;
+    let activities = preheated(redis).await?;
     let inserted = sqlx::query("INSERT IGNORE INTO blacklist (user_id, reason) VALUES (?, ?)")
         .bind(user)
         .bind(reason)
@@ -35,20 +36,21 @@ pub async fn add(db: &Db, redis: &RedisClient, user: &str, reason: &str) -> Resu
         .map_err(|e| db.err(e))?
         .rows_affected();
     // Mirrored even when the row existed: a preheat racing an earlier add may have missed it.
-    mirror(redis, user, true).await?;
+    mirror(redis, &activities, user, true).await?;
     Ok(inserted > 0)
 }
 
 /// Lets `user` buy again; returns whether they were barred.
 pub async fn remove(db: &Db, redis: &RedisClient, user: &str) -> Result<bool> {
     user_id::validate(user)?;
+    let activities = preheated(redis).await?;
     let deleted = sqlx::query("DELETE FROM blacklist WHERE user_id = ?")
         .bind(user)
         .execute(db.pool())
         .await
         .map_err(|e| db.err(e))?
         .rows_affected();
-    mirror(redis, user, false).await?;
+    mirror(redis, &activities, user, false).await?;
     Ok(deleted > 0)
 }
 
@@ -62,14 +64,20 @@ pub async fn list(db: &Db) -> Result<Vec<Entry>> {
         .map_err(|e| db.err(e))
 }
 
-async fn mirror(redis: &RedisClient, user: &str, barred: bool) -> Result<()> {
-    let mut conn = redis.conn();
-    let activities: Vec<u64> = conn
+/// The preheated activities, read before MySQL is touched so that an unreachable Redis
+/// fails the command while nothing has changed yet.
+async fn preheated(redis: &RedisClient) -> Result<Vec<u64>> {
+    redis
+        .conn()
         .smembers(redis.keys().activities())
         .await
-        .map_err(|e| redis.err(e))?;
+        .map_err(|e| redis.err(e))
+}
+
+async fn mirror(redis: &RedisClient, activities: &[u64], user: &str, barred: bool) -> Result<()> {
+    let mut conn = redis.conn();
     let mut pipe = redis::pipe();
-    for activity in activities {
+    for &activity in activities {
         let key = redis.keys().blacklist(activity);
         if barred {
             pipe.sadd(key, user).ignore();
@@ -77,6 +85,12 @@ async fn mirror(redis: &RedisClient, user: &str, barred: bool) -> Result<()> {
             pipe.srem(key, user).ignore();
         }
     }
-    let () = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
-    Ok(())
+    let mirrored: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+    mirrored.map_err(|e| {
+        Error::Internal(format!(
+            "MySQL's blacklist was changed for {user:?}, but the preheated activities were not \
+             updated ({}); run the command again to finish",
+            redis.err(e)
+        ))
+    })
 }

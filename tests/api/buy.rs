@@ -662,7 +662,7 @@ async fn token_and_blacklist_cli() {
         String::from_utf8_lossy(&run.stderr)
     );
     let run = cli(&sale, &["token", &a, "--user", "bad user"]);
-    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(run.status.code(), Some(2), "a usage error");
 
     assert!(cli(&sale, &["blacklist", "add", "9", "--reason", "bot"])
         .status

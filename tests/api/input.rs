@@ -70,25 +70,33 @@ async fn bad_product_values_are_refused() {
     };
     // (arguments, exit code, message)
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (add(&["--price", "1", "--stock", "-5"]), 2, "-5 must not be negative"),
+        (
+            add(&["--price", "1", "--stock", "-5"]),
+            2,
+            "-5 is not in 0..=4294967295",
+        ),
         (
             add(&["--price", "-1", "--stock", "5"]),
-            1,
-            "price -1 must not be negative",
+            2,
+            "\"-1\" is not a plain decimal from 0 to 9999999999.99",
         ),
-        (add(&["--price", "1.999", "--stock", "5"]), 1, "more than two decimals"),
-        (add(&["--price", "abc", "--stock", "5"]), 2, "not a decimal price"),
+        (add(&["--price", "1.999", "--stock", "5"]), 2, "more than two decimals"),
+        (add(&["--price", "abc", "--stock", "5"]), 2, "is not a plain decimal"),
         (
             add(&["--price", "1", "--stock", "5", "--limit-per-user", "0"]),
-            1,
-            "per-user limit must be at least 1",
+            2,
+            "0 is not in 1..=4294967295",
         ),
         (
             add(&["--price", "1", "--stock", "5", "--max-per-order", "0"]),
-            1,
-            "max per order must be at least 1",
+            2,
+            "0 is not in 1..=4294967295",
         ),
-        (add(&["--price", "1", "--stock", "5000000000"]), 2, "too large"),
+        (
+            add(&["--price", "1", "--stock", "5000000000"]),
+            2,
+            "is not in 0..=4294967295",
+        ),
         (
             vec![
                 "product",
@@ -108,22 +116,22 @@ async fn bad_product_values_are_refused() {
         (
             vec!["product", "update", &p, "--stock", "-1"],
             2,
-            "must not be negative",
+            "-1 is not in 0..=4294967295",
         ),
         (
             vec!["product", "update", &p, "--price", "-0.01"],
-            1,
-            "must not be negative",
+            2,
+            "is not a plain decimal",
         ),
         (
             vec!["product", "update", &p, "--limit-per-user", "0"],
-            1,
-            "per-user limit must be at least 1",
+            2,
+            "0 is not in 1..=4294967295",
         ),
         (
             vec!["product", "update", &p, "--max-per-order", "0"],
-            1,
-            "max per order must be at least 1",
+            2,
+            "0 is not in 1..=4294967295",
         ),
     ];
     for (args, code, message) in cases {
@@ -242,7 +250,7 @@ async fn a_malformed_config_file_names_the_field_and_line() {
     let missing = app.workdir.join("missing.yaml").display().to_string();
     app.cli(&["--config", &missing, "activity", "list"])
         .await
-        .fails_with(1, &[&missing]);
+        .fails_with(2, &[&missing, "--config", "no such file"]);
 
     // Without --config a missing ./config.yaml means built-in defaults (plus the env overrides).
     app.cli(&["activity", "list"]).await.ok();

@@ -34,9 +34,7 @@ async fn sale_cli(sale: &Sale, args: &[&str]) -> CliOutput {
 /// Registers a validly signed token for `user` straight in Redis, past every entry point's
 /// user-id check, so the buy endpoint's own check is what is tested.
 async fn forge_registered_token(sale: &Sale, user: &str) -> String {
-    let token = sale
-        .signer
-        .sign(sale.activity, user, seckill::token::unix_now() + 600);
+    let token = sale.signer.sign(sale.activity, user, seckill::token::unix_now() + 600);
     let () = sale
         .redis
         .conn()
@@ -53,16 +51,30 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
     let counters = sale.counters(p).await;
     let too_long = "é".repeat(33); // 33 characters, 66 bytes
     let answer = sale
-        .post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": too_long}))
+        .post_json(
+            "/api/v1/token",
+            &json!({"activity_id": sale.activity, "user_id": too_long}),
+        )
         .await;
     assert_error(&answer, 400, "bad_request");
     assert!(answer.1["message"].as_str().unwrap().contains("66 bytes"), "{answer:?}");
     let token = forge_registered_token(&sale, &too_long).await;
     assert_error(&sale.buy(p, &too_long, 1, &token).await, 400, "bad_request");
 
-    for invisible in ["a\u{200B}b", "a\u{200D}b", "evil\u{202E}gpj.exe", "a\u{2066}b", "\u{FEFF}a", " a", "a "] {
+    for invisible in [
+        "a\u{200B}b",
+        "a\u{200D}b",
+        "evil\u{202E}gpj.exe",
+        "a\u{2066}b",
+        "\u{FEFF}a",
+        " a",
+        "a ",
+    ] {
         let answer = sale
-            .post_json("/api/v1/token", &json!({"activity_id": sale.activity, "user_id": invisible}))
+            .post_json(
+                "/api/v1/token",
+                &json!({"activity_id": sale.activity, "user_id": invisible}),
+            )
             .await;
         assert_error(&answer, 400, "bad_request");
         let token = forge_registered_token(&sale, invisible).await;
@@ -167,11 +179,7 @@ async fn reserve_one(app: &TestApp, activity: u64, product: u64, user: &str) {
 async fn deletes_wait_until_every_reservation_is_persisted_or_replayed() {
     let app = TestApp::new().await;
     let (activity, products) = app.online_activity().await;
-    let (a, phone, case) = (
-        activity.id.to_string(),
-        products[0].id,
-        products[1].id.to_string(),
-    );
+    let (a, phone, case) = (activity.id.to_string(), products[0].id, products[1].id.to_string());
     reserve_one(&app, activity.id, phone, "u1").await;
     app.cli(&["stop", &a]).await.ok();
     let before = app.snapshot().await;
@@ -214,9 +222,15 @@ async fn an_online_window_is_frozen_and_a_stopped_one_reaches_redis_on_start() {
     app.cli(&["activity", "update", &a, "--end", &rfc3339(cut)])
         .await
         .fails_with(1, &["refused", "online", "seckill stop"]);
-    app.cli(&["activity", "update", &a, "--start", &rfc3339(activity.start_at + Duration::minutes(5))])
-        .await
-        .fails_with(1, &["refused", "online"]);
+    app.cli(&[
+        "activity",
+        "update",
+        &a,
+        "--start",
+        &rfc3339(activity.start_at + Duration::minutes(5)),
+    ])
+    .await
+    .fails_with(1, &["refused", "online"]);
     assert_eq!(app.snapshot().await, before);
     app.cli(&["activity", "update", &a, "--name", "renamed"]).await.ok();
     assert_eq!(app.activity(activity.id).await.name, "renamed");
@@ -239,9 +253,16 @@ async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
     let barred = app.redis.keys().blacklist(activity.id);
     app.cli(&["blacklist", "add", "Mallory"]).await.ok();
     let out = app.cli(&["blacklist", "remove", "mallory"]).await;
-    assert!(out.ok().stdout.contains("mallory was not blacklisted"), "{}", out.stdout);
+    assert!(
+        out.ok().stdout.contains("mallory was not blacklisted"),
+        "{}",
+        out.stdout
+    );
     let listed = app.cli(&["blacklist", "list", "--json"]).await.ok().json();
-    assert_eq!(listed, json!([{"user_id": "Mallory", "reason": "", "created_at": listed[0]["created_at"]}]));
+    assert_eq!(
+        listed,
+        json!([{"user_id": "Mallory", "reason": "", "created_at": listed[0]["created_at"]}])
+    );
     let members: Vec<String> = app.redis.conn().smembers(&barred).await.unwrap();
     assert_eq!(members, vec!["Mallory".to_string()]);
 
@@ -266,7 +287,10 @@ async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
     .await
     .unwrap();
     let tables: Vec<&str> = columns.iter().map(|(t, _)| t.as_str()).collect();
-    assert!(tables.contains(&"orders") && tables.contains(&"blacklist"), "{columns:?}");
+    assert!(
+        tables.contains(&"orders") && tables.contains(&"blacklist"),
+        "{columns:?}"
+    );
     for (table, collation) in &columns {
         assert_eq!(collation.as_deref(), Some("utf8mb4_bin"), "{table}.user_id");
     }
@@ -289,25 +313,61 @@ async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_ra
     // (arguments, what stderr must name)
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
-            vec!["activity", "create", "--name", "x", "--start", "0001-01-01T00:00:00Z", "--end", &end],
+            vec![
+                "activity",
+                "create",
+                "--name",
+                "x",
+                "--start",
+                "0001-01-01T00:00:00Z",
+                "--end",
+                &end,
+            ],
             vec!["--start", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"],
         ),
         (
-            vec!["activity", "create", "--name", "x", "--start", "2026-01-01T00:00:00Z", "--end", "9999-12-31T23:59:59-05:00"],
+            vec![
+                "activity",
+                "create",
+                "--name",
+                "x",
+                "--start",
+                "2026-01-01T00:00:00Z",
+                "--end",
+                "9999-12-31T23:59:59-05:00",
+            ],
             vec!["--end", "9999-12-31T23:59:59Z"],
         ),
         (
             vec!["activity", "update", &a, "--end", "0001-01-01T00:00:00Z"],
             vec!["--end", "1970-01-01T00:00:00Z"],
         ),
-        (product_add(&["--price", "1e3", "--stock", "5"]), vec!["--price", price_range]),
-        (product_add(&["--price", "-1", "--stock", "5"]), vec!["--price", price_range]),
-        (product_add(&["--price", "1.999", "--stock", "5"]), vec!["--price", "two decimals"]),
-        (product_add(&["--price", "10000000000", "--stock", "5"]), vec!["--price", price_range]),
+        (
+            product_add(&["--price", "1e3", "--stock", "5"]),
+            vec!["--price", price_range],
+        ),
+        (
+            product_add(&["--price", "-1", "--stock", "5"]),
+            vec!["--price", price_range],
+        ),
+        (
+            product_add(&["--price", "1.999", "--stock", "5"]),
+            vec!["--price", "two decimals"],
+        ),
+        (
+            product_add(&["--price", "10000000000", "--stock", "5"]),
+            vec!["--price", price_range],
+        ),
         (product_add(&["--price", " 1", "--stock", "5"]), vec!["--price"]),
         (product_add(&["--price", "0x10", "--stock", "5"]), vec!["--price"]),
-        (product_add(&["--price", "1", "--stock", "-5"]), vec!["--stock", "0..=4294967295"]),
-        (product_add(&["--price", "1", "--stock", "5000000000"]), vec!["--stock", "0..=4294967295"]),
+        (
+            product_add(&["--price", "1", "--stock", "-5"]),
+            vec!["--stock", "0..=4294967295"],
+        ),
+        (
+            product_add(&["--price", "1", "--stock", "5000000000"]),
+            vec!["--stock", "0..=4294967295"],
+        ),
         (
             product_add(&["--price", "1", "--stock", "5", "--limit-per-user", "0"]),
             vec!["--limit-per-user", "1..=4294967295"],
@@ -317,32 +377,66 @@ async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_ra
             vec!["--max-per-order", "1..=4294967295"],
         ),
         (vec!["product", "update", &p, "--price", "1E2"], vec!["--price"]),
-        (vec!["product", "update", &p, "--limit-per-user", "0"], vec!["--limit-per-user"]),
+        (
+            vec!["product", "update", &p, "--limit-per-user", "0"],
+            vec!["--limit-per-user"],
+        ),
         (
             vec!["token", &a, "--user", "u1", "--ttl", "18446744073709551615"],
             vec!["--ttl", "1..=31536000"],
         ),
-        (vec!["token", &a, "--user", "u1", "--ttl", "0"], vec!["--ttl", "1..=31536000"]),
-        (vec!["token", &a, "--range", "5-1"], vec!["--range", "FIRST must not exceed LAST"]),
+        (
+            vec!["token", &a, "--user", "u1", "--ttl", "0"],
+            vec!["--ttl", "1..=31536000"],
+        ),
+        (
+            vec!["token", &a, "--range", "5-1"],
+            vec!["--range", "FIRST must not exceed LAST"],
+        ),
         (vec!["token", &a, "--range", "1-20000000"], vec!["--range", "10000000"]),
         (vec!["token", &a, "--range", "1-x"], vec!["--range", "FIRST-LAST"]),
-        (vec!["order", "list", "--activity", &a, "--limit", "0"], vec!["--limit", "1..="]),
-        (vec!["order", "list", "--activity", &a, "--status", "lost"], vec!["--status", "pending"]),
-        (vec!["order", "expire", "--older-than", "100000d"], vec!["--older-than", "3650"]),
+        (
+            vec!["order", "list", "--activity", &a, "--limit", "0"],
+            vec!["--limit", "1..="],
+        ),
+        (
+            vec!["order", "list", "--activity", &a, "--status", "lost"],
+            vec!["--status", "pending"],
+        ),
+        (
+            vec!["order", "expire", "--older-than", "100000d"],
+            vec!["--older-than", "3650"],
+        ),
         (vec!["status", &a, "--interval", "0s"], vec!["--interval"]),
-        (vec!["consumer", "--once", "--batch", "0"], vec!["--batch", "1..=100000"]),
+        (
+            vec!["consumer", "--once", "--batch", "0"],
+            vec!["--batch", "1..=100000"],
+        ),
         (vec!["bench", "--spawn", "--stock", "0"], vec!["--stock", "1..="]),
         (vec!["bench", "--spawn", "--users", "0"], vec!["--users", "1..="]),
         (vec!["bench", "--spawn", "--requests", "0"], vec!["--requests", "1..="]),
-        (vec!["bench", "--spawn", "--concurrency", "0"], vec!["--concurrency", "1..="]),
-        (vec!["bench", "--spawn", "--limit-per-user", "0"], vec!["--limit-per-user", "1..="]),
-        (vec!["bench", "--spawn", "--consumers", "100000"], vec!["--consumers", "0..="]),
+        (
+            vec!["bench", "--spawn", "--concurrency", "0"],
+            vec!["--concurrency", "1..="],
+        ),
+        (
+            vec!["bench", "--spawn", "--limit-per-user", "0"],
+            vec!["--limit-per-user", "1..="],
+        ),
+        (
+            vec!["bench", "--spawn", "--consumers", "100000"],
+            vec!["--consumers", "0..="],
+        ),
     ];
     for (args, needles) in cases {
         let out = app.cli(&args).await;
         assert_eq!(out.code, 2, "{args:?}:\n{}", out.stderr);
         for needle in needles {
-            assert!(out.stderr.contains(needle), "{args:?}: stderr lacks {needle:?}:\n{}", out.stderr);
+            assert!(
+                out.stderr.contains(needle),
+                "{args:?}: stderr lacks {needle:?}:\n{}",
+                out.stderr
+            );
         }
     }
     assert_eq!(app.snapshot().await, before, "a refused command changes nothing");
@@ -353,9 +447,18 @@ async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_ra
         .ok();
     app.cli(&product_add(&["--price", "0", "--stock", "0"])).await.ok();
     let start = "1970-01-01T00:00:00Z";
-    app.cli(&["activity", "create", "--name", "edge", "--start", start, "--end", "9999-12-31T23:59:59Z"])
-        .await
-        .ok();
+    app.cli(&[
+        "activity",
+        "create",
+        "--name",
+        "edge",
+        "--start",
+        start,
+        "--end",
+        "9999-12-31T23:59:59Z",
+    ])
+    .await
+    .ok();
     let issued = app.cli(&["token", &a, "--user", "u1", "--ttl", "31536000"]).await;
     assert!(issued.ok().stdout.starts_with("u1,"), "{}", issued.stdout);
 }

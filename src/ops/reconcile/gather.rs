@@ -112,14 +112,13 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         }
     }
 
-    let rows: Vec<(String, u64, String, u32, String)> =
-        sqlx::query_as(
-            "SELECT order_no, product_id, CAST(user_id AS CHAR), quantity, status FROM orders WHERE activity_id = ?",
-        )
-            .bind(activity)
-            .fetch_all(db.pool())
-            .await
-            .map_err(|e| db.err(e))?;
+    let rows: Vec<(String, u64, String, u32, String)> = sqlx::query_as(
+        "SELECT order_no, product_id, CAST(user_id AS CHAR), quantity, status FROM orders WHERE activity_id = ?",
+    )
+    .bind(activity)
+    .fetch_all(db.pool())
+    .await
+    .map_err(|e| db.err(e))?;
     s.orders = rows.into_iter().map(|(no, p, u, q, st)| (no, (p, u, q, st))).collect();
     let ledger: Vec<(u64, i64)> = sqlx::query_as(
         "SELECT l.product_id, CAST(SUM(l.delta) AS SIGNED) FROM stock_ledger l \
