@@ -16,16 +16,16 @@ pub struct BenchArgs {
     /// Units on sale (1 to 4294967295).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     stock: u32,
-    /// Distinct buyers, each with a pre-issued token.
+    /// Distinct buyers, each with a pre-issued token (1 to 10000000).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     users: u64,
-    /// Buy requests in all (buyers take turns).
+    /// Buy requests in all, buyers taking turns (1 to 1000000000).
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     requests: u64,
-    /// Keep-alive HTTP/1.1 connections.
+    /// Keep-alive HTTP/1.1 connections (1 to 10000).
     #[arg(long, default_value_t = 256, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     concurrency: usize,
-    /// Units one user may hold.
+    /// Units one user may hold (1 to 4294967295).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     limit_per_user: u32,
     /// A running `seckill serve` (same Redis, key prefix and token secret; its own rate limits apply).
@@ -35,10 +35,10 @@ pub struct BenchArgs {
     /// (global and per-user) so the herd measures the buy path rather than 429s.
     #[arg(long)]
     spawn: bool,
-    /// Consumers to run in-process; 0 relies on running `seckill consumer` daemons.
+    /// Consumers to run in-process (0 to 64); 0 relies on running `seckill consumer` daemons.
     #[arg(long, default_value_t = 0, value_parser = RangedU64ValueParser::<usize>::new().range(0..=64))]
     consumers: usize,
-    /// How long to wait for every reservation to be persisted, e.g. 60s.
+    /// How long to wait for every reservation to be persisted, e.g. 60s (1s to 1d).
     #[arg(long, default_value = "60s", value_parser = parse::drain_timeout)]
     drain_timeout: Duration,
     /// Keep the bench activity, its orders and Redis keys afterwards.

@@ -36,13 +36,13 @@ pub struct AddArgs {
     /// Unit price, e.g. 99.90 (0 to 9999999999.99, at most two decimals).
     #[arg(long, value_parser = parse::price, allow_hyphen_values = true)]
     price: Decimal,
-    /// Units on sale.
+    /// Units on sale (0 to 4294967295).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=u32::MAX as i64), allow_hyphen_values = true)]
     stock: u32,
-    /// Most units one user may hold.
+    /// Most units one user may hold (1 to 4294967295).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     limit_per_user: u32,
-    /// Most units in one order [default: the per-user limit].
+    /// Most units in one order, 1 to 4294967295 [default: the per-user limit].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     max_per_order: Option<u32>,
     #[command(flatten)]

@@ -297,6 +297,24 @@ async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
 }
 
 #[tokio::test]
+async fn preheating_counts_ids_differing_only_in_case_as_two_users() {
+    let app = TestApp::new().await;
+    let (activity, products) = app.online_activity().await;
+    let (a, phone) = (activity.id.to_string(), products[0].id);
+    reserve_one(&app, activity.id, phone, "Bob").await;
+    reserve_one(&app, activity.id, phone, "bob").await;
+    app.cli(&["consumer", "--once"]).await.ok();
+    assert_eq!(app.count("orders").await, 2);
+    app.cli(&["stop", &a]).await.ok();
+    app.cli(&["hot", &a]).await.ok();
+    // Folded together, one of them would hold 2 units in Redis and the other none (free to
+    // buy past the per-user limit).
+    let bought = app.redis_hash(&app.redis.keys().bought(activity.id, phone)).await;
+    assert_eq!(bought.get("Bob").map(String::as_str), Some("1"), "{bought:?}");
+    assert_eq!(bought.get("bob").map(String::as_str), Some("1"), "{bought:?}");
+}
+
+#[tokio::test]
 async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_range() {
     let app = TestApp::new().await;
     let (activity, products) = app.activity_with_products().await;
