@@ -11,6 +11,7 @@ mod bench;
 mod blacklist;
 mod consumer;
 mod context;
+mod doctor;
 mod flush;
 mod hot;
 mod lifecycle;
@@ -46,6 +47,8 @@ struct Cli {
 enum Command {
     /// Create the database if missing and apply migrations (safe to run twice).
     Migrate(migrate::MigrateArgs),
+    /// Check Redis (persistence, eviction, replicas), MySQL, the token secret and the clocks before a sale.
+    Doctor(doctor::DoctorArgs),
     /// Create, change, list, show and delete activities.
     #[command(subcommand)]
     Activity(activity::ActivityCommand),
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&ctx, args).await,
+        Command::Doctor(args) => doctor::run(&ctx, args).await,
         Command::Activity(cmd) => activity::run(&ctx, cmd).await,
         Command::Product(cmd) => product::run(&ctx, cmd).await,
         Command::Hot(args) => hot::run(&ctx, args).await,

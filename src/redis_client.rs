@@ -3,6 +3,7 @@
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::{url_address, Config};
+use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 
@@ -12,6 +13,7 @@ pub struct RedisClient {
     conn: ConnectionManager,
     keys: Keys,
     addr: String,
+    durability: (Durability, u32),
 }
 
 impl RedisClient {
@@ -40,6 +42,7 @@ impl RedisClient {
             conn,
             keys: Keys::new(config.redis.key_prefix.clone()),
             addr,
+            durability: (config.redis.durability, config.redis.wait_replicas),
         })
     }
 
@@ -59,6 +62,11 @@ impl RedisClient {
             addr: self.addr.clone(),
             source,
         }
+    }
+
+    /// `redis.durability` and `redis.wait_replicas`: what this deployment requires of the server.
+    pub fn durability(&self) -> (Durability, u32) {
+        self.durability
     }
 
     /// The server address (no password), for messages.

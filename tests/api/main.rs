@@ -9,6 +9,7 @@ mod buy;
 mod buy_support;
 mod catalog;
 mod connectivity;
+mod durability;
 mod flush;
 mod helpers;
 mod hot;
