@@ -137,6 +137,11 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(reconcile::Exit(code)) = err.downcast_ref::<reconcile::Exit>() {
         return ExitCode::from(*code);
     }
+    // A configuration that cannot work is a usage error, like a malformed flag.
+    let code = match err.downcast_ref::<seckill::Error>() {
+        Some(seckill::Error::Config(_)) => 2,
+        _ => 1,
+    };
     let mut message = format!("error: {err}");
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
@@ -145,5 +150,5 @@ fn report(err: &anyhow::Error) -> ExitCode {
         }
     }
     eprintln!("{message}");
-    ExitCode::from(1)
+    ExitCode::from(code)
 }

@@ -284,6 +284,9 @@ impl Config {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return bad("redis.key_prefix", "must be non-empty, without braces or spaces");
         }
+        if let Err(e) = crate::redis_client::RedisTarget::parse(&self.redis.url) {
+            return bad("redis.url", &e);
+        }
         if self.token.secret.len() < 8 {
             return bad("token.secret", "must be at least 8 characters");
         }

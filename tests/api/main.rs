@@ -22,3 +22,5 @@ mod migrate;
 mod pipeline;
 mod pipeline_support;
 mod router;
+mod sentinel;
+mod sentinel_support;
