@@ -11,6 +11,7 @@ mod bench;
 mod blacklist;
 mod consumer;
 mod context;
+mod doctor;
 mod flush;
 mod hot;
 mod lifecycle;
@@ -47,6 +48,8 @@ struct Cli {
 enum Command {
     /// Create the database if missing and apply migrations (safe to run twice).
     Migrate(migrate::MigrateArgs),
+    /// Check Redis (persistence, eviction, replicas), MySQL, the token secret and the clocks before a sale.
+    Doctor(doctor::DoctorArgs),
     /// Create, change, list, show and delete activities.
     #[command(subcommand)]
     Activity(activity::ActivityCommand),
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, ctx: Context) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(&ctx, args).await,
+        Command::Doctor(args) => doctor::run(&ctx, args).await,
         Command::Activity(cmd) => activity::run(&ctx, cmd).await,
         Command::Product(cmd) => product::run(&ctx, cmd).await,
         Command::Hot(args) => hot::run(&ctx, args).await,
@@ -134,6 +138,11 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(reconcile::Exit(code)) = err.downcast_ref::<reconcile::Exit>() {
         return ExitCode::from(*code);
     }
+    // A configuration that cannot work is a usage error, like a malformed flag.
+    let code = match err.downcast_ref::<seckill::Error>() {
+        Some(seckill::Error::Config(_)) => 2,
+        _ => 1,
+    };
     let mut message = format!("error: {err}");
     for cause in err.chain().skip(1) {
         let cause = cause.to_string();
@@ -142,5 +151,5 @@ fn report(err: &anyhow::Error) -> ExitCode {
         }
     }
     eprintln!("{message}");
-    ExitCode::from(1)
+    ExitCode::from(code)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::durability::Durability;
 use crate::error::{Error, Result};
 
 /// The whole configuration of every subcommand.
@@ -64,6 +65,12 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     /// Per-command response timeout in milliseconds.
     pub response_timeout_ms: u64,
+    /// What the Redis server must do so that an acknowledged order survives its failure;
+    /// `hot`, `start` and `serve` refuse a server that does not (see [`Durability`]).
+    pub durability: Durability,
+    /// Replicas that must acknowledge each purchase batch before buyers hear `queued`
+    /// (0: none; with `durability: replicas`, at least this many must be connected).
+    pub wait_replicas: u32,
 }
 
 impl Default for RedisConfig {
@@ -73,6 +80,8 @@ impl Default for RedisConfig {
             key_prefix: "seckill".into(),
             connect_timeout_ms: 1000,
             response_timeout_ms: 1000,
+            durability: Durability::default(),
+            wait_replicas: 0,
         }
     }
 }
@@ -234,7 +243,7 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Config::default(),
             Err(e) => return Err(Error::Config(format!("{}: {e}", path.display()))),
         };
-        config.apply_env(|name| std::env::var(name).ok());
+        config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
     }
@@ -247,8 +256,8 @@ impl Config {
         serde_yaml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Applies `SECKILL_*` overrides read through `var`.
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+    /// Applies `SECKILL_*` overrides read through `var`; fails on a value that does not parse.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         let fields: [(&str, &mut String); 5] = [
             ("SECKILL_DATABASE_URL", &mut self.database.url),
             ("SECKILL_REDIS_URL", &mut self.redis.url),
@@ -261,6 +270,12 @@ impl Config {
                 *field = value;
             }
         }
+        if let Some(value) = var("SECKILL_REDIS_DURABILITY") {
+            self.redis.durability = value
+                .parse()
+                .map_err(|e| Error::Config(format!("SECKILL_REDIS_DURABILITY: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Rejects values no component can work with.
@@ -268,6 +283,9 @@ impl Config {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return bad("redis.key_prefix", "must be non-empty, without braces or spaces");
+        }
+        if let Err(e) = crate::redis_client::RedisTarget::parse(&self.redis.url) {
+            return bad("redis.url", &e);
         }
         if self.token.secret.len() < 8 {
             return bad("token.secret", "must be at least 8 characters");
@@ -354,9 +372,28 @@ mod tests {
     #[test]
     fn env_overrides_file() {
         let mut c = Config::parse("redis:\n  key_prefix: file\n").unwrap();
-        c.apply_env(|n| (n == "SECKILL_KEY_PREFIX").then(|| "env".to_string()));
+        c.apply_env(|n| (n == "SECKILL_KEY_PREFIX").then(|| "env".to_string()))
+            .unwrap();
         assert_eq!(c.redis.key_prefix, "env");
         assert_eq!(c.database.url, DatabaseConfig::default().url);
+    }
+
+    #[test]
+    fn durability_from_file_and_env() {
+        let c = Config::parse("redis:\n  durability: aof_everysec\n  wait_replicas: 1\n").unwrap();
+        assert_eq!(c.redis.durability, Durability::AofEverysec);
+        assert_eq!(c.redis.wait_replicas, 1);
+        assert_eq!(Config::default().redis.durability, Durability::AofAlways);
+        let err = Config::parse("redis:\n  durability: sometimes\n").unwrap_err();
+        assert!(err.contains("aof_always"), "{err}");
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "SECKILL_REDIS_DURABILITY").then(|| "none".to_string()))
+            .unwrap();
+        assert_eq!(c.redis.durability, Durability::None);
+        let err = c
+            .apply_env(|n| (n == "SECKILL_REDIS_DURABILITY").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("SECKILL_REDIS_DURABILITY"), "{err}");
     }
 
     #[test]

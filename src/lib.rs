@@ -10,6 +10,8 @@ pub mod buy;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod doctor;
+pub mod durability;
 pub mod error;
 pub mod keys;
 pub mod metrics;

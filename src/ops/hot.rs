@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::ActivityStatus;
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
-use crate::{progress, queue, scripts};
+use crate::{durability, progress, queue, scripts};
 
 /// What `hot` loaded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -43,6 +43,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
              run `seckill stop {activity_id}` first"
         )));
     }
+    durability::require(redis).await?;
     let backlog = queue::backlog(redis, activity_id, consumer_group).await?;
     if backlog > 0 {
         return Err(Error::refused(format!(

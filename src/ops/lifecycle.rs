@@ -3,6 +3,7 @@
 use redis::AsyncCommands;
 
 use crate::db::Db;
+use crate::durability;
 use crate::error::{Error, Result};
 use crate::model::{Activity, ActivityStatus};
 use crate::ops::catalog;
@@ -12,6 +13,7 @@ use crate::scripts;
 /// Sets the activity online (again). Refuses when it was never preheated, ended, has no
 /// products, or its products changed in MySQL after the last `hot`.
 pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Activity> {
+    durability::require(redis).await?;
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
     if activity.status() == ActivityStatus::Ended {

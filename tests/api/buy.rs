@@ -614,6 +614,7 @@ fn cli(sale: &Sale, args: &[&str]) -> std::process::Output {
         .env("SECKILL_REDIS_URL", &sale.config.redis.url)
         .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
         .env("SECKILL_TOKEN_SECRET", &sale.config.token.secret)
+        .env("SECKILL_REDIS_DURABILITY", sale.config.redis.durability.as_str())
         .output()
         .expect("run seckill")
 }

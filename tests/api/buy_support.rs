@@ -276,16 +276,33 @@ pub fn assert_error(answer: &(StatusCode, Value), status: u16, code: &str) {
     assert!(answer.1["message"].is_string(), "{answer:?}");
 }
 
-/// A `redis-server` of the test's own, on a free port, killed on drop.
+/// A `redis-server` of the test's own, on a free port, in a directory of its own (where its
+/// AOF and RDB files live, so [`OwnRedis::restart`] reloads them), killed on drop.
 pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
+    dir: std::path::PathBuf,
+    settings: Vec<String>,
 }
 
 impl OwnRedis {
+    /// A Redis that keeps nothing on disk.
     pub async fn start() -> OwnRedis {
+        Self::start_with(&["--save", "", "--appendonly", "no"]).await
+    }
+
+    /// A Redis with these settings (redis.conf directives as flags, e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]`).
+    pub async fn start_with(settings: &[&str]) -> OwnRedis {
         let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = OwnRedis { port, child: None };
+        let dir = std::env::temp_dir().join(format!("seckill-redis-{port}-{}", crate::helpers::random_suffix()));
+        std::fs::create_dir_all(&dir).expect("create the Redis directory");
+        let mut r = OwnRedis {
+            port,
+            child: None,
+            dir,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+        };
         r.restart().await;
         r
     }
@@ -294,26 +311,26 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Starts it (again) with its settings and directory; waits until it answers PING
+    /// (so an AOF is loaded by the time this returns).
     pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        for _ in 0..250 {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                        return;
+                    }
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -341,5 +358,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.signal("-CONT");
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

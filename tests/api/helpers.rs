@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SubsecRound, Utc};
 use redis::AsyncCommands;
 use rust_decimal::Decimal;
+use seckill::durability::Durability;
 use seckill::model::{Activity, Product};
 use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::{Config, Db, RedisClient};
@@ -217,6 +218,8 @@ impl TestApp {
         config.database.max_connections = 4;
         config.redis.url = redis_url();
         config.redis.key_prefix = prefix.clone();
+        // The shared test Redis keeps nothing on disk; tests about durability start their own.
+        config.redis.durability = Durability::None;
         tune(&mut config);
         seckill::db::migrate(&config)
             .await
@@ -260,6 +263,7 @@ impl TestApp {
             "SECKILL_KEY_PREFIX",
             "SECKILL_HTTP_BIND",
             "SECKILL_TOKEN_SECRET",
+            "SECKILL_REDIS_DURABILITY",
             "RUST_LOG",
         ] {
             command.env_remove(name);
@@ -267,7 +271,12 @@ impl TestApp {
         command
             .env("SECKILL_DATABASE_URL", &self.config.database.url)
             .env("SECKILL_REDIS_URL", &self.config.redis.url)
-            .env("SECKILL_KEY_PREFIX", &self.prefix);
+            .env("SECKILL_KEY_PREFIX", &self.prefix)
+            .env("SECKILL_REDIS_DURABILITY", self.config.redis.durability.as_str());
+        // A secret of the test's own; the default one is left to a `--config` file to change.
+        if self.config.token.secret != seckill::config::TokenConfig::default().secret {
+            command.env("SECKILL_TOKEN_SECRET", &self.config.token.secret);
+        }
         for (name, value) in env {
             command.env(name, value);
         }

@@ -234,18 +234,18 @@ async fn a_malformed_config_file_names_the_field_and_line() {
     let shown = path.display().to_string();
     app.cli(&["--config", &shown, "activity", "list"])
         .await
-        .fails_with(1, &[&shown, "max_connections", "line 3"]);
+        .fails_with(2, &[&shown, "max_connections", "line 3"]);
 
     let path = app.write_file("typo.yaml", "redis:\n  urll: redis://127.0.0.1:6379\n");
     let shown = path.display().to_string();
     app.cli(&["--config", &shown, "hot", "1"])
         .await
-        .fails_with(1, &[&shown, "urll", "line 2"]);
+        .fails_with(2, &[&shown, "urll", "line 2"]);
 
     let path = app.write_file("invalid.yaml", "token:\n  secret: short\n");
     app.cli(&["--config", &path.display().to_string(), "activity", "list"])
         .await
-        .fails_with(1, &["token.secret"]);
+        .fails_with(2, &["token.secret"]);
 
     let missing = app.workdir.join("missing.yaml").display().to_string();
     app.cli(&["--config", &missing, "activity", "list"])

@@ -65,7 +65,7 @@ async fn migrate_refuses_a_database_name_it_cannot_quote() {
     let out = app
         .cli_with(&["migrate"], &[("SECKILL_DATABASE_URL", url.as_str())], None)
         .await;
-    out.fails_with(1, &["database.url", "bad-name"]);
+    out.fails_with(2, &["database.url", "bad-name"]);
     let exists: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'bad-name'")
             .fetch_one(app.db.pool())

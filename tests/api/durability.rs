@@ -1,0 +1,338 @@
+//! `redis.durability`: `hot`, `start`, `serve` and `doctor` against Redis servers of the
+//! tests' own (persistence off, eviction on, AOF fsynced always), and the promise itself:
+//! a Redis `kill -9` mid-burst loses no order a buyer was told is queued.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use seckill::durability::Durability;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::buy_support::{spec, Options, OwnRedis, Sale};
+use crate::helpers::{open_window, ProductSpec, TestApp};
+
+/// Long enough that `doctor` passes the secret.
+const SECRET: &str = "durability-test-secret-0123456789abcdef";
+
+async fn app_on(own: &OwnRedis, durability: Durability) -> TestApp {
+    let url = own.url();
+    TestApp::with_config(move |c| {
+        c.redis.url = url;
+        c.redis.durability = durability;
+        c.token.secret = SECRET.into();
+    })
+    .await
+}
+
+async fn config_set(own: &OwnRedis, pairs: &[(&str, &str)]) {
+    let client = redis::Client::open(own.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (name, value) in pairs {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+fn doctor_row<'a>(json: &'a Value, name: &str) -> &'a Value {
+    json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} row in {json}"))
+}
+
+#[tokio::test]
+async fn persistence_off_is_refused_until_redis_is_configured() {
+    let own = OwnRedis::start().await;
+    let app = app_on(&own, Durability::AofAlways).await;
+    let activity = app.create_activity(open_window()).await.id.to_string();
+    app.add_product(activity.parse().unwrap(), ProductSpec::default()).await;
+
+    let hot = app.cli(&["hot", &activity]).await;
+    assert_eq!(hot.code, 1, "{hot:?}");
+    assert!(
+        hot.stderr.contains("appendonly yes"),
+        "names the redis.conf line: {}",
+        hot.stderr
+    );
+    assert!(hot.stderr.contains("appendfsync always"), "{}", hot.stderr);
+    assert!(
+        app.activity_keys(activity.parse().unwrap()).await.is_empty(),
+        "hot refused, nothing loaded"
+    );
+
+    let doctor = app.cli(&["doctor", "--json"]).await;
+    assert_eq!(doctor.code, 1, "{doctor:?}");
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap();
+    assert_eq!(json["passed"], false);
+    assert_eq!(doctor_row(&json, "persistence")["verdict"], "fail", "{json}");
+    assert!(doctor_row(&json, "persistence")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("appendonly"));
+    for ok in ["redis", "maxmemory-policy", "replicas", "mysql", "token secret"] {
+        assert_eq!(doctor_row(&json, ok)["verdict"], "pass", "{ok}: {json}");
+    }
+
+    // Preheated under an explicit `none`, the sale still cannot be started under aof_always.
+    let hot = app
+        .cli_with(&["hot", &activity], &[("SECKILL_REDIS_DURABILITY", "none")], None)
+        .await;
+    assert_eq!(hot.code, 0, "{hot:?}");
+    let start = app.cli(&["start", &activity]).await;
+    assert_eq!(start.code, 1, "{start:?}");
+    assert!(start.stderr.contains("appendonly"), "{}", start.stderr);
+    let status: String = sqlx::query_scalar("SELECT status FROM activities WHERE id = ?")
+        .bind(activity.parse::<u64>().unwrap())
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "draft", "a refused start changes nothing");
+    let serve = app.cli(&["serve", "--bind", "127.0.0.1:0"]).await;
+    assert_eq!(serve.code, 1, "{serve:?}");
+    assert!(serve.stderr.contains("appendonly"), "{}", serve.stderr);
+
+    config_set(&own, &[("appendonly", "yes"), ("appendfsync", "always")]).await;
+    let doctor = app.cli(&["doctor"]).await;
+    assert_eq!(doctor.code, 0, "{doctor:?}");
+    assert!(doctor.stdout.contains("appendfsync always"), "{}", doctor.stdout);
+    let start = app.cli(&["start", &activity]).await;
+    assert_eq!(start.code, 0, "{start:?}");
+}
+
+#[tokio::test]
+async fn eviction_is_refused_and_everysec_accepted() {
+    let own = OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]).await;
+    let app = app_on(&own, Durability::AofEverysec).await;
+    let activity = app.create_activity(open_window()).await.id;
+    app.add_product(activity, ProductSpec::default()).await;
+    let a = activity.to_string();
+
+    config_set(&own, &[("maxmemory-policy", "allkeys-lru")]).await;
+    let hot = app.cli(&["hot", &a]).await;
+    assert_eq!(hot.code, 1, "{hot:?}");
+    assert!(hot.stderr.contains("maxmemory-policy noeviction"), "{}", hot.stderr);
+    let doctor = app.cli(&["doctor", "--json"]).await;
+    assert_eq!(doctor.code, 1);
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap();
+    assert_eq!(doctor_row(&json, "maxmemory-policy")["verdict"], "fail", "{json}");
+    assert_eq!(doctor_row(&json, "persistence")["verdict"], "pass", "{json}");
+    // Even `none` does not allow eviction: an evicted stream is a lost order whatever the fsync.
+    let hot = app
+        .cli_with(&["hot", &a], &[("SECKILL_REDIS_DURABILITY", "none")], None)
+        .await;
+    assert_eq!(hot.code, 1, "{hot:?}");
+
+    config_set(&own, &[("maxmemory-policy", "noeviction")]).await;
+    let hot = app.cli(&["hot", &a]).await;
+    assert_eq!(hot.code, 0, "everysec meets aof_everysec: {hot:?}");
+    // ...but not aof_always.
+    let start = app
+        .cli_with(&["start", &a], &[("SECKILL_REDIS_DURABILITY", "aof_always")], None)
+        .await;
+    assert_eq!(start.code, 1, "{start:?}");
+    assert!(start.stderr.contains("appendfsync always"), "{}", start.stderr);
+}
+
+#[tokio::test]
+async fn doctor_flags_the_default_secret_and_bad_values_are_config_errors() {
+    let own = OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--save", ""]).await;
+    let app = app_on(&own, Durability::AofAlways).await;
+    let doctor = app
+        .cli_with(
+            &["doctor", "--json"],
+            &[("SECKILL_TOKEN_SECRET", &seckill::config::TokenConfig::default().secret)],
+            None,
+        )
+        .await;
+    assert_eq!(doctor.code, 1, "{doctor:?}");
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap();
+    assert_eq!(doctor_row(&json, "token secret")["verdict"], "fail", "{json}");
+    assert_eq!(doctor_row(&json, "persistence")["verdict"], "pass", "{json}");
+    assert_eq!(doctor_row(&json, "clocks")["verdict"], "pass", "{json}");
+
+    let bad = app
+        .cli_with(&["doctor"], &[("SECKILL_REDIS_DURABILITY", "sometimes")], None)
+        .await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("SECKILL_REDIS_DURABILITY"), "{}", bad.stderr);
+    let path = app.write_file("bad.yaml", "redis:\n  durability: sometimes\n");
+    let bad = app.cli(&["--config", path.to_str().unwrap(), "doctor"]).await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("aof_always"), "lists the policies: {}", bad.stderr);
+
+    // Redis down: doctor still reports the rest, and fails fast.
+    drop(own);
+    let started = Instant::now();
+    let doctor = app.cli(&["doctor", "--json"]).await;
+    assert_eq!(doctor.code, 1, "{doctor:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap();
+    assert_eq!(doctor_row(&json, "redis")["verdict"], "fail", "{json}");
+    assert_eq!(doctor_row(&json, "mysql")["verdict"], "pass", "{json}");
+}
+
+#[tokio::test]
+async fn serve_warns_when_durability_is_none() {
+    let app = TestApp::new().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(&app.workdir)
+        .env("SECKILL_DATABASE_URL", &app.config.database.url)
+        .env("SECKILL_REDIS_URL", &app.config.redis.url)
+        .env("SECKILL_KEY_PREFIX", &app.prefix)
+        .env("SECKILL_REDIS_DURABILITY", "none")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warned = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("redis.durability is none") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    child.kill().await.ok();
+    assert!(warned, "serve logs a warning at start under durability: none");
+}
+
+/// `kill -9` of Redis (AOF, fsync always) in the middle of a buy burst, restart from the
+/// AOF, drain: every buyer answered `queued` has exactly one order, nothing is oversold and
+/// Redis agrees with MySQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_loses_no_queued_order() {
+    const STOCK: u32 = 1000;
+    const BUYERS: usize = 600;
+    let mut own = OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--save", ""]).await;
+    let sale = Arc::new(
+        Sale::start(Options {
+            products: vec![spec(STOCK, 1, 1)],
+            redis_url: Some(own.url()),
+            tune: |c| {
+                c.redis.durability = Durability::AofAlways;
+                c.redis.response_timeout_ms = 500;
+                c.redis.connect_timeout_ms = 300;
+                c.funnel.per_user_rps = 0;
+            },
+            ..Options::default()
+        })
+        .await,
+    );
+    let p = sale.product();
+    let users: Vec<String> = (0..BUYERS).map(|i| format!("buyer{i}")).collect();
+    let tokens = sale.tokens(&users).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for (user, token) in users.iter().cloned().zip(tokens) {
+        let (sale, gate) = (sale.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            let answer = sale.buy(p, &user, 1, &token).await;
+            (user, answer)
+        }));
+    }
+    // Kill it once a good part of the burst is in the stream, while the rest still arrives.
+    let stream = sale.redis.keys().orders_stream(sale.activity);
+    let mut watcher = redis::Client::open(own.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let len: usize = watcher.xlen(&stream).await.unwrap_or(0);
+        if len >= 150 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the burst never reached 150 reservations");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    own.kill();
+    let mut queued: HashMap<String, String> = HashMap::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (user, (status, body)) = task.await.unwrap();
+        if status == 200 {
+            queued.insert(body["order_no"].as_str().unwrap().to_string(), user);
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(queued.len() >= 100, "only {} queued before the kill", queued.len());
+    assert!(refused > 0, "the kill landed after the burst: nothing was refused");
+
+    own.restart().await;
+    let drained = seckill::consumer::run(
+        &sale.config,
+        seckill::consumer::ConsumerOptions {
+            name: "after-crash".into(),
+            batch: 1000,
+            once: true,
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let orders: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_no, CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
+            .bind(sale.activity)
+            .fetch_all(sale.db.pool())
+            .await
+            .unwrap();
+    let persisted: HashMap<&str, &str> = orders.iter().map(|(o, u)| (o.as_str(), u.as_str())).collect();
+    for (order_no, user) in &queued {
+        assert_eq!(
+            persisted.get(order_no.as_str()),
+            Some(&user.as_str()),
+            "order {order_no} answered queued to {user} is missing after the crash \
+             ({} queued, {} persisted, consumer {drained:?})",
+            queued.len(),
+            orders.len()
+        );
+    }
+    let buyers: HashSet<&str> = orders.iter().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(buyers.len(), orders.len(), "limit 1: one order per buyer");
+    assert!(orders.len() <= STOCK as usize);
+    let (stock, sold, _) = sale.counters(p).await;
+    assert_eq!(sold as usize, orders.len(), "Redis sold = orders after the drain");
+    assert_eq!(stock + sold, i64::from(STOCK), "no unit created or lost");
+    let report = seckill::ops::reconcile::reconcile(
+        &sale.db,
+        &sale.redis,
+        &sale.config.consumer.group,
+        sale.activity,
+        Duration::from_secs(60),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.consistent, "{report:?}");
+    println!(
+        "kill -9 mid-burst: {} queued answers, {} refused, {} orders after restart",
+        queued.len(),
+        refused,
+        orders.len()
+    );
+    Arc::try_unwrap(sale).ok().expect("sole owner").finish().await;
+}

@@ -1,0 +1,203 @@
+//! `redis+sentinel://` URLs: every subcommand reaches the primary the sentinels name, bad
+//! URLs fail clearly, and after a failover `serve` and the consumer follow the new primary
+//! without a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use seckill::durability::Durability;
+use serde_json::Value;
+
+use crate::buy_support::{spec, Options, Sale};
+use crate::helpers::{open_window, ProductSpec, TestApp};
+use crate::sentinel_support::{info, SentinelSet, MASTER};
+
+const NO_DISK: [&str; 4] = ["--save", "", "--appendonly", "no"];
+
+#[tokio::test]
+async fn cli_reaches_the_primary_through_sentinels_and_bad_urls_fail_clearly() {
+    let set = SentinelSet::start(&NO_DISK).await;
+    let url = set.url();
+    let app = TestApp::with_config(move |c| {
+        c.redis.url = url;
+        c.redis.durability = Durability::Replicas;
+        c.redis.wait_replicas = 1;
+    })
+    .await;
+    let activity = app.create_activity(open_window()).await.id;
+    app.add_product(activity, ProductSpec::default()).await;
+    let hot = app.cli(&["hot", &activity.to_string()]).await;
+    assert_eq!(hot.code, 0, "{hot:?}");
+    let mut primary = redis::Client::open(set.primary.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let exists: bool = primary.exists(app.redis.keys().activity(activity)).await.unwrap();
+    assert!(exists, "hot wrote to the primary the sentinels name");
+    let doctor = app.cli(&["doctor", "--json"]).await;
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap_or_else(|_| panic!("{doctor:?}"));
+    let replicas = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "replicas")
+        .unwrap();
+    assert_eq!(replicas["verdict"], "pass", "{json}");
+
+    for (bad, code, says) in [
+        ("redis+sentinel://127.0.0.1:1/x".to_string(), 1, "127.0.0.1:1"),
+        (
+            format!("redis+sentinel://127.0.0.1:{}/no-such-master", set.sentinel_ports[0]),
+            1,
+            "no-such-master",
+        ),
+        ("redis+sentinel://127.0.0.1:26379".to_string(), 2, "names no master"),
+        (
+            "redis+sentinel://127.0.0.1:26379/m/zero".to_string(),
+            2,
+            "is not a number",
+        ),
+    ] {
+        let started = Instant::now();
+        let out = app
+            .cli_with(&["status", &activity.to_string()], &[("SECKILL_REDIS_URL", &bad)], None)
+            .await;
+        assert_eq!(out.code, code, "{bad}: {out:?}");
+        assert!(out.stderr.contains(says), "{bad}: {}", out.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{bad}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Primary + replica + three sentinels, `wait_replicas: 1`; the primary is `kill -9`ed in the
+/// middle of a buy burst. Every buyer answered `queued` has exactly one order after the
+/// consumer drains (through the sentinels, on the new primary), nothing is oversold, and
+/// `serve` sells again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_mid_burst_loses_no_queued_order() {
+    const STOCK: u32 = 1000;
+    const BUYERS: usize = 600;
+    let mut set = SentinelSet::start(&NO_DISK).await;
+    let sale = Arc::new(
+        Sale::start(Options {
+            products: vec![spec(STOCK, 1, 1)],
+            redis_url: Some(set.url()),
+            tune: |c| {
+                c.redis.durability = Durability::Replicas;
+                c.redis.wait_replicas = 1;
+                c.redis.response_timeout_ms = 500;
+                c.redis.connect_timeout_ms = 300;
+                c.funnel.per_user_rps = 0;
+                c.funnel.breaker_open_ms = 200;
+            },
+            ..Options::default()
+        })
+        .await,
+    );
+    let p = sale.product();
+    let users: Vec<String> = (0..BUYERS).map(|i| format!("buyer{i}")).collect();
+    let tokens = sale.tokens(&users).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for (user, token) in users.iter().cloned().zip(tokens) {
+        let (sale, gate) = (sale.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            (user.clone(), sale.buy(p, &user, 1, &token).await)
+        }));
+    }
+    let stream = sale.redis.keys().orders_stream(sale.activity);
+    let mut watcher = redis::Client::open(set.primary.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watcher.xlen::<_, usize>(&stream).await.unwrap_or(0) < 150 {
+        assert!(Instant::now() < deadline, "the burst never reached 150 reservations");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let old_primary = set.primary.port;
+    set.primary.kill();
+    let killed = Instant::now();
+    let mut queued: HashMap<String, String> = HashMap::new();
+    for task in tasks {
+        let (user, (status, body)) = task.await.unwrap();
+        if status == 200 {
+            queued.insert(body["order_no"].as_str().unwrap().to_string(), user);
+        }
+    }
+    assert!(queued.len() >= 100, "only {} queued before the kill", queued.len());
+
+    // Sells again once the sentinels promoted the replica, without a restart.
+    let mut n = 0;
+    let resumed = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "serve never sold again after the failover"
+        );
+        n += 1;
+        let user = format!("late{n}");
+        let Ok(token) =
+            seckill::ops::token::register(&sale.redis, &sale.signer, sale.activity, &[user.clone()], 600, |_| {}).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (status, body) = sale.buy(p, &user, 1, &token[0].token).await;
+        if status == 200 {
+            queued.insert(body["order_no"].as_str().unwrap().to_string(), user);
+            break killed.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let new_primary = set.primary_port().await.unwrap();
+    assert_ne!(new_primary, old_primary, "the sentinels promoted the replica");
+    assert_eq!(new_primary, set.replica.port);
+    assert!(info(&set.replica.url(), "replication").await.contains("role:master"));
+
+    seckill::consumer::run(
+        &sale.config,
+        seckill::consumer::ConsumerOptions {
+            name: "after-failover".into(),
+            batch: 1000,
+            once: true,
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let orders: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_no, CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
+            .bind(sale.activity)
+            .fetch_all(sale.db.pool())
+            .await
+            .unwrap();
+    let persisted: HashMap<&str, &str> = orders.iter().map(|(o, u)| (o.as_str(), u.as_str())).collect();
+    let lost: Vec<&String> = queued.keys().filter(|o| !persisted.contains_key(o.as_str())).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} queued orders lost in the failover: {lost:?}",
+        lost.len(),
+        queued.len()
+    );
+    for (order_no, user) in &queued {
+        assert_eq!(persisted[order_no.as_str()], user.as_str());
+    }
+    let buyers: HashSet<&str> = orders.iter().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(buyers.len(), orders.len(), "limit 1: one order per buyer");
+    assert!(orders.len() <= STOCK as usize, "oversold: {} orders", orders.len());
+    println!(
+        "failover ({MASTER}): {} queued, {} orders, selling again {:.1} s after the kill",
+        queued.len(),
+        orders.len(),
+        resumed.as_secs_f64()
+    );
+    Arc::try_unwrap(sale).ok().expect("sole owner").finish().await;
+}
