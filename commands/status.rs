@@ -39,6 +39,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(report: &StatusReport) {
+    if let Some(loss) = &report.redis_state_lost {
+        println!("REDIS LOST STATE: {loss}");
+    }
     let a = &report.activity;
     println!(
         "activity {} ({}): {} in MySQL, {} in Redis; {} to {}; {} reservations not yet persisted",

@@ -7,7 +7,8 @@
 -- KEYS[5..] per product, two keys:  P:{a:A}:product:ID, P:{a:A}:bought:ID
 -- ARGV[1]  activity id     ARGV[2] name     ARGV[3] status (never "online")
 -- ARGV[4]  start (ms)      ARGV[5] end (ms) ARGV[6] product count N
--- ARGV[7..] per product, eight values: id, stock, sold, total, limit, max_per_order, price, name
+-- ARGV[7]  preheat epoch   ARGV[8] persist sequence (both from MySQL; see src/lost_state.rs)
+-- ARGV[9..] per product, eight values: id, stock, sold, total, limit, max_per_order, price, name
 --
 -- Returns 1 when loaded, or the error "ONLINE" when Redis says the activity is on sale:
 -- overwriting live stock would oversell, so nothing is written then.
@@ -26,11 +27,11 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'status', ARGV[3],
-    'start_ms', ARGV[4], 'end_ms', ARGV[5], 'preheated_at', '')
+    'start_ms', ARGV[4], 'end_ms', ARGV[5], 'preheated_at', '', 'epoch', ARGV[7], 'persist_seq', ARGV[8])
 
 local n = tonumber(ARGV[6])
 for i = 0, n - 1 do
-    local a = 7 + i * 8
+    local a = 9 + i * 8
     local product_key = KEYS[5 + i * 2]
     local bought_key = KEYS[6 + i * 2]
     redis.call('DEL', product_key, bought_key)

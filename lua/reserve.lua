@@ -10,17 +10,19 @@
 -- KEYS[4+2M ..]     per request, one key: P:{a:A}:token:USER
 -- ARGV[1]  number of requests N
 -- ARGV[2]  number of distinct products M
--- ARGV[3 .. 2+M]    the product ids, in the order of their keys
--- ARGV[3+M ..]      per request, four values: product (1..M, its place above), user id,
+-- ARGV[3]  the least persist sequence the caller knows MySQL has recorded (0: unknown); a
+--          lower one in the activity hash means Redis went back in time (src/lost_state.rs)
+-- ARGV[4 .. 3+M]    the product ids, in the order of their keys
+-- ARGV[4+M ..]      per request, four values: product (1..M, its place above), user id,
 --                   quantity, token
 --
 -- Returns a flat array of 2N values, two per request in request order: verdict, remaining
 --   verdict    the reservation's stream entry id ("<ms>-<seq>") when queued, else the refusal:
---              not_found | not_started | paused | ended | blacklisted | invalid_token
---              | bad_request | limit_exceeded | sold_out
+--              suspended | not_found | not_started | paused | ended | blacklisted
+--              | invalid_token | bad_request | limit_exceeded | sold_out
 --   remaining  the product's stock after this request (-1 when the product is unknown)
--- Checks run in this order: product exists, activity online and now (Redis TIME) within its
--- window, user not blacklisted, token registered for this user, 1 <= quantity <= max_per_order,
+-- Checks run in this order: activity not suspended (status `lost`, or a persist sequence
+-- below ARGV[3]: Redis lost state, see src/lost_state.rs), product exists, activity online and now (Redis TIME) within its window, user not blacklisted, token registered for this user, 1 <= quantity <= max_per_order,
 -- user's total within the limit, enough stock.
 --
 -- Cost matters here: Redis spends more time on this script than on anything else in a sale.
@@ -56,8 +58,8 @@ local function call(...)
     return reply
 end
 
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
-local activity = call('HMGET', KEYS[1], 'status', 'start_ms', 'end_ms', 'id')
+local n, m, min_seq = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local activity = call('HMGET', KEYS[1], 'status', 'start_ms', 'end_ms', 'id', 'persist_seq')
 local status, start_ms, end_ms, activity_id = activity[1], tonumber(activity[2]), tonumber(activity[3]), activity[4]
 
 local t = call('TIME')
@@ -67,6 +69,8 @@ local now_ms_str = string.format('%d', now_ms)
 local activity_verdict
 if not status then
     activity_verdict = 'not_found'
+elseif status == 'lost' or (tonumber(activity[5]) or 0) < min_seq then
+    activity_verdict = 'suspended'
 elseif status == 'online' then
     if now_ms < start_ms then
         activity_verdict = 'not_started'
@@ -82,13 +86,13 @@ end
 for j = 1, m do
     local key = KEYS[2 + 2 * j]
     local h = call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
-    products[j] = { key = key, bought_key = KEYS[3 + 2 * j], id = ARGV[2 + j],
+    products[j] = { key = key, bought_key = KEYS[3 + 2 * j], id = ARGV[3 + j],
         stock = tonumber(h[1]), sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
         max_per_order = tonumber(h[4]), price = h[5], dirty = false }
 end
 
 local check_blacklist = call('SCARD', KEYS[3]) > 0
-local first_token_key, first_arg = 3 + 2 * m, 2 + m
+local first_token_key, first_arg = 3 + 2 * m, 3 + m
 
 local replies = {}
 local function decide(i)
@@ -98,7 +102,9 @@ local function decide(i)
     local quantity = tonumber(quantity_arg)
     local stock = p.stock
     local code
-    if not stock then
+    if activity_verdict == 'suspended' then
+        code, stock = 'suspended', stock or -1
+    elseif not stock then
         code, stock = 'not_found', -1
     elseif activity_verdict then
         code = activity_verdict

@@ -31,6 +31,8 @@ pub struct Purchase {
 pub enum Outcome {
     /// Reserved and queued.
     Ok,
+    /// Selling stopped because Redis lost the activity's state (see [`crate::lost_state`]).
+    Suspended,
     /// No such product in Redis (not preheated, or flushed).
     NotFound,
     /// Before the window, or the activity is still a draft.
@@ -56,6 +58,7 @@ impl Outcome {
     pub fn code(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Suspended => "suspended",
             Outcome::NotFound => "not_found",
             Outcome::NotStarted => "not_started",
             Outcome::Paused => "paused",
@@ -75,7 +78,8 @@ impl Outcome {
     }
 
     /// Every outcome but [`Outcome::Ok`].
-    pub const REFUSALS: [Outcome; 9] = [
+    pub const REFUSALS: [Outcome; 10] = [
+        Outcome::Suspended,
         Outcome::NotFound,
         Outcome::NotStarted,
         Outcome::Paused,
@@ -102,6 +106,18 @@ pub struct Verdict {
 /// Decides `purchases` (all of activity `activity`) in one atomic script call, in order.
 /// Returns one verdict per purchase, in the same order.
 pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase]) -> Result<Vec<Verdict>> {
+    reserve_above(redis, activity, 0, purchases).await
+}
+
+/// [`reserve`], refusing every purchase (`suspended`) when the activity's persist sequence in
+/// Redis is below `min_persist_seq`, a value MySQL is known to have recorded: Redis then went
+/// back in time past persisted orders (see [`crate::lost_state`]).
+pub async fn reserve_above(
+    redis: &RedisClient,
+    activity: u64,
+    min_persist_seq: u64,
+    purchases: &[Purchase],
+) -> Result<Vec<Verdict>> {
     if purchases.is_empty() {
         return Ok(Vec::new());
     }
@@ -126,7 +142,8 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
         .key(keys.orders_stream(activity))
         .key(keys.blacklist(activity))
         .arg(purchases.len())
-        .arg(products.len());
+        .arg(products.len())
+        .arg(min_persist_seq);
     for &product in &products {
         invocation
             .key(per.product(product))

@@ -5,7 +5,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at` |
+//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason` (status `lost`: see `lost_state`) |
 //! | `P:{a:A}:products` | set | product ids of the activity |
 //! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name` |
 //! | `P:{a:A}:bought:ID` | hash | user id -> units the user holds of product ID |

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod durability;
 pub mod error;
 pub mod keys;
+pub mod lost_state;
 pub mod metrics;
 pub mod model;
 pub mod ops;

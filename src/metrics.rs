@@ -14,7 +14,7 @@ pub const RESERVATIONS: &str = "seckill_reservations_total";
 pub const SOLD_OUT_CACHE_HITS: &str = "seckill_sold_out_cache_hits_total";
 /// Buy requests rejected by the rate limits (counter).
 pub const RATE_LIMITED: &str = "seckill_rate_limited_total";
-/// Buy requests rejected as busy, by reason: admission, breaker, redis (counter).
+/// Buy requests rejected as busy, by reason: admission, breaker, redis, suspended (counter).
 pub const BUSY: &str = "seckill_busy_total";
 /// Buy requests in flight (gauge).
 pub const IN_FLIGHT: &str = "seckill_admission_in_flight";
@@ -24,6 +24,8 @@ pub const BREAKER_STATE: &str = "seckill_breaker_state";
 pub const BATCH_SIZE: &str = "seckill_group_commit_batch_size";
 /// Remaining stock per activity and product (gauge).
 pub const REMAINING_STOCK: &str = "seckill_remaining_stock";
+/// 1 while Redis has lost an activity's state and its sale is suspended, per activity (gauge).
+pub const REDIS_STATE_LOST: &str = "seckill_redis_state_lost";
 
 /// Stream entries read by the consumer (counter).
 pub const CONSUMER_READ: &str = "seckill_consumer_entries_read_total";

@@ -23,6 +23,7 @@ pub fn all() -> Vec<&'static Script> {
         &SOLD_OUT,
         &REPAIR_PRODUCT,
         &REPAIR_BOUGHT,
+        &PERSIST_MARK,
     ]
 }
 
@@ -45,3 +46,6 @@ pub static REPAIR_PRODUCT: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 
 /// `lua/repair_bought.lua`: reconcile's compare-and-set of one user's total.
 pub static REPAIR_BOUGHT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));
+
+/// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
+pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));

@@ -158,7 +158,7 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
         let result = match persist::parse(activity, &entry) {
             Err(why) => Err(why),
             Ok(r) => {
-                let done = persist::persist(db, std::slice::from_ref(&r), "dlq replay").await?;
+                let done = persist::persist(db, redis, std::slice::from_ref(&r), "dlq replay").await?;
                 match done.rejected.into_iter().next() {
                     Some((_, why)) => Err(why),
                     None if done.inserted == 1 => Ok("persisted"),

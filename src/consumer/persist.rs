@@ -2,7 +2,7 @@
 //! `order_no`, so an entry delivered twice (or raced by two consumers) makes one order
 //! and counts as sold once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -13,6 +13,8 @@ use crate::consumer::stream::Entry;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::lost_state;
+use crate::redis_client::RedisClient;
 
 /// One reservation decoded from its stream entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,11 +104,27 @@ enum TxError {
 /// adds their units to `products.sold` under optimistic locking on `version`, and writes
 /// one `reserve` ledger row per product. Fails as a whole (nothing written) when MySQL
 /// does, so the caller can keep the entries pending and retry.
-pub async fn persist(db: &Db, batch: &[Reservation], reason: &str) -> Result<Persisted> {
+///
+/// Around the transaction, each activity's persist sequence is raised in Redis first and
+/// recorded in MySQL after the commit (see [`crate::lost_state`]), so a Redis that later
+/// goes back past this batch is noticed.
+pub async fn persist(db: &Db, redis: &RedisClient, batch: &[Reservation], reason: &str) -> Result<Persisted> {
+    let activities: BTreeSet<u64> = batch.iter().map(|r| r.activity_id).collect();
+    let mut marks = Vec::with_capacity(activities.len());
+    for activity in activities {
+        marks.push((activity, lost_state::advance(redis, activity).await?));
+    }
     let mut last = String::new();
     for attempt in 0..TX_ATTEMPTS {
         match try_persist(db, batch, reason).await {
-            Ok(done) => return Ok(done),
+            Ok(done) => {
+                if done.inserted > 0 {
+                    for (activity, seq) in marks {
+                        lost_state::record(db, activity, seq).await?;
+                    }
+                }
+                return Ok(done);
+            }
             Err(TxError::Fail(e)) => return Err(e),
             Err(TxError::Retry(why)) => {
                 tracing::debug!(attempt, %why, "persist transaction retried");

@@ -337,7 +337,7 @@ impl Worker {
         }
         let reason = format!("consumer {}", self.opts.name);
         let done = loop {
-            match persist::persist(&self.db, &reservations, &reason).await {
+            match persist::persist(&self.db, &self.redis, &reservations, &reason).await {
                 Ok(done) => break done,
                 Err(e) => {
                     self.keep_alive(&held).await;

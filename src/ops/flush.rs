@@ -78,6 +78,8 @@ pub async fn flush(
             .await
             .map_err(|e| redis.err(e))?;
     }
+    // Redis is no longer expected to hold the activity: its absence is not a loss.
+    crate::lost_state::forget(db, activity_id).await?;
     removed.sort();
     removed.dedup();
     Ok(FlushReport { activity_id, removed })

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::ActivityStatus;
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
-use crate::{durability, progress, queue, scripts};
+use crate::{durability, lost_state, progress, queue, scripts};
 
 /// What `hot` loaded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -83,6 +83,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         .await
         .map_err(|e| db.err(e))?;
 
+    let (epoch, persist_seq) = lost_state::next_epoch(db, activity_id).await?;
     let keys = redis.keys();
     let mut conn = redis.conn();
     for script in scripts::all() {
@@ -100,7 +101,9 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         .arg(activity.status.as_str())
         .arg(activity.start_at.timestamp_millis())
         .arg(activity.end_at.timestamp_millis())
-        .arg(products.len());
+        .arg(products.len())
+        .arg(&epoch)
+        .arg(persist_seq);
     for p in &products {
         invocation
             .key(keys.product(activity_id, p.id))
@@ -125,6 +128,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         }
         Err(e) => return Err(redis.err(e)),
     }
+    lost_state::stamp(db, activity_id, &epoch).await?;
 
     let bar = progress::bar(products.len() as u64, "hot");
     let mut by_product: HashMap<u64, Vec<(String, i64)>> = HashMap::new();

@@ -14,6 +14,9 @@ use crate::scripts;
 /// products, or its products changed in MySQL after the last `hot`.
 pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Activity> {
     durability::require(redis).await?;
+    if let Some(loss) = crate::lost_state::inspect(db, redis, activity_id).await? {
+        return Err(Error::refused(loss.to_string()));
+    }
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
     if activity.status() == ActivityStatus::Ended {

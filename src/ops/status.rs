@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::Result;
+use crate::lost_state::{self, Loss};
 use crate::model::Activity;
 use crate::ops::catalog;
 use crate::queue;
@@ -21,6 +22,8 @@ pub struct StatusReport {
     pub products: Vec<ProductState>,
     /// Reservations queued in Redis and not yet persisted (all products).
     pub unpersisted: u64,
+    /// Set when Redis lost the activity's state (see [`crate::lost_state`]).
+    pub redis_state_lost: Option<Loss>,
 }
 
 /// The activity as MySQL and Redis know it.
@@ -83,6 +86,7 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
     }
     let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
     let unpersisted = queue::backlog(redis, activity_id, consumer_group).await?;
+    let redis_state_lost = lost_state::inspect(db, redis, activity_id).await?;
 
     let products = products
         .into_iter()
@@ -117,5 +121,6 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
         },
         products,
         unpersisted,
+        redis_state_lost,
     })
 }

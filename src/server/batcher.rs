@@ -14,6 +14,7 @@ use std::time::Duration;
 use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::guard::KnownSeqs;
 use crate::buy::{self, Purchase, Verdict};
 use crate::redis_client::RedisClient;
 
@@ -42,6 +43,7 @@ pub struct Batchers {
     pipeline: usize,
     timeout: Duration,
     batch_sizes: Histogram,
+    known_seqs: Arc<KnownSeqs>,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
     runtime: tokio::runtime::Handle,
 }
@@ -55,6 +57,7 @@ impl Batchers {
             pipeline,
             timeout,
             batch_sizes: Histogram::noop(),
+            known_seqs: Arc::default(),
             senders: RwLock::default(),
             runtime: tokio::runtime::Handle::current(),
         }
@@ -63,6 +66,13 @@ impl Batchers {
     /// Records the size of every batch in `histogram`.
     pub fn with_batch_sizes(mut self, histogram: Histogram) -> Self {
         self.batch_sizes = histogram;
+        self
+    }
+
+    /// Hands every batch the persist sequences MySQL is known to have recorded, so a Redis
+    /// that went back in time refuses it (see [`crate::lost_state`]).
+    pub fn with_known_seqs(mut self, known_seqs: Arc<KnownSeqs>) -> Self {
+        self.known_seqs = known_seqs;
         self
     }
 
@@ -100,6 +110,7 @@ impl Batchers {
                     pipeline: self.pipeline,
                     timeout: self.timeout,
                     sizes: self.batch_sizes.clone(),
+                    known_seqs: self.known_seqs.clone(),
                 };
                 self.runtime.spawn(run(self.redis.clone(), activity, rx, batch));
                 tx
@@ -114,6 +125,7 @@ struct Batch {
     pipeline: usize,
     timeout: Duration,
     sizes: Histogram,
+    known_seqs: Arc<KnownSeqs>,
 }
 
 async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<Job>, batch: Batch) {
@@ -122,6 +134,7 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
         pipeline,
         timeout,
         sizes,
+        known_seqs,
     } = batch;
     let slots = Arc::new(Semaphore::new(pipeline));
     while let Some(first) = rx.recv().await {
@@ -139,7 +152,8 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
             replies.push(job.reply);
         }
         sizes.record(purchases.len() as f64);
-        let call = decide(redis.clone(), activity, purchases, replies, timeout, slot);
+        let min_seq = known_seqs.get(activity);
+        let call = decide(redis.clone(), activity, min_seq, purchases, replies, timeout, slot);
         if pipeline == 1 {
             // Nothing could be sent meanwhile anyway: decided here, without a task of its own.
             call.await;
@@ -154,12 +168,13 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
 async fn decide(
     redis: RedisClient,
     activity: u64,
+    min_seq: u64,
     purchases: Vec<Purchase>,
     replies: Vec<oneshot::Sender<Reply>>,
     timeout: Duration,
     slot: OwnedSemaphorePermit,
 ) {
-    let decided = tokio::time::timeout(timeout, buy::reserve(&redis, activity, &purchases)).await;
+    let decided = tokio::time::timeout(timeout, buy::reserve_above(&redis, activity, min_seq, &purchases)).await;
     drop(slot);
     match decided {
         Ok(Ok(verdicts)) => {

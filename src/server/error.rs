@@ -100,6 +100,13 @@ impl ApiError {
         }
         let error = match outcome {
             Outcome::Ok => refusal!(INTERNAL_SERVER_ERROR, "ok", "not an error"),
+            // Buyers see `busy` (retry later), as for any other outage; metrics and logs
+            // keep the outcome's own name.
+            Outcome::Suspended => refusal!(
+                SERVICE_UNAVAILABLE,
+                "busy",
+                "the sale is suspended while its stock is being restored; retry later"
+            ),
             Outcome::NotFound => refusal!(NOT_FOUND, "not_found", "no such product on sale"),
             Outcome::NotStarted => refusal!(FORBIDDEN, "not_started", "the sale has not started"),
             Outcome::Paused => refusal!(FORBIDDEN, "paused", "the sale is paused"),
@@ -114,7 +121,7 @@ impl ApiError {
             Outcome::LimitExceeded => refusal!(CONFLICT, "limit_exceeded", "over the per-order or per-user limit"),
             Outcome::SoldOut => refusal!(CONFLICT, "sold_out", "sold out"),
         };
-        debug_assert_eq!(error.code, outcome.code());
+        debug_assert!(error.code == outcome.code() || outcome == Outcome::Suspended);
         error
     }
 }

@@ -77,6 +77,8 @@ pub enum BusyReason {
     Breaker,
     /// Redis failed or timed out.
     Redis,
+    /// The activity is suspended: Redis lost its state (see `crate::lost_state`).
+    Suspended,
 }
 
 /// The recording handles of one server.
@@ -90,7 +92,7 @@ pub struct ServerMetrics {
     pub sold_out_cache_hits: Counter,
     /// Requests refused by the rate limits.
     pub rate_limited: Counter,
-    busy: [Counter; 3],
+    busy: [Counter; 4],
     in_flight: Gauge,
     breaker_state: Gauge,
     /// Purchases per script call (handed to the batchers).
@@ -105,8 +107,8 @@ impl ServerMetrics {
                 .iter()
                 .map(|r| metrics::histogram!(names::REQUEST_SECONDS, "route" => *r))
                 .collect();
-            let busy =
-                ["admission", "breaker", "redis"].map(|reason| metrics::counter!(names::BUSY, "reason" => reason));
+            let busy = ["admission", "breaker", "redis", "suspended"]
+                .map(|reason| metrics::counter!(names::BUSY, "reason" => reason));
             ServerMetrics {
                 requests: ROUTES
                     .iter()
@@ -133,6 +135,12 @@ impl ServerMetrics {
     /// Counts one busy answer.
     pub fn busy(&self, reason: BusyReason) {
         self.busy[reason as usize].increment(1);
+    }
+
+    /// The gauge saying whether Redis lost one activity's state.
+    pub fn redis_state_lost(&self, activity: u64) -> Gauge {
+        self.registry
+            .scope(|| metrics::gauge!(names::REDIS_STATE_LOST, "activity" => activity.to_string()))
     }
 
     /// The remaining-stock gauge of one product.

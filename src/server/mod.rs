@@ -14,6 +14,7 @@ pub mod batcher;
 pub mod buy_body;
 pub mod error;
 pub mod funnel;
+pub mod guard;
 pub mod hot_path;
 pub mod http_threads;
 pub mod metrics;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub batchers: batcher::Batchers,
     /// What `GET /metrics` shows.
     pub stats: metrics::ServerMetrics,
+    /// MySQL's persist sequences, for the batchers (see [`guard`]).
+    pub known_seqs: Arc<guard::KnownSeqs>,
 }
 
 impl std::ops::Deref for AppState {
@@ -82,6 +85,7 @@ impl AppState {
     pub fn new(config: Config, redis: RedisClient, db: Db) -> AppState {
         let f = &config.funnel;
         let stats = metrics::ServerMetrics::new(Arc::new(crate::metrics::Metrics::new()));
+        let known_seqs = Arc::new(guard::KnownSeqs::default());
         let shared = Shared {
             signer: Signer::new(&config.token.secret),
             catalog: funnel::Catalog::new(f.sold_out_cache_ms),
@@ -94,7 +98,9 @@ impl AppState {
                 f.batch_pipeline,
                 config.redis_response_timeout(),
             )
-            .with_batch_sizes(stats.batch_size.clone()),
+            .with_batch_sizes(stats.batch_size.clone())
+            .with_known_seqs(known_seqs.clone()),
+            known_seqs,
             stats,
             redis,
             db,
@@ -106,6 +112,7 @@ impl AppState {
             weak.clone(),
             stock_refresh_every(shared.config.funnel.sold_out_cache_ms),
         );
+        guard::spawn(weak.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             tick.tick().await;

@@ -244,6 +244,11 @@ async fn decide(
                     }
                     Err(ApiError::from_outcome(Outcome::SoldOut))
                 }
+                (Outcome::Suspended, _) => {
+                    // Logged once per detection by the guard (server::guard), not per buyer.
+                    stats.busy(BusyReason::Suspended);
+                    Err(ApiError::from_outcome(Outcome::Suspended))
+                }
                 (Outcome::Ok, None) => {
                     tracing::error!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: reservation without order number");
                     Err(ApiError::busy("reservation without order number"))

@@ -311,6 +311,11 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Where its AOF and RDB files are.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Starts it (again) with its settings and directory; waits until it answers PING
     /// (so an AOF is loaded by the time this returns).
     pub async fn restart(&mut self) {

@@ -328,6 +328,10 @@ async fn kill_9_mid_burst_loses_no_queued_order() {
     .await
     .unwrap();
     assert!(report.consistent, "{report:?}");
+    let loss = seckill::lost_state::inspect(&sale.db, &sale.redis, sale.activity)
+        .await
+        .unwrap();
+    assert_eq!(loss, None, "a restart from a complete AOF is not a loss");
     println!(
         "kill -9 mid-burst: {} queued answers, {} refused, {} orders after restart",
         queued.len(),

@@ -17,6 +17,7 @@ mod http_threads;
 mod input;
 mod lifecycle;
 mod locks;
+mod lost_state;
 mod metrics;
 mod migrate;
 mod pipeline;

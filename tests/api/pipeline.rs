@@ -60,11 +60,11 @@ async fn same_entry_twice_makes_one_order() {
     let r = persist::parse(f.activity, &entry).unwrap();
     // Two consumers racing on the same entry, then a plain redelivery.
     let (a, b) = tokio::join!(
-        persist::persist(&f.db, std::slice::from_ref(&r), "t"),
-        persist::persist(&f.db, std::slice::from_ref(&r), "t")
+        persist::persist(&f.db, &f.redis, std::slice::from_ref(&r), "t"),
+        persist::persist(&f.db, &f.redis, std::slice::from_ref(&r), "t")
     );
     assert_eq!(a.unwrap().inserted + b.unwrap().inserted, 1);
-    let again = persist::persist(&f.db, &[r.clone(), r], "t").await.unwrap();
+    let again = persist::persist(&f.db, &f.redis, &[r.clone(), r], "t").await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 2));
     let report = f.drain().await;
     assert_eq!((report.persisted, report.duplicates), (0, 1));

@@ -144,8 +144,15 @@ async fn failover_mid_burst_loses_no_queued_order() {
         );
         n += 1;
         let user = format!("late{n}");
-        let Ok(token) =
-            seckill::ops::token::register(&sale.redis, &sale.signer, sale.activity, &[user.clone()], 600, |_| {}).await
+        let Ok(token) = seckill::ops::token::register(
+            &sale.redis,
+            &sale.signer,
+            sale.activity,
+            std::slice::from_ref(&user),
+            600,
+            |_| {},
+        )
+        .await
         else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;

@@ -25,7 +25,7 @@ pub(super) async fn repair(
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if !lost.is_empty() {
-        let p = persist::persist(db, lost, "reconcile: lost reservation").await?;
+        let p = persist::persist(db, redis, lost, "reconcile: lost reservation").await?;
         done.push(format!(
             "persisted {} lost reservation(s) ({} unit(s)); {} already had an order",
             p.inserted, p.units, p.duplicates

@@ -1,0 +1,13 @@
+-- persist_mark.lua: raise an activity's persist sequence before a batch of its orders is
+-- committed to MySQL (src/lost_state.rs), so Redis's sequence is never below MySQL's
+-- unless Redis lost writes.
+--
+-- KEYS[1]  activity hash    P:{a:A}:activity
+--
+-- Returns the new sequence, or 0 when the activity hash does not exist (flushed, or lost:
+-- it is not recreated here, so a vanished activity still reads as vanished).
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+return redis.call('HINCRBY', KEYS[1], 'persist_seq', 1)

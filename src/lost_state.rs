@@ -1,0 +1,245 @@
+//! Lost-state detection: noticing that Redis "went back in time" (restarted without
+//! persistence, restored from an older snapshot, or replaced by a lagging replica) before it
+//! sells units MySQL already counts as sold.
+//!
+//! MySQL keeps a durable mark per preheated activity (`redis_watermarks`): the epoch `hot`
+//! stamped into Redis, and a sequence number. Every batch the consumers (or reconcile)
+//! persist first raises the sequence in Redis (`HINCRBY`), then, after the MySQL commit,
+//! records the value it got in MySQL (`GREATEST`). So at any moment Redis's sequence is at
+//! least MySQL's, unless Redis lost writes it had acknowledged. Redis has lost state when:
+//! - MySQL says the activity is preheated but Redis has no activity hash (keys vanished);
+//! - Redis holds another epoch than the last `hot` stamped (an older snapshot);
+//! - Redis's sequence is below MySQL's (rolled back past a persisted batch).
+//!
+//! A loss that happened before any batch was persisted after the snapshot leaves no trace
+//! in MySQL and cannot be seen here; `redis.durability` is what prevents it.
+//!
+//! What is done about it: [`suspend`] sets the Redis status to `lost`, which `reserve.lua`
+//! answers with `suspended` (HTTP 503 `busy`), so every `serve` stops selling that
+//! activity; `reconcile` exits 1 with class `redis_state_lost`; `status` says so first;
+//! `start` refuses. The way back is `stop`, `hot` (stock rebuilt from MySQL, a new epoch),
+//! `start`.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::redis_client::RedisClient;
+use crate::scripts;
+
+/// The Redis status [`suspend`] sets; `reserve.lua` refuses every purchase under it.
+pub const LOST_STATUS: &str = "lost";
+
+/// How Redis lost the activity's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// No activity hash at all: Redis restarted empty, or the keys were deleted.
+    Vanished,
+    /// Another epoch (or none) than the last `hot` stamped: an older snapshot.
+    EpochChanged,
+    /// The persist sequence went backwards: rolled back past a batch MySQL persisted.
+    RolledBack,
+}
+
+/// A detected loss of one activity's Redis state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loss {
+    /// The activity.
+    pub activity_id: u64,
+    /// How.
+    pub kind: LossKind,
+    /// What was found, in words.
+    pub detail: String,
+    /// Units MySQL counts as sold that Redis does not: each could be sold a second time.
+    pub units_at_risk: i64,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Redis lost the state of activity {}: {} ({} unit(s) at risk of being sold twice); \
+             recover with `seckill stop {id}`, `seckill hot {id}`, `seckill start {id}`",
+            self.activity_id,
+            self.detail,
+            self.units_at_risk,
+            id = self.activity_id
+        )
+    }
+}
+
+/// A fresh epoch: random, so no two preheats share one.
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A new epoch for `activity` and the persist sequence MySQL holds, for `preheat.lua` to
+/// write into the activity hash; [`stamp`] records the epoch in MySQL once it is loaded.
+/// (`hot` runs with an empty backlog, so no batch is being persisted meanwhile.)
+pub async fn next_epoch(db: &Db, activity: u64) -> Result<(String, u64)> {
+    let seq: Option<u64> = sqlx::query_scalar("SELECT persist_seq FROM redis_watermarks WHERE activity_id = ?")
+        .bind(activity)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    Ok((new_epoch(), seq.unwrap_or(0)))
+}
+
+/// Records `epoch` as the one Redis must hold for `activity`. After Redis has it: an
+/// interrupted `hot` leaves the two different, which reads as a loss until `hot` runs again,
+/// never the reverse (a live sale is never told it lost state by a refused `hot`).
+pub async fn stamp(db: &Db, activity: u64, epoch: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO redis_watermarks (activity_id, epoch, persist_seq) VALUES (?, ?, 0) \
+         ON DUPLICATE KEY UPDATE epoch = VALUES(epoch), stamped_at = CURRENT_TIMESTAMP(3)",
+    )
+    .bind(activity)
+    .bind(epoch)
+    .execute(db.pool())
+    .await
+    .map_err(|e| db.err(e))?;
+    Ok(())
+}
+
+/// Forgets the mark of `activity` (after `flush`: Redis is not expected to hold it).
+pub async fn forget(db: &Db, activity: u64) -> Result<()> {
+    sqlx::query("DELETE FROM redis_watermarks WHERE activity_id = ?")
+        .bind(activity)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    Ok(())
+}
+
+/// First half of a persisted batch's mark: raises the Redis sequence and returns it (0 when
+/// Redis has no such activity), to be [`record`]ed once the batch's MySQL transaction committed.
+pub async fn advance(redis: &RedisClient, activity: u64) -> Result<u64> {
+    scripts::PERSIST_MARK
+        .key(redis.keys().activity(activity))
+        .invoke_async(&mut redis.conn())
+        .await
+        .map_err(|e| redis.err(e))
+}
+
+/// Second half: MySQL's sequence becomes at least `seq`. Only for activities `hot` stamped.
+pub async fn record(db: &Db, activity: u64, seq: u64) -> Result<()> {
+    sqlx::query("UPDATE redis_watermarks SET persist_seq = GREATEST(persist_seq, ?) WHERE activity_id = ?")
+        .bind(seq)
+        .bind(activity)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    Ok(())
+}
+
+/// Checks one activity; `None` when Redis holds what MySQL expects (or MySQL has no mark).
+pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Option<Loss>> {
+    let mark: Option<(String, u64)> =
+        sqlx::query_as("SELECT epoch, persist_seq FROM redis_watermarks WHERE activity_id = ?")
+            .bind(activity)
+            .fetch_optional(db.pool())
+            .await
+            .map_err(|e| db.err(e))?;
+    let Some((epoch, seq)) = mark else { return Ok(None) };
+    // MySQL before Redis: a batch recorded in between only raised Redis first.
+    let mut conn = redis.conn();
+    let key = redis.keys().activity(activity);
+    let (exists, redis_epoch, redis_seq): (bool, Option<String>, Option<u64>) = redis::pipe()
+        .exists(&key)
+        .hget(&key, "epoch")
+        .hget(&key, "persist_seq")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis.err(e))?;
+    let (kind, detail) = if !exists {
+        (
+            LossKind::Vanished,
+            "the activity is preheated but Redis holds none of its keys".to_string(),
+        )
+    } else if redis_epoch.as_deref() != Some(epoch.as_str()) {
+        (
+            LossKind::EpochChanged,
+            format!(
+                "Redis holds preheat epoch {} but the last `hot` stamped {epoch}: an older copy of Redis",
+                redis_epoch.as_deref().unwrap_or("(none)")
+            ),
+        )
+    } else if redis_seq.unwrap_or(0) < seq {
+        (
+            LossKind::RolledBack,
+            format!(
+                "Redis's persist sequence is {} but MySQL recorded {seq}: Redis went back past orders already persisted",
+                redis_seq.unwrap_or(0)
+            ),
+        )
+    } else {
+        return Ok(None);
+    };
+    let units_at_risk = units_at_risk(db, redis, activity).await?;
+    Ok(Some(Loss {
+        activity_id: activity,
+        kind,
+        detail,
+        units_at_risk,
+    }))
+}
+
+/// The persist sequence MySQL recorded for each activity it expects Redis to hold.
+pub async fn recorded_seqs(db: &Db) -> Result<HashMap<u64, u64>> {
+    let rows: Vec<(u64, u64)> = sqlx::query_as("SELECT activity_id, persist_seq FROM redis_watermarks")
+        .fetch_all(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Every activity MySQL expects Redis to hold, checked.
+pub async fn inspect_all(db: &Db, redis: &RedisClient) -> Result<Vec<Loss>> {
+    let activities: Vec<u64> = sqlx::query_scalar("SELECT activity_id FROM redis_watermarks ORDER BY activity_id")
+        .fetch_all(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    let mut losses = Vec::new();
+    for activity in activities {
+        if let Some(loss) = inspect(db, redis, activity).await? {
+            losses.push(loss);
+        }
+    }
+    Ok(losses)
+}
+
+/// Units MySQL counts as sold (`products.sold`) beyond what Redis counts, over the products.
+async fn units_at_risk(db: &Db, redis: &RedisClient, activity: u64) -> Result<i64> {
+    let sold: Vec<(u64, i64)> = sqlx::query_as("SELECT id, CAST(sold AS SIGNED) FROM products WHERE activity_id = ?")
+        .bind(activity)
+        .fetch_all(db.pool())
+        .await
+        .map_err(|e| db.err(e))?;
+    let mut conn = redis.conn();
+    let mut at_risk = 0;
+    for (product, mysql_sold) in sold {
+        let redis_sold: Option<i64> = conn
+            .hget(redis.keys().product(activity, product), "sold")
+            .await
+            .map_err(|e| redis.err(e))?;
+        at_risk += (mysql_sold - redis_sold.unwrap_or(0)).max(0);
+    }
+    Ok(at_risk)
+}
+
+/// Stops every `serve` from selling the activity: its Redis status becomes [`LOST_STATUS`]
+/// (kept until `hot` rebuilds it). Returns true when the status was not `lost` before.
+pub async fn suspend(redis: &RedisClient, loss: &Loss) -> Result<bool> {
+    let mut conn = redis.conn();
+    let key = redis.keys().activity(loss.activity_id);
+    let before: Option<String> = conn.hget(&key, "status").await.map_err(|e| redis.err(e))?;
+    let () = conn
+        .hset_multiple(&key, &[("status", LOST_STATUS), ("lost_reason", loss.detail.as_str())])
+        .await
+        .map_err(|e| redis.err(e))?;
+    Ok(before.as_deref() != Some(LOST_STATUS))
+}
