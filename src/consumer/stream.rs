@@ -245,29 +245,3 @@ pub async fn ack(
         .map_err(|e| redis.err(e))?;
     Ok(())
 }
-
-/// Resets the idle time of entries this consumer still holds (XCLAIM JUSTID does not count
-/// a delivery), so others do not reclaim them while it waits for MySQL to come back.
-pub async fn keep_alive(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    ids: &[&str],
-) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let _: Value = redis::cmd("XCLAIM")
-        .arg(stream)
-        .arg(group)
-        .arg(consumer)
-        .arg(0)
-        .arg(ids)
-        .arg("JUSTID")
-        .query_async(conn)
-        .await
-        .map_err(|e| redis.err(e))?;
-    Ok(())
-}

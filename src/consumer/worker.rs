@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
@@ -41,6 +40,9 @@ struct Worker {
     no_streams: bool,
     report: ConsumerReport,
     backoff: Duration,
+    /// Entries of the last batch MySQL refused, left pending (unacknowledged) in Redis for
+    /// whichever consumer reclaims them first; `Some` while MySQL has not answered since.
+    let_go: Option<u64>,
     stats: ConsumerMetrics,
 }
 
@@ -126,6 +128,7 @@ pub async fn run_with_metrics(
         cursors: HashMap::new(),
         no_streams: false,
         backoff: base,
+        let_go: None,
     };
     tracing::info!(consumer = %worker.opts.name, batch = worker.opts.batch, once = worker.opts.once, "consumer started");
     worker.run_loop().await;
@@ -171,7 +174,11 @@ impl Worker {
     async fn run_loop(&mut self) {
         loop {
             if self.stopping() {
+                self.report.left_pending += self.let_go.unwrap_or(0);
                 return;
+            }
+            if self.let_go.is_some() && !self.mysql_answers().await {
+                continue;
             }
             let (held, drained) = match self.fetch().await {
                 Ok(x) => x,
@@ -336,22 +343,18 @@ impl Worker {
             }
         }
         let reason = format!("consumer {}", self.opts.name);
-        let done = loop {
-            match persist::persist(&self.db, &reservations, &reason).await {
-                Ok(done) => break done,
-                Err(e) => {
-                    self.keep_alive(&held).await;
-                    if self
-                        .failed(
-                            &format!("persisting {} orders failed; they stay pending", reservations.len()),
-                            &e,
-                        )
-                        .await
-                    {
-                        self.report.left_pending += held.len() as u64;
-                        return false;
-                    }
-                }
+        let done = match persist::persist(&self.db, &reservations, &reason).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Let go of the batch rather than hold it through the outage: the entries stay
+                // pending, and once idle for `claim_idle_ms` a consumer that can reach MySQL
+                // reclaims them. This one reads nothing until MySQL answers again.
+                self.let_go = Some(held.len() as u64);
+                let what = format!(
+                    "persisting {} orders failed; leaving them pending for another consumer",
+                    reservations.len()
+                );
+                return !self.failed(&what, &e).await;
             }
         };
         for (order_no, why) in done.rejected {
@@ -423,27 +426,22 @@ impl Worker {
         true
     }
 
-    async fn keep_alive(&self, held: &[Held]) {
-        let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
-        for h in held {
-            by_stream
-                .entry(h.stream.as_str())
-                .or_default()
-                .push(h.entry.id.as_str());
-        }
-        let mut conn: ConnectionManager = self.redis.conn();
-        for (s, ids) in by_stream {
-            let kept = stream::keep_alive(
-                &mut conn,
-                &self.redis,
-                s,
-                &self.config.consumer.group,
-                &self.opts.name,
-                &ids,
-            )
-            .await;
-            if let Err(e) = kept {
-                tracing::debug!(error = %e, "keep-alive of held entries failed");
+    /// After a failed batch: waits out the back-off, then asks MySQL whether the orders
+    /// table answers. True when it does (reading may resume), false to wait again.
+    async fn mysql_answers(&mut self) -> bool {
+        let probe = sqlx::query("SELECT 1 FROM orders LIMIT 0")
+            .execute(self.db.pool())
+            .await
+            .map_err(|e| self.db.err(e));
+        match probe {
+            Ok(_) => {
+                self.let_go = None;
+                self.backoff = Duration::from_millis(self.config.consumer.retry_base_ms);
+                true
+            }
+            Err(e) => {
+                self.failed("MySQL still unreachable", &e).await;
+                false
             }
         }
     }
