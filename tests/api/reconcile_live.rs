@@ -169,7 +169,7 @@ async fn a_dead_lettered_reservation_still_holds_its_unit_and_the_users_total() 
     assert_eq!(report.dead_letters, 1);
     let classes: Vec<_> = report.findings.iter().map(|x| x.class.as_str()).collect();
     assert_eq!(classes, vec!["dead_lettered"], "{:?}", report.findings);
-    assert_eq!(report.products[0].unpersisted_units, 1, "{:?}", report.products);
+    assert_eq!(report.products[0].dead_lettered_units, 1, "{:?}", report.products);
 }
 
 unsafe extern "C" {

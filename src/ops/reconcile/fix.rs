@@ -1,7 +1,9 @@
 //! `reconcile --fix`: the safe repairs, in an order where each builds on the last:
-//! persist lost reservations, finish half-done stock returns, then set counters from the
-//! (now complete) orders. Counter writes are compare-and-set, so a purchase racing the
-//! repair makes it skip (and say so) rather than overwrite the purchase.
+//! settle stock changes left pending, persist lost reservations, finish half-done stock
+//! returns, then set counters from the (now complete) orders. Counter writes are
+//! compare-and-set against a view of Redis taken atomically with purchases (see
+//! [`gather::snapshot`]), so a purchase racing the repair makes it skip (and say so) rather
+//! than be overwritten. Dead-lettered reservations count as held: never repaired away.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use crate::consumer::persist::{self, Reservation};
 use crate::db::Db;
 use crate::error::Result;
 use crate::ops::order;
+use crate::ops::stock::{self, PendingChange};
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -21,9 +24,13 @@ pub(super) async fn repair(
     activity: u64,
     snap: &Snapshot,
     lost: &[Reservation],
+    unsettled: &[PendingChange],
     grace: Duration,
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
+    for change in unsettled {
+        done.push(stock::settle(db, redis, activity, change).await?);
+    }
     if !lost.is_empty() {
         let p = persist::persist(db, lost, "reconcile: lost reservation").await?;
         done.push(format!(
@@ -101,9 +108,7 @@ pub(super) async fn repair(
         let Some((stock, sold, total)) = line.redis else {
             continue;
         };
-        let want_sold = line.order_units + line.unpersisted_units + line.unreleased_units;
-        let want_total = line.mysql_total;
-        let want_stock = want_total - want_sold;
+        let (want_stock, want_sold, want_total) = line.redis_target();
         if (stock, sold, total) == (want_stock, want_sold, want_total) {
             continue;
         }
