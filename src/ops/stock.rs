@@ -176,12 +176,15 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         // oversold; reconcile finds out and completes or undoes the change.
         Err(e) => return Err(Error::Internal(format!("{}: {}", pending_hint(ledger_id, activity), redis.err(e)))),
     };
-    // Redis applied it: whoever marks the row done (this or reconcile) records the same thing.
-    sqlx::query("UPDATE stock_ledger SET state = 'done' WHERE id = ? AND state = 'pending'")
+    // Redis applied it and MySQL counts it: the change is made. Marking the row done only
+    // records that; should MySQL fail now, reconcile marks it (it sees Redis applied it).
+    let confirmed = sqlx::query("UPDATE stock_ledger SET state = 'done' WHERE id = ? AND state = 'pending'")
         .bind(ledger_id)
         .execute(db.pool())
-        .await
-        .map_err(|e| Error::Internal(format!("{}: {}", pending_hint(ledger_id, activity), db.err(e))))?;
+        .await;
+    if let Err(e) = confirmed {
+        tracing::warn!(error = %db.err(e), "{}", pending_hint(ledger_id, activity));
+    }
     Ok(StockChange {
         product_id,
         activity_id: activity,
