@@ -153,6 +153,7 @@ async fn settle(f: &Fixture) -> String {
         .await
         .unwrap();
     assert!(r.consistent, "{:?}", r.findings);
+    eprintln!("{}", out.lines().filter(|l| l.starts_with("repaired")).collect::<Vec<_>>().join("\n"));
     out
 }
 
@@ -208,4 +209,80 @@ async fn withdrawn_units_never_come_back_when_mysql_fails_after_redis() {
     assert!(stock <= on_sale, "reconcile put withdrawn units back on sale ({on_sale} -> {stock}):\n{out}");
     assert_eq!(code, 0, "{out}");
     assert_eq!((total, sold), (mysql_total(&f).await, 3), "{out}");
+}
+
+/// A stock add whose Redis is lost right after its MySQL step: it says the change is
+/// pending; reconcile voids it in Redis and undoes it in MySQL, and a late script call for
+/// that change (a stuck process waking up) then refuses instead of adding phantom units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
+    let mut own = OwnRedis::start().await;
+    let f = Fixture::new_with(5, 1, |c| {
+        c.redis.url = own.url();
+        c.redis.response_timeout_ms = 2_000;
+        c.orders.in_flight_grace_secs = 1;
+    })
+    .await;
+    let mut lock = f.db.pool().begin().await.unwrap();
+    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
+        .bind(f.product)
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let child = f
+        .command(&["stock", "add", &f.product.to_string(), "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_wait(&f).await;
+    own.kill();
+    lock.commit().await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is pending") && stderr.contains("reconcile"), "{stderr}");
+    assert_eq!(mysql_total(&f).await, 15, "MySQL counts the units first");
+    let (ledger_id, state): (u64, String) =
+        sqlx::query_as("SELECT id, state FROM stock_ledger WHERE op = 'adjust' ORDER BY id DESC LIMIT 1")
+            .fetch_one(f.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "pending");
+
+    // Redis comes back empty (no persistence); load the sale again.
+    own.restart().await;
+    // The shared connection notices the restart on its first command and reconnects.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::cmd("PING").query_async::<String>(&mut f.redis.conn()).await.is_err() {
+        assert!(Instant::now() < deadline, "Redis did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seckill::ops::stop(&f.db, &f.redis, f.activity, false).await.unwrap();
+    seckill::ops::hot(&f.db, &f.redis, &f.config.consumer.group, f.activity)
+        .await
+        .unwrap();
+    seckill::ops::start(&f.db, &f.redis, f.activity).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, out) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("never reached Redis; undone"), "{out}");
+    let state: String = sqlx::query_scalar("SELECT state FROM stock_ledger WHERE id = ?")
+        .bind(ledger_id)
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap();
+    assert_eq!((state.as_str(), mysql_total(&f).await), ("undone", 5));
+    let counters = f.redis_counters().await;
+    assert_eq!(counters.2, 5, "{counters:?}");
+
+    let late: redis::RedisResult<i64> = seckill::scripts::STOCK_ADD
+        .key(f.redis.keys().product(f.activity, f.product))
+        .key(f.redis.keys().stock_ops(f.activity))
+        .arg(10)
+        .arg(ledger_id)
+        .invoke_async(&mut f.redis.conn())
+        .await;
+    assert!(late.as_ref().is_err_and(|e| e.to_string().contains("VOIDED")), "{late:?}");
+    assert_eq!(f.redis_counters().await, counters);
 }
