@@ -49,7 +49,8 @@ pub static REPAIR_PRODUCT: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 pub static REPAIR_BOUGHT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));
 
 /// `lua/settle_stock_op.lua`: reconcile's settling of a stock change left pending.
-pub static SETTLE_STOCK_OP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/settle_stock_op.lua")));
+pub static SETTLE_STOCK_OP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/settle_stock_op.lua")));
 
 /// `lua/reconcile_snapshot.lua`: reconcile's atomic view of an activity's Redis counters.
 pub static RECONCILE_SNAPSHOT: LazyLock<Script> =

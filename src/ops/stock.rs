@@ -174,7 +174,13 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         }
         // Unknown whether the script ran: MySQL counts the units either way, so nothing can be
         // oversold; reconcile finds out and completes or undoes the change.
-        Err(e) => return Err(Error::Internal(format!("{}: {}", pending_hint(ledger_id, activity), redis.err(e)))),
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "{}: {}",
+                pending_hint(ledger_id, activity),
+                redis.err(e)
+            )))
+        }
     };
     // Redis applied it and MySQL counts it: the change is made. Marking the row done only
     // records that; should MySQL fail now, reconcile marks it (it sees Redis applied it).
@@ -218,7 +224,13 @@ pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<S
             )))
         }
         // Withdrawn or not, nothing extra is on sale; reconcile completes or undoes the change.
-        Err(e) => return Err(Error::Internal(format!("{}: {}", pending_hint(ledger_id, activity), redis.err(e)))),
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "{}: {}",
+                pending_hint(ledger_id, activity),
+                redis.err(e)
+            )))
+        }
     };
     // Once Redis withdrew the units they stay withdrawn; should MySQL fail here, the row
     // stays pending and reconcile completes it with the number Redis recorded.
@@ -247,12 +259,11 @@ struct Finished {
 async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: Applied) -> Result<Finished> {
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let (_, total, sold) = lock_product(db, &mut tx, product_id).await?;
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT state, delta FROM stock_ledger WHERE id = ? FOR UPDATE")
-            .bind(ledger_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| db.err(e))?;
+    let row: Option<(String, i64)> = sqlx::query_as("SELECT state, delta FROM stock_ledger WHERE id = ? FOR UPDATE")
+        .bind(ledger_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
     let Some((state, delta)) = row else {
         return Err(Error::not_found(format!("stock change #{ledger_id}")));
     };
@@ -331,7 +342,11 @@ pub async fn settle(db: &Db, redis: &RedisClient, activity: u64, change: &Pendin
         .map_err(|e| redis.err(e))?;
     let applied = Applied::parse(seen.as_deref());
     let finished = finish(db, change.ledger_id, change.product_id, &change.op, applied).await?;
-    let what = if change.op == "sold_out" { "sold-out" } else { "stock add" };
+    let what = if change.op == "sold_out" {
+        "sold-out"
+    } else {
+        "stock add"
+    };
     Ok(if !finished.changed {
         format!("stock change #{} ({what}): already settled", change.ledger_id)
     } else {

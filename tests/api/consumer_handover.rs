@@ -19,7 +19,9 @@ async fn held_by(f: &Fixture, consumer: &str) -> u64 {
         .await
         .unwrap();
     let redis::Value::Array(parts) = summary else { return 0 };
-    let Some(redis::Value::Array(owners)) = parts.get(3) else { return 0 };
+    let Some(redis::Value::Array(owners)) = parts.get(3) else {
+        return 0;
+    };
     owners
         .iter()
         .filter_map(|o| match o {
@@ -94,8 +96,13 @@ async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
     stop(healthy);
     stop(broken);
     let _ = std::fs::remove_file(&path);
-    eprintln!("healthy consumer: {orders} of 100 orders after {took:?}; {still_broken} entries still held by the broken one");
-    assert_eq!(orders, 100, "after {took:?}, {still_broken} still held by the broken consumer");
+    eprintln!(
+        "healthy consumer: {orders} of 100 orders after {took:?}; {still_broken} entries still held by the broken one"
+    );
+    assert_eq!(
+        orders, 100,
+        "after {took:?}, {still_broken} still held by the broken consumer"
+    );
     assert!(took <= limit, "took {took:?}, more than claim_idle_ms + 4 s");
     assert_eq!(f.backlog().await, 0);
 }

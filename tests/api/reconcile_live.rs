@@ -53,7 +53,8 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
     for chunk in pool.chunks(500) {
         let mut pipe = redis::pipe();
         for u in chunk {
-            pipe.set(f.redis.keys().token(f.activity, u), format!("tok-{u}")).ignore();
+            pipe.set(f.redis.keys().token(f.activity, u), format!("tok-{u}"))
+                .ignore();
         }
         let () = pipe.query_async(&mut conn).await.unwrap();
     }
@@ -102,7 +103,10 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
         .await
         .unwrap();
     let (stock, sold, redis_total) = f.redis_counters().await;
-    let bought: HashMap<String, i64> = conn.hgetall(f.redis.keys().bought(f.activity, f.product)).await.unwrap();
+    let bought: HashMap<String, i64> = conn
+        .hgetall(f.redis.keys().bought(f.activity, f.product))
+        .await
+        .unwrap();
     let summary = format!(
         "{} reconcile --fix runs ({} repairs); {accepted} purchases accepted; {orders} orders for {total} units; \
          {} users over the limit of 1 (first: {:?}); Redis stock/sold/total {stock}/{sold}/{redis_total}",
@@ -117,7 +121,10 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
     assert!(orders <= i64::from(STOCK) && total == i64::from(STOCK), "{summary}");
     assert_eq!(orders as u64, accepted, "{summary}");
     assert_eq!((stock + sold, redis_total, sold), (total, total, orders), "{summary}");
-    assert!(bought.values().all(|&n| n == 1) && bought.len() as i64 == orders, "{summary}");
+    assert!(
+        bought.values().all(|&n| n == 1) && bought.len() as i64 == orders,
+        "{summary}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,12 +161,21 @@ async fn a_dead_lettered_reservation_still_holds_its_unit_and_the_users_total() 
         .unwrap();
     assert_eq!(f.backlog().await, 0);
     let bought_key = f.redis.keys().bought(f.activity, f.product);
-    let before = (f.redis_counters().await, conn.hget::<_, _, Option<i64>>(&bought_key, "buried").await.unwrap());
+    let before = (
+        f.redis_counters().await,
+        conn.hget::<_, _, Option<i64>>(&bought_key, "buried").await.unwrap(),
+    );
     assert_eq!(before, ((6, 4, 10), Some(1)));
 
     let (code, out) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
-    let after = (f.redis_counters().await, conn.hget::<_, _, Option<i64>>(&bought_key, "buried").await.unwrap());
-    assert_eq!(after, before, "reconcile --fix changed the dead letter's unit or total:\n{out}");
+    let after = (
+        f.redis_counters().await,
+        conn.hget::<_, _, Option<i64>>(&bought_key, "buried").await.unwrap(),
+    );
+    assert_eq!(
+        after, before,
+        "reconcile --fix changed the dead letter's unit or total:\n{out}"
+    );
     assert!(out.contains("dead_lettered") && out.contains(&buried[0]), "{out}");
     assert_eq!(code, 1, "a dead letter needs a person: not consistent\n{out}");
 

@@ -39,7 +39,8 @@ async fn wait_for_lock_wait(f: &Fixture) {
 }
 
 async fn ledger_rows(f: &Fixture) -> i64 {
-    f.scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ?").await
+    f.scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ?")
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,10 +58,21 @@ async fn an_overflowing_stock_add_is_refused_and_changes_nothing() {
     assert_eq!(after, before, "{stderr}");
     // clap refuses what is not a positive u32.
     for bad in ["0", "4294967296", "-1"] {
-        let out = f.command(&["stock", "add", &f.product.to_string(), bad]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = f
+            .command(&["stock", "add", &f.product.to_string(), bad])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert_eq!((f.redis_counters().await, mysql_total(&f).await, ledger_rows(&f).await), before);
+    assert_eq!(
+        (f.redis_counters().await, mysql_total(&f).await, ledger_rows(&f).await),
+        before
+    );
     // The largest amount that fits is accepted.
     let (code, out) = f.run(&["stock", "add", &f.product.to_string(), "4294967290", "--json"]);
     assert_eq!(code, 0, "{out}");
@@ -107,7 +119,11 @@ async fn a_stock_add_killed_while_mysql_is_slow_puts_no_phantom_units_on_sale() 
 /// its MySQL step, then is SIGKILLed while its Redis call hangs (Redis SIGSTOPped); Redis
 /// resumes afterwards (and may still run the call). Returns the fixture, its Redis and the
 /// Redis counters right after.
-async fn kill_between_mysql_and_redis(stock: u32, buyers: usize, args: &[&str]) -> (Fixture, OwnRedis, (i64, i64, i64)) {
+async fn kill_between_mysql_and_redis(
+    stock: u32,
+    buyers: usize,
+    args: &[&str],
+) -> (Fixture, OwnRedis, (i64, i64, i64)) {
     let own = OwnRedis::start().await;
     let f = Fixture::new_with(stock, 1, |c| {
         c.redis.url = own.url();
@@ -125,7 +141,12 @@ async fn kill_between_mysql_and_redis(stock: u32, buyers: usize, args: &[&str]) 
     let product = f.product.to_string();
     let mut full: Vec<&str> = vec!["stock"];
     full.extend(args.iter().map(|a| if *a == "P" { product.as_str() } else { a }));
-    let mut child = f.command(&full).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = f
+        .command(&full)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for_lock_wait(&f).await;
     own.signal("-STOP");
     lock.commit().await.unwrap();
@@ -149,11 +170,24 @@ async fn settle(f: &Fixture) -> String {
         .scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND state = 'pending'")
         .await;
     assert_eq!(pending, 0, "{out}");
-    let r = reconcile::reconcile(&f.db, &f.redis, &f.config.consumer.group, f.activity, Duration::from_secs(1), false)
-        .await
-        .unwrap();
+    let r = reconcile::reconcile(
+        &f.db,
+        &f.redis,
+        &f.config.consumer.group,
+        f.activity,
+        Duration::from_secs(1),
+        false,
+    )
+    .await
+    .unwrap();
     assert!(r.consistent, "{:?}", r.findings);
-    eprintln!("{}", out.lines().filter(|l| l.starts_with("repaired")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{}",
+        out.lines()
+            .filter(|l| l.starts_with("repaired"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     out
 }
 
@@ -164,7 +198,10 @@ async fn a_stock_add_killed_between_mysql_and_redis_is_settled_by_reconcile() {
     eprintln!("after the kill: Redis stock/sold/total {stock}/{sold}/{total}, MySQL total_stock {counted}");
     assert!(total <= counted, "Redis sells {total} units, MySQL counts {counted}");
     let out = settle(&f).await;
-    assert!(out.contains("stock change"), "reconcile does not say what it settled:\n{out}");
+    assert!(
+        out.contains("stock change"),
+        "reconcile does not say what it settled:\n{out}"
+    );
     let (stock, sold, total) = f.redis_counters().await;
     assert_eq!((total, stock + sold, sold), (mysql_total(&f).await, total, 2), "{out}");
 }
@@ -175,7 +212,10 @@ async fn a_sold_out_killed_between_mysql_and_redis_is_settled_by_reconcile() {
     assert!(total <= mysql_total(&f).await);
     let out = settle(&f).await;
     let (stock, _, total) = f.redis_counters().await;
-    assert!(stock <= on_sale, "reconcile put withdrawn units back on sale ({on_sale} -> {stock}):\n{out}");
+    assert!(
+        stock <= on_sale,
+        "reconcile put withdrawn units back on sale ({on_sale} -> {stock}):\n{out}"
+    );
     assert_eq!((total, sold), (mysql_total(&f).await, 3), "{out}");
 }
 
@@ -206,7 +246,10 @@ async fn withdrawn_units_never_come_back_when_mysql_fails_after_redis() {
     let (code, out) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
     let (stock, sold, total) = f.redis_counters().await;
     eprintln!("on sale after the kill: {on_sale}; after reconcile --fix: {stock} (sold {sold}, total {total})");
-    assert!(stock <= on_sale, "reconcile put withdrawn units back on sale ({on_sale} -> {stock}):\n{out}");
+    assert!(
+        stock <= on_sale,
+        "reconcile put withdrawn units back on sale ({on_sale} -> {stock}):\n{out}"
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!((total, sold), (mysql_total(&f).await, 3), "{out}");
 }
@@ -241,7 +284,10 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is pending") && stderr.contains("reconcile"), "{stderr}");
+    assert!(
+        stderr.contains("is pending") && stderr.contains("reconcile"),
+        "{stderr}"
+    );
     assert_eq!(mysql_total(&f).await, 15, "MySQL counts the units first");
     let (ledger_id, state): (u64, String) =
         sqlx::query_as("SELECT id, state FROM stock_ledger WHERE op = 'adjust' ORDER BY id DESC LIMIT 1")
@@ -254,7 +300,11 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
     own.restart().await;
     // The shared connection notices the restart on its first command and reconnects.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while redis::cmd("PING").query_async::<String>(&mut f.redis.conn()).await.is_err() {
+    while redis::cmd("PING")
+        .query_async::<String>(&mut f.redis.conn())
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "Redis did not come back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -283,6 +333,9 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
         .arg(ledger_id)
         .invoke_async(&mut f.redis.conn())
         .await;
-    assert!(late.as_ref().is_err_and(|e| e.to_string().contains("VOIDED")), "{late:?}");
+    assert!(
+        late.as_ref().is_err_and(|e| e.to_string().contains("VOIDED")),
+        "{late:?}"
+    );
     assert_eq!(f.redis_counters().await, counters);
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::gather::{self, Snapshot};
 use super::{analyse, Analysis, Class};
-use crate::consumer::persist::{self, Reservation};
+use crate::consumer::persist;
 use crate::db::Db;
 use crate::error::Result;
 use crate::ops::order;
-use crate::ops::stock::{self, PendingChange};
+use crate::ops::stock;
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -23,10 +23,10 @@ pub(super) async fn repair(
     group: &str,
     activity: u64,
     snap: &Snapshot,
-    lost: &[Reservation],
-    unsettled: &[PendingChange],
+    first: &Analysis,
     grace: Duration,
 ) -> Result<Vec<String>> {
+    let (lost, unsettled) = (&first.lost, &first.unsettled);
     let mut done = Vec::new();
     for change in unsettled {
         done.push(stock::settle(db, redis, activity, change).await?);

@@ -90,28 +90,46 @@ fn items(v: &redis::Value) -> Vec<redis::Value> {
 
 fn pairs(v: &redis::Value) -> Vec<(String, String)> {
     let flat: Vec<String> = items(v).iter().filter_map(text).collect();
-    flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect()
+    flat.chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect()
 }
 
 /// Reads everything reconcile compares.
 pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) -> Result<Snapshot> {
-    let product_ids: Vec<u64> = catalog::list_products(db, activity).await?.iter().map(|p| p.id).collect();
+    let product_ids: Vec<u64> = catalog::list_products(db, activity)
+        .await?
+        .iter()
+        .map(|p| p.id)
+        .collect();
     let keys = redis.keys();
     let mut conn = redis.conn();
     let name = keys.orders_stream(activity);
 
     let mut view = scripts::RECONCILE_SNAPSHOT.prepare_invoke();
-    view.key(&name).key(keys.released(activity)).key(keys.stock_ops(activity));
+    view.key(&name)
+        .key(keys.released(activity))
+        .key(keys.stock_ops(activity));
     for id in &product_ids {
         view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
     }
     let reply: redis::Value = view.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
     let parts = items(&reply);
-    let number = |i: usize| parts.get(i).and_then(text).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+    let number = |i: usize| {
+        parts
+            .get(i)
+            .and_then(text)
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     let mut s = Snapshot {
         now_ms: number(0) * 1000 + number(1) / 1000,
         cut: parts.get(2).and_then(text).filter(|t| !t.is_empty()),
-        released: parts.get(3).map(|v| items(v).iter().filter_map(text).collect()).unwrap_or_default(),
+        released: parts
+            .get(3)
+            .map(|v| items(v).iter().filter_map(text).collect())
+            .unwrap_or_default(),
         stock_ops: parts
             .get(4)
             .map(pairs)
@@ -124,13 +142,24 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     for (i, id) in product_ids.iter().enumerate() {
         let counters: Vec<i64> = parts
             .get(5 + 2 * i)
-            .map(|v| items(v).iter().filter_map(text).filter_map(|t| t.parse().ok()).collect())
+            .map(|v| {
+                items(v)
+                    .iter()
+                    .filter_map(text)
+                    .filter_map(|t| t.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         if let [stock, sold, total] = counters[..] {
             s.redis_products.insert(*id, (stock, sold, total));
             let bought = parts.get(6 + 2 * i).map(pairs).unwrap_or_default();
-            s.bought
-                .insert(*id, bought.into_iter().filter_map(|(u, n)| Some((u, n.parse().ok()?))).collect());
+            s.bought.insert(
+                *id,
+                bought
+                    .into_iter()
+                    .filter_map(|(u, n)| Some((u, n.parse().ok()?)))
+                    .collect(),
+            );
         }
     }
 
@@ -170,8 +199,13 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             continue;
         }
         let error = letter.get("dlq_error").unwrap_or_default().to_string();
-        let fields = letter.fields.into_iter().filter(|(k, _)| !k.starts_with("dlq_")).collect();
-        s.dead_letters.insert(original.clone(), (Entry { id: original, fields }, error));
+        let fields = letter
+            .fields
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("dlq_"))
+            .collect();
+        s.dead_letters
+            .insert(original.clone(), (Entry { id: original, fields }, error));
     }
 
     // One consistent read, so products.sold and the orders agree with each other.
@@ -202,7 +236,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     .await
     .map_err(|e| db.err(e))?;
     s.ledger_net = ledger.into_iter().collect();
-    s.pending_changes = stock::pending_changes(&mut *tx, db, activity).await?;
+    s.pending_changes = stock::pending_changes(&mut tx, db, activity).await?;
     tx.commit().await.map_err(|e| db.err(e))?;
     Ok(s)
 }

@@ -146,16 +146,11 @@ pub async fn reconcile(
     fix: bool,
 ) -> Result<ReconcileReport> {
     let snap = gather::snapshot(db, redis, group, activity).await?;
-    let Analysis {
-        findings,
-        lines,
-        lost,
-        unsettled,
-        ..
-    } = analyse(&snap, activity, grace);
+    let mut first = analyse(&snap, activity, grace);
+    let findings = std::mem::take(&mut first.findings);
     let mut report = ReconcileReport {
         activity_id: activity,
-        products: lines,
+        products: std::mem::take(&mut first.lines),
         consistent: findings.iter().all(|f| f.class == Class::InFlight),
         findings,
         repairs: Vec::new(),
@@ -165,7 +160,7 @@ pub async fn reconcile(
     if !fix || report.consistent {
         return Ok(report);
     }
-    report.repairs = fix::repair(db, redis, group, activity, &snap, &lost, &unsettled, grace).await?;
+    report.repairs = fix::repair(db, redis, group, activity, &snap, &first, grace).await?;
     let after = gather::snapshot(db, redis, group, activity).await?;
     let Analysis {
         findings: remaining,
@@ -302,7 +297,11 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
             Applied::Void => "voided in Redis".to_string(),
         };
         let young = change.age_ms < grace.as_millis() as i64;
-        let class = if young { Class::InFlight } else { Class::UnsettledStockChange };
+        let class = if young {
+            Class::InFlight
+        } else {
+            Class::UnsettledStockChange
+        };
         findings.push(Finding {
             class,
             product_id: Some(change.product_id),
