@@ -43,6 +43,9 @@ struct Worker {
     /// Entries of the last batch MySQL refused, left pending (unacknowledged) in Redis for
     /// whichever consumer reclaims them first; `Some` while MySQL has not answered since.
     let_go: Option<u64>,
+    /// MySQL answers again after an outage: take back first what this consumer let go of
+    /// and nobody reclaimed meanwhile, instead of leaving it for `claim_idle_ms`.
+    retake_own: bool,
     stats: ConsumerMetrics,
 }
 
@@ -129,6 +132,7 @@ pub async fn run_with_metrics(
         no_streams: false,
         backoff: base,
         let_go: None,
+        retake_own: false,
     };
     tracing::info!(consumer = %worker.opts.name, batch = worker.opts.batch, once = worker.opts.once, "consumer started");
     worker.run_loop().await;
@@ -239,6 +243,30 @@ impl Worker {
             self.config.consumer.claim_idle_ms
         };
         let mut held = Vec::new();
+        if std::mem::take(&mut self.retake_own) && !streams.is_empty() {
+            let names: Vec<String> = streams.iter().map(|(_, s)| s.clone()).collect();
+            for (s, entries) in stream::read_own_pending(&mut conn, &self.redis, &group, &name, &names, batch).await? {
+                let Some((activity, _)) = streams.iter().find(|(_, n)| *n == s) else {
+                    continue;
+                };
+                let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                let counts = stream::delivery_counts(&mut conn, &self.redis, &s, &group, &name, &ids).await?;
+                for entry in entries {
+                    let deliveries = counts.get(&entry.id).copied().unwrap_or(1);
+                    held.push(Held {
+                        activity: *activity,
+                        stream: s.clone(),
+                        entry,
+                        deliveries,
+                    });
+                }
+            }
+            held.truncate(batch);
+            if held.len() == batch {
+                // More may be held: take them back on the next round too.
+                self.retake_own = true;
+            }
+        }
         let mut drained = true;
         for (activity, s) in &streams {
             if held.len() >= batch {
@@ -436,6 +464,7 @@ impl Worker {
         match probe {
             Ok(_) => {
                 self.let_go = None;
+                self.retake_own = true;
                 self.backoff = Duration::from_millis(self.config.consumer.retry_base_ms);
                 true
             }

@@ -2,6 +2,8 @@
 //! persists them within `consumer.claim_idle_ms` (plus its read loop).
 
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{mysql_server_url, random_suffix};
@@ -104,5 +106,75 @@ async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
         "after {took:?}, {still_broken} still held by the broken consumer"
     );
     assert!(took <= limit, "took {took:?}, more than claim_idle_ms + 4 s");
+    assert_eq!(f.backlog().await, 0);
+}
+
+/// A TCP proxy to the test MariaDB on a free port: while `up` is false it accepts and drops
+/// every connection (MySQL unreachable), then it forwards them. Returns its port.
+async fn mysql_proxy(up: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = mysql_server_url();
+    let target = server
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_start_matches("mysql://")
+        .to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if !up.load(Ordering::SeqCst) {
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The other side of letting go: when MySQL comes back, a lone consumer takes back at once
+/// what it let go of (nobody else reclaimed it), rather than after `claim_idle_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
+    let f = Fixture::new(100, 1).await;
+    let mut config = f.config.clone();
+    config.consumer.claim_idle_ms = 60_000;
+    config.consumer.retry_base_ms = 50;
+    config.consumer.retry_max_ms = 300;
+    let path = std::env::temp_dir().join(format!("seckill-lone-{}.yaml", random_suffix()));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    f.reserve(users("l", 20), 1).await;
+
+    let up = Arc::new(AtomicBool::new(false));
+    let port = mysql_proxy(up.clone()).await;
+    let url = &f.config.database.url;
+    let (user, database) = (url.rsplit_once('@').unwrap().0, url.rsplit_once('/').unwrap().1);
+    let proxied = format!("{user}@127.0.0.1:{port}/{database}");
+    let lone = consumer(&path, "lone", Some(&proxied));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held_by(&f, "lone").await < 20 {
+        assert!(Instant::now() < deadline, "the consumer never took the entries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f.orders().await, 0);
+
+    up.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    while f.orders().await < 20 && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    let orders = f.orders().await;
+    stop(lone);
+    let _ = std::fs::remove_file(&path);
+    eprintln!("MySQL back: {orders} of 20 orders after {took:?} (claim_idle_ms 60000)");
+    assert_eq!(orders, 20, "after {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(f.backlog().await, 0);
 }
