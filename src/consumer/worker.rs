@@ -382,7 +382,11 @@ impl Worker {
                     "persisting {} orders failed; leaving them pending for another consumer",
                     reservations.len()
                 );
-                return !self.failed(&what, &e).await;
+                if self.failed(&what, &e).await {
+                    self.report.left_pending += held.len() as u64;
+                    return false;
+                }
+                return true;
             }
         };
         for (order_no, why) in done.rejected {
