@@ -14,13 +14,14 @@
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
 if seen == 'void' then
     return redis.error_reply('VOIDED')
+elseif seen == 'not_loaded' then
+    return redis.error_reply('NOT_LOADED')
+elseif seen then
+    return tonumber(seen) or 0
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('HSET', KEYS[2], ARGV[1], 'not_loaded')
     return redis.error_reply('NOT_LOADED')
-end
-if seen then
-    return tonumber(seen) or 0
 end
 local withdrawn = tonumber(redis.call('HGET', KEYS[1], 'stock')) or 0
 if withdrawn > 0 then

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::ops::lifecycle;
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -145,6 +146,18 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         return Err(Error::invalid("units must be at least 1"));
     }
     let units = i64::from(units);
+    let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
+        .bind(product_id)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .ok_or_else(|| Error::not_found(format!("product {product_id}")))?;
+    // Read before MySQL counts the units: a `hot` after this point may load them from MySQL,
+    // and the script must then not add them a second time.
+    let preheated_at = lifecycle::preheated_at(redis, activity)
+        .await?
+        .map(|ms| ms.to_string())
+        .unwrap_or_default();
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let (activity, total, _) = lock_product(db, &mut tx, product_id).await?;
     if total + units > MAX_TOTAL_STOCK {
@@ -160,8 +173,10 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
     let applied = scripts::STOCK_ADD
         .key(keys.product(activity, product_id))
         .key(keys.stock_ops(activity))
+        .key(keys.activity(activity))
         .arg(units)
         .arg(ledger_id)
+        .arg(&preheated_at)
         .invoke_async::<i64>(&mut redis.conn())
         .await;
     let redis_stock = match applied {

@@ -329,8 +329,15 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
     let late: redis::RedisResult<i64> = seckill::scripts::STOCK_ADD
         .key(f.redis.keys().product(f.activity, f.product))
         .key(f.redis.keys().stock_ops(f.activity))
+        .key(f.redis.keys().activity(f.activity))
         .arg(10)
         .arg(ledger_id)
+        .arg(
+            seckill::ops::lifecycle::preheated_at(&f.redis, f.activity)
+                .await
+                .unwrap()
+                .unwrap(),
+        )
         .invoke_async(&mut f.redis.conn())
         .await;
     assert!(
