@@ -160,11 +160,16 @@ async fn kill_between_mysql_and_redis(
     (f, own, counters)
 }
 
-/// After the in-flight grace, `reconcile --fix` settles what the killed process left and the
-/// activity is consistent; returns reconcile's output.
-async fn settle(f: &Fixture) -> String {
+/// After the in-flight grace, runs `reconcile --fix` (which must settle what the killed
+/// process left); returns its exit code and output.
+async fn reconcile_fix_after_grace(f: &Fixture) -> (i32, String) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (code, out) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
+    f.run(&["reconcile", &f.activity.to_string(), "--fix"])
+}
+
+/// `reconcile --fix` settled everything: it succeeded, no ledger row is pending, and the
+/// activity is consistent.
+async fn assert_settled(f: &Fixture, code: i32, out: &str) {
     assert_eq!(code, 0, "{out}");
     let pending = f
         .scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND state = 'pending'")
@@ -181,14 +186,8 @@ async fn settle(f: &Fixture) -> String {
     .await
     .unwrap();
     assert!(r.consistent, "{:?}", r.findings);
-    eprintln!(
-        "{}",
-        out.lines()
-            .filter(|l| l.starts_with("repaired"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    out
+    let repairs: Vec<&str> = out.lines().filter(|l| l.starts_with("repaired")).collect();
+    eprintln!("{}", repairs.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,26 +196,29 @@ async fn a_stock_add_killed_between_mysql_and_redis_is_settled_by_reconcile() {
     let counted = mysql_total(&f).await;
     eprintln!("after the kill: Redis stock/sold/total {stock}/{sold}/{total}, MySQL total_stock {counted}");
     assert!(total <= counted, "Redis sells {total} units, MySQL counts {counted}");
-    let out = settle(&f).await;
+    let (code, out) = reconcile_fix_after_grace(&f).await;
+    let (stock, sold, total) = f.redis_counters().await;
+    assert_eq!((total, stock + sold, sold), (mysql_total(&f).await, total, 2), "{out}");
+    assert_settled(&f, code, &out).await;
     assert!(
         out.contains("stock change"),
         "reconcile does not say what it settled:\n{out}"
     );
-    let (stock, sold, total) = f.redis_counters().await;
-    assert_eq!((total, stock + sold, sold), (mysql_total(&f).await, total, 2), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_killed_between_mysql_and_redis_is_settled_by_reconcile() {
     let (f, _own, (on_sale, sold, total)) = kill_between_mysql_and_redis(10, 3, &["sold-out", "P"]).await;
     assert!(total <= mysql_total(&f).await);
-    let out = settle(&f).await;
+    let (code, out) = reconcile_fix_after_grace(&f).await;
     let (stock, _, total) = f.redis_counters().await;
+    eprintln!("on sale after the kill: {on_sale}; after reconcile --fix: {stock} (total {total})");
     assert!(
         stock <= on_sale,
         "reconcile put withdrawn units back on sale ({on_sale} -> {stock}):\n{out}"
     );
     assert_eq!((total, sold), (mysql_total(&f).await, 3), "{out}");
+    assert_settled(&f, code, &out).await;
 }
 
 /// `stock sold-out` killed while MySQL holds up its write (a gap lock of the test's on the
