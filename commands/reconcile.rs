@@ -90,6 +90,7 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
                 "orders units",
                 "queued",
                 "unreleased",
+                "dead-lettered",
                 "ledger net",
                 "orders",
             ],
@@ -104,6 +105,7 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
                     p.order_units.to_string(),
                     p.unpersisted_units.to_string(),
                     p.unreleased_units.to_string(),
+                    p.dead_lettered_units.to_string(),
                     p.ledger_net.to_string(),
                     p.orders
                         .iter()

@@ -9,11 +9,12 @@ use crate::output::{self, OutputArgs};
 /// `seckill stock ...`
 #[derive(Debug, Subcommand)]
 pub enum StockCommand {
-    /// Top up a product's live stock (Redis and MySQL, ledger 'adjust').
+    /// Top up a product's live stock (MySQL first, then Redis; ledger 'adjust').
     Add {
         /// Product id.
         product: u64,
-        /// Units to add.
+        /// Units to add (1 to 4294967295; refused when the product's total stock could not hold them).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
         units: u32,
         #[command(flatten)]
         output: OutputArgs,

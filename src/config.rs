@@ -192,7 +192,8 @@ pub struct ConsumerConfig {
     pub batch: usize,
     /// How long one read blocks waiting for new entries, in milliseconds.
     pub block_ms: u64,
-    /// Entries held this long by a consumer are reclaimed by another, in milliseconds.
+    /// Entries held this long by a consumer (silent, or one that let them go when MySQL
+    /// failed) are reclaimed by another, in milliseconds.
     pub claim_idle_ms: u64,
     /// Deliveries after which an entry goes to the dead-letter stream.
     pub max_deliveries: u64,
@@ -220,7 +221,8 @@ impl Default for ConsumerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrdersConfig {
-    /// Reservations younger than this are "in flight" for reconcile, in seconds.
+    /// Reservations and stock changes younger than this are "in flight" for reconcile, in
+    /// seconds; `reconcile --fix` settles a stock change pending longer.
     pub in_flight_grace_secs: u64,
 }
 

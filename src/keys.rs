@@ -14,6 +14,7 @@
 //! | `P:{a:A}:orders` | stream | one entry per reservation; group `persist` |
 //! | `P:{a:A}:dlq` | stream | entries that failed persisting too often |
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale |
+//! | `P:{a:A}:stock_ops` | hash | stock change (ledger row id) -> what Redis did with it |
 //! | `P:activities` | set | preheated activity ids (not used by scripts) |
 //! | `P:product_activity` | hash | product id -> activity id (not used by scripts) |
 //!
@@ -103,6 +104,12 @@ impl Keys {
     /// Order numbers whose units were returned to stock.
     pub fn released(&self, activity: u64) -> String {
         format!("{}:released", self.activity_base(activity))
+    }
+
+    /// Live stock changes seen by Redis: ledger row id -> units added or withdrawn,
+    /// `not_loaded`, or `void` (settled by reconcile before it reached Redis).
+    pub fn stock_ops(&self, activity: u64) -> String {
+        format!("{}:stock_ops", self.activity_base(activity))
     }
 
     /// Set of preheated activities.

@@ -23,6 +23,8 @@ pub fn all() -> Vec<&'static Script> {
         &SOLD_OUT,
         &REPAIR_PRODUCT,
         &REPAIR_BOUGHT,
+        &SETTLE_STOCK_OP,
+        &RECONCILE_SNAPSHOT,
         &PERSIST_MARK,
     ]
 }
@@ -46,6 +48,14 @@ pub static REPAIR_PRODUCT: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 
 /// `lua/repair_bought.lua`: reconcile's compare-and-set of one user's total.
 pub static REPAIR_BOUGHT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));
+
+/// `lua/settle_stock_op.lua`: reconcile's settling of a stock change left pending.
+pub static SETTLE_STOCK_OP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/settle_stock_op.lua")));
+
+/// `lua/reconcile_snapshot.lua`: reconcile's atomic view of an activity's Redis counters.
+pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/reconcile_snapshot.lua")));
 
 /// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));

@@ -78,6 +78,31 @@ pub async fn read_new(
     count: usize,
     block_ms: Option<u64>,
 ) -> Result<Vec<(String, Vec<Entry>)>> {
+    read_group(conn, redis, (group, consumer), streams, ">", count, block_ms).await
+}
+
+/// XREADGROUP from `0`: the entries `consumer` holds (delivered to it, not acknowledged and
+/// not claimed by another consumer since), over several streams.
+pub async fn read_own_pending(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    group: &str,
+    consumer: &str,
+    streams: &[String],
+    count: usize,
+) -> Result<Vec<(String, Vec<Entry>)>> {
+    read_group(conn, redis, (group, consumer), streams, "0", count, None).await
+}
+
+async fn read_group(
+    conn: &mut ConnectionManager,
+    redis: &RedisClient,
+    (group, consumer): (&str, &str),
+    streams: &[String],
+    from: &str,
+    count: usize,
+    block_ms: Option<u64>,
+) -> Result<Vec<(String, Vec<Entry>)>> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count);
     if let Some(ms) = block_ms {
@@ -85,7 +110,7 @@ pub async fn read_new(
     }
     cmd.arg("STREAMS").arg(streams);
     for _ in streams {
-        cmd.arg(">");
+        cmd.arg(from);
     }
     let reply: Value = cmd.query_async(conn).await.map_err(|e| redis.err(e))?;
     let mut out = Vec::new();
@@ -240,32 +265,6 @@ pub async fn ack(
         .arg(stream)
         .arg(group)
         .arg(ids)
-        .query_async(conn)
-        .await
-        .map_err(|e| redis.err(e))?;
-    Ok(())
-}
-
-/// Resets the idle time of entries this consumer still holds (XCLAIM JUSTID does not count
-/// a delivery), so others do not reclaim them while it waits for MySQL to come back.
-pub async fn keep_alive(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    ids: &[&str],
-) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let _: Value = redis::cmd("XCLAIM")
-        .arg(stream)
-        .arg(group)
-        .arg(consumer)
-        .arg(0)
-        .arg(ids)
-        .arg("JUSTID")
         .query_async(conn)
         .await
         .map_err(|e| redis.err(e))?;

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
@@ -41,6 +40,12 @@ struct Worker {
     no_streams: bool,
     report: ConsumerReport,
     backoff: Duration,
+    /// Entries of the last batch MySQL refused, left pending (unacknowledged) in Redis for
+    /// whichever consumer reclaims them first; `Some` while MySQL has not answered since.
+    let_go: Option<u64>,
+    /// MySQL answers again after an outage: take back first what this consumer let go of
+    /// and nobody reclaimed meanwhile, instead of leaving it for `claim_idle_ms`.
+    retake_own: bool,
     stats: ConsumerMetrics,
 }
 
@@ -126,6 +131,8 @@ pub async fn run_with_metrics(
         cursors: HashMap::new(),
         no_streams: false,
         backoff: base,
+        let_go: None,
+        retake_own: false,
     };
     tracing::info!(consumer = %worker.opts.name, batch = worker.opts.batch, once = worker.opts.once, "consumer started");
     worker.run_loop().await;
@@ -171,7 +178,11 @@ impl Worker {
     async fn run_loop(&mut self) {
         loop {
             if self.stopping() {
+                self.report.left_pending += self.let_go.unwrap_or(0);
                 return;
+            }
+            if self.let_go.is_some() && !self.mysql_answers().await {
+                continue;
             }
             let (held, drained) = match self.fetch().await {
                 Ok(x) => x,
@@ -232,6 +243,30 @@ impl Worker {
             self.config.consumer.claim_idle_ms
         };
         let mut held = Vec::new();
+        if std::mem::take(&mut self.retake_own) && !streams.is_empty() {
+            let names: Vec<String> = streams.iter().map(|(_, s)| s.clone()).collect();
+            for (s, entries) in stream::read_own_pending(&mut conn, &self.redis, &group, &name, &names, batch).await? {
+                let Some((activity, _)) = streams.iter().find(|(_, n)| *n == s) else {
+                    continue;
+                };
+                let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                let counts = stream::delivery_counts(&mut conn, &self.redis, &s, &group, &name, &ids).await?;
+                for entry in entries {
+                    let deliveries = counts.get(&entry.id).copied().unwrap_or(1);
+                    held.push(Held {
+                        activity: *activity,
+                        stream: s.clone(),
+                        entry,
+                        deliveries,
+                    });
+                }
+            }
+            held.truncate(batch);
+            if held.len() == batch {
+                // More may be held: take them back on the next round too.
+                self.retake_own = true;
+            }
+        }
         let mut drained = true;
         for (activity, s) in &streams {
             if held.len() >= batch {
@@ -336,22 +371,22 @@ impl Worker {
             }
         }
         let reason = format!("consumer {}", self.opts.name);
-        let done = loop {
-            match persist::persist(&self.db, &self.redis, &reservations, &reason).await {
-                Ok(done) => break done,
-                Err(e) => {
-                    self.keep_alive(&held).await;
-                    if self
-                        .failed(
-                            &format!("persisting {} orders failed; they stay pending", reservations.len()),
-                            &e,
-                        )
-                        .await
-                    {
-                        self.report.left_pending += held.len() as u64;
-                        return false;
-                    }
+        let done = match persist::persist(&self.db, &self.redis, &reservations, &reason).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Let go of the batch rather than hold it through the outage: the entries stay
+                // pending, and once idle for `claim_idle_ms` a consumer that can reach MySQL
+                // reclaims them. This one reads nothing until MySQL answers again.
+                self.let_go = Some(held.len() as u64);
+                let what = format!(
+                    "persisting {} orders failed; leaving them pending for another consumer",
+                    reservations.len()
+                );
+                if self.failed(&what, &e).await {
+                    self.report.left_pending += held.len() as u64;
+                    return false;
                 }
+                return true;
             }
         };
         for (order_no, why) in done.rejected {
@@ -423,27 +458,23 @@ impl Worker {
         true
     }
 
-    async fn keep_alive(&self, held: &[Held]) {
-        let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
-        for h in held {
-            by_stream
-                .entry(h.stream.as_str())
-                .or_default()
-                .push(h.entry.id.as_str());
-        }
-        let mut conn: ConnectionManager = self.redis.conn();
-        for (s, ids) in by_stream {
-            let kept = stream::keep_alive(
-                &mut conn,
-                &self.redis,
-                s,
-                &self.config.consumer.group,
-                &self.opts.name,
-                &ids,
-            )
-            .await;
-            if let Err(e) = kept {
-                tracing::debug!(error = %e, "keep-alive of held entries failed");
+    /// After a failed batch: waits out the back-off, then asks MySQL whether the orders
+    /// table answers. True when it does (reading may resume), false to wait again.
+    async fn mysql_answers(&mut self) -> bool {
+        let probe = sqlx::query("SELECT 1 FROM orders LIMIT 0")
+            .execute(self.db.pool())
+            .await
+            .map_err(|e| self.db.err(e));
+        match probe {
+            Ok(_) => {
+                self.let_go = None;
+                self.retake_own = true;
+                self.backoff = Duration::from_millis(self.config.consumer.retry_base_ms);
+                true
+            }
+            Err(e) => {
+                self.failed("MySQL still unreachable", &e).await;
+                false
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::queue;
 use crate::redis_client::RedisClient;
 
 const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, created_at, updated_at";
-const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
+pub(crate) const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
      max_per_order, sold, version, created_at, updated_at";
 /// Longest activity or product name.
 pub const MAX_NAME_LEN: usize = 128;

@@ -1,14 +1,29 @@
 //! Live stock changes while the sale runs: `stock add` (top up) and `stock sold-out`
-//! (the source channel ran out). Redis changes through a script, so it is atomic with
-//! `reserve.lua`; MySQL's `total_stock` follows in a transaction held open around the
-//! script call, with a ledger row.
+//! (the source channel ran out).
+//!
+//! Each change is made in an order where a failure or a kill at any point leaves no unit on
+//! sale that MySQL does not count:
+//! 1. MySQL: a `pending` ledger row (for an add, `total_stock` grows in the same transaction:
+//!    MySQL counts the units before any of them is on sale);
+//! 2. Redis: the script applies the change atomically with `reserve.lua`, at most once per
+//!    ledger row, and records the row id with what it did (`P:{a:A}:stock_ops`);
+//! 3. MySQL: the row becomes `done` (for a sold-out, `total_stock` shrinks by the units
+//!    Redis withdrew: withdrawn units are off sale before MySQL hears of them).
+//!
+//! A change left `pending` (process killed, Redis or MySQL lost midway) is settled by
+//! `seckill reconcile --fix` (see [`settle`]): completed when Redis applied it, undone when
+//! it did not (marking it void in Redis first, so a late script call refuses).
 
 use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::ops::lifecycle;
 use crate::redis_client::RedisClient;
 use crate::scripts;
+
+/// The most `products.total_stock` (INT UNSIGNED) can hold.
+pub const MAX_TOTAL_STOCK: i64 = u32::MAX as i64;
 
 /// What a stock change did.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -23,6 +38,46 @@ pub struct StockChange {
     pub total_stock: i64,
     /// Stock left on sale in Redis afterwards (`None`: not preheated).
     pub redis_stock: Option<i64>,
+}
+
+/// A stock change whose ledger row is still `pending`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingChange {
+    /// The ledger row id.
+    pub ledger_id: u64,
+    /// The product.
+    pub product_id: u64,
+    /// `adjust` (stock add) or `sold_out`.
+    pub op: String,
+    /// Units added (an add; 0 for a sold-out, whose amount Redis decides).
+    pub delta: i64,
+    /// How long ago the row was written, ms (MySQL clock).
+    pub age_ms: i64,
+}
+
+/// What Redis did with a stock change (the value of its `stock_ops` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Not seen by Redis (yet).
+    No,
+    /// Applied: units added or withdrawn.
+    Units(i64),
+    /// The product was not loaded: only MySQL changes.
+    NotLoaded,
+    /// Settled as undone by reconcile; the scripts refuse it.
+    Void,
+}
+
+impl Applied {
+    /// Decodes a `stock_ops` field value (`None`: absent).
+    pub fn parse(value: Option<&str>) -> Applied {
+        match value {
+            None => Applied::No,
+            Some("void") => Applied::Void,
+            Some("not_loaded") => Applied::NotLoaded,
+            Some(n) => Applied::Units(n.parse().unwrap_or(0)),
+        }
+    }
 }
 
 async fn lock_product(
@@ -40,61 +95,122 @@ async fn lock_product(
     .ok_or_else(|| Error::not_found(format!("product {product_id}")))
 }
 
-fn not_loaded(e: &redis::RedisError) -> bool {
-    e.to_string().contains("NOT_LOADED")
+fn redis_error_code(e: &redis::RedisError) -> Option<&'static str> {
+    let text = e.to_string();
+    ["NOT_LOADED", "VOIDED"].into_iter().find(|code| text.contains(code))
 }
 
-/// Adds `units` to the product's stock, live in Redis and in MySQL, with an `adjust` ledger row.
+/// Writes the `pending` ledger row (and, for an add, the new `total_stock`); returns the row id.
+async fn begin_change(
+    db: &Db,
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    activity: u64,
+    product: u64,
+    op: &str,
+    delta: i64,
+    reason: &str,
+) -> Result<u64> {
+    if delta != 0 {
+        sqlx::query(
+            "UPDATE products SET total_stock = CAST(total_stock AS SIGNED) + ?, version = version + 1, \
+             updated_at = updated_at WHERE id = ?",
+        )
+        .bind(delta)
+        .bind(product)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    }
+    let row = sqlx::query(
+        "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, state) VALUES (?, ?, ?, ?, ?, 'pending')",
+    )
+    .bind(activity)
+    .bind(product)
+    .bind(op)
+    .bind(delta)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| db.err(e))?;
+    Ok(row.last_insert_id())
+}
+
+fn pending_hint(ledger_id: u64, activity: u64) -> String {
+    format!("stock change #{ledger_id} is pending; `seckill reconcile {activity} --fix` settles it")
+}
+
+/// Adds `units` to the product's stock, live in Redis and in MySQL, with an `adjust` ledger
+/// row. Refused, with nothing changed, when `total_stock` could not hold the result.
 pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> Result<StockChange> {
     if units == 0 {
-        return Err(Error::invalid("units must be positive"));
+        return Err(Error::invalid("units must be at least 1"));
     }
+    let units = i64::from(units);
+    let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
+        .bind(product_id)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|e| db.err(e))?
+        .ok_or_else(|| Error::not_found(format!("product {product_id}")))?;
+    // Read before MySQL counts the units: a `hot` after this point may load them from MySQL,
+    // and the script must then not add them a second time.
+    let preheated_at = lifecycle::preheated_at(redis, activity)
+        .await?
+        .map(|ms| ms.to_string())
+        .unwrap_or_default();
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
     let (activity, total, _) = lock_product(db, &mut tx, product_id).await?;
-    let mut conn = redis.conn();
-    let redis_stock = match scripts::STOCK_ADD
-        .key(redis.keys().product(activity, product_id))
+    if total + units > MAX_TOTAL_STOCK {
+        return Err(Error::invalid(format!(
+            "units: at most {} can be added to product {product_id} (total stock {total}, which can be at most {MAX_TOTAL_STOCK})",
+            MAX_TOTAL_STOCK - total
+        )));
+    }
+    let ledger_id = begin_change(db, &mut tx, activity, product_id, "adjust", units, "stock add").await?;
+    tx.commit().await.map_err(|e| db.err(e))?;
+
+    let keys = redis.keys();
+    let applied = scripts::STOCK_ADD
+        .key(keys.product(activity, product_id))
+        .key(keys.stock_ops(activity))
+        .key(keys.activity(activity))
         .arg(units)
-        .invoke_async::<i64>(&mut conn)
-        .await
-    {
+        .arg(ledger_id)
+        .arg(&preheated_at)
+        .invoke_async::<i64>(&mut redis.conn())
+        .await;
+    let redis_stock = match applied {
         Ok(stock) => Some(stock),
-        Err(e) if not_loaded(&e) => None,
-        Err(e) => return Err(redis.err(e)),
-    };
-    let written = write(
-        db,
-        &mut tx,
-        activity,
-        product_id,
-        i64::from(units),
-        "adjust",
-        "stock add",
-    )
-    .await;
-    let committed = match written {
-        Ok(()) => tx.commit().await.map_err(|e| db.err(e)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = committed {
-        if redis_stock.is_some() {
-            // Take the units back off sale: selling units MySQL does not know of could oversell.
-            let undo: redis::RedisResult<i64> = scripts::STOCK_ADD
-                .key(redis.keys().product(activity, product_id))
-                .arg(-i64::from(units))
-                .invoke_async(&mut conn)
-                .await;
-            if let Err(u) = undo {
-                tracing::error!(error = %u, product = product_id, "could not undo the Redis top-up; run `seckill reconcile --fix`");
-            }
+        Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => None,
+        Err(e) if redis_error_code(&e) == Some("VOIDED") => {
+            return Err(Error::refused(format!(
+                "stock change #{ledger_id} was settled as undone by reconcile meanwhile; nothing was added"
+            )))
         }
-        return Err(e);
+        // Unknown whether the script ran: MySQL counts the units either way, so nothing can be
+        // oversold; reconcile finds out and completes or undoes the change.
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "{}: {}",
+                pending_hint(ledger_id, activity),
+                redis.err(e)
+            )))
+        }
+    };
+    // Redis applied it and MySQL counts it: the change is made. Marking the row done only
+    // records that; should MySQL fail now, reconcile marks it (it sees Redis applied it).
+    let confirmed = sqlx::query("UPDATE stock_ledger SET state = 'done' WHERE id = ? AND state = 'pending'")
+        .bind(ledger_id)
+        .execute(db.pool())
+        .await;
+    if let Err(e) = confirmed {
+        tracing::warn!(error = %db.err(e), "{}", pending_hint(ledger_id, activity));
     }
     Ok(StockChange {
         product_id,
         activity_id: activity,
-        delta: i64::from(units),
-        total_stock: total + i64::from(units),
+        delta: units,
+        total_stock: total + units,
         redis_stock,
     })
 }
@@ -103,65 +219,161 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
 /// as much in Redis and MySQL), with a `sold_out` ledger row. Units already reserved stay sold.
 pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<StockChange> {
     let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
-    let (activity, total, sold) = lock_product(db, &mut tx, product_id).await?;
-    let mut conn = redis.conn();
-    let (withdrawn, redis_stock) = match scripts::SOLD_OUT
-        .key(redis.keys().product(activity, product_id))
-        .invoke_async::<i64>(&mut conn)
-        .await
-    {
-        Ok(w) => (w, Some(0)),
-        Err(e) if not_loaded(&e) => (total - sold, None),
-        Err(e) => return Err(redis.err(e)),
-    };
-    // Once Redis withdrew the units they must not come back; a MySQL failure here leaves
-    // MySQL's total too high (reported by reconcile as drift), never stock on sale twice.
-    write(
-        db,
-        &mut tx,
-        activity,
-        product_id,
-        -withdrawn,
-        "sold_out",
-        "source sold out",
-    )
-    .await?;
+    let (activity, _, _) = lock_product(db, &mut tx, product_id).await?;
+    let ledger_id = begin_change(db, &mut tx, activity, product_id, "sold_out", 0, "source sold out").await?;
     tx.commit().await.map_err(|e| db.err(e))?;
+
+    let keys = redis.keys();
+    let applied = scripts::SOLD_OUT
+        .key(keys.product(activity, product_id))
+        .key(keys.stock_ops(activity))
+        .arg(ledger_id)
+        .invoke_async::<i64>(&mut redis.conn())
+        .await;
+    let (applied, redis_stock) = match applied {
+        Ok(w) => (Applied::Units(w), Some(0)),
+        Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => (Applied::NotLoaded, None),
+        Err(e) if redis_error_code(&e) == Some("VOIDED") => {
+            return Err(Error::refused(format!(
+                "stock change #{ledger_id} was settled as undone by reconcile meanwhile; nothing was withdrawn"
+            )))
+        }
+        // Withdrawn or not, nothing extra is on sale; reconcile completes or undoes the change.
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "{}: {}",
+                pending_hint(ledger_id, activity),
+                redis.err(e)
+            )))
+        }
+    };
+    // Once Redis withdrew the units they stay withdrawn; should MySQL fail here, the row
+    // stays pending and reconcile completes it with the number Redis recorded.
+    let finished = finish(db, ledger_id, product_id, "sold_out", applied)
+        .await
+        .map_err(|e| Error::Internal(format!("{}: {e}", pending_hint(ledger_id, activity))))?;
     Ok(StockChange {
         product_id,
         activity_id: activity,
-        delta: -withdrawn,
-        total_stock: total - withdrawn,
+        delta: -finished.withdrawn,
+        total_stock: finished.total_stock,
         redis_stock,
     })
 }
 
-async fn write(
-    db: &Db,
-    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
-    activity: u64,
-    product: u64,
-    delta: i64,
-    op: &str,
-    reason: &str,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE products SET total_stock = CAST(total_stock AS SIGNED) + ?, version = version + 1, \
-         updated_at = updated_at WHERE id = ?",
-    )
-    .bind(delta)
-    .bind(product)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| db.err(e))?;
-    sqlx::query("INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason) VALUES (?, ?, ?, ?, ?)")
-        .bind(activity)
-        .bind(product)
-        .bind(op)
-        .bind(delta)
-        .bind(reason)
-        .execute(&mut **tx)
+/// The MySQL side of a change once Redis decided: what was withdrawn, the new total.
+struct Finished {
+    withdrawn: i64,
+    total_stock: i64,
+    /// False when the row was no longer pending (someone else settled it).
+    changed: bool,
+}
+
+/// Completes (`done`) or, for [`Applied::Void`], undoes (`undone`) a pending change in MySQL,
+/// in one transaction and only if the row is still pending.
+async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: Applied) -> Result<Finished> {
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let (_, total, sold) = lock_product(db, &mut tx, product_id).await?;
+    let row: Option<(String, i64)> = sqlx::query_as("SELECT state, delta FROM stock_ledger WHERE id = ? FOR UPDATE")
+        .bind(ledger_id)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| db.err(e))?;
-    Ok(())
+    let Some((state, delta)) = row else {
+        return Err(Error::not_found(format!("stock change #{ledger_id}")));
+    };
+    if state != "pending" {
+        return Ok(Finished {
+            withdrawn: -delta.min(0),
+            total_stock: total,
+            changed: false,
+        });
+    }
+    let (new_state, new_delta, total_change) = match (op, applied) {
+        ("sold_out", Applied::Units(w)) => ("done", -w, -w),
+        ("sold_out", Applied::NotLoaded) => ("done", -(total - sold).max(0), -(total - sold).max(0)),
+        ("sold_out", _) => ("undone", 0, 0),
+        (_, Applied::Void | Applied::No) => ("undone", delta, -delta),
+        _ => ("done", delta, 0),
+    };
+    if total_change != 0 {
+        sqlx::query(
+            "UPDATE products SET total_stock = CAST(total_stock AS SIGNED) + ?, version = version + 1, \
+             updated_at = updated_at WHERE id = ?",
+        )
+        .bind(total_change)
+        .bind(product_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    }
+    sqlx::query("UPDATE stock_ledger SET state = ?, delta = ? WHERE id = ?")
+        .bind(new_state)
+        .bind(new_delta)
+        .bind(ledger_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db.err(e))?;
+    tx.commit().await.map_err(|e| db.err(e))?;
+    Ok(Finished {
+        withdrawn: -new_delta.min(0),
+        total_stock: total + total_change,
+        changed: true,
+    })
+}
+
+/// The activity's stock changes whose ledger rows are still `pending`, read on `conn`
+/// (reconcile reads them in its consistent read).
+pub async fn pending_changes(conn: &mut sqlx::MySqlConnection, db: &Db, activity: u64) -> Result<Vec<PendingChange>> {
+    let rows: Vec<(u64, u64, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, product_id, op, delta, CAST(TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) DIV 1000 AS SIGNED) \
+         FROM stock_ledger WHERE activity_id = ? AND state = 'pending' ORDER BY id",
+    )
+    .bind(activity)
+    .fetch_all(conn)
+    .await
+    .map_err(|e| db.err(e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(ledger_id, product_id, op, delta, age_ms)| PendingChange {
+            ledger_id,
+            product_id,
+            op,
+            delta,
+            age_ms,
+        })
+        .collect())
+}
+
+/// Settles a pending change for reconcile: asks Redis what it did with it (marking it void
+/// when it did nothing, so it never will), then completes or undoes the MySQL side to match.
+/// Returns a line for the report.
+pub async fn settle(db: &Db, redis: &RedisClient, activity: u64, change: &PendingChange) -> Result<String> {
+    let seen: Option<String> = scripts::SETTLE_STOCK_OP
+        .key(redis.keys().stock_ops(activity))
+        .arg(change.ledger_id)
+        .invoke_async(&mut redis.conn())
+        .await
+        .map_err(|e| redis.err(e))?;
+    let applied = Applied::parse(seen.as_deref());
+    let finished = finish(db, change.ledger_id, change.product_id, &change.op, applied).await?;
+    let what = if change.op == "sold_out" {
+        "sold-out"
+    } else {
+        "stock add"
+    };
+    Ok(if !finished.changed {
+        format!("stock change #{} ({what}): already settled", change.ledger_id)
+    } else {
+        match applied {
+            Applied::Void | Applied::No => format!(
+                "stock change #{} ({what}, product {}): never reached Redis; undone in MySQL",
+                change.ledger_id, change.product_id
+            ),
+            _ => format!(
+                "stock change #{} ({what}, product {}): applied in Redis; completed in MySQL (total stock {})",
+                change.ledger_id, change.product_id, finished.total_stock
+            ),
+        }
+    })
 }

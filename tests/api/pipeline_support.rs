@@ -26,6 +26,11 @@ pub struct Fixture {
 impl Fixture {
     /// A sale of `stock` units, `limit` per user, online now.
     pub async fn new(stock: u32, limit: u32) -> Fixture {
+        Self::new_with(stock, limit, |_| {}).await
+    }
+
+    /// [`Fixture::new`] with `tune` adjusting the configuration last (another Redis, timeouts).
+    pub async fn new_with(stock: u32, limit: u32, tune: impl FnOnce(&mut Config)) -> Fixture {
         let app = TestApp::with_config(|c| {
             c.database.max_connections = 8;
             c.consumer.claim_idle_ms = 300;
@@ -34,6 +39,7 @@ impl Fixture {
             c.consumer.retry_base_ms = 50;
             c.consumer.retry_max_ms = 300;
             c.orders.in_flight_grace_secs = 60;
+            tune(c);
         })
         .await;
         let config_path = app.write_file("config.yaml", &serde_yaml::to_string(&app.config).unwrap());

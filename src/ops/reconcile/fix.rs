@@ -1,16 +1,19 @@
 //! `reconcile --fix`: the safe repairs, in an order where each builds on the last:
-//! persist lost reservations, finish half-done stock returns, then set counters from the
-//! (now complete) orders. Counter writes are compare-and-set, so a purchase racing the
-//! repair makes it skip (and say so) rather than overwrite the purchase.
+//! settle stock changes left pending, persist lost reservations, finish half-done stock
+//! returns, then set counters from the (now complete) orders. Counter writes are
+//! compare-and-set against a view of Redis taken atomically with purchases (see
+//! [`gather::snapshot`]), so a purchase racing the repair makes it skip (and say so) rather
+//! than be overwritten. Dead-lettered reservations count as held: never repaired away.
 
 use std::time::Duration;
 
 use super::gather::{self, Snapshot};
 use super::{analyse, Analysis, Class};
-use crate::consumer::persist::{self, Reservation};
+use crate::consumer::persist;
 use crate::db::Db;
 use crate::error::Result;
 use crate::ops::order;
+use crate::ops::stock;
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -20,10 +23,14 @@ pub(super) async fn repair(
     group: &str,
     activity: u64,
     snap: &Snapshot,
-    lost: &[Reservation],
+    first: &Analysis,
     grace: Duration,
 ) -> Result<Vec<String>> {
+    let (lost, unsettled) = (&first.lost, &first.unsettled);
     let mut done = Vec::new();
+    for change in unsettled {
+        done.push(stock::settle(db, redis, activity, change).await?);
+    }
     if !lost.is_empty() {
         let p = persist::persist(db, redis, lost, "reconcile: lost reservation").await?;
         done.push(format!(
@@ -101,9 +108,7 @@ pub(super) async fn repair(
         let Some((stock, sold, total)) = line.redis else {
             continue;
         };
-        let want_sold = line.order_units + line.unpersisted_units + line.unreleased_units;
-        let want_total = line.mysql_total;
-        let want_stock = want_total - want_sold;
+        let (want_stock, want_sold, want_total) = line.redis_target();
         if (stock, sold, total) == (want_stock, want_sold, want_total) {
             continue;
         }

@@ -10,7 +10,9 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::model::Product;
 use crate::ops::catalog;
+use crate::ops::stock::{self, PendingChange};
 use crate::redis_client::RedisClient;
+use crate::scripts;
 
 /// Where a stream entry stands in the consumer group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +26,25 @@ pub enum Delivery {
 }
 
 /// A snapshot of one activity on both sides.
+///
+/// The Redis counters, per-user totals, released set and stock changes are read in one
+/// script (`reconcile_snapshot.lua`), atomically with purchases; the stream is read up to
+/// that script's cut, and MySQL afterwards in one consistent read. A purchase is thus either
+/// wholly in the Redis view or wholly after it; orders of reservations made after the cut
+/// are kept apart ([`Snapshot::after_cut`]) rather than taken for drift.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Products in MySQL.
     pub products: Vec<Product>,
-    /// Stream entries with their delivery state.
+    /// Stream entries up to the cut, with their delivery state.
     pub entries: Vec<(Entry, Delivery)>,
-    /// Original entry ids sitting in the dead-letter stream.
-    pub dead_lettered: HashSet<String>,
+    /// Last stream entry id at the cut (`None`: the stream was empty).
+    pub cut: Option<String>,
+    /// Dead-lettered reservations of entries up to the cut, keyed by their original entry id
+    /// (the entry rebuilt from the dead letter's original fields).
+    pub dead_letters: BTreeMap<String, (Entry, String)>,
+    /// Every entry of the dead-letter stream.
+    pub dead_letter_count: usize,
     /// Orders: order_no -> (product, user, quantity, status).
     pub orders: HashMap<String, (u64, String, u32, String)>,
     /// The released set.
@@ -40,30 +53,118 @@ pub struct Snapshot {
     pub redis_products: BTreeMap<u64, (i64, i64, i64)>,
     /// Bought hash per product.
     pub bought: BTreeMap<u64, HashMap<String, i64>>,
+    /// What Redis did with each stock change it saw (ledger row id -> `stock_ops` value).
+    pub stock_ops: HashMap<u64, String>,
+    /// Stock changes still pending in MySQL.
+    pub pending_changes: Vec<PendingChange>,
     /// Ledger net delta since the last preheat, per product.
     pub ledger_net: HashMap<u64, i64>,
-    /// Redis server time, ms.
+    /// Redis server time at the cut, ms.
     pub now_ms: i64,
+}
+
+impl Snapshot {
+    /// Whether the reservation with stream id `id` was made after the Redis view was taken.
+    pub fn after_cut(&self, id: &str) -> bool {
+        match &self.cut {
+            Some(last) => stream::cmp_ids(id, last).is_gt(),
+            // An empty stream: anything queued later has an id at or after the cut's time.
+            None => stream::parse_id(id).0 >= self.now_ms.max(0) as u64,
+        }
+    }
 }
 
 const PAGE: usize = 10_000;
 
+fn text(v: &redis::Value) -> Option<String> {
+    redis::from_redis_value::<String>(v.clone()).ok()
+}
+
+fn items(v: &redis::Value) -> Vec<redis::Value> {
+    match v {
+        redis::Value::Array(items) | redis::Value::Set(items) => items.clone(),
+        redis::Value::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn pairs(v: &redis::Value) -> Vec<(String, String)> {
+    let flat: Vec<String> = items(v).iter().filter_map(text).collect();
+    flat.chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect()
+}
+
 /// Reads everything reconcile compares.
 pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) -> Result<Snapshot> {
-    let mut s = Snapshot {
-        products: catalog::list_products(db, activity).await?,
-        ..Default::default()
-    };
+    let product_ids: Vec<u64> = catalog::list_products(db, activity)
+        .await?
+        .iter()
+        .map(|p| p.id)
+        .collect();
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let (secs, micros): (i64, i64) = redis::cmd("TIME")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| redis.err(e))?;
-    s.now_ms = secs * 1000 + micros / 1000;
-
     let name = keys.orders_stream(activity);
-    let entries = stream::read_all(redis, &name).await?;
+
+    let mut view = scripts::RECONCILE_SNAPSHOT.prepare_invoke();
+    view.key(&name)
+        .key(keys.released(activity))
+        .key(keys.stock_ops(activity));
+    for id in &product_ids {
+        view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
+    }
+    let reply: redis::Value = view.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    let parts = items(&reply);
+    let number = |i: usize| {
+        parts
+            .get(i)
+            .and_then(text)
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let mut s = Snapshot {
+        now_ms: number(0) * 1000 + number(1) / 1000,
+        cut: parts.get(2).and_then(text).filter(|t| !t.is_empty()),
+        released: parts
+            .get(3)
+            .map(|v| items(v).iter().filter_map(text).collect())
+            .unwrap_or_default(),
+        stock_ops: parts
+            .get(4)
+            .map(pairs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect(),
+        ..Default::default()
+    };
+    for (i, id) in product_ids.iter().enumerate() {
+        let counters: Vec<i64> = parts
+            .get(5 + 2 * i)
+            .map(|v| {
+                items(v)
+                    .iter()
+                    .filter_map(text)
+                    .filter_map(|t| t.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let [stock, sold, total] = counters[..] {
+            s.redis_products.insert(*id, (stock, sold, total));
+            let bought = parts.get(6 + 2 * i).map(pairs).unwrap_or_default();
+            s.bought.insert(
+                *id,
+                bought
+                    .into_iter()
+                    .filter_map(|(u, n)| Some((u, n.parse().ok()?)))
+                    .collect(),
+            );
+        }
+    }
+
+    let mut entries = stream::read_all(redis, &name).await?;
+    entries.retain(|e| !s.after_cut(&e.id));
     let (last_delivered, pending) = group_state(redis, &name, group).await?;
     s.entries = entries
         .into_iter()
@@ -88,48 +189,55 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         .query_async(&mut conn)
         .await
         .map_err(|e| redis.err(e))?;
-    s.dead_lettered = stream::decode_entries(raw)
-        .iter()
-        .filter_map(|e| e.get("dlq_entry").map(str::to_string))
-        .collect();
-    s.released = conn.smembers(keys.released(activity)).await.map_err(|e| redis.err(e))?;
-    for p in &s.products {
-        let fields: (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(keys.product(activity, p.id))
-            .arg("stock")
-            .arg("sold")
-            .arg("total")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
-        if let (Some(stock), Some(sold), Some(total)) = fields {
-            s.redis_products.insert(p.id, (stock, sold, total));
-            let bought: HashMap<String, i64> = conn
-                .hgetall(keys.bought(activity, p.id))
-                .await
-                .map_err(|e| redis.err(e))?;
-            s.bought.insert(p.id, bought);
+    let letters = stream::decode_entries(raw);
+    s.dead_letter_count = letters.len();
+    for letter in letters {
+        let Some(original) = letter.get("dlq_entry").map(str::to_string) else {
+            continue;
+        };
+        if s.after_cut(&original) {
+            continue;
         }
+        let error = letter.get("dlq_error").unwrap_or_default().to_string();
+        let fields = letter
+            .fields
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("dlq_"))
+            .collect();
+        s.dead_letters
+            .insert(original.clone(), (Entry { id: original, fields }, error));
     }
 
+    // One consistent read, so products.sold and the orders agree with each other.
+    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    s.products = sqlx::query_as::<_, Product>(&format!(
+        "SELECT {} FROM products WHERE activity_id = ? ORDER BY id",
+        catalog::PRODUCT_COLUMNS
+    ))
+    .bind(activity)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| db.err(e))?;
     let rows: Vec<(String, u64, String, u32, String)> = sqlx::query_as(
         "SELECT order_no, product_id, CAST(user_id AS CHAR), quantity, status FROM orders WHERE activity_id = ?",
     )
     .bind(activity)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *tx)
     .await
     .map_err(|e| db.err(e))?;
     s.orders = rows.into_iter().map(|(no, p, u, q, st)| (no, (p, u, q, st))).collect();
     let ledger: Vec<(u64, i64)> = sqlx::query_as(
         "SELECT l.product_id, CAST(SUM(l.delta) AS SIGNED) FROM stock_ledger l \
-         WHERE l.activity_id = ? AND l.id >= (SELECT COALESCE(MAX(p.id), 0) FROM stock_ledger p \
+         WHERE l.activity_id = ? AND l.state <> 'undone' AND l.id >= (SELECT COALESCE(MAX(p.id), 0) FROM stock_ledger p \
          WHERE p.product_id = l.product_id AND p.op = 'preheat') GROUP BY l.product_id",
     )
     .bind(activity)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *tx)
     .await
     .map_err(|e| db.err(e))?;
     s.ledger_net = ledger.into_iter().collect();
+    s.pending_changes = stock::pending_changes(&mut tx, db, activity).await?;
+    tx.commit().await.map_err(|e| db.err(e))?;
     Ok(s)
 }
 

@@ -15,6 +15,8 @@ use crate::consumer::persist::{self, Reservation};
 use crate::db::Db;
 use crate::error::Result;
 use crate::keys;
+use crate::lost_state::{self, Loss};
+use crate::ops::stock::{Applied, PendingChange};
 use crate::redis_client::RedisClient;
 use gather::{Delivery, Snapshot};
 
@@ -34,6 +36,14 @@ pub enum Class {
     QuotaDrift,
     /// A cancelled or expired order whose units never went back on sale.
     Unreleased,
+    /// A reservation in the dead-letter stream: it holds its units and its buyer's total
+    /// until an operator replays it (`seckill consumer dlq`); never repaired away.
+    DeadLettered,
+    /// A stock change (`stock add`, `stock sold-out`) left pending past the grace period.
+    UnsettledStockChange,
+    /// Redis lost the activity's state (see [`crate::lost_state`]): nothing else is judged
+    /// and nothing repaired; the way back is `stop`, `hot`, `start`.
+    RedisStateLost,
 }
 
 impl Class {
@@ -46,6 +56,9 @@ impl Class {
             Class::StockDrift => "stock_drift",
             Class::QuotaDrift => "quota_drift",
             Class::Unreleased => "unreleased",
+            Class::DeadLettered => "dead_lettered",
+            Class::UnsettledStockChange => "unsettled_stock_change",
+            Class::RedisStateLost => "redis_state_lost",
         }
     }
 }
@@ -84,8 +97,28 @@ pub struct ProductLine {
     pub unpersisted_units: i64,
     /// Units of cancelled/expired orders not yet back in Redis.
     pub unreleased_units: i64,
+    /// Units held by dead-lettered reservations.
+    pub dead_lettered_units: i64,
+    /// Units of orders (in `order_units`) reserved after the Redis view was taken: left out
+    /// of the comparison with Redis.
+    pub after_snapshot_units: i64,
+    /// Units MySQL's total counts and Redis's does not because a stock change is midway
+    /// (an add not yet applied in Redis, a sold-out not yet completed in MySQL).
+    pub unsettled_units: i64,
     /// Net ledger delta since the last preheat.
     pub ledger_net: i64,
+}
+
+impl ProductLine {
+    /// What Redis stock, sold and total should be, given MySQL and the reservations queued.
+    pub fn redis_target(&self) -> (i64, i64, i64) {
+        let sold = self.order_units - self.after_snapshot_units
+            + self.unpersisted_units
+            + self.unreleased_units
+            + self.dead_lettered_units;
+        let total = self.mysql_total - self.unsettled_units;
+        (total - sold, sold, total)
+    }
 }
 
 /// The outcome of a reconcile run.
@@ -118,22 +151,24 @@ pub async fn reconcile(
     fix: bool,
 ) -> Result<ReconcileReport> {
     let snap = gather::snapshot(db, redis, group, activity).await?;
-    let Analysis {
-        findings, lines, lost, ..
-    } = analyse(&snap, activity, grace);
+    if let Some(loss) = lost_state::inspect(db, redis, activity).await? {
+        return lost(redis, &snap, activity, grace, &loss, fix).await;
+    }
+    let mut first = analyse(&snap, activity, grace);
+    let findings = std::mem::take(&mut first.findings);
     let mut report = ReconcileReport {
         activity_id: activity,
-        products: lines,
+        products: std::mem::take(&mut first.lines),
         consistent: findings.iter().all(|f| f.class == Class::InFlight),
         findings,
         repairs: Vec::new(),
         remaining: Vec::new(),
-        dead_letters: snap.dead_lettered.len(),
+        dead_letters: snap.dead_letter_count,
     };
     if !fix || report.consistent {
         return Ok(report);
     }
-    report.repairs = fix::repair(db, redis, group, activity, &snap, &lost, grace).await?;
+    report.repairs = fix::repair(db, redis, group, activity, &snap, &first, grace).await?;
     let after = gather::snapshot(db, redis, group, activity).await?;
     let Analysis {
         findings: remaining,
@@ -146,6 +181,44 @@ pub async fn reconcile(
     Ok(report)
 }
 
+/// The report when Redis lost the activity's state: Redis's counters say nothing then, so
+/// the loss is the one finding, and `fix` suspends the sale instead of repairing counters.
+async fn lost(
+    redis: &RedisClient,
+    snap: &Snapshot,
+    activity: u64,
+    grace: Duration,
+    loss: &Loss,
+    fix: bool,
+) -> Result<ReconcileReport> {
+    let mut repairs = Vec::new();
+    if fix {
+        lost_state::suspend(redis, loss).await?;
+        repairs.push(format!(
+            "selling suspended; nothing repaired: run `seckill stop {activity}`, `seckill hot {activity}`, `seckill start {activity}`"
+        ));
+    }
+    let finding = Finding {
+        class: Class::RedisStateLost,
+        product_id: None,
+        subject: format!("{:?}", loss.kind).to_lowercase(),
+        detail: format!(
+            "{} ({} unit(s) at risk of being sold twice)",
+            loss.detail, loss.units_at_risk
+        ),
+        fix: Some("suspend the sale; an operator runs stop, hot, start".into()),
+    };
+    Ok(ReconcileReport {
+        activity_id: activity,
+        products: analyse(snap, activity, grace).lines,
+        findings: vec![finding.clone()],
+        remaining: if fix { vec![finding] } else { Vec::new() },
+        repairs,
+        dead_letters: snap.dead_letter_count,
+        consistent: false,
+    })
+}
+
 /// Per-user units expected in Redis: orders holding units, queued entries, unreleased orders.
 type Expected = HashMap<(u64, String), i64>;
 
@@ -154,6 +227,8 @@ struct Analysis {
     findings: Vec<Finding>,
     lines: Vec<ProductLine>,
     lost: Vec<Reservation>,
+    /// Stock changes pending past the grace period (what `--fix` settles).
+    unsettled: Vec<PendingChange>,
     expected: Expected,
 }
 
@@ -182,7 +257,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     for (entry, delivery) in &s.entries {
         let order_no = keys::order_no(activity, &entry.id);
         in_stream.insert(order_no.clone());
-        if s.orders.contains_key(&order_no) || s.dead_lettered.contains(&entry.id) {
+        if s.orders.contains_key(&order_no) || s.dead_letters.contains_key(&entry.id) {
             continue;
         }
         let Ok(r) = persist::parse(activity, entry) else {
@@ -218,17 +293,93 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
             lost.push(r);
         }
     }
+    for (id, (entry, error)) in &s.dead_letters {
+        let order_no = keys::order_no(activity, id);
+        if s.orders.contains_key(&order_no) {
+            continue;
+        }
+        let (product_id, detail) = match persist::parse(activity, entry) {
+            Ok(r) => {
+                if let Some(line) = lines.get_mut(&r.product_id) {
+                    line.dead_lettered_units += i64::from(r.quantity);
+                }
+                *expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
+                (
+                    Some(r.product_id),
+                    format!("{} unit(s) held for {}; dead-lettered: {error}", r.quantity, r.user_id),
+                )
+            }
+            Err(why) => (None, format!("unreadable reservation ({why}); dead-lettered: {error}")),
+        };
+        findings.push(Finding {
+            class: Class::DeadLettered,
+            product_id,
+            subject: order_no,
+            detail,
+            fix: None,
+        });
+    }
+    let mut unsettled = Vec::new();
+    for change in &s.pending_changes {
+        let applied = Applied::parse(s.stock_ops.get(&change.ledger_id).map(String::as_str));
+        let counted_by_mysql_only = match (change.op.as_str(), applied) {
+            ("sold_out", Applied::Units(withdrawn)) => withdrawn,
+            ("sold_out", _) => 0,
+            (_, Applied::No | Applied::Void) => change.delta,
+            _ => 0,
+        };
+        if let Some(line) = lines.get_mut(&change.product_id) {
+            line.unsettled_units += counted_by_mysql_only;
+        }
+        let what = if change.op == "sold_out" {
+            "sold-out".to_string()
+        } else {
+            format!("stock add of {} unit(s)", change.delta)
+        };
+        let seen = match applied {
+            Applied::No => "not applied in Redis".to_string(),
+            Applied::Units(n) => format!("applied in Redis ({n} unit(s))"),
+            Applied::NotLoaded => "product not in Redis".to_string(),
+            Applied::Void => "voided in Redis".to_string(),
+        };
+        let young = change.age_ms < grace.as_millis() as i64;
+        let class = if young {
+            Class::InFlight
+        } else {
+            Class::UnsettledStockChange
+        };
+        findings.push(Finding {
+            class,
+            product_id: Some(change.product_id),
+            subject: format!("stock change #{}", change.ledger_id),
+            detail: format!("{what} pending for {} ms, {seen}", change.age_ms),
+            fix: (!young).then(|| "complete it if Redis applied it, else undo it in MySQL".to_string()),
+        });
+        if !young {
+            unsettled.push(change.clone());
+        }
+    }
     let first_entry = s.entries.first().map(|(e, _)| e.id.clone());
     let mut orders: Vec<_> = s.orders.iter().collect();
     orders.sort_by(|a, b| a.0.cmp(b.0));
     for (order_no, (product, user, quantity, status)) in orders {
         let q = i64::from(*quantity);
         let loaded = s.redis_products.contains_key(product);
+        let holds = status == "pending" || status == "paid";
+        let after_cut = keys::parse_order_no(order_no).is_some_and(|(_, id)| s.after_cut(id));
         if let Some(line) = lines.get_mut(product) {
             *line.orders.entry(status.clone()).or_default() += 1;
-            if status == "pending" || status == "paid" {
+            if holds {
                 line.order_units += q;
+                if after_cut {
+                    line.after_snapshot_units += q;
+                }
             }
+        }
+        if after_cut {
+            // Reserved after the Redis view was taken: neither its unit nor its buyer's
+            // total is in that view, so it says nothing about drift.
+            continue;
         }
         match status.as_str() {
             "pending" | "paid" => *expected.entry((*product, user.clone())).or_default() += q,
@@ -291,6 +442,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
         findings,
         lines: lines.into_values().collect(),
         lost,
+        unsettled,
         expected,
     }
 }
@@ -328,7 +480,7 @@ fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
         );
     }
     let Some((stock, sold, total)) = line.redis else { return };
-    let want_sold = line.order_units + line.unpersisted_units + line.unreleased_units;
+    let (_, want_sold, want_total) = line.redis_target();
     if stock + sold != total {
         drift(
             "redis stock",
@@ -336,10 +488,13 @@ fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
             "restore Redis counters from MySQL",
         );
     }
-    if total != line.mysql_total {
+    if total != want_total {
         drift(
             "redis total",
-            format!("Redis total {total} != MySQL total_stock {}", line.mysql_total),
+            format!(
+                "Redis total {total} != MySQL total_stock {} - units of stock changes midway {}",
+                line.mysql_total, line.unsettled_units
+            ),
             "restore Redis counters from MySQL",
         );
     }
@@ -347,8 +502,12 @@ fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
         drift(
             "redis sold",
             format!(
-                "Redis sold {sold} != orders {} + queued {} + unreleased {}",
-                line.order_units, line.unpersisted_units, line.unreleased_units
+                "Redis sold {sold} != orders {} (- {} reserved after the snapshot) + queued {} + unreleased {} + dead-lettered {}",
+                line.order_units,
+                line.after_snapshot_units,
+                line.unpersisted_units,
+                line.unreleased_units,
+                line.dead_lettered_units
             ),
             "restore Redis counters from MySQL",
         );

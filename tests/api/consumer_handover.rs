@@ -1,0 +1,180 @@
+//! A consumer that cannot reach MySQL must let go of its entries, so a healthy consumer
+//! persists them within `consumer.claim_idle_ms` (plus its read loop).
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{mysql_server_url, random_suffix};
+use crate::pipeline_support::{users, Fixture};
+
+const CLAIM_IDLE_MS: u64 = 1_000;
+
+/// Entries of the activity's stream pending for `consumer`.
+async fn held_by(f: &Fixture, consumer: &str) -> u64 {
+    let mut conn = f.redis.conn();
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(f.redis.keys().orders_stream(f.activity))
+        .arg(&f.config.consumer.group)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(parts) = summary else { return 0 };
+    let Some(redis::Value::Array(owners)) = parts.get(3) else {
+        return 0;
+    };
+    owners
+        .iter()
+        .filter_map(|o| match o {
+            redis::Value::Array(pair) => Some(pair),
+            _ => None,
+        })
+        .filter(|pair| matches!(&pair[0], redis::Value::BulkString(b) if b == consumer.as_bytes()))
+        .filter_map(|pair| match &pair[1] {
+            redis::Value::BulkString(n) => String::from_utf8_lossy(n).parse::<u64>().ok(),
+            _ => None,
+        })
+        .sum()
+}
+
+fn consumer(config: &std::path::Path, name: &str, database_url: Option<&str>) -> Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_seckill"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(["consumer", "--name", name, "--batch", "100"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(url) = database_url {
+        cmd.env("SECKILL_DATABASE_URL", url);
+    }
+    cmd.spawn().unwrap()
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
+    let f = Fixture::new(200, 1).await;
+    let mut config = f.config.clone();
+    config.consumer.claim_idle_ms = CLAIM_IDLE_MS;
+    config.consumer.retry_base_ms = 50;
+    config.consumer.retry_max_ms = 300;
+    let path = std::env::temp_dir().join(format!("seckill-handover-{}.yaml", random_suffix()));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+
+    f.reserve(users("h", 100), 1).await;
+    // A database that does not exist on the right server: connecting fails on every try.
+    let wrong = format!("{}/seckill_missing_{}", mysql_server_url(), random_suffix());
+    let broken = consumer(&path, "broken", Some(&wrong));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held_by(&f, "broken").await < 100 {
+        assert!(Instant::now() < deadline, "the broken consumer never took the entries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let healthy = consumer(&path, "healthy", None);
+    let limit = Duration::from_millis(CLAIM_IDLE_MS) + Duration::from_secs(4);
+    let mut orders = 0;
+    while started.elapsed() < limit + Duration::from_secs(6) {
+        orders = f.orders().await;
+        if orders == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    let still_broken = held_by(&f, "broken").await;
+    stop(healthy);
+    stop(broken);
+    let _ = std::fs::remove_file(&path);
+    eprintln!(
+        "healthy consumer: {orders} of 100 orders after {took:?}; {still_broken} entries still held by the broken one"
+    );
+    assert_eq!(
+        orders, 100,
+        "after {took:?}, {still_broken} still held by the broken consumer"
+    );
+    assert!(took <= limit, "took {took:?}, more than claim_idle_ms + 4 s");
+    assert_eq!(f.backlog().await, 0);
+}
+
+/// A TCP proxy to the test MariaDB on a free port: while `up` is false it accepts and drops
+/// every connection (MySQL unreachable), then it forwards them. Returns its port.
+async fn mysql_proxy(up: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = mysql_server_url();
+    let target = server
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_start_matches("mysql://")
+        .to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if !up.load(Ordering::SeqCst) {
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The other side of letting go: when MySQL comes back, a lone consumer takes back at once
+/// what it let go of (nobody else reclaimed it), rather than after `claim_idle_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
+    let f = Fixture::new(100, 1).await;
+    let mut config = f.config.clone();
+    config.consumer.claim_idle_ms = 60_000;
+    config.consumer.retry_base_ms = 50;
+    config.consumer.retry_max_ms = 300;
+    let path = std::env::temp_dir().join(format!("seckill-lone-{}.yaml", random_suffix()));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    f.reserve(users("l", 20), 1).await;
+
+    let up = Arc::new(AtomicBool::new(false));
+    let port = mysql_proxy(up.clone()).await;
+    let url = &f.config.database.url;
+    let (user, database) = (url.rsplit_once('@').unwrap().0, url.rsplit_once('/').unwrap().1);
+    let proxied = format!("{user}@127.0.0.1:{port}/{database}");
+    let lone = consumer(&path, "lone", Some(&proxied));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held_by(&f, "lone").await < 20 {
+        assert!(Instant::now() < deadline, "the consumer never took the entries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f.orders().await, 0);
+
+    up.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    while f.orders().await < 20 && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    let orders = f.orders().await;
+    stop(lone);
+    let _ = std::fs::remove_file(&path);
+    eprintln!("MySQL back: {orders} of 20 orders after {took:?} (claim_idle_ms 60000)");
+    assert_eq!(orders, 20, "after {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(f.backlog().await, 0);
+}
