@@ -5,26 +5,29 @@
 # finish with a `seckill bench --spawn` sale and its invariant report.
 #
 # It uses its own database and key prefix, so it never touches a real deployment:
-#   SECKILL_DATABASE_URL (mysql://root@127.0.0.1:3306/seckill_demo)
+#   SECKILL_DATABASE_URL (the server of config.yaml's database.url, database seckill_demo)
+#   SECKILL_REDIS_URL    (config.yaml's redis.url)
 #   SECKILL_KEY_PREFIX   (demo)
+# Every server it sets up, checks or cleans is the one these URLs name (scripts/urls.sh).
 # Re-runnable: whatever a previous run left (even one that died midway) is flushed and the
 # demo database is recreated first. DEMO_KEEP=1 leaves the activity online at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export SECKILL_DATABASE_URL=${SECKILL_DATABASE_URL:-mysql://root@127.0.0.1:3306/seckill_demo}
+. scripts/urls.sh
+if [ -z "${SECKILL_DATABASE_URL:-}" ]; then
+    SECKILL_DATABASE_URL=$DB_SERVER_URL/seckill_demo
+    . scripts/urls.sh
+fi
+export SECKILL_DATABASE_URL SECKILL_REDIS_URL=$REDIS_URL
 export SECKILL_KEY_PREFIX=${SECKILL_KEY_PREFIX:-demo}
-DEMO_DB=${SECKILL_DATABASE_URL##*/}
-DEMO_DB=${DEMO_DB%%\?*}
+DEMO_DB=$DB_NAME
 case "$DEMO_DB" in
     *demo*) ;;
     *) echo "demo: refusing to recreate database '$DEMO_DB' (its name must contain 'demo')" >&2; exit 1 ;;
 esac
 
 bash scripts/setup.sh
-if ! command -v curl >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$*"; else printf '\n$ %s\n' "$*"; fi; }
@@ -36,11 +39,11 @@ SECKILL=target/debug/seckill
 WORK=$(mktemp -d)
 
 # Leftovers of a previous run: flush their Redis keys, then start from an empty database.
-if mysql -uroot -h127.0.0.1 -e "USE \`$DEMO_DB\`" 2>/dev/null; then
+if db_cli -e "USE \`$DEMO_DB\`" 2>/dev/null; then
     for id in $("$SECKILL" activity list --json 2>/dev/null | grep -o '"id": [0-9]*' | grep -o '[0-9]*$'); do
         "$SECKILL" flush -y --force "$id" >/dev/null
     done
-    mysql -uroot -h127.0.0.1 -e "DROP DATABASE \`$DEMO_DB\`"
+    db_cli -e "DROP DATABASE \`$DEMO_DB\`"
 fi
 
 run migrate
