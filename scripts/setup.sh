@@ -132,7 +132,7 @@ redis_ping() {
     else
         # No client yet: speak RESP over bash's /dev/tcp.
         local reply
-        exec 3<>"/dev/tcp/$REDIS_HOST/$REDIS_PORT" || return 1
+        { exec 3<>"/dev/tcp/$REDIS_HOST/$REDIS_PORT"; } 2>/dev/null || return 1
         if [ -n "$REDIS_PASSWORD" ]; then
             printf 'AUTH %s\r\n' "$REDIS_PASSWORD" >&3
             IFS= read -r -t 2 reply <&3 || reply=
