@@ -102,8 +102,9 @@ TARBALL="$CACHE_DIR/$SUITE-minbase-$ARCH-$(printf '%s' "$MIRROR" | md5sum | cut 
 
 RUSTUP_DIR=${RUSTUP_HOME:-$HOME/.rustup}
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
-[ -x "$CARGO_BIN/cargo" ] && [ -d "$RUSTUP_DIR/toolchains" ] ||
+if [ ! -x "$CARGO_BIN/cargo" ] || [ ! -d "$RUSTUP_DIR/toolchains" ]; then
     die "no rustup toolchain at $RUSTUP_DIR with cargo in $CARGO_BIN"
+fi
 
 WORK=$(mktemp -d "$WORK_PARENT/seckill-fresh.XXXXXX")
 PIDS=()

@@ -195,9 +195,10 @@ db_login_ok() {
     esac
 }
 
-# Runs mysql as root over the unix socket $ADMIN_SOCKET (Debian's root@localhost logs in so).
+# Runs the SQL on stdin as root over the unix socket $ADMIN_SOCKET (Debian's root@localhost
+# logs in so).
 db_admin() {
-    as_root mysql --connect-timeout=3 -uroot --protocol=socket -S "$ADMIN_SOCKET" "$@"
+    as_root mysql --connect-timeout=3 -uroot --protocol=socket -S "$ADMIN_SOCKET"
 }
 
 # Sets ADMIN_SOCKET to a local socket of the server listening on DB_PORT, if there is one.

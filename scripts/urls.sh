@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts in this directory (not run): the MySQL and Redis servers they talk to
 # are the ones the application uses, and nothing else names a host or a port.
 #
