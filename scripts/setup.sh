@@ -266,16 +266,21 @@ start_mariadb() {
     as_root mkdir -p "$(dirname "$socket")" "$datadir" "$STATE_DIR"
     as_root chown mysql:mysql "$(dirname "$socket")" "$datadir"
     if [ ! -d "$datadir/mysql" ]; then
-        local installer out="$STATE_DIR/$name-install-db.log"
+        local installer out
         installer=$(command -v mariadb-install-db || command -v mysql_install_db) ||
             die "mariadb-install-db not found"
+        out=$(mktemp "${TMPDIR:-/tmp}/seckill-install-db.XXXXXX")
         log "initialising the MariaDB datadir $datadir"
-        if ! as_root "$installer" --user=mysql --datadir="$datadir" \
+        # --force: the host name need not resolve (a container may have no /etc/hosts); the
+        # installer only wants it for a root@<hostname> account, and the logins this needs
+        # are set up below. Debian's own postinst skips the check too.
+        if ! as_root "$installer" --user=mysql --datadir="$datadir" --force \
             --auth-root-authentication-method=socket >"$out" 2>&1; then
             tail -n 20 "$out" >&2
             as_root rm -rf "$datadir"
-            die "$installer failed (above: the end of $out)"
+            die "$installer failed (above: the end of its output, all of it in $out)"
         fi
+        rm -f "$out"
     fi
     local pidfile="$datadir/seckill-mariadbd.pid" errlog="$datadir/seckill-mariadbd.err"
     log "starting $daemon on $DB_HOST:$DB_PORT (datadir $datadir, socket $socket)"
