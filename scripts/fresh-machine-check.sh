@@ -111,6 +111,7 @@ fi
 
 WORK=$(mktemp -d "$WORK_PARENT/seckill-fresh.XXXXXX")
 PIDS=()
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
