@@ -1,6 +1,8 @@
 //! Consumer throughput bench: reserves N units (default 200,000) through
 //! `seckill::buy::reserve` into a fresh database and key prefix, then times
 //! `seckill consumer --once` (the release binary) draining them into MariaDB.
+//! Servers: the application's own (`config.yaml`, overridden by `SECKILL_DATABASE_URL` and
+//! `SECKILL_REDIS_URL`), with a database and key prefix of the run's own.
 //!
 //! cargo build --release --bin seckill && cargo run --release --example bench_consumer [N]
 
@@ -20,8 +22,16 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(200_000);
     let tag = std::process::id();
+    let app = Config::load(std::path::Path::new("config.yaml"), false)?;
+    // The server part of the URL: without its database and options.
+    let server = app.database.url.split('?').next().unwrap_or_default();
+    let authority = server.find("://").map_or(0, |scheme| scheme + 3);
+    let server = &server[..server[authority..]
+        .find('/')
+        .map_or(server.len(), |slash| authority + slash)];
     let yaml = format!(
-        "database:\n  url: mysql://root@127.0.0.1:3306/seckill_bench_{tag}\nredis:\n  key_prefix: bench{tag}\n"
+        "database:\n  url: {server}/seckill_bench_{tag}\nredis:\n  url: {}\n  key_prefix: bench{tag}\n",
+        app.redis.url
     );
     let path = std::env::temp_dir().join(format!("seckill-bench-{tag}.yaml"));
     std::fs::write(&path, &yaml)?;
@@ -79,7 +89,12 @@ async fn main() -> anyhow::Result<()> {
 
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/seckill");
     let started = Instant::now();
-    let status = std::process::Command::new(&bin)
+    let mut consumer = std::process::Command::new(&bin);
+    // The run's own file only: an exported SECKILL_KEY_PREFIX would point it elsewhere.
+    for name in ["SECKILL_DATABASE_URL", "SECKILL_REDIS_URL", "SECKILL_KEY_PREFIX"] {
+        consumer.env_remove(name);
+    }
+    let status = consumer
         .arg("--config")
         .arg(&path)
         .args(["consumer", "--once"])

@@ -30,7 +30,9 @@
 # The server runs with the rate limits off (funnel.global_rps and per_user_rps 0), like
 # `seckill bench --spawn`: one client machine would otherwise measure the 429 path.
 #
-# Own database and key prefix (BENCH_DB=seckill_bench, BENCH_PREFIX=bench), server on
+# Own database and key prefix (BENCH_DB=seckill_bench, BENCH_PREFIX=bench) on the MySQL and Redis
+# servers the application's URLs name (SECKILL_DATABASE_URL, SECKILL_REDIS_URL, else
+# config.yaml's; see scripts/urls.sh), server on
 # 127.0.0.1:BENCH_PORT (18080); BENCH_SECS (10) is each wrk run's duration, BUY_USERS
 # (800000) the tokens issued (more than a round can use). Everything is removed afterwards
 # (server killed, keys flushed, database dropped), also on failure.
@@ -53,6 +55,7 @@ esac
 
 log() { printf '\nbench: %s\n' "$*" >&2; }
 
+. scripts/urls.sh
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 missing=()
@@ -79,12 +82,17 @@ FLOOR_PORT=$((BENCH_PORT + 2))
 cc -O2 -pthread -o "$WORK/zero_work" scripts/bench/zero_work.c
 
 # Our own configuration only: environment overrides would point the run elsewhere.
-unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET
+unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET \
+    SECKILL_REDIS_DURABILITY
+# These rows measure the buy path itself on the configured Redis, whatever it keeps on disk
+# (the machine's Redis keeps nothing): durability none, said here rather than hidden.
 cat >"$WORK/config.yaml" <<EOF
 database:
-  url: mysql://root@127.0.0.1:3306/$BENCH_DB
+  url: $DB_SERVER_URL/$BENCH_DB
 redis:
+  url: $REDIS_URL
   key_prefix: $BENCH_PREFIX
+  durability: none
 http:
   bind: 127.0.0.1:$BENCH_PORT
 funnel:
@@ -94,17 +102,19 @@ EOF
 sk() { RUST_LOG=${RUST_LOG:-warn} "$S" --config "$WORK/config.yaml" "$@"; }
 
 unlink_keys() {
-    redis-cli --scan --pattern "$1" | xargs -r -n 1000 redis-cli unlink >/dev/null
+    redis_cli --scan --pattern "$1" | while mapfile -t -n 1000 batch && [ ${#batch[@]} -gt 0 ]; do
+        redis_cli unlink "${batch[@]}" </dev/null >/dev/null
+    done
 }
 SERVER=""; ZERO=""; FLOOR=""
 cleanup() {
     for pid in $SERVER $ZERO $FLOOR; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     unlink_keys "$BENCH_PREFIX:*"
-    mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
+    db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-cleanup_before() { unlink_keys "$BENCH_PREFIX:*"; mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"; }
+cleanup_before() { unlink_keys "$BENCH_PREFIX:*"; db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"; }
 cleanup_before
 sk migrate >/dev/null
 
@@ -126,7 +136,7 @@ fmt() { if [ -z "$2" ]; then echo -; else awk -v f="$1" -v v="$2" 'BEGIN { print
 
 # Redis's own CPU time so far, in microseconds (all its threads).
 redis_cpu_us() {
-    redis-cli info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.0f", s * 1e6 }'
+    redis_cli info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.0f", s * 1e6 }'
 }
 # The whole machine's CPU time so far, in clock ticks: busy (user, nice, system, irq,
 # softirq) and in all.
@@ -169,7 +179,7 @@ sk hot "$A" >/dev/null
 sk token "$A" --range "1-$BUY_USERS" --out "$WORK/tokens.csv" >&2
 sk start "$A" >/dev/null
 IFS=, read -r SO_USER SO_TOKEN < <(head -1 "$WORK/tokens.csv")
-SHA=$(redis-cli script load "$(cat scripts/bench/naive_deduct.lua)")
+SHA=$(redis_cli script load "$(cat scripts/bench/naive_deduct.lua)")
 
 RUST_LOG=warn "$S" --config "$WORK/config.yaml" serve >"$WORK/serve.log" 2>&1 &
 SERVER=$!
@@ -207,9 +217,10 @@ R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); Z
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
-    redis-cli set "$BENCH_PREFIX:naive:stock" 100000000 >/dev/null
+    redis_cli set "$BENCH_PREFIX:naive:stock" 100000000 >/dev/null
     cpu0=$(redis_cpu_us)
-    redis-benchmark -c 50 -n "$NAIVE_N" -r 10000000 -q \
+    redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" --dbnum "$REDIS_DB" \
+        ${REDIS_PASSWORD:+-a "$REDIS_PASSWORD"} -c 50 -n "$NAIVE_N" -r 10000000 -q \
         EVALSHA "$SHA" 2 "$BENCH_PREFIX:naive:bought:__rand_int__" "$BENCH_PREFIX:naive:stock" 1 | tr '\r' '\n' >"$WORK/naive.txt"
     cpu1=$(redis_cpu_us)
     unlink_keys "$BENCH_PREFIX:naive:*"

@@ -5,26 +5,37 @@
 # finish with a `seckill bench --spawn` sale and its invariant report.
 #
 # It uses its own database and key prefix, so it never touches a real deployment:
-#   SECKILL_DATABASE_URL (mysql://root@127.0.0.1:3306/seckill_demo)
+#   SECKILL_DATABASE_URL (the server of config.yaml's database.url, database seckill_demo)
+#   SECKILL_REDIS_URL    (config.yaml's redis.url; see below)
 #   SECKILL_KEY_PREFIX   (demo)
+# "Never lose an order" needs a Redis that fsyncs its append-only file before it answers
+# (redis.durability: aof_always, the default), and the Redis set up for the tests keeps nothing
+# on disk. So unless SECKILL_REDIS_URL is given, the demo runs a Redis of its own with
+# `appendonly yes`, `appendfsync always`, `maxmemory-policy noeviction` on DEMO_REDIS_PORT
+# (16390) in DEMO_REDIS_DIR (/tmp/seckill-demo-redis), and stops it at the end.
+# Every server it sets up, checks or cleans is the one these URLs name (scripts/urls.sh).
 # Re-runnable: whatever a previous run left (even one that died midway) is flushed and the
 # demo database is recreated first. DEMO_KEEP=1 leaves the activity online at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export SECKILL_DATABASE_URL=${SECKILL_DATABASE_URL:-mysql://root@127.0.0.1:3306/seckill_demo}
+. scripts/urls.sh
+if [ -z "${SECKILL_DATABASE_URL:-}" ]; then
+    SECKILL_DATABASE_URL=$DB_SERVER_URL/seckill_demo
+    . scripts/urls.sh
+fi
+OWN_REDIS=${SECKILL_REDIS_URL:+no}
+export SECKILL_DATABASE_URL SECKILL_REDIS_URL=$REDIS_URL
 export SECKILL_KEY_PREFIX=${SECKILL_KEY_PREFIX:-demo}
-DEMO_DB=${SECKILL_DATABASE_URL##*/}
-DEMO_DB=${DEMO_DB%%\?*}
+# doctor refuses the shipped token secret: a fresh one per run (tokens live as long as the run).
+export SECKILL_TOKEN_SECRET=${SECKILL_TOKEN_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+DEMO_DB=$DB_NAME
 case "$DEMO_DB" in
     *demo*) ;;
     *) echo "demo: refusing to recreate database '$DEMO_DB' (its name must contain 'demo')" >&2; exit 1 ;;
 esac
 
 bash scripts/setup.sh
-if ! command -v curl >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$*"; else printf '\n$ %s\n' "$*"; fi; }
@@ -34,16 +45,41 @@ step "cargo build"
 cargo build --quiet
 SECKILL=target/debug/seckill
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+DEMO_REDIS_PORT=${DEMO_REDIS_PORT:-16390}
+DEMO_REDIS_DIR=${DEMO_REDIS_DIR:-/tmp/seckill-demo-redis}
+stop_demo_redis() {
+    if [ -f "$DEMO_REDIS_DIR/redis.pid" ]; then
+        kill "$(cat "$DEMO_REDIS_DIR/redis.pid")" 2>/dev/null || true
+        rm -f "$DEMO_REDIS_DIR/redis.pid"
+    fi
+}
+if [ -z "$OWN_REDIS" ]; then
+    command -v redis-server >/dev/null ||
+        { echo "demo: redis-server is needed to run the demo's own Redis (apt-get install redis-server)" >&2; exit 1; }
+    mkdir -p "$DEMO_REDIS_DIR"
+    if ! redis-cli -p "$DEMO_REDIS_PORT" ping >/dev/null 2>&1; then
+        step "redis-server --port $DEMO_REDIS_PORT --appendonly yes --appendfsync always --maxmemory-policy noeviction"
+        redis-server --port "$DEMO_REDIS_PORT" --bind 127.0.0.1 --dir "$DEMO_REDIS_DIR" \
+            --appendonly yes --appendfsync always --maxmemory-policy noeviction --save "" \
+            --daemonize yes --pidfile "$DEMO_REDIS_DIR/redis.pid" --logfile "$DEMO_REDIS_DIR/redis.log"
+        for _ in $(seq 50); do redis-cli -p "$DEMO_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    fi
+    export SECKILL_REDIS_URL=redis://127.0.0.1:$DEMO_REDIS_PORT/0
+    [ -n "${DEMO_KEEP:-}" ] || trap 'stop_demo_redis; rm -rf "$WORK"' EXIT
+fi
 
 # Leftovers of a previous run: flush their Redis keys, then start from an empty database.
-if mysql -uroot -h127.0.0.1 -e "USE \`$DEMO_DB\`" 2>/dev/null; then
+if db_cli -e "USE \`$DEMO_DB\`" 2>/dev/null; then
     for id in $("$SECKILL" activity list --json 2>/dev/null | grep -o '"id": [0-9]*' | grep -o '[0-9]*$'); do
         "$SECKILL" flush -y --force "$id" >/dev/null
     done
-    mysql -uroot -h127.0.0.1 -e "DROP DATABASE \`$DEMO_DB\`"
+    db_cli -e "DROP DATABASE \`$DEMO_DB\`"
 fi
 
 run migrate
+run doctor
 start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
 end=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
 step "seckill activity create --name 'Demo flash sale' --start $start --end $end"
@@ -61,7 +97,7 @@ DEMO_BIND=${DEMO_BIND:-127.0.0.1:18081}
 step "seckill serve --bind $DEMO_BIND &"
 SECKILL_HTTP_BIND=$DEMO_BIND "$SECKILL" serve >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
-trap 'kill $SERVE_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $SERVE_PID 2>/dev/null || true; [ -n "$OWN_REDIS" ] || [ -n "${DEMO_KEEP:-}" ] || stop_demo_redis; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do curl -sf "http://$DEMO_BIND/ready" >/dev/null && break; sleep 0.1; done
 curl -sf "http://$DEMO_BIND/api/v1/activities/$activity"; echo
 
@@ -89,7 +125,8 @@ kill -TERM $SERVE_PID; wait $SERVE_PID || true
 
 if [ -n "${DEMO_KEEP:-}" ]; then
     echo
-    echo "demo: activity $activity left online (database $DEMO_DB, key prefix $SECKILL_KEY_PREFIX)"
+    echo "demo: activity $activity left online (database $DEMO_DB, Redis $SECKILL_REDIS_URL, key prefix $SECKILL_KEY_PREFIX)"
+    [ -n "$OWN_REDIS" ] || echo "demo: its Redis keeps running; stop it with: kill \$(cat $DEMO_REDIS_DIR/redis.pid)"
     exit 0
 fi
 run stop "$activity"

@@ -6,9 +6,10 @@
 //! and MySQL, and [`TestApp::cli`] runs the real `seckill` binary against the same database
 //! and prefix.
 //!
-//! Servers: `SECKILL_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`, no database part)
-//! and `SECKILL_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`). `scripts/setup.sh`
-//! prepares both.
+//! Servers: `SECKILL_TEST_MYSQL_URL` (no database part) and `SECKILL_TEST_REDIS_URL`; by
+//! default the application's own, as `seckill` would find them from the repository root
+//! (`SECKILL_DATABASE_URL`'s server and `SECKILL_REDIS_URL`, else `config.yaml`'s).
+//! `scripts/setup.sh` prepares both; `scripts/test.sh` sets both.
 //!
 //! Clean-up: dropping a [`TestApp`] drops its database and deletes its Redis keys (also when
 //! the test panics). Set `SECKILL_TEST_KEEP=1` to keep them for inspection; `scripts/test.sh`
@@ -30,17 +31,43 @@ use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::{Config, Db, RedisClient};
 use tokio::io::AsyncWriteExt;
 
+/// The variables through which `seckill` takes settings from its environment; processes the
+/// tests start get them from the test's own configuration only.
+pub const SECKILL_ENV: [&str; 6] = [
+    "SECKILL_DATABASE_URL",
+    "SECKILL_REDIS_URL",
+    "SECKILL_KEY_PREFIX",
+    "SECKILL_HTTP_BIND",
+    "SECKILL_TOKEN_SECRET",
+    "SECKILL_REDIS_DURABILITY",
+];
+
+/// The application's configuration as `seckill` run from the repository root sees it.
+fn application_config() -> Config {
+    Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml")), false)
+        .expect("the repository's config.yaml")
+}
+
 /// The MySQL server the tests use, without a database (`mysql://user@host:port`).
 pub fn mysql_server_url() -> String {
-    std::env::var("SECKILL_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-        .trim_end_matches('/')
-        .to_string()
+    let url = std::env::var("SECKILL_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| server_part(&application_config().database.url).to_string());
+    url.trim_end_matches('/').to_string()
+}
+
+/// `url` without its database (path) and options: `mysql://user@host:port`.
+fn server_part(url: &str) -> &str {
+    let url = url.split('?').next().unwrap_or_default();
+    let authority = url.find("://").map_or(0, |scheme| scheme + 3);
+    match url[authority..].find('/') {
+        Some(slash) => &url[..authority + slash],
+        None => url,
+    }
 }
 
 /// The Redis server the tests use.
 pub fn redis_url() -> String {
-    std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+    std::env::var("SECKILL_TEST_REDIS_URL").unwrap_or_else(|_| application_config().redis.url)
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -257,15 +284,7 @@ impl TestApp {
     pub async fn cli_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> CliOutput {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"));
         command.args(args).current_dir(&self.workdir).kill_on_drop(true);
-        for name in [
-            "SECKILL_DATABASE_URL",
-            "SECKILL_REDIS_URL",
-            "SECKILL_KEY_PREFIX",
-            "SECKILL_HTTP_BIND",
-            "SECKILL_TOKEN_SECRET",
-            "SECKILL_REDIS_DURABILITY",
-            "RUST_LOG",
-        ] {
+        for name in SECKILL_ENV.into_iter().chain(["RUST_LOG"]) {
             command.env_remove(name);
         }
         command

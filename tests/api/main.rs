@@ -15,6 +15,7 @@ mod flush;
 mod helpers;
 mod hot;
 mod http_threads;
+mod inherited_env;
 mod input;
 mod lifecycle;
 mod locks;

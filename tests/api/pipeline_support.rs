@@ -10,7 +10,7 @@ use seckill::buy::{self, Purchase};
 use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::{Config, Db, RedisClient};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, SECKILL_ENV};
 
 pub struct Fixture {
     pub config: Config,
@@ -113,9 +113,13 @@ impl Fixture {
         out
     }
 
-    /// The binary with this fixture's config.
+    /// The binary with this fixture's config, and nothing from the caller's `SECKILL_*`
+    /// variables (which would override the file).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_seckill"));
+        for name in SECKILL_ENV {
+            c.env_remove(name);
+        }
         c.arg("--config")
             .arg(&self.config_path)
             .args(args)
