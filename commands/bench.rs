@@ -30,7 +30,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     limit_per_user: u32,
     /// A running `seckill serve` (same Redis, key prefix and token secret; its own rate limits apply).
-    #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "spawn")]
+    #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "spawn", value_parser = parse::http_url)]
     url: String,
     /// Start a server in-process on 127.0.0.1:0 instead, with the rate limits off
     /// (global and per-user) so the herd measures the buy path rather than 429s.

@@ -6,6 +6,10 @@
 //! | 0 | success; `reconcile`: consistent |
 //! | 1 | failed or refused ([`seckill::Error::exit_code`]); `bench`, `doctor`, `consumer dlq replay`: a check did not pass ([`CliError::failed`]); `reconcile`: drift found ([`CliError::drift`]) |
 //! | 2 | usage error: a flag value clap rejects (clap exits by itself), a configuration that cannot work ([`seckill::Error::Config`]); `reconcile`: could not check ([`CliError::could_not_check`]) |
+//!
+//! A command that ends only in success or an error returns `anyhow::Result<()>`, which `?`
+//! in `main::run` turns into a [`CliError`]; a command with outcomes of its own (`reconcile`,
+//! `bench`, `doctor`, `consumer`) returns [`CliResult`].
 
 use std::fmt::Display;
 use std::process::ExitCode;

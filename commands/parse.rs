@@ -118,6 +118,13 @@ pub fn drain_timeout(text: &str) -> Result<Duration, String> {
     )
 }
 
+/// `bench --url`: `http://host:port`, optionally with a path (the load generator speaks
+/// plain HTTP/1.1 only).
+pub fn http_url(text: &str) -> Result<String, String> {
+    seckill::bench::authority_of(text).map_err(message)?;
+    Ok(text.to_string())
+}
+
 /// A configuration file that exists. Without `--config` a missing `./config.yaml` means
 /// the built-in defaults; a file named on purpose and missing is a mistake.
 pub fn existing_file(text: &str) -> Result<PathBuf, String> {

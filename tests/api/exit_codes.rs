@@ -87,6 +87,13 @@ async fn bad_flag_values_exit_2_and_refusals_exit_1() {
     app.cli(&["token", &a, "--range", "5-1"])
         .await
         .fails_with(2, &["--range", "FIRST must not exceed LAST"]);
+    // Before: exit 1, from the library, once the rehearsal had begun to run.
+    app.cli(&["bench", "--url", "https://127.0.0.1:8080"])
+        .await
+        .fails_with(2, &["--url", "only http://host:port URLs"]);
+    app.cli(&["bench", "--url", "http:///health", "--probe", "/health"])
+        .await
+        .fails_with(2, &["--url", "no host:port"]);
     // The chaos flag is gone from the binary: an unknown flag.
     app.cli(&["bench", "--spawn", "--chaos-extra-stock", "10"])
         .await
