@@ -7,6 +7,7 @@ use clap::Args;
 use seckill::bench::{self, BenchOptions, BenchReport, ProbeReport, Server};
 
 use crate::context::Context;
+use crate::exit::{CliError, CliResult};
 use crate::output::{self, opt, OutputArgs};
 use crate::parse;
 
@@ -29,7 +30,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     limit_per_user: u32,
     /// A running `seckill serve` (same Redis, key prefix and token secret; its own rate limits apply).
-    #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "spawn")]
+    #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "spawn", value_parser = parse::http_url)]
     url: String,
     /// Start a server in-process on 127.0.0.1:0 instead, with the rate limits off
     /// (global and per-user) so the herd measures the buy path rather than 429s.
@@ -48,33 +49,20 @@ pub struct BenchArgs {
     /// over `--concurrency` connections at --url, no sale.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["spawn", "keep"])]
     probe: Option<String>,
-    /// Fault injection for tests: add N units to the Redis stock behind MySQL's back.
-    #[arg(long, hide = true, default_value_t = 0)]
-    chaos_extra_stock: u32,
     #[command(flatten)]
     output: OutputArgs,
 }
 
-/// A bench run whose invariants failed: exit 1, after the report was printed.
-#[derive(Debug)]
-pub struct Failed(pub String);
-
-impl std::fmt::Display for Failed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Failed {}
-
-pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
+/// Exit 1, after the report, when an invariant failed or the rehearsal could not finish.
+pub async fn run(ctx: &Context, args: BenchArgs) -> CliResult {
     if let Some(path) = &args.probe {
         let report = bench::probe(&args.url, path, args.requests, args.concurrency).await?;
-        return if args.output.json {
-            output::json(&report)
+        if args.output.json {
+            output::json(&report)?;
         } else {
-            print_probe(&report)
-        };
+            print_probe(&report);
+        }
+        return Ok(());
     }
     let opts = BenchOptions {
         stock: args.stock,
@@ -90,7 +78,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
         consumers: args.consumers,
         drain_timeout: args.drain_timeout,
         keep: args.keep,
-        chaos_extra_stock: args.chaos_extra_stock,
+        chaos_extra_stock: 0,
     };
     let report = bench::run(&ctx.config, opts).await?;
     if args.output.json {
@@ -107,10 +95,10 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<()> {
         why.push(format!("invariants failed: {}", failed.join(", ")));
     }
     why.extend(report.error.clone());
-    Err(Failed(format!("bench failed: {}", why.join("; "))).into())
+    Err(CliError::failed(format!("bench failed: {}", why.join("; "))))
 }
 
-fn print_probe(r: &ProbeReport) -> anyhow::Result<()> {
+fn print_probe(r: &ProbeReport) {
     output::table(
         &[
             "url",
@@ -133,7 +121,6 @@ fn print_probe(r: &ProbeReport) -> anyhow::Result<()> {
             outcomes(&r.outcomes),
         ]],
     );
-    Ok(())
 }
 
 fn outcomes(o: &std::collections::BTreeMap<String, u64>) -> String {

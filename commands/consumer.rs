@@ -4,6 +4,7 @@ use clap::{Args, Subcommand};
 use seckill::consumer::{self, ConsumerOptions};
 
 use crate::context::Context;
+use crate::exit::{CliError, CliResult};
 use crate::output::{self, OutputArgs};
 
 /// Arguments of `seckill consumer`.
@@ -56,25 +57,7 @@ enum Dlq {
     },
 }
 
-/// Resolves on ctrl-c or SIGTERM (what `systemctl stop` sends).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-pub async fn run(ctx: &Context, args: ConsumerArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: ConsumerArgs) -> CliResult {
     match args.command {
         Some(DlqCommand::Dlq(cmd)) => return dlq(ctx, cmd).await,
         None => {}
@@ -85,25 +68,17 @@ pub async fn run(ctx: &Context, args: ConsumerArgs) -> anyhow::Result<()> {
         once: args.once,
     };
     let metrics = match &args.metrics_bind {
-        Some(bind) => {
-            let listener = tokio::net::TcpListener::bind(bind)
+        Some(bind) => Some(
+            consumer::metrics_endpoint::serve(bind)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-            let metrics = std::sync::Arc::new(seckill::metrics::Metrics::new());
-            let app = seckill::server::metrics::exporter(metrics.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "metrics endpoint failed");
-                }
-            });
-            Some(metrics)
-        }
+                .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?,
+        ),
         None => None,
     };
-    let report = consumer::run_with_metrics(&ctx.config, opts, metrics, shutdown_signal()).await?;
+    let report = consumer::run_with_metrics(&ctx.config, opts, metrics, seckill::shutdown::signal()).await?;
     if args.output.json {
-        return output::json(&report);
+        output::json(&report)?;
+        return Ok(());
     }
     let rate = if report.seconds > 0.0 {
         report.persisted as f64 / report.seconds
@@ -127,13 +102,14 @@ pub async fn run(ctx: &Context, args: ConsumerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dlq(ctx: &Context, cmd: Dlq) -> anyhow::Result<()> {
+async fn dlq(ctx: &Context, cmd: Dlq) -> CliResult {
     let redis = ctx.redis().await?;
     match cmd {
         Dlq::List { activity, output: out } => {
             let letters = consumer::dlq::list(&redis, activity).await?;
             if out.json {
-                return output::json(&letters);
+                output::json(&letters)?;
+                return Ok(());
             }
             output::table(
                 &["activity", "dlq id", "order no", "deliveries", "error"],
@@ -171,7 +147,9 @@ async fn dlq(ctx: &Context, cmd: Dlq) -> anyhow::Result<()> {
                 );
             }
             if replayed.iter().any(|r| r.outcome == "failed") {
-                anyhow::bail!("some dead letters still fail; they stay in the dead-letter stream");
+                return Err(CliError::failed(
+                    "some dead letters still fail; they stay in the dead-letter stream",
+                ));
             }
         }
     }

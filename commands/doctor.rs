@@ -4,6 +4,7 @@ use clap::Args;
 use seckill::doctor::{self, Verdict};
 
 use crate::context::Context;
+use crate::exit::{CliError, CliResult};
 use crate::output::{self, OutputArgs};
 
 /// Arguments of `seckill doctor`.
@@ -14,7 +15,7 @@ pub struct DoctorArgs {
 }
 
 /// Exit 0 when every check passes (warnings allowed), 1 otherwise.
-pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: DoctorArgs) -> CliResult {
     let diagnosis = doctor::diagnose(&ctx.config).await;
     if args.output.json {
         output::json(&diagnosis)?;
@@ -32,7 +33,7 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<()> {
         );
     }
     if !diagnosis.passed {
-        anyhow::bail!("doctor: some checks failed");
+        return Err(CliError::failed("doctor: some checks failed"));
     }
     Ok(())
 }

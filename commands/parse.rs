@@ -97,13 +97,14 @@ pub fn order_age(text: &str) -> Result<Duration, String> {
     )
 }
 
-/// `status --interval`: 10ms to 1h, so `--watch` neither spins nor looks frozen.
+/// `status --interval`: 100ms to 1h, so `--watch` neither keeps MySQL and Redis busy with
+/// its queries nor looks frozen.
 pub fn refresh_interval(text: &str) -> Result<Duration, String> {
     duration_within(
         text,
-        Duration::from_millis(10),
+        Duration::from_millis(100),
         Duration::from_secs(3600),
-        "a duration from 10ms to 1h, such as 1s",
+        "a duration from 100ms to 1h, such as 1s",
     )
 }
 
@@ -115,6 +116,13 @@ pub fn drain_timeout(text: &str) -> Result<Duration, String> {
         DAY,
         "a duration from 1s to 1d, such as 60s",
     )
+}
+
+/// `bench --url`: `http://host:port`, optionally with a path (the load generator speaks
+/// plain HTTP/1.1 only).
+pub fn http_url(text: &str) -> Result<String, String> {
+    seckill::bench::authority_of(text).map_err(message)?;
+    Ok(text.to_string())
 }
 
 /// A configuration file that exists. Without `--config` a missing `./config.yaml` means

@@ -6,6 +6,7 @@ use clap::Args;
 use seckill::ops::reconcile::{self, Finding};
 
 use crate::context::Context;
+use crate::exit::{CliError, CliResult};
 use crate::output::{self, opt, OutputArgs};
 
 /// Arguments of `seckill reconcile`.
@@ -24,21 +25,6 @@ pub struct ReconcileArgs {
     output: OutputArgs,
 }
 
-/// Ends the process with this exit code (after everything was printed).
-#[derive(Debug)]
-pub struct Exit(pub u8);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            1 => f.write_str("drift found"),
-            _ => f.write_str("could not check"),
-        }
-    }
-}
-
-impl std::error::Error for Exit {}
-
 fn findings_table(findings: &[Finding]) {
     output::table(
         &["class", "product", "subject", "detail", "fix"],
@@ -54,29 +40,22 @@ fn findings_table(findings: &[Finding]) {
     );
 }
 
-pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
+/// Exit 0 consistent, 1 drift found (or left after `--fix`), 2 could not check.
+pub async fn run(ctx: &Context, args: ReconcileArgs) -> CliResult {
     let checked = async {
         let (db, redis) = (ctx.db().await?, ctx.redis().await?);
         let grace = Duration::from_secs(ctx.config.orders.in_flight_grace_secs);
         Ok::<_, anyhow::Error>(reconcile::reconcile(&db, &redis, ctx.group(), args.activity, grace, args.fix).await?)
     };
-    let report = match checked.await {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Err(Exit(2).into());
-        }
-    };
+    let report = checked.await.map_err(CliError::could_not_check)?;
     if let Some(path) = &args.metrics_file {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let text = reconcile::textfile::render(&report, args.fix, now);
-        if let Err(e) = seckill::metrics::write_atomically(path, &text) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return Err(Exit(2).into());
-        }
+        seckill::metrics::write_atomically(path, &text)
+            .map_err(|e| CliError::could_not_check(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if args.output.json {
         output::json(&report)?;
@@ -145,6 +124,6 @@ pub async fn run(ctx: &Context, args: ReconcileArgs) -> anyhow::Result<()> {
     if report.consistent {
         Ok(())
     } else {
-        Err(Exit(1).into())
+        Err(CliError::drift())
     }
 }

@@ -40,6 +40,6 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let listeners = server::bind(&bind, threads).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     // The address is logged by `server::run` (a plain eprintln would break JSON logs).
     let state = AppState::new(ctx.config.clone(), redis, db);
-    server::run(listeners, state, server::shutdown_signal()).await?;
+    server::run(listeners, state, seckill::shutdown::signal()).await?;
     Ok(())
 }

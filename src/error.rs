@@ -1,4 +1,7 @@
-//! The library's error type. Each variant maps to one CLI exit code and one HTTP answer.
+//! The library's error type. Each variant maps to one CLI exit code, by
+//! [`Error::exit_code`]. The HTTP API does not answer with these variants: its routes turn
+//! a failed library call into their own `ApiError` (`src/server/error.rs`), most often
+//! 503 `busy` for a backend that failed.
 
 /// Shorthand for results of library operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,7 +56,30 @@ pub enum Error {
     Internal(String),
 }
 
+/// Exit code of a command that failed or was refused.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a usage error: a flag value clap rejects, or a configuration that cannot work.
+pub const EXIT_USAGE: u8 = 2;
+
 impl Error {
+    /// The `seckill` binary's exit code for this error: [`EXIT_USAGE`] for a configuration
+    /// that cannot work (a usage error, like a malformed flag), [`EXIT_FAILED`] for the rest
+    /// (invalid input read from a file or found against stored data, not found, refused, a
+    /// backend failing).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => EXIT_USAGE,
+            Error::Invalid(_)
+            | Error::NotFound(_)
+            | Error::Refused(_)
+            | Error::Redis { .. }
+            | Error::Database { .. }
+            | Error::Migrate(_)
+            | Error::Io { .. }
+            | Error::Internal(_) => EXIT_FAILED,
+        }
+    }
+
     /// Builds an [`Error::Invalid`].
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())

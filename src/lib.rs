@@ -23,6 +23,7 @@ pub mod queue;
 pub mod redis_client;
 pub mod scripts;
 pub mod server;
+pub mod shutdown;
 pub mod token;
 pub mod user_id;
 

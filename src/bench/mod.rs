@@ -64,7 +64,8 @@ pub struct BenchOptions {
     /// Leave the activity, its orders and keys in place.
     pub keep: bool,
     /// Fault injection: units added to the Redis stock behind MySQL's back right after the
-    /// start, so the run oversells and must fail. Never use outside tests.
+    /// start, so the run oversells and must fail. Only tests set it (the CLI has no flag
+    /// for it); 0 otherwise.
     pub chaos_extra_stock: u32,
 }
 

@@ -7,6 +7,7 @@
 
 pub mod dlq;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod persist;
 pub mod stream;
 mod worker;

@@ -11,6 +11,7 @@ mod catalog;
 mod connectivity;
 mod consumer_handover;
 mod durability;
+mod exit_codes;
 mod flush;
 mod helpers;
 mod hot;
