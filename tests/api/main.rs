@@ -12,6 +12,7 @@ mod connectivity;
 mod consumer_handover;
 mod durability;
 mod flush;
+mod hardening_http;
 mod helpers;
 mod hot;
 mod http_threads;
