@@ -9,18 +9,23 @@
 //! the group-commit batchers and the Redis connection run on the runtime that created the
 //! [`AppState`](super::AppState), so a request waits for its verdict there.
 
-use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
-
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use axum::ServiceExt as _;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
-use tower::Service;
+use tower::{Service, ServiceExt as _};
 
+use super::connections::{ConnectionLimits, CutReason, JsonRefusals};
 use crate::error::{Error, Result};
 
 /// Pending connections the kernel holds per listener before refusing more.
@@ -79,11 +84,17 @@ fn listen(addr: SocketAddr, share_port: bool) -> std::io::Result<StdListener> {
     Ok(socket.into())
 }
 
-/// Serves `service` (the API: [`super::hot_path::Api`]) on every listener, each on a thread of its own, until `shutdown`
+/// Serves `service` (the API: [`super::hot_path::Api`]) on every listener, each on a thread
+/// of its own, within `limits` (connection cap, header-read timeout), until `shutdown`
 /// completes (or this future is dropped); then every thread stops accepting and finishes
 /// its in-flight requests, and this returns once all have. A thread that fails stops the
 /// others; its error is returned.
-pub async fn serve<S>(listeners: Vec<StdListener>, service: S, shutdown: impl Future<Output = ()>) -> Result<()>
+pub async fn serve<S>(
+    listeners: Vec<StdListener>,
+    service: S,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
@@ -93,7 +104,7 @@ where
     let (done_tx, mut done) = mpsc::unbounded_channel::<Result<()>>();
     let mut running = 0;
     for (n, listener) in listeners.into_iter().enumerate() {
-        let (service, mut stopped, done_tx) = (service.clone(), stopped.clone(), done_tx.clone());
+        let (service, stopped, done_tx, limits) = (service.clone(), stopped.clone(), done_tx.clone(), limits.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("seckill-http-{n}"))
             .spawn(move || {
@@ -109,12 +120,8 @@ where
                     .and_then(|runtime| {
                         runtime.block_on(async {
                             let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-                            axum::serve(listener, service.into_make_service())
-                                .with_graceful_shutdown(async move {
-                                    let _ = stopped.wait_for(|stop| *stop).await;
-                                })
-                                .await
-                                .map_err(io)
+                            accept_loop(listener, service, limits, stopped).await;
+                            Ok(())
                         })
                     });
                 let _ = done_tx.send(served);
@@ -145,6 +152,100 @@ where
         Some(Err(e)) => Err(e),
         _ => rest,
     }
+}
+
+/// Accepts connections on `listener` and serves each on a task of its own until `stopped`
+/// turns true (or its sender is gone); then stops accepting, lets every connection finish
+/// its request in flight, and returns once all are closed.
+async fn accept_loop<S>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut http = http1::Builder::new();
+    // Without a timer hyper silently ignores the header-read timeout.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout());
+    let http = Arc::new(http);
+    // Every connection task holds a clone; the channel closes once the last one is done.
+    let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = stop_requested(&mut stopped) => break,
+        };
+        let Some(open) = limits.try_open() else {
+            limits.refuse(stream);
+            continue;
+        };
+        let connection = serve_connection(stream, service.clone(), http.clone(), limits.clone(), stopped.clone());
+        let open_tx = open_tx.clone();
+        tokio::spawn(async move {
+            connection.await;
+            drop((open, open_tx));
+        });
+    }
+    drop((listener, open_tx));
+    let _ = all_closed.recv().await;
+}
+
+/// Serves one connection until it closes; when `stopped` turns true, finishes the request
+/// in flight (if any) and closes.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    http: Arc<http1::Builder>,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        service.clone().oneshot(request.map(Body::new))
+    });
+    let connection = http.serve_connection(JsonRefusals::new(TokioIo::new(stream)), service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop_requested(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        if e.is_timeout() {
+            limits.cut(CutReason::HeaderTimeout);
+        }
+        tracing::trace!(error = %e, "connection closed");
+    }
+}
+
+/// Completes once `stopped` turns true or its sender is gone.
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// After a failed accept: a connection the client gave up on is skipped; anything else
+/// (out of file descriptors, mostly) is logged and waited out briefly, since retrying at
+/// once would spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Waits for `running` threads to report (a thread that panicked reports nothing; its
