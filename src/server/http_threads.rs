@@ -8,6 +8,10 @@
 //! work-stealing workers doing both. The handlers still reach Redis through the shared state:
 //! the group-commit batchers and the Redis connection run on the runtime that created the
 //! [`AppState`](super::AppState), so a request waits for its verdict there.
+//!
+//! Each thread accepts its own connections and serves them with hyper's HTTP/1 server,
+//! within the process's [`ConnectionLimits`]: a header-read timeout (which axum's `serve`
+//! cannot set, so silent and slow clients were kept forever) and the connection cap.
 
 use std::convert::Infallible;
 use std::future::Future;
