@@ -184,8 +184,8 @@ pub async fn orders_of_user(
         }
     }
     let rows: Vec<Order> = sqlx::query_as(
-        "SELECT id, order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, \
-         reserved_at, created_at, updated_at FROM orders WHERE user_id = ? AND activity_id = ?",
+        "SELECT id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, unit_price, \
+         amount, status, reserved_at, created_at, updated_at FROM orders WHERE user_id = ? AND activity_id = ?",
     )
     .bind(&user_id)
     .bind(activity_id)
@@ -195,8 +195,7 @@ pub async fn orders_of_user(
         tracing::warn!(activity = activity_id, error = %e, "orders of user: mysql failed");
         ApiError::busy("database unavailable, retry shortly")
     })?;
-    // MySQL may compare user ids without regard to case; the order must be this user's.
-    for row in rows.into_iter().filter(|o| o.user_id == user_id) {
+    for row in rows {
         if let Some((_, id)) = parse_order_no(&row.order_no) {
             found.insert(parse_id(id), row.into());
         }
