@@ -102,8 +102,8 @@ pub struct HttpConfig {
     /// from the previous answer on a kept-alive connection. So this is also how long a silent
     /// or idle connection is kept. Slower connections are closed.
     pub header_read_timeout_ms: u64,
-    /// A request's body must be complete within this many milliseconds of its head; a slower
-    /// one is answered `bad_request` and its connection closed.
+    /// A request's body must be complete within this many milliseconds of the server starting
+    /// to wait for it; a slower one is answered `bad_request` and its connection closed.
     pub body_read_timeout_ms: u64,
     /// Open connections per process; a connection beyond is answered 503 `busy` at once and
     /// closed (0: three quarters of the open-file limit). See [`HttpConfig::connection_cap`].
@@ -458,6 +458,24 @@ mod tests {
             .apply_env(|n| (n == "SECKILL_REDIS_DURABILITY").then(|| "nope".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("SECKILL_REDIS_DURABILITY"), "{err}");
+    }
+
+    #[test]
+    fn http_limits() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        assert!(c.http.connection_cap() >= 16, "three quarters of the open-file limit");
+        c.http.max_connections = 5;
+        assert_eq!(c.http.connection_cap(), 5);
+        for ms in [0, 3_600_001] {
+            let mut bad = Config::default();
+            bad.http.header_read_timeout_ms = ms;
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("http.header_read_timeout_ms"), "{err}");
+            let mut bad = Config::default();
+            bad.http.body_read_timeout_ms = ms;
+            assert!(bad.validate().is_err());
+        }
     }
 
     #[test]
