@@ -137,8 +137,14 @@ impl<T> JsonRefusals<T> {
 /// The JSON version of `head` when it is one of hyper's own bodiless error answers.
 fn json_refusal(head: &[u8]) -> Option<Vec<u8>> {
     const EMPTY: &[u8] = b"\r\ncontent-length: 0\r\n";
-    // "HTTP/1.1 431 ..." : the status starts at byte 9.
-    if head.len() < 13 || !head.starts_with(b"HTTP/1.") || !matches!(head[9], b'4' | b'5') {
+    // Answers with a body (all of the API's: hyper writes a small answer's head and body in
+    // one go) end in their body, so nearly every write is passed over here. Then "HTTP/1.1
+    // 431 ...": the status starts at byte 9.
+    if !head.ends_with(b"\r\n\r\n")
+        || head.len() < 13
+        || !head.starts_with(b"HTTP/1.")
+        || !matches!(head[9], b'4' | b'5')
+    {
         return None;
     }
     // The API's own answers (every one has a body with its type) are told apart at once.

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tower::{Service, ServiceExt as _};
 
 use super::connections::{ConnectionLimits, CutReason, JsonRefusals};
@@ -171,12 +171,19 @@ async fn accept_loop<S>(
     S::Future: Send,
 {
     let mut http = http1::Builder::new();
-    // Without a timer hyper silently ignores the header-read timeout.
+    // Without a timer hyper silently ignores the header-read timeout. Head and body written
+    // in one buffer, as axum's server did: for answers this small, cheaper than vectored.
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout());
+        .header_read_timeout(limits.header_read_timeout())
+        .writev(false);
     let http = Arc::new(http);
     // Every connection task holds a clone; the channel closes once the last one is done.
     let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
+    // One stop signal per connection, all dropped (which signals them) on stop: a closed
+    // oneshot is cheap to poll, and the connection task polls it on every wake-up. Senders
+    // of finished connections are pruned whenever the list has doubled.
+    let mut stops: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut prune_at = 64;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -192,25 +199,31 @@ async fn accept_loop<S>(
             limits.refuse(stream);
             continue;
         };
-        let connection = serve_connection(stream, service.clone(), http.clone(), limits.clone(), stopped.clone());
+        if stops.len() >= prune_at {
+            stops.retain(|stop| !stop.is_closed());
+            prune_at = (stops.len() * 2).max(64);
+        }
+        let (stop, stop_requested) = oneshot::channel();
+        stops.push(stop);
+        let connection = serve_connection(stream, service.clone(), http.clone(), limits.clone(), stop_requested);
         let open_tx = open_tx.clone();
         tokio::spawn(async move {
             connection.await;
             drop((open, open_tx));
         });
     }
-    drop((listener, open_tx));
+    drop((listener, open_tx, stops));
     let _ = all_closed.recv().await;
 }
 
-/// Serves one connection until it closes; when `stopped` turns true, finishes the request
-/// in flight (if any) and closes.
+/// Serves one connection until it closes; once `stop_requested` completes (its sender
+/// dropped), finishes the request in flight (if any) and closes.
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     service: S,
     http: Arc<http1::Builder>,
     limits: ConnectionLimits,
-    mut stopped: watch::Receiver<bool>,
+    stop_requested: oneshot::Receiver<()>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
@@ -221,8 +234,9 @@ async fn serve_connection<S>(
     let connection = http.serve_connection(JsonRefusals::new(TokioIo::new(stream)), service);
     tokio::pin!(connection);
     let served = tokio::select! {
+        biased;
         served = connection.as_mut() => served,
-        () = stop_requested(&mut stopped) => {
+        _ = stop_requested => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
