@@ -5,8 +5,9 @@
 //! - [`JsonRefusals`]: the socket as hyper sees it, which gives the bodiless answers hyper
 //!   writes for a request it cannot parse (400, 414, 431) the API's JSON error body.
 //!
-//! The header-read timeout itself is hyper's (see [`super::http_threads`]); the body-read
-//! timeout is applied where bodies are read ([`super::error::JsonBody`]).
+//! The header-read timeout is kept by each HTTP thread's watchdog (see
+//! [`super::http_threads`]); the body-read timeout where bodies are read
+//! ([`super::error::JsonBody`]).
 
 use std::io;
 use std::pin::Pin;
@@ -65,7 +66,7 @@ impl ConnectionLimits {
         }))
     }
 
-    /// How long a request head may take (hyper's header-read timeout).
+    /// How long a request head may take (`http.header_read_timeout_ms`).
     pub fn header_read_timeout(&self) -> Duration {
         self.0.header_read_timeout
     }

@@ -10,12 +10,14 @@
 //! [`AppState`](super::AppState), so a request waits for its verdict there.
 //!
 //! Each thread accepts its own connections and serves them with hyper's HTTP/1 server,
-//! within the process's [`ConnectionLimits`]: a header-read timeout (which axum's `serve`
-//! cannot set, so silent and slow clients were kept forever) and the connection cap.
+//! within the process's [`ConnectionLimits`]: the connection cap, and a header-read timeout
+//! kept by the thread's [`Watchdog`] (axum's `serve` has none, so silent and slow clients
+//! were kept forever).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 use tower::{Service, ServiceExt as _};
@@ -160,7 +162,8 @@ where
 
 /// Accepts connections on `listener` and serves each on a task of its own until `stopped`
 /// turns true (or its sender is gone); then stops accepting, lets every connection finish
-/// its request in flight, and returns once all are closed.
+/// its request in flight, and returns once all are closed. Meanwhile a watchdog cuts the
+/// connections whose request head is late (see [`HeadWatch`]).
 async fn accept_loop<S>(
     listener: tokio::net::TcpListener,
     service: S,
@@ -171,19 +174,16 @@ async fn accept_loop<S>(
     S::Future: Send,
 {
     let mut http = http1::Builder::new();
-    // Without a timer hyper silently ignores the header-read timeout. Head and body written
-    // in one buffer, as axum's server did: for answers this small, cheaper than vectored.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout())
-        .writev(false);
+    // Head and body written in one buffer, as axum's server did: for answers this small,
+    // cheaper than vectored writes. No timer: the watchdog below does hyper's header-read
+    // timeout (without a timer hyper's own is off).
+    http.writev(false);
     let http = Arc::new(http);
     // Every connection task holds a clone; the channel closes once the last one is done.
     let (open_tx, mut all_closed) = mpsc::channel::<()>(1);
-    // One stop signal per connection, all dropped (which signals them) on stop: a closed
-    // oneshot is cheap to poll, and the connection task polls it on every wake-up. Senders
-    // of finished connections are pruned whenever the list has doubled.
-    let mut stops: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut prune_at = 64;
+    let mut watchdog = Watchdog::new(limits.clone());
+    let mut ticks = tokio::time::interval(watchdog.tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -193,59 +193,189 @@ async fn accept_loop<S>(
                     continue;
                 }
             },
+            _ = ticks.tick() => {
+                watchdog.check();
+                continue;
+            }
             () = stop_requested(&mut stopped) => break,
         };
         let Some(open) = limits.try_open() else {
             limits.refuse(stream);
             continue;
         };
-        if stops.len() >= prune_at {
-            stops.retain(|stop| !stop.is_closed());
-            prune_at = (stops.len() * 2).max(64);
-        }
-        let (stop, stop_requested) = oneshot::channel();
-        stops.push(stop);
-        let connection = serve_connection(stream, service.clone(), http.clone(), limits.clone(), stop_requested);
+        let (head, signals) = watchdog.watch();
+        let connection = serve_connection(stream, service.clone(), http.clone(), head, signals);
         let open_tx = open_tx.clone();
         tokio::spawn(async move {
             connection.await;
             drop((open, open_tx));
         });
     }
-    drop((listener, open_tx, stops));
-    let _ = all_closed.recv().await;
+    drop((listener, open_tx));
+    // Stopping lets requests in flight finish, but a head that never completes must not
+    // hold the shutdown: the watchdog keeps cutting until the last connection is closed.
+    watchdog.stop_all();
+    loop {
+        tokio::select! {
+            _ = all_closed.recv() => return,
+            _ = ticks.tick() => watchdog.check(),
+        }
+    }
 }
 
-/// Serves one connection until it closes; once `stop_requested` completes (its sender
-/// dropped), finishes the request in flight (if any) and closes.
+/// Serves one connection until it closes: at once on [`Signal::Cut`] (the head was late) or
+/// when the watchdog is gone, after the request in flight (if any) on [`Signal::Stop`].
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     service: S,
     http: Arc<http1::Builder>,
-    limits: ConnectionLimits,
-    stop_requested: oneshot::Receiver<()>,
+    head: Arc<HeadWatch>,
+    mut signals: oneshot::Receiver<Signal>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        service.clone().oneshot(request.map(Body::new))
+        // hyper calls the service once the head is complete.
+        head.serving();
+        let head = head.clone();
+        let answer = service.clone().oneshot(request.map(Body::new));
+        async move {
+            let response = answer.await;
+            head.waiting();
+            response
+        }
     });
     let connection = http.serve_connection(JsonRefusals::new(TokioIo::new(stream)), service);
     tokio::pin!(connection);
-    let served = tokio::select! {
-        biased;
-        served = connection.as_mut() => served,
-        _ = stop_requested => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    // Polled on every wake-up of the connection: a oneshot is cheap to poll.
+    let served = loop {
+        tokio::select! {
+            biased;
+            served = connection.as_mut() => break served,
+            signal = &mut signals => match signal {
+                Ok(Signal::Stop(next)) => {
+                    signals = next;
+                    connection.as_mut().graceful_shutdown();
+                }
+                Ok(Signal::Cut) | Err(_) => return,
+            },
         }
     };
     if let Err(e) = served {
-        if e.is_timeout() {
-            limits.cut(CutReason::HeaderTimeout);
-        }
         tracing::trace!(error = %e, "connection closed");
+    }
+}
+
+/// Tick value of a [`HeadWatch`] whose connection is serving a request.
+const SERVING: u32 = u32::MAX;
+
+/// Since when one connection has been waiting for a request head, in ticks of its thread's
+/// [`Watchdog`]: from its opening, then from each answer on; [`SERVING`] from the moment
+/// hyper has a complete head until the answer is ready.
+struct HeadWatch {
+    now: Arc<AtomicU32>,
+    waiting_since: AtomicU32,
+}
+
+impl HeadWatch {
+    fn serving(&self) {
+        self.waiting_since.store(SERVING, Ordering::Relaxed);
+    }
+
+    fn waiting(&self) {
+        self.waiting_since
+            .store(self.now.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// What the watchdog tells a connection's task.
+enum Signal {
+    /// Finish the request in flight, then close; later signals come on the receiver given.
+    Stop(oneshot::Receiver<Signal>),
+    /// Close now.
+    Cut,
+}
+
+/// One watched connection: its head watch and the way to signal its task (closed once the
+/// task is done).
+struct Watched {
+    head: Arc<HeadWatch>,
+    signal: Option<oneshot::Sender<Signal>>,
+}
+
+/// The header-read timeout of one HTTP thread's connections, on a coarse clock: every tick
+/// (a tenth of the timeout, within 10..=250 ms) it cuts the connections that have waited
+/// longer than the timeout for a request head, so a head is cut between the timeout and a
+/// tick after it. hyper's own header-read timeout arms, allocates and drops a timer for
+/// every request, a cost that showed in every answer (README, Benchmarks); this costs two
+/// stores per request and one pass over the connections per tick.
+struct Watchdog {
+    limits: ConnectionLimits,
+    tick: Duration,
+    patience: u32,
+    now: Arc<AtomicU32>,
+    watched: Vec<Watched>,
+}
+
+impl Watchdog {
+    fn new(limits: ConnectionLimits) -> Watchdog {
+        let timeout = limits.header_read_timeout();
+        let tick = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let patience = timeout.as_nanos().div_ceil(tick.as_nanos()).max(1);
+        Watchdog {
+            limits,
+            tick,
+            patience: u32::try_from(patience).unwrap_or(u32::MAX - 1),
+            now: Arc::new(AtomicU32::new(0)),
+            watched: Vec::new(),
+        }
+    }
+
+    /// A new connection to watch: its head watch (waiting from now) and its signals.
+    fn watch(&mut self) -> (Arc<HeadWatch>, oneshot::Receiver<Signal>) {
+        let head = Arc::new(HeadWatch {
+            now: self.now.clone(),
+            waiting_since: AtomicU32::new(self.now.load(Ordering::Relaxed)),
+        });
+        let (signal, signals) = oneshot::channel();
+        self.watched.push(Watched {
+            head: head.clone(),
+            signal: Some(signal),
+        });
+        (head, signals)
+    }
+
+    /// One tick: cuts the late heads, forgets closed connections.
+    fn check(&mut self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let (patience, limits) = (self.patience, &self.limits);
+        self.watched.retain_mut(|w| {
+            let Some(signal) = w.signal.take_if(|signal| !signal.is_closed()) else {
+                return false;
+            };
+            let since = w.head.waiting_since.load(Ordering::Relaxed);
+            if since != SERVING && now.wrapping_sub(since) >= patience {
+                // The connection task, polling the receiver, drops the connection.
+                let _ = signal.send(Signal::Cut);
+                limits.cut(CutReason::HeaderTimeout);
+                return false;
+            }
+            w.signal = Some(signal);
+            true
+        });
+    }
+
+    /// Asks every connection to stop after its request in flight.
+    fn stop_all(&mut self) {
+        for w in &mut self.watched {
+            if let Some(signal) = w.signal.take() {
+                let (next, signals) = oneshot::channel();
+                if signal.send(Signal::Stop(signals)).is_ok() {
+                    w.signal = Some(next);
+                }
+            }
+        }
     }
 }
 
