@@ -322,7 +322,9 @@ impl Watchdog {
     fn new(limits: ConnectionLimits) -> Watchdog {
         let timeout = limits.header_read_timeout();
         let tick = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        let patience = timeout.as_nanos().div_ceil(tick.as_nanos()).max(1);
+        // A connection's wait starts somewhere within a tick: one tick more, so it is never
+        // cut before the timeout.
+        let patience = timeout.as_nanos().div_ceil(tick.as_nanos()) + 1;
         Watchdog {
             limits,
             tick,
@@ -408,4 +410,67 @@ async fn drain(done: &mut mpsc::UnboundedReceiver<Result<()>>, running: usize) -
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::Counter;
+
+    fn watchdog(timeout_ms: u64) -> Watchdog {
+        let limits = ConnectionLimits::new(
+            10,
+            Duration::from_millis(timeout_ms),
+            Counter::noop(),
+            [Counter::noop(), Counter::noop()],
+        );
+        Watchdog::new(limits)
+    }
+
+    #[test]
+    fn late_heads_are_cut_after_the_timeout_and_never_before() {
+        // 100 ms: ticks of 10 ms, so a head is cut on the 11th tick after its wait began.
+        let mut dog = watchdog(100);
+        assert_eq!((dog.tick, dog.patience), (Duration::from_millis(10), 11));
+        let (waiting, mut waiting_signals) = dog.watch();
+        let (serving, mut serving_signals) = dog.watch();
+        serving.serving();
+        for _ in 0..10 {
+            dog.check();
+        }
+        assert!(waiting_signals.try_recv().is_err(), "cut before the timeout");
+        dog.check();
+        assert!(matches!(waiting_signals.try_recv(), Ok(Signal::Cut)));
+        // A connection serving a request is not timed; its next wait starts from its answer.
+        for _ in 0..20 {
+            dog.check();
+        }
+        assert!(serving_signals.try_recv().is_err());
+        serving.waiting();
+        for _ in 0..11 {
+            dog.check();
+        }
+        assert!(matches!(serving_signals.try_recv(), Ok(Signal::Cut)));
+        drop(waiting);
+        assert!(dog.watched.is_empty(), "cut connections are forgotten");
+    }
+
+    #[test]
+    fn stop_reaches_every_connection_and_a_closed_one_is_forgotten() {
+        let mut dog = watchdog(10_000);
+        let (_open, mut signals) = dog.watch();
+        let (_gone, gone_signals) = dog.watch();
+        drop(gone_signals);
+        dog.check();
+        assert_eq!(dog.watched.len(), 1);
+        dog.stop_all();
+        let Ok(Signal::Stop(mut next)) = signals.try_recv() else {
+            panic!("no stop signal");
+        };
+        // A stopping connection can still be cut.
+        for _ in 0..dog.patience {
+            dog.check();
+        }
+        assert!(matches!(next.try_recv(), Ok(Signal::Cut)));
+    }
 }
