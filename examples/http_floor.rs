@@ -38,7 +38,14 @@ async fn sold_out(body: Bytes) -> impl IntoResponse {
 
 fn main() -> anyhow::Result<()> {
     let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18082".to_string());
-    let threads = seckill::config::HttpConfig::default().thread_count();
+    let http = seckill::config::HttpConfig::default();
+    let threads = http.thread_count();
+    let limits = seckill::server::connections::ConnectionLimits::new(
+        http.connection_cap(),
+        http.header_read_timeout(),
+        metrics::Counter::noop(),
+        [metrics::Counter::noop(), metrics::Counter::noop()],
+    );
     let app = Router::new()
         .route("/health", get(health))
         .route("/api/v1/buy", post(sold_out));
@@ -49,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         .block_on(seckill::server::http_threads::serve(
             listeners,
             app,
+            limits,
             std::future::pending(),
         ))?;
     Ok(())

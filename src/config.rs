@@ -97,6 +97,17 @@ pub struct HttpConfig {
     /// HTTP threads, each an event loop of its own with its own listener on `bind`
     /// (0: half the cores, at least one). See [`HttpConfig::thread_count`].
     pub threads: usize,
+    /// A request's head (request line and headers) must be complete within this many
+    /// milliseconds of the server starting to wait for it: from the connection's opening, or
+    /// from the previous answer on a kept-alive connection. So this is also how long a silent
+    /// or idle connection is kept. Slower connections are closed.
+    pub header_read_timeout_ms: u64,
+    /// A request's body must be complete within this many milliseconds of the server starting
+    /// to wait for it; a slower one is answered `bad_request` and its connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Open connections per process; a connection beyond is answered 503 `busy` at once and
+    /// closed (0: three quarters of the open-file limit). See [`HttpConfig::connection_cap`].
+    pub max_connections: usize,
 }
 
 impl HttpConfig {
@@ -109,6 +120,46 @@ impl HttpConfig {
             n => n,
         }
     }
+
+    /// The connection cap: `max_connections`, or when 0 three quarters of the process's
+    /// open-file limit (the rest stays for Redis, MySQL, logs and the connections being
+    /// refused), at least 16.
+    pub fn connection_cap(&self) -> usize {
+        match self.max_connections {
+            0 => (open_file_limit() / 4 * 3).max(16),
+            n => n,
+        }
+    }
+
+    /// [`HttpConfig::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`HttpConfig::body_read_timeout_ms`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+}
+
+/// The soft limit on open files of this process (`ulimit -n`); 1024 when it cannot be read.
+#[cfg(unix)]
+fn open_file_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if read != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return 1024;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> usize {
+    1024
 }
 
 impl Default for HttpConfig {
@@ -117,6 +168,9 @@ impl Default for HttpConfig {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 4096,
             threads: 0,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_connections: 0,
         }
     }
 }
@@ -304,6 +358,14 @@ impl Config {
         if self.http.threads > 256 {
             return bad("http.threads", "at most 256 (0 picks half the cores)");
         }
+        for (field, ms) in [
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                return bad(field, "must be 1..=3600000 (ms)");
+            }
+        }
         if self.consumer.batch == 0 || self.consumer.max_deliveries == 0 {
             return bad("consumer.batch", "batch and max_deliveries must be positive");
         }
@@ -396,6 +458,24 @@ mod tests {
             .apply_env(|n| (n == "SECKILL_REDIS_DURABILITY").then(|| "nope".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("SECKILL_REDIS_DURABILITY"), "{err}");
+    }
+
+    #[test]
+    fn http_limits() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        assert!(c.http.connection_cap() >= 16, "three quarters of the open-file limit");
+        c.http.max_connections = 5;
+        assert_eq!(c.http.connection_cap(), 5);
+        for ms in [0, 3_600_001] {
+            let mut bad = Config::default();
+            bad.http.header_read_timeout_ms = ms;
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("http.header_read_timeout_ms"), "{err}");
+            let mut bad = Config::default();
+            bad.http.body_read_timeout_ms = ms;
+            assert!(bad.validate().is_err());
+        }
     }
 
     #[test]

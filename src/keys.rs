@@ -178,11 +178,12 @@ pub fn parse_order_no(order_no: &str) -> Option<(u64, &str)> {
     is_entry_id(entry).then_some((activity, entry))
 }
 
-/// A stream entry id as Redis makes them: `<ms>-<seq>`, both decimal.
+/// A stream entry id as Redis makes them: `<ms>-<seq>`, both decimal and within u64 (Redis
+/// refuses anything larger).
 pub fn is_entry_id(id: &str) -> bool {
-    id.split_once('-').is_some_and(|(ms, seq)| {
-        !ms.is_empty() && !seq.is_empty() && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
-    })
+    let whole =
+        |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u64>().is_ok();
+    id.split_once('-').is_some_and(|(ms, seq)| whole(ms) && whole(seq))
 }
 
 #[cfg(test)]
@@ -226,7 +227,17 @@ mod tests {
         assert_eq!(parse_order_no("42-abc"), None);
         assert_eq!(parse_order_no("42-1-"), None);
         assert!(is_entry_id("1732250000123-3"));
-        for bad in ["", "1732250000123", "-3", "1-", "1-2-3", "sold_out", "1-x"] {
+        for bad in [
+            "",
+            "1732250000123",
+            "-3",
+            "1-",
+            "1-2-3",
+            "sold_out",
+            "1-x",
+            "1-18446744073709551616",
+            "18446744073709551616-0",
+        ] {
             assert!(!is_entry_id(bad), "{bad}");
         }
     }

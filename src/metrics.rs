@@ -22,6 +22,12 @@ pub const IN_FLIGHT: &str = "seckill_admission_in_flight";
 pub const BREAKER_STATE: &str = "seckill_breaker_state";
 /// Purchases decided per script call (histogram).
 pub const BATCH_SIZE: &str = "seckill_group_commit_batch_size";
+/// Connections answered 503 `busy` and closed at once because `http.max_connections` were
+/// open (counter).
+pub const HTTP_CONNECTIONS_REFUSED: &str = "seckill_http_connections_refused_total";
+/// Connections closed by the server because the client was too slow, by reason:
+/// header_timeout, body_timeout (counter).
+pub const HTTP_CONNECTIONS_CUT: &str = "seckill_http_connections_cut_total";
 /// Remaining stock per activity and product (gauge).
 pub const REMAINING_STOCK: &str = "seckill_remaining_stock";
 /// 1 while Redis has lost an activity's state and its sale is suspended, per activity (gauge).

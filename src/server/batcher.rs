@@ -21,9 +21,11 @@ use crate::redis_client::RedisClient;
 /// Why a purchase got no verdict.
 #[derive(Debug, Clone)]
 pub enum BatchError {
-    /// Redis failed or did not answer in time.
-    Redis(String),
-    /// The batcher is gone (server shutting down).
+    /// The script call went out but no verdict came back: Redis failed or did not answer in
+    /// time, or the batcher stopped mid-call. The script may have run (a stalled Redis runs
+    /// it when it resumes), so the purchase may or may not have been made.
+    Undecided(String),
+    /// The batcher is gone (server shutting down) and the purchase was never sent.
     Closed,
 }
 
@@ -85,7 +87,8 @@ impl Batchers {
         }
         match verdict.await {
             Ok((purchase, verdict)) => (Some(purchase), verdict),
-            Err(_) => (None, Err(BatchError::Closed)),
+            // Dropped with its batch: the call may have gone out.
+            Err(_) => (None, Err(BatchError::Undecided("the batcher stopped".into()))),
         }
     }
 
@@ -188,7 +191,7 @@ async fn decide(
                 _ => format!("no answer from redis within {timeout:?}"),
             };
             for (reply, purchase) in replies.into_iter().zip(purchases) {
-                let _ = reply.send((purchase, Err(BatchError::Redis(why.clone()))));
+                let _ = reply.send((purchase, Err(BatchError::Undecided(why.clone()))));
             }
         }
     }

@@ -2,6 +2,9 @@
 //! including for axum's own rejections (bad JSON, too large, wrong route or method).
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -10,10 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Frame};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::connections::CutReason;
 use super::AppState;
 use crate::buy::Outcome;
 
@@ -68,6 +72,20 @@ impl ApiError {
     /// `busy` (503): shed load, or Redis/MySQL unavailable; retry later.
     pub fn busy(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+    }
+
+    /// `unknown_outcome` (503): the purchase was sent to Redis but no verdict came back in
+    /// time, so it may or may not have been made. Unlike `busy`, retrying blindly may buy
+    /// again: the buyer looks the activity's orders up first.
+    pub fn unknown_outcome(activity: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unknown_outcome",
+            format!(
+                "no verdict in time: the purchase may or may not have been made; before buying again, \
+                 look it up with GET /api/v1/orders?activity_id={activity}&user_id=... and your token"
+            ),
+        )
     }
 
     /// `too_many_requests` (429).
@@ -175,28 +193,51 @@ impl FromRequest<AppState> for JsonBody {
         if !is_json(req.headers()) {
             return Err(ApiError::bad_request("expected Content-Type: application/json"));
         }
-        read_body(req.into_body(), state.config.http.max_body_bytes)
-            .await
-            .map(JsonBody)
-            .ok_or_else(|| ApiError::bad_request("request body too large or unreadable"))
+        let http = &state.config.http;
+        match read_body(req.into_body(), http.max_body_bytes, http.body_read_timeout()).await {
+            Ok(body) => Ok(JsonBody(body)),
+            Err(BodyFault::TooSlow) => {
+                state.stats.connection_cut(CutReason::BodyTimeout);
+                Err(ApiError::bad_request(format!(
+                    "request body not received within http.body_read_timeout_ms ({} ms)",
+                    http.body_read_timeout_ms
+                )))
+            }
+            Err(BodyFault::TooLarge) => Err(ApiError::bad_request("request body too large or unreadable")),
+        }
     }
 }
 
-/// The whole body, or `None` when it is over `limit` bytes or fails to arrive. A body that
-/// arrives in one frame (nearly every request) is handed on as that frame, not copied.
-async fn read_body(mut body: Body, limit: usize) -> Option<Bytes> {
+/// Why a request body was not read.
+enum BodyFault {
+    /// Over the size limit, or broken off by the client.
+    TooLarge,
+    /// Not complete within the body-read timeout (the connection is closed after the answer,
+    /// since the rest of the body is never read).
+    TooSlow,
+}
+
+/// The whole body, unless it is over `limit` bytes, fails to arrive, or is not complete
+/// within `patience` of the first wait for it. A body that arrives in one frame (nearly every
+/// request) is handed on as that frame, not copied, and costs no timer.
+async fn read_body(mut body: Body, limit: usize, patience: Duration) -> Result<Bytes, BodyFault> {
     if body.size_hint().lower() > limit as u64 {
-        return None;
+        return Err(BodyFault::TooLarge);
     }
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
+    let mut deadline = None;
     while !body.is_end_stream() {
-        let Some(frame) = body.frame().await else { break };
-        let Ok(data) = frame.ok()?.into_data() else { continue };
+        let Some(frame) = next_frame(&mut body, &mut deadline, patience).await? else {
+            break;
+        };
+        let Ok(data) = frame.map_err(|_| BodyFault::TooLarge)?.into_data() else {
+            continue;
+        };
         total += data.len();
         if total > limit {
-            return None;
+            return Err(BodyFault::TooLarge);
         }
         match &mut joined {
             Some(all) => all.extend_from_slice(&data),
@@ -209,7 +250,24 @@ async fn read_body(mut body: Body, limit: usize) -> Option<Bytes> {
             }
         }
     }
-    Some(joined.map_or(first, BytesMut::freeze))
+    Ok(joined.map_or(first, BytesMut::freeze))
+}
+
+/// The body's next frame. One already received is taken without a timer; a wait is bounded
+/// by `deadline`, set `patience` from the first wait of the body.
+async fn next_frame(
+    body: &mut Body,
+    deadline: &mut Option<tokio::time::Instant>,
+    patience: Duration,
+) -> Result<Option<Result<Frame<Bytes>, axum::Error>>, BodyFault> {
+    let mut frame = std::pin::pin!(body.frame());
+    if let Poll::Ready(ready) = std::future::poll_fn(|cx| Poll::Ready(frame.as_mut().poll(cx))).await {
+        return Ok(ready);
+    }
+    let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + patience);
+    tokio::time::timeout_at(deadline, frame)
+        .await
+        .map_err(|_| BodyFault::TooSlow)
 }
 
 /// Parses a JSON body; any failure is a `bad_request` naming the field at fault. Parsed

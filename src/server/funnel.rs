@@ -119,12 +119,18 @@ impl Admission {
 }
 
 /// The global and per-user token buckets.
+///
+/// A user's buy bucket is charged only by requests whose token signature verified (see
+/// [`Limits::allow_user`]): anyone can send requests in anyone's name, and those must not
+/// use up the real buyer's allowance. Token requests carry no proof of identity, so they
+/// have buckets of their own ([`Limits::allow_token_request`]).
 pub struct Limits {
     global: Option<DefaultDirectRateLimiter>,
     // Keyed by a hash of the user id, not the id: a fresh user then costs no String clone
     // for the key, and hashing a u64 in the map is cheap. Random hash keys per process, so
     // nobody can pick user ids that share a bucket (accidental sharing is 1 in 2^64).
     per_user: Option<DefaultKeyedRateLimiter<u64>>,
+    per_user_tokens: Option<DefaultKeyedRateLimiter<u64>>,
     hasher: RandomState,
 }
 
@@ -141,32 +147,47 @@ impl Limits {
     /// Buckets per `config` (a rate of 0 disables that bucket).
     pub fn new(config: &FunnelConfig) -> Self {
         let global = NonZeroU32::new(config.global_rps).map(|rps| RateLimiter::direct(Quota::per_second(rps)));
-        let per_user = NonZeroU32::new(config.per_user_rps).map(|rps| {
-            let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
-            RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
-        });
+        let keyed = || {
+            NonZeroU32::new(config.per_user_rps).map(|rps| {
+                let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
+                RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+            })
+        };
         Limits {
             global,
-            per_user,
+            per_user: keyed(),
+            per_user_tokens: keyed(),
             hasher: RandomState::new(),
         }
     }
 
-    /// Takes one request from both buckets; `false` means too many requests.
-    pub fn allow(&self, user: &str) -> bool {
-        if let Some(per_user) = &self.per_user {
-            if per_user.check_key(&self.hasher.hash_one(user)).is_err() {
-                return false;
-            }
-        }
+    /// Takes one request from the global bucket; `false` means too many requests.
+    pub fn allow_global(&self) -> bool {
         self.global.as_ref().is_none_or(|g| g.check().is_ok())
     }
 
-    /// Forgets users whose bucket is full again, so the map does not grow forever.
+    /// Takes one request from `user`'s buy bucket; `false` means too many requests. Only for
+    /// requests whose token verified.
+    pub fn allow_user(&self, user: &str) -> bool {
+        self.per_user
+            .as_ref()
+            .is_none_or(|b| b.check_key(&self.hasher.hash_one(user)).is_ok())
+    }
+
+    /// Takes one token request from `user`'s token bucket and from the global one.
+    pub fn allow_token_request(&self, user: &str) -> bool {
+        let user_ok = self
+            .per_user_tokens
+            .as_ref()
+            .is_none_or(|b| b.check_key(&self.hasher.hash_one(user)).is_ok());
+        user_ok && self.allow_global()
+    }
+
+    /// Forgets users whose bucket is full again, so the maps do not grow forever.
     pub fn forget_idle(&self) {
-        if let Some(per_user) = &self.per_user {
-            per_user.retain_recent();
-            per_user.shrink_to_fit();
+        for buckets in [&self.per_user, &self.per_user_tokens].into_iter().flatten() {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
         }
     }
 }
@@ -317,8 +338,12 @@ mod tests {
             ..FunnelConfig::default()
         });
         let (a, b) = ("a".to_string(), "b".to_string());
-        assert!(l.allow(&a) && l.allow(&a));
-        assert!(!l.allow(&a));
-        assert!(l.allow(&b));
+        assert!(l.allow_user(&a) && l.allow_user(&a));
+        assert!(!l.allow_user(&a));
+        assert!(l.allow_user(&b));
+        // Token requests in a's name have their own bucket.
+        assert!(l.allow_token_request(&a) && l.allow_token_request(&a));
+        assert!(!l.allow_token_request(&a));
+        assert!(!l.allow_user(&a));
     }
 }

@@ -27,6 +27,7 @@ const ROUTES: &[&str] = &[
     BUY_PATH,
     "/api/v1/token",
     "/api/v1/orders/{order_no}",
+    "/api/v1/orders",
     "/api/v1/activities/{id}",
     "/api/v1/time",
     "/health",
@@ -51,8 +52,11 @@ const CODES: &[&str] = &[
     "limit_exceeded",
     "sold_out",
     "busy",
+    "unknown_outcome",
     "too_many_requests",
     "method_not_allowed",
+    "headers_too_large",
+    "uri_too_long",
     "error",
 ];
 
@@ -97,6 +101,10 @@ pub struct ServerMetrics {
     breaker_state: Gauge,
     /// Purchases per script call (handed to the batchers).
     pub batch_size: Histogram,
+    /// Connections refused over the connection cap.
+    pub connections_refused: Counter,
+    /// Connections cut, by [`super::connections::CutReason`].
+    pub connections_cut: [Counter; 2],
 }
 
 impl ServerMetrics {
@@ -122,6 +130,9 @@ impl ServerMetrics {
                 in_flight: metrics::gauge!(names::IN_FLIGHT),
                 breaker_state: metrics::gauge!(names::BREAKER_STATE),
                 batch_size: metrics::histogram!(names::BATCH_SIZE),
+                connections_refused: metrics::counter!(names::HTTP_CONNECTIONS_REFUSED),
+                connections_cut: ["header_timeout", "body_timeout"]
+                    .map(|reason| metrics::counter!(names::HTTP_CONNECTIONS_CUT, "reason" => reason)),
                 registry: registry.clone(),
             }
         })
@@ -141,6 +152,11 @@ impl ServerMetrics {
     pub fn redis_state_lost(&self, activity: u64) -> Gauge {
         self.registry
             .scope(|| metrics::gauge!(names::REDIS_STATE_LOST, "activity" => activity.to_string()))
+    }
+
+    /// Counts one connection cut for `reason`.
+    pub fn connection_cut(&self, reason: super::connections::CutReason) {
+        self.connections_cut[reason as usize].increment(1);
     }
 
     /// The remaining-stock gauge of one product.

@@ -3,7 +3,8 @@
 //! - [`routes`]: token and buy, the hot path through the [`funnel`] and the [`batcher`]
 //!   ([`buy_body`] reads the buy request);
 //! - [`query`]: orders, activities, time, health and readiness;
-//! - [`error`]: the JSON error shape every failure uses.
+//! - [`error`]: the JSON error shape every failure uses;
+//! - [`connections`]: the connection cap, and JSON on hyper's own refusals.
 //!
 //! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
 //! [`hot_path::Api`] serves it with the buy request dispatched ahead of the router;
@@ -12,6 +13,7 @@
 
 pub mod batcher;
 pub mod buy_body;
+pub mod connections;
 pub mod error;
 pub mod funnel;
 pub mod guard;
@@ -131,6 +133,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/token", post(routes::token))
         .route(hot_path::BUY_PATH, post(routes::buy))
+        .route("/api/v1/orders", get(query::orders_of_user))
         .route("/api/v1/orders/{order_no}", get(query::order))
         .route("/api/v1/activities/{id}", get(query::activity))
         .route("/api/v1/time", get(query::time))
@@ -157,8 +160,15 @@ pub async fn run(
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, threads = listeners.len(), "serving the HTTP API");
-    http_threads::serve(listeners, hot_path::Api::new(state), shutdown).await
+    let http = &state.config.http;
+    let limits = connections::ConnectionLimits::new(
+        http.connection_cap(),
+        http.header_read_timeout(),
+        state.stats.connections_refused.clone(),
+        state.stats.connections_cut.clone(),
+    );
+    tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), "serving the HTTP API");
+    http_threads::serve(listeners, hot_path::Api::new(state), limits, shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM, for [`run`].

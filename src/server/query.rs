@@ -1,18 +1,21 @@
 //! Read-only endpoints: order state, activity page data, server time, health, readiness.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use redis::streams::{StreamInfoGroupsReply, StreamPendingReply};
 use redis::AsyncCommands;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::keys::parse_order_no;
+use crate::consumer::stream::{decode_entries, parse_id, Entry};
+use crate::keys::{order_no, parse_order_no};
 use crate::model::Order;
+use crate::token::unix_now;
 
 /// Answer of `GET /api/v1/orders/{order_no}`.
 #[derive(Debug, Serialize)]
@@ -50,6 +53,21 @@ impl From<Order> for OrderView {
             amount: Some(o.amount.to_string()),
             reserved_ms: o.reserved_at.timestamp_millis(),
         }
+    }
+}
+
+/// A reservation not yet in MySQL, from its stream entry's fields (read by `field`).
+fn queued(order_no: String, activity: u64, field: impl Fn(&str) -> String) -> OrderView {
+    OrderView {
+        order_no,
+        status: "queued".into(),
+        activity_id: activity,
+        product_id: field("product").parse().unwrap_or(0),
+        user_id: field("user"),
+        quantity: field("quantity").parse().unwrap_or(0),
+        unit_price: field("price"),
+        amount: None,
+        reserved_ms: field("reserved_ms").parse().unwrap_or(0),
     }
 }
 
@@ -94,23 +112,157 @@ pub async fn order(
     })?;
     if let Some(entry) = range.ids.into_iter().next() {
         let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-        return Ok(Json(OrderView {
-            order_no,
-            status: "queued".into(),
-            activity_id: activity,
-            product_id: field("product").parse().unwrap_or(0),
-            user_id: field("user"),
-            quantity: field("quantity").parse().unwrap_or(0),
-            unit_price: field("price"),
-            amount: None,
-            reserved_ms: field("reserved_ms").parse().unwrap_or(0),
-        }));
+        return Ok(Json(queued(order_no, activity, field)));
     }
     // The consumer may have persisted and trimmed the entry between our two reads.
     if let Some(order) = persisted(&state, &order_no).await? {
         return Ok(Json(order.into()));
     }
     Err(ApiError::not_found(format!("no order {order_no}")))
+}
+
+/// Query of `GET /api/v1/orders`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserOrdersQuery {
+    /// The activity.
+    pub activity_id: u64,
+    /// The buyer.
+    pub user_id: String,
+}
+
+/// Answer of `GET /api/v1/orders`.
+#[derive(Debug, Serialize)]
+pub struct UserOrders {
+    /// The activity.
+    pub activity_id: u64,
+    /// The buyer.
+    pub user_id: String,
+    /// Every order of the buyer in the activity, oldest first: persisted ones with their
+    /// MySQL status, the others `queued`.
+    pub orders: Vec<OrderView>,
+}
+
+/// Stream entries read per XRANGE call of [`orders_of_user`].
+const PAGE: usize = 1000;
+
+/// `GET /api/v1/orders?activity_id=A&user_id=U` with `Authorization: Bearer TOKEN` (the
+/// user's purchase token for the activity): every order of the user in the activity. This
+/// is how a buyer answered `unknown_outcome` learns whether the purchase was made.
+///
+/// Read in an order that misses none: first Redis (the reservations not yet persisted: the
+/// stream from its oldest unacknowledged entry on, and the dead-letter stream), then MySQL.
+/// An entry persisted meanwhile is then found in MySQL; MySQL's row wins over the entry.
+pub async fn orders_of_user(
+    State(state): State<AppState>,
+    query: Result<Query<UserOrdersQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<UserOrders>, ApiError> {
+    let Query(UserOrdersQuery { activity_id, user_id }) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::invalid_token)?;
+    if !state.signer.verify(activity_id, &user_id, token.trim(), unix_now()) {
+        return Err(ApiError::invalid_token());
+    }
+    if !state.limits.allow_user(&user_id) {
+        state.stats.rate_limited.increment(1);
+        return Err(ApiError::too_many_requests());
+    }
+    let mut found: BTreeMap<(u64, u64), OrderView> = BTreeMap::new();
+    for entry in unpersisted(&state, activity_id).await.map_err(|e| {
+        tracing::warn!(activity = activity_id, error = %e, "orders of user: redis failed");
+        ApiError::busy("redis unavailable, retry shortly")
+    })? {
+        if entry.get("user") == Some(user_id.as_str()) {
+            // A dead-lettered entry names its original entry.
+            let id = entry.get("dlq_entry").unwrap_or(&entry.id).to_string();
+            let field = |name: &str| entry.get(name).unwrap_or_default().to_string();
+            found.insert(parse_id(&id), queued(order_no(activity_id, &id), activity_id, field));
+        }
+    }
+    let rows: Vec<Order> = sqlx::query_as(
+        "SELECT id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, unit_price, \
+         amount, status, reserved_at, created_at, updated_at FROM orders WHERE user_id = ? AND activity_id = ?",
+    )
+    .bind(&user_id)
+    .bind(activity_id)
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(|e| {
+        tracing::warn!(activity = activity_id, error = %e, "orders of user: mysql failed");
+        ApiError::busy("database unavailable, retry shortly")
+    })?;
+    for row in rows {
+        if let Some((_, id)) = parse_order_no(&row.order_no) {
+            found.insert(parse_id(id), row.into());
+        }
+    }
+    Ok(Json(UserOrders {
+        activity_id,
+        user_id,
+        orders: found.into_values().collect(),
+    }))
+}
+
+/// The reservations of `activity` that may not be in MySQL: the orders stream from the
+/// consumer group's oldest unacknowledged entry (or its next undelivered one) on, and the
+/// whole dead-letter stream. Entries before that point were persisted (acknowledged after
+/// the MySQL commit) or dead-lettered (moved to the dead-letter stream before their ack).
+async fn unpersisted(state: &AppState, activity: u64) -> redis::RedisResult<Vec<Entry>> {
+    let keys = state.redis.keys();
+    let (stream, dlq) = (keys.orders_stream(activity), keys.dlq(activity));
+    let group = &state.config.consumer.group;
+    let mut conn = state.redis.conn();
+    let mut entries = Vec::new();
+    if conn.exists(&stream).await? {
+        let groups: StreamInfoGroupsReply = conn.xinfo_groups(&stream).await?;
+        let start = match groups.groups.into_iter().find(|g| &g.name == group) {
+            None => "-".to_string(),
+            Some(ours) => {
+                let pending: StreamPendingReply = conn.xpending(&stream, group).await?;
+                // Pending entries were delivered, so they start no later than that.
+                match pending {
+                    StreamPendingReply::Data(p) => p.start_id,
+                    _ => format!("({}", ours.last_delivered_id),
+                }
+            }
+        };
+        read_from(&mut conn, &stream, start, &mut entries).await?;
+    }
+    read_from(&mut conn, &dlq, "-".to_string(), &mut entries).await?;
+    Ok(entries)
+}
+
+/// Appends every entry of `stream` from `start` (an XRANGE start) on to `entries`, a page
+/// at a time.
+async fn read_from(
+    conn: &mut redis::aio::ConnectionManager,
+    stream: &str,
+    mut start: String,
+    entries: &mut Vec<Entry>,
+) -> redis::RedisResult<()> {
+    loop {
+        let raw: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(conn)
+            .await?;
+        let page = decode_entries(raw);
+        let full = page.len() == PAGE;
+        if let Some(last) = page.last() {
+            start = format!("({}", last.id);
+        }
+        entries.extend(page);
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 /// A product as the buyer page shows it.

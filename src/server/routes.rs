@@ -80,7 +80,7 @@ pub async fn token(
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     check_user(&req.user_id)?;
-    if !state.limits.allow(&req.user_id) {
+    if !state.limits.allow_token_request(&req.user_id) {
         state.stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
@@ -200,7 +200,7 @@ async fn decide(
         stats.busy(BusyReason::Admission);
         return Err(ApiError::busy("too many requests in flight, retry shortly"));
     };
-    if !state.limits.allow(&purchase.user_id) {
+    if !state.limits.allow_global() {
         stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
@@ -214,6 +214,12 @@ async fn decide(
         .verify(slot.activity, &purchase.user_id, &purchase.token, unix_now())
     {
         return Err(ApiError::invalid_token());
+    }
+    // Only now, with the signature checked: requests forged in someone's name must not use
+    // up that user's allowance.
+    if !state.limits.allow_user(&purchase.user_id) {
+        stats.rate_limited.increment(1);
+        return Err(ApiError::too_many_requests());
     }
     if !state.breaker.admit() {
         stats.busy(BusyReason::Breaker);
@@ -251,20 +257,21 @@ async fn decide(
                 }
                 (Outcome::Ok, None) => {
                     tracing::error!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: reservation without order number");
-                    Err(ApiError::busy("reservation without order number"))
+                    Err(ApiError::unknown_outcome(slot.activity))
                 }
                 (outcome, _) => Err(ApiError::from_outcome(outcome)),
             }
         }
-        Err(e) => {
-            if let BatchError::Redis(why) = &e {
-                state.breaker.failure();
-                stats.busy(BusyReason::Redis);
-                tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, error = %why, "buy: redis failed");
-            } else {
-                tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: batcher closed (shutting down)");
-            }
-            Err(ApiError::busy("redis unavailable, retry shortly"))
+        // The buyer is told the truth: `busy` only when the purchase certainly was not
+        // made, `unknown_outcome` when it may have been.
+        Err(BatchError::Undecided(why)) => {
+            state.breaker.failure();
+            tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, error = %why, "buy: no verdict from redis, outcome unknown");
+            Err(ApiError::unknown_outcome(slot.activity))
+        }
+        Err(BatchError::Closed) => {
+            tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: batcher closed (shutting down)");
+            Err(ApiError::busy("shutting down, retry shortly"))
         }
     }
 }

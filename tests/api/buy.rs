@@ -395,11 +395,22 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
     let tokens = sale.tokens(&users).await;
     assert_eq!(sale.buy(p, &users[0], 1, &tokens[0]).await.0, 200);
 
-    // Frozen: commands time out.
+    // Frozen: commands time out. A purchase sent before the breaker opened may still be
+    // made when Redis resumes (unknown_outcome); the rest are refused unsent (busy).
     own.signal("-STOP");
     for i in 1..8 {
         let started = Instant::now();
-        assert_error(&sale.buy(p, &users[i], 1, &tokens[i]).await, 503, "busy");
+        let answer = sale.buy(p, &users[i], 1, &tokens[i]).await;
+        if i <= 3 {
+            assert_error(&answer, 503, "unknown_outcome");
+        } else {
+            // The breaker's probe, once it half-opens, is sent again.
+            assert_eq!(answer.0, 503, "{answer:?}");
+            assert!(
+                matches!(answer.1["error"].as_str(), Some("busy" | "unknown_outcome")),
+                "{answer:?}"
+            );
+        }
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "busy took {:?}",
@@ -421,10 +432,16 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Gone: connections refused.
+    // Gone: connections refused. Whether the purchase reached Redis before it died cannot
+    // be known here, so either answer is honest.
     own.kill();
     let started = Instant::now();
-    assert_error(&sale.buy(p, &users[i], 1, &tokens[i]).await, 503, "busy");
+    let answer = sale.buy(p, &users[i], 1, &tokens[i]).await;
+    assert_eq!(answer.0, 503, "{answer:?}");
+    assert!(
+        matches!(answer.1["error"].as_str(), Some("busy" | "unknown_outcome")),
+        "{answer:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "busy took {:?}",
@@ -453,7 +470,10 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
         if status == 200 {
             break;
         }
-        assert_eq!(body["error"], "busy", "{body}");
+        assert!(
+            matches!(body["error"].as_str(), Some("busy" | "unknown_outcome")),
+            "{body}"
+        );
         assert!(Instant::now() < deadline, "no recovery after restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

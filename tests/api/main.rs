@@ -13,6 +13,7 @@ mod consumer_handover;
 mod durability;
 mod exit_codes;
 mod flush;
+mod hardening_http;
 mod helpers;
 mod hot;
 mod http_threads;
