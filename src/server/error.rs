@@ -30,6 +30,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: Cow<'static, str>,
+    /// The order concerned, for answers about a reservation that exists (`unconfirmed`).
+    pub order_no: Option<String>,
     // The JSON body, when known at compile time (refusals answered by the thousand, such as
     // sold out or rate limited, then cost no serialization).
     body: Option<&'static str>,
@@ -46,6 +48,8 @@ macro_rules! static_body {
 struct ErrorBody<'a> {
     error: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_no: Option<&'a str>,
 }
 
 impl ApiError {
@@ -55,6 +59,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            order_no: None,
             body: None,
         }
     }
@@ -86,6 +91,22 @@ impl ApiError {
                  look it up with GET /api/v1/orders?activity_id={activity}&user_id=... and your token"
             ),
         )
+    }
+
+    /// `unconfirmed` (503): reserved on the primary (`order_no`), but not acknowledged by
+    /// `redis.wait_replicas` replicas in time, so a failover now could lose it. The buyer looks
+    /// it up with `GET /api/v1/orders/{order_no}` before buying again.
+    pub fn unconfirmed(order_no: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unconfirmed",
+            format!(
+                "reserved, but not yet safe from a Redis failover; look it up with GET /api/v1/orders/{order_no} \
+                 before buying again"
+            ),
+        );
+        error.order_no = Some(order_no);
+        error
     }
 
     /// `too_many_requests` (429).
@@ -161,6 +182,7 @@ impl IntoResponse for ApiError {
                 Json(ErrorBody {
                     error: self.code,
                     message: &self.message,
+                    order_no: self.order_no.as_deref(),
                 }),
             )
                 .into_response(),
@@ -359,6 +381,7 @@ mod tests {
             let expected = serde_json::to_string(&ErrorBody {
                 error: e.code,
                 message: &e.message,
+                order_no: None,
             })
             .unwrap();
             assert_eq!(e.body, Some(expected.as_str()));

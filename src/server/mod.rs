@@ -101,6 +101,11 @@ impl AppState {
                 config.redis_response_timeout(),
             )
             .with_batch_sizes(stats.batch_size.clone())
+            .with_replica_wait((config.redis.wait_replicas > 0).then(|| batcher::ReplicaWait {
+                replicas: config.redis.wait_replicas,
+                timeout: std::time::Duration::from_millis(config.redis.wait_timeout_ms),
+                seconds: stats.wait_replicas.clone(),
+            }))
             .with_known_seqs(known_seqs.clone()),
             known_seqs,
             stats,
