@@ -17,8 +17,9 @@ use crate::model::{Order, OrderStatus};
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
-// `user_id` is cast for sqlx's sake: see `seckill::user_id` on the binary collation.
-const ORDER_COLUMNS: &str = "id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, \
+/// The `orders` columns an [`Order`] is read from, for `SELECT {ORDER_COLUMNS} FROM orders ...`.
+/// `user_id` is cast for sqlx's sake: see [`crate::user_id`] on the binary collation.
+pub const ORDER_COLUMNS: &str = "id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, \
      unit_price, amount, status, reserved_at, created_at, updated_at";
 /// Attempts of the optimistic update of `products.sold`.
 const ATTEMPTS: usize = 8;

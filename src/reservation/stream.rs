@@ -1,45 +1,42 @@
-//! The Redis Streams commands the consumers need, with their replies decoded by hand
-//! (RESP2 arrays and RESP3 maps alike) so a missing field never panics.
+//! Reading, claiming and acknowledging reservation entries (the consumer group's side), reading
+//! a whole stream, and finding one reservation by its order number.
 
 use std::collections::HashMap;
 
 use redis::aio::ConnectionManager;
 use redis::Value;
 
-use crate::error::Result;
+use super::entry::{decode, Entry, Reservation};
+use super::reply::{items, pairs, text};
+use crate::error::{Error, Result};
+use crate::keys;
 use crate::redis_client::RedisClient;
 
-/// One stream entry: its id and its field/value pairs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Stream entry id (`ms-seq`).
-    pub id: String,
-    /// Fields in stream order.
-    pub fields: Vec<(String, String)>,
+/// Why a read through the consumer group failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream has no such consumer group (Redis's `NOGROUP`): create it
+    /// ([`super::ensure_group`]) and read again.
+    #[error(transparent)]
+    NoGroup(Error),
+    /// Any other failure.
+    #[error(transparent)]
+    Failed(Error),
 }
 
-impl Entry {
-    /// The value of `name`, if present.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Error {
+        match e {
+            ReadError::NoGroup(e) | ReadError::Failed(e) => e,
+        }
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-fn items(v: Value) -> Vec<Value> {
-    match v {
-        Value::Array(items) | Value::Set(items) => items,
-        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => Vec::new(),
+fn group_read_error(redis: &RedisClient, e: redis::RedisError) -> ReadError {
+    if e.code() == Some("NOGROUP") {
+        ReadError::NoGroup(redis.err(e))
+    } else {
+        ReadError::Failed(redis.err(e))
     }
 }
 
@@ -51,18 +48,7 @@ pub fn decode_entries(v: Value) -> Vec<Entry> {
         .filter_map(|e| {
             let mut parts = items(e).into_iter();
             let id = text(&parts.next()?)?;
-            let flat: Vec<String> = parts
-                .next()
-                .map(items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(text)
-                .collect();
-            let fields = flat
-                .chunks(2)
-                .filter(|c| c.len() == 2)
-                .map(|c| (c[0].clone(), c[1].clone()))
-                .collect();
+            let fields = parts.next().map(pairs).unwrap_or_default();
             Some(Entry { id, fields })
         })
         .collect()
@@ -77,7 +63,7 @@ pub async fn read_new(
     streams: &[String],
     count: usize,
     block_ms: Option<u64>,
-) -> Result<Vec<(String, Vec<Entry>)>> {
+) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
     read_group(conn, redis, (group, consumer), streams, ">", count, block_ms).await
 }
 
@@ -90,7 +76,7 @@ pub async fn read_own_pending(
     consumer: &str,
     streams: &[String],
     count: usize,
-) -> Result<Vec<(String, Vec<Entry>)>> {
+) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
     read_group(conn, redis, (group, consumer), streams, "0", count, None).await
 }
 
@@ -102,7 +88,7 @@ async fn read_group(
     from: &str,
     count: usize,
     block_ms: Option<u64>,
-) -> Result<Vec<(String, Vec<Entry>)>> {
+) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count);
     if let Some(ms) = block_ms {
@@ -112,7 +98,7 @@ async fn read_group(
     for _ in streams {
         cmd.arg(from);
     }
-    let reply: Value = cmd.query_async(conn).await.map_err(|e| redis.err(e))?;
+    let reply: Value = cmd.query_async(conn).await.map_err(|e| group_read_error(redis, e))?;
     let mut out = Vec::new();
     let flat = items(reply);
     // RESP3 gives a map (flattened to k, v, k, v); RESP2 gives [[k, v], ...].
@@ -156,7 +142,7 @@ pub async fn autoclaim(
     group: &str,
     consumer: &str,
     claim: Claim<'_>,
-) -> Result<(String, Vec<Entry>)> {
+) -> std::result::Result<(String, Vec<Entry>), ReadError> {
     let reply: Value = redis::cmd("XAUTOCLAIM")
         .arg(claim.stream)
         .arg(group)
@@ -167,7 +153,7 @@ pub async fn autoclaim(
         .arg(claim.count)
         .query_async(conn)
         .await
-        .map_err(|e| redis.err(e))?;
+        .map_err(|e| group_read_error(redis, e))?;
     let mut parts = items(reply).into_iter();
     let next = parts.next().as_ref().and_then(text).unwrap_or_else(|| "0-0".into());
     let entries = parts.next().map(decode_entries).unwrap_or_default();
@@ -221,24 +207,30 @@ pub fn parse_id(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
+/// XRANGE `start` `end`, at most `count` entries when given.
+async fn range(
+    redis: &RedisClient,
+    stream: &str,
+    (start, end): (&str, &str),
+    count: Option<usize>,
+) -> Result<Vec<Entry>> {
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(stream).arg(start).arg(end);
+    if let Some(count) = count {
+        cmd.arg("COUNT").arg(count);
+    }
+    let raw: Value = cmd.query_async(&mut redis.conn()).await.map_err(|e| redis.err(e))?;
+    Ok(decode_entries(raw))
+}
+
 /// Every entry of `stream`, oldest first, read in pages so a long stream never becomes
 /// one huge reply.
 pub async fn read_all(redis: &RedisClient, stream: &str) -> Result<Vec<Entry>> {
     const PAGE: usize = 10_000;
-    let mut conn = redis.conn();
     let mut entries = Vec::new();
     let mut start = "-".to_string();
     loop {
-        let raw: Value = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
-        let page = decode_entries(raw);
+        let page = range(redis, stream, (&start, "+"), Some(PAGE)).await?;
         let full = page.len() == PAGE;
         if let Some(last) = page.last() {
             start = format!("({}", last.id);
@@ -248,6 +240,22 @@ pub async fn read_all(redis: &RedisClient, stream: &str) -> Result<Vec<Entry>> {
             return Ok(entries);
         }
     }
+}
+
+/// The reservation `order_no` names, while its entry is in the activity's stream: `None`
+/// when the number is malformed or no such entry is there (never queued, or gone since).
+/// An entry that is there but cannot be decoded is an [`Error::Internal`] saying why.
+pub async fn lookup(redis: &RedisClient, order_no: &str) -> Result<Option<Reservation>> {
+    let Some((activity, entry_id)) = keys::parse_order_no(order_no) else {
+        return Ok(None);
+    };
+    let stream = redis.keys().orders_stream(activity);
+    let Some(entry) = range(redis, &stream, (entry_id, entry_id), None).await?.pop() else {
+        return Ok(None);
+    };
+    decode(activity, &entry)
+        .map(Some)
+        .map_err(|why| Error::Internal(format!("reservation {order_no} in Redis is unreadable: {why}")))
 }
 
 /// XACK.
