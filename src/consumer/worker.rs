@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::persist::{self, Persisted};
 use crate::redis_client::RedisClient;
-use crate::reservation::stream::{self, ReadError};
+use crate::reservation::stream::{self, GroupConsumer, ReadError};
 use crate::reservation::{self, dlq, Entry, Reservation};
 
 /// One entry in hand: its activity, stream, the entry and how often it was delivered.
@@ -301,22 +300,16 @@ impl Worker {
     /// them meanwhile); asks for another round when there may be more.
     async fn retake_own_pending(&mut self, streams: &Streams) -> Result<Vec<Held>> {
         let batch = self.opts.batch;
-        let mut conn = self.redis.conn();
-        let own = stream::read_own_pending(
-            &mut conn,
-            &self.redis,
-            &self.config.consumer.group,
-            &self.opts.name,
-            &stream_names(streams),
-            batch,
-        )
-        .await?;
+        let own = self
+            .group_consumer(&self.redis)
+            .read_own_pending(&stream_names(streams), batch)
+            .await?;
         let mut held = Vec::new();
         for (s, entries) in own {
             let Some(activity) = activity_of(streams, &s) else {
                 continue;
             };
-            held.extend(self.with_deliveries(&mut conn, activity, &s, entries).await?);
+            held.extend(self.with_deliveries(activity, &s, entries).await?);
         }
         held.truncate(batch);
         if held.len() == batch {
@@ -326,17 +319,19 @@ impl Worker {
         Ok(held)
     }
 
+    /// This consumer of the group, asking `redis` (the reader for blocking reads).
+    fn group_consumer<'a>(&'a self, redis: &'a RedisClient) -> GroupConsumer<'a> {
+        GroupConsumer {
+            redis,
+            group: &self.config.consumer.group,
+            name: &self.opts.name,
+        }
+    }
+
     /// `entries` of `stream`, pending for this consumer, with how often each was delivered.
-    async fn with_deliveries(
-        &self,
-        conn: &mut ConnectionManager,
-        activity: u64,
-        stream: &str,
-        entries: Vec<Entry>,
-    ) -> Result<Vec<Held>> {
+    async fn with_deliveries(&self, activity: u64, stream: &str, entries: Vec<Entry>) -> Result<Vec<Held>> {
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let (group, name) = (&self.config.consumer.group, &self.opts.name);
-        let counts = stream::delivery_counts(conn, &self.redis, stream, group, name, &ids).await?;
+        let counts = self.group_consumer(&self.redis).delivery_counts(stream, &ids).await?;
         Ok(entries
             .into_iter()
             .map(|entry| Held {
@@ -359,7 +354,6 @@ impl Worker {
         } else {
             self.config.consumer.claim_idle_ms
         };
-        let mut conn = self.redis.conn();
         let mut drained = true;
         for (activity, s) in streams {
             if held.len() >= batch {
@@ -373,7 +367,7 @@ impl Worker {
                 start: &start,
                 count: batch - held.len(),
             };
-            let claimed = stream::autoclaim(&mut conn, &self.redis, &group, &self.opts.name, claim).await;
+            let claimed = self.group_consumer(&self.redis).autoclaim(claim).await;
             let (next, entries) = match claimed {
                 Err(ReadError::NoGroup(_)) => {
                     reservation::ensure_group(&self.redis, *activity, &group).await?;
@@ -388,7 +382,7 @@ impl Worker {
             if entries.is_empty() {
                 continue;
             }
-            let claimed = self.with_deliveries(&mut conn, *activity, s, entries).await?;
+            let claimed = self.with_deliveries(*activity, s, entries).await?;
             self.report.reclaimed += claimed.len() as u64;
             held.extend(claimed);
         }
@@ -400,17 +394,10 @@ impl Worker {
     async fn read_new(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<()> {
         let group = &self.config.consumer.group;
         let block = (held.is_empty() && !self.opts.once).then_some(self.config.consumer.block_ms);
-        let mut reader = self.reader.conn();
-        let read = stream::read_new(
-            &mut reader,
-            &self.reader,
-            group,
-            &self.opts.name,
-            &stream_names(streams),
-            self.opts.batch - held.len(),
-            block,
-        )
-        .await;
+        let read = self
+            .group_consumer(&self.reader)
+            .read_new(&stream_names(streams), self.opts.batch - held.len(), block)
+            .await;
         let read = match read {
             Err(ReadError::NoGroup(_)) => {
                 for (activity, _) in streams {
@@ -487,8 +474,7 @@ impl Worker {
         let group = self.config.consumer.group.clone();
         for (s, ids) in acks {
             loop {
-                let mut conn = self.redis.conn();
-                match stream::ack(&mut conn, &self.redis, s, &group, &ids).await {
+                match stream::ack(&self.redis, s, &group, &ids).await {
                     Ok(()) => break,
                     Err(e) => {
                         // Committed but not acked: redelivery later is harmless (idempotent).

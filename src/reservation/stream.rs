@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
 use redis::Value;
 
 use super::entry::{decode, Entry, Reservation};
@@ -54,74 +53,132 @@ pub fn decode_entries(v: Value) -> Vec<Entry> {
         .collect()
 }
 
-/// XREADGROUP of new entries (`>`) over several streams; returns (stream, entries) pairs.
-pub async fn read_new(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    group: &str,
-    consumer: &str,
-    streams: &[String],
-    count: usize,
-    block_ms: Option<u64>,
-) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
-    read_group(conn, redis, (group, consumer), streams, ">", count, block_ms).await
+/// One consumer of a stream's consumer group: reads, claims and delivery counts on its behalf.
+#[derive(Clone, Copy)]
+pub struct GroupConsumer<'a> {
+    /// The Redis to ask (a blocking read wants a client of its own).
+    pub redis: &'a RedisClient,
+    /// The consumer group.
+    pub group: &'a str,
+    /// The consumer's name within the group.
+    pub name: &'a str,
 }
 
-/// XREADGROUP from `0`: the entries `consumer` holds (delivered to it, not acknowledged and
-/// not claimed by another consumer since), over several streams.
-pub async fn read_own_pending(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    group: &str,
-    consumer: &str,
-    streams: &[String],
-    count: usize,
-) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
-    read_group(conn, redis, (group, consumer), streams, "0", count, None).await
-}
+impl GroupConsumer<'_> {
+    /// XREADGROUP of new entries (`>`) over several streams, waiting up to `block_ms` when
+    /// given; returns (stream, entries) pairs.
+    pub async fn read_new(
+        &self,
+        streams: &[String],
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
+        self.read(streams, ">", count, block_ms).await
+    }
 
-async fn read_group(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    (group, consumer): (&str, &str),
-    streams: &[String],
-    from: &str,
-    count: usize,
-    block_ms: Option<u64>,
-) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count);
-    if let Some(ms) = block_ms {
-        cmd.arg("BLOCK").arg(ms);
+    /// XREADGROUP from `0`: the entries this consumer holds (delivered to it, not
+    /// acknowledged and not claimed by another consumer since), over several streams.
+    pub async fn read_own_pending(
+        &self,
+        streams: &[String],
+        count: usize,
+    ) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
+        self.read(streams, "0", count, None).await
     }
-    cmd.arg("STREAMS").arg(streams);
-    for _ in streams {
-        cmd.arg(from);
-    }
-    let reply: Value = cmd.query_async(conn).await.map_err(|e| group_read_error(redis, e))?;
-    let mut out = Vec::new();
-    let flat = items(reply);
-    // RESP3 gives a map (flattened to k, v, k, v); RESP2 gives [[k, v], ...].
-    let pairs: Vec<(Value, Value)> = if flat.iter().all(|v| matches!(v, Value::Array(_))) {
-        flat.into_iter()
-            .filter_map(|p| {
-                let mut it = items(p).into_iter();
-                Some((it.next()?, it.next()?))
-            })
-            .collect()
-    } else {
-        let mut it = flat.into_iter();
-        std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-    };
-    for (name, entries) in pairs {
-        if let Some(name) = text(&name) {
-            out.push((name, decode_entries(entries)));
+
+    async fn read(
+        &self,
+        streams: &[String],
+        from: &str,
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(self.group).arg(self.name).arg("COUNT").arg(count);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
         }
+        cmd.arg("STREAMS").arg(streams);
+        for _ in streams {
+            cmd.arg(from);
+        }
+        let reply: Value = cmd
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| group_read_error(self.redis, e))?;
+        let mut out = Vec::new();
+        let flat = items(reply);
+        // RESP3 gives a map (flattened to k, v, k, v); RESP2 gives [[k, v], ...].
+        let pairs: Vec<(Value, Value)> = if flat.iter().all(|v| matches!(v, Value::Array(_))) {
+            flat.into_iter()
+                .filter_map(|p| {
+                    let mut it = items(p).into_iter();
+                    Some((it.next()?, it.next()?))
+                })
+                .collect()
+        } else {
+            let mut it = flat.into_iter();
+            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+        };
+        for (name, entries) in pairs {
+            if let Some(name) = text(&name) {
+                out.push((name, decode_entries(entries)));
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// XAUTOCLAIM: takes over the entries `claim` names; returns the next cursor (`0-0` when
+    /// the scan wrapped) and the entries claimed.
+    pub async fn autoclaim(&self, claim: Claim<'_>) -> std::result::Result<(String, Vec<Entry>), ReadError> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(claim.stream)
+            .arg(self.group)
+            .arg(self.name)
+            .arg(claim.min_idle_ms)
+            .arg(claim.start)
+            .arg("COUNT")
+            .arg(claim.count)
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| group_read_error(self.redis, e))?;
+        let mut parts = items(reply).into_iter();
+        let next = parts.next().as_ref().and_then(text).unwrap_or_else(|| "0-0".into());
+        let entries = parts.next().map(decode_entries).unwrap_or_default();
+        Ok((next, entries))
+    }
+
+    /// Delivery counts (from XPENDING) of `ids` of `stream`, all pending for this consumer.
+    pub async fn delivery_counts(&self, stream: &str, ids: &[&str]) -> Result<HashMap<String, u64>> {
+        let (Some(first), Some(last)) = (
+            ids.iter().min_by(|a, b| cmp_ids(a, b)),
+            ids.iter().max_by(|a, b| cmp_ids(a, b)),
+        ) else {
+            return Ok(HashMap::new());
+        };
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(self.group)
+            .arg(*first)
+            .arg(*last)
+            .arg(ids.len() * 4 + 16)
+            .arg(self.name)
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.err(e))?;
+        Ok(items(reply)
+            .into_iter()
+            .filter_map(|row| {
+                let row = items(row);
+                let id = text(row.first()?)?;
+                let count = text(row.get(3)?)?.parse().ok()?;
+                Some((id, count))
+            })
+            .collect())
+    }
 }
 
-/// Which entries of a stream an [`autoclaim`] takes over.
+/// Which entries of a stream a [`GroupConsumer::autoclaim`] takes over.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
     /// The stream.
@@ -132,68 +189,6 @@ pub struct Claim<'a> {
     pub start: &'a str,
     /// At most this many entries.
     pub count: usize,
-}
-
-/// XAUTOCLAIM: `consumer` of `group` takes over the entries `claim` names; returns the next
-/// cursor (`0-0` when the scan wrapped) and the entries claimed.
-pub async fn autoclaim(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    group: &str,
-    consumer: &str,
-    claim: Claim<'_>,
-) -> std::result::Result<(String, Vec<Entry>), ReadError> {
-    let reply: Value = redis::cmd("XAUTOCLAIM")
-        .arg(claim.stream)
-        .arg(group)
-        .arg(consumer)
-        .arg(claim.min_idle_ms)
-        .arg(claim.start)
-        .arg("COUNT")
-        .arg(claim.count)
-        .query_async(conn)
-        .await
-        .map_err(|e| group_read_error(redis, e))?;
-    let mut parts = items(reply).into_iter();
-    let next = parts.next().as_ref().and_then(text).unwrap_or_else(|| "0-0".into());
-    let entries = parts.next().map(decode_entries).unwrap_or_default();
-    Ok((next, entries))
-}
-
-/// Delivery counts (from XPENDING) of `ids`, all pending for `consumer`.
-pub async fn delivery_counts(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    ids: &[&str],
-) -> Result<HashMap<String, u64>> {
-    let (Some(first), Some(last)) = (
-        ids.iter().min_by(|a, b| cmp_ids(a, b)),
-        ids.iter().max_by(|a, b| cmp_ids(a, b)),
-    ) else {
-        return Ok(HashMap::new());
-    };
-    let reply: Value = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .arg(*first)
-        .arg(*last)
-        .arg(ids.len() * 4 + 16)
-        .arg(consumer)
-        .query_async(conn)
-        .await
-        .map_err(|e| redis.err(e))?;
-    Ok(items(reply)
-        .into_iter()
-        .filter_map(|row| {
-            let row = items(row);
-            let id = text(row.first()?)?;
-            let count = text(row.get(3)?)?.parse().ok()?;
-            Some((id, count))
-        })
-        .collect())
 }
 
 /// Orders stream ids numerically (`ms-seq`).
@@ -258,14 +253,8 @@ pub async fn lookup(redis: &RedisClient, order_no: &str) -> Result<Option<Reserv
         .map_err(|why| Error::Internal(format!("reservation {order_no} in Redis is unreadable: {why}")))
 }
 
-/// XACK.
-pub async fn ack(
-    conn: &mut ConnectionManager,
-    redis: &RedisClient,
-    stream: &str,
-    group: &str,
-    ids: &[&str],
-) -> Result<()> {
+/// XACK: the consumers of `group` are done with `ids` of `stream`.
+pub async fn ack(redis: &RedisClient, stream: &str, group: &str, ids: &[&str]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -273,7 +262,7 @@ pub async fn ack(
         .arg(stream)
         .arg(group)
         .arg(ids)
-        .query_async(conn)
+        .query_async(&mut redis.conn())
         .await
         .map_err(|e| redis.err(e))?;
     Ok(())
