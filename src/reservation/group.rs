@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use redis::streams::StreamPendingReply;
 use redis::AsyncCommands;
 
 use super::reply::pairs;
@@ -107,6 +108,28 @@ pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Resu
 /// entries never delivered plus entries delivered but not acked.
 pub async fn backlog(redis: &RedisClient, activity: u64, group: &str) -> Result<u64> {
     Ok(backlog_of(redis, activity, group).await?.total())
+}
+
+/// Where to start reading `stream` (an XRANGE start) to see every entry the consumers of
+/// `group` may not have persisted: its oldest pending entry, else the entry after the last one
+/// delivered, or the whole stream when there is no such group. `None` when the stream does
+/// not exist. Entries before that point were acknowledged, which happens only after their
+/// order committed (or after they moved to the dead-letter stream).
+pub async fn unacked_from(redis: &RedisClient, stream: &str, group: &str) -> Result<Option<String>> {
+    let mut conn = redis.conn();
+    let exists: bool = conn.exists(stream).await.map_err(|e| redis.err(e))?;
+    if !exists {
+        return Ok(None);
+    }
+    let Some(info) = group_info(redis, stream, group).await? else {
+        return Ok(Some("-".into()));
+    };
+    let pending: StreamPendingReply = conn.xpending(stream, group).await.map_err(|e| redis.err(e))?;
+    Ok(Some(match pending {
+        // Pending entries were delivered, so the oldest starts no later than the last delivered.
+        StreamPendingReply::Data(oldest) => oldest.start_id,
+        _ => format!("({}", info.last_delivered_id),
+    }))
 }
 
 /// Where a group stands on a stream: the last entry id it delivered and every entry it

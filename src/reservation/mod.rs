@@ -3,8 +3,9 @@
 //! the stock, until a consumer persists it into MySQL (see [`crate::persist`]) and acknowledges it.
 //!
 //! This module owns the stream: what an entry holds and its decoding ([`entry`]), the consumer
-//! group and its backlog ([`group`]), reading, claiming and acknowledging entries and finding one
-//! by order number ([`stream`]), and the dead-letter stream beside it ([`dlq`]).
+//! group and its backlog ([`group`]), reading, claiming and acknowledging entries, finding one by
+//! order number and listing those not yet in MySQL ([`stream`]), and the dead-letter stream
+//! beside it ([`dlq`]).
 
 pub mod dlq;
 pub mod entry;
@@ -15,5 +16,5 @@ pub mod stream;
 pub(crate) use reply::{items, pairs, text};
 
 pub use entry::{decode, field, Entry, Reservation};
-pub use group::{backlog, backlog_of, delivered, ensure_group, Backlog, Delivered};
-pub use stream::{cmp_ids, decode_entries, lookup, parse_id, read_all, ReadError};
+pub use group::{backlog, backlog_of, delivered, ensure_group, unacked_from, Backlog, Delivered};
+pub use stream::{cmp_ids, decode_entries, lookup, parse_id, read_all, read_from, unpersisted, ReadError};

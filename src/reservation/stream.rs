@@ -1,11 +1,14 @@
 //! Reading, claiming and acknowledging reservation entries (the consumer group's side), reading
-//! a whole stream, and finding one reservation by its order number.
+//! a stream, finding one reservation by its order number, and listing those that may not be
+//! in MySQL yet.
 
 use std::collections::HashMap;
 
 use redis::Value;
 
+use super::dlq;
 use super::entry::{decode, Entry, Reservation};
+use super::group::unacked_from;
 use super::reply::{items, pairs, text};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -221,9 +224,15 @@ async fn range(
 /// Every entry of `stream`, oldest first, read in pages so a long stream never becomes
 /// one huge reply.
 pub async fn read_all(redis: &RedisClient, stream: &str) -> Result<Vec<Entry>> {
+    read_from(redis, stream, "-").await
+}
+
+/// The entries of `stream` from `start` (an XRANGE start: an id, `(id` after it, `-`) on,
+/// oldest first, read in pages.
+pub async fn read_from(redis: &RedisClient, stream: &str, start: &str) -> Result<Vec<Entry>> {
     const PAGE: usize = 10_000;
     let mut entries = Vec::new();
-    let mut start = "-".to_string();
+    let mut start = start.to_string();
     loop {
         let page = range(redis, stream, (&start, "+"), Some(PAGE)).await?;
         let full = page.len() == PAGE;
@@ -235,6 +244,30 @@ pub async fn read_all(redis: &RedisClient, stream: &str) -> Result<Vec<Entry>> {
             return Ok(entries);
         }
     }
+}
+
+/// Every reservation of `activity` that may not be in MySQL yet, oldest entry of each stream
+/// first: the stream's entries the consumers of `group` have not acknowledged (see
+/// [`unacked_from`]), then the dead letters, each as its original entry (id and fields).
+/// Read Redis before MySQL: an entry persisted meanwhile is then found in MySQL too.
+pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Result<Vec<Entry>> {
+    let stream = redis.keys().orders_stream(activity);
+    let mut entries = match unacked_from(redis, &stream, group).await? {
+        Some(start) => read_from(redis, &stream, &start).await?,
+        None => Vec::new(),
+    };
+    // A dead letter without its original id cannot be named by an order number.
+    entries.extend(
+        dlq::list(redis, Some(activity))
+            .await?
+            .into_iter()
+            .filter(|d| !d.entry_id.is_empty())
+            .map(|d| Entry {
+                id: d.entry_id,
+                fields: d.fields,
+            }),
+    );
+    Ok(entries)
 }
 
 /// The reservation `order_no` names, while its entry is in the activity's stream: `None`

@@ -73,3 +73,40 @@ async fn consumer_creates_a_destroyed_group_again() {
     assert_eq!(f.orders().await, 20);
     assert_eq!(f.backlog().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters() {
+    let f = Fixture::new(100, 5).await;
+    let group = f.config.consumer.group.clone();
+    let id = |no: &String| seckill::keys::parse_order_no(no).unwrap().1.to_string();
+    f.reserve(users("early", 3), 1).await;
+    f.drain().await;
+    assert_eq!(
+        reservation::unpersisted(&f.redis, f.activity, &group).await.unwrap(),
+        vec![]
+    );
+
+    let late = f.reserve(users("late", 3), 1).await;
+    // The first two are delivered (pending), the last is not; the first is then buried.
+    let consumer = reservation::stream::GroupConsumer {
+        redis: &f.redis,
+        group: &group,
+        name: "t",
+    };
+    let stream = f.redis.keys().orders_stream(f.activity);
+    let read = consumer.read_new(&[stream], 2, None).await.unwrap();
+    let delivered = read.into_iter().next().unwrap().1;
+    assert_eq!(delivered.len(), 2);
+    reservation::dlq::bury(&f.redis, f.activity, &group, "t", &delivered[0], "poisoned", 3)
+        .await
+        .unwrap();
+
+    let found = reservation::unpersisted(&f.redis, f.activity, &group).await.unwrap();
+    let ids: Vec<String> = found.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, vec![id(&late[1]), id(&late[2]), id(&late[0])]);
+    // The dead letter comes back as its original entry.
+    assert_eq!(found[2], delivered[0]);
+    assert!(found
+        .iter()
+        .all(|e| e.fields.iter().all(|(k, _)| !k.starts_with("dlq_"))));
+}
