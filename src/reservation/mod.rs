@@ -1,4 +1,4 @@
-//! The reservation stream of each activity (`{a:A}:orders`, see [`crate::keys`]): every purchase
+//! The reservation stream of each activity (`P:{a:A}:orders`, see [`crate::keys`]): every purchase
 //! Redis accepts is one entry there, written by `lua/reserve.lua` in the same step that deducts
 //! the stock, until a consumer persists it into MySQL (see [`crate::persist`]) and acknowledges it.
 //!
