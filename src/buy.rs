@@ -7,7 +7,7 @@
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::keys;
 use crate::redis_client::RedisClient;
 use crate::scripts;
@@ -159,7 +159,7 @@ pub async fn reserve_above(
             .arg(&p.token);
     }
     let mut conn = redis.conn();
-    let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.at(redis)?;
     if reply.len() != 2 * purchases.len() {
         return Err(Error::Internal(format!(
             "reserve.lua answered {} values for {} purchases",

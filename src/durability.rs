@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::redis_client::RedisClient;
 
 /// How acknowledged orders must survive a Redis failure (`redis.durability`).
@@ -192,7 +192,7 @@ pub async fn inspect(redis: &RedisClient) -> Result<RedisSetup> {
         .arg("replication")
         .query_async(&mut conn)
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     let field = |name: &str| info_field(&info, name);
     let mut setup = RedisSetup {
         version: field("redis_version"),

@@ -95,3 +95,27 @@ impl Error {
         Error::NotFound(what.into())
     }
 }
+
+/// Attaches the MySQL server's address to a driver error: `query.fetch_one(db.pool()).await.at(db)?`.
+pub trait DbContext<T> {
+    /// Turns the driver's error into an [`Error::Database`] naming `db`'s address.
+    fn at(self, db: &crate::db::Db) -> Result<T>;
+}
+
+impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
+    fn at(self, db: &crate::db::Db) -> Result<T> {
+        self.map_err(|source| db.err(source))
+    }
+}
+
+/// Attaches the Redis server's address to a driver error: `conn.get(key).await.at(redis)?`.
+pub trait RedisContext<T> {
+    /// Turns the driver's error into an [`Error::Redis`] naming `redis`'s address.
+    fn at(self, redis: &crate::redis_client::RedisClient) -> Result<T>;
+}
+
+impl<T> RedisContext<T> for std::result::Result<T, redis::RedisError> {
+    fn at(self, redis: &crate::redis_client::RedisClient) -> Result<T> {
+        self.map_err(|source| redis.err(source))
+    }
+}

@@ -26,7 +26,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, RedisContext, Result};
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -85,7 +85,7 @@ pub async fn next_epoch(db: &Db, activity: u64) -> Result<(String, u64)> {
         .bind(activity)
         .fetch_optional(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     Ok((new_epoch(), seq.unwrap_or(0)))
 }
 
@@ -101,7 +101,7 @@ pub async fn stamp(db: &Db, activity: u64, epoch: &str) -> Result<()> {
     .bind(epoch)
     .execute(db.pool())
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     Ok(())
 }
 
@@ -111,7 +111,7 @@ pub async fn forget(db: &Db, activity: u64) -> Result<()> {
         .bind(activity)
         .execute(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     Ok(())
 }
 
@@ -122,7 +122,7 @@ pub async fn advance(redis: &RedisClient, activity: u64) -> Result<u64> {
         .key(redis.keys().activity(activity))
         .invoke_async(&mut redis.conn())
         .await
-        .map_err(|e| redis.err(e))
+        .at(redis)
 }
 
 /// Second half: MySQL's sequence becomes at least `seq`. Only for activities `hot` stamped.
@@ -132,7 +132,7 @@ pub async fn record(db: &Db, activity: u64, seq: u64) -> Result<()> {
         .bind(activity)
         .execute(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     Ok(())
 }
 
@@ -143,7 +143,7 @@ pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Opti
             .bind(activity)
             .fetch_optional(db.pool())
             .await
-            .map_err(|e| db.err(e))?;
+            .at(db)?;
     let Some((epoch, seq)) = mark else { return Ok(None) };
     // MySQL before Redis: a batch recorded in between only raised Redis first.
     let mut conn = redis.conn();
@@ -154,7 +154,7 @@ pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Opti
         .hget(&key, "persist_seq")
         .query_async(&mut conn)
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     let (kind, detail) = if !exists {
         (
             LossKind::Vanished,
@@ -193,7 +193,7 @@ pub async fn recorded_seqs(db: &Db) -> Result<HashMap<u64, u64>> {
     let rows: Vec<(u64, u64)> = sqlx::query_as("SELECT activity_id, persist_seq FROM redis_watermarks")
         .fetch_all(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     Ok(rows.into_iter().collect())
 }
 
@@ -202,7 +202,7 @@ pub async fn inspect_all(db: &Db, redis: &RedisClient) -> Result<Vec<Loss>> {
     let activities: Vec<u64> = sqlx::query_scalar("SELECT activity_id FROM redis_watermarks ORDER BY activity_id")
         .fetch_all(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     let mut losses = Vec::new();
     for activity in activities {
         if let Some(loss) = inspect(db, redis, activity).await? {
@@ -218,14 +218,14 @@ async fn units_at_risk(db: &Db, redis: &RedisClient, activity: u64) -> Result<i6
         .bind(activity)
         .fetch_all(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     let mut conn = redis.conn();
     let mut at_risk = 0;
     for (product, mysql_sold) in sold {
         let redis_sold: Option<i64> = conn
             .hget(redis.keys().product(activity, product), "sold")
             .await
-            .map_err(|e| redis.err(e))?;
+            .at(redis)?;
         at_risk += (mysql_sold - redis_sold.unwrap_or(0)).max(0);
     }
     Ok(at_risk)
@@ -236,10 +236,10 @@ async fn units_at_risk(db: &Db, redis: &RedisClient, activity: u64) -> Result<i6
 pub async fn suspend(redis: &RedisClient, loss: &Loss) -> Result<bool> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(loss.activity_id);
-    let before: Option<String> = conn.hget(&key, "status").await.map_err(|e| redis.err(e))?;
+    let before: Option<String> = conn.hget(&key, "status").await.at(redis)?;
     let () = conn
         .hset_multiple(&key, &[("status", LOST_STATUS), ("lost_reason", loss.detail.as_str())])
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     Ok(before.as_deref() != Some(LOST_STATUS))
 }

@@ -21,7 +21,7 @@ use redis::AsyncCommands;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::ops::reconcile;
 use crate::redis_client::RedisClient;
 use crate::token::Signer;
@@ -139,10 +139,7 @@ async fn rehearse(
     if opts.chaos_extra_stock > 0 {
         let mut conn = redis.conn();
         let key = redis.keys().product(sale.activity, sale.product);
-        let _: i64 = conn
-            .hincr(&key, "stock", opts.chaos_extra_stock)
-            .await
-            .map_err(|e| redis.err(e))?;
+        let _: i64 = conn.hincr(&key, "stock", opts.chaos_extra_stock).await.at(redis)?;
         tracing::warn!(
             units = opts.chaos_extra_stock,
             "chaos: stock added in Redis behind MySQL's back"

@@ -7,7 +7,7 @@ use chrono::{SubsecRound, Utc};
 use rust_decimal::Decimal;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, Result};
 use crate::ops::catalog::{self, NewActivity, NewProduct};
 use crate::ops::token;
 use crate::redis_client::RedisClient;
@@ -88,18 +88,14 @@ pub async fn buyers(redis: &RedisClient, signer: &Signer, activity: u64, users: 
 /// products and the activity row, in one transaction.
 pub async fn remove(db: &Db, redis: &RedisClient, group: &str, activity: u64) -> Result<()> {
     crate::ops::flush(db, redis, group, activity, true).await?;
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     for sql in [
         "DELETE FROM orders WHERE activity_id = ?",
         "DELETE FROM stock_ledger WHERE activity_id = ?",
         "DELETE FROM products WHERE activity_id = ?",
         "DELETE FROM activities WHERE id = ?",
     ] {
-        sqlx::query(sql)
-            .bind(activity)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db.err(e))?;
+        sqlx::query(sql).bind(activity).execute(&mut *tx).await.at(db)?;
     }
-    tx.commit().await.map_err(|e| db.err(e))
+    tx.commit().await.at(db)
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, Result};
 use crate::ops::reconcile::ReconcileReport;
 use crate::redis_client::RedisClient;
 use crate::reservation;
@@ -77,14 +77,14 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
         .bind(product)
         .fetch_one(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     // DECIMAL sums come back as decimals: cast them to integers in SQL.
     let (orders, units): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM orders WHERE product_id = ?")
             .bind(product)
             .fetch_one(db.pool())
             .await
-            .map_err(|e| db.err(e))?;
+            .at(db)?;
     let max_per_user: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(MAX(units), 0) AS SIGNED) FROM \
          (SELECT SUM(quantity) AS units FROM orders WHERE product_id = ? GROUP BY user_id) AS per_user",
@@ -92,7 +92,7 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
     .bind(product)
     .fetch_one(db.pool())
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
 
     let mut e = Evidence {
         stock: stock.into(),

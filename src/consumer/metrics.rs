@@ -8,6 +8,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram};
 use redis::AsyncCommands;
 
+use crate::error::RedisContext;
 use crate::metrics::{self as names, Metrics};
 use crate::redis_client::RedisClient;
 
@@ -79,7 +80,7 @@ pub async fn refresh_backlog(
 ) -> crate::Result<()> {
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let activities: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| redis.err(e))?;
+    let activities: Vec<u64> = conn.smembers(keys.activities()).await.at(redis)?;
     for activity in activities {
         let backlog = crate::reservation::backlog_of(redis, activity, group).await?;
         let dlq = crate::reservation::dlq::count(redis, activity).await?;

@@ -12,7 +12,7 @@ use super::metrics::{spawn_backlog_refresh, ConsumerMetrics};
 use super::{ConsumerOptions, ConsumerReport};
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::metrics::Metrics;
 use crate::persist::{self, Persisted};
 use crate::redis_client::RedisClient;
@@ -283,12 +283,12 @@ impl Worker {
     async fn active_streams(&self) -> Result<Vec<(u64, String)>> {
         let keys = self.redis.keys();
         let mut conn = self.redis.conn();
-        let mut ids: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| self.redis.err(e))?;
+        let mut ids: Vec<u64> = conn.smembers(keys.activities()).await.at(&self.redis)?;
         ids.sort_unstable();
         let mut streams = Vec::new();
         for id in ids {
             let name = keys.orders_stream(id);
-            let exists: bool = conn.exists(&name).await.map_err(|e| self.redis.err(e))?;
+            let exists: bool = conn.exists(&name).await.at(&self.redis)?;
             if exists {
                 streams.push((id, name));
             }
@@ -544,7 +544,7 @@ impl Worker {
         let probe = sqlx::query("SELECT 1 FROM orders LIMIT 0")
             .execute(self.db.pool())
             .await
-            .map_err(|e| self.db.err(e));
+            .at(&self.db);
         match probe {
             Ok(_) => {
                 self.let_go = None;

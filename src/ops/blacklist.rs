@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::redis_client::RedisClient;
 use crate::user_id;
 
@@ -33,7 +33,7 @@ pub async fn add(db: &Db, redis: &RedisClient, user: &str, reason: &str) -> Resu
         .bind(reason)
         .execute(db.pool())
         .await
-        .map_err(|e| db.err(e))?
+        .at(db)?
         .rows_affected();
     // Mirrored even when the row existed: a preheat racing an earlier add may have missed it.
     mirror(redis, &activities, user, true).await?;
@@ -48,7 +48,7 @@ pub async fn remove(db: &Db, redis: &RedisClient, user: &str) -> Result<bool> {
         .bind(user)
         .execute(db.pool())
         .await
-        .map_err(|e| db.err(e))?
+        .at(db)?
         .rows_affected();
     mirror(redis, &activities, user, false).await?;
     Ok(deleted > 0)
@@ -61,17 +61,13 @@ pub async fn list(db: &Db) -> Result<Vec<Entry>> {
     )
         .fetch_all(db.pool())
         .await
-        .map_err(|e| db.err(e))
+        .at(db)
 }
 
 /// The preheated activities, read before MySQL is touched so that an unreachable Redis
 /// fails the command while nothing has changed yet.
 async fn preheated(redis: &RedisClient) -> Result<Vec<u64>> {
-    redis
-        .conn()
-        .smembers(redis.keys().activities())
-        .await
-        .map_err(|e| redis.err(e))
+    redis.conn().smembers(redis.keys().activities()).await.at(redis)
 }
 
 async fn mirror(redis: &RedisClient, activities: &[u64], user: &str, barred: bool) -> Result<()> {

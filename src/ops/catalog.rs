@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use sqlx::{MySql, Transaction};
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::model::{Activity, ActivityStatus, Product};
 use crate::redis_client::RedisClient;
 use crate::reservation;
@@ -150,7 +150,7 @@ pub async fn create_activity(db: &Db, new: &NewActivity) -> Result<Activity> {
         .bind(new.end_at.naive_utc())
         .execute(db.pool())
         .await
-        .map_err(|e| db.err(e))?
+        .at(db)?
         .last_insert_id();
     get_activity(db, id).await
 }
@@ -161,7 +161,7 @@ pub async fn get_activity(db: &Db, id: u64) -> Result<Activity> {
         .bind(id)
         .fetch_optional(db.pool())
         .await
-        .map_err(|e| db.err(e))?
+        .at(db)?
         .ok_or_else(|| Error::not_found(format!("activity {id}")))
 }
 
@@ -170,7 +170,7 @@ pub async fn list_activities(db: &Db) -> Result<Vec<Activity>> {
     sqlx::query_as::<_, Activity>(&format!("SELECT {ACTIVITY_COLUMNS} FROM activities ORDER BY id DESC"))
         .fetch_all(db.pool())
         .await
-        .map_err(|e| db.err(e))
+        .at(db)
 }
 
 /// Locks the activity row for the rest of `tx` and returns it.
@@ -181,7 +181,7 @@ pub(crate) async fn lock_activity(db: &Db, tx: &mut Transaction<'_, MySql>, id: 
     .bind(id)
     .fetch_optional(&mut **tx)
     .await
-    .map_err(|e| db.err(e))?
+    .at(db)?
     .ok_or_else(|| Error::not_found(format!("activity {id}")))
 }
 
@@ -192,7 +192,7 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
     if let Some(name) = &changes.name {
         check_name(name)?;
     }
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let current = lock_activity(db, &mut tx, id).await?;
     let start_at = changes.start_at.unwrap_or(current.start_at);
     let end_at = changes.end_at.unwrap_or(current.end_at);
@@ -212,8 +212,8 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+        .at(db)?;
+    tx.commit().await.at(db)?;
     get_activity(db, id).await
 }
 
@@ -242,7 +242,7 @@ async fn refuse_if_unsettled(redis: &RedisClient, consumer_group: &str, activity
 /// Deletes an activity that is not online, has no orders and no reservations waiting to
 /// be persisted or replayed, with its products and ledger.
 pub async fn delete_activity(db: &Db, redis: &RedisClient, consumer_group: &str, id: u64) -> Result<Activity> {
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let activity = lock_activity(db, &mut tx, id).await?;
     if activity.status() == ActivityStatus::Online {
         return Err(Error::refused(format!("activity {id} is online; stop it first")));
@@ -252,7 +252,7 @@ pub async fn delete_activity(db: &Db, redis: &RedisClient, consumer_group: &str,
         .bind(id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     if orders > 0 {
         return Err(Error::refused(format!(
             "activity {id} has {orders} orders; it is kept as their record"
@@ -263,13 +263,9 @@ pub async fn delete_activity(db: &Db, redis: &RedisClient, consumer_group: &str,
         "DELETE FROM products WHERE activity_id = ?",
         "DELETE FROM activities WHERE id = ?",
     ] {
-        sqlx::query(sql)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db.err(e))?;
+        sqlx::query(sql).bind(id).execute(&mut *tx).await.at(db)?;
     }
-    tx.commit().await.map_err(|e| db.err(e))?;
+    tx.commit().await.at(db)?;
     Ok(activity)
 }
 
@@ -279,7 +275,7 @@ pub async fn add_product(db: &Db, new: &NewProduct) -> Result<Product> {
     check_price(new.price)?;
     let max_per_order = new.max_per_order.unwrap_or(new.per_user_limit);
     check_limits(new.per_user_limit, max_per_order)?;
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let activity = lock_activity(db, &mut tx, new.activity_id).await?;
     refuse_if_frozen(&activity)?;
     let id = sqlx::query(
@@ -294,9 +290,9 @@ pub async fn add_product(db: &Db, new: &NewProduct) -> Result<Product> {
     .bind(max_per_order)
     .execute(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?
+    .at(db)?
     .last_insert_id();
-    tx.commit().await.map_err(|e| db.err(e))?;
+    tx.commit().await.at(db)?;
     get_product(db, id).await
 }
 
@@ -316,7 +312,7 @@ pub async fn get_product(db: &Db, id: u64) -> Result<Product> {
         .bind(id)
         .fetch_optional(db.pool())
         .await
-        .map_err(|e| db.err(e))?
+        .at(db)?
         .ok_or_else(|| Error::not_found(format!("product {id}")))
 }
 
@@ -329,7 +325,7 @@ pub async fn list_products(db: &Db, activity_id: u64) -> Result<Vec<Product>> {
     .bind(activity_id)
     .fetch_all(db.pool())
     .await
-    .map_err(|e| db.err(e))
+    .at(db)
 }
 
 /// Changes a product of an activity that is not online.
@@ -341,7 +337,7 @@ pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Resul
         check_price(price)?;
     }
     let current = get_product(db, id).await?;
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let activity = lock_activity(db, &mut tx, current.activity_id).await?;
     refuse_if_frozen(&activity)?;
     let current = sqlx::query_as::<_, Product>(&format!(
@@ -350,7 +346,7 @@ pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Resul
     .bind(id)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     let stock = changes.stock.unwrap_or(current.total_stock);
     if stock < current.sold {
         return Err(Error::invalid(format!(
@@ -373,8 +369,8 @@ pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Resul
     .bind(id)
     .execute(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+    .at(db)?;
+    tx.commit().await.at(db)?;
     get_product(db, id).await
 }
 
@@ -382,7 +378,7 @@ pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Resul
 /// activity has no reservations waiting to be persisted or replayed.
 pub async fn delete_product(db: &Db, redis: &RedisClient, consumer_group: &str, id: u64) -> Result<Product> {
     let product = get_product(db, id).await?;
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let activity = lock_activity(db, &mut tx, product.activity_id).await?;
     refuse_if_frozen(&activity)?;
     refuse_if_unsettled(redis, consumer_group, activity.id).await?;
@@ -390,7 +386,7 @@ pub async fn delete_product(db: &Db, redis: &RedisClient, consumer_group: &str, 
         .bind(id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     if orders > 0 {
         return Err(Error::refused(format!(
             "product {id} has {orders} orders; it is kept as their record"
@@ -400,12 +396,12 @@ pub async fn delete_product(db: &Db, redis: &RedisClient, consumer_group: &str, 
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     sqlx::query("DELETE FROM products WHERE id = ?")
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+        .at(db)?;
+    tx.commit().await.at(db)?;
     Ok(product)
 }

@@ -4,7 +4,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::model::ActivityStatus;
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
@@ -43,10 +43,7 @@ pub async fn flush(
     }
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let product_ids: Vec<u64> = conn
-        .smembers(keys.products(activity_id))
-        .await
-        .map_err(|e| redis.err(e))?;
+    let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
     let mut removed = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -58,9 +55,9 @@ pub async fn flush(
             .arg(1000)
             .query_async(&mut conn)
             .await
-            .map_err(|e| redis.err(e))?;
+            .at(redis)?;
         if !batch.is_empty() {
-            let () = conn.unlink(&batch).await.map_err(|e| redis.err(e))?;
+            let () = conn.unlink(&batch).await.at(redis)?;
             removed.extend(batch);
         }
         if next == 0 {
@@ -68,15 +65,9 @@ pub async fn flush(
         }
         cursor = next;
     }
-    let () = conn
-        .srem(keys.activities(), activity_id)
-        .await
-        .map_err(|e| redis.err(e))?;
+    let () = conn.srem(keys.activities(), activity_id).await.at(redis)?;
     if !product_ids.is_empty() {
-        let () = conn
-            .hdel(keys.product_activity(), &product_ids)
-            .await
-            .map_err(|e| redis.err(e))?;
+        let () = conn.hdel(keys.product_activity(), &product_ids).await.at(redis)?;
     }
     // Redis is no longer expected to hold the activity: its absence is not a loss.
     crate::lost_state::forget(db, activity_id).await?;

@@ -6,7 +6,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::model::ActivityStatus;
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
@@ -59,7 +59,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
     let snapshot_ms: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
         .fetch_one(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     let products = catalog::list_products(db, activity_id).await?;
     if products.is_empty() {
         return Err(Error::refused(format!("activity {activity_id} has no products")));
@@ -71,23 +71,23 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
     .bind(activity_id)
     .fetch_all(db.pool())
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     let released: Vec<String> =
         sqlx::query_scalar("SELECT order_no FROM orders WHERE activity_id = ? AND status IN ('cancelled', 'expired')")
             .bind(activity_id)
             .fetch_all(db.pool())
             .await
-            .map_err(|e| db.err(e))?;
+            .at(db)?;
     let blacklist: Vec<String> = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM blacklist")
         .fetch_all(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
 
     let (epoch, persist_seq) = lost_state::next_epoch(db, activity_id).await?;
     let keys = redis.keys();
     let mut conn = redis.conn();
     for script in scripts::all() {
-        script.load_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        script.load_async(&mut conn).await.at(redis)?;
     }
 
     let mut invocation = scripts::PREHEAT.prepare_invoke();
@@ -141,39 +141,27 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
             let () = conn
                 .hset_multiple(keys.bought(activity_id, p.id), chunk)
                 .await
-                .map_err(|e| redis.err(e))?;
+                .at(redis)?;
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
     let owners: Vec<(u64, u64)> = products.iter().map(|p| (p.id, activity_id)).collect();
-    let () = conn
-        .hset_multiple(keys.product_activity(), &owners)
-        .await
-        .map_err(|e| redis.err(e))?;
+    let () = conn.hset_multiple(keys.product_activity(), &owners).await.at(redis)?;
     for chunk in blacklist.chunks(CHUNK) {
-        let () = conn
-            .sadd(keys.blacklist(activity_id), chunk)
-            .await
-            .map_err(|e| redis.err(e))?;
+        let () = conn.sadd(keys.blacklist(activity_id), chunk).await.at(redis)?;
     }
     for chunk in released.chunks(CHUNK) {
-        let () = conn
-            .sadd(keys.released(activity_id), chunk)
-            .await
-            .map_err(|e| redis.err(e))?;
+        let () = conn.sadd(keys.released(activity_id), chunk).await.at(redis)?;
     }
     reservation::ensure_group(redis, activity_id, consumer_group).await?;
-    let () = conn
-        .sadd(keys.activities(), activity_id)
-        .await
-        .map_err(|e| redis.err(e))?;
+    let () = conn.sadd(keys.activities(), activity_id).await.at(redis)?;
     let () = conn
         .hset(keys.activity(activity_id), "preheated_at", snapshot_ms)
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
 
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     for p in &products {
         sqlx::query(
             "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason) VALUES (?, ?, 'preheat', ?, 'hot')",
@@ -183,9 +171,9 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         .bind(i64::from(p.total_stock - p.sold))
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     }
-    tx.commit().await.map_err(|e| db.err(e))?;
+    tx.commit().await.at(db)?;
 
     Ok(HotReport {
         activity_id,

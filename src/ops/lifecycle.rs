@@ -4,7 +4,7 @@ use redis::AsyncCommands;
 
 use crate::db::Db;
 use crate::durability;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::model::{Activity, ActivityStatus};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
@@ -17,7 +17,7 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
     if let Some(loss) = crate::lost_state::inspect(db, redis, activity_id).await? {
         return Err(Error::refused(loss.to_string()));
     }
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
     if activity.status() == ActivityStatus::Ended {
         return Err(Error::refused(format!("activity {activity_id} has ended")));
@@ -34,7 +34,7 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
     .bind(preheated_at)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     if changed > 0 {
         return Err(Error::refused(format!(
             "{changed} product(s) of activity {activity_id} changed after the last preheat; \
@@ -47,12 +47,12 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
         .bind(activity_id)
         .fetch_all(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     let mut in_redis: Vec<u64> = redis
         .conn()
         .smembers(redis.keys().products(activity_id))
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     in_mysql.sort_unstable();
     in_redis.sort_unstable();
     if in_mysql != in_redis {
@@ -66,7 +66,7 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
         .bind(activity_id)
         .execute(&mut *tx)
         .await;
-    if let Err(e) = updated.map_err(|e| db.err(e)).and(Ok(())) {
+    if let Err(e) = updated.at(db).and(Ok(())) {
         revert(redis, &activity, previous).await;
         return Err(e);
     }
@@ -84,7 +84,7 @@ pub async fn stop(db: &Db, redis: &RedisClient, activity_id: u64, end: bool) -> 
     } else {
         ActivityStatus::Paused
     };
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
     match (activity.status(), target) {
         (ActivityStatus::Ended, _) => return Err(Error::refused(format!("activity {activity_id} has already ended"))),
@@ -105,8 +105,8 @@ pub async fn stop(db: &Db, redis: &RedisClient, activity_id: u64, end: bool) -> 
         .bind(activity_id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+        .at(db)?;
+    tx.commit().await.at(db)?;
     catalog::get_activity(db, activity_id).await
 }
 
@@ -116,7 +116,7 @@ pub async fn preheated_at(redis: &RedisClient, activity_id: u64) -> Result<Optio
     let value: Option<String> = conn
         .hget(redis.keys().activity(activity_id), "preheated_at")
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     Ok(value.and_then(|v| v.parse().ok()))
 }
 
@@ -124,7 +124,7 @@ pub async fn preheated_at(redis: &RedisClient, activity_id: u64) -> Result<Optio
 async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: ActivityStatus) -> Result<String> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(activity.id);
-    let before: Option<String> = conn.hget(&key, "status").await.map_err(|e| redis.err(e))?;
+    let before: Option<String> = conn.hget(&key, "status").await.at(redis)?;
     let changed: i64 = scripts::SET_STATUS
         .key(&key)
         .arg(status.as_str())
@@ -132,7 +132,7 @@ async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: Acti
         .arg(activity.end_at.timestamp_millis())
         .invoke_async(&mut conn)
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     if changed == 0 {
         return Err(Error::refused(format!(
             "activity {} is not preheated; run `seckill hot {}` first",

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::{MySql, QueryBuilder};
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::model::{Order, OrderStatus};
 use crate::redis_client::RedisClient;
 use crate::scripts;
@@ -31,7 +31,7 @@ pub async fn find(db: &Db, order_no: &str) -> Result<Option<Order>> {
         .bind(order_no)
         .fetch_optional(db.pool())
         .await
-        .map_err(|e| db.err(e))
+        .at(db)
 }
 
 /// One order by number.
@@ -70,7 +70,7 @@ pub async fn list(db: &Db, filter: &OrderFilter) -> Result<Vec<Order>> {
     if let Some(limit) = filter.limit {
         q.push(" LIMIT ").push_bind(limit);
     }
-    q.build_query_as().fetch_all(db.pool()).await.map_err(|e| db.err(e))
+    q.build_query_as().fetch_all(db.pool()).await.at(db)
 }
 
 /// What a state change did.
@@ -96,7 +96,7 @@ pub async fn pay(db: &Db, order_no: &str) -> Result<Transition> {
         .bind(order_no)
         .execute(db.pool())
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     if updated.rows_affected() == 1 {
         return Ok(Transition {
             order_no: order_no.into(),
@@ -167,7 +167,7 @@ pub async fn expire(db: &Db, redis: &RedisClient, older_than: Duration, activity
         q.push(" AND activity_id = ").push_bind(a);
     }
     q.push(" ORDER BY id");
-    let orders: Vec<Order> = q.build_query_as().fetch_all(db.pool()).await.map_err(|e| db.err(e))?;
+    let orders: Vec<Order> = q.build_query_as().fetch_all(db.pool()).await.at(db)?;
     let mut report = ExpireReport {
         candidates: orders.len() as u64,
         ..Default::default()
@@ -192,13 +192,13 @@ async fn release(
 ) -> Result<Option<Transition>> {
     let mut won = false;
     for attempt in 0..ATTEMPTS {
-        let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+        let mut tx = db.pool().begin().await.at(db)?;
         let updated = sqlx::query("UPDATE orders SET status = ? WHERE order_no = ? AND status = 'pending'")
             .bind(to.as_str())
             .bind(&order.order_no)
             .execute(&mut *tx)
             .await
-            .map_err(|e| db.err(e))?;
+            .at(db)?;
         if updated.rows_affected() != 1 {
             return Ok(None);
         }
@@ -206,7 +206,7 @@ async fn release(
             .bind(order.product_id)
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| db.err(e))?;
+            .at(db)?;
         let product = sqlx::query(
             "UPDATE products SET sold = sold - ?, version = version + 1, updated_at = updated_at \
              WHERE id = ? AND version = ? AND sold >= ?",
@@ -217,9 +217,9 @@ async fn release(
         .bind(order.quantity)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
         if product.rows_affected() != 1 {
-            tx.rollback().await.map_err(|e| db.err(e))?;
+            tx.rollback().await.at(db)?;
             tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
             continue;
         }
@@ -233,8 +233,8 @@ async fn release(
         .bind(&order.order_no)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
-        tx.commit().await.map_err(|e| db.err(e))?;
+        .at(db)?;
+        tx.commit().await.at(db)?;
         won = true;
         break;
     }
@@ -289,5 +289,5 @@ pub async fn return_units(
         .arg(quantity)
         .invoke_async(&mut conn)
         .await
-        .map_err(|e| redis.err(e))
+        .at(redis)
 }

@@ -6,7 +6,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, RedisContext, Result};
 use crate::lost_state::{self, Loss};
 use crate::model::Activity;
 use crate::ops::catalog;
@@ -69,14 +69,11 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
     .bind(activity_id)
     .fetch_all(db.pool())
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
 
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let redis_activity: HashMap<String, String> = conn
-        .hgetall(keys.activity(activity_id))
-        .await
-        .map_err(|e| redis.err(e))?;
+    let redis_activity: HashMap<String, String> = conn.hgetall(keys.activity(activity_id)).await.at(redis)?;
     let mut pipe = redis::pipe();
     for p in &products {
         pipe.cmd("HMGET")
@@ -84,7 +81,7 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
             .arg("stock")
             .arg("sold");
     }
-    let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await.at(redis)?;
     let unpersisted = reservation::backlog(redis, activity_id, consumer_group).await?;
     let redis_state_lost = lost_state::inspect(db, redis, activity_id).await?;
 

@@ -17,7 +17,7 @@
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::ops::lifecycle;
 use crate::redis_client::RedisClient;
 use crate::scripts;
@@ -91,7 +91,7 @@ async fn lock_product(
     .bind(product_id)
     .fetch_optional(&mut **tx)
     .await
-    .map_err(|e| db.err(e))?
+    .at(db)?
     .ok_or_else(|| Error::not_found(format!("product {product_id}")))
 }
 
@@ -119,7 +119,7 @@ async fn begin_change(
         .bind(product)
         .execute(&mut **tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     }
     let row = sqlx::query(
         "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, state) VALUES (?, ?, ?, ?, ?, 'pending')",
@@ -131,7 +131,7 @@ async fn begin_change(
     .bind(reason)
     .execute(&mut **tx)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     Ok(row.last_insert_id())
 }
 
@@ -150,7 +150,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         .bind(product_id)
         .fetch_optional(db.pool())
         .await
-        .map_err(|e| db.err(e))?
+        .at(db)?
         .ok_or_else(|| Error::not_found(format!("product {product_id}")))?;
     // Read before MySQL counts the units: a `hot` after this point may load them from MySQL,
     // and the script must then not add them a second time.
@@ -158,7 +158,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         .await?
         .map(|ms| ms.to_string())
         .unwrap_or_default();
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let (activity, total, _) = lock_product(db, &mut tx, product_id).await?;
     if total + units > MAX_TOTAL_STOCK {
         return Err(Error::invalid(format!(
@@ -167,7 +167,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         )));
     }
     let ledger_id = begin_change(db, &mut tx, activity, product_id, "adjust", units, "stock add").await?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+    tx.commit().await.at(db)?;
 
     let keys = redis.keys();
     let applied = scripts::STOCK_ADD
@@ -218,10 +218,10 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
 /// Withdraws every unit of the product still on sale (Redis stock to 0, totals reduced by
 /// as much in Redis and MySQL), with a `sold_out` ledger row. Units already reserved stay sold.
 pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<StockChange> {
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let (activity, _, _) = lock_product(db, &mut tx, product_id).await?;
     let ledger_id = begin_change(db, &mut tx, activity, product_id, "sold_out", 0, "source sold out").await?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+    tx.commit().await.at(db)?;
 
     let keys = redis.keys();
     let applied = scripts::SOLD_OUT
@@ -272,13 +272,13 @@ struct Finished {
 /// Completes (`done`) or, for [`Applied::Void`], undoes (`undone`) a pending change in MySQL,
 /// in one transaction and only if the row is still pending.
 async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: Applied) -> Result<Finished> {
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     let (_, total, sold) = lock_product(db, &mut tx, product_id).await?;
     let row: Option<(String, i64)> = sqlx::query_as("SELECT state, delta FROM stock_ledger WHERE id = ? FOR UPDATE")
         .bind(ledger_id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     let Some((state, delta)) = row else {
         return Err(Error::not_found(format!("stock change #{ledger_id}")));
     };
@@ -305,7 +305,7 @@ async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: App
         .bind(product_id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
+        .at(db)?;
     }
     sqlx::query("UPDATE stock_ledger SET state = ?, delta = ? WHERE id = ?")
         .bind(new_state)
@@ -313,8 +313,8 @@ async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: App
         .bind(ledger_id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| db.err(e))?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+        .at(db)?;
+    tx.commit().await.at(db)?;
     Ok(Finished {
         withdrawn: -new_delta.min(0),
         total_stock: total + total_change,
@@ -332,7 +332,7 @@ pub async fn pending_changes(conn: &mut sqlx::MySqlConnection, db: &Db, activity
     .bind(activity)
     .fetch_all(conn)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     Ok(rows
         .into_iter()
         .map(|(ledger_id, product_id, op, delta, age_ms)| PendingChange {
@@ -354,7 +354,7 @@ pub async fn settle(db: &Db, redis: &RedisClient, activity: u64, change: &Pendin
         .arg(change.ledger_id)
         .invoke_async(&mut redis.conn())
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     let applied = Applied::parse(seen.as_deref());
     let finished = finish(db, change.ledger_id, change.product_id, &change.op, applied).await?;
     let what = if change.op == "sold_out" {

@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
 use crate::token::{expiry_of, Signer};
@@ -54,7 +54,7 @@ pub async fn gate(redis: &RedisClient, activity: u64) -> Result<Gate> {
         .cmd("TIME")
         .query_async(&mut conn)
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     let now_ms = secs * 1000 + micros / 1000;
     Ok(match (status, preheated) {
         (None, _) | (_, None) => Gate::NotPreheated,
@@ -126,7 +126,7 @@ pub async fn register(
                 .key(keys.token(activity, user))
                 .arg(signer.sign(activity, user, expiry));
         }
-        let tokens: Vec<String> = invocation.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        let tokens: Vec<String> = invocation.invoke_async(&mut conn).await.at(redis)?;
         for (user, token) in chunk.iter().zip(tokens) {
             let expires_at = expiry_of(&token).unwrap_or(expiry);
             out.push(IssuedToken {
@@ -144,10 +144,7 @@ pub async fn register(
 pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
     user_id::validate(user)?;
     let mut conn = redis.conn();
-    let removed: u64 = conn
-        .del(redis.keys().token(activity, user))
-        .await
-        .map_err(|e| redis.err(e))?;
+    let removed: u64 = conn.del(redis.keys().token(activity, user)).await.at(redis)?;
     Ok(removed > 0)
 }
 

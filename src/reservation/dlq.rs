@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::entry::{decode, Entry};
 use super::stream::read_all;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::keys;
 use crate::redis_client::RedisClient;
 
@@ -50,7 +50,7 @@ pub async fn bury(
         .ignore()
         .query_async(&mut conn)
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     Ok(())
 }
 
@@ -96,11 +96,7 @@ fn dead_letter(activity: u64, e: Entry) -> DeadLetter {
 
 /// How many dead letters `activity` has.
 pub async fn count(redis: &RedisClient, activity: u64) -> Result<u64> {
-    redis
-        .conn()
-        .xlen(redis.keys().dlq(activity))
-        .await
-        .map_err(|e| redis.err(e))
+    redis.conn().xlen(redis.keys().dlq(activity)).await.at(redis)
 }
 
 /// Dead letters of `activity`, or of every preheated activity.
@@ -109,10 +105,7 @@ pub async fn list(redis: &RedisClient, activity: Option<u64>) -> Result<Vec<Dead
     let activities: Vec<u64> = match activity {
         Some(a) => vec![a],
         None => {
-            let mut ids: Vec<u64> = conn
-                .smembers(redis.keys().activities())
-                .await
-                .map_err(|e| redis.err(e))?;
+            let mut ids: Vec<u64> = conn.smembers(redis.keys().activities()).await.at(redis)?;
             ids.sort_unstable();
             ids
         }
@@ -171,10 +164,7 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
         };
         let (outcome, error) = match result {
             Ok(outcome) => {
-                let _: u64 = conn
-                    .xdel(redis.keys().dlq(activity), &[&d.dlq_id])
-                    .await
-                    .map_err(|e| redis.err(e))?;
+                let _: u64 = conn.xdel(redis.keys().dlq(activity), &[&d.dlq_id]).await.at(redis)?;
                 (outcome.to_string(), None)
             }
             Err(why) => ("failed".to_string(), Some(why)),

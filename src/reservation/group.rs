@@ -7,7 +7,7 @@ use redis::streams::StreamPendingReply;
 use redis::AsyncCommands;
 
 use super::reply::pairs;
-use crate::error::Result;
+use crate::error::{RedisContext, Result};
 use crate::redis_client::RedisClient;
 
 /// Creates the consumer group `group` on the activity's stream (and the stream itself),
@@ -41,7 +41,7 @@ async fn group_info(redis: &RedisClient, stream: &str, group: &str) -> Result<Op
         .arg(stream)
         .query_async(&mut redis.conn())
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     Ok(groups
         .into_iter()
         .map(|info| pairs(info).into_iter().collect::<HashMap<String, String>>())
@@ -74,11 +74,11 @@ impl Backlog {
 pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Result<Backlog> {
     let mut conn = redis.conn();
     let stream = redis.keys().orders_stream(activity);
-    let exists: bool = conn.exists(&stream).await.map_err(|e| redis.err(e))?;
+    let exists: bool = conn.exists(&stream).await.at(redis)?;
     if !exists {
         return Ok(Backlog::default());
     }
-    let len: u64 = conn.xlen(&stream).await.map_err(|e| redis.err(e))?;
+    let len: u64 = conn.xlen(&stream).await.at(redis)?;
     let Some(info) = group_info(redis, &stream, group).await? else {
         // No group: nothing was ever consumed.
         return Ok(Backlog {
@@ -94,7 +94,7 @@ pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Resu
             let newer: redis::streams::StreamRangeReply = conn
                 .xrange_count(&stream, format!("({}", info.last_delivered_id), "+", len as usize + 1)
                 .await
-                .map_err(|e| redis.err(e))?;
+                .at(redis)?;
             newer.ids.len() as u64
         }
     };
@@ -117,14 +117,14 @@ pub async fn backlog(redis: &RedisClient, activity: u64, group: &str) -> Result<
 /// order committed (or after they moved to the dead-letter stream).
 pub async fn unacked_from(redis: &RedisClient, stream: &str, group: &str) -> Result<Option<String>> {
     let mut conn = redis.conn();
-    let exists: bool = conn.exists(stream).await.map_err(|e| redis.err(e))?;
+    let exists: bool = conn.exists(stream).await.at(redis)?;
     if !exists {
         return Ok(None);
     }
     let Some(info) = group_info(redis, stream, group).await? else {
         return Ok(Some("-".into()));
     };
-    let pending: StreamPendingReply = conn.xpending(stream, group).await.map_err(|e| redis.err(e))?;
+    let pending: StreamPendingReply = conn.xpending(stream, group).await.at(redis)?;
     Ok(Some(match pending {
         // Pending entries were delivered, so the oldest starts no later than the last delivered.
         StreamPendingReply::Data(oldest) => oldest.start_id,
@@ -148,7 +148,7 @@ pub struct Delivered {
 pub async fn delivered(redis: &RedisClient, stream: &str, group: &str) -> Result<Delivered> {
     const PAGE: usize = 10_000;
     let mut conn = redis.conn();
-    let exists: bool = conn.exists(stream).await.map_err(|e| redis.err(e))?;
+    let exists: bool = conn.exists(stream).await.at(redis)?;
     if !exists {
         return Ok(Delivered::default());
     }
@@ -166,7 +166,7 @@ pub async fn delivered(redis: &RedisClient, stream: &str, group: &str) -> Result
             .arg(PAGE)
             .query_async(&mut conn)
             .await
-            .map_err(|e| redis.err(e))?;
+            .at(redis)?;
         let full = rows.len() == PAGE;
         if let Some(last) = rows.last() {
             start = format!("({}", last.0);

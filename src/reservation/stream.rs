@@ -10,7 +10,7 @@ use super::dlq;
 use super::entry::{decode, Entry, Reservation};
 use super::group::unacked_from;
 use super::reply::{items, pairs, text};
-use crate::error::{Error, Result};
+use crate::error::{Error, RedisContext, Result};
 use crate::keys;
 use crate::redis_client::RedisClient;
 
@@ -168,7 +168,7 @@ impl GroupConsumer<'_> {
             .arg(self.name)
             .query_async(&mut self.redis.conn())
             .await
-            .map_err(|e| self.redis.err(e))?;
+            .at(self.redis)?;
         Ok(items(reply)
             .into_iter()
             .filter_map(|row| {
@@ -217,7 +217,7 @@ async fn range(
     if let Some(count) = count {
         cmd.arg("COUNT").arg(count);
     }
-    let raw: Value = cmd.query_async(&mut redis.conn()).await.map_err(|e| redis.err(e))?;
+    let raw: Value = cmd.query_async(&mut redis.conn()).await.at(redis)?;
     Ok(decode_entries(raw))
 }
 
@@ -297,6 +297,6 @@ pub async fn ack(redis: &RedisClient, stream: &str, group: &str, ids: &[&str]) -
         .arg(ids)
         .query_async(&mut redis.conn())
         .await
-        .map_err(|e| redis.err(e))?;
+        .at(redis)?;
     Ok(())
 }

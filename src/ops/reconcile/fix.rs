@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::gather::{self, Snapshot};
 use super::{analyse, Analysis, Class};
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, RedisContext, Result};
 use crate::ops::order;
 use crate::ops::stock;
 use crate::persist;
@@ -75,14 +75,14 @@ pub(super) async fn repair(
                 .find(|p| p.id == line.product_id)
                 .map(|p| p.version)
                 .unwrap_or(0);
-            let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+            let mut tx = db.pool().begin().await.at(db)?;
             let updated = sqlx::query(
                 "UPDATE products SET sold = (SELECT COALESCE(SUM(quantity), 0) FROM orders \
                  WHERE product_id = ? AND status IN ('pending', 'paid')), version = version + 1, updated_at = updated_at \
                  WHERE id = ? AND version = ?",
             )
             .bind(line.product_id).bind(line.product_id).bind(version)
-            .execute(&mut *tx).await.map_err(|e| db.err(e))?;
+            .execute(&mut *tx).await.at(db)?;
             if updated.rows_affected() == 1 {
                 ledger(
                     db,
@@ -93,7 +93,7 @@ pub(super) async fn repair(
                     &format!("reconcile: products.sold {} -> {}", line.mysql_sold, line.order_units),
                 )
                 .await?;
-                tx.commit().await.map_err(|e| db.err(e))?;
+                tx.commit().await.at(db)?;
                 done.push(format!(
                     "product {}: products.sold {} -> {}",
                     line.product_id, line.mysql_sold, line.order_units
@@ -128,14 +128,14 @@ pub(super) async fn repair(
             .arg(want_total)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| redis.err(e))?;
+            .at(redis)?;
         if r == 1 {
             let what = format!(
                 "reconcile: Redis stock/sold/total {stock}/{sold}/{total} -> {want_stock}/{want_sold}/{want_total}"
             );
-            let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+            let mut tx = db.pool().begin().await.at(db)?;
             ledger(db, &mut tx, activity, line.product_id, want_stock - stock, &what).await?;
-            tx.commit().await.map_err(|e| db.err(e))?;
+            tx.commit().await.at(db)?;
             done.push(format!("product {}: {}", line.product_id, &what[11..]));
         } else {
             done.push(format!(
@@ -160,7 +160,7 @@ pub(super) async fn repair(
             .arg(want)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| redis.err(e))?;
+            .at(redis)?;
         done.push(if r == 1 {
             format!("product {product} user {}: units held {have} -> {want}", f.subject)
         } else {
@@ -183,6 +183,6 @@ async fn ledger(
 ) -> Result<()> {
     sqlx::query("INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'adjust', ?, ?, 'reconcile')")
         .bind(activity).bind(product).bind(delta).bind(reason)
-        .execute(&mut **tx).await.map_err(|e| db.err(e))?;
+        .execute(&mut **tx).await.at(db)?;
     Ok(())
 }

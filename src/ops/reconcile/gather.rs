@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, RedisContext, Result};
 use crate::model::Product;
 use crate::ops::catalog;
 use crate::ops::stock::{self, PendingChange};
@@ -90,7 +90,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     for id in &product_ids {
         view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
     }
-    let reply: redis::Value = view.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
+    let reply: redis::Value = view.invoke_async(&mut conn).await.at(redis)?;
     let parts = items(reply);
     let number = |i: usize| {
         parts
@@ -176,7 +176,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     }
 
     // One consistent read, so products.sold and the orders agree with each other.
-    let mut tx = db.pool().begin().await.map_err(|e| db.err(e))?;
+    let mut tx = db.pool().begin().await.at(db)?;
     s.products = sqlx::query_as::<_, Product>(&format!(
         "SELECT {} FROM products WHERE activity_id = ? ORDER BY id",
         catalog::PRODUCT_COLUMNS
@@ -184,14 +184,14 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     .bind(activity)
     .fetch_all(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     let rows: Vec<(String, u64, String, u32, String)> = sqlx::query_as(
         "SELECT order_no, product_id, CAST(user_id AS CHAR), quantity, status FROM orders WHERE activity_id = ?",
     )
     .bind(activity)
     .fetch_all(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     s.orders = rows.into_iter().map(|(no, p, u, q, st)| (no, (p, u, q, st))).collect();
     let ledger: Vec<(u64, i64)> = sqlx::query_as(
         "SELECT l.product_id, CAST(SUM(l.delta) AS SIGNED) FROM stock_ledger l \
@@ -201,9 +201,9 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     .bind(activity)
     .fetch_all(&mut *tx)
     .await
-    .map_err(|e| db.err(e))?;
+    .at(db)?;
     s.ledger_net = ledger.into_iter().collect();
     s.pending_changes = stock::pending_changes(&mut tx, db, activity).await?;
-    tx.commit().await.map_err(|e| db.err(e))?;
+    tx.commit().await.at(db)?;
     Ok(s)
 }
