@@ -110,7 +110,7 @@ fn print(activities: &[Activity], output: OutputArgs) -> anyhow::Result<()> {
         vec![
             a.id.to_string(),
             a.name.clone(),
-            a.status.clone(),
+            a.status.to_string(),
             a.start_at.to_rfc3339(),
             a.end_at.to_rfc3339(),
         ]

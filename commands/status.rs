@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use seckill::model::OrderStatus;
 use seckill::ops::status::StatusReport;
 
 use crate::context::Context;
@@ -66,7 +67,7 @@ fn print_report(report: &StatusReport) {
             "expired",
         ],
         report.products.iter().map(|p| {
-            let count = |s: &str| p.orders_by_status.get(s).copied().unwrap_or(0).to_string();
+            let count = |s: OrderStatus| p.orders_by_status.get(&s).copied().unwrap_or(0).to_string();
             vec![
                 p.id.to_string(),
                 p.name.clone(),
@@ -75,8 +76,8 @@ fn print_report(report: &StatusReport) {
                 opt(p.reserved),
                 p.sold.to_string(),
                 p.orders.to_string(),
-                count("cancelled"),
-                count("expired"),
+                count(OrderStatus::Cancelled),
+                count(OrderStatus::Expired),
             ]
         }),
     );

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 use crate::error::Error;
 
 /// The state of an activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActivityStatus {
     /// Being set up; not on sale.
@@ -56,7 +56,7 @@ impl FromStr for ActivityStatus {
 }
 
 /// The state of an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     /// Persisted, waiting for payment; its units are held.
@@ -104,6 +104,39 @@ impl FromStr for OrderStatus {
     }
 }
 
+/// Reads and writes a status as the VARCHAR column holds it (sqlx's derived `Type` would
+/// expect a MySQL ENUM column). A name that is none of the variants fails the read: a
+/// status this build does not know is never taken for another.
+macro_rules! status_column {
+    ($status:ty) => {
+        impl sqlx::Type<sqlx::MySql> for $status {
+            fn type_info() -> sqlx::mysql::MySqlTypeInfo {
+                <str as sqlx::Type<sqlx::MySql>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::mysql::MySqlTypeInfo) -> bool {
+                <str as sqlx::Type<sqlx::MySql>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::MySql> for $status {
+            fn decode(value: sqlx::mysql::MySqlValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let name = <&str as sqlx::Decode<sqlx::MySql>>::decode(value)?;
+                Ok(name.parse()?)
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::MySql> for $status {
+            fn encode_by_ref(&self, buf: &mut Vec<u8>) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::MySql>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+    };
+}
+
+status_column!(ActivityStatus);
+status_column!(OrderStatus);
+
 /// A row of `activities`.
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
 pub struct Activity {
@@ -111,8 +144,8 @@ pub struct Activity {
     pub id: u64,
     /// Shown to operators.
     pub name: String,
-    /// `draft`, `online`, `paused` or `ended`.
-    pub status: String,
+    /// Its state; a name MySQL holds that is none of these fails the read.
+    pub status: ActivityStatus,
     /// When buying opens.
     pub start_at: DateTime<Utc>,
     /// When buying closes.
@@ -121,13 +154,6 @@ pub struct Activity {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
-}
-
-impl Activity {
-    /// The parsed status.
-    pub fn status(&self) -> ActivityStatus {
-        self.status.parse().unwrap_or(ActivityStatus::Draft)
-    }
 }
 
 /// A row of `products`: one item on sale in an activity.

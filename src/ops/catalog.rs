@@ -198,7 +198,7 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
     let end_at = changes.end_at.unwrap_or(current.end_at);
     check_window(start_at, end_at)?;
     let window_changes = (start_at, end_at) != (current.start_at, current.end_at);
-    if window_changes && current.status() == ActivityStatus::Online {
+    if window_changes && current.status == ActivityStatus::Online {
         return Err(Error::refused(format!(
             "activity {id} is online: its window is live in Redis; run `seckill stop {id}`, \
              update it, then `seckill start {id}`"
@@ -244,7 +244,7 @@ async fn refuse_if_unsettled(redis: &RedisClient, consumer_group: &str, activity
 pub async fn delete_activity(db: &Db, redis: &RedisClient, consumer_group: &str, id: u64) -> Result<Activity> {
     let mut tx = db.pool().begin().await.at(db)?;
     let activity = lock_activity(db, &mut tx, id).await?;
-    if activity.status() == ActivityStatus::Online {
+    if activity.status == ActivityStatus::Online {
         return Err(Error::refused(format!("activity {id} is online; stop it first")));
     }
     refuse_if_unsettled(redis, consumer_group, id).await?;
@@ -297,7 +297,7 @@ pub async fn add_product(db: &Db, new: &NewProduct) -> Result<Product> {
 }
 
 fn refuse_if_frozen(activity: &Activity) -> Result<()> {
-    match activity.status() {
+    match activity.status {
         ActivityStatus::Online => Err(Error::refused(format!(
             "activity {} is online: its products are frozen; run `seckill stop {}` first",
             activity.id, activity.id

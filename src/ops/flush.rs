@@ -29,7 +29,7 @@ pub async fn flush(
     force: bool,
 ) -> Result<FlushReport> {
     let activity = catalog::get_activity(db, activity_id).await?;
-    if activity.status() == ActivityStatus::Online && !force {
+    if activity.status == ActivityStatus::Online && !force {
         return Err(Error::refused(format!(
             "activity {activity_id} is online; stop it first or pass --force"
         )));

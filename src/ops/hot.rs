@@ -18,7 +18,7 @@ pub struct HotReport {
     /// The activity.
     pub activity_id: u64,
     /// Its status, as loaded into Redis.
-    pub status: String,
+    pub status: ActivityStatus,
     /// Products loaded.
     pub products: usize,
     /// Units on sale after loading (sum of remaining stock).
@@ -37,7 +37,7 @@ const CHUNK: usize = 1000;
 /// MySQL's `total_stock - sold` and either case would put sold units on sale again.
 pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id: u64) -> Result<HotReport> {
     let activity = catalog::get_activity(db, activity_id).await?;
-    if activity.status() == ActivityStatus::Online {
+    if activity.status == ActivityStatus::Online {
         return Err(Error::refused(format!(
             "activity {activity_id} is online: preheating would overwrite its live stock; \
              run `seckill stop {activity_id}` first"
@@ -177,7 +177,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
 
     Ok(HotReport {
         activity_id,
-        status: activity.status.clone(),
+        status: activity.status,
         products: products.len(),
         remaining: products.iter().map(|p| u64::from(p.total_stock - p.sold)).sum(),
         holders: holdings.len(),

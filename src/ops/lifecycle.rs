@@ -19,7 +19,7 @@ pub async fn start(db: &Db, redis: &RedisClient, activity_id: u64) -> Result<Act
     }
     let mut tx = db.pool().begin().await.at(db)?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
-    if activity.status() == ActivityStatus::Ended {
+    if activity.status == ActivityStatus::Ended {
         return Err(Error::refused(format!("activity {activity_id} has ended")));
     }
     let preheated_at = preheated_at(redis, activity_id).await?.ok_or_else(|| {
@@ -86,7 +86,7 @@ pub async fn stop(db: &Db, redis: &RedisClient, activity_id: u64, end: bool) -> 
     };
     let mut tx = db.pool().begin().await.at(db)?;
     let activity = catalog::lock_activity(db, &mut tx, activity_id).await?;
-    match (activity.status(), target) {
+    match (activity.status, target) {
         (ActivityStatus::Ended, _) => return Err(Error::refused(format!("activity {activity_id} has already ended"))),
         (ActivityStatus::Draft, ActivityStatus::Paused) | (ActivityStatus::Paused, ActivityStatus::Paused) => {
             return Err(Error::refused(format!(
@@ -139,7 +139,7 @@ async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: Acti
             activity.id, activity.id
         )));
     }
-    Ok(before.unwrap_or_else(|| activity.status.clone()))
+    Ok(before.unwrap_or_else(|| activity.status.to_string()))
 }
 
 async fn revert(redis: &RedisClient, activity: &Activity, previous: String) {

@@ -79,9 +79,9 @@ pub struct Transition {
     /// The order.
     pub order_no: String,
     /// Status before.
-    pub from: String,
+    pub from: OrderStatus,
     /// Status after.
-    pub to: String,
+    pub to: OrderStatus,
     /// This call changed it (false: it already was in the target state).
     pub changed: bool,
     /// Units went back on sale in Redis now (`None`: nothing to return; `Some(false)`: the
@@ -100,18 +100,18 @@ pub async fn pay(db: &Db, order_no: &str) -> Result<Transition> {
     if updated.rows_affected() == 1 {
         return Ok(Transition {
             order_no: order_no.into(),
-            from: "pending".into(),
-            to: "paid".into(),
+            from: OrderStatus::Pending,
+            to: OrderStatus::Paid,
             changed: true,
             released: None,
         });
     }
     let order = get(db, order_no).await?;
-    match order.status.as_str() {
-        "paid" => Ok(Transition {
+    match order.status.parse()? {
+        OrderStatus::Paid => Ok(Transition {
             order_no: order_no.into(),
-            from: "paid".into(),
-            to: "paid".into(),
+            from: OrderStatus::Paid,
+            to: OrderStatus::Paid,
             changed: false,
             released: None,
         }),
@@ -128,11 +128,11 @@ pub async fn cancel(db: &Db, redis: &RedisClient, order_no: &str) -> Result<Tran
         Some(t) => Ok(t),
         None => {
             let now = get(db, order_no).await?;
-            if now.status == "cancelled" {
+            if now.status.parse::<OrderStatus>()? == OrderStatus::Cancelled {
                 return Ok(Transition {
                     order_no: order_no.into(),
-                    from: "cancelled".into(),
-                    to: "cancelled".into(),
+                    from: OrderStatus::Cancelled,
+                    to: OrderStatus::Cancelled,
                     changed: false,
                     released: None,
                 });
@@ -262,8 +262,8 @@ async fn release(
     };
     Ok(Some(Transition {
         order_no: order.order_no.clone(),
-        from: "pending".into(),
-        to: to.as_str().into(),
+        from: OrderStatus::Pending,
+        to,
         changed: true,
         released,
     }))

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
 use crate::lost_state::{self, Loss};
-use crate::model::Activity;
+use crate::model::{Activity, OrderStatus};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
 use crate::reservation;
@@ -56,14 +56,14 @@ pub struct ProductState {
     /// Orders in MySQL holding units (pending + paid).
     pub orders: i64,
     /// Orders in MySQL by status.
-    pub orders_by_status: HashMap<String, i64>,
+    pub orders_by_status: HashMap<OrderStatus, i64>,
 }
 
 /// Gathers the report. Works without Redis data (not preheated, or flushed).
 pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id: u64) -> Result<StatusReport> {
     let row = catalog::get_activity(db, activity_id).await?;
     let products = catalog::list_products(db, activity_id).await?;
-    let counts: Vec<(u64, String, i64)> = sqlx::query_as(
+    let counts: Vec<(u64, OrderStatus, i64)> = sqlx::query_as(
         "SELECT product_id, status, COUNT(*) FROM orders WHERE activity_id = ? GROUP BY product_id, status",
     )
     .bind(activity_id)
@@ -89,14 +89,14 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
         .into_iter()
         .zip(live)
         .map(|(p, (remaining, reserved))| {
-            let orders_by_status: HashMap<String, i64> = counts
+            let orders_by_status: HashMap<OrderStatus, i64> = counts
                 .iter()
                 .filter(|(product, _, _)| *product == p.id)
-                .map(|(_, status, n)| (status.clone(), *n))
+                .map(|(_, status, n)| (*status, *n))
                 .collect();
-            let orders = ["pending", "paid"]
+            let orders = [OrderStatus::Pending, OrderStatus::Paid]
                 .iter()
-                .filter_map(|s| orders_by_status.get(*s))
+                .filter_map(|s| orders_by_status.get(s))
                 .sum();
             ProductState {
                 id: p.id,

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{Error, RedisContext, Result};
+use crate::model::ActivityStatus;
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
 use crate::token::{expiry_of, Signer};
@@ -59,7 +60,7 @@ pub async fn gate(redis: &RedisClient, activity: u64) -> Result<Gate> {
     Ok(match (status, preheated) {
         (None, _) | (_, None) => Gate::NotPreheated,
         (_, Some(p)) if p.is_empty() => Gate::NotPreheated,
-        (Some(s), _) if s == "ended" => Gate::Ended,
+        (Some(s), _) if s == ActivityStatus::Ended.as_str() => Gate::Ended,
         _ if end_ms.is_some_and(|end| now_ms >= end) => Gate::Ended,
         _ => Gate::Open,
     })

@@ -316,3 +316,40 @@ async fn stock_cannot_drop_below_sold() {
         .ok();
     assert_eq!(app.product(phone.id).await.total_stock, 30);
 }
+
+/// A status name MySQL holds that this build does not know (a hand edit, or a newer release
+/// that dropped the CHECK constraint) fails the read instead of passing for `draft`, and the
+/// CLI refuses with exit 1 naming it. Before statuses were typed, `activity show` printed
+/// such an activity as `draft` and `status` counted such an order nowhere.
+#[tokio::test]
+async fn an_unknown_status_in_mysql_is_an_error_not_a_default() {
+    let app = TestApp::new().await;
+    let (activity, products) = app.activity_with_products().await;
+    let id = activity.id.to_string();
+    app.sql("ALTER TABLE activities DROP CONSTRAINT activities_status")
+        .await;
+    app.sql("ALTER TABLE orders DROP CONSTRAINT orders_status").await;
+
+    app.sql(&format!(
+        "INSERT INTO orders (order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, reserved_at) \
+         VALUES ('{id}-1-0', {id}, {}, 'alice', 1, 1.00, 1.00, 'refunded', NOW(3))",
+        products[0].id
+    ))
+    .await;
+    app.cli(&["status", &id])
+        .await
+        .fails_with(1, &["unknown order status \"refunded\""]);
+
+    app.sql(&format!("UPDATE activities SET status = 'archived' WHERE id = {id}"))
+        .await;
+    let err = seckill::ops::catalog::get_activity(&app.db, activity.id)
+        .await
+        .expect_err("an unknown activity status is not read as draft");
+    assert!(
+        err.to_string().contains("unknown activity status \"archived\""),
+        "{err}"
+    );
+    app.cli(&["activity", "show", &id])
+        .await
+        .fails_with(1, &["unknown activity status \"archived\""]);
+}

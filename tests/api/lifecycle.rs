@@ -5,7 +5,7 @@ use crate::helpers::TestApp;
 /// The status MySQL and Redis each hold for the activity.
 async fn statuses(app: &TestApp, id: u64) -> (String, Option<String>) {
     let redis = app.activity_hash(id).await.get("status").cloned();
-    (app.activity(id).await.status, redis)
+    (app.activity(id).await.status.to_string(), redis)
 }
 
 fn pair(mysql: &str, redis: &str) -> (String, Option<String>) {
@@ -62,7 +62,10 @@ async fn stopping_a_draft_is_refused_but_ending_it_works() {
     let (activity, _) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["stop", &a]).await.fails_with(1, &["draft, not online"]);
-    assert_eq!(app.activity(activity.id).await.status, "draft");
+    assert_eq!(
+        app.activity(activity.id).await.status,
+        seckill::model::ActivityStatus::Draft
+    );
     app.cli(&["stop", "--end", &a]).await.ok();
     assert_eq!(statuses(&app, activity.id).await, ("ended".to_string(), None));
 }

@@ -11,6 +11,7 @@ use super::gather::{self, Snapshot};
 use super::{analyse, Analysis, Class};
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
+use crate::model::OrderStatus;
 use crate::ops::order;
 use crate::ops::stock;
 use crate::persist;
@@ -45,7 +46,7 @@ pub(super) async fn repair(
         .orders
         .iter()
         .filter(|(no, (p, _, _, st))| {
-            (st == "cancelled" || st == "expired")
+            matches!(st, OrderStatus::Cancelled | OrderStatus::Expired)
                 && snap.redis_products.contains_key(p)
                 && !snap.released.contains(*no)
         })

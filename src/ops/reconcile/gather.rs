@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
-use crate::model::Product;
+use crate::model::{OrderStatus, Product};
 use crate::ops::catalog;
 use crate::ops::stock::{self, PendingChange};
 use crate::redis_client::RedisClient;
@@ -44,7 +44,7 @@ pub struct Snapshot {
     /// Every entry of the dead-letter stream.
     pub dead_letter_count: usize,
     /// Orders: order_no -> (product, user, quantity, status).
-    pub orders: HashMap<String, (u64, String, u32, String)>,
+    pub orders: HashMap<String, (u64, String, u32, OrderStatus)>,
     /// The released set.
     pub released: HashSet<String>,
     /// Redis product hash fields (stock, sold, total) per loaded product.
@@ -185,7 +185,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     .fetch_all(&mut *tx)
     .await
     .at(db)?;
-    let rows: Vec<(String, u64, String, u32, String)> = sqlx::query_as(
+    let rows: Vec<(String, u64, String, u32, OrderStatus)> = sqlx::query_as(
         "SELECT order_no, product_id, CAST(user_id AS CHAR), quantity, status FROM orders WHERE activity_id = ?",
     )
     .bind(activity)

@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::keys;
 use crate::lost_state::{self, Loss};
+use crate::model::OrderStatus;
 use crate::ops::stock::{Applied, PendingChange};
 use crate::redis_client::RedisClient;
 use crate::reservation::{self, Reservation};
@@ -365,10 +366,10 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     for (order_no, (product, user, quantity, status)) in orders {
         let q = i64::from(*quantity);
         let loaded = s.redis_products.contains_key(product);
-        let holds = status == "pending" || status == "paid";
+        let holds = matches!(status, OrderStatus::Pending | OrderStatus::Paid);
         let after_cut = keys::parse_order_no(order_no).is_some_and(|(_, id)| s.after_cut(id));
         if let Some(line) = lines.get_mut(product) {
-            *line.orders.entry(status.clone()).or_default() += 1;
+            *line.orders.entry(status.to_string()).or_default() += 1;
             if holds {
                 line.order_units += q;
                 if after_cut {
@@ -381,8 +382,8 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
             // total is in that view, so it says nothing about drift.
             continue;
         }
-        match status.as_str() {
-            "pending" | "paid" => *expected.entry((*product, user.clone())).or_default() += q,
+        match status {
+            OrderStatus::Pending | OrderStatus::Paid => *expected.entry((*product, user.clone())).or_default() += q,
             _ if loaded && !s.released.contains(order_no) => {
                 if let Some(line) = lines.get_mut(product) {
                     line.unreleased_units += q;
