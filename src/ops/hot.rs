@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{DbContext, Error, RedisContext, Result};
-use crate::model::ActivityStatus;
+use crate::model::{Activity, ActivityStatus, Product};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
 use crate::{durability, lost_state, progress, reservation, scripts};
@@ -37,6 +37,28 @@ const CHUNK: usize = 1000;
 /// MySQL's `total_stock - sold` and either case would put sold units on sale again.
 pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id: u64) -> Result<HotReport> {
     let activity = catalog::get_activity(db, activity_id).await?;
+    refuse_unless_preheatable(redis, consumer_group, &activity).await?;
+    let snapshot = Snapshot::read(db, activity_id).await?;
+    load(db, redis, consumer_group, &activity, &snapshot).await?;
+    record_in_ledger(db, activity_id, &snapshot.products).await?;
+    Ok(HotReport {
+        activity_id,
+        status: activity.status,
+        products: snapshot.products.len(),
+        remaining: snapshot
+            .products
+            .iter()
+            .map(|p| u64::from(p.total_stock - p.sold))
+            .sum(),
+        holders: snapshot.holdings.len(),
+        blacklisted: snapshot.blacklist.len(),
+    })
+}
+
+/// The refusals MySQL's status, the server's durability and the unpersisted backlog give;
+/// Redis's own status is checked by `preheat.lua` itself.
+async fn refuse_unless_preheatable(redis: &RedisClient, consumer_group: &str, activity: &Activity) -> Result<()> {
+    let activity_id = activity.id;
     if activity.status == ActivityStatus::Online {
         return Err(Error::refused(format!(
             "activity {activity_id} is online: preheating would overwrite its live stock; \
@@ -51,38 +73,93 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
              let `seckill consumer` drain them first"
         )));
     }
-    // MySQL's own clock, read before the products: `start` compares it with `updated_at`
-    // to notice products changed after this preheat. It is read 2 ms after this preheat
-    // began, so that a product written just before (`product add` then `hot` in a script)
-    // cannot share the snapshot's millisecond and pass for a change made after it.
-    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    let snapshot_ms: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
-        .fetch_one(db.pool())
-        .await
-        .at(db)?;
-    let products = catalog::list_products(db, activity_id).await?;
-    if products.is_empty() {
-        return Err(Error::refused(format!("activity {activity_id} has no products")));
-    }
-    let holdings: Vec<(u64, String, i64)> = sqlx::query_as(
-        "SELECT product_id, CAST(user_id AS CHAR), CAST(SUM(quantity) AS SIGNED) FROM orders \
-         WHERE activity_id = ? AND status IN ('pending', 'paid') GROUP BY product_id, user_id",
-    )
-    .bind(activity_id)
-    .fetch_all(db.pool())
-    .await
-    .at(db)?;
-    let released: Vec<String> =
-        sqlx::query_scalar("SELECT order_no FROM orders WHERE activity_id = ? AND status IN ('cancelled', 'expired')")
-            .bind(activity_id)
-            .fetch_all(db.pool())
-            .await
-            .at(db)?;
-    let blacklist: Vec<String> = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM blacklist")
+    Ok(())
+}
+
+/// What MySQL holds for the activity, as loaded into Redis.
+struct Snapshot {
+    /// MySQL's clock when the snapshot began (ms since the epoch): `start` counts a product
+    /// whose `updated_at` is at or after it as changed since this preheat.
+    taken_ms: i64,
+    products: Vec<Product>,
+    /// (product, user, units) of the pending and paid orders.
+    holdings: Vec<(u64, String, i64)>,
+    /// Order numbers of the cancelled and expired orders.
+    released: Vec<String>,
+    blacklist: Vec<String>,
+}
+
+impl Snapshot {
+    async fn read(db: &Db, activity_id: u64) -> Result<Snapshot> {
+        let taken_ms = snapshot_time(db, activity_id).await?;
+        let products = catalog::list_products(db, activity_id).await?;
+        if products.is_empty() {
+            return Err(Error::refused(format!("activity {activity_id} has no products")));
+        }
+        let holdings = sqlx::query_as(
+            "SELECT product_id, CAST(user_id AS CHAR), CAST(SUM(quantity) AS SIGNED) FROM orders \
+             WHERE activity_id = ? AND status IN ('pending', 'paid') GROUP BY product_id, user_id",
+        )
+        .bind(activity_id)
         .fetch_all(db.pool())
         .await
         .at(db)?;
+        let released = sqlx::query_scalar(
+            "SELECT order_no FROM orders WHERE activity_id = ? AND status IN ('cancelled', 'expired')",
+        )
+        .bind(activity_id)
+        .fetch_all(db.pool())
+        .await
+        .at(db)?;
+        let blacklist = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM blacklist")
+            .fetch_all(db.pool())
+            .await
+            .at(db)?;
+        Ok(Snapshot {
+            taken_ms,
+            products,
+            holdings,
+            released,
+            blacklist,
+        })
+    }
+}
 
+/// MySQL's clock, read before the products, at a millisecond no product of the activity was
+/// written in. `start` refuses when a product's `updated_at` is at or after it, so a change
+/// made after the products were read cannot slip through; and a product written in that
+/// same millisecond just before (`product add` then `hot` in a script) would pass for a
+/// change made after. Such a tie is read again until MySQL's clock has moved on: the check
+/// is MySQL's own, whatever the scheduling.
+async fn snapshot_time(db: &Db, activity_id: u64) -> Result<i64> {
+    loop {
+        let (now_ms, tied): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(UNIX_TIMESTAMP(t.now) * 1000 AS SIGNED), \
+                    COUNT(p.id) \
+             FROM (SELECT NOW(3) AS now) t \
+             LEFT JOIN products p ON p.activity_id = ? AND p.updated_at = t.now",
+        )
+        .bind(activity_id)
+        .fetch_one(db.pool())
+        .await
+        .at(db)?;
+        if tied == 0 {
+            return Ok(now_ms);
+        }
+    }
+}
+
+/// Loads the snapshot: stock, rules and status by `preheat.lua` (which refuses an activity
+/// Redis says is online), then the per-user totals, product owners, blacklist, released
+/// orders and the consumer group; `preheated_at` last, so `start` waits for all of it.
+async fn load(
+    db: &Db,
+    redis: &RedisClient,
+    consumer_group: &str,
+    activity: &Activity,
+    snapshot: &Snapshot,
+) -> Result<()> {
+    let activity_id = activity.id;
     let (epoch, persist_seq) = lost_state::next_epoch(db, activity_id).await?;
     let keys = redis.keys();
     let mut conn = redis.conn();
@@ -101,10 +178,10 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         .arg(activity.status.as_str())
         .arg(activity.start_at.timestamp_millis())
         .arg(activity.end_at.timestamp_millis())
-        .arg(products.len())
+        .arg(snapshot.products.len())
         .arg(&epoch)
         .arg(persist_seq);
-    for p in &products {
+    for p in &snapshot.products {
         invocation
             .key(keys.product(activity_id, p.id))
             .key(keys.bought(activity_id, p.id));
@@ -130,12 +207,12 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
     }
     lost_state::stamp(db, activity_id, &epoch).await?;
 
-    let bar = progress::bar(products.len() as u64, "hot");
+    let bar = progress::bar(snapshot.products.len() as u64, "hot");
     let mut by_product: HashMap<u64, Vec<(String, i64)>> = HashMap::new();
-    for (product, user, units) in holdings.iter().cloned() {
+    for (product, user, units) in snapshot.holdings.iter().cloned() {
         by_product.entry(product).or_default().push((user, units));
     }
-    for p in &products {
+    for p in &snapshot.products {
         let holders = by_product.remove(&p.id).unwrap_or_default();
         for chunk in holders.chunks(CHUNK) {
             let () = conn
@@ -146,23 +223,27 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let owners: Vec<(u64, u64)> = products.iter().map(|p| (p.id, activity_id)).collect();
+    let owners: Vec<(u64, u64)> = snapshot.products.iter().map(|p| (p.id, activity_id)).collect();
     let () = conn.hset_multiple(keys.product_activity(), &owners).await.at(redis)?;
-    for chunk in blacklist.chunks(CHUNK) {
+    for chunk in snapshot.blacklist.chunks(CHUNK) {
         let () = conn.sadd(keys.blacklist(activity_id), chunk).await.at(redis)?;
     }
-    for chunk in released.chunks(CHUNK) {
+    for chunk in snapshot.released.chunks(CHUNK) {
         let () = conn.sadd(keys.released(activity_id), chunk).await.at(redis)?;
     }
     reservation::ensure_group(redis, activity_id, consumer_group).await?;
     let () = conn.sadd(keys.activities(), activity_id).await.at(redis)?;
     let () = conn
-        .hset(keys.activity(activity_id), "preheated_at", snapshot_ms)
+        .hset(keys.activity(activity_id), "preheated_at", snapshot.taken_ms)
         .await
         .at(redis)?;
+    Ok(())
+}
 
+/// One `preheat` row per product in the stock ledger: the units put on sale.
+async fn record_in_ledger(db: &Db, activity_id: u64, products: &[Product]) -> Result<()> {
     let mut tx = db.pool().begin().await.at(db)?;
-    for p in &products {
+    for p in products {
         sqlx::query(
             "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason) VALUES (?, ?, 'preheat', ?, 'hot')",
         )
@@ -173,14 +254,5 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         .await
         .at(db)?;
     }
-    tx.commit().await.at(db)?;
-
-    Ok(HotReport {
-        activity_id,
-        status: activity.status,
-        products: products.len(),
-        remaining: products.iter().map(|p| u64::from(p.total_stock - p.sold)).sum(),
-        holders: holdings.len(),
-        blacklisted: blacklist.len(),
-    })
+    tx.commit().await.at(db)
 }
