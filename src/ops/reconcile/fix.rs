@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::gather::{self, Snapshot};
-use super::{analyse, Analysis, Class};
+use super::{analyse, Analysis, Class, ProductLine};
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
 use crate::model::OrderStatus;
@@ -16,8 +16,11 @@ use crate::ops::order;
 use crate::ops::stock;
 use crate::persist;
 use crate::redis_client::RedisClient;
+use crate::reservation::Reservation;
 use crate::scripts;
 
+/// Makes every safe repair of `first` (found in `snap`), then judges the activity again and
+/// sets the counters that still disagree. Returns what it did, one line per repair.
 pub(super) async fn repair(
     db: &Db,
     redis: &RedisClient,
@@ -27,21 +30,52 @@ pub(super) async fn repair(
     first: &Analysis,
     grace: Duration,
 ) -> Result<Vec<String>> {
-    let (lost, unsettled) = (&first.lost, &first.unsettled);
     let mut done = Vec::new();
-    for change in unsettled {
+    for change in &first.unsettled {
         done.push(stock::settle(db, redis, activity, change).await?);
     }
-    if !lost.is_empty() {
-        let p = persist::persist(db, redis, lost, "reconcile: lost reservation").await?;
-        done.push(format!(
-            "persisted {} lost reservation(s) ({} unit(s)); {} already had an order",
-            p.inserted, p.units, p.duplicates
-        ));
-        for (order_no, why) in p.rejected {
-            done.push(format!("could not persist {order_no}: {why}"));
+    done.extend(persist_lost(db, redis, &first.lost).await?);
+    done.extend(release_unreleased(redis, activity, snap).await?);
+
+    let now = gather::snapshot(db, redis, group, activity).await?;
+    let Analysis {
+        findings,
+        lines,
+        expected,
+        ..
+    } = analyse(&now, activity, grace);
+    for line in &lines {
+        if line.mysql_sold != line.order_units {
+            done.push(set_mysql_sold(db, activity, &now, line).await?);
         }
+        done.extend(set_redis_counters(db, redis, activity, line).await?);
     }
+    for f in findings.iter().filter(|f| f.class == Class::QuotaDrift) {
+        let Some(product) = f.product_id else { continue };
+        let want = expected.get(&(product, f.subject.clone())).copied().unwrap_or(0);
+        done.push(set_units_held(redis, activity, &now, product, &f.subject, want).await?);
+    }
+    Ok(done)
+}
+
+/// Persists the lost reservations as orders (a duplicate is counted, not inserted twice).
+async fn persist_lost(db: &Db, redis: &RedisClient, lost: &[Reservation]) -> Result<Vec<String>> {
+    if lost.is_empty() {
+        return Ok(Vec::new());
+    }
+    let p = persist::persist(db, redis, lost, "reconcile: lost reservation").await?;
+    let mut done = vec![format!(
+        "persisted {} lost reservation(s) ({} unit(s)); {} already had an order",
+        p.inserted, p.units, p.duplicates
+    )];
+    for (order_no, why) in p.rejected {
+        done.push(format!("could not persist {order_no}: {why}"));
+    }
+    Ok(done)
+}
+
+/// Puts the units of cancelled and expired orders back on sale where Redis never got them.
+async fn release_unreleased(redis: &RedisClient, activity: u64, snap: &Snapshot) -> Result<Vec<String>> {
     let mut unreleased: Vec<_> = snap
         .orders
         .iter()
@@ -52,6 +86,7 @@ pub(super) async fn repair(
         })
         .collect();
     unreleased.sort_by(|a, b| a.0.cmp(b.0));
+    let mut done = Vec::new();
     for (order_no, (product, user, quantity, _)) in unreleased {
         let r = order::return_units(redis, activity, *product, order_no, user, *quantity).await?;
         done.push(match r {
@@ -59,119 +94,115 @@ pub(super) async fn repair(
             _ => format!("order {order_no}: already back on sale"),
         });
     }
-
-    let now = gather::snapshot(db, redis, group, activity).await?;
-    let Analysis {
-        findings,
-        lines,
-        expected,
-        ..
-    } = analyse(&now, activity, grace);
-    let mut conn = redis.conn();
-    for line in &lines {
-        if line.mysql_sold != line.order_units {
-            let version = now
-                .products
-                .iter()
-                .find(|p| p.id == line.product_id)
-                .map(|p| p.version)
-                .unwrap_or(0);
-            let mut tx = db.pool().begin().await.at(db)?;
-            let updated = sqlx::query(
-                "UPDATE products SET sold = (SELECT COALESCE(SUM(quantity), 0) FROM orders \
-                 WHERE product_id = ? AND status IN ('pending', 'paid')), version = version + 1, updated_at = updated_at \
-                 WHERE id = ? AND version = ?",
-            )
-            .bind(line.product_id).bind(line.product_id).bind(version)
-            .execute(&mut *tx).await.at(db)?;
-            if updated.rows_affected() == 1 {
-                ledger(
-                    db,
-                    &mut tx,
-                    activity,
-                    line.product_id,
-                    line.mysql_sold - line.order_units,
-                    &format!("reconcile: products.sold {} -> {}", line.mysql_sold, line.order_units),
-                )
-                .await?;
-                tx.commit().await.at(db)?;
-                done.push(format!(
-                    "product {}: products.sold {} -> {}",
-                    line.product_id, line.mysql_sold, line.order_units
-                ));
-            } else {
-                done.push(format!(
-                    "product {}: products.sold changed meanwhile; run reconcile again",
-                    line.product_id
-                ));
-            }
-        }
-        let Some((stock, sold, total)) = line.redis else {
-            continue;
-        };
-        let (want_stock, want_sold, want_total) = line.redis_target();
-        if (stock, sold, total) == (want_stock, want_sold, want_total) {
-            continue;
-        }
-        if want_stock < 0 {
-            done.push(format!(
-                "product {}: NOT fixed: units held ({want_sold}) exceed total stock ({want_total})",
-                line.product_id
-            ));
-            continue;
-        }
-        let r: i64 = scripts::REPAIR_PRODUCT
-            .key(redis.keys().product(activity, line.product_id))
-            .arg(stock)
-            .arg(sold)
-            .arg(want_stock)
-            .arg(want_sold)
-            .arg(want_total)
-            .invoke_async(&mut conn)
-            .await
-            .at(redis)?;
-        if r == 1 {
-            let what = format!(
-                "reconcile: Redis stock/sold/total {stock}/{sold}/{total} -> {want_stock}/{want_sold}/{want_total}"
-            );
-            let mut tx = db.pool().begin().await.at(db)?;
-            ledger(db, &mut tx, activity, line.product_id, want_stock - stock, &what).await?;
-            tx.commit().await.at(db)?;
-            done.push(format!("product {}: {}", line.product_id, &what[11..]));
-        } else {
-            done.push(format!(
-                "product {}: Redis counters changed meanwhile; run reconcile again",
-                line.product_id
-            ));
-        }
-    }
-    for f in findings.iter().filter(|f| f.class == Class::QuotaDrift) {
-        let Some(product) = f.product_id else { continue };
-        let have = now
-            .bought
-            .get(&product)
-            .and_then(|b| b.get(&f.subject))
-            .copied()
-            .unwrap_or(0);
-        let want = expected.get(&(product, f.subject.clone())).copied().unwrap_or(0);
-        let r: i64 = scripts::REPAIR_BOUGHT
-            .key(redis.keys().bought(activity, product))
-            .arg(&f.subject)
-            .arg(have)
-            .arg(want)
-            .invoke_async(&mut conn)
-            .await
-            .at(redis)?;
-        done.push(if r == 1 {
-            format!("product {product} user {}: units held {have} -> {want}", f.subject)
-        } else {
-            format!(
-                "product {product} user {}: changed meanwhile; run reconcile again",
-                f.subject
-            )
-        });
-    }
     Ok(done)
+}
+
+/// Sets `products.sold` to the units of the product's pending and paid orders, unless the
+/// row changed since `now` was read.
+async fn set_mysql_sold(db: &Db, activity: u64, now: &Snapshot, line: &ProductLine) -> Result<String> {
+    let version = now
+        .products
+        .iter()
+        .find(|p| p.id == line.product_id)
+        .map(|p| p.version)
+        .unwrap_or(0);
+    let mut tx = db.pool().begin().await.at(db)?;
+    let updated = sqlx::query(
+        "UPDATE products SET sold = (SELECT COALESCE(SUM(quantity), 0) FROM orders \
+         WHERE product_id = ? AND status IN ('pending', 'paid')), version = version + 1, updated_at = updated_at \
+         WHERE id = ? AND version = ?",
+    )
+    .bind(line.product_id)
+    .bind(line.product_id)
+    .bind(version)
+    .execute(&mut *tx)
+    .await
+    .at(db)?;
+    if updated.rows_affected() != 1 {
+        return Ok(format!(
+            "product {}: products.sold changed meanwhile; run reconcile again",
+            line.product_id
+        ));
+    }
+    ledger(
+        db,
+        &mut tx,
+        activity,
+        line.product_id,
+        line.mysql_sold - line.order_units,
+        &format!("reconcile: products.sold {} -> {}", line.mysql_sold, line.order_units),
+    )
+    .await?;
+    tx.commit().await.at(db)?;
+    Ok(format!(
+        "product {}: products.sold {} -> {}",
+        line.product_id, line.mysql_sold, line.order_units
+    ))
+}
+
+/// Sets Redis stock, sold and total to [`ProductLine::redis_target`] (compare-and-set
+/// against the view read); `None` when the product is not preheated or already right.
+async fn set_redis_counters(db: &Db, redis: &RedisClient, activity: u64, line: &ProductLine) -> Result<Option<String>> {
+    let Some((stock, sold, total)) = line.redis else {
+        return Ok(None);
+    };
+    let (want_stock, want_sold, want_total) = line.redis_target();
+    if (stock, sold, total) == (want_stock, want_sold, want_total) {
+        return Ok(None);
+    }
+    if want_stock < 0 {
+        return Ok(Some(format!(
+            "product {}: NOT fixed: units held ({want_sold}) exceed total stock ({want_total})",
+            line.product_id
+        )));
+    }
+    let r: i64 = scripts::REPAIR_PRODUCT
+        .key(redis.keys().product(activity, line.product_id))
+        .arg(stock)
+        .arg(sold)
+        .arg(want_stock)
+        .arg(want_sold)
+        .arg(want_total)
+        .invoke_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    if r != 1 {
+        return Ok(Some(format!(
+            "product {}: Redis counters changed meanwhile; run reconcile again",
+            line.product_id
+        )));
+    }
+    let what =
+        format!("reconcile: Redis stock/sold/total {stock}/{sold}/{total} -> {want_stock}/{want_sold}/{want_total}");
+    let mut tx = db.pool().begin().await.at(db)?;
+    ledger(db, &mut tx, activity, line.product_id, want_stock - stock, &what).await?;
+    tx.commit().await.at(db)?;
+    Ok(Some(format!("product {}: {}", line.product_id, &what[11..])))
+}
+
+/// Sets `user`'s units held of `product` in Redis to `want` (compare-and-set against `now`).
+async fn set_units_held(
+    redis: &RedisClient,
+    activity: u64,
+    now: &Snapshot,
+    product: u64,
+    user: &str,
+    want: i64,
+) -> Result<String> {
+    let have = now.bought.get(&product).and_then(|b| b.get(user)).copied().unwrap_or(0);
+    let r: i64 = scripts::REPAIR_BOUGHT
+        .key(redis.keys().bought(activity, product))
+        .arg(user)
+        .arg(have)
+        .arg(want)
+        .invoke_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    Ok(if r == 1 {
+        format!("product {product} user {user}: units held {have} -> {want}")
+    } else {
+        format!("product {product} user {user}: changed meanwhile; run reconcile again")
+    })
 }
 
 async fn ledger(

@@ -6,7 +6,7 @@ mod fix;
 mod gather;
 pub mod textfile;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -233,201 +233,274 @@ struct Analysis {
     expected: Expected,
 }
 
+/// Judges a snapshot: the stream's entries, the dead letters, the pending stock changes, the
+/// orders, then the counters each product line adds up to.
 fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
-    let mut findings = Vec::new();
-    let mut lines: BTreeMap<u64, ProductLine> = s
-        .products
-        .iter()
-        .map(|p| {
-            (
-                p.id,
-                ProductLine {
-                    product_id: p.id,
-                    redis: s.redis_products.get(&p.id).copied(),
-                    mysql_total: i64::from(p.total_stock),
-                    mysql_sold: i64::from(p.sold),
-                    ledger_net: s.ledger_net.get(&p.id).copied().unwrap_or(0),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
-    let mut expected: Expected = HashMap::new();
-    let mut lost = Vec::new();
-    let mut in_stream = std::collections::HashSet::new();
-    for (entry, delivery) in &s.entries {
-        let order_no = keys::order_no(activity, &entry.id);
-        in_stream.insert(order_no.clone());
-        if s.orders.contains_key(&order_no) || s.dead_letters.contains_key(&entry.id) {
-            continue;
-        }
-        let Ok(r) = reservation::decode(activity, entry) else {
-            continue;
-        };
-        let age_ms = s.now_ms - r.reserved_at.timestamp_millis();
-        let young = age_ms < grace.as_millis() as i64;
-        let (class, detail, fix) = match (delivery, young) {
-            (Delivery::Acked, _) => (
-                Class::LostReservation,
-                "entry acknowledged but no order".to_string(),
-                Some("persist it from its stream entry".to_string()),
-            ),
-            (_, true) => (Class::InFlight, format!("queued {age_ms} ms ago"), None),
-            (d, false) => (
-                Class::LostReservation,
-                format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(),
-                Some("persist it from its stream entry".to_string()),
-            ),
-        };
-        if let Some(line) = lines.get_mut(&r.product_id) {
-            line.unpersisted_units += i64::from(r.quantity);
-        }
-        *expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
-        findings.push(Finding {
-            class,
-            product_id: Some(r.product_id),
-            subject: order_no,
-            detail,
-            fix,
-        });
-        if class == Class::LostReservation {
-            lost.push(r);
-        }
-    }
-    for (id, (entry, error)) in &s.dead_letters {
-        let order_no = keys::order_no(activity, id);
-        if s.orders.contains_key(&order_no) {
-            continue;
-        }
-        let (product_id, detail) = match reservation::decode(activity, entry) {
-            Ok(r) => {
-                if let Some(line) = lines.get_mut(&r.product_id) {
-                    line.dead_lettered_units += i64::from(r.quantity);
-                }
-                *expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
+    let mut judge = Judge::new(s, activity, grace);
+    let in_stream = judge.stream_entries();
+    judge.dead_letters();
+    judge.stock_changes();
+    judge.orders(&in_stream);
+    judge.counters();
+    judge.finish()
+}
+
+/// The findings and per-product sums [`analyse`] builds up, one kind of record at a time.
+struct Judge<'s> {
+    s: &'s Snapshot,
+    activity: u64,
+    grace_ms: i64,
+    findings: Vec<Finding>,
+    lines: BTreeMap<u64, ProductLine>,
+    lost: Vec<Reservation>,
+    unsettled: Vec<PendingChange>,
+    expected: Expected,
+}
+
+impl<'s> Judge<'s> {
+    fn new(s: &'s Snapshot, activity: u64, grace: Duration) -> Self {
+        let lines = s
+            .products
+            .iter()
+            .map(|p| {
                 (
-                    Some(r.product_id),
-                    format!("{} unit(s) held for {}; dead-lettered: {error}", r.quantity, r.user_id),
+                    p.id,
+                    ProductLine {
+                        product_id: p.id,
+                        redis: s.redis_products.get(&p.id).copied(),
+                        mysql_total: i64::from(p.total_stock),
+                        mysql_sold: i64::from(p.sold),
+                        ledger_net: s.ledger_net.get(&p.id).copied().unwrap_or(0),
+                        ..Default::default()
+                    },
                 )
-            }
-            Err(why) => (None, format!("unreadable reservation ({why}); dead-lettered: {error}")),
-        };
-        findings.push(Finding {
-            class: Class::DeadLettered,
-            product_id,
-            subject: order_no,
-            detail,
-            fix: None,
-        });
-    }
-    let mut unsettled = Vec::new();
-    for change in &s.pending_changes {
-        let applied = Applied::parse(s.stock_ops.get(&change.ledger_id).map(String::as_str));
-        let counted_by_mysql_only = match (change.op.as_str(), applied) {
-            ("sold_out", Applied::Units(withdrawn)) => withdrawn,
-            ("sold_out", _) => 0,
-            (_, Applied::No | Applied::Void) => change.delta,
-            _ => 0,
-        };
-        if let Some(line) = lines.get_mut(&change.product_id) {
-            line.unsettled_units += counted_by_mysql_only;
-        }
-        let what = if change.op == "sold_out" {
-            "sold-out".to_string()
-        } else {
-            format!("stock add of {} unit(s)", change.delta)
-        };
-        let seen = match applied {
-            Applied::No => "not applied in Redis".to_string(),
-            Applied::Units(n) => format!("applied in Redis ({n} unit(s))"),
-            Applied::NotLoaded => "product not in Redis".to_string(),
-            Applied::Void => "voided in Redis".to_string(),
-        };
-        let young = change.age_ms < grace.as_millis() as i64;
-        let class = if young {
-            Class::InFlight
-        } else {
-            Class::UnsettledStockChange
-        };
-        findings.push(Finding {
-            class,
-            product_id: Some(change.product_id),
-            subject: format!("stock change #{}", change.ledger_id),
-            detail: format!("{what} pending for {} ms, {seen}", change.age_ms),
-            fix: (!young).then(|| "complete it if Redis applied it, else undo it in MySQL".to_string()),
-        });
-        if !young {
-            unsettled.push(change.clone());
+            })
+            .collect();
+        Judge {
+            s,
+            activity,
+            grace_ms: grace.as_millis() as i64,
+            findings: Vec::new(),
+            lines,
+            lost: Vec::new(),
+            unsettled: Vec::new(),
+            expected: HashMap::new(),
         }
     }
-    let first_entry = s.entries.first().map(|(e, _)| e.id.clone());
-    let mut orders: Vec<_> = s.orders.iter().collect();
-    orders.sort_by(|a, b| a.0.cmp(b.0));
-    for (order_no, (product, user, quantity, status)) in orders {
-        let q = i64::from(*quantity);
-        let loaded = s.redis_products.contains_key(product);
-        let holds = matches!(status, OrderStatus::Pending | OrderStatus::Paid);
-        let after_cut = keys::parse_order_no(order_no).is_some_and(|(_, id)| s.after_cut(id));
-        if let Some(line) = lines.get_mut(product) {
-            *line.orders.entry(status.to_string()).or_default() += 1;
-            if holds {
-                line.order_units += q;
-                if after_cut {
-                    line.after_snapshot_units += q;
-                }
+
+    /// Stream entries without an order: in flight while young, lost once acknowledged or
+    /// past the grace period. Returns the order numbers of every entry in the stream.
+    fn stream_entries(&mut self) -> HashSet<String> {
+        let (s, activity) = (self.s, self.activity);
+        let mut in_stream = HashSet::new();
+        for (entry, delivery) in &s.entries {
+            let order_no = keys::order_no(activity, &entry.id);
+            in_stream.insert(order_no.clone());
+            if s.orders.contains_key(&order_no) || s.dead_letters.contains_key(&entry.id) {
+                continue;
+            }
+            let Ok(r) = reservation::decode(activity, entry) else {
+                continue;
+            };
+            let age_ms = s.now_ms - r.reserved_at.timestamp_millis();
+            let young = age_ms < self.grace_ms;
+            let (class, detail, fix) = match (delivery, young) {
+                (Delivery::Acked, _) => (
+                    Class::LostReservation,
+                    "entry acknowledged but no order".to_string(),
+                    Some("persist it from its stream entry".to_string()),
+                ),
+                (_, true) => (Class::InFlight, format!("queued {age_ms} ms ago"), None),
+                (d, false) => (
+                    Class::LostReservation,
+                    format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(),
+                    Some("persist it from its stream entry".to_string()),
+                ),
+            };
+            if let Some(line) = self.lines.get_mut(&r.product_id) {
+                line.unpersisted_units += i64::from(r.quantity);
+            }
+            *self.expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
+            self.findings.push(Finding {
+                class,
+                product_id: Some(r.product_id),
+                subject: order_no,
+                detail,
+                fix,
+            });
+            if class == Class::LostReservation {
+                self.lost.push(r);
             }
         }
-        if after_cut {
-            // Reserved after the Redis view was taken: neither its unit nor its buyer's
-            // total is in that view, so it says nothing about drift.
-            continue;
-        }
-        match status {
-            OrderStatus::Pending | OrderStatus::Paid => *expected.entry((*product, user.clone())).or_default() += q,
-            _ if loaded && !s.released.contains(order_no) => {
-                if let Some(line) = lines.get_mut(product) {
-                    line.unreleased_units += q;
-                }
-                *expected.entry((*product, user.clone())).or_default() += q;
-                findings.push(Finding {
-                    class: Class::Unreleased,
-                    product_id: Some(*product),
-                    subject: order_no.clone(),
-                    detail: format!("{status} order's {q} unit(s) not back on sale"),
-                    fix: Some("run release.lua (idempotent)".into()),
-                });
+        in_stream
+    }
+
+    /// Dead-lettered reservations without an order: they hold their units.
+    fn dead_letters(&mut self) {
+        let (s, activity) = (self.s, self.activity);
+        for (id, (entry, error)) in &s.dead_letters {
+            let order_no = keys::order_no(activity, id);
+            if s.orders.contains_key(&order_no) {
+                continue;
             }
-            _ => {}
-        }
-        // Orders older than the stream's first entry predate a flush; only judge the rest.
-        let covered = match (&first_entry, keys::parse_order_no(order_no)) {
-            (Some(first), Some((_, id))) => reservation::cmp_ids(id, first).is_ge(),
-            _ => false,
-        };
-        if covered && !in_stream.contains(order_no) {
-            findings.push(Finding {
-                class: Class::OrderWithoutReservation,
-                product_id: Some(*product),
-                subject: order_no.clone(),
-                detail: "no stream entry for this order".into(),
+            let (product_id, detail) = match reservation::decode(activity, entry) {
+                Ok(r) => {
+                    if let Some(line) = self.lines.get_mut(&r.product_id) {
+                        line.dead_lettered_units += i64::from(r.quantity);
+                    }
+                    *self.expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
+                    (
+                        Some(r.product_id),
+                        format!("{} unit(s) held for {}; dead-lettered: {error}", r.quantity, r.user_id),
+                    )
+                }
+                Err(why) => (None, format!("unreadable reservation ({why}); dead-lettered: {error}")),
+            };
+            self.findings.push(Finding {
+                class: Class::DeadLettered,
+                product_id,
+                subject: order_no,
+                detail,
                 fix: None,
             });
         }
     }
-    for line in lines.values() {
-        stock_findings(line, &mut findings);
-        if let (Some(bought), Some(_)) = (s.bought.get(&line.product_id), line.redis) {
+
+    /// Stock changes left pending: in flight while young, unsettled past the grace period.
+    fn stock_changes(&mut self) {
+        let s = self.s;
+        for change in &s.pending_changes {
+            let applied = Applied::parse(s.stock_ops.get(&change.ledger_id).map(String::as_str));
+            let counted_by_mysql_only = match (change.op.as_str(), applied) {
+                ("sold_out", Applied::Units(withdrawn)) => withdrawn,
+                ("sold_out", _) => 0,
+                (_, Applied::No | Applied::Void) => change.delta,
+                _ => 0,
+            };
+            if let Some(line) = self.lines.get_mut(&change.product_id) {
+                line.unsettled_units += counted_by_mysql_only;
+            }
+            let what = if change.op == "sold_out" {
+                "sold-out".to_string()
+            } else {
+                format!("stock add of {} unit(s)", change.delta)
+            };
+            let seen = match applied {
+                Applied::No => "not applied in Redis".to_string(),
+                Applied::Units(n) => format!("applied in Redis ({n} unit(s))"),
+                Applied::NotLoaded => "product not in Redis".to_string(),
+                Applied::Void => "voided in Redis".to_string(),
+            };
+            let young = change.age_ms < self.grace_ms;
+            let class = if young {
+                Class::InFlight
+            } else {
+                Class::UnsettledStockChange
+            };
+            self.findings.push(Finding {
+                class,
+                product_id: Some(change.product_id),
+                subject: format!("stock change #{}", change.ledger_id),
+                detail: format!("{what} pending for {} ms, {seen}", change.age_ms),
+                fix: (!young).then(|| "complete it if Redis applied it, else undo it in MySQL".to_string()),
+            });
+            if !young {
+                self.unsettled.push(change.clone());
+            }
+        }
+    }
+
+    /// MySQL's orders: the units they hold, cancelled or expired ones whose units never went
+    /// back on sale, and orders the stream has no entry for.
+    fn orders(&mut self, in_stream: &HashSet<String>) {
+        let s = self.s;
+        let first_entry = s.entries.first().map(|(e, _)| e.id.clone());
+        let mut orders: Vec<_> = s.orders.iter().collect();
+        orders.sort_by(|a, b| a.0.cmp(b.0));
+        for (order_no, (product, user, quantity, status)) in orders {
+            let q = i64::from(*quantity);
+            let loaded = s.redis_products.contains_key(product);
+            let holds = matches!(status, OrderStatus::Pending | OrderStatus::Paid);
+            let after_cut = keys::parse_order_no(order_no).is_some_and(|(_, id)| s.after_cut(id));
+            if let Some(line) = self.lines.get_mut(product) {
+                *line.orders.entry(status.to_string()).or_default() += 1;
+                if holds {
+                    line.order_units += q;
+                    if after_cut {
+                        line.after_snapshot_units += q;
+                    }
+                }
+            }
+            if after_cut {
+                // Reserved after the Redis view was taken: neither its unit nor its buyer's
+                // total is in that view, so it says nothing about drift.
+                continue;
+            }
+            match status {
+                OrderStatus::Pending | OrderStatus::Paid => {
+                    *self.expected.entry((*product, user.clone())).or_default() += q
+                }
+                _ if loaded && !s.released.contains(order_no) => {
+                    if let Some(line) = self.lines.get_mut(product) {
+                        line.unreleased_units += q;
+                    }
+                    *self.expected.entry((*product, user.clone())).or_default() += q;
+                    self.findings.push(Finding {
+                        class: Class::Unreleased,
+                        product_id: Some(*product),
+                        subject: order_no.clone(),
+                        detail: format!("{status} order's {q} unit(s) not back on sale"),
+                        fix: Some("run release.lua (idempotent)".into()),
+                    });
+                }
+                _ => {}
+            }
+            // Orders older than the stream's first entry predate a flush; only judge the rest.
+            let covered = match (&first_entry, keys::parse_order_no(order_no)) {
+                (Some(first), Some((_, id))) => reservation::cmp_ids(id, first).is_ge(),
+                _ => false,
+            };
+            if covered && !in_stream.contains(order_no) {
+                self.findings.push(Finding {
+                    class: Class::OrderWithoutReservation,
+                    product_id: Some(*product),
+                    subject: order_no.clone(),
+                    detail: "no stream entry for this order".into(),
+                    fix: None,
+                });
+            }
+        }
+    }
+
+    /// Each product's stock counters, and each buyer's units held in Redis against what
+    /// the orders and the queue say.
+    fn counters(&mut self) {
+        let s = self.s;
+        for line in self.lines.values() {
+            stock_findings(line, &mut self.findings);
+            let (Some(bought), Some(_)) = (s.bought.get(&line.product_id), line.redis) else {
+                continue;
+            };
             let mut users: Vec<&String> = bought
                 .keys()
-                .chain(expected.keys().filter(|(p, _)| *p == line.product_id).map(|(_, u)| u))
+                .chain(
+                    self.expected
+                        .keys()
+                        .filter(|(p, _)| *p == line.product_id)
+                        .map(|(_, u)| u),
+                )
                 .collect();
             users.sort();
             users.dedup();
             for user in users {
                 let have = bought.get(user).copied().unwrap_or(0);
-                let want = expected.get(&(line.product_id, user.clone())).copied().unwrap_or(0);
+                let want = self
+                    .expected
+                    .get(&(line.product_id, user.clone()))
+                    .copied()
+                    .unwrap_or(0);
                 if have != want {
-                    findings.push(Finding {
+                    self.findings.push(Finding {
                         class: Class::QuotaDrift,
                         product_id: Some(line.product_id),
                         subject: user.clone(),
@@ -438,13 +511,17 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
             }
         }
     }
-    findings.sort_by(|a, b| (a.class, a.product_id, &a.subject).cmp(&(b.class, b.product_id, &b.subject)));
-    Analysis {
-        findings,
-        lines: lines.into_values().collect(),
-        lost,
-        unsettled,
-        expected,
+
+    fn finish(mut self) -> Analysis {
+        self.findings
+            .sort_by(|a, b| (a.class, a.product_id, &a.subject).cmp(&(b.class, b.product_id, &b.subject)));
+        Analysis {
+            findings: self.findings,
+            lines: self.lines.into_values().collect(),
+            lost: self.lost,
+            unsettled: self.unsettled,
+            expected: self.expected,
+        }
     }
 }
 
