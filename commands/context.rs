@@ -38,7 +38,7 @@ pub fn init_logging(global: &GlobalArgs) {
     }
 }
 
-/// Configuration plus lazily opened connections.
+/// The loaded configuration; each command opens the connections it needs from it.
 pub struct Context {
     /// The loaded configuration.
     pub config: Config,

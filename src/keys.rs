@@ -1,22 +1,23 @@
-//! The Redis key map: the only place that spells key names.
+//! The Redis key map: the only place that spells key names. README's "Redis key map" repeats
+//! this table row for row (a test checks it).
 //!
 //! Every key of one activity carries the hash tag `{a:ID}`, so each Lua script
 //! touches a single Redis Cluster slot:
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason` (status `lost`: see `lost_state`) |
+//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason`; status `lost` while selling is suspended because Redis lost the activity's state |
 //! | `P:{a:A}:products` | set | product ids of the activity |
-//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name` |
-//! | `P:{a:A}:bought:ID` | hash | user id -> units the user holds of product ID |
-//! | `P:{a:A}:token:USER` | string | the user's purchase token (expires with it) |
-//! | `P:{a:A}:blacklist` | set | users who may not buy in this activity |
-//! | `P:{a:A}:orders` | stream | one entry per reservation; group `persist` |
-//! | `P:{a:A}:dlq` | stream | entries that failed persisting too often |
-//! | `P:{a:A}:released` | set | order numbers whose units went back on sale |
-//! | `P:{a:A}:stock_ops` | hash | stock change (ledger row id) -> what Redis did with it |
-//! | `P:activities` | set | preheated activity ids (not used by scripts) |
-//! | `P:product_activity` | hash | product id -> activity id (not used by scripts) |
+//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name` (`stock` = units still on sale, `sold` = units reserved) |
+//! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID |
+//! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it) |
+//! | `P:{a:A}:blacklist` | set | users who may not buy |
+//! | `P:{a:A}:orders` | stream | one entry per reservation (`activity product user quantity price reserved_ms`); consumer group `persist` |
+//! | `P:{a:A}:dlq` | stream | entries that failed persisting `max_deliveries` times, with the error |
+//! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
+//! | `P:{a:A}:stock_ops` | hash | `stock add` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, or `void` (settled as undone by reconcile) |
+//! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts) |
+//! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts) |
 //!
 //! `P` is `redis.key_prefix`.
 
@@ -217,6 +218,68 @@ mod tests {
         }
         assert_eq!(k.activity_pattern(7), "p:{a:7}:*");
         assert_eq!(k.token_pattern(7), "p:{a:7}:token:*");
+    }
+
+    /// Rows of the markdown key table in `text` (lines starting `| \``, after `strip`).
+    fn key_table<'t>(text: &'t str, strip: &'t str) -> Vec<&'t str> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix(strip))
+            .filter(|line| line.starts_with("| `"))
+            .collect()
+    }
+
+    #[test]
+    fn the_key_map_in_these_docs_and_in_the_readme_are_the_same_and_complete() {
+        let source = include_str!("keys.rs");
+        let readme = include_str!("../README.md");
+        let readme = &readme[readme.find("## Redis key map").expect("README has a key map")..];
+        let readme = &readme[..readme[3..].find("\n## ").map_or(readme.len(), |end| end + 3)];
+        let docs = key_table(source, "//! ");
+        assert_eq!(docs, key_table(readme, ""), "README's key map differs from src/keys.rs");
+
+        // Every key function, rendered with the table's placeholders.
+        let (k, a, id) = (Keys::new("P"), 4242, 77);
+        let rendered = [
+            ("activity", k.activity(a)),
+            ("products", k.products(a)),
+            ("product", k.product(a, id)),
+            ("bought", k.bought(a, id)),
+            ("token", k.token(a, "USER")),
+            ("blacklist", k.blacklist(a)),
+            ("orders_stream", k.orders_stream(a)),
+            ("dlq", k.dlq(a)),
+            ("released", k.released(a)),
+            ("stock_ops", k.stock_ops(a)),
+            ("activities", k.activities()),
+            ("product_activity", k.product_activity()),
+        ];
+        let in_table: Vec<String> = docs
+            .iter()
+            .map(|row| row.split('`').nth(1).expect("a key in backquotes").to_string())
+            .collect();
+        let mut listed: Vec<String> = rendered
+            .iter()
+            .map(|(_, key)| key.replace("4242", "A").replace("77", "ID"))
+            .collect();
+        assert_eq!(
+            listed, in_table,
+            "the table lists the keys in the order of the functions"
+        );
+        listed.sort();
+        listed.dedup();
+        assert_eq!(listed.len(), rendered.len(), "two functions build the same key");
+
+        // A new key function must be added above (and so to both tables).
+        let keys_impl = &source[source.find("impl Keys {").unwrap()..source.find("pub struct ActivityKeys").unwrap()];
+        let not_keys = ["new", "prefix", "activity_base", "activity_pattern", "token_pattern"];
+        let functions: Vec<&str> = keys_impl
+            .split("pub fn ")
+            .skip(1)
+            .filter_map(|rest| rest.split('(').next())
+            .filter(|name| !not_keys.contains(name))
+            .collect();
+        let checked: Vec<&str> = rendered.iter().map(|(name, _)| *name).collect();
+        assert_eq!(functions, checked);
     }
 
     #[test]
