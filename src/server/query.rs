@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::AppState;
+use super::state::AppState;
 use crate::consumer::stream::{decode_entries, parse_id, Entry};
 use crate::keys::{order_no, parse_order_no};
 use crate::model::Order;
@@ -85,7 +85,7 @@ async fn persisted(state: &AppState, order_no: &str) -> Result<Option<Order>, Ap
     .await
     .map_err(|e| {
         tracing::warn!(order_no, error = %e, "order lookup: mysql failed");
-        ApiError::busy("database unavailable, retry shortly")
+        ApiError::database_unavailable()
     })
 }
 
@@ -108,7 +108,7 @@ pub async fn order(
         .await;
     let range = range.map_err(|e| {
         tracing::warn!(activity, order_no, error = %e, "order lookup: redis failed");
-        ApiError::busy("redis unavailable, retry shortly")
+        ApiError::redis_unavailable()
     })?;
     if let Some(entry) = range.ids.into_iter().next() {
         let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
@@ -174,7 +174,7 @@ pub async fn orders_of_user(
     let mut found: BTreeMap<(u64, u64), OrderView> = BTreeMap::new();
     for entry in unpersisted(&state, activity_id).await.map_err(|e| {
         tracing::warn!(activity = activity_id, error = %e, "orders of user: redis failed");
-        ApiError::busy("redis unavailable, retry shortly")
+        ApiError::redis_unavailable()
     })? {
         if entry.get("user") == Some(user_id.as_str()) {
             // A dead-lettered entry names its original entry.
@@ -193,7 +193,7 @@ pub async fn orders_of_user(
     .await
     .map_err(|e| {
         tracing::warn!(activity = activity_id, error = %e, "orders of user: mysql failed");
-        ApiError::busy("database unavailable, retry shortly")
+        ApiError::database_unavailable()
     })?;
     for row in rows {
         if let Some((_, id)) = parse_order_no(&row.order_no) {
@@ -314,7 +314,7 @@ pub struct TimeView {
 
 fn redis_down(e: redis::RedisError) -> ApiError {
     tracing::warn!(error = %e, "redis failed");
-    ApiError::busy("redis unavailable, retry shortly")
+    ApiError::redis_unavailable()
 }
 
 fn millis((secs, micros): (i64, i64)) -> i64 {

@@ -41,11 +41,11 @@ async fn malformed_buy_and_unknown_route_get_json_errors() {
     assert_eq!(body["error"], "not_found", "{body}");
 }
 
-/// `seckill serve` answers through `hot_path::Api`, which sends `POST /api/v1/buy` past the
+/// `seckill serve` answers through `server::Api`, which sends `POST /api/v1/buy` past the
 /// router: every buy request must get the router's answer and be counted the same way.
 #[tokio::test]
 async fn the_served_api_answers_buy_requests_as_the_router_does() {
-    use seckill::server::hot_path::Api;
+    use seckill::server::Api;
 
     let app = TestApp::new().await;
     let json = |path: &str, body: &'static str| {
