@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use seckill::consumer::{self, ConsumerOptions};
+use seckill::reservation::dlq;
 
 use crate::context::Context;
 use crate::exit::{CliError, CliResult};
@@ -106,7 +107,7 @@ async fn dlq(ctx: &Context, cmd: Dlq) -> CliResult {
     let redis = ctx.redis().await?;
     match cmd {
         Dlq::List { activity, output: out } => {
-            let letters = consumer::dlq::list(&redis, activity).await?;
+            let letters = dlq::list(&redis, activity).await?;
             if out.json {
                 output::json(&letters)?;
                 return Ok(());
@@ -130,7 +131,7 @@ async fn dlq(ctx: &Context, cmd: Dlq) -> CliResult {
             output: out,
         } => {
             let db = ctx.db().await?;
-            let replayed = consumer::dlq::replay(&db, &redis, activity, id.as_deref()).await?;
+            let replayed = dlq::replay(&db, &redis, activity, id.as_deref()).await?;
             if out.json {
                 output::json(&replayed)?;
             } else {

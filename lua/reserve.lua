@@ -138,6 +138,7 @@ local function decide(i)
         else
             -- Deducted before queueing: should the XADD fail, the unit stays withdrawn
             -- (reconcile reports it) rather than queued without being deducted.
+            -- The entry's fields are decoded in src/reservation/entry.rs: keep the two in step.
             stock = stock - quantity
             p.stock, p.sold, p.dirty = stock, p.sold + quantity, true
             local id = call('XADD', KEYS[2], '*',

@@ -71,6 +71,9 @@ pub struct RedisConfig {
     /// Replicas that must acknowledge each purchase batch before buyers hear `queued`
     /// (0: none; with `durability: replicas`, at least this many must be connected).
     pub wait_replicas: u32,
+    /// How long a batch waits for those replicas (ms) before its buyers hear `unconfirmed`;
+    /// below `response_timeout_ms`, which the `WAIT` shares the connection with.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -82,6 +85,7 @@ impl Default for RedisConfig {
             response_timeout_ms: 1000,
             durability: Durability::default(),
             wait_replicas: 0,
+            wait_timeout_ms: 500,
         }
     }
 }
@@ -339,6 +343,14 @@ impl Config {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return bad("redis.key_prefix", "must be non-empty, without braces or spaces");
+        }
+        if self.redis.wait_replicas > 0
+            && (self.redis.wait_timeout_ms == 0 || self.redis.wait_timeout_ms >= self.redis.response_timeout_ms)
+        {
+            return bad(
+                "redis.wait_timeout_ms",
+                "must be positive and below redis.response_timeout_ms when redis.wait_replicas is set",
+            );
         }
         if let Err(e) = crate::redis_client::RedisTarget::parse(&self.redis.url) {
             return bad("redis.url", &e);

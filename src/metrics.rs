@@ -20,6 +20,8 @@ pub const BUSY: &str = "seckill_busy_total";
 pub const IN_FLIGHT: &str = "seckill_admission_in_flight";
 /// Circuit breaker state: 0 closed, 1 open, 2 half-open (gauge).
 pub const BREAKER_STATE: &str = "seckill_breaker_state";
+/// Seconds each `WAIT` for `redis.wait_replicas` replicas took (histogram).
+pub const WAIT_REPLICAS_SECONDS: &str = "seckill_wait_replicas_seconds";
 /// Purchases decided per script call (histogram).
 pub const BATCH_SIZE: &str = "seckill_group_commit_batch_size";
 /// Connections answered 503 `busy` and closed at once because `http.max_connections` were

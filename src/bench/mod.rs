@@ -221,7 +221,7 @@ fn not_drained(left: u64, opts: &BenchOptions) -> String {
 async fn drain(redis: &RedisClient, group: &str, activity: u64, timeout: Duration) -> Result<u64> {
     let deadline = Instant::now() + timeout;
     loop {
-        let left = crate::queue::backlog(redis, activity, group).await?;
+        let left = crate::reservation::backlog(redis, activity, group).await?;
         if left == 0 || Instant::now() >= deadline {
             return Ok(left);
         }

@@ -81,8 +81,8 @@ pub async fn refresh_backlog(
     let mut conn = redis.conn();
     let activities: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| redis.err(e))?;
     for activity in activities {
-        let (pending, lag) = group_backlog(redis, activity, group).await?;
-        let dlq: u64 = conn.xlen(keys.dlq(activity)).await.map_err(|e| redis.err(e))?;
+        let backlog = crate::reservation::backlog_of(redis, activity, group).await?;
+        let dlq = crate::reservation::dlq::count(redis, activity).await?;
         let g = gauges.entry(activity).or_insert_with(|| {
             let label = activity.to_string();
             registry.scope(|| Backlog {
@@ -91,32 +91,11 @@ pub async fn refresh_backlog(
                 dlq: metrics::gauge!(names::DLQ_LENGTH, "activity" => label),
             })
         });
-        g.pending.set(pending as f64);
-        g.lag.set(lag as f64);
+        g.pending.set(backlog.pending as f64);
+        g.lag.set(backlog.undelivered as f64);
         g.dlq.set(dlq as f64);
     }
     Ok(())
-}
-
-/// (delivered but unacked, never delivered) entries of the activity's stream for `group`.
-async fn group_backlog(redis: &RedisClient, activity: u64, group: &str) -> crate::Result<(u64, u64)> {
-    let total = crate::queue::backlog(redis, activity, group).await?;
-    let mut conn = redis.conn();
-    let stream = redis.keys().orders_stream(activity);
-    // XPENDING's summary: [count, first, last, consumers]; an error means no stream or group.
-    let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
-        .arg(&stream)
-        .arg(group)
-        .query_async(&mut conn)
-        .await;
-    let pending = match summary {
-        Ok(redis::Value::Array(items)) => items
-            .first()
-            .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
-            .unwrap_or(0),
-        _ => 0,
-    };
-    Ok((pending.min(total), total.saturating_sub(pending)))
 }
 
 /// Refreshes the backlog gauges every `every` until `stop` changes or its sender is dropped.

@@ -3,13 +3,11 @@
 //!
 //! An entry is acknowledged only after the transaction holding its order committed, so
 //! a crash at any point leaves it pending; another consumer reclaims it after
-//! `consumer.claim_idle_ms` and persisting it again is a no-op (see [`persist`]).
+//! `consumer.claim_idle_ms` and persisting it again is a no-op (see [`crate::persist`]).
+//! The stream itself (entries, group, reads, dead letters) is [`crate::reservation`]'s.
 
-pub mod dlq;
 pub mod metrics;
 pub mod metrics_endpoint;
-pub mod persist;
-pub mod stream;
 mod worker;
 
 use serde::Serialize;

@@ -9,14 +9,15 @@ use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use super::metrics::{spawn_backlog_refresh, ConsumerMetrics};
-use super::persist::{self, Reservation};
-use super::stream::{self, Entry};
-use super::{dlq, ConsumerOptions, ConsumerReport};
+use super::{ConsumerOptions, ConsumerReport};
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::persist::{self, Persisted};
 use crate::redis_client::RedisClient;
+use crate::reservation::stream::{self, GroupConsumer, ReadError};
+use crate::reservation::{self, dlq, Entry, Reservation};
 
 /// One entry in hand: its activity, stream, the entry and how often it was delivered.
 struct Held {
@@ -215,11 +216,72 @@ impl Worker {
     }
 }
 
+/// The activity streams that exist, as (activity, stream name), by activity id.
+type Streams = [(u64, String)];
+
+/// The activity whose stream is named `name`.
+fn activity_of(streams: &Streams, name: &str) -> Option<u64> {
+    streams.iter().find(|(_, n)| n == name).map(|(activity, _)| *activity)
+}
+
+fn stream_names(streams: &Streams) -> Vec<String> {
+    streams.iter().map(|(_, s)| s.clone()).collect()
+}
+
+/// A batch in hand, decoded: the reservations to persist, and why the others cannot be.
+struct Decoded {
+    reservations: Vec<Reservation>,
+    /// Where each reservation's entry is in the batch, by order number.
+    by_order: HashMap<String, usize>,
+    /// Why an entry cannot be persisted, by its place in the batch.
+    rejected: HashMap<usize, String>,
+}
+
+fn decode_batch(held: &[Held]) -> Decoded {
+    let mut decoded = Decoded {
+        reservations: Vec::with_capacity(held.len()),
+        by_order: HashMap::with_capacity(held.len()),
+        rejected: HashMap::new(),
+    };
+    for (i, h) in held.iter().enumerate() {
+        match reservation::decode(h.activity, &h.entry) {
+            Ok(r) => {
+                decoded.by_order.insert(r.order_no.clone(), i);
+                decoded.reservations.push(r);
+            }
+            Err(why) => {
+                decoded.rejected.insert(i, why);
+            }
+        }
+    }
+    decoded
+}
+
 impl Worker {
-    /// Collects up to a batch: entries idle past `claim_idle_ms` (any idle time with
-    /// `once`) first, then new ones. `drained` is true when nothing is left anywhere.
+    /// Collects up to a batch: what this consumer let go of and still holds (after a MySQL
+    /// outage), entries idle past `claim_idle_ms` (any idle time with `once`), then new ones.
+    /// `drained` is true when nothing is left anywhere.
     async fn fetch(&mut self) -> Result<(Vec<Held>, bool)> {
-        let keys = self.redis.keys().clone();
+        let streams = self.active_streams().await?;
+        self.no_streams = streams.is_empty();
+        let mut held = Vec::new();
+        if std::mem::take(&mut self.retake_own) && !streams.is_empty() {
+            held = self.retake_own_pending(&streams).await?;
+        }
+        let mut drained = self.reclaim_idle(&streams, &mut held).await?;
+        if held.len() < self.opts.batch && !streams.is_empty() {
+            self.read_new(&streams, &mut held).await?;
+        }
+        if !held.is_empty() {
+            drained = false;
+        }
+        self.stats.read.increment(held.len() as u64);
+        Ok((held, drained))
+    }
+
+    /// The streams of the preheated activities that exist, by activity id.
+    async fn active_streams(&self) -> Result<Vec<(u64, String)>> {
+        let keys = self.redis.keys();
         let mut conn = self.redis.conn();
         let mut ids: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| self.redis.err(e))?;
         ids.sort_unstable();
@@ -231,44 +293,69 @@ impl Worker {
                 streams.push((id, name));
             }
         }
-        self.no_streams = streams.is_empty();
-        let (batch, group, name) = (
-            self.opts.batch,
-            self.config.consumer.group.clone(),
-            self.opts.name.clone(),
-        );
-        let min_idle = if self.opts.once {
+        Ok(streams)
+    }
+
+    /// Up to a batch of the entries this consumer let go of and still holds (nobody reclaimed
+    /// them meanwhile); asks for another round when there may be more.
+    async fn retake_own_pending(&mut self, streams: &Streams) -> Result<Vec<Held>> {
+        let batch = self.opts.batch;
+        let own = self
+            .group_consumer(&self.redis)
+            .read_own_pending(&stream_names(streams), batch)
+            .await?;
+        let mut held = Vec::new();
+        for (s, entries) in own {
+            let Some(activity) = activity_of(streams, &s) else {
+                continue;
+            };
+            held.extend(self.with_deliveries(activity, &s, entries).await?);
+        }
+        held.truncate(batch);
+        if held.len() == batch {
+            // More may be held: take them back on the next round too.
+            self.retake_own = true;
+        }
+        Ok(held)
+    }
+
+    /// This consumer of the group, asking `redis` (the reader for blocking reads).
+    fn group_consumer<'a>(&'a self, redis: &'a RedisClient) -> GroupConsumer<'a> {
+        GroupConsumer {
+            redis,
+            group: &self.config.consumer.group,
+            name: &self.opts.name,
+        }
+    }
+
+    /// `entries` of `stream`, pending for this consumer, with how often each was delivered.
+    async fn with_deliveries(&self, activity: u64, stream: &str, entries: Vec<Entry>) -> Result<Vec<Held>> {
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let counts = self.group_consumer(&self.redis).delivery_counts(stream, &ids).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| Held {
+                activity,
+                stream: stream.to_string(),
+                deliveries: counts.get(&entry.id).copied().unwrap_or(1),
+                entry,
+            })
+            .collect())
+    }
+
+    /// Takes over entries idle past `claim_idle_ms` (any idle time with `once`) until `held`
+    /// is a full batch, going on with each stream's scan where the last call stopped. True
+    /// when every scan went through its whole pending list.
+    async fn reclaim_idle(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<bool> {
+        let batch = self.opts.batch;
+        let group = self.config.consumer.group.clone();
+        let min_idle_ms = if self.opts.once {
             0
         } else {
             self.config.consumer.claim_idle_ms
         };
-        let mut held = Vec::new();
-        if std::mem::take(&mut self.retake_own) && !streams.is_empty() {
-            let names: Vec<String> = streams.iter().map(|(_, s)| s.clone()).collect();
-            for (s, entries) in stream::read_own_pending(&mut conn, &self.redis, &group, &name, &names, batch).await? {
-                let Some((activity, _)) = streams.iter().find(|(_, n)| *n == s) else {
-                    continue;
-                };
-                let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-                let counts = stream::delivery_counts(&mut conn, &self.redis, &s, &group, &name, &ids).await?;
-                for entry in entries {
-                    let deliveries = counts.get(&entry.id).copied().unwrap_or(1);
-                    held.push(Held {
-                        activity: *activity,
-                        stream: s.clone(),
-                        entry,
-                        deliveries,
-                    });
-                }
-            }
-            held.truncate(batch);
-            if held.len() == batch {
-                // More may be held: take them back on the next round too.
-                self.retake_own = true;
-            }
-        }
         let mut drained = true;
-        for (activity, s) in &streams {
+        for (activity, s) in streams {
             if held.len() >= batch {
                 drained = false;
                 break;
@@ -276,14 +363,14 @@ impl Worker {
             let start = self.cursors.get(activity).cloned().unwrap_or_else(|| "0-0".into());
             let claim = stream::Claim {
                 stream: s,
-                min_idle_ms: min_idle,
+                min_idle_ms,
                 start: &start,
                 count: batch - held.len(),
             };
-            let claimed = stream::autoclaim(&mut conn, &self.redis, &group, &name, claim).await;
+            let claimed = self.group_consumer(&self.redis).autoclaim(claim).await;
             let (next, entries) = match claimed {
-                Err(e) if e.to_string().contains("NOGROUP") => {
-                    crate::queue::ensure_group(&self.redis, *activity, &group).await?;
+                Err(ReadError::NoGroup(_)) => {
+                    reservation::ensure_group(&self.redis, *activity, &group).await?;
                     continue;
                 }
                 other => other?,
@@ -295,105 +382,89 @@ impl Worker {
             if entries.is_empty() {
                 continue;
             }
-            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-            let counts = stream::delivery_counts(&mut conn, &self.redis, s, &group, &name, &ids).await?;
-            self.report.reclaimed += entries.len() as u64;
-            for entry in entries {
-                let deliveries = counts.get(&entry.id).copied().unwrap_or(1);
-                held.push(Held {
-                    activity: *activity,
-                    stream: s.clone(),
-                    entry,
-                    deliveries,
-                });
-            }
+            let claimed = self.with_deliveries(*activity, s, entries).await?;
+            self.report.reclaimed += claimed.len() as u64;
+            held.extend(claimed);
         }
-        if held.len() < batch && !streams.is_empty() {
-            let block = (held.is_empty() && !self.opts.once).then_some(self.config.consumer.block_ms);
-            let names: Vec<String> = streams.iter().map(|(_, s)| s.clone()).collect();
-            let mut reader = self.reader.conn();
-            let read = stream::read_new(
-                &mut reader,
-                &self.reader,
-                &group,
-                &name,
-                &names,
-                batch - held.len(),
-                block,
-            )
+        Ok(drained)
+    }
+
+    /// New entries until `held` is a full batch, waiting up to `block_ms` for them when
+    /// nothing is in hand yet (never with `once`).
+    async fn read_new(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<()> {
+        let group = &self.config.consumer.group;
+        let block = (held.is_empty() && !self.opts.once).then_some(self.config.consumer.block_ms);
+        let read = self
+            .group_consumer(&self.reader)
+            .read_new(&stream_names(streams), self.opts.batch - held.len(), block)
             .await;
-            let read = match read {
-                Err(e) if e.to_string().contains("NOGROUP") => {
-                    for (activity, _) in &streams {
-                        crate::queue::ensure_group(&self.redis, *activity, &group).await?;
-                    }
-                    Vec::new()
+        let read = match read {
+            Err(ReadError::NoGroup(_)) => {
+                for (activity, _) in streams {
+                    reservation::ensure_group(&self.redis, *activity, group).await?;
                 }
-                other => other?,
-            };
-            for (s, entries) in read {
-                let Some((activity, _)) = streams.iter().find(|(_, n)| *n == s) else {
-                    continue;
-                };
-                for entry in entries {
-                    held.push(Held {
-                        activity: *activity,
-                        stream: s.clone(),
-                        entry,
-                        deliveries: 1,
-                    });
-                }
+                return Ok(());
             }
+            other => other?,
+        };
+        for (s, entries) in read {
+            let Some(activity) = activity_of(streams, &s) else {
+                continue;
+            };
+            held.extend(entries.into_iter().map(|entry| Held {
+                activity,
+                stream: s.clone(),
+                entry,
+                deliveries: 1,
+            }));
         }
-        if !held.is_empty() {
-            drained = false;
-        }
-        self.stats.read.increment(held.len() as u64);
-        Ok((held, drained))
+        Ok(())
     }
 
     /// Persists the batch (waiting out MySQL outages), acknowledges what committed and
     /// buries entries that failed too often. Returns false when asked to stop meanwhile.
     async fn process(&mut self, held: Vec<Held>) -> bool {
         let started = Instant::now();
-        let mut reservations: Vec<Reservation> = Vec::with_capacity(held.len());
-        let mut rejected: HashMap<usize, String> = HashMap::new();
-        let mut by_order: HashMap<String, usize> = HashMap::with_capacity(held.len());
-        for (i, h) in held.iter().enumerate() {
-            match persist::parse(h.activity, &h.entry) {
-                Ok(r) => {
-                    by_order.insert(r.order_no.clone(), i);
-                    reservations.push(r);
-                }
-                Err(why) => {
-                    rejected.insert(i, why);
-                }
-            }
-        }
+        let Decoded {
+            reservations,
+            by_order,
+            mut rejected,
+        } = decode_batch(&held);
         let reason = format!("consumer {}", self.opts.name);
         let done = match persist::persist(&self.db, &self.redis, &reservations, &reason).await {
             Ok(done) => done,
-            Err(e) => {
-                // Let go of the batch rather than hold it through the outage: the entries stay
-                // pending, and once idle for `claim_idle_ms` a consumer that can reach MySQL
-                // reclaims them. This one reads nothing until MySQL answers again.
-                self.let_go = Some(held.len() as u64);
-                let what = format!(
-                    "persisting {} orders failed; leaving them pending for another consumer",
-                    reservations.len()
-                );
-                if self.failed(&what, &e).await {
-                    self.report.left_pending += held.len() as u64;
-                    return false;
-                }
-                return true;
-            }
+            Err(e) => return self.let_go_of_batch(held.len() as u64, reservations.len(), &e).await,
         };
-        for (order_no, why) in done.rejected {
-            if let Some(i) = by_order.get(&order_no) {
-                rejected.insert(*i, why);
+        for (order_no, why) in &done.rejected {
+            if let Some(i) = by_order.get(order_no) {
+                rejected.insert(*i, why.clone());
             }
         }
+        if !self.ack_committed(&held, &rejected).await {
+            return false;
+        }
+        self.bury_or_keep(&held, rejected).await;
+        self.record_batch(&done, started);
+        true
+    }
+
+    /// MySQL refused the batch of `entries` entries (`orders` of them decoded): lets go of it
+    /// rather than hold it through the outage. The entries stay pending, and once idle for
+    /// `claim_idle_ms` a consumer that can reach MySQL reclaims them; this one reads nothing
+    /// until MySQL answers again. Returns false when asked to stop meanwhile.
+    async fn let_go_of_batch(&mut self, entries: u64, orders: usize, e: &Error) -> bool {
+        self.let_go = Some(entries);
+        let what = format!("persisting {orders} orders failed; leaving them pending for another consumer");
+        if self.failed(&what, e).await {
+            self.report.left_pending += entries;
+            return false;
+        }
+        true
+    }
+
+    /// Acknowledges every entry of the batch but the `rejected` ones, retrying until Redis
+    /// answers. Returns false when asked to stop meanwhile.
+    async fn ack_committed(&mut self, held: &[Held], rejected: &HashMap<usize, String>) -> bool {
         let mut acks: HashMap<&str, Vec<&str>> = HashMap::new();
         for (i, h) in held.iter().enumerate() {
             if !rejected.contains_key(&i) {
@@ -403,8 +474,7 @@ impl Worker {
         let group = self.config.consumer.group.clone();
         for (s, ids) in acks {
             loop {
-                let mut conn = self.redis.conn();
-                match stream::ack(&mut conn, &self.redis, s, &group, &ids).await {
+                match stream::ack(&self.redis, s, &group, &ids).await {
                     Ok(()) => break,
                     Err(e) => {
                         // Committed but not acked: redelivery later is harmless (idempotent).
@@ -416,13 +486,20 @@ impl Worker {
                 }
             }
         }
+        true
+    }
+
+    /// Moves the entries that cannot be persisted to the dead-letter stream once delivered
+    /// `max_deliveries` times; leaves the others pending for another try.
+    async fn bury_or_keep(&mut self, held: &[Held], rejected: HashMap<usize, String>) {
+        let group = &self.config.consumer.group;
         for (i, why) in rejected {
             let h = &held[i];
             if h.deliveries >= self.config.consumer.max_deliveries {
                 match dlq::bury(
                     &self.redis,
                     h.activity,
-                    &group,
+                    group,
                     &self.opts.name,
                     &h.entry,
                     &why,
@@ -443,6 +520,10 @@ impl Worker {
                 tracing::warn!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "entry cannot be persisted; left pending for another try");
             }
         }
+    }
+
+    /// Counts a committed batch, and ends the back-off.
+    fn record_batch(&mut self, done: &Persisted, started: Instant) {
         self.backoff = Duration::from_millis(self.config.consumer.retry_base_ms);
         self.report.batches += 1;
         self.report.persisted += done.inserted;
@@ -455,7 +536,6 @@ impl Worker {
             duplicates = done.duplicates,
             "batch persisted"
         );
-        true
     }
 
     /// After a failed batch: waits out the back-off, then asks MySQL whether the orders

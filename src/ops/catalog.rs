@@ -6,15 +6,14 @@
 //! lock on the activity, so it cannot interleave with `start`.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use sqlx::{MySql, Transaction};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::model::{Activity, ActivityStatus, Product};
-use crate::queue;
 use crate::redis_client::RedisClient;
+use crate::reservation;
 
 const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, created_at, updated_at";
 pub(crate) const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
@@ -223,18 +222,14 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
 /// waiting for `consumer dlq replay`. Deleting under them would leave those reservations
 /// pointing at rows that no longer exist, dead-lettered for good.
 async fn refuse_if_unsettled(redis: &RedisClient, consumer_group: &str, activity_id: u64) -> Result<()> {
-    let backlog = queue::backlog(redis, activity_id, consumer_group).await?;
+    let backlog = reservation::backlog(redis, activity_id, consumer_group).await?;
     if backlog > 0 {
         return Err(Error::refused(format!(
             "activity {activity_id} has {backlog} reservations not yet persisted; \
              let `seckill consumer` drain them first"
         )));
     }
-    let dead: u64 = redis
-        .conn()
-        .xlen(redis.keys().dlq(activity_id))
-        .await
-        .map_err(|e| redis.err(e))?;
+    let dead = reservation::dlq::count(redis, activity_id).await?;
     if dead > 0 {
         return Err(Error::refused(format!(
             "activity {activity_id} has {dead} dead-lettered reservations; \

@@ -34,7 +34,7 @@ pub async fn flush(
             "activity {activity_id} is online; stop it first or pass --force"
         )));
     }
-    let backlog = crate::queue::backlog(redis, activity_id, consumer_group).await?;
+    let backlog = crate::reservation::backlog(redis, activity_id, consumer_group).await?;
     if backlog > 0 && !force {
         return Err(Error::refused(format!(
             "activity {activity_id} has {backlog} reservations not yet persisted; \

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::ActivityStatus;
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
-use crate::{durability, lost_state, progress, queue, scripts};
+use crate::{durability, lost_state, progress, reservation, scripts};
 
 /// What `hot` loaded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -44,7 +44,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
         )));
     }
     durability::require(redis).await?;
-    let backlog = queue::backlog(redis, activity_id, consumer_group).await?;
+    let backlog = reservation::backlog(redis, activity_id, consumer_group).await?;
     if backlog > 0 {
         return Err(Error::refused(format!(
             "activity {activity_id} has {backlog} reservations not yet persisted; \
@@ -163,7 +163,7 @@ pub async fn hot(db: &Db, redis: &RedisClient, consumer_group: &str, activity_id
             .await
             .map_err(|e| redis.err(e))?;
     }
-    queue::ensure_group(redis, activity_id, consumer_group).await?;
+    reservation::ensure_group(redis, activity_id, consumer_group).await?;
     let () = conn
         .sadd(keys.activities(), activity_id)
         .await

@@ -17,24 +17,30 @@ use crate::model::{Order, OrderStatus};
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
-// `user_id` is cast for sqlx's sake: see `seckill::user_id` on the binary collation.
-const ORDER_COLUMNS: &str = "id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, \
+/// The `orders` columns an [`Order`] is read from, for `SELECT {ORDER_COLUMNS} FROM orders ...`.
+/// `user_id` is cast for sqlx's sake: see [`crate::user_id`] on the binary collation.
+pub const ORDER_COLUMNS: &str = "id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, \
      unit_price, amount, status, reserved_at, created_at, updated_at";
 /// Attempts of the optimistic update of `products.sold`.
 const ATTEMPTS: usize = 8;
 
-/// One order by number.
-pub async fn get(db: &Db, order_no: &str) -> Result<Order> {
+/// One order by number; `None` when MySQL has no such order (yet: a reservation still
+/// queued has none).
+pub async fn find(db: &Db, order_no: &str) -> Result<Option<Order>> {
     sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_no = ?"))
         .bind(order_no)
         .fetch_optional(db.pool())
         .await
-        .map_err(|e| db.err(e))?
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "order {order_no} (a reservation still queued has no order yet)"
-            ))
-        })
+        .map_err(|e| db.err(e))
+}
+
+/// One order by number.
+pub async fn get(db: &Db, order_no: &str) -> Result<Order> {
+    find(db, order_no).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "order {order_no} (a reservation still queued has no order yet)"
+        ))
+    })
 }
 
 /// Filters of [`list`].

@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::lost_state::{self, Loss};
 use crate::model::Activity;
 use crate::ops::catalog;
-use crate::queue;
 use crate::redis_client::RedisClient;
+use crate::reservation;
 
 /// The activity and each product's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -85,7 +85,7 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
             .arg("sold");
     }
     let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
-    let unpersisted = queue::backlog(redis, activity_id, consumer_group).await?;
+    let unpersisted = reservation::backlog(redis, activity_id, consumer_group).await?;
     let redis_state_lost = lost_state::inspect(db, redis, activity_id).await?;
 
     let products = products

@@ -15,7 +15,7 @@ use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::guard::KnownSeqs;
-use crate::buy::{self, Purchase, Verdict};
+use crate::buy::{self, Outcome, Purchase, Verdict};
 use crate::redis_client::RedisClient;
 
 /// Why a purchase got no verdict.
@@ -27,6 +27,47 @@ pub enum BatchError {
     Undecided(String),
     /// The batcher is gone (server shutting down) and the purchase was never sent.
     Closed,
+    /// Reserved on the primary, but fewer than `redis.wait_replicas` replicas acknowledged
+    /// it in time: a failover now could lose it. The buyer can look it up by `order_no`.
+    Unconfirmed {
+        /// The reservation's order number.
+        order_no: String,
+        /// What `WAIT` answered.
+        why: String,
+    },
+}
+
+/// `redis.wait_replicas`: after each script call that queued anything, one `WAIT` on the same
+/// connection for that many replicas (group commit pays one per batch, not one per buyer).
+#[derive(Clone)]
+pub struct ReplicaWait {
+    /// Replicas that must acknowledge.
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub timeout: Duration,
+    /// How long each `WAIT` took.
+    pub seconds: Histogram,
+}
+
+impl ReplicaWait {
+    /// Waits for the replicas; the error says how many acknowledged.
+    async fn confirm(&self, redis: &RedisClient) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let acked: redis::RedisResult<u32> = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(self.timeout.as_millis() as u64)
+            .query_async(&mut redis.conn())
+            .await;
+        self.seconds.record(started.elapsed().as_secs_f64());
+        match acked {
+            Ok(n) if n >= self.replicas => Ok(()),
+            Ok(n) => Err(format!(
+                "{n} of {} replica(s) acknowledged within {:?}",
+                self.replicas, self.timeout
+            )),
+            Err(e) => Err(format!("WAIT failed: {e}")),
+        }
+    }
 }
 
 /// The purchase goes back with its verdict, so the caller can still log who bought
@@ -46,6 +87,7 @@ pub struct Batchers {
     timeout: Duration,
     batch_sizes: Histogram,
     known_seqs: Arc<KnownSeqs>,
+    wait: Option<ReplicaWait>,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
     runtime: tokio::runtime::Handle,
 }
@@ -60,6 +102,7 @@ impl Batchers {
             timeout,
             batch_sizes: Histogram::noop(),
             known_seqs: Arc::default(),
+            wait: None,
             senders: RwLock::default(),
             runtime: tokio::runtime::Handle::current(),
         }
@@ -75,6 +118,12 @@ impl Batchers {
     /// that went back in time refuses it (see [`crate::lost_state`]).
     pub fn with_known_seqs(mut self, known_seqs: Arc<KnownSeqs>) -> Self {
         self.known_seqs = known_seqs;
+        self
+    }
+
+    /// Waits for replicas after every batch that queued a reservation (see [`ReplicaWait`]).
+    pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.wait = wait;
         self
     }
 
@@ -111,9 +160,12 @@ impl Batchers {
                 let batch = Batch {
                     max: self.batch_max,
                     pipeline: self.pipeline,
-                    timeout: self.timeout,
                     sizes: self.batch_sizes.clone(),
                     known_seqs: self.known_seqs.clone(),
+                    calls: Arc::new(Calls {
+                        timeout: self.timeout,
+                        wait: self.wait.clone(),
+                    }),
                 };
                 self.runtime.spawn(run(self.redis.clone(), activity, rx, batch));
                 tx
@@ -126,18 +178,26 @@ impl Batchers {
 struct Batch {
     max: usize,
     pipeline: usize,
-    timeout: Duration,
     sizes: Histogram,
     known_seqs: Arc<KnownSeqs>,
+    calls: Arc<Calls>,
+}
+
+/// How each script call of a batcher is made.
+struct Calls {
+    /// A script call not answered within this fails its batch.
+    timeout: Duration,
+    /// Replicas to wait for after the call.
+    wait: Option<ReplicaWait>,
 }
 
 async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<Job>, batch: Batch) {
     let Batch {
         max: batch_max,
         pipeline,
-        timeout,
         sizes,
         known_seqs,
+        calls,
     } = batch;
     let slots = Arc::new(Semaphore::new(pipeline));
     while let Some(first) = rx.recv().await {
@@ -156,7 +216,15 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
         }
         sizes.record(purchases.len() as f64);
         let min_seq = known_seqs.get(activity);
-        let call = decide(redis.clone(), activity, min_seq, purchases, replies, timeout, slot);
+        let call = decide(
+            redis.clone(),
+            activity,
+            min_seq,
+            purchases,
+            replies,
+            calls.clone(),
+            slot,
+        );
         if pipeline == 1 {
             // Nothing could be sent meanwhile anyway: decided here, without a task of its own.
             call.await;
@@ -174,15 +242,27 @@ async fn decide(
     min_seq: u64,
     purchases: Vec<Purchase>,
     replies: Vec<oneshot::Sender<Reply>>,
-    timeout: Duration,
+    calls: Arc<Calls>,
     slot: OwnedSemaphorePermit,
 ) {
+    let timeout = calls.timeout;
     let decided = tokio::time::timeout(timeout, buy::reserve_above(&redis, activity, min_seq, &purchases)).await;
     drop(slot);
     match decided {
         Ok(Ok(verdicts)) => {
+            let unconfirmed = match &calls.wait {
+                Some(wait) if verdicts.iter().any(|v| v.outcome == Outcome::Ok) => wait.confirm(&redis).await.err(),
+                _ => None,
+            };
             for ((reply, purchase), verdict) in replies.into_iter().zip(purchases).zip(verdicts) {
-                let _ = reply.send((purchase, Ok(verdict)));
+                let answer = match (&unconfirmed, verdict.outcome, verdict.order_no.clone()) {
+                    (Some(why), Outcome::Ok, Some(order_no)) => Err(BatchError::Unconfirmed {
+                        order_no,
+                        why: why.clone(),
+                    }),
+                    _ => Ok(verdict),
+                };
+                let _ = reply.send((purchase, answer));
             }
         }
         failed => {

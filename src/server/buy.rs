@@ -164,6 +164,11 @@ async fn decide(
             tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, error = %why, "buy: no verdict from redis, outcome unknown");
             Err(ApiError::unknown_outcome(slot.activity))
         }
+        Err(BatchError::Unconfirmed { order_no, why }) => {
+            stats.reservations.increment(1);
+            tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, %order_no, %why, "buy: reserved, replicas did not confirm");
+            Err(ApiError::unconfirmed(order_no))
+        }
         Err(BatchError::Closed) => {
             tracing::warn!(activity = slot.activity, product = purchase.product_id, user = %purchase.user_id, "buy: batcher closed (shutting down)");
             Err(ApiError::busy("shutting down, retry shortly"))

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: Cow<'static, str>,
+    /// The order concerned, for answers about a reservation that exists (`unconfirmed`).
+    pub order_no: Option<String>,
     // The JSON body, when known at compile time (refusals answered by the thousand, such as
     // sold out or rate limited, then cost no serialization).
     body: Option<&'static str>,
@@ -37,6 +39,8 @@ macro_rules! static_body {
 struct ErrorBody<'a> {
     error: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_no: Option<&'a str>,
 }
 
 impl ApiError {
@@ -46,6 +50,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            order_no: None,
             body: None,
         }
     }
@@ -87,6 +92,22 @@ impl ApiError {
                  look it up with GET /api/v1/orders?activity_id={activity}&user_id=... and your token"
             ),
         )
+    }
+
+    /// `unconfirmed` (503): reserved on the primary (`order_no`), but not acknowledged by
+    /// `redis.wait_replicas` replicas in time, so a failover now could lose it. The buyer looks
+    /// it up with `GET /api/v1/orders/{order_no}` before buying again.
+    pub fn unconfirmed(order_no: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unconfirmed",
+            format!(
+                "reserved, but not yet safe from a Redis failover; look it up with GET /api/v1/orders/{order_no} \
+                 before buying again"
+            ),
+        );
+        error.order_no = Some(order_no);
+        error
     }
 
     /// `too_many_requests` (429).
@@ -162,6 +183,7 @@ impl IntoResponse for ApiError {
                 Json(ErrorBody {
                     error: self.code,
                     message: &self.message,
+                    order_no: self.order_no.as_deref(),
                 }),
             )
                 .into_response(),
@@ -197,6 +219,7 @@ mod tests {
             let expected = serde_json::to_string(&ErrorBody {
                 error: e.code,
                 message: &e.message,
+                order_no: None,
             })
             .unwrap();
             assert_eq!(e.body, Some(expected.as_str()));

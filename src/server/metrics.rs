@@ -48,6 +48,7 @@ const CODES: &[&str] = &[
     "sold_out",
     "busy",
     "unknown_outcome",
+    "unconfirmed",
     "too_many_requests",
     "method_not_allowed",
     "headers_too_large",
@@ -113,6 +114,8 @@ pub struct ServerMetrics {
     breaker_state: Gauge,
     /// Purchases per script call (handed to the batchers).
     pub batch_size: Histogram,
+    /// Seconds per `WAIT` for replicas (handed to the batchers).
+    pub wait_replicas: Histogram,
     /// Connections refused over the connection cap.
     pub connections_refused: Counter,
     /// Connections cut, by [`CutReason`].
@@ -140,6 +143,7 @@ impl ServerMetrics {
                 in_flight: metrics::gauge!(names::IN_FLIGHT),
                 breaker_state: metrics::gauge!(names::BREAKER_STATE),
                 batch_size: metrics::histogram!(names::BATCH_SIZE),
+                wait_replicas: metrics::histogram!(names::WAIT_REPLICAS_SECONDS),
                 connections_refused: metrics::counter!(names::HTTP_CONNECTIONS_REFUSED),
                 connections_cut: ["header_timeout", "body_timeout"]
                     .map(|reason| metrics::counter!(names::HTTP_CONNECTIONS_CUT, "reason" => reason)),

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::consumer::stream::{decode_entries, parse_id, Entry};
 use crate::keys::{order_no, parse_order_no};
 use crate::model::Order;
+use crate::reservation::{decode_entries, parse_id, Entry};
 use crate::token::unix_now;
 
 /// Answer of `GET /api/v1/orders/{order_no}`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::batcher::Batchers;
+use super::batcher::{Batchers, ReplicaWait};
 use super::error::ApiError;
 use super::funnel::{Admission, Breaker, Catalog, Limits};
 use super::guard::{self, KnownSeqs, GUARD_EVERY};
@@ -86,6 +86,11 @@ impl AppState {
                 config.redis_response_timeout(),
             )
             .with_batch_sizes(stats.batch_size.clone())
+            .with_replica_wait((config.redis.wait_replicas > 0).then(|| ReplicaWait {
+                replicas: config.redis.wait_replicas,
+                timeout: Duration::from_millis(config.redis.wait_timeout_ms),
+                seconds: stats.wait_replicas.clone(),
+            }))
             .with_known_seqs(known_seqs.clone()),
             known_seqs,
             stats,

@@ -340,3 +340,61 @@ async fn kill_9_mid_burst_loses_no_queued_order() {
     );
     Arc::try_unwrap(sale).ok().expect("sole owner").finish().await;
 }
+
+/// `wait_replicas: 1` with the only replica frozen: buyers hear `503 unconfirmed` with their
+/// order number, the order exists (on the primary) and is found by it; with the replica back,
+/// buys are `queued` again. Each batch waited once (`seckill_wait_replicas_seconds`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_replicas_answer_unconfirmed_with_the_order_number() {
+    let primary = OwnRedis::start_with(&["--save", "", "--appendonly", "no"]).await;
+    let port = primary.port.to_string();
+    let replica = OwnRedis::start_with(&["--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &port]).await;
+    crate::sentinel_support::wait_until("the replica is in sync", || async {
+        crate::sentinel_support::info(&replica.url(), "replication")
+            .await
+            .contains("master_link_status:up")
+    })
+    .await;
+    let sale = Sale::start(Options {
+        products: vec![spec(10, 1, 1)],
+        redis_url: Some(primary.url()),
+        tune: |c| {
+            c.redis.durability = Durability::Replicas;
+            c.redis.wait_replicas = 1;
+            c.redis.wait_timeout_ms = 200;
+            c.funnel.per_user_rps = 0;
+        },
+        ..Options::default()
+    })
+    .await;
+    let p = sale.product();
+    let token = sale.token("calm").await;
+    let (status, body) = sale.buy(p, "calm", 1, &token).await;
+    assert_eq!(status, 200, "{body}");
+
+    replica.signal("-STOP");
+    let token = sale.token("frozen").await;
+    let (status, body) = sale.buy(p, "frozen", 1, &token).await;
+    replica.signal("-CONT");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unconfirmed", "{body}");
+    let order_no = body["order_no"].as_str().expect("the order number").to_string();
+    let (status, order) = sale.get(&format!("/api/v1/orders/{order_no}")).await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["user_id"], "frozen", "{order}");
+    let (status, body) = sale.buy(p, "frozen", 1, &token).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (409, Some("limit_exceeded")),
+        "it was bought"
+    );
+
+    let token = sale.token("later").await;
+    let (status, body) = sale.buy(p, "later", 1, &token).await;
+    assert_eq!(status, 200, "queued again once the replica answers: {body}");
+    let (_, metrics) = sale.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(metrics.contains("seckill_wait_replicas_seconds_count 3"), "{metrics}");
+    assert!(metrics.contains("code=\"unconfirmed\""), "{metrics}");
+    sale.finish().await;
+}

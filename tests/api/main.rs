@@ -27,6 +27,7 @@ mod migrate;
 mod pipeline;
 mod pipeline_support;
 mod reconcile_live;
+mod reservation;
 mod router;
 mod sentinel;
 mod sentinel_support;

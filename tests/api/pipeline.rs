@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use seckill::consumer::{dlq, persist};
 use seckill::ops::{order, reconcile, stock};
+use seckill::persist;
+use seckill::reservation::dlq;
 
 use crate::pipeline_support::{users, Fixture};
 
@@ -56,8 +57,8 @@ async fn same_entry_twice_makes_one_order() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let entry = seckill::consumer::stream::decode_entries(raw).remove(0);
-    let r = persist::parse(f.activity, &entry).unwrap();
+    let entry = seckill::reservation::decode_entries(raw).remove(0);
+    let r = seckill::reservation::decode(f.activity, &entry).unwrap();
     // Two consumers racing on the same entry, then a plain redelivery.
     let (a, b) = tokio::join!(
         persist::persist(&f.db, &f.redis, std::slice::from_ref(&r), "t"),

@@ -178,7 +178,7 @@ impl Fixture {
 
     /// Reservations not yet acknowledged.
     pub async fn backlog(&self) -> u64 {
-        seckill::queue::backlog(&self.redis, self.activity, &self.config.consumer.group)
+        seckill::reservation::backlog(&self.redis, self.activity, &self.config.consumer.group)
             .await
             .unwrap()
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use seckill::buy::{self, Purchase};
-use seckill::consumer::dlq;
 use seckill::ops::reconcile;
+use seckill::reservation::dlq;
 
 use crate::pipeline_support::{users, Fixture};
 
@@ -150,7 +150,7 @@ async fn a_dead_lettered_reservation_still_holds_its_unit_and_the_users_total() 
         .await
         .unwrap();
     let (_, id) = seckill::keys::parse_order_no(&buried[0]).unwrap();
-    let entry = seckill::consumer::stream::read_all(&f.redis, &stream)
+    let entry = seckill::reservation::read_all(&f.redis, &stream)
         .await
         .unwrap()
         .into_iter()

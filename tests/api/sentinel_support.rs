@@ -84,17 +84,24 @@ impl SentinelSet {
         format!("redis+sentinel://{}/{MASTER}/0", hosts.join(","))
     }
 
-    /// The port of the server the sentinels call primary now.
+    /// The port of the server every sentinel calls primary now (`None` while they disagree).
     pub async fn primary_port(&self) -> Option<u16> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinel_ports[0])).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        let (_, port): (String, u16) = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(MASTER)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        Some(port)
+        let mut agreed = None;
+        for sentinel in &self.sentinel_ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{sentinel}")).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let (_, port): (String, u16) = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(MASTER)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            if agreed.is_some_and(|a| a != port) {
+                return None;
+            }
+            agreed = Some(port);
+        }
+        agreed
     }
 }
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::gather::{self, Snapshot};
 use super::{analyse, Analysis, Class};
-use crate::consumer::persist;
 use crate::db::Db;
 use crate::error::Result;
 use crate::ops::order;
 use crate::ops::stock;
+use crate::persist;
 use crate::redis_client::RedisClient;
 use crate::scripts;
 

@@ -3,15 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use redis::AsyncCommands;
-
-use crate::consumer::stream::{self, Entry};
 use crate::db::Db;
 use crate::error::Result;
 use crate::model::Product;
 use crate::ops::catalog;
 use crate::ops::stock::{self, PendingChange};
 use crate::redis_client::RedisClient;
+use crate::reservation::{self, dlq, items, pairs, text, Entry};
 use crate::scripts;
 
 /// Where a stream entry stands in the consumer group.
@@ -67,33 +65,11 @@ impl Snapshot {
     /// Whether the reservation with stream id `id` was made after the Redis view was taken.
     pub fn after_cut(&self, id: &str) -> bool {
         match &self.cut {
-            Some(last) => stream::cmp_ids(id, last).is_gt(),
+            Some(last) => reservation::cmp_ids(id, last).is_gt(),
             // An empty stream: anything queued later has an id at or after the cut's time.
-            None => stream::parse_id(id).0 >= self.now_ms.max(0) as u64,
+            None => reservation::parse_id(id).0 >= self.now_ms.max(0) as u64,
         }
     }
-}
-
-const PAGE: usize = 10_000;
-
-fn text(v: &redis::Value) -> Option<String> {
-    redis::from_redis_value::<String>(v.clone()).ok()
-}
-
-fn items(v: &redis::Value) -> Vec<redis::Value> {
-    match v {
-        redis::Value::Array(items) | redis::Value::Set(items) => items.clone(),
-        redis::Value::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn pairs(v: &redis::Value) -> Vec<(String, String)> {
-    let flat: Vec<String> = items(v).iter().filter_map(text).collect();
-    flat.chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| (c[0].clone(), c[1].clone()))
-        .collect()
 }
 
 /// Reads everything reconcile compares.
@@ -115,7 +91,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
     }
     let reply: redis::Value = view.invoke_async(&mut conn).await.map_err(|e| redis.err(e))?;
-    let parts = items(&reply);
+    let parts = items(reply);
     let number = |i: usize| {
         parts
             .get(i)
@@ -128,10 +104,11 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         cut: parts.get(2).and_then(text).filter(|t| !t.is_empty()),
         released: parts
             .get(3)
-            .map(|v| items(v).iter().filter_map(text).collect())
+            .map(|v| items(v.clone()).iter().filter_map(text).collect())
             .unwrap_or_default(),
         stock_ops: parts
             .get(4)
+            .cloned()
             .map(pairs)
             .unwrap_or_default()
             .into_iter()
@@ -143,7 +120,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         let counters: Vec<i64> = parts
             .get(5 + 2 * i)
             .map(|v| {
-                items(v)
+                items(v.clone())
                     .iter()
                     .filter_map(text)
                     .filter_map(|t| t.parse().ok())
@@ -152,7 +129,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             .unwrap_or_default();
         if let [stock, sold, total] = counters[..] {
             s.redis_products.insert(*id, (stock, sold, total));
-            let bought = parts.get(6 + 2 * i).map(pairs).unwrap_or_default();
+            let bought = parts.get(6 + 2 * i).cloned().map(pairs).unwrap_or_default();
             s.bought.insert(
                 *id,
                 bought
@@ -163,9 +140,12 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         }
     }
 
-    let mut entries = stream::read_all(redis, &name).await?;
+    let mut entries = reservation::read_all(redis, &name).await?;
     entries.retain(|e| !s.after_cut(&e.id));
-    let (last_delivered, pending) = group_state(redis, &name, group).await?;
+    let reservation::Delivered {
+        last_delivered_id: last_delivered,
+        pending,
+    } = reservation::delivered(redis, &name, group).await?;
     s.entries = entries
         .into_iter()
         .map(|e| {
@@ -173,7 +153,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
                 Delivery::Pending
             } else if last_delivered
                 .as_deref()
-                .is_none_or(|l| stream::cmp_ids(&e.id, l).is_gt())
+                .is_none_or(|l| reservation::cmp_ids(&e.id, l).is_gt())
             {
                 Delivery::Undelivered
             } else {
@@ -182,30 +162,17 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             (e, d)
         })
         .collect();
-    let raw: redis::Value = redis::cmd("XRANGE")
-        .arg(keys.dlq(activity))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| redis.err(e))?;
-    let letters = stream::decode_entries(raw);
+    let letters = dlq::list(redis, Some(activity)).await?;
     s.dead_letter_count = letters.len();
     for letter in letters {
-        let Some(original) = letter.get("dlq_entry").map(str::to_string) else {
-            continue;
-        };
-        if s.after_cut(&original) {
+        if letter.entry_id.is_empty() || s.after_cut(&letter.entry_id) {
             continue;
         }
-        let error = letter.get("dlq_error").unwrap_or_default().to_string();
-        let fields = letter
-            .fields
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("dlq_"))
-            .collect();
-        s.dead_letters
-            .insert(original.clone(), (Entry { id: original, fields }, error));
+        let original = Entry {
+            id: letter.entry_id.clone(),
+            fields: letter.fields,
+        };
+        s.dead_letters.insert(letter.entry_id, (original, letter.error));
     }
 
     // One consistent read, so products.sold and the orders agree with each other.
@@ -239,52 +206,4 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     s.pending_changes = stock::pending_changes(&mut tx, db, activity).await?;
     tx.commit().await.map_err(|e| db.err(e))?;
     Ok(s)
-}
-
-/// The group's last delivered id (None: no group) and every pending entry id.
-async fn group_state(redis: &RedisClient, stream_name: &str, group: &str) -> Result<(Option<String>, HashSet<String>)> {
-    let mut conn = redis.conn();
-    let exists: bool = conn.exists(stream_name).await.map_err(|e| redis.err(e))?;
-    if !exists {
-        return Ok((None, HashSet::new()));
-    }
-    let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream_name)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| redis.err(e))?;
-    let Some(info) = groups.into_iter().find(|g| {
-        g.get("name")
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            .as_deref()
-            == Some(group)
-    }) else {
-        return Ok((None, HashSet::new()));
-    };
-    let last = info
-        .get("last-delivered-id")
-        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
-    let mut pending = HashSet::new();
-    let mut start = "-".to_string();
-    loop {
-        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(stream_name)
-            .arg(group)
-            .arg(&start)
-            .arg("+")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
-        let full = rows.len() == PAGE;
-        if let Some(last) = rows.last() {
-            start = format!("({}", last.0);
-        }
-        pending.extend(rows.into_iter().map(|r| r.0));
-        if !full {
-            break;
-        }
-    }
-    Ok((last, pending))
 }

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::consumer::persist::{self, Reservation};
 use crate::db::Db;
 use crate::error::Result;
 use crate::keys;
 use crate::lost_state::{self, Loss};
 use crate::ops::stock::{Applied, PendingChange};
 use crate::redis_client::RedisClient;
+use crate::reservation::{self, Reservation};
 use gather::{Delivery, Snapshot};
 
 /// The kind of a difference.
@@ -260,7 +260,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
         if s.orders.contains_key(&order_no) || s.dead_letters.contains_key(&entry.id) {
             continue;
         }
-        let Ok(r) = persist::parse(activity, entry) else {
+        let Ok(r) = reservation::decode(activity, entry) else {
             continue;
         };
         let age_ms = s.now_ms - r.reserved_at.timestamp_millis();
@@ -298,7 +298,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
         if s.orders.contains_key(&order_no) {
             continue;
         }
-        let (product_id, detail) = match persist::parse(activity, entry) {
+        let (product_id, detail) = match reservation::decode(activity, entry) {
             Ok(r) => {
                 if let Some(line) = lines.get_mut(&r.product_id) {
                     line.dead_lettered_units += i64::from(r.quantity);
@@ -400,7 +400,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
         }
         // Orders older than the stream's first entry predate a flush; only judge the rest.
         let covered = match (&first_entry, keys::parse_order_no(order_no)) {
-            (Some(first), Some((_, id))) => crate::consumer::stream::cmp_ids(id, first).is_ge(),
+            (Some(first), Some((_, id))) => reservation::cmp_ids(id, first).is_ge(),
             _ => false,
         };
         if covered && !in_stream.contains(order_no) {

@@ -4,8 +4,8 @@
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::persist;
-use super::stream::{self, Entry};
+use super::entry::{decode, Entry};
+use super::stream::read_all;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -75,7 +75,7 @@ pub struct DeadLetter {
     pub fields: Vec<(String, String)>,
 }
 
-fn decode(activity: u64, e: Entry) -> DeadLetter {
+fn dead_letter(activity: u64, e: Entry) -> DeadLetter {
     let entry_id = e.get("dlq_entry").unwrap_or_default().to_string();
     DeadLetter {
         activity_id: activity,
@@ -94,6 +94,15 @@ fn decode(activity: u64, e: Entry) -> DeadLetter {
     }
 }
 
+/// How many dead letters `activity` has.
+pub async fn count(redis: &RedisClient, activity: u64) -> Result<u64> {
+    redis
+        .conn()
+        .xlen(redis.keys().dlq(activity))
+        .await
+        .map_err(|e| redis.err(e))
+}
+
 /// Dead letters of `activity`, or of every preheated activity.
 pub async fn list(redis: &RedisClient, activity: Option<u64>) -> Result<Vec<DeadLetter>> {
     let mut conn = redis.conn();
@@ -110,14 +119,8 @@ pub async fn list(redis: &RedisClient, activity: Option<u64>) -> Result<Vec<Dead
     };
     let mut out = Vec::new();
     for a in activities {
-        let raw: redis::Value = redis::cmd("XRANGE")
-            .arg(redis.keys().dlq(a))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.err(e))?;
-        out.extend(stream::decode_entries(raw).into_iter().map(|e| decode(a, e)));
+        let letters = read_all(redis, &redis.keys().dlq(a)).await?;
+        out.extend(letters.into_iter().map(|e| dead_letter(a, e)));
     }
     Ok(out)
 }
@@ -155,10 +158,10 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
             id: d.entry_id.clone(),
             fields: d.fields.clone(),
         };
-        let result = match persist::parse(activity, &entry) {
+        let result = match decode(activity, &entry) {
             Err(why) => Err(why),
             Ok(r) => {
-                let done = persist::persist(db, redis, std::slice::from_ref(&r), "dlq replay").await?;
+                let done = crate::persist::persist(db, redis, std::slice::from_ref(&r), "dlq replay").await?;
                 match done.rejected.into_iter().next() {
                     Some((_, why)) => Err(why),
                     None if done.inserted == 1 => Ok("persisted"),

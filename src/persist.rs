@@ -1,81 +1,20 @@
-//! Turning reservations into orders: one MySQL transaction per batch, idempotent on
+//! Turning reservations into MySQL orders: one transaction per batch, idempotent on
 //! `order_no`, so an entry delivered twice (or raced by two consumers) makes one order
-//! and counts as sold once.
+//! and counts as sold once. The consumers persist what they read, `reconcile --fix` what
+//! they lost, and `consumer dlq replay` what they buried.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::mysql::MySqlDatabaseError;
 use sqlx::{MySql, QueryBuilder};
 
-use crate::consumer::stream::Entry;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lost_state;
 use crate::redis_client::RedisClient;
-
-/// One reservation decoded from its stream entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reservation {
-    /// `<activity>-<entry id>`.
-    pub order_no: String,
-    /// The stream entry id.
-    pub entry_id: String,
-    /// The activity.
-    pub activity_id: u64,
-    /// The product.
-    pub product_id: u64,
-    /// The buyer.
-    pub user_id: String,
-    /// Units.
-    pub quantity: u32,
-    /// Unit price at reservation time.
-    pub price: Decimal,
-    /// When Redis reserved it.
-    pub reserved_at: DateTime<Utc>,
-}
-
-/// Decodes a stream entry of activity `activity`; the error says what is wrong with it.
-pub fn parse(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
-    let field = |name: &str| entry.get(name).ok_or_else(|| format!("missing field {name:?}"));
-    let number = |name: &str| -> std::result::Result<u64, String> {
-        field(name)?
-            .parse()
-            .map_err(|_| format!("field {name:?} is not a whole number"))
-    };
-    if number("activity")? != activity {
-        return Err(format!(
-            "field \"activity\" does not match stream of activity {activity}"
-        ));
-    }
-    let quantity = number("quantity")?;
-    let quantity = u32::try_from(quantity)
-        .ok()
-        .filter(|q| *q >= 1)
-        .ok_or("field \"quantity\" out of range")?;
-    let price: Decimal = field("price")?
-        .parse()
-        .map_err(|_| "field \"price\" is not a decimal".to_string())?;
-    if price.is_sign_negative() {
-        return Err("field \"price\" is negative".into());
-    }
-    let user_id = field("user")?.to_string();
-    crate::user_id::check_storable(&user_id).map_err(|e| format!("field \"user\": {e}"))?;
-    let ms = i64::try_from(number("reserved_ms")?).map_err(|_| "field \"reserved_ms\" out of range")?;
-    let reserved_at = DateTime::from_timestamp_millis(ms).ok_or("field \"reserved_ms\" out of range")?;
-    Ok(Reservation {
-        order_no: keys::order_no(activity, &entry.id),
-        entry_id: entry.id.clone(),
-        activity_id: activity,
-        product_id: number("product")?,
-        user_id,
-        quantity,
-        price,
-        reserved_at,
-    })
-}
+use crate::reservation::Reservation;
 
 /// What one call of [`persist`] did.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,0 +1,112 @@
+//! The reservation stream's own API: finding a queued reservation by its order number, and a
+//! consumer group that disappeared (Redis's NOGROUP) being created again by the consumer.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use rust_decimal::Decimal;
+use seckill::reservation::{self, field};
+
+use crate::pipeline_support::{users, Fixture};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_decodes_a_queued_reservation() {
+    let f = Fixture::new(10, 5).await;
+    let before = chrono::Utc::now().timestamp_millis();
+    let nos = f.reserve(["alice".to_string()], 3).await;
+    let r = reservation::lookup(&f.redis, &nos[0])
+        .await
+        .unwrap()
+        .expect("the queued reservation is in the stream");
+    assert_eq!(r.order_no, nos[0]);
+    assert_eq!((r.activity_id, r.product_id), (f.activity, f.product));
+    assert_eq!((r.user_id.as_str(), r.quantity), ("alice", 3));
+    assert_eq!(r.price, Decimal::new(19_99, 2));
+    // Redis's clock, which may run a little apart from this process's.
+    assert!((r.reserved_at.timestamp_millis() - before).abs() < 60_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_misses_unknown_numbers_and_names_unreadable_entries() {
+    let f = Fixture::new(10, 5).await;
+    let a = f.activity;
+    for unknown in [format!("{a}-1-0"), format!("{}-1-0", a + 1000), "nonsense".into()] {
+        assert_eq!(
+            reservation::lookup(&f.redis, &unknown).await.unwrap(),
+            None,
+            "{unknown}"
+        );
+    }
+    let mut conn = f.redis.conn();
+    let id: String = conn
+        .xadd(
+            f.redis.keys().orders_stream(a),
+            "*",
+            &[(field::ACTIVITY, a.to_string()), (field::QUANTITY, "0".to_string())],
+        )
+        .await
+        .unwrap();
+    let err = reservation::lookup(&f.redis, &seckill::keys::order_no(a, &id))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unreadable") && err.contains("\"quantity\" out of range"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_creates_a_destroyed_group_again() {
+    let f = Fixture::new(100, 1).await;
+    assert_eq!(f.reserve(users("u", 20), 1).await.len(), 20);
+    let mut conn = f.redis.conn();
+    let destroyed: u64 = conn
+        .xgroup_destroy(f.redis.keys().orders_stream(f.activity), &f.config.consumer.group)
+        .await
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    let report = tokio::time::timeout(Duration::from_secs(60), f.drain())
+        .await
+        .expect("the consumer did not get past the missing group");
+    assert_eq!((report.persisted, report.retries), (20, 0));
+    assert_eq!(f.orders().await, 20);
+    assert_eq!(f.backlog().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters() {
+    let f = Fixture::new(100, 5).await;
+    let group = f.config.consumer.group.clone();
+    let id = |no: &String| seckill::keys::parse_order_no(no).unwrap().1.to_string();
+    f.reserve(users("early", 3), 1).await;
+    f.drain().await;
+    assert_eq!(
+        reservation::unpersisted(&f.redis, f.activity, &group).await.unwrap(),
+        vec![]
+    );
+
+    let late = f.reserve(users("late", 3), 1).await;
+    // The first two are delivered (pending), the last is not; the first is then buried.
+    let consumer = reservation::stream::GroupConsumer {
+        redis: &f.redis,
+        group: &group,
+        name: "t",
+    };
+    let stream = f.redis.keys().orders_stream(f.activity);
+    let read = consumer.read_new(&[stream], 2, None).await.unwrap();
+    let delivered = read.into_iter().next().unwrap().1;
+    assert_eq!(delivered.len(), 2);
+    reservation::dlq::bury(&f.redis, f.activity, &group, "t", &delivered[0], "poisoned", 3)
+        .await
+        .unwrap();
+
+    let found = reservation::unpersisted(&f.redis, f.activity, &group).await.unwrap();
+    let ids: Vec<String> = found.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, vec![id(&late[1]), id(&late[2]), id(&late[0])]);
+    // The dead letter comes back as its original entry.
+    assert_eq!(found[2], delivered[0]);
+    assert!(found
+        .iter()
+        .all(|e| e.fields.iter().all(|(k, _)| !k.starts_with("dlq_"))));
+}
