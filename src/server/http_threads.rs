@@ -11,7 +11,7 @@
 //!
 //! Each thread accepts its own connections and serves them with hyper's HTTP/1 server,
 //! within the process's [`ConnectionLimits`]: the connection cap, and a header-read timeout
-//! kept by the thread's [`Watchdog`] (axum's `serve` has none, so silent and slow clients
+//! kept by the thread's `Watchdog` (axum's `serve` has none, so silent and slow clients
 //! were kept forever).
 
 use std::convert::Infallible;
