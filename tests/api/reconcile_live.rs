@@ -12,14 +12,14 @@ use seckill::buy::{self, Purchase};
 use seckill::ops::reconcile;
 use seckill::reservation::dlq;
 
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{phone, users, TestApp};
 
 const STOCK: u32 = 3_000;
 const BUYERS: usize = 4_000;
 
 /// Buys, for `run_for`, one unit for random users of `pool` (each may try many times), in
 /// small batches as the HTTP funnel would; returns the number of accepted purchases.
-async fn buy_randomly(f: Arc<Fixture>, pool: Arc<Vec<String>>, stop: Arc<AtomicBool>, seed: u64) -> u64 {
+async fn buy_randomly(f: Arc<TestApp>, pool: Arc<Vec<String>>, stop: Arc<AtomicBool>, seed: u64) -> u64 {
     let mut accepted = 0;
     let mut state = seed | 1;
     while !stop.load(Ordering::Relaxed) {
@@ -47,7 +47,7 @@ async fn buy_randomly(f: Arc<Fixture>, pool: Arc<Vec<String>>, stop: Arc<AtomicB
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
-    let f = Arc::new(Fixture::new(STOCK, 1).await);
+    let f = Arc::new(TestApp::builder().pipeline().sale(vec![phone(STOCK, 1)]).build().await);
     let pool: Arc<Vec<String>> = Arc::new(users("live", BUYERS).collect());
     let mut conn = f.redis.conn();
     for chunk in pool.chunks(500) {
@@ -129,7 +129,7 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_reservation_still_holds_its_unit_and_the_users_total() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("ok", 3), 1).await;
     f.drain().await;
     let buried = f.reserve(["buried".to_string()], 1).await;

@@ -7,11 +7,10 @@ use redis::AsyncCommands;
 use seckill::buy::{self, Outcome, Purchase};
 use serde_json::{json, Value};
 
-use crate::buy_support::{assert_error, Options, Sale};
-use crate::helpers::{rfc3339, CliOutput, TestApp};
+use crate::helpers::{assert_error, rfc3339, spawn_app, spec, CliOutput, TestApp};
 
 /// Runs `seckill ARGS` against `sale`'s database, key prefix and token secret.
-async fn sale_cli(sale: &Sale, args: &[&str]) -> CliOutput {
+async fn sale_cli(sale: &TestApp, args: &[&str]) -> CliOutput {
     let started = std::time::Instant::now();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
         .args(args)
@@ -33,7 +32,7 @@ async fn sale_cli(sale: &Sale, args: &[&str]) -> CliOutput {
 
 /// Registers a validly signed token for `user` straight in Redis, past every entry point's
 /// user-id check, so the buy endpoint's own check is what is tested.
-async fn forge_registered_token(sale: &Sale, user: &str) -> String {
+async fn forge_registered_token(sale: &TestApp, user: &str) -> String {
     let token = sale.signer.sign(sale.activity, user, seckill::token::unix_now() + 600);
     let () = sale
         .redis
@@ -46,8 +45,8 @@ async fn forge_registered_token(sale: &Sale, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywhere() {
-    let sale = Sale::start(Options::default()).await;
-    let (a, p) = (sale.activity.to_string(), sale.product());
+    let sale = TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await;
+    let (a, p) = (sale.activity.to_string(), sale.product);
     let counters = sale.counters(p).await;
     let too_long = "é".repeat(33); // 33 characters, 66 bytes
     let answer = sale
@@ -177,7 +176,7 @@ async fn reserve_one(app: &TestApp, activity: u64, product: u64, user: &str) {
 
 #[tokio::test]
 async fn deletes_wait_until_every_reservation_is_persisted_or_replayed() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let (a, phone, case) = (activity.id.to_string(), products[0].id, products[1].id.to_string());
     reserve_one(&app, activity.id, phone, "u1").await;
@@ -214,7 +213,7 @@ async fn deletes_wait_until_every_reservation_is_persisted_or_replayed() {
 
 #[tokio::test]
 async fn an_online_window_is_frozen_and_a_stopped_one_reaches_redis_on_start() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let a = activity.id.to_string();
     let cut = activity.end_at - Duration::minutes(30);
@@ -248,7 +247,7 @@ async fn an_online_window_is_frozen_and_a_stopped_one_reaches_redis_on_start() {
 
 #[tokio::test]
 async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let barred = app.redis.keys().blacklist(activity.id);
     app.cli(&["blacklist", "add", "Mallory"]).await.ok();
@@ -298,7 +297,7 @@ async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
 
 #[tokio::test]
 async fn preheating_counts_ids_differing_only_in_case_as_two_users() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let (a, phone) = (activity.id.to_string(), products[0].id);
     reserve_one(&app, activity.id, phone, "Bob").await;
@@ -316,7 +315,7 @@ async fn preheating_counts_ids_differing_only_in_case_as_two_users() {
 
 #[tokio::test]
 async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_range() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     app.hot(activity.id).await;
     let (a, p) = (activity.id.to_string(), products[0].id.to_string());
@@ -483,7 +482,7 @@ async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_ra
 
 #[tokio::test]
 async fn a_missing_config_file_is_a_usage_error() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let missing = app.workdir.join("missing.yaml").display().to_string();
     app.cli(&["--config", &missing, "activity", "list"])
         .await
