@@ -320,10 +320,13 @@ pub async fn spawn_app() -> TestApp {
     TestApp::builder().build().await
 }
 
+/// One adjustment of the configuration, see [`AppBuilder::tune`].
+type Tune = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// What a test wants of its [`TestApp`]; [`AppBuilder::build`] makes it.
 pub struct AppBuilder {
     redis_url: Option<String>,
-    tunes: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    tunes: Vec<Tune>,
     pipeline: bool,
     sale: Option<Vec<ProductSpec>>,
     opens_in_secs: i64,
