@@ -49,15 +49,7 @@ async fn buy_randomly(f: Arc<TestApp>, pool: Arc<Vec<String>>, stop: Arc<AtomicB
 async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
     let f = Arc::new(TestApp::builder().pipeline().sale(vec![phone(STOCK, 1)]).build().await);
     let pool: Arc<Vec<String>> = Arc::new(users("live", BUYERS).collect());
-    let mut conn = f.redis.conn();
-    for chunk in pool.chunks(500) {
-        let mut pipe = redis::pipe();
-        for u in chunk {
-            pipe.set(f.redis.keys().token(f.activity, u), format!("tok-{u}"))
-                .ignore();
-        }
-        let () = pipe.query_async(&mut conn).await.unwrap();
-    }
+    f.plain_tokens(&pool).await;
     let mut consumer = f.spawn(&["consumer", "--name", "live", "--batch", "50"]);
     let stop = Arc::new(AtomicBool::new(false));
     let buyers: Vec<_> = (0..2)
@@ -103,6 +95,7 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
         .await
         .unwrap();
     let (stock, sold, redis_total) = f.redis_counters().await;
+    let mut conn = f.redis.conn();
     let bought: HashMap<String, i64> = conn
         .hgetall(f.redis.keys().bought(f.activity, f.product))
         .await
