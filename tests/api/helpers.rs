@@ -784,6 +784,7 @@ impl TestApp {
             .collect()
     }
 
+    /// One registered token for `user`.
     pub async fn token(&self, user: &str) -> String {
         self.tokens(&[user.to_string()]).await.remove(0)
     }
@@ -816,6 +817,7 @@ impl TestApp {
         answers
     }
 
+    /// `POST path` with a JSON body to the in-process server; the answer's JSON (`null` when none).
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
             .http
@@ -828,6 +830,7 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST path` with a raw body and an optional content type (malformed-request tests).
     pub async fn post_raw(
         &self,
         path: &str,
@@ -843,6 +846,7 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET path` from the in-process server; a body that is not JSON comes back as a JSON string.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let res = self
             .http
@@ -944,10 +948,12 @@ impl TestApp {
         )
     }
 
+    /// Starts the binary in the background (stdout discarded, stderr inherited).
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args).stdout(Stdio::null()).spawn().unwrap()
     }
 
+    /// One integer from `sql`, whose one `?` is bound to the sale's activity.
     pub async fn scalar(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql)
             .bind(self.activity)
@@ -982,6 +988,7 @@ impl TestApp {
         (a, b, c)
     }
 
+    /// The first product's `sold` in MySQL.
     pub async fn mysql_sold(&self) -> i64 {
         sqlx::query_scalar::<_, i64>("SELECT CAST(sold AS SIGNED) FROM products WHERE id = ?")
             .bind(self.product)

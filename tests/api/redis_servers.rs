@@ -38,6 +38,7 @@ impl OwnRedis {
         r
     }
 
+    /// `redis://127.0.0.1:PORT/0`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -73,6 +74,7 @@ impl OwnRedis {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    /// Sends `sig` (such as `-STOP`) to the server.
     pub fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
             Command::new("kill")
@@ -82,6 +84,7 @@ impl OwnRedis {
         }
     }
 
+    /// Kills the server (its files stay for [`OwnRedis::restart`]).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
