@@ -68,8 +68,7 @@ async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
     config.consumer.claim_idle_ms = CLAIM_IDLE_MS;
     config.consumer.retry_base_ms = 50;
     config.consumer.retry_max_ms = 300;
-    let path = std::env::temp_dir().join(format!("seckill-handover-{}.yaml", random_suffix()));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = f.write_config("handover.yaml", &config);
 
     f.reserve(users("h", 100), 1).await;
     // A database that does not exist on the right server: connecting fails on every try.
@@ -96,7 +95,6 @@ async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
     let still_broken = held_by(&f, "broken").await;
     stop(healthy);
     stop(broken);
-    let _ = std::fs::remove_file(&path);
     eprintln!(
         "healthy consumer: {orders} of 100 orders after {took:?}; {still_broken} entries still held by the broken one"
     );
@@ -145,8 +143,7 @@ async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
     config.consumer.claim_idle_ms = 60_000;
     config.consumer.retry_base_ms = 50;
     config.consumer.retry_max_ms = 300;
-    let path = std::env::temp_dir().join(format!("seckill-lone-{}.yaml", random_suffix()));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = f.write_config("lone.yaml", &config);
     f.reserve(users("l", 20), 1).await;
 
     let up = Arc::new(AtomicBool::new(false));
@@ -171,7 +168,6 @@ async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
     let took = started.elapsed();
     let orders = f.orders().await;
     stop(lone);
-    let _ = std::fs::remove_file(&path);
     eprintln!("MySQL back: {orders} of 20 orders after {took:?} (claim_idle_ms 60000)");
     assert_eq!(orders, 20, "after {took:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");

@@ -437,8 +437,7 @@ async fn a_server_at_its_open_file_limit_still_answers_health() {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     let mut config = f.config.clone();
     config.http.header_read_timeout_ms = 3000;
-    let config_path = f.config_path.with_file_name("few-files.yaml");
-    std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let config_path = f.write_config("few-files.yaml", &config);
     let bind = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{bind}");
     let serve = std::process::Command::new("sh")

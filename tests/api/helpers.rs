@@ -415,9 +415,6 @@ impl AppBuilder {
             .expect("connect to Redis (run scripts/setup.sh)");
         let workdir = std::env::temp_dir().join(format!("seckill-test-{suffix}"));
         std::fs::create_dir_all(&workdir).expect("create the CLI working directory");
-        // Not `config.yaml`: CLI runs in `workdir` must not pick it up.
-        let config_path = workdir.join("seckill.yaml");
-        std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).expect("write the config file");
         let signer = Signer::new(&config.token.secret);
         let mut app = TestApp {
             config,
@@ -426,7 +423,7 @@ impl AppBuilder {
             db_name,
             prefix,
             workdir,
-            config_path,
+            config_path: PathBuf::new(),
             activity: 0,
             products: Vec::new(),
             product: 0,
@@ -439,6 +436,8 @@ impl AppBuilder {
             shutdown: None,
             server: None,
         };
+        // Not `config.yaml`: CLI runs in `workdir` must not pick it up.
+        app.config_path = app.write_config("seckill.yaml", &app.config);
         if let Some(products) = self.sale {
             app.put_on_sale(products, self.opens_in_secs).await;
         }
@@ -482,10 +481,7 @@ impl TestApp {
             self.products.push(product.id);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        self.hot(activity).await;
-        seckill::ops::start(&self.db, &self.redis, activity)
-            .await
-            .expect("start");
+        self.go_online(activity).await;
         self.activity = activity;
         self.product = self.products.first().copied().unwrap_or_default();
     }
@@ -554,6 +550,12 @@ impl TestApp {
         path
     }
 
+    /// Writes `config` as YAML to a file named `name` in the working directory (removed with
+    /// the app); returns its path, for `seckill --config`.
+    pub fn write_config(&self, name: &str, config: &Config) -> PathBuf {
+        self.write_file(name, &serde_yaml::to_string(config).expect("config as YAML"))
+    }
+
     // ------------------------------------------------------------------ catalog
 
     /// Creates a `draft` activity with the given window through the library.
@@ -613,11 +615,15 @@ impl TestApp {
     /// [`Self::activity_with_products`], preheated and started: on sale in Redis and MySQL.
     pub async fn online_activity(&self) -> (Activity, Vec<Product>) {
         let (activity, products) = self.activity_with_products().await;
-        self.hot(activity.id).await;
-        let activity = seckill::ops::start(&self.db, &self.redis, activity.id)
+        (self.go_online(activity.id).await, products)
+    }
+
+    /// Preheats and starts `activity_id` through the library; the started activity.
+    pub async fn go_online(&self, activity_id: u64) -> Activity {
+        self.hot(activity_id).await;
+        seckill::ops::start(&self.db, &self.redis, activity_id)
             .await
-            .expect("start");
-        (activity, products)
+            .expect("start")
     }
 
     /// Preheats `activity_id` through the library.
