@@ -606,16 +606,9 @@ async fn failure_mid_batch_keeps_queued_units_deducted() {
     sale.finish().await;
 }
 
+/// `seckill ARGS` with the sale's config file, run to completion.
 fn cli(sale: &TestApp, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
-        .args(args)
-        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
-        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
-        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
-        .env("SECKILL_TOKEN_SECRET", &sale.config.token.secret)
-        .env("SECKILL_REDIS_DURABILITY", sale.config.redis.durability.as_str())
-        .output()
-        .expect("run seckill")
+    sale.command(args).output().expect("run seckill")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

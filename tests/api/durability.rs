@@ -284,17 +284,7 @@ async fn kill_9_mid_burst_loses_no_queued_order() {
     assert!(refused > 0, "the kill landed after the burst: nothing was refused");
 
     own.restart().await;
-    let drained = seckill::consumer::run(
-        &sale.config,
-        seckill::consumer::ConsumerOptions {
-            name: "after-crash".into(),
-            batch: 1000,
-            once: true,
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let drained = sale.drain_as("after-crash").await;
     let orders: Vec<(String, String)> =
         sqlx::query_as("SELECT order_no, CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
             .bind(sale.activity)

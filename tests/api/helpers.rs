@@ -1003,10 +1003,15 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Drains everything in-process.
+    /// Drains everything in-process, as consumer `drain`.
     pub async fn drain(&self) -> seckill::consumer::ConsumerReport {
+        self.drain_as("drain").await
+    }
+
+    /// Drains everything in-process, as consumer `name`.
+    pub async fn drain_as(&self, name: &str) -> seckill::consumer::ConsumerReport {
         let opts = seckill::consumer::ConsumerOptions {
-            name: "drain".into(),
+            name: name.into(),
             batch: 1000,
             once: true,
         };

@@ -46,18 +46,7 @@ async fn buy(sale: &Arc<TestApp>, prefix: &str, n: usize) -> usize {
 }
 
 async fn drain(sale: &TestApp) -> u64 {
-    seckill::consumer::run(
-        &sale.config,
-        seckill::consumer::ConsumerOptions {
-            name: "drain".into(),
-            batch: 1000,
-            once: true,
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap()
-    .persisted
+    sale.drain().await.persisted
 }
 
 async fn orders(sale: &TestApp) -> Vec<String> {
@@ -89,14 +78,7 @@ async fn wait_until_suspended(sale: &Arc<TestApp>) -> Duration {
 }
 
 async fn status_line(sale: &TestApp) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
-        .args(["status", &sale.activity.to_string()])
-        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
-        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
-        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
-        .env("SECKILL_REDIS_DURABILITY", "none")
-        .output()
-        .unwrap();
+    let out = sale.command(&["status", &sale.activity.to_string()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()

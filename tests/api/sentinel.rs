@@ -191,17 +191,7 @@ async fn failover_mid_burst_loses_no_queued_order() {
     );
     assert!(info(&set.replica.url(), "replication").await.contains("role:master"));
 
-    seckill::consumer::run(
-        &sale.config,
-        seckill::consumer::ConsumerOptions {
-            name: "after-failover".into(),
-            batch: 1000,
-            once: true,
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    sale.drain_as("after-failover").await;
     let orders: Vec<(String, String)> =
         sqlx::query_as("SELECT order_no, CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
             .bind(sale.activity)

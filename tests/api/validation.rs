@@ -7,28 +7,7 @@ use redis::AsyncCommands;
 use seckill::buy::{self, Outcome, Purchase};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, rfc3339, spawn_app, spec, CliOutput, TestApp};
-
-/// Runs `seckill ARGS` against `sale`'s database, key prefix and token secret.
-async fn sale_cli(sale: &TestApp, args: &[&str]) -> CliOutput {
-    let started = std::time::Instant::now();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
-        .args(args)
-        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
-        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
-        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
-        .env("SECKILL_TOKEN_SECRET", &sale.config.token.secret)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run seckill");
-    CliOutput {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
-}
+use crate::helpers::{assert_error, rfc3339, spawn_app, spec, TestApp};
 
 /// Registers a validly signed token for `user` straight in Redis, past every entry point's
 /// user-id check, so the buy endpoint's own check is what is tested.
@@ -78,30 +57,30 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
         assert_error(&answer, 400, "bad_request");
         let token = forge_registered_token(&sale, invisible).await;
         assert_error(&sale.buy(p, invisible, 1, &token).await, 400, "bad_request");
-        sale_cli(&sale, &["blacklist", "add", invisible])
+        sale.cli(&["blacklist", "add", invisible])
             .await
             .fails_with(2, &["<USER>", "must not contain"]);
     }
     assert_eq!(sale.counters(p).await, counters, "nothing deducted, nothing queued");
 
-    sale_cli(&sale, &["token", &a, "--user", &too_long])
+    sale.cli(&["token", &a, "--user", &too_long])
         .await
         .fails_with(2, &["--user", "66 bytes", "at most 64 bytes"]);
-    sale_cli(&sale, &["token", "revoke", &a, "--user", &too_long])
+    sale.cli(&["token", "revoke", &a, "--user", &too_long])
         .await
         .fails_with(2, &["--user", "66 bytes"]);
-    sale_cli(&sale, &["blacklist", "add", &too_long])
+    sale.cli(&["blacklist", "add", &too_long])
         .await
         .fails_with(2, &["66 bytes"]);
-    sale_cli(&sale, &["blacklist", "remove", &too_long])
+    sale.cli(&["blacklist", "remove", &too_long])
         .await
         .fails_with(2, &["66 bytes"]);
-    sale_cli(&sale, &["order", "list", "--activity", &a, "--user", &too_long])
+    sale.cli(&["order", "list", "--activity", &a, "--user", &too_long])
         .await
         .fails_with(2, &["--user", "66 bytes"]);
     let file = std::env::temp_dir().join(format!("seckill-users-{}.txt", rand::random::<u64>()));
     std::fs::write(&file, format!("early-bird\n\n{too_long}\n")).unwrap();
-    sale_cli(&sale, &["token", &a, "--users", file.to_str().unwrap()])
+    sale.cli(&["token", &a, "--users", file.to_str().unwrap()])
         .await
         .fails_with(1, &["line 3", "66 bytes"]);
     std::fs::remove_file(&file).ok();
@@ -112,7 +91,7 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
         .await
         .unwrap();
     assert_eq!(early, None, "a refused file issues no token at all");
-    let listed = sale_cli(&sale, &["blacklist", "list", "--json"]).await;
+    let listed = sale.cli(&["blacklist", "list", "--json"]).await;
     assert_eq!(listed.ok().json(), json!([]));
 
     // The longest valid ids go all the way: token, purchase, a real consumer, MySQL.
@@ -127,7 +106,7 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
         assert_eq!(bought.0, 200, "{bought:?}");
         assert_eq!(bought.1["status"], "queued");
     }
-    sale_cli(&sale, &["consumer", "--once"]).await.ok();
+    sale.cli(&["consumer", "--once"]).await.ok();
     let persisted: Vec<String> = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM orders ORDER BY id")
         .fetch_all(sale.db.pool())
         .await
