@@ -6,7 +6,7 @@
 //!   (409, the same JSON) without looking at it: no parsing, no funnel, no metrics.
 //!
 //! Both go through the Router, as every request did in `seckill serve` before the buy
-//! request got its own way in (`src/server/hot_path.rs`): the ratio of the two rates shows
+//! request got its own way in (`src/server/api.rs`): the ratio of the two rates shows
 //! what a POST with a body costs the stack alone (two more headers to parse, hyper's body
 //! channel, the load generator's larger request) when it is routed like any other request.
 //!

@@ -6,8 +6,7 @@
 //!   writes for a request it cannot parse (400, 414, 431) the API's JSON error body.
 //!
 //! The header-read timeout is kept by each HTTP thread's watchdog (see
-//! [`super::http_threads`]); the body-read timeout where bodies are read
-//! ([`super::error::JsonBody`]).
+//! `http_threads`); the body-read timeout where bodies are read (`body::JsonBody`).
 
 use std::io;
 use std::pin::Pin;

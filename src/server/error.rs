@@ -2,23 +2,14 @@
 //! including for axum's own rejections (bad JSON, too large, wrong route or method).
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::task::Poll;
-use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::connections::CutReason;
-use super::AppState;
+use super::metrics::set_result_code;
 use crate::buy::Outcome;
 
 /// A failed request.
@@ -77,6 +68,16 @@ impl ApiError {
     /// `busy` (503): shed load, or Redis/MySQL unavailable; retry later.
     pub fn busy(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+    }
+
+    /// `busy` (503) because Redis failed, timed out, or is held off by the circuit breaker.
+    pub fn redis_unavailable() -> Self {
+        Self::busy("redis unavailable, retry shortly")
+    }
+
+    /// `busy` (503) because MySQL failed.
+    pub fn database_unavailable() -> Self {
+        Self::busy("database unavailable, retry shortly")
     }
 
     /// `unknown_outcome` (503): the purchase was sent to Redis but no verdict came back in
@@ -167,7 +168,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        super::metrics::set_result_code(self.code);
+        set_result_code(self.code);
         match self.body {
             Some(body) => {
                 let mut response = Response::new(Body::from(body));
@@ -190,143 +191,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON request body, like `axum::Json`, but every rejection (content type, size, syntax,
-/// types, unknown fields) becomes our `bad_request`. See [`JsonBody`] and [`parse_json`].
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let JsonBody(body) = JsonBody::from_request(req, state).await?;
-        parse_json(&body).map(ApiJson)
-    }
-}
-
-/// The raw body of a JSON request: the content type checked, the size limit applied, not yet
-/// parsed. A handler parses it with [`parse_json`] into a type that borrows its strings from
-/// the body, so a request refused early (sold out) costs no string copies.
-pub struct JsonBody(pub Bytes);
-
-impl FromRequest<AppState> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::bad_request("expected Content-Type: application/json"));
-        }
-        let http = &state.config.http;
-        match read_body(req.into_body(), http.max_body_bytes, http.body_read_timeout()).await {
-            Ok(body) => Ok(JsonBody(body)),
-            Err(BodyFault::TooSlow) => {
-                state.stats.connection_cut(CutReason::BodyTimeout);
-                Err(ApiError::bad_request(format!(
-                    "request body not received within http.body_read_timeout_ms ({} ms)",
-                    http.body_read_timeout_ms
-                )))
-            }
-            Err(BodyFault::TooLarge) => Err(ApiError::bad_request("request body too large or unreadable")),
-        }
-    }
-}
-
-/// Why a request body was not read.
-enum BodyFault {
-    /// Over the size limit, or broken off by the client.
-    TooLarge,
-    /// Not complete within the body-read timeout (the connection is closed after the answer,
-    /// since the rest of the body is never read).
-    TooSlow,
-}
-
-/// The whole body, unless it is over `limit` bytes, fails to arrive, or is not complete
-/// within `patience` of the first wait for it. A body that arrives in one frame (nearly every
-/// request) is handed on as that frame, not copied, and costs no timer.
-async fn read_body(mut body: Body, limit: usize, patience: Duration) -> Result<Bytes, BodyFault> {
-    if body.size_hint().lower() > limit as u64 {
-        return Err(BodyFault::TooLarge);
-    }
-    let mut first = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    let mut total = 0usize;
-    let mut deadline = None;
-    while !body.is_end_stream() {
-        let Some(frame) = next_frame(&mut body, &mut deadline, patience).await? else {
-            break;
-        };
-        let Ok(data) = frame.map_err(|_| BodyFault::TooLarge)?.into_data() else {
-            continue;
-        };
-        total += data.len();
-        if total > limit {
-            return Err(BodyFault::TooLarge);
-        }
-        match &mut joined {
-            Some(all) => all.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut all = BytesMut::with_capacity(total);
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&data);
-                joined = Some(all);
-            }
-        }
-    }
-    Ok(joined.map_or(first, BytesMut::freeze))
-}
-
-/// The body's next frame. One already received is taken without a timer; a wait is bounded
-/// by `deadline`, set `patience` from the first wait of the body.
-async fn next_frame(
-    body: &mut Body,
-    deadline: &mut Option<tokio::time::Instant>,
-    patience: Duration,
-) -> Result<Option<Result<Frame<Bytes>, axum::Error>>, BodyFault> {
-    let mut frame = std::pin::pin!(body.frame());
-    if let Poll::Ready(ready) = std::future::poll_fn(|cx| Poll::Ready(frame.as_mut().poll(cx))).await {
-        return Ok(ready);
-    }
-    let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + patience);
-    tokio::time::timeout_at(deadline, frame)
-        .await
-        .map_err(|_| BodyFault::TooSlow)
-}
-
-/// Parses a JSON body; any failure is a `bad_request` naming the field at fault. Parsed
-/// straight from the bytes; only a body that fails is parsed again to find that field, so
-/// the hot path pays for neither the path tracking nor a MIME parse.
-pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|_| {
-        let why = match serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(body)) {
-            Err(e) if e.path().iter().next().is_some() => {
-                format!("invalid JSON body: {}: {}", e.path(), e.inner())
-            }
-            Err(e) => format!("invalid JSON body: {}", e.inner()),
-            Ok(_) => "invalid JSON body".to_string(),
-        };
-        ApiError::bad_request(why)
-    })
-}
-
-/// `application/json` or `application/<anything>+json`, parameters (charset) allowed.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    // What nearly every client sends, settled without taking the value apart.
-    if value.as_bytes().eq_ignore_ascii_case(b"application/json") {
-        return true;
-    }
-    let Ok(value) = value.to_str() else { return false };
-    let essence = value.split(';').next().unwrap_or("").trim();
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    kind.eq_ignore_ascii_case("application")
-        && (subtype.eq_ignore_ascii_case("json")
-            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
-}
-
 /// Fallback for unknown routes.
 pub async fn no_route() -> ApiError {
     ApiError::not_found("no such endpoint")
@@ -344,32 +208,6 @@ pub async fn wrong_method() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_content_types() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, v.parse().unwrap());
-            is_json(&h)
-        };
-        for ok in [
-            "application/json",
-            "Application/JSON; charset=utf-8",
-            "application/problem+json",
-        ] {
-            assert!(with(ok), "{ok}");
-        }
-        for bad in [
-            "text/plain",
-            "application/jsonx",
-            "application/+json",
-            "json",
-            "application/x-www-form-urlencoded",
-        ] {
-            assert!(!with(bad), "{bad}");
-        }
-        assert!(!is_json(&HeaderMap::new()));
-    }
 
     #[test]
     fn static_bodies_are_what_serde_would_write() {

@@ -1,5 +1,5 @@
 //! The server's watch for a Redis that lost state (see [`crate::lost_state`]). Every
-//! [`GUARD_EVERY`] it
+//! [`GUARD_EVERY`] the server state runs [`check`], which
 //! - copies MySQL's persist sequences into [`KnownSeqs`], which every purchase batch hands to
 //!   `reserve.lua`: a Redis that went back past a batch persisted before that moment refuses
 //!   the very first purchase after the restart, before anyone looks;
@@ -9,14 +9,16 @@
 //!   as `seckill_redis_state_lost{activity}`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use metrics::Gauge;
 
-use super::Shared;
+use super::metrics::ServerMetrics;
+use crate::db::Db;
 use crate::lost_state;
+use crate::redis_client::RedisClient;
 
 /// How often the guard looks. A Redis that lost only batches persisted within this long
 /// before its failure may sell until the next look; earlier ones are refused at once.
@@ -38,53 +40,51 @@ impl KnownSeqs {
     }
 }
 
-/// Runs the check every [`GUARD_EVERY`] until the server state is dropped.
-pub fn spawn(state: Weak<Shared>) {
-    tokio::spawn(async move {
-        let mut gauges: HashMap<u64, Gauge> = HashMap::new();
-        let mut tick = tokio::time::interval(GUARD_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(shared) = state.upgrade() else { return };
-            match lost_state::recorded_seqs(&shared.db).await {
-                Ok(seqs) => {
-                    // Every preheated activity gets its gauge, 0 until a loss is seen.
-                    for activity in seqs.keys() {
-                        gauges
-                            .entry(*activity)
-                            .or_insert_with(|| shared.stats.redis_state_lost(*activity));
-                    }
-                    shared.known_seqs.set(seqs);
-                }
-                Err(e) => tracing::debug!(error = %e, "reading the persist sequences failed"),
-            }
-            let losses = match lost_state::inspect_all(&shared.db, &shared.redis).await {
-                Ok(losses) => losses,
-                Err(e) => {
-                    tracing::debug!(error = %e, "lost-state check failed");
-                    continue;
-                }
-            };
-            for gauge in gauges.values() {
-                gauge.set(0.0);
-            }
-            for loss in losses {
-                match lost_state::suspend(&shared.redis, &loss).await {
-                    Ok(true) => tracing::error!(
-                        activity = loss.activity_id,
-                        kind = ?loss.kind,
-                        units_at_risk = loss.units_at_risk,
-                        "{loss}; selling suspended"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(activity = loss.activity_id, error = %e, "could not suspend the activity"),
-                }
+/// One look: refreshes `known_seqs` from MySQL, suspends the activities whose Redis state was
+/// lost, and sets their gauges (`gauges`: one per preheated activity, kept between looks).
+pub async fn check(
+    db: &Db,
+    redis: &RedisClient,
+    stats: &ServerMetrics,
+    known_seqs: &KnownSeqs,
+    gauges: &mut HashMap<u64, Gauge>,
+) {
+    match lost_state::recorded_seqs(db).await {
+        Ok(seqs) => {
+            // Every preheated activity gets its gauge, 0 until a loss is seen.
+            for activity in seqs.keys() {
                 gauges
-                    .entry(loss.activity_id)
-                    .or_insert_with(|| shared.stats.redis_state_lost(loss.activity_id))
-                    .set(1.0);
+                    .entry(*activity)
+                    .or_insert_with(|| stats.redis_state_lost(*activity));
             }
+            known_seqs.set(seqs);
         }
-    });
+        Err(e) => tracing::debug!(error = %e, "reading the persist sequences failed"),
+    }
+    let losses = match lost_state::inspect_all(db, redis).await {
+        Ok(losses) => losses,
+        Err(e) => {
+            tracing::debug!(error = %e, "lost-state check failed");
+            return;
+        }
+    };
+    for gauge in gauges.values() {
+        gauge.set(0.0);
+    }
+    for loss in losses {
+        match lost_state::suspend(redis, &loss).await {
+            Ok(true) => tracing::error!(
+                activity = loss.activity_id,
+                kind = ?loss.kind,
+                units_at_risk = loss.units_at_risk,
+                "{loss}; selling suspended"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(activity = loss.activity_id, error = %e, "could not suspend the activity"),
+        }
+        gauges
+            .entry(loss.activity_id)
+            .or_insert_with(|| stats.redis_state_lost(loss.activity_id))
+            .set(1.0);
+    }
 }

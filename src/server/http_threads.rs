@@ -3,15 +3,15 @@
 //!
 //! Why not the process's multi-threaded runtime: on a small machine shared with the load and
 //! with Redis, its workers waking and stealing from one another cost more than the HTTP work
-//! itself. Measured on 2 cores (README → Benchmarks): one HTTP thread beside the rest of the
-//! process answers sold-out requests about 15 % faster and buys about 8 % faster than two
-//! work-stealing workers doing both. The handlers still reach Redis through the shared state:
+//! itself, so one HTTP thread beside the rest of the process answers both sold-out requests
+//! and buys faster than work-stealing workers doing both (README, Benchmarks, has the
+//! figures). The handlers still reach Redis through the shared state:
 //! the group-commit batchers and the Redis connection run on the runtime that created the
-//! [`AppState`](super::AppState), so a request waits for its verdict there.
+//! `AppState`, so a request waits for its verdict there.
 //!
 //! Each thread accepts its own connections and serves them with hyper's HTTP/1 server,
 //! within the process's [`ConnectionLimits`]: the connection cap, and a header-read timeout
-//! kept by the thread's [`Watchdog`] (axum's `serve` has none, so silent and slow clients
+//! kept by the thread's `Watchdog` (axum's `serve` has none, so silent and slow clients
 //! were kept forever).
 
 use std::convert::Infallible;
@@ -90,7 +90,7 @@ fn listen(addr: SocketAddr, share_port: bool) -> std::io::Result<StdListener> {
     Ok(socket.into())
 }
 
-/// Serves `service` (the API: [`super::hot_path::Api`]) on every listener, each on a thread
+/// Serves `service` (the API: `api::Api`) on every listener, each on a thread
 /// of its own, within `limits` (connection cap, header-read timeout), until `shutdown`
 /// completes (or this future is dropped); then every thread stops accepting and finishes
 /// its in-flight requests, and this returns once all have. A thread that fails stops the

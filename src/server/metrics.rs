@@ -1,5 +1,6 @@
-//! `GET /metrics` of `seckill serve`: the handles the hot path records into and the middleware
-//! that counts every request (remaining stock is refreshed by [`super::refresh`]).
+//! `GET /metrics` of `seckill serve`: the handles the request path records into, and their
+//! Prometheus exposition (remaining stock is refreshed by `refresh`; every request is
+//! counted by `api`).
 //!
 //! Every handle is registered once (at start, or on first use of a route/code pair) and kept,
 //! so recording is an atomic add: no label strings are built and no registry lookup happens
@@ -9,35 +10,29 @@ use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics::{Counter, Gauge, Histogram};
 
-use super::hot_path::BUY_PATH;
-use super::AppState;
+use super::connections::CutReason;
+use super::routes::Route;
 use crate::metrics::{self as names, Metrics};
 
-/// Route labels: the routes of [`super::router`]; anything else is `other`.
-/// The buy route comes first: [`BUY_ROUTE`] is its index.
-const ROUTES: &[&str] = &[
-    BUY_PATH,
-    "/api/v1/token",
-    "/api/v1/orders/{order_no}",
-    "/api/v1/orders",
-    "/api/v1/activities/{id}",
-    "/api/v1/time",
-    "/health",
-    "/ready",
-    "/metrics",
-    "other",
-];
+/// Route labels: each [`Route`]'s path at its index, then `other` for requests no route
+/// matched.
+const ROUTE_LABELS: usize = Route::ALL.len() + 1;
 
-/// Route index of `POST /api/v1/buy` in the request metrics (see [`ServerMetrics::answered`]).
-pub const BUY_ROUTE: usize = 0;
+/// The index of `route`'s handles (`None`: no route matched).
+fn route_index(route: Option<Route>) -> usize {
+    route.map_or(ROUTE_LABELS - 1, |route| route as usize)
+}
+
+/// The label of the handles at `index`.
+fn route_label(index: usize) -> &'static str {
+    Route::ALL.get(index).map_or("other", |route| route.path())
+}
 
 /// Result-code labels: `ok`, every error code of the API, and `error` for anything else.
 const CODES: &[&str] = &[
@@ -67,10 +62,27 @@ tokio::task_local! {
     static RESULT_CODE: Cell<Option<&'static str>>;
 }
 
-/// Records the result code of the current request (called by [`super::error::ApiError`];
+/// Records the result code of the current request (called by `error::ApiError`;
 /// a request that sets none counts as `ok` when 2xx, else `error`).
 pub fn set_result_code(code: &'static str) {
     let _ = RESULT_CODE.try_with(|c| c.set(Some(code)));
+}
+
+/// Awaits `answer` and gives the result code set meanwhile (see [`set_result_code`]) with
+/// it: that code, else `ok` for a 2xx answer and `error` for any other.
+pub async fn with_result_code(answer: impl std::future::Future<Output = Response>) -> (&'static str, Response) {
+    let (set, response) = RESULT_CODE
+        .scope(Cell::new(None), async move {
+            let response = answer.await;
+            (RESULT_CODE.with(Cell::get), response)
+        })
+        .await;
+    let code = match set {
+        Some(code) => code,
+        None if response.status().is_success() => "ok",
+        None => "error",
+    };
+    (code, response)
 }
 
 /// Why a buy request was answered busy.
@@ -106,7 +118,7 @@ pub struct ServerMetrics {
     pub wait_replicas: Histogram,
     /// Connections refused over the connection cap.
     pub connections_refused: Counter,
-    /// Connections cut, by [`super::connections::CutReason`].
+    /// Connections cut, by [`CutReason`].
     pub connections_cut: [Counter; 2],
 }
 
@@ -114,15 +126,13 @@ impl ServerMetrics {
     /// Registers the handles in `registry`.
     pub fn new(registry: Arc<Metrics>) -> ServerMetrics {
         registry.scope(|| {
-            let latency = ROUTES
-                .iter()
-                .map(|r| metrics::histogram!(names::REQUEST_SECONDS, "route" => *r))
+            let latency = (0..ROUTE_LABELS)
+                .map(|index| metrics::histogram!(names::REQUEST_SECONDS, "route" => route_label(index)))
                 .collect();
             let busy = ["admission", "breaker", "redis", "suspended"]
                 .map(|reason| metrics::counter!(names::BUSY, "reason" => reason));
             ServerMetrics {
-                requests: ROUTES
-                    .iter()
+                requests: (0..ROUTE_LABELS)
                     .map(|_| CODES.iter().map(|_| OnceLock::new()).collect())
                     .collect(),
                 latency,
@@ -159,7 +169,7 @@ impl ServerMetrics {
     }
 
     /// Counts one connection cut for `reason`.
-    pub fn connection_cut(&self, reason: super::connections::CutReason) {
+    pub fn connection_cut(&self, reason: CutReason) {
         self.connections_cut[reason as usize].increment(1);
     }
 
@@ -170,15 +180,15 @@ impl ServerMetrics {
         })
     }
 
-    /// Records one answered request of route `route` (an index into the route labels; see
-    /// [`BUY_ROUTE`]) that began at `started`: its count by result code, its latency, and a
-    /// debug log line.
-    pub fn answered(&self, route: usize, code: &'static str, status: StatusCode, started: Instant) {
+    /// Records one answered request of `route` (`None`: no route matched) that began at
+    /// `started`: its count by result code, its latency, and a debug log line.
+    pub fn answered(&self, route: Option<Route>, code: &'static str, status: StatusCode, started: Instant) {
         let elapsed = started.elapsed();
+        let route = route_index(route);
         self.request(route, code);
         self.latency[route].record(elapsed.as_secs_f64());
         tracing::debug!(
-            route = ROUTES[route],
+            route = route_label(route),
             status = status.as_u16(),
             code,
             micros = elapsed.as_micros() as u64,
@@ -188,44 +198,22 @@ impl ServerMetrics {
 
     fn request(&self, route: usize, code: &'static str) {
         let code = CODES.iter().position(|c| *c == code).unwrap_or(CODES.len() - 1);
-        let (route_label, code_label) = (ROUTES[route], CODES[code]);
         self.requests[route][code]
             .get_or_init(|| {
+                let (route_label, code_label) = (route_label(route), CODES[code]);
                 self.registry
                     .scope(|| metrics::counter!(names::REQUESTS, "route" => route_label, "code" => code_label))
             })
             .increment(1);
     }
-}
 
-/// Middleware: counts every request by route and result code, times it, logs its outcome.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|p| ROUTES.iter().position(|r| *r == p.as_str()))
-        .unwrap_or(ROUTES.len() - 1);
-    let started = Instant::now();
-    let (set, response) = RESULT_CODE
-        .scope(Cell::new(None), async move {
-            let response = next.run(request).await;
-            (RESULT_CODE.with(Cell::get), response)
-        })
-        .await;
-    let code = match set {
-        Some(code) => code,
-        None if response.status().is_success() => "ok",
-        None => "error",
-    };
-    state.stats.answered(route, code, response.status(), started);
-    response
-}
-
-/// `GET /metrics`: the Prometheus text exposition (gauges of the funnel are sampled now).
-pub async fn render(State(state): State<AppState>) -> Response {
-    state.stats.in_flight.set(state.admission.in_flight() as f64);
-    state.stats.breaker_state.set(f64::from(state.breaker.state_code()));
-    exposition(&state.stats.registry)
+    /// The answer to `GET /metrics`: the Prometheus text exposition, with the funnel's gauges
+    /// sampled now (`in_flight` requests admitted, the breaker's `breaker_state` code).
+    pub fn render(&self, in_flight: usize, breaker_state: u8) -> Response {
+        self.in_flight.set(in_flight as f64);
+        self.breaker_state.set(f64::from(breaker_state));
+        exposition(&self.registry)
+    }
 }
 
 fn exposition(metrics: &Metrics) -> Response {

@@ -6,15 +6,14 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use redis::streams::{StreamInfoGroupsReply, StreamPendingReply};
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::AppState;
+use super::state::AppState;
 use crate::keys::{order_no, parse_order_no};
 use crate::model::Order;
-use crate::reservation::{decode_entries, parse_id, Entry};
+use crate::ops::order;
+use crate::reservation::{self, parse_id};
 use crate::token::unix_now;
 
 /// Answer of `GET /api/v1/orders/{order_no}`.
@@ -76,16 +75,9 @@ fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
 }
 
 async fn persisted(state: &AppState, order_no: &str) -> Result<Option<Order>, ApiError> {
-    sqlx::query_as(
-        "SELECT id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, unit_price, \
-         amount, status, reserved_at, created_at, updated_at FROM orders WHERE order_no = ?",
-    )
-    .bind(order_no)
-    .fetch_optional(state.db.pool())
-    .await
-    .map_err(|e| {
+    order::find(&state.db, order_no).await.map_err(|e| {
         tracing::warn!(order_no, error = %e, "order lookup: mysql failed");
-        ApiError::busy("database unavailable, retry shortly")
+        ApiError::database_unavailable()
     })
 }
 
@@ -96,23 +88,28 @@ pub async fn order(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_no = path_param(path)?;
-    let Some((activity, entry_id)) = parse_order_no(&order_no) else {
+    let Some((activity, _)) = parse_order_no(&order_no) else {
         return Err(ApiError::not_found(format!("no order {order_no:?}")));
     };
     if let Some(order) = persisted(&state, &order_no).await? {
         return Ok(Json(order.into()));
     }
-    let mut conn = state.redis.conn();
-    let range: redis::RedisResult<redis::streams::StreamRangeReply> = conn
-        .xrange(state.redis.keys().orders_stream(activity), entry_id, entry_id)
-        .await;
-    let range = range.map_err(|e| {
+    let queued_entry = reservation::lookup(&state.redis, &order_no).await.map_err(|e| {
         tracing::warn!(activity, order_no, error = %e, "order lookup: redis failed");
-        ApiError::busy("redis unavailable, retry shortly")
+        ApiError::redis_unavailable()
     })?;
-    if let Some(entry) = range.ids.into_iter().next() {
-        let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-        return Ok(Json(queued(order_no, activity, field)));
+    if let Some(r) = queued_entry {
+        return Ok(Json(OrderView {
+            order_no,
+            status: "queued".into(),
+            activity_id: r.activity_id,
+            product_id: r.product_id,
+            user_id: r.user_id,
+            quantity: r.quantity,
+            unit_price: r.price.to_string(),
+            amount: None,
+            reserved_ms: r.reserved_at.timestamp_millis(),
+        }));
     }
     // The consumer may have persisted and trimmed the entry between our two reads.
     if let Some(order) = persisted(&state, &order_no).await? {
@@ -143,9 +140,6 @@ pub struct UserOrders {
     pub orders: Vec<OrderView>,
 }
 
-/// Stream entries read per XRANGE call of [`orders_of_user`].
-const PAGE: usize = 1000;
-
 /// `GET /api/v1/orders?activity_id=A&user_id=U` with `Authorization: Bearer TOKEN` (the
 /// user's purchase token for the activity): every order of the user in the activity. This
 /// is how a buyer answered `unknown_outcome` learns whether the purchase was made.
@@ -172,28 +166,30 @@ pub async fn orders_of_user(
         return Err(ApiError::too_many_requests());
     }
     let mut found: BTreeMap<(u64, u64), OrderView> = BTreeMap::new();
-    for entry in unpersisted(&state, activity_id).await.map_err(|e| {
-        tracing::warn!(activity = activity_id, error = %e, "orders of user: redis failed");
-        ApiError::busy("redis unavailable, retry shortly")
-    })? {
-        if entry.get("user") == Some(user_id.as_str()) {
-            // A dead-lettered entry names its original entry.
-            let id = entry.get("dlq_entry").unwrap_or(&entry.id).to_string();
+    let group = &state.config.consumer.group;
+    for entry in reservation::unpersisted(&state.redis, activity_id, group)
+        .await
+        .map_err(|e| {
+            tracing::warn!(activity = activity_id, error = %e, "orders of user: redis failed");
+            ApiError::redis_unavailable()
+        })?
+    {
+        if entry.get(reservation::field::USER) == Some(user_id.as_str()) {
             let field = |name: &str| entry.get(name).unwrap_or_default().to_string();
-            found.insert(parse_id(&id), queued(order_no(activity_id, &id), activity_id, field));
+            found.insert(
+                parse_id(&entry.id),
+                queued(order_no(activity_id, &entry.id), activity_id, field),
+            );
         }
     }
-    let rows: Vec<Order> = sqlx::query_as(
-        "SELECT id, order_no, activity_id, product_id, CAST(user_id AS CHAR) AS user_id, quantity, unit_price, \
-         amount, status, reserved_at, created_at, updated_at FROM orders WHERE user_id = ? AND activity_id = ?",
-    )
-    .bind(&user_id)
-    .bind(activity_id)
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(|e| {
+    let filter = order::OrderFilter {
+        activity_id,
+        user_id: Some(user_id.clone()),
+        ..Default::default()
+    };
+    let rows = order::list(&state.db, &filter).await.map_err(|e| {
         tracing::warn!(activity = activity_id, error = %e, "orders of user: mysql failed");
-        ApiError::busy("database unavailable, retry shortly")
+        ApiError::database_unavailable()
     })?;
     for row in rows {
         if let Some((_, id)) = parse_order_no(&row.order_no) {
@@ -205,64 +201,6 @@ pub async fn orders_of_user(
         user_id,
         orders: found.into_values().collect(),
     }))
-}
-
-/// The reservations of `activity` that may not be in MySQL: the orders stream from the
-/// consumer group's oldest unacknowledged entry (or its next undelivered one) on, and the
-/// whole dead-letter stream. Entries before that point were persisted (acknowledged after
-/// the MySQL commit) or dead-lettered (moved to the dead-letter stream before their ack).
-async fn unpersisted(state: &AppState, activity: u64) -> redis::RedisResult<Vec<Entry>> {
-    let keys = state.redis.keys();
-    let (stream, dlq) = (keys.orders_stream(activity), keys.dlq(activity));
-    let group = &state.config.consumer.group;
-    let mut conn = state.redis.conn();
-    let mut entries = Vec::new();
-    if conn.exists(&stream).await? {
-        let groups: StreamInfoGroupsReply = conn.xinfo_groups(&stream).await?;
-        let start = match groups.groups.into_iter().find(|g| &g.name == group) {
-            None => "-".to_string(),
-            Some(ours) => {
-                let pending: StreamPendingReply = conn.xpending(&stream, group).await?;
-                // Pending entries were delivered, so they start no later than that.
-                match pending {
-                    StreamPendingReply::Data(p) => p.start_id,
-                    _ => format!("({}", ours.last_delivered_id),
-                }
-            }
-        };
-        read_from(&mut conn, &stream, start, &mut entries).await?;
-    }
-    read_from(&mut conn, &dlq, "-".to_string(), &mut entries).await?;
-    Ok(entries)
-}
-
-/// Appends every entry of `stream` from `start` (an XRANGE start) on to `entries`, a page
-/// at a time.
-async fn read_from(
-    conn: &mut redis::aio::ConnectionManager,
-    stream: &str,
-    mut start: String,
-    entries: &mut Vec<Entry>,
-) -> redis::RedisResult<()> {
-    loop {
-        let raw: redis::Value = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(conn)
-            .await?;
-        let page = decode_entries(raw);
-        let full = page.len() == PAGE;
-        if let Some(last) = page.last() {
-            start = format!("({}", last.id);
-        }
-        entries.extend(page);
-        if !full {
-            return Ok(());
-        }
-    }
 }
 
 /// A product as the buyer page shows it.
@@ -314,7 +252,7 @@ pub struct TimeView {
 
 fn redis_down(e: redis::RedisError) -> ApiError {
     tracing::warn!(error = %e, "redis failed");
-    ApiError::busy("redis unavailable, retry shortly")
+    ApiError::redis_unavailable()
 }
 
 fn millis((secs, micros): (i64, i64)) -> i64 {

@@ -4,17 +4,18 @@
 //! Marking sold-out products from here (not only from a purchase's verdict) means a flood on
 //! a product that sold out elsewhere (another server, or `stock sold-out`) is answered from
 //! memory at once, even when the requests themselves would never reach Redis (bad tokens).
+//!
+//! The server state runs [`refresh`] periodically (see `state`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::Gauge;
 use redis::AsyncCommands;
 
 use super::funnel::{Catalog, ProductSlot};
 use super::metrics::ServerMetrics;
-use super::Shared;
 use crate::redis_client::RedisClient;
 
 /// Reads every preheated product's stock: sets its gauge, and marks it sold out in `catalog`
@@ -26,14 +27,24 @@ pub async fn refresh(
     stats: &ServerMetrics,
     gauges: &mut HashMap<(u64, u64), Gauge>,
 ) -> crate::Result<()> {
+    read_stock(redis, catalog, stats, gauges)
+        .await
+        .map_err(|e| redis.err(e))
+}
+
+async fn read_stock(
+    redis: &RedisClient,
+    catalog: &Catalog,
+    stats: &ServerMetrics,
+    gauges: &mut HashMap<(u64, u64), Gauge>,
+) -> redis::RedisResult<()> {
     let keys = redis.keys();
     let mut conn = redis.conn();
-    let activities: Vec<u64> = conn.smembers(keys.activities()).await.map_err(|e| redis.err(e))?;
+    let activities: Vec<u64> = conn.smembers(keys.activities()).await?;
     for activity in activities {
         let (status, start_ms, end_ms): (Option<String>, Option<i64>, Option<i64>) = conn
             .hmget(keys.activity(activity), &["status", "start_ms", "end_ms"])
-            .await
-            .map_err(|e| redis.err(e))?;
+            .await?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -41,7 +52,7 @@ pub async fn refresh(
         let selling = status.as_deref() == Some("online")
             && start_ms.is_some_and(|s| s <= now_ms)
             && end_ms.is_some_and(|e| now_ms < e);
-        let products: Vec<u64> = conn.smembers(keys.products(activity)).await.map_err(|e| redis.err(e))?;
+        let products: Vec<u64> = conn.smembers(keys.products(activity)).await?;
         if products.is_empty() {
             continue;
         }
@@ -49,7 +60,7 @@ pub async fn refresh(
         for p in &products {
             pipe.hget(keys.product(activity, *p), "stock");
         }
-        let stocks: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(|e| redis.err(e))?;
+        let stocks: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
         for (product, stock) in products.into_iter().zip(stocks) {
             let Some(stock) = stock else { continue };
             let slot: Option<Arc<ProductSlot>> = match catalog.get(product) {
@@ -75,20 +86,4 @@ pub async fn refresh(
         }
     }
     Ok(())
-}
-
-/// Runs [`refresh`] every `every` until the server state is dropped.
-pub fn spawn(state: Weak<Shared>, every: Duration) {
-    tokio::spawn(async move {
-        let mut gauges = HashMap::new();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(shared) = state.upgrade() else { return };
-            if let Err(e) = refresh(&shared.redis, &shared.catalog, &shared.stats, &mut gauges).await {
-                tracing::debug!(error = %e, "stock refresh failed");
-            }
-        }
-    });
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use seckill::bench::{self, BenchOptions, Server};
 
-use crate::helpers::TestApp;
+use crate::helpers::{spawn_app, TestApp};
 
 const SMALL: &[&str] = &[
     "bench",
@@ -38,7 +38,7 @@ async fn assert_nothing_left(app: &TestApp) {
 
 #[tokio::test]
 async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let out = app.cli(SMALL).await;
     out.ok();
     let report = out.json();
@@ -74,7 +74,7 @@ async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
 /// checked by `bench_without_consumers_or_daemons_says_so_within_the_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_added_behind_mysqls_back_fails_the_bench() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let opts = BenchOptions {
         stock: 50,
         users: 500,
@@ -100,7 +100,7 @@ async fn stock_added_behind_mysqls_back_fails_the_bench() {
 
 #[tokio::test]
 async fn bench_without_consumers_or_daemons_says_so_within_the_timeout() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let out = app
         .cli(&[
             "bench",
@@ -125,7 +125,7 @@ async fn bench_without_consumers_or_daemons_says_so_within_the_timeout() {
 
 #[tokio::test]
 async fn probe_measures_the_client_against_health() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let listeners = seckill::server::bind("127.0.0.1:0", 1).unwrap();
     let url = format!("http://{}", listeners[0].local_addr().unwrap());
     let state = seckill::server::AppState::new(app.config.clone(), app.redis.clone(), app.db.clone());

@@ -8,19 +8,14 @@ use redis::AsyncCommands;
 use seckill::buy::{self, Purchase};
 use serde_json::{json, Value};
 
-use crate::buy_support::{assert_error, spec, Options, OwnRedis, Sale};
+use crate::helpers::{assert_error, spec, TestApp};
+use crate::redis_servers::OwnRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_buyers_exactly_one_hundred_win() {
-    let sale = Arc::new(
-        Sale::start(Options {
-            products: vec![spec(100, 1, 1)],
-            ..Options::default()
-        })
-        .await,
-    );
+    let sale = Arc::new(TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await);
     let users: Vec<String> = (0..2000).map(|i| format!("buyer{i}")).collect();
-    let product = sale.product();
+    let product = sale.product;
     let mut winners = HashSet::new();
     let mut order_nos = HashSet::new();
     for (user, (status, body)) in sale.buy_at_once(product, users).await {
@@ -48,15 +43,9 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_fifty_parallel_requests_limit_two() {
-    let sale = Arc::new(
-        Sale::start(Options {
-            products: vec![spec(100, 2, 1)],
-            ..Options::default()
-        })
-        .await,
-    );
+    let sale = Arc::new(TestApp::builder().sale(vec![spec(100, 2, 1)]).serve().build().await);
     let token = sale.token("greedy").await;
-    let product = sale.product();
+    let product = sale.product;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (sale, token) = (sale.clone(), token.clone());
@@ -80,8 +69,8 @@ async fn one_user_fifty_parallel_requests_limit_two() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_and_deduct_nothing() {
-    let sale = Sale::start(Options::default()).await;
-    let p = sale.product();
+    let sale = TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await;
+    let p = sale.product;
     let alice = sale.token("alice").await;
     let bob = sale.token("bob").await;
     let mut altered = alice.clone().into_bytes();
@@ -120,21 +109,22 @@ async fn bad_tokens_are_refused_and_deduct_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sale_states_and_blacklist() {
-    let early = Sale::start(Options {
-        starts_in_secs: 3600,
-        ..Options::default()
-    })
-    .await;
+    let early = TestApp::builder()
+        .sale(vec![spec(100, 1, 1)])
+        .opens_in_secs(3600)
+        .serve()
+        .build()
+        .await;
     let t = early.token("u1").await;
-    assert_error(&early.buy(early.product(), "u1", 1, &t).await, 403, "not_started");
-    assert_eq!(early.counters(early.product()).await, (100, 0, 0));
+    assert_error(&early.buy(early.product, "u1", 1, &t).await, 403, "not_started");
+    assert_eq!(early.counters(early.product).await, (100, 0, 0));
     let (status, page) = early.get(&format!("/api/v1/activities/{}", early.activity)).await;
     assert_eq!(status, 200);
     assert!(page["starts_in_secs"].as_i64().unwrap() > 3500, "{page}");
     early.finish().await;
 
-    let sale = Sale::start(Options::default()).await;
-    let p = sale.product();
+    let sale = TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await;
+    let p = sale.product;
     let (u1, u2) = (sale.token("u1").await, sale.token("u2").await);
     seckill::ops::blacklist::add(&sale.db, &sale.redis, "u2", "bot")
         .await
@@ -175,12 +165,8 @@ async fn sale_states_and_blacklist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_bad_request_and_changes_nothing() {
-    let sale = Sale::start(Options {
-        products: vec![spec(100, 5, 5)],
-        ..Options::default()
-    })
-    .await;
-    let p = sale.product();
+    let sale = TestApp::builder().sale(vec![spec(100, 5, 5)]).serve().build().await;
+    let p = sale.product;
     let t = sale.token("u1").await;
     let long_user = "x".repeat(65);
     let bodies: Vec<Value> = vec![
@@ -266,11 +252,11 @@ async fn bad_input_is_bad_request_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_endpoints_tokens_and_orders() {
-    let sale = Sale::start(Options {
-        products: vec![spec(10, 1, 1), spec(5, 1, 1)],
-        ..Options::default()
-    })
-    .await;
+    let sale = TestApp::builder()
+        .sale(vec![spec(10, 1, 1), spec(5, 1, 1)])
+        .serve()
+        .build()
+        .await;
     assert_eq!(sale.get("/health").await.0, 200);
     assert_eq!(sale.get("/ready").await.0, 200);
     let (status, time) = sale.get("/api/v1/time").await;
@@ -354,13 +340,13 @@ async fn read_endpoints_tokens_and_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sold_out_is_answered_locally() {
-    let sale = Sale::start(Options {
-        products: vec![spec(1, 1, 1)],
-        tune: |c| c.funnel.sold_out_cache_ms = 60_000,
-        ..Options::default()
-    })
-    .await;
-    let p = sale.product();
+    let sale = TestApp::builder()
+        .tune(|c| c.funnel.sold_out_cache_ms = 60_000)
+        .sale(vec![spec(1, 1, 1)])
+        .serve()
+        .build()
+        .await;
+    let p = sale.product;
     let (a, b) = (sale.token("a").await, sale.token("b").await);
     assert_eq!(sale.buy(p, "a", 1, &a).await.0, 200);
     assert_error(&sale.buy(p, "b", 1, &b).await, 409, "sold_out");
@@ -378,19 +364,20 @@ async fn sold_out_is_answered_locally() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_answers_busy_fast_and_recovers() {
     let mut own = OwnRedis::start().await;
-    let mut sale = Sale::start(Options {
-        redis_url: Some(own.url()),
-        tune: |c| {
+    let mut sale = TestApp::builder()
+        .redis(own.url())
+        .tune(|c| {
             c.redis.response_timeout_ms = 300;
             c.redis.connect_timeout_ms = 300;
             c.funnel.breaker_failures = 3;
             c.funnel.breaker_open_ms = 200;
             c.funnel.per_user_rps = 0;
-        },
-        ..Options::default()
-    })
-    .await;
-    let p = sale.product();
+        })
+        .sale(vec![spec(100, 1, 1)])
+        .serve()
+        .build()
+        .await;
+    let p = sale.product;
     let users: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
     let tokens = sale.tokens(&users).await;
     assert_eq!(sale.buy(p, &users[0], 1, &tokens[0]).await.0, 200);
@@ -485,16 +472,8 @@ async fn redis_outage_answers_busy_fast_and_recovers() {
 async fn group_commit_matches_one_by_one() {
     // The third product allows bigger orders than its per-user limit.
     let specs = vec![spec(5, 2, 2), spec(3, 3, 3), spec(4, 1, 3)];
-    let batched = Sale::start(Options {
-        products: specs.clone(),
-        ..Options::default()
-    })
-    .await;
-    let single = Sale::start(Options {
-        products: specs,
-        ..Options::default()
-    })
-    .await;
+    let batched = TestApp::builder().sale(specs.clone()).serve().build().await;
+    let single = TestApp::builder().sale(specs).serve().build().await;
     // (product index, user, quantity, token valid?)
     let plan: Vec<(usize, &str, u32, bool)> = vec![
         (0, "a", 2, true),
@@ -600,11 +579,11 @@ async fn group_commit_matches_one_by_one() {
 /// that fails mid-batch must still leave every queued reservation deducted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_mid_batch_keeps_queued_units_deducted() {
-    let sale = Sale::start(Options {
-        products: vec![spec(5, 1, 1), spec(5, 1, 1)],
-        ..Options::default()
-    })
-    .await;
+    let sale = TestApp::builder()
+        .sale(vec![spec(5, 1, 1), spec(5, 1, 1)])
+        .serve()
+        .build()
+        .await;
     let users: Vec<String> = ["a", "b", "c"].iter().map(|u| u.to_string()).collect();
     let tokens = sale.tokens(&users).await;
     // Product 2's per-user totals are not a hash: its purchases fail inside the script.
@@ -627,21 +606,14 @@ async fn failure_mid_batch_keeps_queued_units_deducted() {
     sale.finish().await;
 }
 
-fn cli(sale: &Sale, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
-        .args(args)
-        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
-        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
-        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
-        .env("SECKILL_TOKEN_SECRET", &sale.config.token.secret)
-        .env("SECKILL_REDIS_DURABILITY", sale.config.redis.durability.as_str())
-        .output()
-        .expect("run seckill")
+/// `seckill ARGS` with the sale's config file, run to completion.
+fn cli(sale: &TestApp, args: &[&str]) -> std::process::Output {
+    sale.command(args).output().expect("run seckill")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_blacklist_cli() {
-    let sale = Sale::start(Options::default()).await;
+    let sale = TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await;
     let a = sale.activity.to_string();
     let out = std::env::temp_dir().join(format!("seckill-tokens-{}.csv", rand::random::<u64>()));
     let out_s = out.to_str().unwrap();
@@ -665,7 +637,7 @@ async fn token_and_blacklist_cli() {
 
     let run = cli(&sale, &["token", "revoke", &a, "--user", "7"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    assert_error(&sale.buy(sale.product(), "7", 1, token7).await, 401, "invalid_token");
+    assert_error(&sale.buy(sale.product, "7", 1, token7).await, 401, "invalid_token");
     let token8 = first
         .lines()
         .find(|l| l.starts_with("8,"))
@@ -673,7 +645,7 @@ async fn token_and_blacklist_cli() {
         .split_once(',')
         .unwrap()
         .1;
-    assert_eq!(sale.buy(sale.product(), "8", 1, token8).await.0, 200);
+    assert_eq!(sale.buy(sale.product, "8", 1, token8).await.0, 200);
 
     let run = cli(&sale, &["token", "987654321", "--user", "x"]);
     assert_eq!(run.status.code(), Some(1));
@@ -695,7 +667,7 @@ async fn token_and_blacklist_cli() {
         .split_once(',')
         .unwrap()
         .1;
-    assert_error(&sale.buy(sale.product(), "9", 1, token9).await, 403, "blacklisted");
+    assert_error(&sale.buy(sale.product, "9", 1, token9).await, 403, "blacklisted");
     let list = cli(&sale, &["blacklist", "list", "--json"]);
     let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(listed[0]["user_id"], "9");
@@ -703,6 +675,6 @@ async fn token_and_blacklist_cli() {
     assert!(cli(&sale, &["blacklist", "remove", "9"]).status.success());
     let listed: Value = serde_json::from_slice(&cli(&sale, &["blacklist", "list", "--json"]).stdout).unwrap();
     assert_eq!(listed, json!([]));
-    assert_eq!(sale.buy(sale.product(), "9", 1, token9).await.0, 200);
+    assert_eq!(sale.buy(sale.product, "9", 1, token9).await.0, 200);
     sale.finish().await;
 }

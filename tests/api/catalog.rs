@@ -3,11 +3,11 @@
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::helpers::{future_window, open_window, rfc3339, ProductSpec, TestApp};
+use crate::helpers::{future_window, open_window, rfc3339, spawn_app, ProductSpec};
 
 #[tokio::test]
 async fn activity_crud_through_the_cli() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (start, end) = future_window();
     let id = app
         .cli(&[
@@ -71,7 +71,7 @@ async fn activity_crud_through_the_cli() {
 
 #[tokio::test]
 async fn activity_crud_as_json() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (start, end) = open_window();
     let created = app
         .cli(&[
@@ -121,7 +121,7 @@ async fn activity_crud_as_json() {
 
 #[tokio::test]
 async fn product_crud_through_the_cli() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let activity = app.create_activity(future_window()).await;
     let a = activity.id.to_string();
     let id = app
@@ -202,7 +202,7 @@ async fn product_crud_through_the_cli() {
 
 #[tokio::test]
 async fn product_crud_as_json() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let activity = app.create_activity(future_window()).await;
     let a = activity.id.to_string();
     let added = app
@@ -263,7 +263,7 @@ async fn product_crud_as_json() {
 
 #[tokio::test]
 async fn deleting_an_activity_removes_its_products_and_ledger() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let (keep, kept) = app.activity_with_products().await;
     app.hot(activity.id).await; // writes stock_ledger rows
@@ -280,7 +280,7 @@ async fn deleting_an_activity_removes_its_products_and_ledger() {
 
 #[tokio::test]
 async fn records_with_orders_are_kept() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     app.sql(&format!(
         "INSERT INTO orders (order_no, activity_id, product_id, user_id, quantity, unit_price, amount, reserved_at) \
@@ -301,7 +301,7 @@ async fn records_with_orders_are_kept() {
 
 #[tokio::test]
 async fn stock_cannot_drop_below_sold() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (_, products) = app.activity_with_products().await;
     let phone = &products[0];
     app.sql(&format!("UPDATE products SET sold = 30 WHERE id = {}", phone.id))

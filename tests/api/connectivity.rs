@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use seckill::{Config, Db, Error, RedisClient};
 
-use crate::helpers::TestApp;
+use crate::helpers::spawn_app;
 
 /// Generous bound for "fails within a few seconds" (connect timeouts are 1 s / 3 s).
 const BOUND: Duration = Duration::from_secs(10);
@@ -20,7 +20,7 @@ fn silent_server() -> (std::net::TcpListener, String) {
 
 #[tokio::test]
 async fn unreachable_redis_fails_fast_naming_the_address() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let a = activity.id.to_string();
     let before = app.snapshot().await;
@@ -40,7 +40,7 @@ async fn unreachable_redis_fails_fast_naming_the_address() {
 
 #[tokio::test]
 async fn unreachable_mysql_fails_fast_naming_the_address() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let env = [("SECKILL_DATABASE_URL", "mysql://root@127.0.0.1:1/x")];
     for args in [
         vec!["migrate"],
@@ -57,7 +57,7 @@ async fn unreachable_mysql_fails_fast_naming_the_address() {
 
 #[tokio::test]
 async fn silent_servers_time_out_naming_the_address() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let before = app.snapshot().await;
     let (_redis_listener, redis_addr) = silent_server();

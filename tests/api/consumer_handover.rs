@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{mysql_server_url, random_suffix};
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{mysql_server_url, phone, random_suffix, users, TestApp};
 
 const CLAIM_IDLE_MS: u64 = 1_000;
 
 /// Entries of the activity's stream pending for `consumer`.
-async fn held_by(f: &Fixture, consumer: &str) -> u64 {
+async fn held_by(f: &TestApp, consumer: &str) -> u64 {
     let mut conn = f.redis.conn();
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(f.redis.keys().orders_stream(f.activity))
@@ -64,13 +63,12 @@ fn stop(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
-    let f = Fixture::new(200, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(200, 1)]).build().await;
     let mut config = f.config.clone();
     config.consumer.claim_idle_ms = CLAIM_IDLE_MS;
     config.consumer.retry_base_ms = 50;
     config.consumer.retry_max_ms = 300;
-    let path = std::env::temp_dir().join(format!("seckill-handover-{}.yaml", random_suffix()));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = f.write_config("handover.yaml", &config);
 
     f.reserve(users("h", 100), 1).await;
     // A database that does not exist on the right server: connecting fails on every try.
@@ -97,7 +95,6 @@ async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
     let still_broken = held_by(&f, "broken").await;
     stop(healthy);
     stop(broken);
-    let _ = std::fs::remove_file(&path);
     eprintln!(
         "healthy consumer: {orders} of 100 orders after {took:?}; {still_broken} entries still held by the broken one"
     );
@@ -141,13 +138,12 @@ async fn mysql_proxy(up: Arc<AtomicBool>) -> u16 {
 /// what it let go of (nobody else reclaimed it), rather than after `claim_idle_ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
-    let f = Fixture::new(100, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
     let mut config = f.config.clone();
     config.consumer.claim_idle_ms = 60_000;
     config.consumer.retry_base_ms = 50;
     config.consumer.retry_max_ms = 300;
-    let path = std::env::temp_dir().join(format!("seckill-lone-{}.yaml", random_suffix()));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = f.write_config("lone.yaml", &config);
     f.reserve(users("l", 20), 1).await;
 
     let up = Arc::new(AtomicBool::new(false));
@@ -172,7 +168,6 @@ async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
     let took = started.elapsed();
     let orders = f.orders().await;
     stop(lone);
-    let _ = std::fs::remove_file(&path);
     eprintln!("MySQL back: {orders} of 20 orders after {took:?} (claim_idle_ms 60000)");
     assert_eq!(orders, 20, "after {took:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");

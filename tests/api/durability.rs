@@ -12,20 +12,21 @@ use seckill::durability::Durability;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::buy_support::{spec, Options, OwnRedis, Sale};
-use crate::helpers::{open_window, ProductSpec, TestApp};
+use crate::helpers::{open_window, spawn_app, spec, ProductSpec, TestApp};
+use crate::redis_servers::OwnRedis;
 
 /// Long enough that `doctor` passes the secret.
 const SECRET: &str = "durability-test-secret-0123456789abcdef";
 
 async fn app_on(own: &OwnRedis, durability: Durability) -> TestApp {
-    let url = own.url();
-    TestApp::with_config(move |c| {
-        c.redis.url = url;
-        c.redis.durability = durability;
-        c.token.secret = SECRET.into();
-    })
-    .await
+    TestApp::builder()
+        .redis(own.url())
+        .tune(move |c| {
+            c.redis.durability = durability;
+            c.token.secret = SECRET.into();
+        })
+        .build()
+        .await
 }
 
 async fn config_set(own: &OwnRedis, pairs: &[(&str, &str)]) {
@@ -188,7 +189,7 @@ async fn doctor_flags_the_default_secret_and_bad_values_are_config_errors() {
 
 #[tokio::test]
 async fn serve_warns_when_durability_is_none() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
         .args(["serve", "--bind", "127.0.0.1:0"])
         .current_dir(&app.workdir)
@@ -226,20 +227,20 @@ async fn kill_9_mid_burst_loses_no_queued_order() {
     const BUYERS: usize = 600;
     let mut own = OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--save", ""]).await;
     let sale = Arc::new(
-        Sale::start(Options {
-            products: vec![spec(STOCK, 1, 1)],
-            redis_url: Some(own.url()),
-            tune: |c| {
+        TestApp::builder()
+            .redis(own.url())
+            .tune(|c| {
                 c.redis.durability = Durability::AofAlways;
                 c.redis.response_timeout_ms = 500;
                 c.redis.connect_timeout_ms = 300;
                 c.funnel.per_user_rps = 0;
-            },
-            ..Options::default()
-        })
-        .await,
+            })
+            .sale(vec![spec(STOCK, 1, 1)])
+            .serve()
+            .build()
+            .await,
     );
-    let p = sale.product();
+    let p = sale.product;
     let users: Vec<String> = (0..BUYERS).map(|i| format!("buyer{i}")).collect();
     let tokens = sale.tokens(&users).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(32));
@@ -283,17 +284,7 @@ async fn kill_9_mid_burst_loses_no_queued_order() {
     assert!(refused > 0, "the kill landed after the burst: nothing was refused");
 
     own.restart().await;
-    let drained = seckill::consumer::run(
-        &sale.config,
-        seckill::consumer::ConsumerOptions {
-            name: "after-crash".into(),
-            batch: 1000,
-            once: true,
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let drained = sale.drain_as("after-crash").await;
     let orders: Vec<(String, String)> =
         sqlx::query_as("SELECT order_no, CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
             .bind(sale.activity)
@@ -349,25 +340,25 @@ async fn unacknowledged_replicas_answer_unconfirmed_with_the_order_number() {
     let primary = OwnRedis::start_with(&["--save", "", "--appendonly", "no"]).await;
     let port = primary.port.to_string();
     let replica = OwnRedis::start_with(&["--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", &port]).await;
-    crate::sentinel_support::wait_until("the replica is in sync", || async {
-        crate::sentinel_support::info(&replica.url(), "replication")
+    crate::redis_servers::wait_until("the replica is in sync", || async {
+        crate::redis_servers::info(&replica.url(), "replication")
             .await
             .contains("master_link_status:up")
     })
     .await;
-    let sale = Sale::start(Options {
-        products: vec![spec(10, 1, 1)],
-        redis_url: Some(primary.url()),
-        tune: |c| {
+    let sale = TestApp::builder()
+        .redis(primary.url())
+        .tune(|c| {
             c.redis.durability = Durability::Replicas;
             c.redis.wait_replicas = 1;
             c.redis.wait_timeout_ms = 200;
             c.funnel.per_user_rps = 0;
-        },
-        ..Options::default()
-    })
-    .await;
-    let p = sale.product();
+        })
+        .sale(vec![spec(10, 1, 1)])
+        .serve()
+        .build()
+        .await;
+    let p = sale.product;
     let token = sale.token("calm").await;
     let (status, body) = sale.buy(p, "calm", 1, &token).await;
     assert_eq!(status, 200, "{body}");

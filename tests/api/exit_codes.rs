@@ -4,11 +4,11 @@
 
 use redis::AsyncCommands;
 
-use crate::helpers::TestApp;
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn reconcile_exits_0_consistent_1_drift_2_could_not_check() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let a = activity.id.to_string();
     app.cli(&["reconcile", &a]).await.ok();
@@ -45,7 +45,7 @@ async fn reconcile_exits_0_consistent_1_drift_2_could_not_check() {
 
 #[tokio::test]
 async fn doctor_that_finds_a_failing_check_exits_1() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let out = app
         .cli_with(&["doctor"], &[("SECKILL_REDIS_URL", "redis://127.0.0.1:1/0")], None)
         .await;
@@ -59,7 +59,7 @@ async fn doctor_that_finds_a_failing_check_exits_1() {
 
 #[tokio::test]
 async fn status_interval_out_of_range_is_a_usage_error_with_or_without_watch() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let a = activity.id.to_string();
     // Before: 10ms..100ms passed clap and `--watch` then refused with exit 1 (without
@@ -77,7 +77,7 @@ async fn status_interval_out_of_range_is_a_usage_error_with_or_without_watch() {
 
 #[tokio::test]
 async fn bad_flag_values_exit_2_and_refusals_exit_1() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let (a, p) = (activity.id.to_string(), products[0].id.to_string());
     let before = app.snapshot().await;

@@ -4,11 +4,11 @@ use std::collections::BTreeSet;
 
 use redis::AsyncCommands;
 
-use crate::helpers::TestApp;
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn flush_is_refused_while_online_without_force() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let before = app.snapshot().await;
     app.cli(&["flush", "-y", &activity.id.to_string()])
@@ -35,7 +35,7 @@ async fn flush_is_refused_while_online_without_force() {
 
 #[tokio::test]
 async fn flush_removes_one_activity_and_leaves_the_rest() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let (other, other_products) = app.activity_with_products().await;
     let a = activity.id.to_string();
@@ -86,7 +86,7 @@ async fn flush_removes_one_activity_and_leaves_the_rest() {
 
 #[tokio::test]
 async fn flush_without_yes_on_a_pipe_refuses() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     app.hot(activity.id).await;
     let before = app.snapshot().await;
@@ -103,7 +103,7 @@ async fn flush_without_yes_on_a_pipe_refuses() {
 
 #[tokio::test]
 async fn flush_after_stop_then_hot_again_restores_the_sale() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let a = activity.id.to_string();
     app.cli(&["stop", &a]).await.ok();

@@ -13,9 +13,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::buy_support::{assert_error, spec, Options, OwnRedis, Sale};
-use crate::helpers::free_port;
-use crate::pipeline_support::Fixture;
+use crate::helpers::{assert_error, free_port, phone, spec, wait_for_serve, TestApp};
+use crate::redis_servers::OwnRedis;
 
 fn address(base: &str) -> String {
     base.trim_start_matches("http://").to_string()
@@ -69,7 +68,7 @@ fn assert_json_error(status: u16, body: &str, want_status: u16, code: &str) {
 }
 
 /// The order numbers of `user` in the activity's stream (every reservation Redis made).
-async fn reservations_of(sale: &Sale, user: &str) -> Vec<String> {
+async fn reservations_of(sale: &TestApp, user: &str) -> Vec<String> {
     let mut conn = sale.redis.conn();
     let reply: redis::streams::StreamRangeReply = conn
         .xrange_all(sale.redis.keys().orders_stream(sale.activity))
@@ -84,7 +83,7 @@ async fn reservations_of(sale: &Sale, user: &str) -> Vec<String> {
 }
 
 /// `GET /api/v1/orders?activity_id=..&user_id=..` with the user's token.
-async fn look_up(sale: &Sale, user: &str, token: &str) -> (StatusCode, Value) {
+async fn look_up(sale: &TestApp, user: &str, token: &str) -> (StatusCode, Value) {
     let res = sale
         .http
         // The test's user ids need no percent-encoding.
@@ -116,12 +115,8 @@ fn order_numbers(lookup: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_a_victims_name_do_not_spend_the_victims_rate_limit() {
     // The default per-user limit: 20 requests per second, burst 20.
-    let sale = Sale::start(Options {
-        products: vec![spec(10, 1, 1)],
-        ..Options::default()
-    })
-    .await;
-    let p = sale.product();
+    let sale = TestApp::builder().sale(vec![spec(10, 1, 1)]).serve().build().await;
+    let p = sale.product;
     let real = sale.token("victim").await;
     let forged = Signer::new("not-the-server-secret").sign(sale.activity, "victim", unix_now() + 600);
     for n in 0..40 {
@@ -161,20 +156,20 @@ async fn requests_in_a_victims_name_do_not_spend_the_victims_rate_limit() {
 async fn a_decision_lost_in_a_redis_stall_is_never_answered_as_not_bought() {
     let own = OwnRedis::start().await;
     let sale = Arc::new(
-        Sale::start(Options {
-            redis_url: Some(own.url()),
-            products: vec![spec(10, 1, 1)],
-            tune: |c| {
+        TestApp::builder()
+            .redis(own.url())
+            .tune(|c| {
                 c.redis.response_timeout_ms = 400;
                 c.funnel.breaker_failures = 1;
                 c.funnel.breaker_open_ms = 2500;
                 c.funnel.per_user_rps = 0;
-            },
-            ..Options::default()
-        })
-        .await,
+            })
+            .sale(vec![spec(10, 1, 1)])
+            .serve()
+            .build()
+            .await,
     );
-    let p = sale.product();
+    let p = sale.product;
     let users: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
     let tokens = sale.tokens(&users).await;
     // The server learns the product's activity on its first purchase (a Redis read).
@@ -264,14 +259,15 @@ async fn a_decision_lost_in_a_redis_stall_is_never_answered_as_not_bought() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_slow_and_idle_connections_are_cut() {
-    let sale = Sale::start(Options {
-        tune: |c| {
+    let sale = TestApp::builder()
+        .tune(|c| {
             c.http.header_read_timeout_ms = 800;
             c.http.body_read_timeout_ms = 800;
-        },
-        ..Options::default()
-    })
-    .await;
+        })
+        .sale(vec![spec(100, 1, 1)])
+        .serve()
+        .build()
+        .await;
     let addr = address(&sale.base);
 
     // A socket that sends nothing.
@@ -381,14 +377,15 @@ async fn half_open(addr: &str, count: usize) -> Vec<TcpStream> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_refused_at_once_and_counted() {
-    let sale = Sale::start(Options {
-        tune: |c| {
+    let sale = TestApp::builder()
+        .tune(|c| {
             c.http.max_connections = 20;
             c.http.header_read_timeout_ms = 1500;
-        },
-        ..Options::default()
-    })
-    .await;
+        })
+        .sale(vec![spec(100, 1, 1)])
+        .serve()
+        .build()
+        .await;
     let addr = address(&sale.base);
     let mut held = half_open(&addr, 20).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,11 +434,10 @@ async fn connections_beyond_the_cap_are_refused_at_once_and_counted() {
 /// half-sent requests one client holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_at_its_open_file_limit_still_answers_health() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     let mut config = f.config.clone();
     config.http.header_read_timeout_ms = 3000;
-    let config_path = f.config_path.with_file_name("few-files.yaml");
-    std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let config_path = f.write_config("few-files.yaml", &config);
     let bind = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{bind}");
     let serve = std::process::Command::new("sh")
@@ -462,7 +458,7 @@ async fn a_server_at_its_open_file_limit_still_answers_health() {
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    Fixture::wait_for_serve(&http, &base).await;
+    wait_for_serve(&http, &base).await;
 
     let _held = half_open(&bind, 400).await;
     // Answered at once, ok or refused as busy; not left waiting in the kernel's backlog (a
@@ -510,11 +506,12 @@ impl Drop for KillOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_answer_is_json_with_a_code() {
-    let sale = Sale::start(Options {
-        tune: |c| c.http.max_body_bytes = 512,
-        ..Options::default()
-    })
-    .await;
+    let sale = TestApp::builder()
+        .tune(|c| c.http.max_body_bytes = 512)
+        .sale(vec![spec(100, 1, 1)])
+        .serve()
+        .build()
+        .await;
     let base = &sale.base;
     // Order numbers outside what Redis can hold are unknown orders, not a Redis failure.
     for number in [

@@ -1,10 +1,25 @@
-//! Shared test harness: one isolated [`TestApp`] per test.
+//! Shared test harness: one isolated [`TestApp`] per test, zero-to-production style.
 //!
-//! Every [`TestApp`] gets its own freshly migrated MariaDB database (`seckill_test_<random>`)
-//! and its own Redis key prefix (`test_<random>`), so tests run in parallel against the same
-//! servers without seeing each other. Nothing is mocked: the library talks to the real Redis
-//! and MySQL, and [`TestApp::cli`] runs the real `seckill` binary against the same database
-//! and prefix.
+//! [`spawn_app`] gives a test its own freshly migrated MariaDB database
+//! (`seckill_test_<random>`) and its own Redis key prefix (`test_<random>`), so tests run in
+//! parallel against the same servers without seeing each other. A test that needs more says
+//! so through [`TestApp::builder`]:
+//!
+//! ```ignore
+//! let app = TestApp::builder()
+//!     .redis(own.url())                      // a Redis of the test's own
+//!     .tune(|c| c.redis.response_timeout_ms = 500)
+//!     .pipeline()                            // quick consumer timings for consumers and the binary
+//!     .sale(vec![spec(100, 1, 1)])           // an activity on sale: app.activity, app.product
+//!     .serve()                               // an in-process server: app.buy, app.get, app.post_json
+//!     .build()
+//!     .await;
+//! ```
+//!
+//! Nothing is mocked: the library talks to the real Redis and MySQL, [`TestApp::cli`] runs
+//! the real `seckill` binary against the same database and prefix, and [`TestApp::command`]
+//! runs it with the app's config file. Redis servers of a test's own live in
+//! [`crate::redis_servers`].
 //!
 //! Servers: `SECKILL_TEST_MYSQL_URL` (no database part) and `SECKILL_TEST_REDIS_URL`; by
 //! default the application's own, as `seckill` would find them from the repository root
@@ -19,17 +34,25 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use redis::AsyncCommands;
+use reqwest::StatusCode;
 use rust_decimal::Decimal;
+use seckill::buy::{self, Purchase};
 use seckill::durability::Durability;
 use seckill::model::{Activity, Product};
 use seckill::ops::catalog::{self, NewActivity, NewProduct};
+use seckill::server::{self, AppState};
+use seckill::token::Signer;
 use seckill::{Config, Db, RedisClient};
+use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// The variables through which `seckill` takes settings from its environment; processes the
 /// tests start get them from the test's own configuration only.
@@ -140,6 +163,51 @@ impl Default for ProductSpec {
     }
 }
 
+/// A product of a buy-test sale at 9.99: `stock` units, `limit` per user, `max_per_order`
+/// per order.
+pub fn spec(stock: u32, limit: u32, max_per_order: u32) -> ProductSpec {
+    ProductSpec {
+        name: "product".into(),
+        price: "9.99",
+        stock,
+        limit,
+        max_per_order: Some(max_per_order),
+    }
+}
+
+/// The product of a pipeline-test sale: a phone at 19.99, `stock` units, `limit` per user.
+pub fn phone(stock: u32, limit: u32) -> ProductSpec {
+    ProductSpec {
+        name: "phone".into(),
+        price: "19.99",
+        stock,
+        limit,
+        max_per_order: None,
+    }
+}
+
+/// `n` user ids: `{prefix}0`, `{prefix}1`, ...
+pub fn users(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
+    (0..n).map(move |i| format!("{prefix}{i}"))
+}
+
+/// Asserts a JSON error answer.
+#[track_caller]
+pub fn assert_error(answer: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(answer.0.as_u16(), status, "{answer:?}");
+    assert_eq!(answer.1["error"], code, "{answer:?}");
+    assert!(answer.1["message"].is_string(), "{answer:?}");
+}
+
+/// Waits (up to 20 s) until a `seckill serve` at `base` answers `/health`.
+pub async fn wait_for_serve(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The result of one run of the `seckill` binary.
 #[derive(Debug, Clone)]
 pub struct CliOutput {
@@ -211,8 +279,11 @@ pub struct Snapshot {
     pub redis: BTreeMap<String, String>,
 }
 
-/// One isolated deployment: its own database, its own Redis key prefix, a working directory
-/// without `config.yaml` for the CLI, and connected [`Db`] / [`RedisClient`] handles.
+/// One isolated deployment, built by [`spawn_app`] or [`TestApp::builder`]: its own database,
+/// its own Redis key prefix, a working directory without `config.yaml` for the CLI, a config
+/// file for the binary, and connected [`Db`] / [`RedisClient`] handles; with
+/// [`AppBuilder::sale`] an activity on sale, and with [`AppBuilder::serve`] an in-process
+/// server and a client for it.
 pub struct TestApp {
     /// The configuration of this app (database URL and key prefix are its own).
     pub config: Config,
@@ -226,17 +297,87 @@ pub struct TestApp {
     pub prefix: String,
     /// Working directory of CLI runs (empty, so no `config.yaml` is picked up).
     pub workdir: PathBuf,
+    /// [`Self::config`] as a file, for `seckill --config` ([`Self::command`]).
+    pub config_path: PathBuf,
+    /// The sale's activity (0 without [`AppBuilder::sale`]).
+    pub activity: u64,
+    /// The sale's products, in the order they were asked for.
+    pub products: Vec<u64>,
+    /// The sale's first product (0 without a sale).
+    pub product: u64,
+    /// Signs tokens with the configuration's secret.
+    pub signer: Signer,
+    /// `http://127.0.0.1:PORT` of the in-process server ("" until [`Self::serve`]).
+    pub base: String,
+    /// Client for the in-process server (10 s timeout).
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<seckill::Result<()>>>,
 }
 
-impl TestApp {
-    /// Creates and migrates a fresh database, picks a fresh key prefix, and connects.
-    pub async fn new() -> TestApp {
-        Self::with_config(|_| {}).await
+/// A plain [`TestApp`]: a fresh database and key prefix, nothing on sale.
+pub async fn spawn_app() -> TestApp {
+    TestApp::builder().build().await
+}
+
+/// One adjustment of the configuration, see [`AppBuilder::tune`].
+type Tune = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// What a test wants of its [`TestApp`]; [`AppBuilder::build`] makes it.
+pub struct AppBuilder {
+    redis_url: Option<String>,
+    tunes: Vec<Tune>,
+    pipeline: bool,
+    sale: Option<Vec<ProductSpec>>,
+    opens_in_secs: i64,
+    serve: bool,
+}
+
+impl AppBuilder {
+    /// Another Redis than the shared one (a server of the test's own).
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
     }
 
-    /// Like [`TestApp::new`], with `tune` adjusting the configuration (timeouts, funnel,
-    /// another Redis) before anything connects. Cleanup on drop is the same.
-    pub async fn with_config(tune: impl FnOnce(&mut Config)) -> TestApp {
+    /// Adjusts the configuration (timeouts, funnel, durability) after every other setting
+    /// and before anything connects; several run in order.
+    pub fn tune(mut self, tune: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tunes.push(Box::new(tune));
+        self
+    }
+
+    /// Consumer timings short enough for tests (claim after 300 ms, 3 deliveries, retries
+    /// from 50 ms), a 60 s in-flight grace and 8 database connections: for tests that run
+    /// consumers and the binary against the sale.
+    pub fn pipeline(mut self) -> Self {
+        self.pipeline = true;
+        self
+    }
+
+    /// An activity with these products (product `i` is named `"{name} {i}"`), preheated and
+    /// started: on sale in MySQL and Redis.
+    pub fn sale(mut self, products: Vec<ProductSpec>) -> Self {
+        self.sale = Some(products);
+        self
+    }
+
+    /// The sale opens this many seconds from now (default -60: open a minute ago).
+    pub fn opens_in_secs(mut self, secs: i64) -> Self {
+        self.opens_in_secs = secs;
+        self
+    }
+
+    /// An in-process server on 127.0.0.1:0 (signing tokens with a secret of the test's own),
+    /// reached through [`TestApp::post_json`], [`TestApp::get`], [`TestApp::buy`] and friends.
+    pub fn serve(mut self) -> Self {
+        self.serve = true;
+        self
+    }
+
+    /// Creates and migrates a fresh database, picks a fresh key prefix, connects, and sets up
+    /// what was asked for. Dropping the app removes the database and the keys.
+    pub async fn build(self) -> TestApp {
         let suffix = random_suffix();
         let db_name = format!("seckill_test_{suffix}");
         let prefix = format!("test_{suffix}");
@@ -247,7 +388,24 @@ impl TestApp {
         config.redis.key_prefix = prefix.clone();
         // The shared test Redis keeps nothing on disk; tests about durability start their own.
         config.redis.durability = Durability::None;
-        tune(&mut config);
+        if self.serve {
+            config.token.secret = "test-secret-0123456789".into();
+        }
+        if self.pipeline {
+            config.database.max_connections = 8;
+            config.consumer.claim_idle_ms = 300;
+            config.consumer.block_ms = 200;
+            config.consumer.max_deliveries = 3;
+            config.consumer.retry_base_ms = 50;
+            config.consumer.retry_max_ms = 300;
+            config.orders.in_flight_grace_secs = 60;
+        }
+        if let Some(url) = self.redis_url {
+            config.redis.url = url;
+        }
+        for tune in self.tunes {
+            tune(&mut config);
+        }
         seckill::db::migrate(&config)
             .await
             .unwrap_or_else(|e| panic!("migrating {db_name} failed (is MariaDB up? run scripts/setup.sh): {e}"));
@@ -257,14 +415,75 @@ impl TestApp {
             .expect("connect to Redis (run scripts/setup.sh)");
         let workdir = std::env::temp_dir().join(format!("seckill-test-{suffix}"));
         std::fs::create_dir_all(&workdir).expect("create the CLI working directory");
-        TestApp {
+        let signer = Signer::new(&config.token.secret);
+        let mut app = TestApp {
             config,
             db,
             redis,
             db_name,
             prefix,
             workdir,
+            config_path: PathBuf::new(),
+            activity: 0,
+            products: Vec::new(),
+            product: 0,
+            signer,
+            base: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            shutdown: None,
+            server: None,
+        };
+        // Not `config.yaml`: CLI runs in `workdir` must not pick it up.
+        app.config_path = app.write_config("seckill.yaml", &app.config);
+        if let Some(products) = self.sale {
+            app.put_on_sale(products, self.opens_in_secs).await;
         }
+        if self.serve {
+            app.serve().await;
+        }
+        app
+    }
+}
+
+impl TestApp {
+    /// Starts describing a [`TestApp`]; see [`AppBuilder`].
+    pub fn builder() -> AppBuilder {
+        AppBuilder {
+            redis_url: None,
+            tunes: Vec::new(),
+            pipeline: false,
+            sale: None,
+            opens_in_secs: -60,
+            serve: false,
+        }
+    }
+
+    /// Creates the sale's activity and products, preheats and starts it.
+    async fn put_on_sale(&mut self, products: Vec<ProductSpec>, opens_in_secs: i64) {
+        let now = Utc::now();
+        let activity = catalog::create_activity(
+            &self.db,
+            &NewActivity {
+                name: "test sale".into(),
+                start_at: now + chrono::Duration::seconds(opens_in_secs),
+                end_at: now + chrono::Duration::hours(2),
+            },
+        )
+        .await
+        .expect("activity")
+        .id;
+        for (i, spec) in products.into_iter().enumerate() {
+            let name = format!("{} {i}", spec.name);
+            let product = self.add_product(activity, ProductSpec { name, ..spec }).await;
+            self.products.push(product.id);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.go_online(activity).await;
+        self.activity = activity;
+        self.product = self.products.first().copied().unwrap_or_default();
     }
 
     /// The consumer group of the configuration.
@@ -331,6 +550,12 @@ impl TestApp {
         path
     }
 
+    /// Writes `config` as YAML to a file named `name` in the working directory (removed with
+    /// the app); returns its path, for `seckill --config`.
+    pub fn write_config(&self, name: &str, config: &Config) -> PathBuf {
+        self.write_file(name, &serde_yaml::to_string(config).expect("config as YAML"))
+    }
+
     // ------------------------------------------------------------------ catalog
 
     /// Creates a `draft` activity with the given window through the library.
@@ -390,11 +615,15 @@ impl TestApp {
     /// [`Self::activity_with_products`], preheated and started: on sale in Redis and MySQL.
     pub async fn online_activity(&self) -> (Activity, Vec<Product>) {
         let (activity, products) = self.activity_with_products().await;
-        self.hot(activity.id).await;
-        let activity = seckill::ops::start(&self.db, &self.redis, activity.id)
+        (self.go_online(activity.id).await, products)
+    }
+
+    /// Preheats and starts `activity_id` through the library; the started activity.
+    pub async fn go_online(&self, activity_id: u64) -> Activity {
+        self.hot(activity_id).await;
+        seckill::ops::start(&self.db, &self.redis, activity_id)
             .await
-            .expect("start");
-        (activity, products)
+            .expect("start")
     }
 
     /// Preheats `activity_id` through the library.
@@ -514,6 +743,281 @@ impl TestApp {
             redis.insert(key, rendered);
         }
         Snapshot { mysql, redis }
+    }
+}
+
+// ------------------------------------------------------------------ the in-process server
+
+impl TestApp {
+    /// (Re)starts the HTTP server on a fresh port.
+    pub async fn serve(&mut self) {
+        let listeners = server::bind("127.0.0.1:0", self.config.http.thread_count()).unwrap();
+        self.base = format!("http://{}", listeners[0].local_addr().unwrap());
+        let state = AppState::new(self.config.clone(), self.redis.clone(), self.db.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        self.shutdown = Some(tx);
+        self.server = Some(tokio::spawn(server::run(listeners, state, async move {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Stops the server gracefully; panics when it does not stop within 5 s.
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .expect("server stops within 5 s")
+                .expect("server task")
+                .expect("server ran");
+        }
+    }
+
+    /// Stops the server; the database and the Redis keys go when the app is dropped.
+    pub async fn finish(mut self) {
+        self.stop_server().await;
+    }
+
+    /// Registers tokens for `users` directly through the library (fast).
+    pub async fn tokens(&self, users: &[String]) -> Vec<String> {
+        seckill::ops::token::register(&self.redis, &self.signer, self.activity, users, 600, |_| {})
+            .await
+            .expect("tokens")
+            .into_iter()
+            .map(|t| t.token)
+            .collect()
+    }
+
+    /// One registered token for `user`.
+    pub async fn token(&self, user: &str) -> String {
+        self.tokens(&[user.to_string()]).await.remove(0)
+    }
+
+    /// `POST /api/v1/buy`.
+    pub async fn buy(&self, product: u64, user: &str, quantity: u32, token: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/v1/buy",
+            &json!({"product_id": product, "user_id": user, "quantity": quantity, "token": token}),
+        )
+        .await
+    }
+
+    /// Every user in `users` buys one unit of `product` (with a fresh token) at the same
+    /// time; the answers in the order of `users`.
+    pub async fn buy_at_once(self: &Arc<Self>, product: u64, users: Vec<String>) -> Vec<(String, (StatusCode, Value))> {
+        let tokens = self.tokens(&users).await;
+        let mut tasks = Vec::new();
+        for (user, token) in users.into_iter().zip(tokens) {
+            let sale = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let answer = sale.buy(product, &user, 1, &token).await;
+                (user, answer)
+            }));
+        }
+        let mut answers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            answers.push(task.await.expect("buyer task"));
+        }
+        answers
+    }
+
+    /// `POST path` with a JSON body to the in-process server; the answer's JSON (`null` when none).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("http");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST path` with a raw body and an optional content type (malformed-request tests).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let res = req.send().await.expect("http");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET path` from the in-process server; a body that is not JSON comes back as a JSON string.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("http");
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Stock, sold (Redis product hash) and stream length.
+    pub async fn counters(&self, product: u64) -> (i64, i64, usize) {
+        let keys = self.redis.keys();
+        let mut conn = self.redis.conn();
+        let (stock, sold): (i64, i64) = conn
+            .hmget(keys.product(self.activity, product), &["stock", "sold"])
+            .await
+            .unwrap();
+        let len: usize = conn.xlen(keys.orders_stream(self.activity)).await.unwrap();
+        (stock, sold, len)
+    }
+}
+
+// ------------------------------------------------------------------ the pipeline and the binary
+
+impl TestApp {
+    /// Registers the token `tok-{user}` of each of `users` for the sale, straight into Redis
+    /// (the reserve script compares the token with the registered one; it checks no signature).
+    pub async fn plain_tokens(&self, users: &[String]) {
+        let mut conn = self.redis.conn();
+        for chunk in users.chunks(500) {
+            let mut pipe = redis::pipe();
+            for u in chunk {
+                pipe.set(self.redis.keys().token(self.activity, u), format!("tok-{u}"))
+                    .ignore();
+            }
+            let () = pipe.query_async(&mut conn).await.unwrap();
+        }
+    }
+
+    /// Registers tokens and reserves `qty` units for each of `users`; returns the order numbers.
+    pub async fn reserve(&self, users: impl IntoIterator<Item = String>, qty: u32) -> Vec<String> {
+        let users: Vec<String> = users.into_iter().collect();
+        let mut out = Vec::new();
+        for chunk in users.chunks(500) {
+            self.plain_tokens(chunk).await;
+            let purchases: Vec<Purchase> = chunk
+                .iter()
+                .map(|u| Purchase {
+                    product_id: self.product,
+                    user_id: u.clone(),
+                    quantity: qty,
+                    token: format!("tok-{u}"),
+                })
+                .collect();
+            for v in buy::reserve(&self.redis, self.activity, &purchases).await.unwrap() {
+                out.extend(v.order_no);
+            }
+        }
+        out
+    }
+
+    /// The binary with this app's config file, and nothing from the caller's `SECKILL_*`
+    /// variables (which would override the file).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_seckill"));
+        for name in SECKILL_ENV {
+            c.env_remove(name);
+        }
+        c.arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "warn");
+        c
+    }
+
+    /// `user`'s token for the sale's activity, from `POST /api/v1/token` of the server at `base`.
+    pub async fn issue_token(&self, http: &reqwest::Client, base: &str, user: &str) -> String {
+        let issued: serde_json::Value = http
+            .post(format!("{base}/api/v1/token"))
+            .json(&serde_json::json!({"activity_id": self.activity, "user_id": user}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        issued["token"].as_str().expect("token").to_string()
+    }
+
+    /// Runs the binary to completion; returns (exit code, stdout).
+    pub fn run(&self, args: &[&str]) -> (i32, String) {
+        let out = self.command(args).stderr(Stdio::inherit()).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Starts the binary in the background (stdout discarded, stderr inherited).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::null()).spawn().unwrap()
+    }
+
+    /// One integer from `sql`, whose one `?` is bound to the sale's activity.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(self.activity)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Orders of the activity.
+    pub async fn orders(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ?").await
+    }
+
+    /// Reservations not yet acknowledged.
+    pub async fn backlog(&self) -> u64 {
+        seckill::reservation::backlog(&self.redis, self.activity, &self.config.consumer.group)
+            .await
+            .unwrap()
+    }
+
+    /// Redis stock, sold, total.
+    pub async fn redis_counters(&self) -> (i64, i64, i64) {
+        let mut conn = self.redis.conn();
+        let (a, b, c): (i64, i64, i64) = redis::cmd("HMGET")
+            .arg(self.redis.keys().product(self.activity, self.product))
+            .arg("stock")
+            .arg("sold")
+            .arg("total")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (a, b, c)
+    }
+
+    /// The first product's `sold` in MySQL.
+    pub async fn mysql_sold(&self) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT CAST(sold AS SIGNED) FROM products WHERE id = ?")
+            .bind(self.product)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Drains everything in-process, as consumer `drain`.
+    pub async fn drain(&self) -> seckill::consumer::ConsumerReport {
+        self.drain_as("drain").await
+    }
+
+    /// Drains everything in-process, as consumer `name`.
+    pub async fn drain_as(&self, name: &str) -> seckill::consumer::ConsumerReport {
+        let opts = seckill::consumer::ConsumerOptions {
+            name: name.into(),
+            batch: 1000,
+            once: true,
+        };
+        seckill::consumer::run(&self.config, opts, std::future::pending())
+            .await
+            .unwrap()
     }
 }
 

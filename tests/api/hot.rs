@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use redis::AsyncCommands;
 
-use crate::helpers::{ProductSpec, TestApp};
+use crate::helpers::{spawn_app, ProductSpec};
 
 fn expected_product_hash(p: &seckill::model::Product) -> HashMap<String, String> {
     [
@@ -25,7 +25,7 @@ fn expected_product_hash(p: &seckill::model::Product) -> HashMap<String, String>
 
 #[tokio::test]
 async fn hot_loads_what_mysql_holds() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     // A product with units already sold: Redis must offer only the rest.
     app.sql(&format!("UPDATE products SET sold = 40 WHERE id = {}", products[1].id))
@@ -83,7 +83,7 @@ async fn hot_loads_what_mysql_holds() {
 
 #[tokio::test]
 async fn hot_reports_as_json() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let report = app.cli(&["hot", "--json", &activity.id.to_string()]).await.json();
     assert_eq!(
@@ -97,7 +97,7 @@ async fn hot_reports_as_json() {
 
 #[tokio::test]
 async fn hot_twice_is_harmless_and_drops_removed_products() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["hot", &a]).await.ok();
@@ -133,7 +133,7 @@ async fn hot_twice_is_harmless_and_drops_removed_products() {
 
 #[tokio::test]
 async fn hot_is_refused_while_online() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let before = app.snapshot().await;
     app.cli(&["hot", &activity.id.to_string()])
@@ -146,7 +146,7 @@ async fn hot_is_refused_while_online() {
 async fn hot_is_refused_when_redis_alone_says_online() {
     // MySQL says paused but Redis still says online (e.g. a stop that died halfway):
     // the script itself must refuse to overwrite live stock.
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     app.sql(&format!(
         "UPDATE activities SET status = 'paused' WHERE id = {}",
@@ -162,7 +162,7 @@ async fn hot_is_refused_when_redis_alone_says_online() {
 
 #[tokio::test]
 async fn hot_needs_products() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let activity = app.create_activity(crate::helpers::open_window()).await;
     app.cli(&["hot", &activity.id.to_string()])
         .await

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use seckill::server;
 use serde_json::json;
 
-use crate::buy_support::{spec, Options, Sale};
-use crate::helpers::{free_port, signal};
-use crate::pipeline_support::Fixture;
+use crate::helpers::{free_port, phone, signal, spec, wait_for_serve, TestApp};
 
 #[test]
 fn listeners_share_one_port_and_a_taken_port_is_refused() {
@@ -32,21 +30,21 @@ fn listeners_share_one_port_and_a_taken_port_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_http_threads_and_pipelined_calls_sell_exactly_the_stock() {
     let sale = Arc::new(
-        Sale::start(Options {
-            products: vec![spec(50, 1, 1)],
-            tune: |config| {
+        TestApp::builder()
+            .tune(|config| {
                 config.http.threads = 3;
                 // Several script calls of the activity in flight at once (the default is one).
                 config.funnel.batch_pipeline = 4;
-            },
-            ..Options::default()
-        })
-        .await,
+            })
+            .sale(vec![spec(50, 1, 1)])
+            .serve()
+            .build()
+            .await,
     );
     // 600 requests at once open many connections, which the kernel spreads over the three
     // listeners.
     let users: Vec<String> = (0..600).map(|i| format!("t{i}")).collect();
-    let product = sale.product();
+    let product = sale.product;
     let mut winners = HashSet::new();
     for (user, (status, body)) in sale.buy_at_once(product, users).await {
         match status.as_u16() {
@@ -63,7 +61,7 @@ async fn three_http_threads_and_pipelined_calls_sell_exactly_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
 
     // A port another server holds: a clear error and a failing exit, also with two threads.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -86,7 +84,7 @@ async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    Fixture::wait_for_serve(&http, &base).await;
+    wait_for_serve(&http, &base).await;
     for user in ["a", "b"] {
         let token = f.issue_token(&http, &base, user).await;
         let bought = http

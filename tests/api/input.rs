@@ -6,11 +6,11 @@ use rust_decimal::Decimal;
 use seckill::ops::catalog::{self, NewActivity, NewProduct, ProductChanges};
 use seckill::Error;
 
-use crate::helpers::{future_window, rfc3339, TestApp};
+use crate::helpers::{future_window, rfc3339, spawn_app};
 
 #[tokio::test]
 async fn unknown_ids_are_not_found() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     app.hot(activity.id).await;
     let before = app.snapshot().await;
@@ -58,7 +58,7 @@ async fn unknown_ids_are_not_found() {
 
 #[tokio::test]
 async fn bad_product_values_are_refused() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
     let p = products[0].id.to_string();
@@ -144,7 +144,7 @@ async fn bad_product_values_are_refused() {
 
 #[tokio::test]
 async fn bad_windows_are_refused() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let activity = app.create_activity(future_window()).await;
     let before = app.snapshot().await;
     let (start, end) = future_window();
@@ -178,7 +178,7 @@ async fn bad_windows_are_refused() {
 
 #[tokio::test]
 async fn the_library_returns_typed_errors() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (start, end) = future_window();
     let err = catalog::create_activity(
         &app.db,
@@ -225,7 +225,7 @@ async fn the_library_returns_typed_errors() {
 
 #[tokio::test]
 async fn a_malformed_config_file_names_the_field_and_line() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let before = app.snapshot().await;
     let path = app.write_file(
         "bad.yaml",
@@ -259,7 +259,7 @@ async fn a_malformed_config_file_names_the_field_and_line() {
 
 #[tokio::test]
 async fn usage_errors_exit_2() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     app.cli(&["activity", "show", "abc"])
         .await
         .fails_with(2, &["invalid value"]);

@@ -1,6 +1,6 @@
 //! `start` / `stop` / `stop --end` / `status`: MySQL and Redis move together.
 
-use crate::helpers::TestApp;
+use crate::helpers::{spawn_app, TestApp};
 
 /// The status MySQL and Redis each hold for the activity.
 async fn statuses(app: &TestApp, id: u64) -> (String, Option<String>) {
@@ -14,7 +14,7 @@ fn pair(mysql: &str, redis: &str) -> (String, Option<String>) {
 
 #[tokio::test]
 async fn start_is_refused_before_hot() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let before = app.snapshot().await;
     app.cli(&["start", &activity.id.to_string()])
@@ -26,7 +26,7 @@ async fn start_is_refused_before_hot() {
 
 #[tokio::test]
 async fn start_stop_start_end() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["hot", &a]).await.ok();
@@ -58,7 +58,7 @@ async fn start_stop_start_end() {
 
 #[tokio::test]
 async fn stopping_a_draft_is_refused_but_ending_it_works() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["stop", &a]).await.fails_with(1, &["draft, not online"]);
@@ -72,7 +72,7 @@ async fn stopping_a_draft_is_refused_but_ending_it_works() {
 
 #[tokio::test]
 async fn start_is_refused_when_products_changed_after_hot() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["hot", &a]).await.ok();
@@ -94,7 +94,7 @@ async fn start_is_refused_when_products_changed_after_hot() {
 /// script used to fail now and then, and the suite with it).
 #[tokio::test]
 async fn start_accepts_a_product_written_just_before_hot() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.activity_with_products().await;
     // As if written at the preheat's first millisecond: the latest a write that happened
     // before `hot` can carry.
@@ -111,7 +111,7 @@ async fn start_accepts_a_product_written_just_before_hot() {
 
 #[tokio::test]
 async fn status_shows_both_sides() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
 
@@ -162,7 +162,7 @@ async fn status_shows_both_sides() {
 #[tokio::test]
 async fn start_is_refused_when_a_product_was_deleted_after_hot() {
     // Redis would otherwise keep selling a product MySQL no longer has.
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let a = activity.id.to_string();
     app.cli(&["hot", &a]).await.ok();

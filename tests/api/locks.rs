@@ -1,10 +1,10 @@
 //! While an activity is online its products and window are frozen and it cannot be deleted.
 
-use crate::helpers::{rfc3339, TestApp};
+use crate::helpers::{rfc3339, spawn_app};
 
 #[tokio::test]
 async fn products_and_activity_are_frozen_while_online() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let (a, p) = (activity.id.to_string(), products[0].id.to_string());
     let before = app.snapshot().await;
@@ -39,7 +39,7 @@ async fn products_and_activity_are_frozen_while_online() {
 
 #[tokio::test]
 async fn products_thaw_after_stop() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     app.cli(&["stop", &activity.id.to_string()]).await.ok();
     app.cli(&["product", "update", &products[0].id.to_string(), "--stock", "7"])
@@ -52,7 +52,7 @@ async fn products_thaw_after_stop() {
 
 #[tokio::test]
 async fn the_window_is_frozen_while_online() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let new_end = activity.end_at + chrono::Duration::hours(1);
     app.cli(&[

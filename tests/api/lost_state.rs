@@ -10,16 +10,16 @@ use reqwest::StatusCode;
 use seckill::durability::Durability;
 use seckill::lost_state::LossKind;
 
-use crate::buy_support::{spec, Options, OwnRedis, Sale};
+use crate::helpers::{spec, TestApp};
+use crate::redis_servers::OwnRedis;
 
 const STOCK: u32 = 100;
 
-async fn sale_on(own: &OwnRedis) -> Arc<Sale> {
+async fn sale_on(own: &OwnRedis) -> Arc<TestApp> {
     Arc::new(
-        Sale::start(Options {
-            products: vec![spec(STOCK, 1, 1)],
-            redis_url: Some(own.url()),
-            tune: |c| {
+        TestApp::builder()
+            .redis(own.url())
+            .tune(|c| {
                 c.redis.durability = Durability::None;
                 c.redis.response_timeout_ms = 500;
                 c.redis.connect_timeout_ms = 300;
@@ -27,39 +27,29 @@ async fn sale_on(own: &OwnRedis) -> Arc<Sale> {
                 c.funnel.breaker_open_ms = 100;
                 // Sold-out answers from memory would hide what Redis says.
                 c.funnel.sold_out_cache_ms = 0;
-            },
-            ..Options::default()
-        })
-        .await,
+            })
+            .sale(vec![spec(STOCK, 1, 1)])
+            .serve()
+            .build()
+            .await,
     )
 }
 
 /// `n` fresh buyers named `{prefix}{i}` each buy one unit; the number answered `queued`.
-async fn buy(sale: &Arc<Sale>, prefix: &str, n: usize) -> usize {
+async fn buy(sale: &Arc<TestApp>, prefix: &str, n: usize) -> usize {
     let users: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-    sale.buy_at_once(sale.product(), users)
+    sale.buy_at_once(sale.product, users)
         .await
         .iter()
         .filter(|(_, (status, _))| *status == StatusCode::OK)
         .count()
 }
 
-async fn drain(sale: &Sale) -> u64 {
-    seckill::consumer::run(
-        &sale.config,
-        seckill::consumer::ConsumerOptions {
-            name: "drain".into(),
-            batch: 1000,
-            once: true,
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap()
-    .persisted
+async fn drain(sale: &TestApp) -> u64 {
+    sale.drain().await.persisted
 }
 
-async fn orders(sale: &Sale) -> Vec<String> {
+async fn orders(sale: &TestApp) -> Vec<String> {
     sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
         .bind(sale.activity)
         .fetch_all(sale.db.pool())
@@ -68,12 +58,12 @@ async fn orders(sale: &Sale) -> Vec<String> {
 }
 
 /// Waits until a buy is answered 503 `busy` (the guard suspended the sale).
-async fn wait_until_suspended(sale: &Arc<Sale>) -> Duration {
+async fn wait_until_suspended(sale: &Arc<TestApp>) -> Duration {
     let started = Instant::now();
     for i in 0.. {
         let user = format!("probe{i}");
         let token = sale.token(&user).await;
-        let (status, body) = sale.buy(sale.product(), &user, 1, &token).await;
+        let (status, body) = sale.buy(sale.product, &user, 1, &token).await;
         if status == StatusCode::SERVICE_UNAVAILABLE && body["error"] == "busy" {
             return started.elapsed();
         }
@@ -87,15 +77,8 @@ async fn wait_until_suspended(sale: &Arc<Sale>) -> Duration {
     unreachable!()
 }
 
-async fn status_line(sale: &Sale) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
-        .args(["status", &sale.activity.to_string()])
-        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
-        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
-        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
-        .env("SECKILL_REDIS_DURABILITY", "none")
-        .output()
-        .unwrap();
+async fn status_line(sale: &TestApp) -> String {
+    let out = sale.command(&["status", &sale.activity.to_string()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -106,7 +89,7 @@ async fn status_line(sale: &Sale) -> String {
 
 /// Waits until the sale's shared connection works again after a Redis restart (its first
 /// command after the restart fails, then it reconnects).
-async fn reconnected(sale: &Sale) {
+async fn reconnected(sale: &TestApp) {
     for _ in 0..100 {
         let mut conn = sale.redis.conn();
         if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
@@ -118,7 +101,7 @@ async fn reconnected(sale: &Sale) {
 }
 
 /// stop, hot, start: the operator's way back.
-async fn recover(sale: &Sale) {
+async fn recover(sale: &TestApp) {
     seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false)
         .await
         .unwrap();
@@ -177,7 +160,7 @@ async fn a_restart_without_persistence_suspends_the_sale_until_it_is_preheated_a
         None
     );
     assert_eq!(
-        sale.counters(sale.product()).await.0,
+        sale.counters(sale.product).await.0,
         i64::from(STOCK) - 30,
         "stock rebuilt from MySQL"
     );
@@ -219,7 +202,7 @@ async fn a_restore_from_an_older_snapshot_is_caught_and_no_unit_is_sold_twice() 
     own.restart().await;
     reconnected(&sale).await;
     assert_eq!(
-        sale.counters(sale.product()).await.0,
+        sale.counters(sale.product).await.0,
         i64::from(STOCK) - 20,
         "Redis went back 20 units"
     );
@@ -230,7 +213,7 @@ async fn a_restore_from_an_older_snapshot_is_caught_and_no_unit_is_sold_twice() 
     assert_eq!(loss.kind, LossKind::RolledBack);
     assert_eq!(loss.units_at_risk, 20);
     let token = sale.token("right-after").await;
-    let (status, body) = sale.buy(sale.product(), "right-after", 1, &token).await;
+    let (status, body) = sale.buy(sale.product, "right-after", 1, &token).await;
     assert_eq!(
         status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -240,7 +223,7 @@ async fn a_restore_from_an_older_snapshot_is_caught_and_no_unit_is_sold_twice() 
     wait_until_suspended(&sale).await;
 
     recover(&sale).await;
-    assert_eq!(sale.counters(sale.product()).await.0, i64::from(STOCK) - 40);
+    assert_eq!(sale.counters(sale.product).await.0, i64::from(STOCK) - 40);
     assert_eq!(buy(&sale, "third", 100).await, STOCK as usize - 40);
     drain(&sale).await;
     let users = orders(&sale).await;

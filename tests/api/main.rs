@@ -1,12 +1,11 @@
 //! Integration tests of `seckill` against a real Redis and MariaDB (see `scripts/setup.sh`).
 //!
 //! One test binary (as in zero-to-production's `tests/api/`), one module per area. Every test
-//! builds its own [`helpers::TestApp`]: a fresh database and Redis key prefix, so tests run in
-//! parallel. Add a module here for each new area.
+//! builds its own [`helpers::TestApp`] (`spawn_app()` or `TestApp::builder()`): a fresh database
+//! and Redis key prefix, so tests run in parallel. Add a module here for each new area.
 
 mod bench;
 mod buy;
-mod buy_support;
 mod catalog;
 mod connectivity;
 mod consumer_handover;
@@ -25,11 +24,10 @@ mod lost_state;
 mod metrics;
 mod migrate;
 mod pipeline;
-mod pipeline_support;
 mod reconcile_live;
+mod redis_servers;
 mod reservation;
 mod router;
 mod sentinel;
-mod sentinel_support;
 mod stock_live;
 mod validation;

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::buy_support::{spec, Options, Sale};
-use crate::helpers::{free_port, signal};
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{free_port, phone, signal, spec, users, wait_for_serve, TestApp};
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition (labels in any
 /// order, all of them given).
@@ -85,12 +83,8 @@ async fn scrape(http: &reqwest::Client, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_metrics_count_what_happened() {
-    let sale = Sale::start(Options {
-        products: vec![spec(20, 1, 1)],
-        ..Default::default()
-    })
-    .await;
-    let (activity, product) = (sale.activity.to_string(), sale.product().to_string());
+    let sale = TestApp::builder().sale(vec![spec(20, 1, 1)]).serve().build().await;
+    let (activity, product) = (sale.activity.to_string(), sale.product.to_string());
     let url = format!("{}/metrics", sale.base);
     let stock_labels = [("activity", activity.as_str()), ("product", product.as_str())];
 
@@ -112,7 +106,7 @@ async fn serve_metrics_count_what_happened() {
         buyers
             .iter()
             .zip(&tokens)
-            .map(|(u, t)| Box::pin(sale.buy(sale.product(), u, 1, t)))
+            .map(|(u, t)| Box::pin(sale.buy(sale.product, u, 1, t)))
             .collect(),
     )
     .await;
@@ -121,11 +115,11 @@ async fn serve_metrics_count_what_happened() {
     for i in 0..3 {
         let user = format!("late{i}");
         let token = sale.token(&user).await;
-        let answer = sale.buy(sale.product(), &user, 1, &token).await;
+        let answer = sale.buy(sale.product, &user, 1, &token).await;
         assert_eq!(answer.1["error"], "sold_out", "{answer:?}");
     }
     // Two bad requests: a zero quantity and a body that is not JSON.
-    assert_eq!(sale.buy(sale.product(), "bad", 0, "x").await.0.as_u16(), 400);
+    assert_eq!(sale.buy(sale.product, "bad", 0, "x").await.0.as_u16(), 400);
     assert_eq!(
         sale.post_raw("/api/v1/buy", "{", Some("application/json"))
             .await
@@ -206,7 +200,7 @@ async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_metrics_after_a_drain_and_status_agrees() {
-    let f = Fixture::new(50, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(50, 1)]).build().await;
     let nos = f.reserve(users("m", 30), 1).await;
     assert_eq!(nos.len(), 30);
     let port = free_port();
@@ -273,7 +267,7 @@ async fn consumer_metrics_after_a_drain_and_status_agrees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_writes_a_textfile() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("r", 4), 1).await;
     f.drain().await;
     let dir = std::env::temp_dir().join(format!("seckill-prom-{}", f.activity));
@@ -383,7 +377,7 @@ fn collect_exprs(v: &serde_json::Value, out: &mut String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_prints_plain_lines_and_stops_on_sigint() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("w", 3), 1).await;
     let activity = f.activity.to_string();
     let mut watch = f
@@ -413,7 +407,7 @@ async fn status_watch_prints_plain_lines_and_stops_on_sigint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_no_token_or_secret() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut serve = f
@@ -424,7 +418,7 @@ async fn json_logs_carry_no_token_or_secret() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    Fixture::wait_for_serve(&http, &base).await;
+    wait_for_serve(&http, &base).await;
     let token = f.issue_token(&http, &base, "logger").await;
     let bought = http
         .post(format!("{base}/api/v1/buy"))
@@ -463,15 +457,11 @@ async fn a_product_sold_out_elsewhere_is_answered_from_memory() {
     // Stock 0 from the start: no purchase ever got a sold-out verdict from this server, yet the
     // periodic refresh marks it, so even requests that would stop at the token check (a
     // flood of bad tokens) are answered sold out without work.
-    let sale = Sale::start(Options {
-        products: vec![spec(0, 1, 1)],
-        ..Default::default()
-    })
-    .await;
+    let sale = TestApp::builder().sale(vec![spec(0, 1, 1)]).serve().build().await;
     let url = format!("{}/metrics", sale.base);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = sale.buy(sale.product(), "nobody", 1, "1.not-a-token").await;
+        let answer = sale.buy(sale.product, "nobody", 1, "1.not-a-token").await;
         if answer.1["error"] == "sold_out" {
             break;
         }
@@ -488,6 +478,6 @@ async fn a_product_sold_out_elsewhere_is_answered_from_memory() {
         "{text}"
     );
     // Bad input is still bad input.
-    crate::buy_support::assert_error(&sale.buy(sale.product(), "nobody", 0, "x").await, 400, "bad_request");
+    crate::helpers::assert_error(&sale.buy(sale.product, "nobody", 0, "x").await, 400, "bad_request");
     sale.finish().await;
 }

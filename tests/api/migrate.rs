@@ -1,10 +1,10 @@
 //! `seckill migrate`: creates the database, applies the schema, and is harmless twice.
 
-use crate::helpers::{drop_database, mysql_server_url, random_suffix, TestApp};
+use crate::helpers::{drop_database, mysql_server_url, random_suffix, spawn_app};
 
 #[tokio::test]
 async fn migrate_twice_changes_nothing() {
-    let app = TestApp::new().await; // already migrated once by the library
+    let app = spawn_app().await; // already migrated once by the library
     let before = app.snapshot().await;
     let out = app.cli(&["migrate"]).await;
     out.ok();
@@ -22,7 +22,7 @@ async fn migrate_twice_changes_nothing() {
 
 #[tokio::test]
 async fn migrate_creates_a_missing_database_then_is_up_to_date() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let name = format!("seckill_test_{}", random_suffix());
     let url = format!("{}/{name}", mysql_server_url());
     let env = [("SECKILL_DATABASE_URL", url.as_str())];
@@ -60,7 +60,7 @@ async fn migrate_creates_a_missing_database_then_is_up_to_date() {
 
 #[tokio::test]
 async fn migrate_refuses_a_database_name_it_cannot_quote() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let url = format!("{}/bad-name", mysql_server_url());
     let out = app
         .cli_with(&["migrate"], &[("SECKILL_DATABASE_URL", url.as_str())], None)

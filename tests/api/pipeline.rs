@@ -9,11 +9,11 @@ use seckill::ops::{order, reconcile, stock};
 use seckill::persist;
 use seckill::reservation::dlq;
 
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{phone, users, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_consumer_is_reclaimed_exactly_once() {
-    let f = Fixture::new(1000, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(1000, 1)]).build().await;
     let nos = f.reserve(users("u", 1000), 1).await;
     assert_eq!(nos.len(), 1000);
     let mut first = f.spawn(&["consumer", "--batch", "5", "--name", "c1"]);
@@ -46,7 +46,7 @@ async fn killed_consumer_is_reclaimed_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_entry_twice_makes_one_order() {
-    let f = Fixture::new(10, 5).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
     let nos = f.reserve(["alice".to_string()], 3).await;
     let (_, entry_id) = seckill::keys::parse_order_no(&nos[0]).unwrap();
     let mut conn = f.redis.conn();
@@ -77,7 +77,7 @@ async fn same_entry_twice_makes_one_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_down_keeps_everything_pending() {
-    let f = Fixture::new(100, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
     f.reserve(users("m", 50), 1).await;
     let mut cmd = f.command(&["consumer", "--name", "blind"]);
     cmd.env("SECKILL_DATABASE_URL", "mysql://root@127.0.0.1:1/nowhere")
@@ -107,7 +107,7 @@ unsafe extern "C" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_entry_goes_to_dead_letters() {
-    let f = Fixture::new(100, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
     f.reserve(users("a", 10), 1).await;
     let mut conn = f.redis.conn();
     let stream = f.redis.keys().orders_stream(f.activity);
@@ -144,7 +144,7 @@ async fn poison_entry_goes_to_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_pay_expire_race_returns_each_unit_at_most_once() {
-    let f = Fixture::new(60, 2).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(60, 2)]).build().await;
     let nos = f.reserve(users("r", 30), 2).await;
     f.drain().await;
     let mut tasks = Vec::new();
@@ -191,7 +191,7 @@ async fn cancel_pay_expire_race_returns_each_unit_at_most_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_classifies_and_fixes() {
-    let f = Fixture::new(100, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
     let nos = f.reserve(users("c", 20), 1).await;
     f.drain().await;
     let grace = Duration::from_secs(60);
@@ -259,7 +259,7 @@ async fn reconcile_classifies_and_fixes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_add_and_sold_out_while_online() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("s", 4), 1).await;
     let added = stock::add(&f.db, &f.redis, f.product, 5).await.unwrap();
     assert_eq!((added.delta, added.total_stock, added.redis_stock), (5, 15, Some(11)));

@@ -12,14 +12,14 @@ use seckill::buy::{self, Purchase};
 use seckill::ops::reconcile;
 use seckill::reservation::dlq;
 
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{phone, users, TestApp};
 
 const STOCK: u32 = 3_000;
 const BUYERS: usize = 4_000;
 
 /// Buys, for `run_for`, one unit for random users of `pool` (each may try many times), in
 /// small batches as the HTTP funnel would; returns the number of accepted purchases.
-async fn buy_randomly(f: Arc<Fixture>, pool: Arc<Vec<String>>, stop: Arc<AtomicBool>, seed: u64) -> u64 {
+async fn buy_randomly(f: Arc<TestApp>, pool: Arc<Vec<String>>, stop: Arc<AtomicBool>, seed: u64) -> u64 {
     let mut accepted = 0;
     let mut state = seed | 1;
     while !stop.load(Ordering::Relaxed) {
@@ -47,17 +47,9 @@ async fn buy_randomly(f: Arc<Fixture>, pool: Arc<Vec<String>>, stop: Arc<AtomicB
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
-    let f = Arc::new(Fixture::new(STOCK, 1).await);
+    let f = Arc::new(TestApp::builder().pipeline().sale(vec![phone(STOCK, 1)]).build().await);
     let pool: Arc<Vec<String>> = Arc::new(users("live", BUYERS).collect());
-    let mut conn = f.redis.conn();
-    for chunk in pool.chunks(500) {
-        let mut pipe = redis::pipe();
-        for u in chunk {
-            pipe.set(f.redis.keys().token(f.activity, u), format!("tok-{u}"))
-                .ignore();
-        }
-        let () = pipe.query_async(&mut conn).await.unwrap();
-    }
+    f.plain_tokens(&pool).await;
     let mut consumer = f.spawn(&["consumer", "--name", "live", "--batch", "50"]);
     let stop = Arc::new(AtomicBool::new(false));
     let buyers: Vec<_> = (0..2)
@@ -103,6 +95,7 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
         .await
         .unwrap();
     let (stock, sold, redis_total) = f.redis_counters().await;
+    let mut conn = f.redis.conn();
     let bought: HashMap<String, i64> = conn
         .hgetall(f.redis.keys().bought(f.activity, f.product))
         .await
@@ -129,7 +122,7 @@ async fn fix_in_a_loop_during_a_live_sale_keeps_the_limit_and_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_reservation_still_holds_its_unit_and_the_users_total() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("ok", 3), 1).await;
     f.drain().await;
     let buried = f.reserve(["buried".to_string()], 1).await;

@@ -7,11 +7,11 @@ use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use seckill::reservation::{self, field};
 
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{phone, users, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_decodes_a_queued_reservation() {
-    let f = Fixture::new(10, 5).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
     let before = chrono::Utc::now().timestamp_millis();
     let nos = f.reserve(["alice".to_string()], 3).await;
     let r = reservation::lookup(&f.redis, &nos[0])
@@ -28,7 +28,7 @@ async fn lookup_decodes_a_queued_reservation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_misses_unknown_numbers_and_names_unreadable_entries() {
-    let f = Fixture::new(10, 5).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
     let a = f.activity;
     for unknown in [format!("{a}-1-0"), format!("{}-1-0", a + 1000), "nonsense".into()] {
         assert_eq!(
@@ -58,7 +58,7 @@ async fn lookup_misses_unknown_numbers_and_names_unreadable_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_creates_a_destroyed_group_again() {
-    let f = Fixture::new(100, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
     assert_eq!(f.reserve(users("u", 20), 1).await.len(), 20);
     let mut conn = f.redis.conn();
     let destroyed: u64 = conn
@@ -76,7 +76,7 @@ async fn consumer_creates_a_destroyed_group_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters() {
-    let f = Fixture::new(100, 5).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 5)]).build().await;
     let group = f.config.consumer.group.clone();
     let id = |no: &String| seckill::keys::parse_order_no(no).unwrap().1.to_string();
     f.reserve(users("early", 3), 1).await;

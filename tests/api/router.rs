@@ -7,7 +7,7 @@ use seckill::server::{router, AppState};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::helpers::TestApp;
+use crate::helpers::{spawn_app, TestApp};
 
 async fn call(app: &TestApp, request: Request<Body>) -> (StatusCode, Value) {
     let state = AppState::new(app.config.clone(), app.redis.clone(), app.db.clone());
@@ -19,14 +19,14 @@ async fn call(app: &TestApp, request: Request<Body>) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn health_answers_without_a_socket() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (status, _) = call(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn malformed_buy_and_unknown_route_get_json_errors() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let buy = Request::post("/api/v1/buy")
         .header("content-type", "application/json")
         .body(Body::from("{\"product_id\": 1, \"user_id\": "))
@@ -41,13 +41,13 @@ async fn malformed_buy_and_unknown_route_get_json_errors() {
     assert_eq!(body["error"], "not_found", "{body}");
 }
 
-/// `seckill serve` answers through `hot_path::Api`, which sends `POST /api/v1/buy` past the
+/// `seckill serve` answers through `server::Api`, which sends `POST /api/v1/buy` past the
 /// router: every buy request must get the router's answer and be counted the same way.
 #[tokio::test]
 async fn the_served_api_answers_buy_requests_as_the_router_does() {
-    use seckill::server::hot_path::Api;
+    use seckill::server::Api;
 
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let json = |path: &str, body: &'static str| {
         Request::post(path)
             .header("content-type", "application/json")

@@ -10,22 +10,22 @@ use redis::AsyncCommands;
 use seckill::durability::Durability;
 use serde_json::Value;
 
-use crate::buy_support::{spec, Options, OwnRedis, Sale};
-use crate::helpers::{open_window, ProductSpec, TestApp};
-use crate::sentinel_support::{info, SentinelSet, MASTER};
+use crate::helpers::{open_window, spec, ProductSpec, TestApp};
+use crate::redis_servers::{info, OwnRedis, SentinelSet, MASTER};
 
 const NO_DISK: [&str; 4] = ["--save", "", "--appendonly", "no"];
 
 #[tokio::test]
 async fn cli_reaches_the_primary_through_sentinels_and_bad_urls_fail_clearly() {
     let set = SentinelSet::start(&NO_DISK).await;
-    let url = set.url();
-    let app = TestApp::with_config(move |c| {
-        c.redis.url = url;
-        c.redis.durability = Durability::Replicas;
-        c.redis.wait_replicas = 1;
-    })
-    .await;
+    let app = TestApp::builder()
+        .redis(set.url())
+        .tune(|c| {
+            c.redis.durability = Durability::Replicas;
+            c.redis.wait_replicas = 1;
+        })
+        .build()
+        .await;
     let activity = app.create_activity(open_window()).await.id;
     app.add_product(activity, ProductSpec::default()).await;
     let hot = app.cli(&["hot", &activity.to_string()]).await;
@@ -86,22 +86,22 @@ async fn failover_mid_burst_loses_no_queued_order() {
     const BUYERS: usize = 600;
     let mut set = SentinelSet::start(&NO_DISK).await;
     let sale = Arc::new(
-        Sale::start(Options {
-            products: vec![spec(STOCK, 1, 1)],
-            redis_url: Some(set.url()),
-            tune: |c| {
+        TestApp::builder()
+            .redis(set.url())
+            .tune(|c| {
                 c.redis.durability = Durability::Replicas;
                 c.redis.wait_replicas = 1;
                 c.redis.response_timeout_ms = 500;
                 c.redis.connect_timeout_ms = 300;
                 c.funnel.per_user_rps = 0;
                 c.funnel.breaker_open_ms = 200;
-            },
-            ..Options::default()
-        })
-        .await,
+            })
+            .sale(vec![spec(STOCK, 1, 1)])
+            .serve()
+            .build()
+            .await,
     );
-    let p = sale.product();
+    let p = sale.product;
     let users: Vec<String> = (0..BUYERS).map(|i| format!("buyer{i}")).collect();
     let tokens = sale.tokens(&users).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(32));
@@ -139,7 +139,7 @@ async fn failover_mid_burst_loses_no_queued_order() {
     // sync, `wait_replicas: 1` has nobody to confirm buys, which answer `unconfirmed`, never
     // `queued`. (Restarting the failed node empty while the sentinels still disagree would
     // bring it back as an empty primary: the lost-state guard then suspends the sale.)
-    crate::sentinel_support::wait_until("the sentinels agree on the promoted replica", || async {
+    crate::redis_servers::wait_until("the sentinels agree on the promoted replica", || async {
         set.primary_port().await.is_some_and(|p| p != old_primary)
     })
     .await;
@@ -191,17 +191,7 @@ async fn failover_mid_burst_loses_no_queued_order() {
     );
     assert!(info(&set.replica.url(), "replication").await.contains("role:master"));
 
-    seckill::consumer::run(
-        &sale.config,
-        seckill::consumer::ConsumerOptions {
-            name: "after-failover".into(),
-            batch: 1000,
-            once: true,
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    sale.drain_as("after-failover").await;
     let orders: Vec<(String, String)> =
         sqlx::query_as("SELECT order_no, CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
             .bind(sale.activity)

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use seckill::ops::reconcile;
 
-use crate::buy_support::OwnRedis;
-use crate::pipeline_support::{users, Fixture};
+use crate::helpers::{phone, users, TestApp};
+use crate::redis_servers::OwnRedis;
 
-async fn mysql_total(f: &Fixture) -> i64 {
+async fn mysql_total(f: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT CAST(total_stock AS SIGNED) FROM products WHERE id = ?")
         .bind(f.product)
         .fetch_one(f.db.pool())
@@ -20,7 +20,7 @@ async fn mysql_total(f: &Fixture) -> i64 {
 
 /// Waits until a statement of another session on the fixture's database has been running
 /// for a second: the `stock` process, held up by the test's lock.
-async fn wait_for_lock_wait(f: &Fixture) {
+async fn wait_for_lock_wait(f: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -38,14 +38,14 @@ async fn wait_for_lock_wait(f: &Fixture) {
     }
 }
 
-async fn ledger_rows(f: &Fixture) -> i64 {
+async fn ledger_rows(f: &TestApp) -> i64 {
     f.scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ?")
         .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overflowing_stock_add_is_refused_and_changes_nothing() {
-    let f = Fixture::new(5, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(5, 1)]).build().await;
     let before = (f.redis_counters().await, mysql_total(&f).await, ledger_rows(&f).await);
     let out = f
         .command(&["stock", "add", &f.product.to_string(), "4294967295"])
@@ -84,7 +84,7 @@ async fn an_overflowing_stock_add_is_refused_and_changes_nothing() {
 /// ledger makes its ledger insert wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_add_killed_while_mysql_is_slow_puts_no_phantom_units_on_sale() {
-    let f = Fixture::new(5, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(5, 1)]).build().await;
     f.reserve(users("k", 2), 1).await;
     let mut lock = f.db.pool().begin().await.unwrap();
     let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM stock_ledger WHERE id >= 0 FOR UPDATE")
@@ -123,14 +123,18 @@ async fn kill_between_mysql_and_redis(
     stock: u32,
     buyers: usize,
     args: &[&str],
-) -> (Fixture, OwnRedis, (i64, i64, i64)) {
+) -> (TestApp, OwnRedis, (i64, i64, i64)) {
     let own = OwnRedis::start().await;
-    let f = Fixture::new_with(stock, 1, |c| {
-        c.redis.url = own.url();
-        c.redis.response_timeout_ms = 30_000;
-        c.orders.in_flight_grace_secs = 1;
-    })
-    .await;
+    let f = TestApp::builder()
+        .pipeline()
+        .redis(own.url())
+        .tune(|c| {
+            c.redis.response_timeout_ms = 30_000;
+            c.orders.in_flight_grace_secs = 1;
+        })
+        .sale(vec![phone(stock, 1)])
+        .build()
+        .await;
     f.reserve(users("p", buyers), 1).await;
     let mut lock = f.db.pool().begin().await.unwrap();
     let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
@@ -162,14 +166,14 @@ async fn kill_between_mysql_and_redis(
 
 /// After the in-flight grace, runs `reconcile --fix` (which must settle what the killed
 /// process left); returns its exit code and output.
-async fn reconcile_fix_after_grace(f: &Fixture) -> (i32, String) {
+async fn reconcile_fix_after_grace(f: &TestApp) -> (i32, String) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     f.run(&["reconcile", &f.activity.to_string(), "--fix"])
 }
 
 /// `reconcile --fix` settled everything: it succeeded, no ledger row is pending, and the
 /// activity is consistent.
-async fn assert_settled(f: &Fixture, code: i32, out: &str) {
+async fn assert_settled(f: &TestApp, code: i32, out: &str) {
     assert_eq!(code, 0, "{out}");
     let pending = f
         .scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND state = 'pending'")
@@ -226,7 +230,7 @@ async fn a_sold_out_killed_between_mysql_and_redis_is_settled_by_reconcile() {
 /// `reconcile --fix`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawn_units_never_come_back_when_mysql_fails_after_redis() {
-    let f = Fixture::new(10, 1).await;
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("w", 3), 1).await;
     let mut lock = f.db.pool().begin().await.unwrap();
     let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM stock_ledger WHERE id >= 0 FOR UPDATE")
@@ -262,12 +266,16 @@ async fn withdrawn_units_never_come_back_when_mysql_fails_after_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
     let mut own = OwnRedis::start().await;
-    let f = Fixture::new_with(5, 1, |c| {
-        c.redis.url = own.url();
-        c.redis.response_timeout_ms = 2_000;
-        c.orders.in_flight_grace_secs = 1;
-    })
-    .await;
+    let f = TestApp::builder()
+        .pipeline()
+        .redis(own.url())
+        .tune(|c| {
+            c.redis.response_timeout_ms = 2_000;
+            c.orders.in_flight_grace_secs = 1;
+        })
+        .sale(vec![phone(5, 1)])
+        .build()
+        .await;
     let mut lock = f.db.pool().begin().await.unwrap();
     let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
         .bind(f.product)

@@ -7,33 +7,11 @@ use redis::AsyncCommands;
 use seckill::buy::{self, Outcome, Purchase};
 use serde_json::{json, Value};
 
-use crate::buy_support::{assert_error, Options, Sale};
-use crate::helpers::{rfc3339, CliOutput, TestApp};
-
-/// Runs `seckill ARGS` against `sale`'s database, key prefix and token secret.
-async fn sale_cli(sale: &Sale, args: &[&str]) -> CliOutput {
-    let started = std::time::Instant::now();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_seckill"))
-        .args(args)
-        .env("SECKILL_DATABASE_URL", &sale.config.database.url)
-        .env("SECKILL_REDIS_URL", &sale.config.redis.url)
-        .env("SECKILL_KEY_PREFIX", &sale.config.redis.key_prefix)
-        .env("SECKILL_TOKEN_SECRET", &sale.config.token.secret)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run seckill");
-    CliOutput {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
-}
+use crate::helpers::{assert_error, rfc3339, spawn_app, spec, TestApp};
 
 /// Registers a validly signed token for `user` straight in Redis, past every entry point's
 /// user-id check, so the buy endpoint's own check is what is tested.
-async fn forge_registered_token(sale: &Sale, user: &str) -> String {
+async fn forge_registered_token(sale: &TestApp, user: &str) -> String {
     let token = sale.signer.sign(sale.activity, user, seckill::token::unix_now() + 600);
     let () = sale
         .redis
@@ -46,8 +24,8 @@ async fn forge_registered_token(sale: &Sale, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywhere() {
-    let sale = Sale::start(Options::default()).await;
-    let (a, p) = (sale.activity.to_string(), sale.product());
+    let sale = TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await;
+    let (a, p) = (sale.activity.to_string(), sale.product);
     let counters = sale.counters(p).await;
     let too_long = "é".repeat(33); // 33 characters, 66 bytes
     let answer = sale
@@ -79,30 +57,30 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
         assert_error(&answer, 400, "bad_request");
         let token = forge_registered_token(&sale, invisible).await;
         assert_error(&sale.buy(p, invisible, 1, &token).await, 400, "bad_request");
-        sale_cli(&sale, &["blacklist", "add", invisible])
+        sale.cli(&["blacklist", "add", invisible])
             .await
             .fails_with(2, &["<USER>", "must not contain"]);
     }
     assert_eq!(sale.counters(p).await, counters, "nothing deducted, nothing queued");
 
-    sale_cli(&sale, &["token", &a, "--user", &too_long])
+    sale.cli(&["token", &a, "--user", &too_long])
         .await
         .fails_with(2, &["--user", "66 bytes", "at most 64 bytes"]);
-    sale_cli(&sale, &["token", "revoke", &a, "--user", &too_long])
+    sale.cli(&["token", "revoke", &a, "--user", &too_long])
         .await
         .fails_with(2, &["--user", "66 bytes"]);
-    sale_cli(&sale, &["blacklist", "add", &too_long])
+    sale.cli(&["blacklist", "add", &too_long])
         .await
         .fails_with(2, &["66 bytes"]);
-    sale_cli(&sale, &["blacklist", "remove", &too_long])
+    sale.cli(&["blacklist", "remove", &too_long])
         .await
         .fails_with(2, &["66 bytes"]);
-    sale_cli(&sale, &["order", "list", "--activity", &a, "--user", &too_long])
+    sale.cli(&["order", "list", "--activity", &a, "--user", &too_long])
         .await
         .fails_with(2, &["--user", "66 bytes"]);
     let file = std::env::temp_dir().join(format!("seckill-users-{}.txt", rand::random::<u64>()));
     std::fs::write(&file, format!("early-bird\n\n{too_long}\n")).unwrap();
-    sale_cli(&sale, &["token", &a, "--users", file.to_str().unwrap()])
+    sale.cli(&["token", &a, "--users", file.to_str().unwrap()])
         .await
         .fails_with(1, &["line 3", "66 bytes"]);
     std::fs::remove_file(&file).ok();
@@ -113,7 +91,7 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
         .await
         .unwrap();
     assert_eq!(early, None, "a refused file issues no token at all");
-    let listed = sale_cli(&sale, &["blacklist", "list", "--json"]).await;
+    let listed = sale.cli(&["blacklist", "list", "--json"]).await;
     assert_eq!(listed.ok().json(), json!([]));
 
     // The longest valid ids go all the way: token, purchase, a real consumer, MySQL.
@@ -128,7 +106,7 @@ async fn user_ids_over_64_bytes_or_with_invisible_characters_are_refused_everywh
         assert_eq!(bought.0, 200, "{bought:?}");
         assert_eq!(bought.1["status"], "queued");
     }
-    sale_cli(&sale, &["consumer", "--once"]).await.ok();
+    sale.cli(&["consumer", "--once"]).await.ok();
     let persisted: Vec<String> = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM orders ORDER BY id")
         .fetch_all(sale.db.pool())
         .await
@@ -177,7 +155,7 @@ async fn reserve_one(app: &TestApp, activity: u64, product: u64, user: &str) {
 
 #[tokio::test]
 async fn deletes_wait_until_every_reservation_is_persisted_or_replayed() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let (a, phone, case) = (activity.id.to_string(), products[0].id, products[1].id.to_string());
     reserve_one(&app, activity.id, phone, "u1").await;
@@ -214,7 +192,7 @@ async fn deletes_wait_until_every_reservation_is_persisted_or_replayed() {
 
 #[tokio::test]
 async fn an_online_window_is_frozen_and_a_stopped_one_reaches_redis_on_start() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let a = activity.id.to_string();
     let cut = activity.end_at - Duration::minutes(30);
@@ -248,7 +226,7 @@ async fn an_online_window_is_frozen_and_a_stopped_one_reaches_redis_on_start() {
 
 #[tokio::test]
 async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, _) = app.online_activity().await;
     let barred = app.redis.keys().blacklist(activity.id);
     app.cli(&["blacklist", "add", "Mallory"]).await.ok();
@@ -298,7 +276,7 @@ async fn user_ids_compare_exactly_in_mysql_as_in_redis() {
 
 #[tokio::test]
 async fn preheating_counts_ids_differing_only_in_case_as_two_users() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.online_activity().await;
     let (a, phone) = (activity.id.to_string(), products[0].id);
     reserve_one(&app, activity.id, phone, "Bob").await;
@@ -316,7 +294,7 @@ async fn preheating_counts_ids_differing_only_in_case_as_two_users() {
 
 #[tokio::test]
 async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_range() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     app.hot(activity.id).await;
     let (a, p) = (activity.id.to_string(), products[0].id.to_string());
@@ -483,7 +461,7 @@ async fn numeric_date_and_price_flags_are_checked_by_clap_naming_the_flag_and_ra
 
 #[tokio::test]
 async fn a_missing_config_file_is_a_usage_error() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let missing = app.workdir.join("missing.yaml").display().to_string();
     app.cli(&["--config", &missing, "activity", "list"])
         .await

@@ -1,11 +1,105 @@
-//! A Redis primary, one replica and three sentinels of the test's own, on spare ports in
-//! directories of their own, all killed on drop.
+//! Redis servers of a test's own, for tests about crashes, persistence and failover: a single
+//! [`OwnRedis`] on a spare port, or a [`SentinelSet`] (a primary, one replica and three
+//! sentinels). Each lives in a directory of its own and is killed on drop.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::buy_support::OwnRedis;
 use crate::helpers::{free_port, random_suffix};
+
+/// A `redis-server` of the test's own, on a free port, in a directory of its own (where its
+/// AOF and RDB files live, so [`OwnRedis::restart`] reloads them), killed on drop.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+    dir: std::path::PathBuf,
+    settings: Vec<String>,
+}
+
+impl OwnRedis {
+    /// A Redis that keeps nothing on disk.
+    pub async fn start() -> OwnRedis {
+        Self::start_with(&["--save", "", "--appendonly", "no"]).await
+    }
+
+    /// A Redis with these settings (redis.conf directives as flags, e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]`).
+    pub async fn start_with(settings: &[&str]) -> OwnRedis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("seckill-redis-{port}-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).expect("create the Redis directory");
+        let mut r = OwnRedis {
+            port,
+            child: None,
+            dir,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+        };
+        r.restart().await;
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Where its AOF and RDB files are.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Starts it (again) with its settings and directory; waits until it answers PING
+    /// (so an AOF is loaded by the time this returns).
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.settings)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.child = Some(child);
+        for _ in 0..250 {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Sends `sig` (such as `-STOP`) to the server.
+    pub fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+
+    /// Kills the server (its files stay for [`OwnRedis::restart`]).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// The name the sentinels monitor the primary under.
 pub const MASTER: &str = "seckill-test";

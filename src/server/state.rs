@@ -1,0 +1,202 @@
+//! What the handlers share ([`AppState`]), the background tasks that live as long as it (stock
+//! refresh, lost-state guard, trimming of the rate limiter), and the answers every handler
+//! gives when Redis cannot be asked.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::batcher::{Batchers, ReplicaWait};
+use super::error::ApiError;
+use super::funnel::{Admission, Breaker, Catalog, Limits};
+use super::guard::{self, KnownSeqs, GUARD_EVERY};
+use super::metrics::{BusyReason, ServerMetrics};
+use super::refresh;
+use crate::config::Config;
+use crate::db::Db;
+use crate::redis_client::RedisClient;
+use crate::token::Signer;
+
+/// How often stock is read from Redis (see [`refresh`]): half the sold-out cache time, so a
+/// product sold out elsewhere stays answered from memory without gaps; within 100ms..5s.
+fn stock_refresh_every(sold_out_cache_ms: u64) -> Duration {
+    Duration::from_millis((sold_out_cache_ms / 2).clamp(100, 5000))
+}
+
+/// How often users whose rate-limit buckets are full again are forgotten.
+const FORGET_IDLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The shared parts of [`AppState`].
+pub struct Shared {
+    /// Redis (decisions, tokens, activities).
+    pub redis: RedisClient,
+    /// MySQL (order lookups).
+    pub db: Db,
+    /// Token signer.
+    pub signer: Signer,
+    /// The configuration the server was started with.
+    pub config: Config,
+    /// Product -> activity map and sold-out cache.
+    pub catalog: Catalog,
+    /// Bounded admission of buy requests.
+    pub admission: Admission,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Circuit breaker around Redis.
+    pub breaker: Breaker,
+    /// Group commit.
+    pub batchers: Batchers,
+    /// What `GET /metrics` shows.
+    pub stats: ServerMetrics,
+    /// MySQL's persist sequences, for the batchers (see [`guard`]).
+    pub known_seqs: Arc<KnownSeqs>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State for a server over `redis` and `db`. Must be called inside a Tokio runtime
+    /// (it starts the background tasks, which stop once the state is dropped).
+    pub fn new(config: Config, redis: RedisClient, db: Db) -> AppState {
+        let f = &config.funnel;
+        let stats = ServerMetrics::new(Arc::new(crate::metrics::Metrics::new()));
+        let known_seqs = Arc::new(KnownSeqs::default());
+        let shared = Shared {
+            signer: Signer::new(&config.token.secret),
+            catalog: Catalog::new(f.sold_out_cache_ms),
+            admission: Admission::new(f.max_in_flight),
+            limits: Limits::new(f),
+            breaker: Breaker::new(f.breaker_failures, f.breaker_open_ms),
+            batchers: Batchers::new(
+                redis.clone(),
+                f.batch_max,
+                f.batch_pipeline,
+                config.redis_response_timeout(),
+            )
+            .with_batch_sizes(stats.batch_size.clone())
+            .with_replica_wait((config.redis.wait_replicas > 0).then(|| ReplicaWait {
+                replicas: config.redis.wait_replicas,
+                timeout: Duration::from_millis(config.redis.wait_timeout_ms),
+                seconds: stats.wait_replicas.clone(),
+            }))
+            .with_known_seqs(known_seqs.clone()),
+            known_seqs,
+            stats,
+            redis,
+            db,
+            config,
+        };
+        let shared = Arc::new(shared);
+        spawn_background(&shared);
+        AppState(shared)
+    }
+}
+
+/// The request a failed Redis call served, as its log line names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The activity, when known.
+    pub activity: Option<u64>,
+    /// The product, when known.
+    pub product: Option<u64>,
+    /// The buyer.
+    pub user: &'a str,
+}
+
+impl Shared {
+    /// Whether the circuit breaker lets a call to Redis go now; when it does not, the answer
+    /// (`busy`, counted with reason `breaker`).
+    pub fn admit_redis(&self) -> Result<(), ApiError> {
+        if self.breaker.admit() {
+            return Ok(());
+        }
+        self.stats.busy(BusyReason::Breaker);
+        Err(ApiError::redis_unavailable())
+    }
+
+    /// The answer to a call to Redis that failed or timed out (`why`) for `subject`: counted
+    /// against the circuit breaker and as a `busy` answer with reason `redis`, and logged as
+    /// `message`.
+    pub fn redis_failed(&self, message: &'static str, why: &dyn Display, subject: Subject<'_>) -> ApiError {
+        self.breaker.failure();
+        self.stats.busy(BusyReason::Redis);
+        let Subject {
+            activity,
+            product,
+            user,
+        } = subject;
+        tracing::warn!(activity, product, user, error = %why, "{message}");
+        ApiError::redis_unavailable()
+    }
+}
+
+/// Starts the tasks that work for the state `shared` until it is dropped: the stock refresh
+/// (at once, then periodically), the lost-state guard (likewise), and the trimming of the
+/// per-user rate limiter.
+fn spawn_background(shared: &Arc<Shared>) {
+    let now = Instant::now();
+    let every = stock_refresh_every(shared.config.funnel.sold_out_cache_ms);
+    let mut ticks = Ticks::new(Arc::downgrade(shared), now, every);
+    tokio::spawn(async move {
+        let mut gauges = HashMap::new();
+        while let Some(shared) = ticks.next().await {
+            if let Err(e) = refresh::refresh(&shared.redis, &shared.catalog, &shared.stats, &mut gauges).await {
+                tracing::debug!(error = %e, "stock refresh failed");
+            }
+        }
+    });
+    let mut ticks = Ticks::new(Arc::downgrade(shared), now, GUARD_EVERY);
+    tokio::spawn(async move {
+        let mut gauges = HashMap::new();
+        while let Some(shared) = ticks.next().await {
+            guard::check(
+                &shared.db,
+                &shared.redis,
+                &shared.stats,
+                &shared.known_seqs,
+                &mut gauges,
+            )
+            .await;
+        }
+    });
+    let mut ticks = Ticks::new(Arc::downgrade(shared), now + FORGET_IDLE_EVERY, FORGET_IDLE_EVERY);
+    tokio::spawn(async move {
+        while let Some(shared) = ticks.next().await {
+            shared.limits.forget_idle();
+        }
+    });
+}
+
+/// The periodic wake-ups of a background task, each with the state, until it is dropped.
+/// A tick missed while the task was busy is not made up for.
+struct Ticks {
+    state: Weak<Shared>,
+    interval: Interval,
+}
+
+impl Ticks {
+    /// The first tick at `first`, then every `every`.
+    fn new(state: Weak<Shared>, first: Instant, every: Duration) -> Ticks {
+        let mut interval = tokio::time::interval_at(first, every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ticks { state, interval }
+    }
+
+    /// The state at the next tick; `None` once it is dropped.
+    async fn next(&mut self) -> Option<Arc<Shared>> {
+        self.interval.tick().await;
+        self.state.upgrade()
+    }
+}

@@ -1,0 +1,92 @@
+//! `POST /api/v1/token`: a buyer's purchase token for an activity.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::body::{check_user_id, ApiJson};
+use super::error::ApiError;
+use super::state::{AppState, Subject};
+use crate::buy::Outcome;
+use crate::ops::token::{self, Gate};
+
+/// Body of `POST /api/v1/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The activity to buy in.
+    pub activity_id: u64,
+    /// The buyer.
+    pub user_id: String,
+}
+
+/// Answer of `POST /api/v1/token`.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// Present it with every purchase in the activity.
+    pub token: String,
+    /// Unix seconds after which it is refused.
+    pub expires_at: u64,
+}
+
+/// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
+/// one when already registered).
+pub async fn token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    check_user_id(&req.user_id)?;
+    if !state.limits.allow_token_request(&req.user_id) {
+        state.stats.rate_limited.increment(1);
+        return Err(ApiError::too_many_requests());
+    }
+    state.admit_redis()?;
+    let gate = token::gate(&state.redis, req.activity_id).await;
+    let issued = match gate {
+        Ok(Gate::Open) => {
+            let users = [req.user_id.clone()];
+            token::register(
+                &state.redis,
+                &state.signer,
+                req.activity_id,
+                &users,
+                state.config.token.ttl_secs,
+                |_| {},
+            )
+            .await
+        }
+        Ok(Gate::NotPreheated) => {
+            state.breaker.success();
+            return Err(ApiError::not_found(format!(
+                "activity {} is not on sale",
+                req.activity_id
+            )));
+        }
+        Ok(Gate::Ended) => {
+            state.breaker.success();
+            return Err(ApiError::from_outcome(Outcome::Ended));
+        }
+        Err(e) => Err(e),
+    };
+    match issued {
+        Ok(mut issued) if !issued.is_empty() => {
+            state.breaker.success();
+            let t = issued.swap_remove(0);
+            tracing::debug!(activity = req.activity_id, user = %req.user_id, "token issued");
+            Ok(Json(TokenResponse {
+                token: t.token,
+                expires_at: t.expires_at,
+            }))
+        }
+        Ok(_) => Err(ApiError::busy("no token issued")),
+        Err(e) => Err(state.redis_failed(
+            "token: redis failed",
+            &e,
+            Subject {
+                activity: Some(req.activity_id),
+                product: None,
+                user: &req.user_id,
+            },
+        )),
+    }
+}
