@@ -323,7 +323,7 @@ async fn stock_cannot_drop_below_sold() {
 /// such an activity as `draft` and `status` counted such an order nowhere.
 #[tokio::test]
 async fn an_unknown_status_in_mysql_is_an_error_not_a_default() {
-    let app = TestApp::new().await;
+    let app = spawn_app().await;
     let (activity, products) = app.activity_with_products().await;
     let id = activity.id.to_string();
     app.sql("ALTER TABLE activities DROP CONSTRAINT activities_status")
