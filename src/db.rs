@@ -50,7 +50,8 @@ impl Db {
         &self.pool
     }
 
-    /// Wraps a driver error with the server address.
+    /// Wraps a driver error with the server address (a `Result` does it with
+    /// [`DbContext::at`](crate::error::DbContext::at)).
     pub fn err(&self, source: sqlx::Error) -> Error {
         Error::Database {
             addr: self.addr.clone(),

@@ -1,5 +1,6 @@
 //! The library's error type. Each variant maps to one CLI exit code, by
-//! [`Error::exit_code`]. The HTTP API does not answer with these variants: its routes turn
+//! [`Error::exit_code`]. A driver error becomes [`Error::Database`] or [`Error::Redis`] with
+//! the server's address through [`DbContext::at`] and [`RedisContext::at`]. The HTTP API does not answer with these variants: its routes turn
 //! a failed library call into their own `ApiError` (`src/server/error.rs`), most often
 //! 503 `busy` for a backend that failed.
 

@@ -125,26 +125,36 @@ impl Snapshot {
     }
 }
 
-/// MySQL's clock, read before the products, at a millisecond no product of the activity was
-/// written in. `start` refuses when a product's `updated_at` is at or after it, so a change
+/// How far ahead of MySQL's clock a product's `updated_at` may be for `hot` to wait for it.
+/// Further ahead means MySQL's clock was set back: `hot` does not wait, and `start` refuses
+/// until the products are written again (as it always has).
+const MAX_WAIT_FOR_CLOCK_MS: i64 = 1000;
+
+/// MySQL's clock, read before the products and later than every product of the activity
+/// was written. `start` refuses when a product's `updated_at` is at or after it, so a change
 /// made after the products were read cannot slip through; and a product written in that
 /// same millisecond just before (`product add` then `hot` in a script) would pass for a
-/// change made after. Such a tie is read again until MySQL's clock has moved on: the check
-/// is MySQL's own, whatever the scheduling.
+/// change made after. So while a product's `updated_at` is not yet in MySQL's past, the
+/// clock is read again: the condition is MySQL's own, the pause between reads only spares
+/// it a busy loop.
 async fn snapshot_time(db: &Db, activity_id: u64) -> Result<i64> {
     loop {
-        let (now_ms, tied): (i64, i64) = sqlx::query_as(
+        let (now_ms, ahead_ms): (i64, Option<i64>) = sqlx::query_as(
             "SELECT CAST(UNIX_TIMESTAMP(t.now) * 1000 AS SIGNED), \
-                    COUNT(p.id) \
+                    CAST(TIMESTAMPDIFF(MICROSECOND, t.now, MAX(p.updated_at)) DIV 1000 AS SIGNED) \
              FROM (SELECT NOW(3) AS now) t \
-             LEFT JOIN products p ON p.activity_id = ? AND p.updated_at = t.now",
+             LEFT JOIN products p ON p.activity_id = ? \
+             GROUP BY t.now",
         )
         .bind(activity_id)
         .fetch_one(db.pool())
         .await
         .at(db)?;
-        if tied == 0 {
-            return Ok(now_ms);
+        match ahead_ms {
+            Some(ahead) if (0..=MAX_WAIT_FOR_CLOCK_MS).contains(&ahead) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ahead as u64 + 1)).await;
+            }
+            _ => return Ok(now_ms),
         }
     }
 }

@@ -94,7 +94,8 @@ impl RedisClient {
         &self.keys
     }
 
-    /// Wraps a driver error with the server address.
+    /// Wraps a driver error with the server address (a `Result` does it with
+    /// [`RedisContext::at`](crate::error::RedisContext::at)).
     pub fn err(&self, source: redis::RedisError) -> Error {
         Error::Redis {
             addr: self.addr.clone(),

@@ -172,3 +172,41 @@ async fn hot_needs_products() {
     app.cli(&["hot", &activity.id.to_string()]).await.ok();
     assert!(!app.activity_keys(activity.id).await.is_empty());
 }
+
+/// A product written just before `hot` (as `product update` then `hot` in a script do) is
+/// part of the preheat, not a change after it: `start` right after must not refuse, however
+/// close together the three run. Without a guard the write and the preheat's snapshot time
+/// often share a millisecond and `start` refuses.
+#[tokio::test]
+async fn a_product_written_just_before_hot_does_not_block_start() {
+    let app = spawn_app().await;
+    let (activity, products) = app.activity_with_products().await;
+    for round in 0..40 {
+        app.sql(&format!(
+            "UPDATE products SET name = 'phone {round}' WHERE id = {}",
+            products[0].id
+        ))
+        .await;
+        app.hot(activity.id).await;
+        seckill::ops::lifecycle::start(&app.db, &app.redis, activity.id)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        seckill::ops::lifecycle::stop(&app.db, &app.redis, activity.id, false)
+            .await
+            .expect("pause");
+    }
+    // And a change after the preheat is still noticed.
+    app.hot(activity.id).await;
+    app.sql(&format!(
+        "UPDATE products SET name = 'tablet' WHERE id = {}",
+        products[0].id
+    ))
+    .await;
+    let refused = seckill::ops::lifecycle::start(&app.db, &app.redis, activity.id)
+        .await
+        .expect_err("a product changed after the preheat");
+    assert!(
+        refused.to_string().contains("changed after the last preheat"),
+        "{refused}"
+    );
+}
