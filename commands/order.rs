@@ -74,7 +74,7 @@ fn orders_table(orders: &[Order]) {
                 o.user_id.clone(),
                 o.quantity.to_string(),
                 o.amount.to_string(),
-                o.status.clone(),
+                o.status.to_string(),
                 o.reserved_at.to_rfc3339(),
             ]
         }),

@@ -205,8 +205,8 @@ pub struct Order {
     /// quantity × unit_price.
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
-    /// `pending`, `paid`, `cancelled` or `expired`.
-    pub status: String,
+    /// Pending, paid, cancelled or expired.
+    pub status: OrderStatus,
     /// When Redis reserved the units.
     pub reserved_at: DateTime<Utc>,
     /// Row creation.

@@ -107,7 +107,7 @@ pub async fn pay(db: &Db, order_no: &str) -> Result<Transition> {
         });
     }
     let order = get(db, order_no).await?;
-    match order.status.parse()? {
+    match order.status {
         OrderStatus::Paid => Ok(Transition {
             order_no: order_no.into(),
             from: OrderStatus::Paid,
@@ -128,7 +128,7 @@ pub async fn cancel(db: &Db, redis: &RedisClient, order_no: &str) -> Result<Tran
         Some(t) => Ok(t),
         None => {
             let now = get(db, order_no).await?;
-            if now.status.parse::<OrderStatus>()? == OrderStatus::Cancelled {
+            if now.status == OrderStatus::Cancelled {
                 return Ok(Transition {
                     order_no: order_no.into(),
                     from: OrderStatus::Cancelled,

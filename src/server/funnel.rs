@@ -273,11 +273,6 @@ impl Breaker {
             BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => 2,
         }
     }
-
-    /// Whether requests are currently being turned away.
-    pub fn is_open(&self) -> bool {
-        matches!(*self.state(), BreakerState::Open { until } if Instant::now() < until)
-    }
 }
 
 #[cfg(test)]

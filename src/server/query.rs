@@ -43,7 +43,7 @@ impl From<Order> for OrderView {
     fn from(o: Order) -> Self {
         OrderView {
             order_no: o.order_no,
-            status: o.status,
+            status: o.status.to_string(),
             activity_id: o.activity_id,
             product_id: o.product_id,
             user_id: o.user_id,

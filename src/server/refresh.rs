@@ -16,6 +16,8 @@ use redis::AsyncCommands;
 
 use super::funnel::{Catalog, ProductSlot};
 use super::metrics::ServerMetrics;
+use crate::error::RedisContext;
+use crate::model::ActivityStatus;
 use crate::redis_client::RedisClient;
 
 /// Reads every preheated product's stock: sets its gauge, and marks it sold out in `catalog`
@@ -27,9 +29,7 @@ pub async fn refresh(
     stats: &ServerMetrics,
     gauges: &mut HashMap<(u64, u64), Gauge>,
 ) -> crate::Result<()> {
-    read_stock(redis, catalog, stats, gauges)
-        .await
-        .map_err(|e| redis.err(e))
+    read_stock(redis, catalog, stats, gauges).await.at(redis)
 }
 
 async fn read_stock(
@@ -49,7 +49,7 @@ async fn read_stock(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let selling = status.as_deref() == Some("online")
+        let selling = status.as_deref() == Some(ActivityStatus::Online.as_str())
             && start_ms.is_some_and(|s| s <= now_ms)
             && end_ms.is_some_and(|e| now_ms < e);
         let products: Vec<u64> = conn.smembers(keys.products(activity)).await?;
