@@ -5,7 +5,9 @@
 //! a product that sold out elsewhere (another server, or `stock sold-out`) is answered from
 //! memory at once, even when the requests themselves would never reach Redis (bad tokens).
 //!
-//! The server state runs [`refresh`] periodically (see `state`).
+//! The server state runs [`refresh`] periodically (see `state`), and [`refresh_degraded`]
+//! (the degrade switches of `seckill degrade`) often enough that a switch takes effect on
+//! every server within a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use metrics::Gauge;
 use redis::AsyncCommands;
 
-use super::funnel::{Catalog, ProductSlot};
+use super::funnel::{Catalog, DegradeSwitches, ProductSlot};
 use super::metrics::ServerMetrics;
 use crate::error::RedisContext;
 use crate::model::ActivityStatus;
@@ -86,4 +88,58 @@ async fn read_stock(
         }
     }
     Ok(())
+}
+
+/// Reads the degrade switch of every preheated activity into `switches`, logging each one
+/// that changed and setting its gauge (`gauges` keeps the handles). On a Redis error the
+/// switches stay as they were.
+pub async fn refresh_degraded(
+    redis: &RedisClient,
+    switches: &DegradeSwitches,
+    stats: &ServerMetrics,
+    gauges: &mut HashMap<u64, Gauge>,
+) -> crate::Result<()> {
+    let on = read_degraded(redis).await.at(redis)?;
+    let before = switches.current();
+    if *before == on {
+        return Ok(());
+    }
+    for (activity, message) in &on {
+        if before.get(activity) != Some(message) {
+            tracing::warn!(activity, %message, "activity degraded: its buys are answered `degraded`");
+        }
+    }
+    for activity in before.keys().filter(|a| !on.contains_key(a)) {
+        tracing::info!(activity, "activity no longer degraded: buys are decided again");
+    }
+    for (activity, gauge) in gauges.iter() {
+        gauge.set(if on.contains_key(activity) { 1.0 } else { 0.0 });
+    }
+    for activity in on.keys() {
+        gauges
+            .entry(*activity)
+            .or_insert_with(|| stats.degraded(*activity))
+            .set(1.0);
+    }
+    switches.set(on);
+    Ok(())
+}
+
+async fn read_degraded(redis: &RedisClient) -> redis::RedisResult<HashMap<u64, Arc<str>>> {
+    let keys = redis.keys();
+    let mut conn = redis.conn();
+    let activities: Vec<u64> = conn.smembers(keys.activities()).await?;
+    if activities.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut pipe = redis::pipe();
+    for activity in &activities {
+        pipe.get(keys.degraded(*activity));
+    }
+    let messages: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+    Ok(activities
+        .into_iter()
+        .zip(messages)
+        .filter_map(|(activity, message)| Some((activity, Arc::from(message?))))
+        .collect())
 }

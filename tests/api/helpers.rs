@@ -320,6 +320,9 @@ pub async fn spawn_app() -> TestApp {
     TestApp::builder().build().await
 }
 
+/// The token secret of every test app: 32+ bytes, as `seckill serve` demands.
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
 /// One adjustment of the configuration, see [`AppBuilder::tune`].
 type Tune = Box<dyn FnOnce(&mut Config) + Send>;
 
@@ -368,7 +371,7 @@ impl AppBuilder {
         self
     }
 
-    /// An in-process server on 127.0.0.1:0 (signing tokens with a secret of the test's own),
+    /// An in-process server on 127.0.0.1:0 (signing tokens with [`TEST_SECRET`]),
     /// reached through [`TestApp::post_json`], [`TestApp::get`], [`TestApp::buy`] and friends.
     pub fn serve(mut self) -> Self {
         self.serve = true;
@@ -388,9 +391,8 @@ impl AppBuilder {
         config.redis.key_prefix = prefix.clone();
         // The shared test Redis keeps nothing on disk; tests about durability start their own.
         config.redis.durability = Durability::None;
-        if self.serve {
-            config.token.secret = "test-secret-0123456789".into();
-        }
+        // A secret of the test's own, long enough that `seckill serve` accepts it.
+        config.token.secret = TEST_SECRET.into();
         if self.pipeline {
             config.database.max_connections = 8;
             config.consumer.claim_idle_ms = 300;
