@@ -1,19 +1,26 @@
 //! `seckill degrade`.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use seckill::ops::degrade::{self, DegradeStatus};
 
 use crate::context::Context;
 use crate::output::{self, OutputArgs};
 
-/// Subcommands of `seckill degrade`.
+/// Arguments of `seckill degrade ACTIVITY_ID on|off|status`.
+#[derive(Debug, Args)]
+pub struct DegradeArgs {
+    /// Activity id.
+    activity: u64,
+    #[command(subcommand)]
+    switch: Switch,
+}
+
+/// What to do with the activity's switch.
 #[derive(Debug, Subcommand)]
-pub enum DegradeCommand {
+pub enum Switch {
     /// Answer every buy of the activity `503 degraded` (every `serve`, within a second;
     /// stock untouched).
     On {
-        /// Activity id.
-        activity: u64,
         /// What buyers are told (1..=500 characters) [default: the sale is temporarily
         /// unavailable, retry later].
         #[arg(long, value_name = "TEXT", value_parser = message)]
@@ -23,15 +30,11 @@ pub enum DegradeCommand {
     },
     /// Decide the activity's buys again.
     Off {
-        /// Activity id.
-        activity: u64,
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Show whether the activity is degraded, and its message.
     Status {
-        /// Activity id.
-        activity: u64,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -46,16 +49,13 @@ fn message(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-pub async fn run(ctx: &Context, cmd: DegradeCommand) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: DegradeArgs) -> anyhow::Result<()> {
     let (db, redis) = (ctx.db().await?, ctx.redis().await?);
-    let (status, out) = match cmd {
-        DegradeCommand::On {
-            activity,
-            message,
-            output,
-        } => (degrade::on(&db, &redis, activity, message.as_deref()).await?, output),
-        DegradeCommand::Off { activity, output } => (degrade::off(&db, &redis, activity).await?, output),
-        DegradeCommand::Status { activity, output } => (degrade::status(&db, &redis, activity).await?, output),
+    let activity = args.activity;
+    let (status, out) = match args.switch {
+        Switch::On { message, output } => (degrade::on(&db, &redis, activity, message.as_deref()).await?, output),
+        Switch::Off { output } => (degrade::off(&db, &redis, activity).await?, output),
+        Switch::Status { output } => (degrade::status(&db, &redis, activity).await?, output),
     };
     if out.json {
         return output::json(&status);

@@ -75,8 +75,7 @@ enum Command {
     #[command(subcommand)]
     Blacklist(blacklist::BlacklistCommand),
     /// Answer an activity's buys `503 degraded` on every server (on/off/status).
-    #[command(subcommand)]
-    Degrade(degrade::DegradeCommand),
+    Degrade(degrade::DegradeArgs),
     /// Serve the buyer-facing HTTP API until ctrl-c or SIGTERM.
     Serve(serve::ServeArgs),
     /// Persist reservations from the order streams into MySQL (daemon, or --once).
@@ -129,7 +128,7 @@ async fn run(cli: Cli, ctx: Context) -> CliResult {
         Command::Flush(args) => flush::run(&ctx, args).await?,
         Command::Token(args) => token::run(&ctx, args).await?,
         Command::Blacklist(cmd) => blacklist::run(&ctx, cmd).await?,
-        Command::Degrade(cmd) => degrade::run(&ctx, cmd).await?,
+        Command::Degrade(args) => degrade::run(&ctx, args).await?,
         Command::Serve(args) => serve::run(&ctx, args).await?,
         Command::Consumer(args) => consumer::run(&ctx, args).await?,
         Command::Order(cmd) => order::run(&ctx, cmd).await?,

@@ -91,15 +91,21 @@ async fn read_stock(
 }
 
 /// Reads the degrade switch of every preheated activity into `switches`, logging each one
-/// that changed and setting its gauge (`gauges` keeps the handles). On a Redis error the
-/// switches stay as they were.
+/// that changed, and sets each activity's gauge (`gauges` keeps the handles). On a Redis
+/// error the switches stay as they were.
 pub async fn refresh_degraded(
     redis: &RedisClient,
     switches: &DegradeSwitches,
     stats: &ServerMetrics,
     gauges: &mut HashMap<u64, Gauge>,
 ) -> crate::Result<()> {
-    let on = read_degraded(redis).await.at(redis)?;
+    let (activities, on) = read_degraded(redis).await.at(redis)?;
+    for activity in activities {
+        gauges
+            .entry(activity)
+            .or_insert_with(|| stats.degraded(activity))
+            .set(if on.contains_key(&activity) { 1.0 } else { 0.0 });
+    }
     let before = switches.current();
     if *before == on {
         return Ok(());
@@ -111,35 +117,31 @@ pub async fn refresh_degraded(
     }
     for activity in before.keys().filter(|a| !on.contains_key(a)) {
         tracing::info!(activity, "activity no longer degraded: buys are decided again");
-    }
-    for (activity, gauge) in gauges.iter() {
-        gauge.set(if on.contains_key(activity) { 1.0 } else { 0.0 });
-    }
-    for activity in on.keys() {
-        gauges
-            .entry(*activity)
-            .or_insert_with(|| stats.degraded(*activity))
-            .set(1.0);
+        if let Some(gauge) = gauges.get(activity) {
+            gauge.set(0.0);
+        }
     }
     switches.set(on);
     Ok(())
 }
 
-async fn read_degraded(redis: &RedisClient) -> redis::RedisResult<HashMap<u64, Arc<str>>> {
+/// The preheated activities, and the message of each one whose switch is on.
+async fn read_degraded(redis: &RedisClient) -> redis::RedisResult<(Vec<u64>, HashMap<u64, Arc<str>>)> {
     let keys = redis.keys();
     let mut conn = redis.conn();
     let activities: Vec<u64> = conn.smembers(keys.activities()).await?;
     if activities.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((activities, HashMap::new()));
     }
     let mut pipe = redis::pipe();
     for activity in &activities {
         pipe.get(keys.degraded(*activity));
     }
     let messages: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-    Ok(activities
-        .into_iter()
+    let on = activities
+        .iter()
         .zip(messages)
-        .filter_map(|(activity, message)| Some((activity, Arc::from(message?))))
-        .collect())
+        .filter_map(|(activity, message)| Some((*activity, Arc::from(message?))))
+        .collect();
+    Ok((activities, on))
 }
