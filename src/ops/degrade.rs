@@ -33,9 +33,7 @@ pub struct DegradeStatus {
 /// Checks a message for buyers: not blank, at most [`MAX_MESSAGE_CHARS`] characters, no
 /// control characters (it is written into JSON answers and log lines).
 pub fn check_message(message: &str) -> Result<()> {
-    if message.trim().is_empty()
-        || message.chars().count() > MAX_MESSAGE_CHARS
-        || message.chars().any(char::is_control)
+    if message.trim().is_empty() || message.chars().count() > MAX_MESSAGE_CHARS || message.chars().any(char::is_control)
     {
         return Err(Error::invalid(format!(
             "the message must be 1..={MAX_MESSAGE_CHARS} characters, not blank, without control characters"

@@ -168,8 +168,7 @@ fn spawn_background(shared: &Arc<Shared>) {
     tokio::spawn(async move {
         let mut gauges = HashMap::new();
         while let Some(shared) = ticks.next().await {
-            if let Err(e) =
-                refresh::refresh_degraded(&shared.redis, &shared.degraded, &shared.stats, &mut gauges).await
+            if let Err(e) = refresh::refresh_degraded(&shared.redis, &shared.degraded, &shared.stats, &mut gauges).await
             {
                 tracing::debug!(error = %e, "degrade switch refresh failed");
             }

@@ -197,9 +197,14 @@ async fn degrade_answers_every_server_from_memory_until_switched_off() {
     let before = app.counters(app.product).await;
     assert_eq!(before.0, 9);
 
-    app.cli(&["degrade", &activity, "on", "--message", "back at noon"]).await.ok();
+    app.cli(&["degrade", &activity, "on", "--message", "back at noon"])
+        .await
+        .ok();
     let took = until_all_answer(&http, &bases, app.product, "degraded").await;
-    assert!(took <= Duration::from_secs(1), "degrade took {took:?} to reach both servers");
+    assert!(
+        took <= Duration::from_secs(1),
+        "degrade took {took:?} to reach both servers"
+    );
     for (i, base) in bases.iter().cycle().take(4).enumerate() {
         let (status, body) = buy_at(&http, base, app.product, &users[i + 1], &tokens[i + 1]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{base}: {body}");
@@ -229,7 +234,10 @@ async fn degrade_answers_every_server_from_memory_until_switched_off() {
 
     app.cli(&["degrade", &activity, "off"]).await.ok();
     let took = until_all_answer(&http, &bases, app.product, "invalid_token").await;
-    assert!(took <= Duration::from_secs(1), "off took {took:?} to reach both servers");
+    assert!(
+        took <= Duration::from_secs(1),
+        "off took {took:?} to reach both servers"
+    );
     for (i, base) in bases.iter().enumerate() {
         let (status, body) = buy_at(&http, base, app.product, &users[i + 1], &tokens[i + 1]).await;
         assert_eq!(status, StatusCode::OK, "{base}: {body}");
@@ -252,7 +260,10 @@ async fn degrade_answers_every_server_from_memory_until_switched_off() {
     }
     let mut err = String::new();
     other.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.contains("activity degraded") && err.contains("back at noon"), "{err}");
+    assert!(
+        err.contains("activity degraded") && err.contains("back at noon"),
+        "{err}"
+    );
     app.finish().await;
 }
 
@@ -267,7 +278,9 @@ async fn degrade_refuses_bad_input_and_changes_nothing() {
     app.cli(&["degrade", &activity, "on", "--message", &long])
         .await
         .fails_with(2, &["--message", "1..=500"]);
-    app.cli(&["degrade", "999999999", "on"]).await.fails_with(1, &["999999999"]);
+    app.cli(&["degrade", "999999999", "on"])
+        .await
+        .fails_with(1, &["999999999"]);
     let switch: bool = app
         .redis
         .conn()
