@@ -102,6 +102,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process killed when the test ends, also when it fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends `sig` (such as `-TERM`) to `child`.
 pub fn signal(child: &std::process::Child, sig: &str) {
     std::process::Command::new("kill")

@@ -3,20 +3,20 @@
 //! start, and `seckill degrade` turns an activity's buys off on every server at once.
 
 use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, free_port, signal, spawn_app, spec, wait_for_serve, TestApp};
+use crate::helpers::{assert_error, free_port, signal, spawn_app, spec, wait_for_serve, KillOnDrop, TestApp};
 
 const DEFAULT_SECRET: &str = seckill::config::DEFAULT_TOKEN_SECRET;
 
 /// `seckill serve` of `app` on a free port with `extra` flags and the token secret `secret`;
-/// stderr piped. Returns the child and its base URL.
-fn serve_binary(app: &TestApp, secret: Option<&str>, extra: &[&str]) -> (Child, String) {
+/// stderr piped. Returns the child (killed when dropped) and its base URL.
+fn serve_binary(app: &TestApp, secret: Option<&str>, extra: &[&str]) -> (KillOnDrop, String) {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
     let mut args = vec!["serve", "--bind", &bind];
@@ -26,20 +26,18 @@ fn serve_binary(app: &TestApp, secret: Option<&str>, extra: &[&str]) -> (Child, 
         command.env("SECKILL_TOKEN_SECRET", secret);
     }
     let child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    (child, format!("http://{bind}"))
+    (KillOnDrop(child), format!("http://{bind}"))
 }
 
 /// Waits for `child` to exit (at most 20 s); its exit code and stderr.
-fn exit_of(mut child: Child) -> (i32, String) {
+fn exit_of(serve: &mut KillOnDrop) -> (i32, String) {
+    let child = &mut serve.0;
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve still running after 20 s");
-        }
+        assert!(Instant::now() < deadline, "serve still running after 20 s");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
@@ -51,26 +49,26 @@ fn exit_of(mut child: Child) -> (i32, String) {
 async fn serve_refuses_a_known_or_short_secret_unless_told_it_is_a_demo() {
     let app = spawn_app().await;
     for secret in [DEFAULT_SECRET, "only-twenty-six-bytes-long"] {
-        let (child, _) = serve_binary(&app, Some(secret), &[]);
-        let (code, err) = exit_of(child);
+        let (mut serve, _) = serve_binary(&app, Some(secret), &[]);
+        let (code, err) = exit_of(&mut serve);
         assert_eq!(code, 1, "{secret}: {err}");
         assert!(err.contains("SECKILL_TOKEN_SECRET"), "{secret}: {err}");
         assert!(err.contains("--insecure-dev-secret"), "{secret}: {err}");
     }
 
     // With the flag it serves, and says why that is unsafe.
-    let (serve, base) = serve_binary(&app, Some(DEFAULT_SECRET), &["--insecure-dev-secret"]);
+    let (mut serve, base) = serve_binary(&app, Some(DEFAULT_SECRET), &["--insecure-dev-secret"]);
     wait_for_serve(&reqwest::Client::new(), &base).await;
-    signal(&serve, "-INT");
-    let (code, err) = exit_of(serve);
+    signal(&serve.0, "-INT");
+    let (code, err) = exit_of(&mut serve);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("WARN") && err.contains("forge purchase tokens"), "{err}");
 
     // The tests' own 32+ byte secret is accepted without the flag.
-    let (serve, base) = serve_binary(&app, None, &[]);
+    let (mut serve, base) = serve_binary(&app, None, &[]);
     wait_for_serve(&reqwest::Client::new(), &base).await;
-    signal(&serve, "-INT");
-    let (code, err) = exit_of(serve);
+    signal(&serve.0, "-INT");
+    let (code, err) = exit_of(&mut serve);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("forge"), "{err}");
 }
@@ -252,14 +250,9 @@ async fn degrade_answers_every_server_from_memory_until_switched_off() {
         "{metrics}"
     );
 
-    signal(&other, "-INT");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while other.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut err = String::new();
-    other.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    signal(&other.0, "-INT");
+    let (code, err) = exit_of(&mut other);
+    assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("activity degraded") && err.contains("back at noon"),
         "{err}"
