@@ -471,6 +471,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn http_tokens_open_open_before_secs_ahead_of_the_start() {
+        let mut token = TokenConfig::default();
+        assert!(!token.open_for(1) && token.open_for(0) && token.open_for(-5));
+        token.open_before_secs = 60;
+        assert!(token.open_for(60_000) && !token.open_for(60_001));
+        token.open_before_secs = u64::MAX;
+        assert!(token.open_for(i64::MAX));
+    }
+
+    #[test]
+    fn only_a_long_secret_of_ones_own_is_strong() {
+        let mut token = TokenConfig::default();
+        assert!(token.weak_secret().unwrap().contains("shipped default"));
+        token.secret = "x".repeat(MIN_SECRET_BYTES - 1);
+        assert!(token.weak_secret().unwrap().contains("only 31 bytes"));
+        token.secret = "x".repeat(MIN_SECRET_BYTES);
+        assert_eq!(token.weak_secret(), None);
+    }
+
+    #[test]
     fn malformed_yaml_names_line_and_field() {
         let err = Config::parse("database:\n  url: 5\n  max_connections: lots\n").unwrap_err();
         assert!(err.contains("max_connections"), "{err}");
