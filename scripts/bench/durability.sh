@@ -60,6 +60,8 @@ for _ in $(seq 100); do
 done
 
 BENCH_DB=seckill_bench_durability
+# serve refuses the shipped token secret: a fresh one per run.
+BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 write_config() { # name port durability wait_replicas
     cat >"$WORK/$1.yaml" <<EOF
 database:
@@ -69,6 +71,8 @@ redis:
   key_prefix: bench_durability
   durability: $3
   wait_replicas: $4
+token:
+  secret: $BENCH_SECRET
 funnel:
   global_rps: 0
   per_user_rps: 0

@@ -28,6 +28,7 @@ mod reconcile_live;
 mod redis_servers;
 mod reservation;
 mod router;
+mod sale_controls;
 mod sentinel;
 mod stock_live;
 mod validation;
