@@ -23,6 +23,7 @@ mod locks;
 mod lost_state;
 mod metrics;
 mod migrate;
+mod payment_window;
 mod pipeline;
 mod reconcile_live;
 mod redis_servers;
