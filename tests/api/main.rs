@@ -25,6 +25,7 @@ mod metrics;
 mod migrate;
 mod payment_window;
 mod pipeline;
+mod reconcile_all;
 mod reconcile_live;
 mod redis_servers;
 mod reservation;

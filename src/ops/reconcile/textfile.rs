@@ -13,19 +13,24 @@ pub fn drift_count(report: &ReconcileReport, fixed: bool) -> usize {
 /// The textfile: drift and the time of the run (unix seconds), both labelled with the
 /// activity so one file per activity can sit side by side in the collector directory.
 pub fn render(report: &ReconcileReport, fixed: bool, now_secs: u64) -> String {
-    let activity = report.activity_id.to_string();
-    textfile(&[
-        Gauge {
-            name: RECONCILE_DRIFT,
-            help: "Drift findings of the last reconcile (in-flight reservations excluded).",
-            labels: vec![("activity", activity.clone())],
-            value: drift_count(report, fixed) as f64,
-        },
-        Gauge {
-            name: RECONCILE_LAST_RUN,
-            help: "When reconcile last completed a check (unix seconds).",
-            labels: vec![("activity", activity)],
-            value: now_secs as f64,
-        },
-    ])
+    render_all(std::slice::from_ref(report), fixed, now_secs)
+}
+
+/// The textfile of `reconcile --all`: the gauges of every activity checked, one line per
+/// activity, grouped by metric as the format requires. An activity that could not be
+/// checked is absent, so its last-run gauge goes stale and the staleness alert fires.
+pub fn render_all(reports: &[ReconcileReport], fixed: bool, now_secs: u64) -> String {
+    let drift = reports.iter().map(|report| Gauge {
+        name: RECONCILE_DRIFT,
+        help: "Drift findings of the last reconcile (in-flight reservations excluded).",
+        labels: vec![("activity", report.activity_id.to_string())],
+        value: drift_count(report, fixed) as f64,
+    });
+    let last_run = reports.iter().map(|report| Gauge {
+        name: RECONCILE_LAST_RUN,
+        help: "When reconcile last completed a check (unix seconds).",
+        labels: vec![("activity", report.activity_id.to_string())],
+        value: now_secs as f64,
+    });
+    textfile(&drift.chain(last_run).collect::<Vec<_>>())
 }
