@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod flush;
 pub mod hot;
 pub mod lifecycle;
+pub mod scheduler;
 pub mod status;
 pub mod token;
 

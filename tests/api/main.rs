@@ -30,6 +30,7 @@ mod reconcile_live;
 mod redis_servers;
 mod reservation;
 mod router;
+mod scheduler;
 mod sentinel;
 mod stock_live;
 mod validation;
