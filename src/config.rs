@@ -565,7 +565,10 @@ mod tests {
         assert_eq!(c.payment.timeout, Duration::from_secs(1800));
         assert_eq!(c.orders.reconcile_window, Duration::from_secs(7200));
         let err = Config::parse("payment:\n  timeout: soon\n").unwrap_err();
-        assert!(err.contains("timeout") && err.contains("15m"), "{err}");
+        assert!(
+            err.contains("payment") && err.contains("line 2") && err.contains("15m"),
+            "{err}"
+        );
         let round_trip = Config::parse(&serde_yaml::to_string(&c).unwrap()).unwrap();
         assert_eq!(round_trip.payment.timeout, Duration::from_secs(1800));
         let mut bad = Config::default();

@@ -29,6 +29,16 @@ pub enum Transition {
     Ended,
 }
 
+impl Transition {
+    /// The status it leads to.
+    fn target(self) -> ActivityStatus {
+        match self {
+            Transition::Opened => ActivityStatus::Online,
+            Transition::Ended => ActivityStatus::Ended,
+        }
+    }
+}
+
 /// One transition made by a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Done {
@@ -128,9 +138,13 @@ async fn due_transitions(
     .fetch_all(db.pool())
     .await
     .at(db)?;
+    let due = to_open
+        .into_iter()
+        .map(|id| (id, Transition::Opened))
+        .chain(to_end.into_iter().map(|id| (id, Transition::Ended)));
     let mut done = Vec::new();
-    for id in to_open {
-        if lifecycle::preheated_at(redis, id).await?.is_none() {
+    for (id, transition) in due {
+        if transition == Transition::Opened && lifecycle::preheated_at(redis, id).await?.is_none() {
             if refusals.record(id, "not preheated") {
                 tracing::warn!(
                     activity = id,
@@ -139,27 +153,23 @@ async fn due_transitions(
             }
             continue;
         }
-        match lifecycle::start(db, redis, id).await {
+        let made = match transition {
+            Transition::Opened => lifecycle::start(db, redis, id).await,
+            Transition::Ended => lifecycle::stop(db, redis, id, true).await,
+        };
+        match made {
             Ok(activity) => {
-                tracing::info!(activity = id, start_at = %activity.start_at, "activity opened");
+                let (message, at) = match transition {
+                    Transition::Opened => ("activity opened", activity.start_at),
+                    Transition::Ended => ("activity ended", activity.end_at),
+                };
+                tracing::info!(activity = id, due_at = %at, "{message}");
                 done.push(Done {
                     activity_id: id,
-                    transition: Transition::Opened,
+                    transition,
                 });
             }
-            Err(e) => refused(db, id, ActivityStatus::Online, &e, refusals).await?,
-        }
-    }
-    for id in to_end {
-        match lifecycle::stop(db, redis, id, true).await {
-            Ok(activity) => {
-                tracing::info!(activity = id, end_at = %activity.end_at, "activity ended");
-                done.push(Done {
-                    activity_id: id,
-                    transition: Transition::Ended,
-                });
-            }
-            Err(e) => refused(db, id, ActivityStatus::Ended, &e, refusals).await?,
+            Err(e) => refused(db, id, transition.target(), &e, refusals).await?,
         }
     }
     Ok(done)
