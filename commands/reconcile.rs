@@ -125,7 +125,15 @@ async fn run_all(ctx: &Context, args: &ReconcileArgs) -> CliResult {
     }
     if let Some(path) = &args.metrics_file {
         let reports: Vec<ReconcileReport> = checked.iter().filter_map(|c| c.report.clone()).collect();
-        write_textfile(path, &reconcile::textfile::render_all(&reports, args.fix, unix_now()))?;
+        // A file that cannot be read (the first run) carries nothing over.
+        let before = std::fs::read_to_string(path).unwrap_or_default();
+        let carried: Vec<_> = checked
+            .iter()
+            .filter(|c| c.report.is_none())
+            .filter_map(|c| reconcile::textfile::previous(&before, c.activity_id))
+            .collect();
+        let text = reconcile::textfile::render_all(&reports, &carried, args.fix, unix_now());
+        write_textfile(path, &text)?;
     }
     if args.output.json {
         output::json(&checked)?;

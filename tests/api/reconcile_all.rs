@@ -85,21 +85,53 @@ async fn all_names_the_one_activity_that_drifted_and_writes_every_gauge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_exits_2_when_one_activity_cannot_be_checked() {
+async fn all_exits_2_when_one_activity_cannot_be_checked_and_keeps_its_last_gauges() {
     let app = TestApp::builder().pipeline().build().await;
     let checked = app.online_activity().await.0.id;
     let broken = app.online_activity().await.0.id;
-    // A stream entry that is not a stream: reading the activity's reservations fails.
+    let path = app.workdir.join("reconcile.prom");
+    let path_arg = path.to_str().unwrap();
+    app.cli(&["reconcile", "--all", "--metrics-file", path_arg]).await.ok();
+    let first = std::fs::read_to_string(&path).unwrap();
+    let last_run = |text: &str, id: u64| {
+        sample(
+            text,
+            "seckill_reconcile_last_run_timestamp_seconds",
+            &[("activity", &id.to_string())],
+        )
+    };
+    let broken_checked_at = last_run(&first, broken).unwrap_or_else(|| panic!("{first}"));
+
+    // The activity's stream key holds a string: reading its reservations fails.
     let mut conn = app.redis.conn();
     let stream = app.redis.keys().orders_stream(broken);
     let _: () = conn.del(&stream).await.unwrap();
     let _: () = conn.set(&stream, "not a stream").await.unwrap();
-    let out = app.cli(&["reconcile", "--all"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let out = app.cli(&["reconcile", "--all", "--metrics-file", path_arg]).await;
     out.fails_with(2, &[&format!("could not check activity(ies) {broken}")]);
     assert!(
         out.stdout.contains(&format!("== activity {checked}: consistent")),
         "{}",
         out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("== activity {broken}: could not check")),
+        "{}",
+        out.stdout
+    );
+
+    // The one checked is fresh; the other keeps its last check's time, which goes stale.
+    let second = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        last_run(&second, checked) > last_run(&first, checked),
+        "{first}\n{second}"
+    );
+    assert_eq!(last_run(&second, broken), Some(broken_checked_at), "{second}");
+    assert_eq!(
+        sample(&second, "seckill_reconcile_drift", &[("activity", &broken.to_string())]),
+        Some(0.0),
+        "{second}"
     );
 }
 
