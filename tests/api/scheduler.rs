@@ -134,3 +134,14 @@ async fn three_schedulers_at_once_make_each_transition_once() {
     let errors: Vec<_> = logs.iter().filter(|l| l["level"] != "INFO").collect();
     assert!(errors.is_empty(), "a lost race is not an error: {errors:?}");
 }
+
+#[tokio::test]
+async fn a_pool_of_one_connection_is_refused_before_anything_runs() {
+    let app = TestApp::builder().build().await;
+    let mut config = app.config.clone();
+    config.database.max_connections = 1;
+    let path = app.write_config("one-connection.yaml", &config);
+    app.cli(&["--config", path.to_str().unwrap(), "scheduler"])
+        .await
+        .fails_with(2, &["database.max_connections", "at least 2"]);
+}
