@@ -11,6 +11,7 @@ mod bench;
 mod blacklist;
 mod consumer;
 mod context;
+mod degrade;
 mod doctor;
 mod exit;
 mod flush;
@@ -76,6 +77,8 @@ enum Command {
     /// Bar users from buying, let them buy again, list them.
     #[command(subcommand)]
     Blacklist(blacklist::BlacklistCommand),
+    /// Answer an activity's buys `503 degraded` on every server (on/off/status).
+    Degrade(degrade::DegradeArgs),
     /// Serve the buyer-facing HTTP API until ctrl-c or SIGTERM.
     Serve(serve::ServeArgs),
     /// Persist reservations from the order streams into MySQL (daemon, or --once).
@@ -129,6 +132,7 @@ async fn run(cli: Cli, ctx: Context) -> CliResult {
         Command::Flush(args) => flush::run(&ctx, args).await?,
         Command::Token(args) => token::run(&ctx, args).await?,
         Command::Blacklist(cmd) => blacklist::run(&ctx, cmd).await?,
+        Command::Degrade(args) => degrade::run(&ctx, args).await?,
         Command::Serve(args) => serve::run(&ctx, args).await?,
         Command::Consumer(args) => consumer::run(&ctx, args).await?,
         Command::Order(cmd) => order::run(&ctx, cmd).await?,

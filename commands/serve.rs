@@ -15,6 +15,29 @@ pub struct ServeArgs {
     /// 0 there: half the cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Run with the shipped token secret or one under 32 bytes (demos only: anyone who
+    /// knows it can forge purchase tokens).
+    #[arg(long)]
+    insecure_dev_secret: bool,
+}
+
+/// Refuses a secret anyone could know or guess, unless `--insecure-dev-secret` allows it
+/// (then only a warning).
+fn check_secret(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
+    let Some(weak) = ctx.config.token.weak_secret() else {
+        return Ok(());
+    };
+    if args.insecure_dev_secret {
+        tracing::warn!("{weak}: anyone who knows it can forge purchase tokens (--insecure-dev-secret)");
+        return Ok(());
+    }
+    Err(seckill::Error::refused(format!(
+        "{weak}, so anyone could forge purchase tokens; set SECKILL_TOKEN_SECRET (or token.secret) to \
+         {} or more random bytes, e.g. `export SECKILL_TOKEN_SECRET=$(openssl rand -hex 32)`, \
+         or pass --insecure-dev-secret for a demo",
+        seckill::config::MIN_SECRET_BYTES
+    ))
+    .into())
 }
 
 fn http_threads(ctx: &Context, args: &ServeArgs) -> usize {
@@ -32,6 +55,7 @@ pub fn runtime_workers(ctx: &Context, args: &ServeArgs) -> Option<usize> {
 }
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    check_secret(ctx, &args)?;
     let threads = http_threads(ctx, &args);
     let bind = args.bind.unwrap_or_else(|| ctx.config.http.bind.clone());
     let db = ctx.db().await?;

@@ -84,6 +84,8 @@ cc -O2 -pthread -o "$WORK/zero_work" scripts/bench/zero_work.c
 # Our own configuration only: environment overrides would point the run elsewhere.
 unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET \
     SECKILL_REDIS_DURABILITY
+# serve refuses the shipped token secret: a fresh one per run.
+BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # These rows measure the buy path itself on the configured Redis, whatever it keeps on disk
 # (the machine's Redis keeps nothing): durability none, said here rather than hidden.
 cat >"$WORK/config.yaml" <<EOF
@@ -95,6 +97,8 @@ redis:
   durability: none
 http:
   bind: 127.0.0.1:$BENCH_PORT
+token:
+  secret: $BENCH_SECRET
 funnel:
   global_rps: 0
   per_user_rps: 0

@@ -191,13 +191,47 @@ pub struct TokenConfig {
     pub secret: String,
     /// Default lifetime of an issued token, in seconds.
     pub ttl_secs: u64,
+    /// `POST /api/v1/token` hands tokens out from this many seconds before the sale's start
+    /// (`not_started` until then); `seckill token` works ahead of time regardless.
+    pub open_before_secs: u64,
+}
+
+/// The token secret every build ships with; `serve` refuses it (see [`TokenConfig::weak_secret`]).
+pub const DEFAULT_TOKEN_SECRET: &str = "change-me-in-production";
+
+/// Shortest token secret `serve` accepts without `--insecure-dev-secret`, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl TokenConfig {
+    /// Whether a buyer may fetch a token over HTTP when the sale starts in `starts_in_ms`
+    /// milliseconds (zero or less: started).
+    pub fn open_for(&self, starts_in_ms: i64) -> bool {
+        let opens_before_ms = i64::try_from(self.open_before_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        starts_in_ms <= opens_before_ms
+    }
+
+    /// Why the secret is not fit for a real sale (the shipped default, or shorter than
+    /// [`MIN_SECRET_BYTES`]); `None` when it is.
+    pub fn weak_secret(&self) -> Option<String> {
+        if self.secret == DEFAULT_TOKEN_SECRET {
+            Some("token.secret is the shipped default".into())
+        } else if self.secret.len() < MIN_SECRET_BYTES {
+            Some(format!(
+                "token.secret is only {} bytes; use {MIN_SECRET_BYTES} or more random bytes",
+                self.secret.len()
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for TokenConfig {
     fn default() -> Self {
         Self {
-            secret: "change-me-in-production".into(),
+            secret: DEFAULT_TOKEN_SECRET.into(),
             ttl_secs: 3600,
+            open_before_secs: 0,
         }
     }
 }
@@ -500,6 +534,26 @@ pub fn url_address(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_tokens_open_open_before_secs_ahead_of_the_start() {
+        let mut token = TokenConfig::default();
+        assert!(!token.open_for(1) && token.open_for(0) && token.open_for(-5));
+        token.open_before_secs = 60;
+        assert!(token.open_for(60_000) && !token.open_for(60_001));
+        token.open_before_secs = u64::MAX;
+        assert!(token.open_for(i64::MAX));
+    }
+
+    #[test]
+    fn only_a_long_secret_of_ones_own_is_strong() {
+        let mut token = TokenConfig::default();
+        assert!(token.weak_secret().unwrap().contains("shipped default"));
+        token.secret = "x".repeat(MIN_SECRET_BYTES - 1);
+        assert!(token.weak_secret().unwrap().contains("only 31 bytes"));
+        token.secret = "x".repeat(MIN_SECRET_BYTES);
+        assert_eq!(token.weak_secret(), None);
+    }
 
     #[test]
     fn malformed_yaml_names_line_and_field() {

@@ -16,6 +16,7 @@
 //! | `P:{a:A}:dlq` | stream | entries that failed persisting `max_deliveries` times, with the error |
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, or `void` (settled as undone by reconcile) |
+//! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
 //! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts) |
 //! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts) |
 //!
@@ -111,6 +112,11 @@ impl Keys {
     /// `not_loaded`, or `void` (settled by reconcile before it reached Redis).
     pub fn stock_ops(&self, activity: u64) -> String {
         format!("{}:stock_ops", self.activity_base(activity))
+    }
+
+    /// The activity's degrade switch: present (holding the message for buyers) while on.
+    pub fn degraded(&self, activity: u64) -> String {
+        format!("{}:degraded", self.activity_base(activity))
     }
 
     /// Set of preheated activities.
@@ -213,6 +219,7 @@ mod tests {
             k.orders_stream(7),
             k.dlq(7),
             k.released(7),
+            k.degraded(7),
         ] {
             assert!(key.starts_with("p:{a:7}:"), "{key}");
         }
@@ -250,6 +257,7 @@ mod tests {
             ("dlq", k.dlq(a)),
             ("released", k.released(a)),
             ("stock_ops", k.stock_ops(a)),
+            ("degraded", k.degraded(a)),
             ("activities", k.activities()),
             ("product_activity", k.product_activity()),
         ];

@@ -32,6 +32,8 @@ pub const HTTP_CONNECTIONS_REFUSED: &str = "seckill_http_connections_refused_tot
 pub const HTTP_CONNECTIONS_CUT: &str = "seckill_http_connections_cut_total";
 /// Remaining stock per activity and product (gauge).
 pub const REMAINING_STOCK: &str = "seckill_remaining_stock";
+/// 1 while `seckill degrade` has the activity's buys answered `degraded`, per activity (gauge).
+pub const DEGRADED: &str = "seckill_degraded";
 /// 1 while Redis has lost an activity's state and its sale is suspended, per activity (gauge).
 pub const REDIS_STATE_LOST: &str = "seckill_redis_state_lost";
 

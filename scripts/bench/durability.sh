@@ -12,7 +12,7 @@
 # Goals (issue 17): always >= 0.8 x none, replica >= 0.7 x none, in buys/s.
 #
 #   ROUNDS (3), REQUESTS (100000 purchases per run, every one a fresh buyer with stock for all),
-#   CONCURRENCY (100). MySQL: the server the application's URL names (scripts/urls.sh), in a
+#   CONCURRENCY (100), BATCH_PIPELINE (funnel.batch_pipeline for every set-up, 1). MySQL: the server the application's URL names (scripts/urls.sh), in a
 #   database of its own. Writes target/bench/durability.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +20,7 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-100000}
 CONCURRENCY=${CONCURRENCY:-100}
+BATCH_PIPELINE=${BATCH_PIPELINE:-1}
 
 bash scripts/setup.sh
 . scripts/urls.sh
@@ -59,6 +60,8 @@ for _ in $(seq 100); do
 done
 
 BENCH_DB=seckill_bench_durability
+# serve refuses the shipped token secret: a fresh one per run.
+BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 write_config() { # name port durability wait_replicas
     cat >"$WORK/$1.yaml" <<EOF
 database:
@@ -68,9 +71,12 @@ redis:
   key_prefix: bench_durability
   durability: $3
   wait_replicas: $4
+token:
+  secret: $BENCH_SECRET
 funnel:
   global_rps: 0
   per_user_rps: 0
+  batch_pipeline: $BATCH_PIPELINE
 EOF
 }
 write_config none "$NONE" none 0

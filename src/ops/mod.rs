@@ -3,6 +3,7 @@
 
 pub mod blacklist;
 pub mod catalog;
+pub mod degrade;
 pub mod flush;
 pub mod hot;
 pub mod lifecycle;

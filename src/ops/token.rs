@@ -38,7 +38,11 @@ pub struct IssuedToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Preheated and not over.
-    Open,
+    Open {
+        /// Milliseconds until the sale's start by Redis's clock (the one `reserve.lua`
+        /// judges the window by); zero or less once started.
+        starts_in_ms: i64,
+    },
     /// Not in Redis: unknown, or never preheated.
     NotPreheated,
     /// Ended, or past its window.
@@ -48,10 +52,13 @@ pub enum Gate {
 /// Reads the activity's state in Redis, by Redis's clock.
 pub async fn gate(redis: &RedisClient, activity: u64) -> Result<Gate> {
     let mut conn = redis.conn();
-    // (status, end_ms, preheated_at) of the activity hash, then Redis's TIME.
-    type Reply = ((Option<String>, Option<i64>, Option<String>), (i64, i64));
-    let ((status, end_ms, preheated), (secs, micros)): Reply = redis::pipe()
-        .hmget(redis.keys().activity(activity), &["status", "end_ms", "preheated_at"])
+    // (status, start_ms, end_ms, preheated_at) of the activity hash, then Redis's TIME.
+    type Reply = ((Option<String>, Option<i64>, Option<i64>, Option<String>), (i64, i64));
+    let ((status, start_ms, end_ms, preheated), (secs, micros)): Reply = redis::pipe()
+        .hmget(
+            redis.keys().activity(activity),
+            &["status", "start_ms", "end_ms", "preheated_at"],
+        )
         .cmd("TIME")
         .query_async(&mut conn)
         .await
@@ -62,7 +69,9 @@ pub async fn gate(redis: &RedisClient, activity: u64) -> Result<Gate> {
         (_, Some(p)) if p.is_empty() => Gate::NotPreheated,
         (Some(s), _) if s == ActivityStatus::Ended.as_str() => Gate::Ended,
         _ if end_ms.is_some_and(|end| now_ms >= end) => Gate::Ended,
-        _ => Gate::Open,
+        _ => Gate::Open {
+            starts_in_ms: start_ms.map_or(0, |start| start - now_ms),
+        },
     })
 }
 
@@ -79,7 +88,9 @@ pub async fn issue(
 ) -> Result<Vec<IssuedToken>> {
     catalog::get_activity(db, activity).await?;
     match gate(redis, activity).await? {
-        Gate::Open => {}
+        // The operator hands tokens out ahead of the start: `token.open_before_secs` is for
+        // buyers asking over HTTP.
+        Gate::Open { .. } => {}
         Gate::NotPreheated => {
             return Err(Error::refused(format!(
                 "activity {activity} is not preheated; run `seckill hot {activity}` first"

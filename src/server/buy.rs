@@ -77,12 +77,27 @@ fn screen(state: &AppState, req: &BuyRequest<'_>, activity: &mut Option<u64>) ->
     if req.token.is_empty() || req.token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::invalid_token());
     }
+    if state.degraded.any() {
+        if let Some(known_in) = state.catalog.known_activity(req.product_id) {
+            *activity = Some(known_in);
+            refuse_if_degraded(state, known_in)?;
+        }
+    }
     if let Some(sold_out_in) = state.catalog.sold_out_activity(req.product_id) {
         *activity = Some(sold_out_in);
         state.stats.sold_out_cache_hits.increment(1);
         return Err(ApiError::from_outcome(Outcome::SoldOut));
     }
     Ok(())
+}
+
+/// The `degraded` answer when the operator switched `activity`'s buys off (`seckill degrade`):
+/// answered from memory, before anything could reach the sale's stock.
+fn refuse_if_degraded(state: &AppState, activity: u64) -> Result<(), ApiError> {
+    match state.degraded.message(activity) {
+        Some(message) => Err(ApiError::degraded(&message)),
+        None => Ok(()),
+    }
 }
 
 /// The rest of the funnel and the decision, for a request [`screen`] let through.
@@ -104,7 +119,12 @@ async fn decide(
     }
     let slot = match known {
         Some(slot) => slot,
-        None => resolve(state, purchase.product_id, &purchase.user_id).await?,
+        None => {
+            let slot = resolve(state, purchase.product_id, &purchase.user_id).await?;
+            *activity = Some(slot.activity);
+            refuse_if_degraded(state, slot.activity)?;
+            slot
+        }
     };
     *activity = Some(slot.activity);
     if !state

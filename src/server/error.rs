@@ -110,6 +110,12 @@ impl ApiError {
         error
     }
 
+    /// `degraded` (503): the operator switched the activity's buys off for now
+    /// (`seckill degrade`); `message` is theirs.
+    pub fn degraded(message: &str) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "degraded", message.to_string())
+    }
+
     /// `too_many_requests` (429).
     pub fn too_many_requests() -> Self {
         let body = static_body!("too_many_requests", "rate limit exceeded, slow down");

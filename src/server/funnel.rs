@@ -58,6 +58,11 @@ impl Catalog {
         self.slots.load().get(&product).cloned()
     }
 
+    /// The activity of `product`, if known (without taking a reference to its slot).
+    pub fn known_activity(&self, product: u64) -> Option<u64> {
+        self.slots.load().get(&product).map(|slot| slot.activity)
+    }
+
     /// The activity of `product` when it is known and Redis said it is sold out less than
     /// `sold_out_cache_ms` ago: the sold-out answer without touching any shared counter.
     pub fn sold_out_activity(&self, product: u64) -> Option<u64> {
@@ -94,6 +99,36 @@ impl Catalog {
             slot.sold_out_until
                 .store(self.now_ms() + self.sold_out_for_ms, Ordering::Relaxed);
         }
+    }
+}
+
+/// The activities whose buys are answered `degraded`, each with the message for buyers, as
+/// the last refresh read them from Redis (see `ops::degrade`).
+///
+/// Read by every buy request and replaced whole (rarely) by the refresh, like [`Catalog`]:
+/// while no activity is degraded, a request pays one lock-free load.
+#[derive(Debug, Default)]
+pub struct DegradeSwitches(ArcSwap<HashMap<u64, Arc<str>>>);
+
+impl DegradeSwitches {
+    /// Whether any activity is degraded.
+    pub fn any(&self) -> bool {
+        !self.0.load().is_empty()
+    }
+
+    /// The message for buyers when `activity` is degraded.
+    pub fn message(&self, activity: u64) -> Option<Arc<str>> {
+        self.0.load().get(&activity).cloned()
+    }
+
+    /// The switches now on.
+    pub fn current(&self) -> Arc<HashMap<u64, Arc<str>>> {
+        self.0.load_full()
+    }
+
+    /// Replaces the switches with `on`.
+    pub fn set(&self, on: HashMap<u64, Arc<str>>) {
+        self.0.store(Arc::new(on));
     }
 }
 
@@ -323,6 +358,18 @@ mod tests {
         c.insert(2, 9, Gauge::noop());
         assert!(Arc::ptr_eq(&first, &c.get(1).unwrap()));
         assert_eq!(c.sold_out_activity(1), Some(9));
+    }
+
+    #[test]
+    fn degrade_switches_answer_per_activity() {
+        let d = DegradeSwitches::default();
+        assert!(!d.any());
+        d.set(HashMap::from([(9, Arc::from("back soon"))]));
+        assert!(d.any());
+        assert_eq!(d.message(9).as_deref(), Some("back soon"));
+        assert_eq!(d.message(8), None);
+        d.set(HashMap::new());
+        assert!(!d.any() && d.message(9).is_none());
     }
 
     #[test]

@@ -50,6 +50,7 @@ const CODES: &[&str] = &[
     "unknown_outcome",
     "unconfirmed",
     "too_many_requests",
+    "degraded",
     "method_not_allowed",
     "headers_too_large",
     "uri_too_long",
@@ -166,6 +167,12 @@ impl ServerMetrics {
     pub fn redis_state_lost(&self, activity: u64) -> Gauge {
         self.registry
             .scope(|| metrics::gauge!(names::REDIS_STATE_LOST, "activity" => activity.to_string()))
+    }
+
+    /// The gauge saying whether one activity is degraded (`seckill degrade`).
+    pub fn degraded(&self, activity: u64) -> Gauge {
+        self.registry
+            .scope(|| metrics::gauge!(names::DEGRADED, "activity" => activity.to_string()))
     }
 
     /// Counts one connection cut for `reason`.

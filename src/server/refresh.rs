@@ -5,7 +5,9 @@
 //! a product that sold out elsewhere (another server, or `stock sold-out`) is answered from
 //! memory at once, even when the requests themselves would never reach Redis (bad tokens).
 //!
-//! The server state runs [`refresh`] periodically (see `state`).
+//! The server state runs [`refresh`] periodically (see `state`), and [`refresh_degraded`]
+//! (the degrade switches of `seckill degrade`) often enough that a switch takes effect on
+//! every server within a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use metrics::Gauge;
 use redis::AsyncCommands;
 
-use super::funnel::{Catalog, ProductSlot};
+use super::funnel::{Catalog, DegradeSwitches, ProductSlot};
 use super::metrics::ServerMetrics;
 use crate::error::RedisContext;
 use crate::model::ActivityStatus;
@@ -86,4 +88,60 @@ async fn read_stock(
         }
     }
     Ok(())
+}
+
+/// Reads the degrade switch of every preheated activity into `switches`, logging each one
+/// that changed, and sets each activity's gauge (`gauges` keeps the handles). On a Redis
+/// error the switches stay as they were.
+pub async fn refresh_degraded(
+    redis: &RedisClient,
+    switches: &DegradeSwitches,
+    stats: &ServerMetrics,
+    gauges: &mut HashMap<u64, Gauge>,
+) -> crate::Result<()> {
+    let (activities, on) = read_degraded(redis).await.at(redis)?;
+    for activity in activities {
+        gauges
+            .entry(activity)
+            .or_insert_with(|| stats.degraded(activity))
+            .set(if on.contains_key(&activity) { 1.0 } else { 0.0 });
+    }
+    let before = switches.current();
+    if *before == on {
+        return Ok(());
+    }
+    for (activity, message) in &on {
+        if before.get(activity) != Some(message) {
+            tracing::warn!(activity, %message, "activity degraded: its buys are answered `degraded`");
+        }
+    }
+    for activity in before.keys().filter(|a| !on.contains_key(a)) {
+        tracing::info!(activity, "activity no longer degraded: buys are decided again");
+        if let Some(gauge) = gauges.get(activity) {
+            gauge.set(0.0);
+        }
+    }
+    switches.set(on);
+    Ok(())
+}
+
+/// The preheated activities, and the message of each one whose switch is on.
+async fn read_degraded(redis: &RedisClient) -> redis::RedisResult<(Vec<u64>, HashMap<u64, Arc<str>>)> {
+    let keys = redis.keys();
+    let mut conn = redis.conn();
+    let activities: Vec<u64> = conn.smembers(keys.activities()).await?;
+    if activities.is_empty() {
+        return Ok((activities, HashMap::new()));
+    }
+    let mut pipe = redis::pipe();
+    for activity in &activities {
+        pipe.get(keys.degraded(*activity));
+    }
+    let messages: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+    let on = activities
+        .iter()
+        .zip(messages)
+        .filter_map(|(activity, message)| Some((*activity, Arc::from(message?))))
+        .collect();
+    Ok((activities, on))
 }

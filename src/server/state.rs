@@ -11,7 +11,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::batcher::{Batchers, ReplicaWait};
 use super::error::ApiError;
-use super::funnel::{Admission, Breaker, Catalog, Limits};
+use super::funnel::{Admission, Breaker, Catalog, DegradeSwitches, Limits};
 use super::guard::{self, KnownSeqs, GUARD_EVERY};
 use super::metrics::{BusyReason, ServerMetrics};
 use super::refresh;
@@ -25,6 +25,10 @@ use crate::token::Signer;
 fn stock_refresh_every(sold_out_cache_ms: u64) -> Duration {
     Duration::from_millis((sold_out_cache_ms / 2).clamp(100, 5000))
 }
+
+/// How often the degrade switches are read (see [`refresh::refresh_degraded`]): a switch
+/// must reach every server within a second, whatever the stock refresh's pace.
+const DEGRADE_REFRESH_EVERY: Duration = Duration::from_millis(400);
 
 /// How often users whose rate-limit buckets are full again are forgotten.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(10);
@@ -47,6 +51,8 @@ pub struct Shared {
     pub catalog: Catalog,
     /// Bounded admission of buy requests.
     pub admission: Admission,
+    /// Activities whose buys are answered `degraded`.
+    pub degraded: DegradeSwitches,
     /// Rate limits.
     pub limits: Limits,
     /// Circuit breaker around Redis.
@@ -77,6 +83,7 @@ impl AppState {
             signer: Signer::new(&config.token.secret),
             catalog: Catalog::new(f.sold_out_cache_ms),
             admission: Admission::new(f.max_in_flight),
+            degraded: DegradeSwitches::default(),
             limits: Limits::new(f),
             breaker: Breaker::new(f.breaker_failures, f.breaker_open_ms),
             batchers: Batchers::new(
@@ -143,8 +150,8 @@ impl Shared {
 }
 
 /// Starts the tasks that work for the state `shared` until it is dropped: the stock refresh
-/// (at once, then periodically), the lost-state guard (likewise), and the trimming of the
-/// per-user rate limiter.
+/// and the degrade switches' (at once, then periodically), the lost-state guard (likewise),
+/// and the trimming of the per-user rate limiter.
 fn spawn_background(shared: &Arc<Shared>) {
     let now = Instant::now();
     let every = stock_refresh_every(shared.config.funnel.sold_out_cache_ms);
@@ -154,6 +161,16 @@ fn spawn_background(shared: &Arc<Shared>) {
         while let Some(shared) = ticks.next().await {
             if let Err(e) = refresh::refresh(&shared.redis, &shared.catalog, &shared.stats, &mut gauges).await {
                 tracing::debug!(error = %e, "stock refresh failed");
+            }
+        }
+    });
+    let mut ticks = Ticks::new(Arc::downgrade(shared), now, DEGRADE_REFRESH_EVERY);
+    tokio::spawn(async move {
+        let mut gauges = HashMap::new();
+        while let Some(shared) = ticks.next().await {
+            if let Err(e) = refresh::refresh_degraded(&shared.redis, &shared.degraded, &shared.stats, &mut gauges).await
+            {
+                tracing::debug!(error = %e, "degrade switch refresh failed");
             }
         }
     });

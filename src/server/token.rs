@@ -30,7 +30,8 @@ pub struct TokenResponse {
 }
 
 /// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
-/// one when already registered).
+/// one when already registered), from `token.open_before_secs` before its start on
+/// (`not_started` until then).
 pub async fn token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenRequest>,
@@ -43,7 +44,11 @@ pub async fn token(
     state.admit_redis()?;
     let gate = token::gate(&state.redis, req.activity_id).await;
     let issued = match gate {
-        Ok(Gate::Open) => {
+        Ok(Gate::Open { starts_in_ms }) if !state.config.token.open_for(starts_in_ms) => {
+            state.breaker.success();
+            return Err(ApiError::from_outcome(Outcome::NotStarted));
+        }
+        Ok(Gate::Open { .. }) => {
             let users = [req.user_id.clone()];
             token::register(
                 &state.redis,

@@ -197,6 +197,7 @@ async fn serve_warns_when_durability_is_none() {
         .env("SECKILL_REDIS_URL", &app.config.redis.url)
         .env("SECKILL_KEY_PREFIX", &app.prefix)
         .env("SECKILL_REDIS_DURABILITY", "none")
+        .env("SECKILL_TOKEN_SECRET", &app.config.token.secret)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{assert_error, free_port, phone, spec, wait_for_serve, TestApp};
+use crate::helpers::{assert_error, free_port, phone, spec, wait_for_serve, KillOnDrop, TestApp};
 use crate::redis_servers::OwnRedis;
 
 fn address(base: &str) -> String {
@@ -490,16 +490,6 @@ async fn a_server_at_its_open_file_limit_still_answers_health() {
         metric_sum(&metrics, "seckill_http_connections_cut_total") >= 150.0,
         "{metrics}"
     );
-}
-
-/// A child process killed when the test ends, also when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // ------------------------------------------------------------------ item 12

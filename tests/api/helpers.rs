@@ -102,6 +102,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process killed when the test ends, also when it fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends `sig` (such as `-TERM`) to `child`.
 pub fn signal(child: &std::process::Child, sig: &str) {
     std::process::Command::new("kill")
@@ -320,6 +330,9 @@ pub async fn spawn_app() -> TestApp {
     TestApp::builder().build().await
 }
 
+/// The token secret of every test app: 32+ bytes, as `seckill serve` demands.
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
 /// One adjustment of the configuration, see [`AppBuilder::tune`].
 type Tune = Box<dyn FnOnce(&mut Config) + Send>;
 
@@ -368,7 +381,7 @@ impl AppBuilder {
         self
     }
 
-    /// An in-process server on 127.0.0.1:0 (signing tokens with a secret of the test's own),
+    /// An in-process server on 127.0.0.1:0 (signing tokens with [`TEST_SECRET`]),
     /// reached through [`TestApp::post_json`], [`TestApp::get`], [`TestApp::buy`] and friends.
     pub fn serve(mut self) -> Self {
         self.serve = true;
@@ -388,9 +401,8 @@ impl AppBuilder {
         config.redis.key_prefix = prefix.clone();
         // The shared test Redis keeps nothing on disk; tests about durability start their own.
         config.redis.durability = Durability::None;
-        if self.serve {
-            config.token.secret = "test-secret-0123456789".into();
-        }
+        // A secret of the test's own, long enough that `seckill serve` accepts it.
+        config.token.secret = TEST_SECRET.into();
         if self.pipeline {
             config.database.max_connections = 8;
             config.consumer.claim_idle_ms = 300;
@@ -511,8 +523,8 @@ impl TestApp {
             .env("SECKILL_REDIS_URL", &self.config.redis.url)
             .env("SECKILL_KEY_PREFIX", &self.prefix)
             .env("SECKILL_REDIS_DURABILITY", self.config.redis.durability.as_str());
-        // A secret of the test's own; the default one is left to a `--config` file to change.
-        if self.config.token.secret != seckill::config::TokenConfig::default().secret {
+        // The test's own secret, unless a `--config` file the test names decides it.
+        if !args.contains(&"--config") {
             command.env("SECKILL_TOKEN_SECRET", &self.config.token.secret);
         }
         for (name, value) in env {

@@ -30,6 +30,7 @@ mod reconcile_live;
 mod redis_servers;
 mod reservation;
 mod router;
+mod sale_controls;
 mod scheduler;
 mod sentinel;
 mod stock_live;
