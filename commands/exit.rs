@@ -4,7 +4,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success; `reconcile`: consistent |
-//! | 1 | failed or refused ([`seckill::Error::exit_code`]); `bench`, `doctor`, `consumer dlq replay`: a check did not pass ([`CliError::failed`]); `reconcile`: drift found ([`CliError::drift`]) |
+//! | 1 | failed or refused ([`seckill::Error::exit_code`]); `bench`, `doctor`, `consumer dlq replay`: a check did not pass ([`CliError::failed`]); `reconcile`: drift found ([`CliError::drift`]; `--all`: [`CliError::failed`], naming the activities) |
 //! | 2 | usage error: a flag value clap rejects (clap exits by itself), a configuration that cannot work ([`seckill::Error::Config`]); `reconcile`: could not check ([`CliError::could_not_check`]) |
 //!
 //! A command that ends only in success or an error returns `anyhow::Result<()>`, which `?`

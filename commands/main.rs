@@ -23,6 +23,7 @@ mod output;
 mod parse;
 mod product;
 mod reconcile;
+mod scheduler;
 mod serve;
 mod status;
 mod stock;
@@ -65,6 +66,8 @@ enum Command {
     Start(lifecycle::StartArgs),
     /// Pause the sale (`start` resumes it), or end it with --end.
     Stop(lifecycle::StopArgs),
+    /// Open each preheated activity at its start and end it at its end, until ctrl-c or SIGTERM (daemon).
+    Scheduler(scheduler::SchedulerArgs),
     /// Show an activity's stock in Redis and orders in MySQL.
     Status(status::StatusArgs),
     /// Remove every Redis key of an activity.
@@ -124,6 +127,7 @@ async fn run(cli: Cli, ctx: Context) -> CliResult {
         Command::Hot(args) => hot::run(&ctx, args).await?,
         Command::Start(args) => lifecycle::start(&ctx, args).await?,
         Command::Stop(args) => lifecycle::stop(&ctx, args).await?,
+        Command::Scheduler(args) => scheduler::run(&ctx, args).await?,
         Command::Status(args) => status::run(&ctx, args).await?,
         Command::Flush(args) => flush::run(&ctx, args).await?,
         Command::Token(args) => token::run(&ctx, args).await?,

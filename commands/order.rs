@@ -53,9 +53,9 @@ pub enum OrderCommand {
     },
     /// Expire unpaid orders older than a window, returning their units (for cron).
     Expire {
-        /// Age after which a pending order expires, e.g. 15m, 1h (0s to 3650d).
+        /// Age after which a pending order expires, e.g. 15m, 1h (0s to 3650d) [default: payment.timeout].
         #[arg(long, value_parser = parse::order_age)]
-        older_than: Duration,
+        older_than: Option<Duration>,
         /// Only this activity's orders.
         #[arg(long)]
         activity: Option<u64>,
@@ -147,6 +147,7 @@ pub async fn run(ctx: &Context, cmd: OrderCommand) -> anyhow::Result<()> {
             output: out,
         } => {
             let redis = ctx.redis().await?;
+            let older_than = older_than.unwrap_or(ctx.config.payment.timeout);
             let report = order::expire(&db, &redis, older_than, activity).await?;
             if out.json {
                 return output::json(&report);

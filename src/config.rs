@@ -29,6 +29,10 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     /// Order lifecycle rules.
     pub orders: OrdersConfig,
+    /// Payment rules.
+    pub payment: PaymentConfig,
+    /// The daemon that opens and ends activities on time.
+    pub scheduler: SchedulerConfig,
 }
 
 /// MySQL / MariaDB connection settings.
@@ -316,13 +320,68 @@ pub struct OrdersConfig {
     /// Reservations and stock changes younger than this are "in flight" for reconcile, in
     /// seconds; `reconcile --fix` settles a stock change pending longer.
     pub in_flight_grace_secs: u64,
+    /// `reconcile --all` checks the activities that ended this recently (e.g. `24h`), besides
+    /// the online ones: their orders still expire and get cancelled after the sale.
+    #[serde(with = "human_duration")]
+    pub reconcile_window: Duration,
 }
 
 impl Default for OrdersConfig {
     fn default() -> Self {
         Self {
             in_flight_grace_secs: 60,
+            reconcile_window: Duration::from_secs(24 * 3600),
         }
+    }
+}
+
+/// Payment rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentConfig {
+    /// How long a buyer has to pay (e.g. `15m`): `order expire` expires pending orders older
+    /// than this unless `--older-than` says otherwise.
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Settings of `seckill scheduler`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How often it looks for activities due to open or end, in milliseconds: the most an
+    /// opening or ending can lag behind its time.
+    pub tick_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { tick_ms: 200 }
+    }
+}
+
+/// Durations written for people (`15m`, `24h`, `1h 30m`) in the file.
+mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (expected e.g. 15m, 24h)")))
     }
 }
 
@@ -414,6 +473,12 @@ impl Config {
         }
         if self.consumer.batch == 0 || self.consumer.max_deliveries == 0 {
             return bad("consumer.batch", "batch and max_deliveries must be positive");
+        }
+        if !(10..=60_000).contains(&self.scheduler.tick_ms) {
+            return bad("scheduler.tick_ms", "must be 10..=60000 (ms)");
+        }
+        if self.payment.timeout.is_zero() || self.payment.timeout > Duration::from_secs(3650 * 86_400) {
+            return bad("payment.timeout", "must be 1s to 3650d");
         }
         Ok(())
     }
@@ -542,6 +607,30 @@ mod tests {
             bad.http.body_read_timeout_ms = ms;
             assert!(bad.validate().is_err());
         }
+    }
+
+    #[test]
+    fn durations_are_written_for_people() {
+        let c = Config::default();
+        assert_eq!(c.payment.timeout, Duration::from_secs(900));
+        assert_eq!(c.orders.reconcile_window, Duration::from_secs(86_400));
+        assert_eq!(c.scheduler.tick_ms, 200);
+        let c = Config::parse("payment:\n  timeout: 30m\norders:\n  reconcile_window: 2h\n").unwrap();
+        assert_eq!(c.payment.timeout, Duration::from_secs(1800));
+        assert_eq!(c.orders.reconcile_window, Duration::from_secs(7200));
+        let err = Config::parse("payment:\n  timeout: soon\n").unwrap_err();
+        assert!(
+            err.contains("payment") && err.contains("line 2") && err.contains("15m"),
+            "{err}"
+        );
+        let round_trip = Config::parse(&serde_yaml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(round_trip.payment.timeout, Duration::from_secs(1800));
+        let mut bad = Config::default();
+        bad.payment.timeout = Duration::ZERO;
+        assert!(bad.validate().unwrap_err().to_string().contains("payment.timeout"));
+        bad = Config::default();
+        bad.scheduler.tick_ms = 0;
+        assert!(bad.validate().unwrap_err().to_string().contains("scheduler.tick_ms"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The signal that ends a long-running command (`serve`, `consumer`): ctrl-c, or SIGTERM
+//! The signal that ends a long-running command (`serve`, `consumer`, `scheduler`): ctrl-c, or SIGTERM
 //! (what `systemctl stop` and `kill` send).
 
 /// Completes on ctrl-c or SIGTERM. Where SIGTERM cannot be watched, ctrl-c alone ends it.

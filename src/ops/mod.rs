@@ -7,6 +7,7 @@ pub mod degrade;
 pub mod flush;
 pub mod hot;
 pub mod lifecycle;
+pub mod scheduler;
 pub mod status;
 pub mod token;
 

@@ -14,7 +14,7 @@ use crate::helpers::{free_port, phone, signal, spec, users, wait_for_serve, Test
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition (labels in any
 /// order, all of them given).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeSet<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;

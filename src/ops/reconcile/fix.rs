@@ -35,7 +35,7 @@ pub(super) async fn repair(
         done.push(stock::settle(db, redis, activity, change).await?);
     }
     done.extend(persist_lost(db, redis, &first.lost).await?);
-    done.extend(release_unreleased(redis, activity, snap).await?);
+    done.extend(release_unreleased(db, redis, activity, snap).await?);
 
     let now = gather::snapshot(db, redis, group, activity).await?;
     let Analysis {
@@ -53,7 +53,7 @@ pub(super) async fn repair(
     for f in findings.iter().filter(|f| f.class == Class::QuotaDrift) {
         let Some(product) = f.product_id else { continue };
         let want = expected.get(&(product, f.subject.clone())).copied().unwrap_or(0);
-        done.push(set_units_held(redis, activity, &now, product, &f.subject, want).await?);
+        done.push(set_units_held(db, redis, activity, &now, product, &f.subject, want).await?);
     }
     Ok(done)
 }
@@ -74,8 +74,10 @@ async fn persist_lost(db: &Db, redis: &RedisClient, lost: &[Reservation]) -> Res
     Ok(done)
 }
 
-/// Puts the units of cancelled and expired orders back on sale where Redis never got them.
-async fn release_unreleased(redis: &RedisClient, activity: u64, snap: &Snapshot) -> Result<Vec<String>> {
+/// Puts the units of cancelled and expired orders back on sale where Redis never got them,
+/// with a ledger row each. Its delta is 0: the order's own `release` row already counted
+/// the units when MySQL gave them back; this row records that Redis caught up.
+async fn release_unreleased(db: &Db, redis: &RedisClient, activity: u64, snap: &Snapshot) -> Result<Vec<String>> {
     let mut unreleased: Vec<_> = snap
         .orders
         .iter()
@@ -89,10 +91,23 @@ async fn release_unreleased(redis: &RedisClient, activity: u64, snap: &Snapshot)
     let mut done = Vec::new();
     for (order_no, (product, user, quantity, _)) in unreleased {
         let r = order::return_units(redis, activity, *product, order_no, user, *quantity).await?;
-        done.push(match r {
-            1 => format!("order {order_no}: {quantity} unit(s) back on sale"),
-            _ => format!("order {order_no}: already back on sale"),
-        });
+        if r != 1 {
+            done.push(format!("order {order_no}: already back on sale"));
+            continue;
+        }
+        let what = format!("order {order_no}: {quantity} unit(s) back on sale");
+        let mut tx = db.pool().begin().await.at(db)?;
+        ledger(
+            db,
+            &mut tx,
+            activity,
+            *product,
+            0,
+            &format!("reconcile: {what} in Redis"),
+        )
+        .await?;
+        tx.commit().await.at(db)?;
+        done.push(what);
     }
     Ok(done)
 }
@@ -180,8 +195,10 @@ async fn set_redis_counters(db: &Db, redis: &RedisClient, activity: u64, line: &
     Ok(Some(format!("product {}: {}", line.product_id, &what[11..])))
 }
 
-/// Sets `user`'s units held of `product` in Redis to `want` (compare-and-set against `now`).
+/// Sets `user`'s units held of `product` in Redis to `want` (compare-and-set against `now`),
+/// with a ledger row (delta 0: no unit changes hands, only the user's count).
 async fn set_units_held(
+    db: &Db,
     redis: &RedisClient,
     activity: u64,
     now: &Snapshot,
@@ -198,11 +215,16 @@ async fn set_units_held(
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
-    Ok(if r == 1 {
-        format!("product {product} user {user}: units held {have} -> {want}")
-    } else {
-        format!("product {product} user {user}: changed meanwhile; run reconcile again")
-    })
+    if r != 1 {
+        return Ok(format!(
+            "product {product} user {user}: changed meanwhile; run reconcile again"
+        ));
+    }
+    let what = format!("product {product} user {user}: units held {have} -> {want}");
+    let mut tx = db.pool().begin().await.at(db)?;
+    ledger(db, &mut tx, activity, product, 0, &format!("reconcile: {what}")).await?;
+    tx.commit().await.at(db)?;
+    Ok(what)
 }
 
 async fn ledger(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{DbContext, Result};
 use crate::keys;
 use crate::lost_state::{self, Loss};
 use crate::model::OrderStatus;
@@ -139,6 +139,21 @@ pub struct ReconcileReport {
     pub dead_letters: usize,
     /// True when only in-flight differences are left.
     pub consistent: bool,
+}
+
+/// The activities `reconcile --all` checks: every one on sale (online or paused: Redis holds
+/// its stock) and every one that ended within `window` (their orders still get paid,
+/// cancelled and expired), oldest first.
+pub async fn activities_to_check(db: &Db, window: Duration) -> Result<Vec<u64>> {
+    let since = chrono::Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    sqlx::query_scalar(
+        "SELECT id FROM activities WHERE status IN ('online', 'paused') \
+         OR (status = 'ended' AND GREATEST(end_at, updated_at) >= ?) ORDER BY id",
+    )
+    .bind(since)
+    .fetch_all(db.pool())
+    .await
+    .at(db)
 }
 
 /// Compares activity `activity` (and repairs, with `fix`). `grace` is how long a queued
