@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use seckill::durability::Durability;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -242,45 +241,10 @@ async fn kill_9_mid_burst_loses_no_queued_order() {
             .await,
     );
     let p = sale.product;
-    let users: Vec<String> = (0..BUYERS).map(|i| format!("buyer{i}")).collect();
-    let tokens = sale.tokens(&users).await;
-    let gate = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for (user, token) in users.iter().cloned().zip(tokens) {
-        let (sale, gate) = (sale.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await.unwrap();
-            let answer = sale.buy(p, &user, 1, &token).await;
-            (user, answer)
-        }));
-    }
     // Kill it once a good part of the burst is in the stream, while the rest still arrives.
-    let stream = sale.redis.keys().orders_stream(sale.activity);
-    let mut watcher = redis::Client::open(own.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let len: usize = watcher.xlen(&stream).await.unwrap_or(0);
-        if len >= 150 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the burst never reached 150 reservations");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let burst = sale.burst_until_reserved(BUYERS, &own.url(), 150).await;
     own.kill();
-    let mut queued: HashMap<String, String> = HashMap::new();
-    let mut refused = 0;
-    for task in tasks {
-        let (user, (status, body)) = task.await.unwrap();
-        if status == 200 {
-            queued.insert(body["order_no"].as_str().unwrap().to_string(), user);
-        } else {
-            refused += 1;
-        }
-    }
+    let (queued, refused) = burst.answers().await;
     assert!(queued.len() >= 100, "only {} queued before the kill", queued.len());
     assert!(refused > 0, "the kill landed after the burst: nothing was refused");
 

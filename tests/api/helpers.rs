@@ -835,6 +835,44 @@ impl TestApp {
         answers
     }
 
+    /// A burst for fault tests: `buyers` fresh buyers (`buyer0`, `buyer1`, ...) each buy one
+    /// unit of the sale's product, 32 at a time. Returns once `reserved` reservations are in the
+    /// activity's stream on the Redis at `watch_url` (watched on a connection of its own), with
+    /// the burst still running: the caller breaks something now, then collects the answers.
+    pub async fn burst_until_reserved(self: &Arc<Self>, buyers: usize, watch_url: &str, reserved: usize) -> Burst {
+        let users: Vec<String> = (0..buyers).map(|i| format!("buyer{i}")).collect();
+        let tokens = self.tokens(&users).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(32));
+        let product = self.product;
+        let tasks = users
+            .into_iter()
+            .zip(tokens)
+            .map(|(user, token)| {
+                let (sale, gate) = (self.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let _permit = gate.acquire().await.expect("the gate stays open");
+                    let answer = sale.buy(product, &user, 1, &token).await;
+                    (user, answer)
+                })
+            })
+            .collect();
+        let stream = self.redis.keys().orders_stream(self.activity);
+        let mut watcher = redis::Client::open(watch_url)
+            .expect("a Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the watched Redis answers");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while watcher.xlen::<_, usize>(&stream).await.unwrap_or(0) < reserved {
+            assert!(
+                Instant::now() < deadline,
+                "the burst never reached {reserved} reservations"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Burst { tasks }
+    }
+
     /// `POST path` with a JSON body to the in-process server; the answer's JSON (`null` when none).
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
@@ -1143,5 +1181,29 @@ impl Drop for TestApp {
             Some(())
         });
         let _ = cleanup.join();
+    }
+}
+
+/// A buy burst still running (see [`TestApp::burst_until_reserved`]).
+pub struct Burst {
+    tasks: Vec<JoinHandle<(String, (StatusCode, Value))>>,
+}
+
+impl Burst {
+    /// Waits for every buyer: order number -> buyer of each `queued` answer, and how many
+    /// buyers got anything else.
+    pub async fn answers(self) -> (HashMap<String, String>, usize) {
+        let mut queued = HashMap::new();
+        let mut other = 0;
+        for task in self.tasks {
+            let (user, (status, body)) = task.await.expect("buyer task");
+            match body["order_no"].as_str() {
+                Some(order_no) if status == StatusCode::OK => {
+                    queued.insert(order_no.to_string(), user);
+                }
+                _ => other += 1,
+            }
+        }
+        (queued, other)
     }
 }

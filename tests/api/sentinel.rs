@@ -102,38 +102,11 @@ async fn failover_mid_burst_loses_no_queued_order() {
             .await,
     );
     let p = sale.product;
-    let users: Vec<String> = (0..BUYERS).map(|i| format!("buyer{i}")).collect();
-    let tokens = sale.tokens(&users).await;
-    let gate = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for (user, token) in users.iter().cloned().zip(tokens) {
-        let (sale, gate) = (sale.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await.unwrap();
-            (user.clone(), sale.buy(p, &user, 1, &token).await)
-        }));
-    }
-    let stream = sale.redis.keys().orders_stream(sale.activity);
-    let mut watcher = redis::Client::open(set.primary.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while watcher.xlen::<_, usize>(&stream).await.unwrap_or(0) < 150 {
-        assert!(Instant::now() < deadline, "the burst never reached 150 reservations");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let burst = sale.burst_until_reserved(BUYERS, &set.primary.url(), 150).await;
     let old_primary = set.primary.port;
     set.primary.kill();
     let killed = Instant::now();
-    let mut queued: HashMap<String, String> = HashMap::new();
-    for task in tasks {
-        let (user, (status, body)) = task.await.unwrap();
-        if status == 200 {
-            queued.insert(body["order_no"].as_str().unwrap().to_string(), user);
-        }
-    }
+    let (mut queued, _) = burst.answers().await;
     assert!(queued.len() >= 100, "only {} queued before the kill", queued.len());
     // A new node replaces the failed one as a replica of the new primary: until it is in
     // sync, `wait_replicas: 1` has nobody to confirm buys, which answer `unconfirmed`, never
