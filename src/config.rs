@@ -577,6 +577,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.redis.key_prefix, "env");
         assert_eq!(c.database.url, DatabaseConfig::default().url);
+        assert!(c.payment.webhook_secret.is_empty(), "callbacks are off by default");
+        c.apply_env(|n| (n == "SECKILL_PAYMENT_WEBHOOK_SECRET").then(|| "hook".to_string()))
+            .unwrap();
+        assert_eq!(c.payment.webhook_secret, "hook");
     }
 
     #[test]

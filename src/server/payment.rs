@@ -91,7 +91,10 @@ pub async fn callback(
         Settlement::UnknownOrder => Err(ApiError::not_found(format!("no order {no}"))),
         Settlement::AmountMismatch { expected } => Err(conflict(
             "amount_mismatch",
-            format!("order {no} costs {expected}, not {}; nothing changed, refund it", notice.amount),
+            format!(
+                "order {no} costs {expected}, not {}; nothing changed, refund it",
+                notice.amount
+            ),
         )),
         Settlement::TooLate(status) => Err(conflict(
             settlement.as_str(),
@@ -131,7 +134,7 @@ fn verify_signature(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(
 
 /// The bytes of a hex string (either case); `None` if it is not one.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16);
@@ -144,7 +147,9 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 /// The request as a [`PaymentNotice`], or `bad_request` naming the field at fault.
 fn notice(request: CallbackRequest) -> Result<PaymentNotice, ApiError> {
     if request.order_no.is_empty() || request.order_no.len() > MAX_ORDER_NO {
-        return Err(ApiError::bad_request(format!("order_no: must be 1 to {MAX_ORDER_NO} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "order_no: must be 1 to {MAX_ORDER_NO} bytes"
+        )));
     }
     if request.transaction_id.is_empty() || request.transaction_id.len() > MAX_TRANSACTION_ID {
         return Err(ApiError::bad_request(format!(
