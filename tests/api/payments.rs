@@ -181,7 +181,7 @@ async fn a_wrong_amount_is_refused_and_recorded() {
             "amount_mismatch".into()
         )]
     );
-    // The right amount, written with one place less, pays it.
+    // Amounts have at most two places (the column's); the right amount then pays it.
     let (status, answer) = callback(&app, &orders[0], "19.990", "tx-right").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "three places are refused: {answer}");
     let (status, answer) = callback(&app, &orders[0], PRICE, "tx-right").await;
