@@ -343,12 +343,17 @@ pub struct PaymentConfig {
     /// than this unless `--older-than` says otherwise.
     #[serde(with = "human_duration")]
     pub timeout: Duration,
+    /// HMAC-SHA256 key the payment provider signs its callbacks with
+    /// (`SECKILL_PAYMENT_WEBHOOK_SECRET`); empty: `POST /api/v1/payments/callback` answers
+    /// 503 `disabled`, so a provider that retries loses no payment while it is unset.
+    pub webhook_secret: String,
 }
 
 impl Default for PaymentConfig {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(15 * 60),
+            webhook_secret: String::new(),
         }
     }
 }
@@ -411,12 +416,13 @@ impl Config {
 
     /// Applies `SECKILL_*` overrides read through `var`; fails on a value that does not parse.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
-        let fields: [(&str, &mut String); 5] = [
+        let fields: [(&str, &mut String); 6] = [
             ("SECKILL_DATABASE_URL", &mut self.database.url),
             ("SECKILL_REDIS_URL", &mut self.redis.url),
             ("SECKILL_KEY_PREFIX", &mut self.redis.key_prefix),
             ("SECKILL_HTTP_BIND", &mut self.http.bind),
             ("SECKILL_TOKEN_SECRET", &mut self.token.secret),
+            ("SECKILL_PAYMENT_WEBHOOK_SECRET", &mut self.payment.webhook_secret),
         ];
         for (name, field) in fields {
             if let Some(value) = var(name) {
@@ -571,6 +577,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.redis.key_prefix, "env");
         assert_eq!(c.database.url, DatabaseConfig::default().url);
+        assert!(c.payment.webhook_secret.is_empty(), "callbacks are off by default");
+        c.apply_env(|n| (n == "SECKILL_PAYMENT_WEBHOOK_SECRET").then(|| "hook".to_string()))
+            .unwrap();
+        assert_eq!(c.payment.webhook_secret, "hook");
     }
 
     #[test]

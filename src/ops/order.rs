@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{MySql, QueryBuilder};
 
@@ -290,4 +291,120 @@ pub async fn return_units(
         .invoke_async(&mut conn)
         .await
         .at(redis)
+}
+
+/// A payment the provider reports (`POST /api/v1/payments/callback`).
+#[derive(Debug, Clone)]
+pub struct PaymentNotice {
+    /// The order paid for.
+    pub order_no: String,
+    /// What the buyer paid.
+    pub amount: Decimal,
+    /// The provider's id of the payment.
+    pub transaction_id: String,
+}
+
+/// What [`settle`] made of a [`PaymentNotice`]; each is also the `outcome` of its
+/// `payment_events` row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// The order was pending and is now paid by this transaction.
+    Paid,
+    /// The order was already paid by this transaction (a repeated callback): nothing changed.
+    AlreadyPaid,
+    /// The amount is not the order's: nothing changed.
+    AmountMismatch {
+        /// The order's amount.
+        expected: Decimal,
+    },
+    /// The order expired (or was cancelled) before the payment arrived: it stays so, and the
+    /// provider must refund.
+    TooLate(OrderStatus),
+    /// The order is paid by another transaction: this one must be refunded.
+    PaidByOther,
+    /// The transaction already paid another order.
+    TransactionReused,
+    /// No such order.
+    UnknownOrder,
+}
+
+impl Settlement {
+    /// The name recorded in `payment_events.outcome`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Settlement::Paid => "paid",
+            Settlement::AlreadyPaid => "duplicate",
+            Settlement::AmountMismatch { .. } => "amount_mismatch",
+            Settlement::TooLate(OrderStatus::Cancelled) => "cancelled",
+            Settlement::TooLate(_) => "expired",
+            Settlement::PaidByOther => "paid_by_other",
+            Settlement::TransactionReused => "transaction_reused",
+            Settlement::UnknownOrder => "unknown_order",
+        }
+    }
+}
+
+/// Applies a provider's payment to its order, once, and records the callback in
+/// `payment_events` in the same transaction.
+///
+/// The order row is locked (`FOR UPDATE`) before its status is read, and `cancel`/`expire`
+/// change it under the same lock, so whichever commits first wins: a payment that arrives
+/// while an expiry holds the row waits for it and then finds the order expired. A pending
+/// order is paid even past `payment.timeout` as long as no expiry has committed: the buyer
+/// did pay, and its units are still reserved for them.
+pub async fn settle(db: &Db, notice: &PaymentNotice) -> Result<Settlement> {
+    let mut tx = db.pool().begin().await.at(db)?;
+    let row: Option<(String, Decimal, Option<String>)> =
+        sqlx::query_as("SELECT status, amount, transaction_id FROM orders WHERE order_no = ? FOR UPDATE")
+            .bind(&notice.order_no)
+            .fetch_optional(&mut *tx)
+            .await
+            .at(db)?;
+    let settlement = match row {
+        None => Settlement::UnknownOrder,
+        Some((status, expected, paid_by)) => {
+            let status: OrderStatus = status
+                .parse()
+                .map_err(|e| Error::Internal(format!("order {}: {e}", notice.order_no)))?;
+            match status {
+                OrderStatus::Paid if paid_by.as_deref() == Some(notice.transaction_id.as_str()) => {
+                    Settlement::AlreadyPaid
+                }
+                OrderStatus::Paid => Settlement::PaidByOther,
+                OrderStatus::Cancelled | OrderStatus::Expired => Settlement::TooLate(status),
+                OrderStatus::Pending if notice.amount != expected => Settlement::AmountMismatch { expected },
+                OrderStatus::Pending => {
+                    let paid = sqlx::query(
+                        "UPDATE orders SET status = 'paid', transaction_id = ? WHERE order_no = ? AND status = 'pending'",
+                    )
+                    .bind(&notice.transaction_id)
+                    .bind(&notice.order_no)
+                    .execute(&mut *tx)
+                    .await;
+                    match paid {
+                        Ok(_) => Settlement::Paid,
+                        // The unique key: this transaction already paid another order.
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            // Rolled back to drop the failed statement's effects; the event is
+                            // then recorded in a fresh transaction below.
+                            tx.rollback().await.at(db)?;
+                            tx = db.pool().begin().await.at(db)?;
+                            Settlement::TransactionReused
+                        }
+                        Err(e) => return Err(e).at(db),
+                    }
+                }
+            }
+        }
+    };
+    sqlx::query("INSERT INTO payment_events (order_no, transaction_id, amount, outcome) VALUES (?, ?, ?, ?)")
+        .bind(&notice.order_no)
+        .bind(&notice.transaction_id)
+        .bind(notice.amount)
+        .bind(settlement.as_str())
+        .execute(&mut *tx)
+        .await
+        .at(db)?;
+    tx.commit().await.at(db)?;
+    Ok(settlement)
 }

@@ -29,7 +29,7 @@ use super::error::{no_route, wrong_method};
 use super::metrics::with_result_code;
 use super::routes::Route;
 use super::state::AppState;
-use super::{buy, query, token};
+use super::{buy, payment, query, token};
 
 /// The whole HTTP API: every [`Route`] with its handler, JSON errors for unknown routes and
 /// wrong methods, every request counted in the metrics.
@@ -58,6 +58,7 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         Route::Health => on(method, query::health),
         Route::Ready => on(method, query::ready),
         Route::Metrics => on(method, metrics),
+        Route::PaymentCallback => on(method, payment::callback),
     }
 }
 

@@ -32,6 +32,7 @@ pub mod funnel;
 pub mod guard;
 pub mod http_threads;
 pub mod metrics;
+pub mod payment;
 pub mod query;
 pub mod refresh;
 pub mod routes;

@@ -27,11 +27,13 @@ pub enum Route {
     Ready,
     /// `GET /metrics`: the Prometheus exposition.
     Metrics,
+    /// `POST /api/v1/payments/callback`: the payment provider reports a payment.
+    PaymentCallback,
 }
 
 impl Route {
     /// Every route, each at the index of its discriminant (the metrics index by it).
-    pub const ALL: [Route; 9] = [
+    pub const ALL: [Route; 10] = [
         Route::Buy,
         Route::Token,
         Route::Order,
@@ -41,6 +43,7 @@ impl Route {
         Route::Health,
         Route::Ready,
         Route::Metrics,
+        Route::PaymentCallback,
     ];
 
     /// The path, in axum's syntax (`{name}` for a path parameter); also the route's metric label.
@@ -55,13 +58,14 @@ impl Route {
             Route::Health => "/health",
             Route::Ready => "/ready",
             Route::Metrics => "/metrics",
+            Route::PaymentCallback => "/api/v1/payments/callback",
         }
     }
 
     /// The one method the route answers (any other is `method_not_allowed`).
     pub const fn method(self) -> Method {
         match self {
-            Route::Buy | Route::Token => Method::POST,
+            Route::Buy | Route::Token | Route::PaymentCallback => Method::POST,
             Route::Order
             | Route::UserOrders
             | Route::Activity

@@ -24,6 +24,7 @@ mod lost_state;
 mod metrics;
 mod migrate;
 mod payment_window;
+mod payments;
 mod pipeline;
 mod reconcile_all;
 mod reconcile_live;
