@@ -703,7 +703,10 @@ mod tests {
         assert!(private.contains("::ffff:10.0.0.1".parse().unwrap()));
         assert!(loopback6.contains("::1".parse().unwrap()) && !loopback6.contains("::2".parse().unwrap()));
         assert!(host.contains("192.168.1.7".parse().unwrap()) && !host.contains("192.168.1.8".parse().unwrap()));
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "10.0.0/8", "10.0.0.0/", "::1/129", "example.com/8"] {
             let err = Config::parse(&format!("auth:\n  trusted_proxies: [\"{bad}\"]\n")).unwrap_err();
             assert!(err.contains(bad) && err.contains("trusted_proxies"), "{err}");

@@ -226,7 +226,11 @@ fn auth_check(auth: &AuthConfig) -> Check {
         AuthMode::Gateway => check(
             "buyer identity",
             Verdict::Pass,
-            format!("gateway ({} from {} trusted network(s))", auth.user_header, auth.trusted_proxies.len()),
+            format!(
+                "gateway ({} from {} trusted network(s))",
+                auth.user_header,
+                auth.trusted_proxies.len()
+            ),
         ),
     }
 }

@@ -87,14 +87,20 @@ impl Identity {
                 };
                 let mut validation = Validation::new(algorithm);
                 validation.validate_nbf = true;
-                validation.set_required_spec_claims(&["exp", "sub"]);
+                // A configured issuer or audience is required, not only compared when present.
+                let mut required = vec!["exp", "sub"];
                 match &auth.jwt_audience {
-                    Some(audience) => validation.set_audience(&[audience]),
+                    Some(audience) => {
+                        validation.set_audience(&[audience]);
+                        required.push("aud");
+                    }
                     None => validation.validate_aud = false,
                 }
                 if let Some(issuer) = &auth.jwt_issuer {
                     validation.set_issuer(&[issuer]);
+                    required.push("iss");
                 }
+                validation.set_required_spec_claims(&required);
                 Ok(Identity::Jwt {
                     key,
                     validation: Box::new(validation),
