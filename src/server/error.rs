@@ -150,6 +150,20 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "you may act only as yourself").with_body(body)
     }
 
+    /// `revoked` (403): the operator revoked the user's token; no new one until they lift it.
+    pub fn revoked() -> Self {
+        let body = static_body!(
+            "revoked",
+            "your token was revoked; none is issued until the operator lifts it"
+        );
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "revoked",
+            "your token was revoked; none is issued until the operator lifts it",
+        )
+        .with_body(body)
+    }
+
     /// `invalid_token` (401).
     pub fn invalid_token() -> Self {
         Self::from_outcome(Outcome::InvalidToken)

@@ -34,7 +34,7 @@ pub struct TokenResponse {
 
 /// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
 /// one when already registered), from `token.open_before_secs` before its start on
-/// (`not_started` until then). With `auth.mode` jwt or gateway, only to the authenticated
+/// (`not_started` until then); `revoked` while the operator has the user revoked. With `auth.mode` jwt or gateway, only to the authenticated
 /// caller, for themselves.
 pub async fn token(
     State(state): State<AppState>,
@@ -62,14 +62,12 @@ pub async fn token(
             return Err(ApiError::from_outcome(Outcome::NotStarted));
         }
         Ok(Gate::Open { .. }) => {
-            let users = [user_id.clone()];
-            token::register(
+            token::register_own(
                 &state.redis,
                 &state.signer,
                 req.activity_id,
-                &users,
+                &user_id,
                 state.config.token.ttl_secs,
-                |_| {},
             )
             .await
         }
@@ -87,16 +85,18 @@ pub async fn token(
         Err(e) => Err(e),
     };
     match issued {
-        Ok(mut issued) if !issued.is_empty() => {
+        Ok(Some(t)) => {
             state.breaker.success();
-            let t = issued.swap_remove(0);
             tracing::debug!(activity = req.activity_id, user = %user_id, "token issued");
             Ok(Json(TokenResponse {
                 token: t.token,
                 expires_at: t.expires_at,
             }))
         }
-        Ok(_) => Err(ApiError::busy("no token issued")),
+        Ok(None) => {
+            state.breaker.success();
+            Err(ApiError::revoked())
+        }
         Err(e) => Err(state.redis_failed(
             "token: redis failed",
             &e,

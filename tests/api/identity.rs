@@ -290,3 +290,31 @@ async fn doctor_warns_when_anyone_may_buy_as_anyone() {
     assert_eq!(row["verdict"], "warn", "{json}");
     assert!(row["detail"].as_str().unwrap().contains("auth.mode is none"), "{json}");
 }
+
+#[tokio::test]
+async fn a_revoked_buyer_gets_no_token_over_http_until_the_operator_lifts_it() {
+    let app = jwt_app(10).await;
+    let alice = bearer(&jwt_of("alice"));
+    let as_alice = [("authorization", alice.as_str())];
+    let ask = json!({"activity_id": app.activity});
+    let (status, issued) = post(&app, "/api/v1/token", &as_alice, &ask).await;
+    assert_eq!(status, 200, "{issued}");
+    let activity = app.activity.to_string();
+    app.cli(&["token", "revoke", &activity, "--user", "alice"]).await.ok();
+
+    // Asking again must not hand her a fresh token, and the old one no longer buys.
+    let answer = post(&app, "/api/v1/token", &as_alice, &ask).await;
+    assert_error(&answer, 403, "revoked");
+    let buy = json!({"product_id": app.product, "user_id": "alice", "quantity": 1, "token": issued["token"]});
+    let answer = post(&app, "/api/v1/buy", &as_alice, &buy).await;
+    assert_error(&answer, 401, "invalid_token");
+    assert_eq!(app.counters(app.product).await, (10, 0, 0), "nothing deducted");
+
+    app.cli(&["token", "lift", &activity, "--user", "alice"]).await.ok();
+    let (status, issued) = post(&app, "/api/v1/token", &as_alice, &ask).await;
+    assert_eq!(status, 200, "{issued}");
+    let buy = json!({"product_id": app.product, "user_id": "alice", "quantity": 1, "token": issued["token"]});
+    let (status, bought) = post(&app, "/api/v1/buy", &as_alice, &buy).await;
+    assert_eq!(status, 200, "{bought}");
+    app.finish().await;
+}
