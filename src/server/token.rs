@@ -34,8 +34,8 @@ pub struct TokenResponse {
 
 /// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
 /// one when already registered), from `token.open_before_secs` before its start on
-/// (`not_started` until then); `revoked` while the operator has the user revoked. With `auth.mode` jwt or gateway, only to the authenticated
-/// caller, for themselves.
+/// (`not_started` until then); `revoked` while the operator has the user revoked. With
+/// `auth.mode` jwt or gateway, only to the authenticated caller, for themselves.
 pub async fn token(
     State(state): State<AppState>,
     caller: Caller,
