@@ -54,8 +54,21 @@ pub fn runtime_workers(ctx: &Context, args: &ServeArgs) -> Option<usize> {
     Some(cores.saturating_sub(http_threads(ctx, args)).max(1))
 }
 
+/// Refuses an identity mode that cannot be set up (exit 2, like any configuration error);
+/// warns when there is none.
+fn check_identity(ctx: &Context) -> anyhow::Result<()> {
+    seckill::server::identity::Identity::new(&ctx.config.auth).map_err(seckill::Error::Config)?;
+    if ctx.config.auth.mode == seckill::config::AuthMode::None {
+        tracing::warn!(
+            "auth.mode is none: anyone can fetch tokens and buy as any user_id; set auth.mode to jwt or gateway for a real sale"
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     check_secret(ctx, &args)?;
+    check_identity(ctx)?;
     let threads = http_threads(ctx, &args);
     let bind = args.bind.unwrap_or_else(|| ctx.config.http.bind.clone());
     let db = ctx.db().await?;

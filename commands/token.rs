@@ -55,8 +55,17 @@ pub struct UserArgs {
 /// Subcommands of `seckill token`.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Revoke a user's token: their purchases are refused until a new one is issued.
+    /// Revoke a user's token: their purchases are refused, and `POST /api/v1/token` gives
+    /// them no new one until `token lift` (the operator may still issue one).
     Revoke {
+        /// Activity id.
+        activity: u64,
+        /// The user.
+        #[arg(long, value_parser = parse::user_id)]
+        user: String,
+    },
+    /// Let a revoked user fetch tokens over HTTP again.
+    Lift {
         /// Activity id.
         activity: u64,
         /// The user.
@@ -73,6 +82,14 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<()> {
             println!("revoked the token of user {user} in activity {activity}");
         } else {
             println!("user {user} had no token in activity {activity}");
+        }
+        return Ok(());
+    }
+    if let Some(TokenCommand::Lift { activity, user }) = args.command {
+        if token::lift(&redis, activity, &user).await? {
+            println!("user {user} may fetch tokens in activity {activity} again");
+        } else {
+            println!("user {user} was not revoked in activity {activity}");
         }
         return Ok(());
     }

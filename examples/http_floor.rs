@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             listeners,
             app,
             limits,
+            false,
             std::future::pending(),
         ))?;
     Ok(())

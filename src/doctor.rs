@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::config::{Config, TokenConfig};
+use crate::config::{AuthConfig, AuthMode, Config, TokenConfig};
 use crate::db::{Db, MIGRATOR};
 use crate::durability::{self, Durability};
 use crate::redis_client::RedisClient;
@@ -78,6 +78,7 @@ pub async fn diagnose(config: &Config) -> Diagnosis {
         }
     };
     checks.push(secret_check(&config.token));
+    checks.push(auth_check(&config.auth));
     checks.push(clock_check(redis.as_ref(), db.as_ref()).await);
     if let Some(db) = db {
         db.close().await;
@@ -207,6 +208,30 @@ fn secret_check(token: &TokenConfig) -> Check {
             format!("{why}: anyone who guesses it can forge purchase tokens; set SECKILL_TOKEN_SECRET"),
         ),
         None => check("token secret", Verdict::Pass, "set"),
+    }
+}
+
+fn auth_check(auth: &AuthConfig) -> Check {
+    // The same setup `serve` starts with, so a key it cannot read fails here too.
+    if let Err(why) = crate::server::identity::Identity::new(auth) {
+        return check("buyer identity", Verdict::Fail, why);
+    }
+    match auth.mode {
+        AuthMode::None => check(
+            "buyer identity",
+            Verdict::Warn,
+            "auth.mode is none: anyone can fetch tokens and buy as any user_id; set jwt or gateway for a real sale",
+        ),
+        AuthMode::Jwt => check("buyer identity", Verdict::Pass, "jwt (the buyer is the token's sub)"),
+        AuthMode::Gateway => check(
+            "buyer identity",
+            Verdict::Pass,
+            format!(
+                "gateway ({} from {} trusted network(s))",
+                auth.user_header,
+                auth.trusted_proxies.len()
+            ),
+        ),
     }
 }
 

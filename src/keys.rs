@@ -11,6 +11,7 @@
 //! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name` (`stock` = units still on sale, `sold` = units reserved) |
 //! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID |
 //! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it) |
+//! | `P:{a:A}:revoked` | set | users whose token the operator revoked: `POST /api/v1/token` gives them none until `seckill token lift` |
 //! | `P:{a:A}:blacklist` | set | users who may not buy |
 //! | `P:{a:A}:orders` | stream | one entry per reservation (`activity product user quantity price reserved_ms`); consumer group `persist` |
 //! | `P:{a:A}:dlq` | stream | entries that failed persisting `max_deliveries` times, with the error |
@@ -86,6 +87,11 @@ impl Keys {
     /// SCAN pattern of every registered token of the activity.
     pub fn token_pattern(&self, activity: u64) -> String {
         format!("{}:token:*", self.activity_pattern(activity).trim_end_matches(":*"))
+    }
+
+    /// Users whose token was revoked: no token over HTTP until lifted.
+    pub fn revoked(&self, activity: u64) -> String {
+        format!("{}:revoked", self.activity_base(activity))
     }
 
     /// Users barred from buying in the activity.
@@ -215,6 +221,7 @@ mod tests {
             k.product(7, 1),
             k.bought(7, 1),
             k.token(7, "u"),
+            k.revoked(7),
             k.blacklist(7),
             k.orders_stream(7),
             k.dlq(7),
@@ -252,6 +259,7 @@ mod tests {
             ("product", k.product(a, id)),
             ("bought", k.bought(a, id)),
             ("token", k.token(a, "USER")),
+            ("revoked", k.revoked(a)),
             ("blacklist", k.blacklist(a)),
             ("orders_stream", k.orders_stream(a)),
             ("dlq", k.dlq(a)),

@@ -112,6 +112,33 @@ pub async fn register(
     activity: u64,
     users: &[String],
     ttl_secs: u64,
+    progress: impl FnMut(u64),
+) -> Result<Vec<IssuedToken>> {
+    register_with(redis, signer, activity, users, ttl_secs, false, progress).await
+}
+
+/// `user`'s own token, as a buyer asks for it (`POST /api/v1/token`): like [`register`],
+/// but `None` while the operator has the user revoked (`seckill token revoke`, until
+/// `seckill token lift`).
+pub async fn register_own(
+    redis: &RedisClient,
+    signer: &Signer,
+    activity: u64,
+    user: &str,
+    ttl_secs: u64,
+) -> Result<Option<IssuedToken>> {
+    let users = [user.to_string()];
+    let mut issued = register_with(redis, signer, activity, &users, ttl_secs, true, |_| {}).await?;
+    Ok(issued.pop().filter(|t| !t.token.is_empty()))
+}
+
+async fn register_with(
+    redis: &RedisClient,
+    signer: &Signer,
+    activity: u64,
+    users: &[String],
+    ttl_secs: u64,
+    refuse_revoked: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<Vec<IssuedToken>> {
     if !TTL_SECS.contains(&ttl_secs) {
@@ -132,10 +159,14 @@ pub async fn register(
     // issues 100,000 tokens in well under a second, and keeps the output in input order.
     for chunk in users.chunks(CHUNK) {
         let mut invocation = scripts::ISSUE_TOKEN.prepare_invoke();
-        invocation.arg(ttl_secs);
+        invocation
+            .key(keys.revoked(activity))
+            .arg(ttl_secs)
+            .arg(if refuse_revoked { "1" } else { "0" });
         for user in chunk {
             invocation
                 .key(keys.token(activity, user))
+                .arg(user)
                 .arg(signer.sign(activity, user, expiry));
         }
         let tokens: Vec<String> = invocation.invoke_async(&mut conn).await.at(redis)?;
@@ -152,12 +183,28 @@ pub async fn register(
     Ok(out)
 }
 
-/// Deletes the user's registered token; returns whether there was one.
+/// Deletes the user's registered token and bars them from fetching another over HTTP until
+/// [`lift`]ed; returns whether there was a token.
 pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
     user_id::validate(user)?;
+    let keys = redis.keys();
     let mut conn = redis.conn();
-    let removed: u64 = conn.del(redis.keys().token(activity, user)).await.at(redis)?;
+    let (removed, _): (u64, u64) = redis::pipe()
+        .atomic()
+        .del(keys.token(activity, user))
+        .sadd(keys.revoked(activity), user)
+        .query_async(&mut conn)
+        .await
+        .at(redis)?;
     Ok(removed > 0)
+}
+
+/// Lets a revoked user fetch tokens over HTTP again; returns whether they were revoked.
+pub async fn lift(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
+    user_id::validate(user)?;
+    let mut conn = redis.conn();
+    let lifted: u64 = conn.srem(redis.keys().revoked(activity), user).await.at(redis)?;
+    Ok(lifted > 0)
 }
 
 /// Most users one `--range` may name.

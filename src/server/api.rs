@@ -147,8 +147,12 @@ impl Future for ApiFuture {
 /// The buy request's answer, recorded as [`track`] records the others.
 async fn answer_buy(state: AppState, request: Request) -> Response {
     let started = Instant::now();
-    let answer = match JsonBody::from_request(request, &state).await {
-        Ok(JsonBody(body)) => buy::answer(&state, &body).await,
+    // The caller first: a request without valid credentials is refused before its body is read.
+    let answer = match state.identity.caller(request.headers(), request.extensions()) {
+        Ok(caller) => match JsonBody::from_request(request, &state).await {
+            Ok(JsonBody(body)) => buy::answer(&state, &caller, &body).await,
+            Err(refused) => Err(refused),
+        },
         Err(refused) => Err(refused),
     };
     let code = match &answer {

@@ -12,6 +12,7 @@ use super::batcher::BatchError;
 use super::body::{check_user_id, parse_buy, BuyRequest, JsonBody};
 use super::error::ApiError;
 use super::funnel::ProductSlot;
+use super::identity::Caller;
 use super::metrics::BusyReason;
 use super::state::{AppState, Subject};
 use crate::buy::{Outcome, Purchase};
@@ -35,14 +36,19 @@ pub struct BuyResponse {
 
 /// `POST /api/v1/buy` as a route of the router (`seckill serve` answers it through
 /// `api::Api`, which calls [`answer`] without the router).
-pub async fn buy(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<BuyResponse>, ApiError> {
-    answer(&state, &body).await
+pub async fn buy(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<BuyResponse>, ApiError> {
+    answer(&state, &caller, &body).await
 }
 
-/// The answer to a buy request with body `body`: runs the funnel, then decides the purchase
-/// in Redis (group commit).
-pub async fn answer(state: &AppState, body: &[u8]) -> Result<Json<BuyResponse>, ApiError> {
+/// The answer to a buy request by `caller` with body `body`: runs the funnel, then decides
+/// the purchase in Redis (group commit).
+pub async fn answer(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Json<BuyResponse>, ApiError> {
     let req = parse_buy(body)?;
+    caller.may_act_as(&req.user_id)?;
     let mut activity = None;
     let result = match screen(state, &req, &mut activity) {
         Err(refused) => Err(refused),

@@ -132,6 +132,38 @@ impl ApiError {
         self
     }
 
+    /// `unauthenticated` (401): the buyer's credentials (JWT, or the gateway's header) are
+    /// missing or not believed.
+    pub fn unauthenticated() -> Self {
+        let body = static_body!("unauthenticated", "missing, invalid or expired credentials");
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing, invalid or expired credentials",
+        )
+        .with_body(body)
+    }
+
+    /// `forbidden` (403): the authenticated buyer asked to act as another user.
+    pub fn forbidden() -> Self {
+        let body = static_body!("forbidden", "you may act only as yourself");
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "you may act only as yourself").with_body(body)
+    }
+
+    /// `revoked` (403): the operator revoked the user's token; no new one until they lift it.
+    pub fn revoked() -> Self {
+        let body = static_body!(
+            "revoked",
+            "your token was revoked; none is issued until the operator lifts it"
+        );
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "revoked",
+            "your token was revoked; none is issued until the operator lifts it",
+        )
+        .with_body(body)
+    }
+
     /// `invalid_token` (401).
     pub fn invalid_token() -> Self {
         Self::from_outcome(Outcome::InvalidToken)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -94,11 +94,14 @@ fn listen(addr: SocketAddr, share_port: bool) -> std::io::Result<StdListener> {
 /// of its own, within `limits` (connection cap, header-read timeout), until `shutdown`
 /// completes (or this future is dropped); then every thread stops accepting and finishes
 /// its in-flight requests, and this returns once all have. A thread that fails stops the
-/// others; its error is returned.
+/// others; its error is returned. With `with_peer`, every request carries its peer's address
+/// as `ConnectInfo<SocketAddr>` (without, requests get no extension: it would cost each an
+/// allocation).
 pub async fn serve<S>(
     listeners: Vec<StdListener>,
     service: S,
     limits: ConnectionLimits,
+    with_peer: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()>
 where
@@ -126,7 +129,7 @@ where
                     .and_then(|runtime| {
                         runtime.block_on(async {
                             let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-                            accept_loop(listener, service, limits, stopped).await;
+                            accept_loop(listener, service, limits, with_peer, stopped).await;
                             Ok(())
                         })
                     });
@@ -168,6 +171,7 @@ async fn accept_loop<S>(
     listener: tokio::net::TcpListener,
     service: S,
     limits: ConnectionLimits,
+    with_peer: bool,
     mut stopped: watch::Receiver<bool>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -185,9 +189,9 @@ async fn accept_loop<S>(
     let mut ticks = tokio::time::interval(watchdog.tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -204,7 +208,8 @@ async fn accept_loop<S>(
             continue;
         };
         let (head, signals) = watchdog.watch();
-        let connection = serve_connection(stream, service.clone(), http.clone(), head, signals);
+        let peer = with_peer.then_some(peer);
+        let connection = serve_connection(stream, peer, service.clone(), http.clone(), head, signals);
         let open_tx = open_tx.clone();
         tokio::spawn(async move {
             connection.await;
@@ -225,8 +230,10 @@ async fn accept_loop<S>(
 
 /// Serves one connection until it closes: at once on [`Signal::Cut`] (the head was late) or
 /// when the watchdog is gone, after the request in flight (if any) on [`Signal::Stop`].
+/// `peer`, when given, goes with every request as `ConnectInfo`.
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
+    peer: Option<SocketAddr>,
     service: S,
     http: Arc<http1::Builder>,
     head: Arc<HeadWatch>,
@@ -239,7 +246,11 @@ async fn serve_connection<S>(
         // hyper calls the service once the head is complete.
         head.serving();
         let head = head.clone();
-        let answer = service.clone().oneshot(request.map(Body::new));
+        let mut request = request.map(Body::new);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let answer = service.clone().oneshot(request);
         async move {
             let response = answer.await;
             head.waiting();

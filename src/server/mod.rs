@@ -8,6 +8,7 @@
 //! - [`error`]: the JSON error shape every failure uses;
 //! - [`state`]: what the handlers share, and the background tasks beside it ([`refresh`] of
 //!   the stock, the lost-state [`guard`]);
+//! - [`identity`]: who the buyer is (`auth.mode`: none, JWT, trusted gateway);
 //! - [`funnel`]: the local layers that shed load before Redis;
 //! - [`metrics`]: what `GET /metrics` shows;
 //! - [`connections`]: the connection cap, and JSON on hyper's own refusals;
@@ -19,7 +20,7 @@
 //! until the shutdown future completes, then drains in-flight requests.
 //!
 //! The files depend on one another in this order, each only on files listed before it (none on
-//! this one): `funnel`, `connections`, `routes`, `metrics`, `error`, `guard`, `refresh`,
+//! this one): `funnel`, `connections`, `routes`, `metrics`, `error`, `identity`, `guard`, `refresh`,
 //! `batcher`, `state`, `body`, `token`, `buy`, `query`, `api`, `http_threads`.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod funnel;
 pub mod guard;
 pub mod http_threads;
+pub mod identity;
 pub mod metrics;
 pub mod payment;
 pub mod query;
@@ -68,7 +70,8 @@ pub async fn run(
         state.stats.connections_cut.clone(),
     );
     tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), "serving the HTTP API");
-    http_threads::serve(listeners, Api::new(state), limits, shutdown).await
+    let with_peer = state.identity.needs_peer();
+    http_threads::serve(listeners, Api::new(state), limits, with_peer, shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM, for [`run`].

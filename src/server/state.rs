@@ -13,6 +13,7 @@ use super::batcher::{Batchers, ReplicaWait};
 use super::error::ApiError;
 use super::funnel::{Admission, Breaker, Catalog, DegradeSwitches, Limits};
 use super::guard::{self, KnownSeqs, GUARD_EVERY};
+use super::identity::Identity;
 use super::metrics::{BusyReason, ServerMetrics};
 use super::refresh;
 use crate::config::Config;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub db: Db,
     /// Token signer.
     pub signer: Signer,
+    /// Who the buyer is (`auth.mode`).
+    pub identity: Identity,
     /// The configuration the server was started with.
     pub config: Config,
     /// Product -> activity map and sold-out cache.
@@ -72,6 +75,12 @@ impl std::ops::Deref for AppState {
     }
 }
 
+impl AsRef<Identity> for AppState {
+    fn as_ref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
 impl AppState {
     /// State for a server over `redis` and `db`. Must be called inside a Tokio runtime
     /// (it starts the background tasks, which stop once the state is dropped).
@@ -79,8 +88,15 @@ impl AppState {
         let f = &config.funnel;
         let stats = ServerMetrics::new(Arc::new(crate::metrics::Metrics::new()));
         let known_seqs = Arc::new(KnownSeqs::default());
+        // `serve` refuses a mode that cannot be set up before it gets here; should the key
+        // file go away in between, buyers are refused rather than let in unchecked.
+        let identity = Identity::new(&config.auth).unwrap_or_else(|why| {
+            tracing::error!(%why, "buyer identity cannot be checked: every buyer is refused");
+            Identity::Refuse
+        });
         let shared = Shared {
             signer: Signer::new(&config.token.secret),
+            identity,
             catalog: Catalog::new(f.sold_out_cache_ms),
             admission: Admission::new(f.max_in_flight),
             degraded: DegradeSwitches::default(),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{check_user_id, ApiJson};
 use super::error::ApiError;
+use super::identity::Caller;
 use super::state::{AppState, Subject};
 use crate::buy::Outcome;
 use crate::ops::token::{self, Gate};
@@ -16,8 +17,10 @@ use crate::ops::token::{self, Gate};
 pub struct TokenRequest {
     /// The activity to buy in.
     pub activity_id: u64,
-    /// The buyer.
-    pub user_id: String,
+    /// The buyer; may be left out when the caller is authenticated (`auth.mode` jwt or
+    /// gateway), and must then be the caller.
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// Answer of `POST /api/v1/token`.
@@ -31,13 +34,23 @@ pub struct TokenResponse {
 
 /// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
 /// one when already registered), from `token.open_before_secs` before its start on
-/// (`not_started` until then).
+/// (`not_started` until then); `revoked` while the operator has the user revoked. With
+/// `auth.mode` jwt or gateway, only to the authenticated caller, for themselves.
 pub async fn token(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    check_user_id(&req.user_id)?;
-    if !state.limits.allow_token_request(&req.user_id) {
+    let user_id = match (caller, req.user_id) {
+        (Caller::User(me), None) => me,
+        (caller, Some(named)) => {
+            caller.may_act_as(&named)?;
+            named
+        }
+        (Caller::Anyone, None) => return Err(ApiError::bad_request("missing field `user_id`")),
+    };
+    check_user_id(&user_id)?;
+    if !state.limits.allow_token_request(&user_id) {
         state.stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
@@ -49,14 +62,12 @@ pub async fn token(
             return Err(ApiError::from_outcome(Outcome::NotStarted));
         }
         Ok(Gate::Open { .. }) => {
-            let users = [req.user_id.clone()];
-            token::register(
+            token::register_own(
                 &state.redis,
                 &state.signer,
                 req.activity_id,
-                &users,
+                &user_id,
                 state.config.token.ttl_secs,
-                |_| {},
             )
             .await
         }
@@ -74,23 +85,25 @@ pub async fn token(
         Err(e) => Err(e),
     };
     match issued {
-        Ok(mut issued) if !issued.is_empty() => {
+        Ok(Some(t)) => {
             state.breaker.success();
-            let t = issued.swap_remove(0);
-            tracing::debug!(activity = req.activity_id, user = %req.user_id, "token issued");
+            tracing::debug!(activity = req.activity_id, user = %user_id, "token issued");
             Ok(Json(TokenResponse {
                 token: t.token,
                 expires_at: t.expires_at,
             }))
         }
-        Ok(_) => Err(ApiError::busy("no token issued")),
+        Ok(None) => {
+            state.breaker.success();
+            Err(ApiError::revoked())
+        }
         Err(e) => Err(state.redis_failed(
             "token: redis failed",
             &e,
             Subject {
                 activity: Some(req.activity_id),
                 product: None,
-                user: &req.user_id,
+                user: &user_id,
             },
         )),
     }

@@ -16,6 +16,7 @@ mod hardening_http;
 mod helpers;
 mod hot;
 mod http_threads;
+mod identity;
 mod inherited_env;
 mod input;
 mod lifecycle;
