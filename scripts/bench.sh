@@ -25,6 +25,9 @@
 #      cores / (machine time per request in (0) + Redis time per purchase in (3))
 #   7. peak RSS of `seckill serve` (VmHWM; goal <= 64 MiB)
 #   8. `seckill bench --spawn`: a whole sale with its invariants
+#   9. what durability costs: scripts/bench/durability.sh (the same sale on Redis servers of
+#      its own: no persistence, appendfsync everysec / always, wait_replicas 1; goals
+#      always >= 0.8 x none, wait_replicas >= 0.7 x none); BENCH_DURABILITY=0 skips it
 #   ratios: (3)/(1) (goal >= 1.5), (4)/(2) (goal >= 0.9), (6) ours/naive, (5) (>= 20,000/s)
 #
 # The server runs with the rate limits off (funnel.global_rps and per_user_rps 0), like
@@ -411,3 +414,8 @@ cat "$OUT/latest.md"
 echo
 echo "bench: written to $OUT/latest.md and $OUT/latest.json"
 [ "$SALE_EXIT" -eq 0 ] || { echo "bench: seckill bench --spawn failed (exit $SALE_EXIT)" >&2; exit 1; }
+
+if [ "${BENCH_DURABILITY:-1}" != 0 ]; then
+    log "9. what durability costs (scripts/bench/durability.sh, ROUNDS=$ROUNDS)"
+    ROUNDS=$ROUNDS bash scripts/bench/durability.sh
+fi
