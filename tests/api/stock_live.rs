@@ -38,6 +38,27 @@ async fn wait_for_lock_wait(f: &TestApp) {
     }
 }
 
+/// Runs `seckill ARGS` while the test holds a gap lock on the whole ledger (so its ledger
+/// write waits), SIGKILLs it once it is waiting, then lets the lock go.
+async fn kill_while_the_ledger_is_locked(f: &TestApp, args: &[&str]) {
+    let mut lock = f.db.pool().begin().await.unwrap();
+    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM stock_ledger WHERE id >= 0 FOR UPDATE")
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let mut child = f
+        .command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lock_wait(f).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lock.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 async fn ledger_rows(f: &TestApp) -> i64 {
     f.scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ?")
         .await
@@ -86,22 +107,7 @@ async fn an_overflowing_stock_add_is_refused_and_changes_nothing() {
 async fn a_stock_add_killed_while_mysql_is_slow_puts_no_phantom_units_on_sale() {
     let f = TestApp::builder().pipeline().sale(vec![phone(5, 1)]).build().await;
     f.reserve(users("k", 2), 1).await;
-    let mut lock = f.db.pool().begin().await.unwrap();
-    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM stock_ledger WHERE id >= 0 FOR UPDATE")
-        .fetch_all(&mut *lock)
-        .await
-        .unwrap();
-    let mut child = f
-        .command(&["stock", "add", &f.product.to_string(), "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_lock_wait(&f).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    lock.rollback().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill_while_the_ledger_is_locked(&f, &["stock", "add", &f.product.to_string(), "10"]).await;
     let (stock, sold, total) = f.redis_counters().await;
     let counted = mysql_total(&f).await;
     eprintln!("after the kill: Redis stock/sold/total {stock}/{sold}/{total}, MySQL total_stock {counted}");
@@ -232,22 +238,7 @@ async fn a_sold_out_killed_between_mysql_and_redis_is_settled_by_reconcile() {
 async fn withdrawn_units_never_come_back_when_mysql_fails_after_redis() {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("w", 3), 1).await;
-    let mut lock = f.db.pool().begin().await.unwrap();
-    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM stock_ledger WHERE id >= 0 FOR UPDATE")
-        .fetch_all(&mut *lock)
-        .await
-        .unwrap();
-    let mut child = f
-        .command(&["stock", "sold-out", &f.product.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_lock_wait(&f).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    lock.rollback().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill_while_the_ledger_is_locked(&f, &["stock", "sold-out", &f.product.to_string()]).await;
     let on_sale = f.redis_counters().await.0;
     let (code, out) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
     let (stock, sold, total) = f.redis_counters().await;
