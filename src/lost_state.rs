@@ -20,7 +20,7 @@
 //! `start` refuses. The way back is `stop`, `hot` (stock rebuilt from MySQL, a new epoch),
 //! `start`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -136,6 +136,28 @@ pub async fn record(db: &Db, activity: u64, seq: u64) -> Result<()> {
     Ok(())
 }
 
+/// What MySQL expects Redis to hold of one activity: the epoch `hot` stamped and the persist
+/// sequence recorded so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The epoch of the last `hot`.
+    pub epoch: String,
+    /// The persist sequence MySQL recorded.
+    pub persist_seq: u64,
+}
+
+/// The mark of every activity MySQL expects Redis to hold, in one read.
+pub async fn marks(db: &Db) -> Result<BTreeMap<u64, Mark>> {
+    let rows: Vec<(u64, String, u64)> = sqlx::query_as("SELECT activity_id, epoch, persist_seq FROM redis_watermarks")
+        .fetch_all(db.pool())
+        .await
+        .at(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|(activity, epoch, persist_seq)| (activity, Mark { epoch, persist_seq }))
+        .collect())
+}
+
 /// Checks one activity; `None` when Redis holds what MySQL expects (or MySQL has no mark).
 pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Option<Loss>> {
     let mark: Option<(String, u64)> =
@@ -144,8 +166,26 @@ pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Opti
             .fetch_optional(db.pool())
             .await
             .at(db)?;
-    let Some((epoch, seq)) = mark else { return Ok(None) };
-    // MySQL before Redis: a batch recorded in between only raised Redis first.
+    match mark {
+        Some((epoch, persist_seq)) => inspect_against(db, redis, activity, &Mark { epoch, persist_seq }).await,
+        None => Ok(None),
+    }
+}
+
+/// Every activity MySQL expects Redis to hold (`marks`, read by the caller first), checked.
+pub async fn inspect_all(db: &Db, redis: &RedisClient, marks: &BTreeMap<u64, Mark>) -> Result<Vec<Loss>> {
+    let mut losses = Vec::new();
+    for (activity, mark) in marks {
+        if let Some(loss) = inspect_against(db, redis, *activity, mark).await? {
+            losses.push(loss);
+        }
+    }
+    Ok(losses)
+}
+
+/// Compares Redis with `mark`, which must have been read from MySQL before: a batch recorded
+/// in between only raised Redis first.
+async fn inspect_against(db: &Db, redis: &RedisClient, activity: u64, mark: &Mark) -> Result<Option<Loss>> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(activity);
     let (exists, redis_epoch, redis_seq): (bool, Option<String>, Option<u64>) = redis::pipe()
@@ -155,6 +195,7 @@ pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Opti
         .query_async(&mut conn)
         .await
         .at(redis)?;
+    let (epoch, seq) = (&mark.epoch, mark.persist_seq);
     let (kind, detail) = if !exists {
         (
             LossKind::Vanished,
@@ -186,30 +227,6 @@ pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Opti
         detail,
         units_at_risk,
     }))
-}
-
-/// The persist sequence MySQL recorded for each activity it expects Redis to hold.
-pub async fn recorded_seqs(db: &Db) -> Result<HashMap<u64, u64>> {
-    let rows: Vec<(u64, u64)> = sqlx::query_as("SELECT activity_id, persist_seq FROM redis_watermarks")
-        .fetch_all(db.pool())
-        .await
-        .at(db)?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Every activity MySQL expects Redis to hold, checked.
-pub async fn inspect_all(db: &Db, redis: &RedisClient) -> Result<Vec<Loss>> {
-    let activities: Vec<u64> = sqlx::query_scalar("SELECT activity_id FROM redis_watermarks ORDER BY activity_id")
-        .fetch_all(db.pool())
-        .await
-        .at(db)?;
-    let mut losses = Vec::new();
-    for activity in activities {
-        if let Some(loss) = inspect(db, redis, activity).await? {
-            losses.push(loss);
-        }
-    }
-    Ok(losses)
 }
 
 /// Units MySQL counts as sold (`products.sold`) beyond what Redis counts, over the products.

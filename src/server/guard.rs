@@ -49,19 +49,22 @@ pub async fn check(
     known_seqs: &KnownSeqs,
     gauges: &mut HashMap<u64, Gauge>,
 ) {
-    match lost_state::recorded_seqs(db).await {
-        Ok(seqs) => {
-            // Every preheated activity gets its gauge, 0 until a loss is seen.
-            for activity in seqs.keys() {
-                gauges
-                    .entry(*activity)
-                    .or_insert_with(|| stats.redis_state_lost(*activity));
-            }
-            known_seqs.set(seqs);
+    // One read of MySQL's marks serves both the batches' known sequences and the check.
+    let marks = match lost_state::marks(db).await {
+        Ok(marks) => marks,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the lost-state marks failed");
+            return;
         }
-        Err(e) => tracing::debug!(error = %e, "reading the persist sequences failed"),
+    };
+    // Every preheated activity gets its gauge, 0 until a loss is seen.
+    for activity in marks.keys() {
+        gauges
+            .entry(*activity)
+            .or_insert_with(|| stats.redis_state_lost(*activity));
     }
-    let losses = match lost_state::inspect_all(db, redis).await {
+    known_seqs.set(marks.iter().map(|(a, m)| (*a, m.persist_seq)).collect());
+    let losses = match lost_state::inspect_all(db, redis, &marks).await {
         Ok(losses) => losses,
         Err(e) => {
             tracing::debug!(error = %e, "lost-state check failed");
