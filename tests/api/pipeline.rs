@@ -8,6 +8,7 @@ use redis::AsyncCommands;
 use seckill::ops::{order, reconcile, stock};
 use seckill::persist;
 use seckill::reservation::dlq;
+use seckill::reservation::stream::GroupConsumer;
 
 use crate::helpers::{phone, users, TestApp};
 
@@ -215,18 +216,12 @@ async fn reconcile_classifies_and_fixes() {
         .unwrap();
     let lost = f.reserve(["late".to_string()], 1).await;
     let stream = f.redis.keys().orders_stream(f.activity);
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(&group)
-        .arg("thief")
-        .arg("COUNT")
-        .arg(10)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let thief = GroupConsumer {
+        redis: &f.redis,
+        group: &group,
+        name: "thief",
+    };
+    thief.read_new(std::slice::from_ref(&stream), 10, None).await.unwrap();
     let (_, id) = seckill::keys::parse_order_no(&lost[0]).unwrap();
     let _: u64 = conn.xack(&stream, &group, &[id]).await.unwrap();
 

@@ -11,6 +11,7 @@ use redis::AsyncCommands;
 use seckill::buy::{self, Purchase};
 use seckill::ops::reconcile;
 use seckill::reservation::dlq;
+use seckill::reservation::stream::GroupConsumer;
 
 use crate::helpers::{phone, users, TestApp};
 
@@ -130,16 +131,13 @@ async fn a_dead_lettered_reservation_still_holds_its_unit_and_the_users_total() 
     let mut conn = f.redis.conn();
     let stream = f.redis.keys().orders_stream(f.activity);
     let group = f.config.consumer.group.clone();
-    let raw: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(&group)
-        .arg("poisoned")
-        .arg("COUNT")
-        .arg(10)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
+    let poisoned = GroupConsumer {
+        redis: &f.redis,
+        group: &group,
+        name: "poisoned",
+    };
+    let raw = poisoned
+        .read_new(std::slice::from_ref(&stream), 10, None)
         .await
         .unwrap();
     let (_, id) = seckill::keys::parse_order_no(&buried[0]).unwrap();
