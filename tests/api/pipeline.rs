@@ -189,6 +189,36 @@ async fn a_bad_purchase_is_dead_lettered_alone_and_the_rest_of_its_entry_persist
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_the_old_one_purchase_format_is_persisted_under_its_old_number() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
+    let (a, p) = (f.activity.to_string(), f.product.to_string());
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    let mut conn = f.redis.conn();
+    // As reserve.lua wrote entries before they held a batch (a sale in flight during an upgrade).
+    let old: String = conn
+        .xadd(
+            f.redis.keys().orders_stream(f.activity),
+            "*",
+            &[
+                ("activity", a.as_str()),
+                ("product", p.as_str()),
+                ("user", "before"),
+                ("quantity", "1"),
+                ("price", "19.99"),
+                ("reserved_ms", now.as_str()),
+            ],
+        )
+        .await
+        .unwrap();
+    let new = f.reserve(["after".to_string()], 1).await;
+    let report = f.drain().await;
+    assert_eq!((report.persisted, report.dead_lettered), (2, 0));
+    let o = order::get(&f.db, &format!("{a}-{old}")).await.unwrap();
+    assert_eq!((o.user_id.as_str(), o.quantity), ("before", 1));
+    assert_eq!(order::get(&f.db, &new[0]).await.unwrap().user_id, "after");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_pay_expire_race_returns_each_unit_at_most_once() {
     let f = TestApp::builder().pipeline().sale(vec![phone(60, 2)]).build().await;
