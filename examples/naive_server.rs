@@ -10,8 +10,8 @@
 //!   400 `{"error":"bad_request"}`, 503 `{"error":"busy"}` when Redis fails.
 //! - `GET /health`: `ok`.
 //!
-//! Keys: `naive:stock:<product>` (set it before the run) and `naive:bought:<product>:<user>`;
-//! per-user limit 1.
+//! Keys: `<KEY_PREFIX>:stock:<product>` (set it before the run) and
+//! `<KEY_PREFIX>:bought:<product>:<user>` (KEY_PREFIX defaults to `naive`); per-user limit 1.
 //!
 //! cargo build --release --example naive_server
 //! REDIS_URL=redis://127.0.0.1:6379 target/release/examples/naive_server 127.0.0.1:18083
@@ -43,6 +43,7 @@ struct Buy {
 struct App {
     redis: redis::aio::MultiplexedConnection,
     script: redis::Script,
+    prefix: std::sync::Arc<str>,
 }
 
 async fn health() -> &'static str {
@@ -56,8 +57,8 @@ async fn buy(State(app): State<App>, body: axum::body::Bytes) -> impl IntoRespon
     let mut conn = app.redis.clone();
     let answer: redis::RedisResult<i64> = app
         .script
-        .key(format!("naive:bought:{}:{}", req.product_id, req.user_id))
-        .key(format!("naive:stock:{}", req.product_id))
+        .key(format!("{}:bought:{}:{}", app.prefix, req.product_id, req.user_id))
+        .key(format!("{}:stock:{}", app.prefix, req.product_id))
         .arg(1)
         .invoke_async(&mut conn)
         .await;
@@ -82,7 +83,11 @@ async fn main() {
     let app = Router::new()
         .route("/health", get(health))
         .route("/api/v1/buy", post(buy))
-        .with_state(App { redis, script });
+        .with_state(App {
+            redis,
+            script,
+            prefix: std::env::var("KEY_PREFIX").unwrap_or_else(|_| "naive".into()).into(),
+        });
     let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
     eprintln!("naive_server on {bind}");
     axum::serve(listener, app).await.expect("serve");
