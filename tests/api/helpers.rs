@@ -1072,7 +1072,7 @@ impl TestApp {
 }
 
 /// Every key matching `pattern` (SCAN, never KEYS), sorted.
-pub async fn scan_keys(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> BTreeSet<String> {
+pub async fn scan_keys(conn: &mut impl redis::aio::ConnectionLike, pattern: &str) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     let mut cursor: u64 = 0;
     loop {

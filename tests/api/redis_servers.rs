@@ -249,3 +249,111 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A Redis Cluster of three primaries (no replicas), each an [`OwnRedis`] with
+/// `--cluster-enabled yes` and a cluster bus port of its own, joined with
+/// `redis-cli --cluster create`; killed on drop.
+pub struct OwnCluster {
+    pub nodes: Vec<OwnRedis>,
+}
+
+impl OwnCluster {
+    /// Starts three nodes with `settings` (as for [`OwnRedis::start_with`]), joins them and
+    /// waits until every node says `cluster_state:ok`.
+    pub async fn start(settings: &[&str]) -> OwnCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let bus = crate::helpers::free_port().to_string();
+            let mut node_settings = vec!["--cluster-enabled", "yes", "--cluster-port", &bus];
+            node_settings.extend_from_slice(settings);
+            nodes.push(OwnRedis::start_with(&node_settings).await);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("redis-cli on PATH");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = OwnCluster { nodes };
+        for node in &cluster.nodes {
+            let url = node.url();
+            wait_until("every node says cluster_state:ok", || async {
+                cluster_info(&url).await.contains("cluster_state:ok")
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// `redis+cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}/", hosts.join(","))
+    }
+
+    /// A plain connection to each node, with its port.
+    pub async fn node_conns(&self) -> Vec<(u16, redis::aio::MultiplexedConnection)> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let conn = redis::Client::open(node.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .expect("a cluster node answers");
+            out.push((node.port, conn));
+        }
+        out
+    }
+
+    /// The port of the primary serving `key`'s slot (`CLUSTER KEYSLOT`, then `CLUSTER NODES`).
+    pub async fn port_of(&self, key: &str) -> u16 {
+        let (_, mut conn) = self.node_conns().await.remove(0);
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields[2].contains("master") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split(['@', ','])
+                .next()
+                .unwrap()
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            for range in &fields[8..] {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if (lo.parse::<u16>().unwrap()..=hi.parse::<u16>().unwrap()).contains(&slot) {
+                    return port;
+                }
+            }
+        }
+        panic!("no primary serves slot {slot} of {key}");
+    }
+}
+
+async fn cluster_info(url: &str) -> String {
+    let Ok(client) = redis::Client::open(url) else {
+        return String::new();
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return String::new();
+    };
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default()
+}

@@ -1,0 +1,232 @@
+//! `redis+cluster://` URLs: a whole sale (CLI, `seckill serve`, consumer, reconcile, flush) on a
+//! real three-primary Redis Cluster, two activities on different primaries at once, and bad
+//! cluster URLs failing clearly.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use crate::helpers::{free_port, open_window, scan_keys, spec, wait_for_serve, KillOnDrop, TestApp};
+use crate::redis_servers::OwnCluster;
+
+const NO_DISK: [&str; 4] = ["--save", "", "--appendonly", "no"];
+
+/// `user_id -> token` from the CSV `seckill token --out` wrote.
+fn read_tokens(app: &TestApp, file: &str) -> HashMap<String, String> {
+    std::fs::read_to_string(app.workdir.join(file))
+        .expect("token CSV")
+        .lines()
+        .filter_map(|line| line.split_once(','))
+        .filter(|(user, _)| *user != "user_id")
+        .map(|(user, token)| (user.to_string(), token.to_string()))
+        .collect()
+}
+
+/// Every `users` buys one unit of `product` at once; (queued order number -> buyer, other answers).
+async fn buy_all(
+    http: &reqwest::Client,
+    base: &str,
+    product: u64,
+    tokens: &HashMap<String, String>,
+) -> (HashMap<String, String>, Vec<Value>) {
+    let tasks: Vec<_> = tokens
+        .iter()
+        .map(|(user, token)| {
+            let (http, url) = (http.clone(), format!("{base}/api/v1/buy"));
+            let body = json!({"product_id": product, "user_id": user, "quantity": 1, "token": token});
+            let user = user.clone();
+            tokio::spawn(async move {
+                let res = http.post(url).json(&body).send().await.expect("serve answers");
+                let status = res.status().as_u16();
+                (user, status, res.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    let (mut queued, mut other) = (HashMap::new(), Vec::new());
+    for task in tasks {
+        let (user, status, body) = task.await.expect("buyer task");
+        match (status, body["order_no"].as_str()) {
+            (200, Some(no)) => {
+                assert_eq!(body["status"], "queued", "{body}");
+                assert!(
+                    queued.insert(no.to_string(), user).is_none(),
+                    "order number given twice"
+                );
+            }
+            _ => other.push(body),
+        }
+    }
+    (queued, other)
+}
+
+/// Creates an activity with one product of `stock` units, limit 1, preheated (`hot`), tokens
+/// issued for users `first..=last` (`token --range`) and started (`start`), all by the CLI.
+async fn cli_sale(app: &TestApp, activity: u64, stock: u32, first: u32, last: u32) -> (u64, HashMap<String, String>) {
+    let product = app.add_product(activity, spec(stock, 1, 1)).await.id;
+    let a = activity.to_string();
+    app.cli(&["hot", &a]).await.ok();
+    let csv = format!("tokens-{activity}.csv");
+    let range = format!("{first}-{last}");
+    app.cli(&["token", &a, "--range", &range, "--out", &csv]).await.ok();
+    app.cli(&["start", &a]).await.ok();
+    (product, read_tokens(app, &csv))
+}
+
+async fn orders_of(app: &TestApp, activity: u64, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ? AND status = ?")
+        .bind(activity)
+        .bind(status)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap()
+}
+
+/// The whole workflow on three primaries: `hot`, `token`, `start`, `seckill serve`, 2,000 buyers
+/// for 100 units (limit 1) while a second activity, whose slot lives on another primary, sells
+/// at the same time; `consumer`, `reconcile`; a cancelled unit is bought again; `doctor`
+/// judges every primary; `flush` leaves no key of the activity on any node. Scripts flushed
+/// from every node before the sale are loaded again where needed (NOSCRIPT handled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_sale_runs_on_a_three_primary_cluster() {
+    let cluster = OwnCluster::start(&NO_DISK).await;
+    let app = TestApp::builder().redis(cluster.url()).pipeline().build().await;
+    assert!(app.redis.is_cluster());
+    let keys = app.redis.keys().clone();
+
+    let first = app.create_activity(open_window()).await.id;
+    let first_port = cluster.port_of(&keys.activity(first)).await;
+    // Another activity whose keys hash to a slot of another primary.
+    let mut second = app.create_activity(open_window()).await.id;
+    while cluster.port_of(&keys.activity(second)).await == first_port {
+        second = app.create_activity(open_window()).await.id;
+    }
+    let second_port = cluster.port_of(&keys.activity(second)).await;
+    assert_ne!(first_port, second_port);
+
+    let (p1, tokens1) = cli_sale(&app, first, 100, 1, 2000).await;
+    let (p2, tokens2) = cli_sale(&app, second, 50, 5001, 5300).await;
+    assert_eq!((tokens1.len(), tokens2.len()), (2000, 300));
+    for (port, key) in [
+        (first_port, keys.product(first, p1)),
+        (second_port, keys.product(second, p2)),
+    ] {
+        let conns = cluster.node_conns().await;
+        let (_, mut on) = conns.into_iter().find(|(p, _)| *p == port).unwrap();
+        let exists: bool = on.exists(&key).await.unwrap();
+        assert!(
+            exists,
+            "{key} is on the primary CLUSTER NODES names for its slot ({port})"
+        );
+    }
+    // A failover or resharding leaves nodes without the scripts: forget them everywhere.
+    for (_, mut conn) in cluster.node_conns().await {
+        let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    }
+
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let bind = base.trim_start_matches("http://").to_string();
+    let _serve = KillOnDrop(app.spawn(&["serve", "--bind", &bind]));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_for_serve(&http, &base).await;
+
+    let (one, two) = tokio::join!(buy_all(&http, &base, p1, &tokens1), buy_all(&http, &base, p2, &tokens2));
+    for ((queued, other), stock, buyers) in [(&one, 100, 2000), (&two, 50, 300)] {
+        assert_eq!(queued.len(), stock, "queued");
+        assert_eq!(queued.values().collect::<HashSet<_>>().len(), stock, "distinct buyers");
+        assert_eq!(other.len(), buyers - stock);
+        assert!(other.iter().all(|b| b["error"] == "sold_out"), "{other:?}");
+    }
+
+    let consumed = app.cli(&["consumer", "--once"]).await;
+    assert_eq!(consumed.code, 0, "{consumed:?}");
+    assert_eq!(orders_of(&app, first, "pending").await, 100);
+    assert_eq!(orders_of(&app, second, "pending").await, 50);
+    for a in [first, second] {
+        let rec = app.cli(&["reconcile", &a.to_string()]).await;
+        assert_eq!(rec.code, 0, "reconcile {a}: {rec:?}");
+    }
+
+    // A cancelled order's unit goes back on sale and is bought again.
+    let (cancelled, _) = one.0.iter().next().unwrap();
+    app.cli(&["order", "cancel", cancelled]).await.ok();
+    let late = app.cli(&["token", &first.to_string(), "--user", "late"]).await;
+    let late = late
+        .ok()
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("late,"))
+        .unwrap()
+        .to_string();
+    let late = HashMap::from([("late".to_string(), late)]);
+    // `serve` answers sold_out from memory for funnel.sold_out_cache_ms (1 s) after it last saw 0.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (again, other) = buy_all(&http, &base, p1, &late).await;
+    assert_eq!((again.len(), other.len()), (1, 0), "{other:?}");
+    app.cli(&["consumer", "--once"]).await.ok();
+    assert_eq!(orders_of(&app, first, "pending").await, 100);
+    assert_eq!(orders_of(&app, first, "cancelled").await, 1);
+    let rec = app.cli(&["reconcile", &first.to_string()]).await;
+    assert_eq!(rec.code, 0, "reconcile after the resale: {rec:?}");
+
+    // doctor judges every primary, naming each.
+    let doctor = app.cli(&["doctor", "--json"]).await;
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap_or_else(|_| panic!("{doctor:?}"));
+    let persistence: Vec<String> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "persistence")
+        .map(|c| c["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(persistence.len(), 3, "{json}");
+    for node in &cluster.nodes {
+        let addr = format!("127.0.0.1:{}", node.port);
+        assert!(
+            persistence.iter().any(|d| d.starts_with(&addr)),
+            "{addr}: {persistence:?}"
+        );
+    }
+
+    app.cli(&["stop", &first.to_string(), "--end"]).await.ok();
+    app.cli(&["flush", "-y", &first.to_string()]).await.ok();
+    for (port, mut conn) in cluster.node_conns().await {
+        let left = scan_keys(&mut conn, &keys.activity_pattern(first)).await;
+        assert!(left.is_empty(), "node {port} still holds {left:?}");
+    }
+    let mut conn = app.redis.conn();
+    let preheated: HashSet<u64> = conn.smembers(keys.activities()).await.unwrap();
+    assert_eq!(preheated, HashSet::from([second]));
+    let owner: Option<u64> = conn.hget(keys.product_activity(), p1).await.unwrap();
+    assert_eq!(owner, None);
+    let status = app.cli(&["status", &second.to_string(), "--json"]).await;
+    assert_eq!(status.code, 0, "the other activity is untouched: {status:?}");
+}
+
+#[tokio::test]
+async fn bad_cluster_urls_fail_fast_and_clearly() {
+    let app = TestApp::builder().build().await;
+    let dead = format!("redis+cluster://127.0.0.1:{},127.0.0.1:{}/", free_port(), free_port());
+    for (url, code, says) in [
+        (dead.as_str(), 1, "cluster 127.0.0.1:"),
+        ("redis+cluster://127.0.0.1:x/", 2, "is not host[:port]"),
+        ("redis+cluster:///", 2, "names no node"),
+        ("redis+cluster://127.0.0.1:7000/2", 2, "only database 0"),
+    ] {
+        let started = Instant::now();
+        let out = app
+            .cli_with(&["status", "1"], &[("SECKILL_REDIS_URL", url)], None)
+            .await;
+        assert_eq!(out.code, code, "{url}: {out:?}");
+        assert!(out.stderr.contains(says), "{url}: {}", out.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
