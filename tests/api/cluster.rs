@@ -192,13 +192,34 @@ async fn a_whole_sale_runs_on_a_three_primary_cluster() {
         );
     }
 
+    // Commands that reach several activities (so several primaries) at once, and the rest.
+    app.cli(&["blacklist", "add", "mallory", "--reason", "bot"]).await.ok();
+    let mut conn = app.redis.conn();
+    for a in [first, second] {
+        let barred: bool = conn.sismember(keys.blacklist(a), "mallory").await.unwrap();
+        assert!(barred, "activity {a} got the blacklist entry");
+    }
+    app.cli(&["blacklist", "remove", "mallory"]).await.ok();
+    let barred: bool = conn.sismember(keys.blacklist(second), "mallory").await.unwrap();
+    assert!(!barred);
+    app.cli(&["stock", "add", &p2.to_string(), "5"]).await.ok();
+    assert_eq!(app.product_hash(second, p2).await["stock"], "5");
+    app.cli(&["stock", "sold-out", &p2.to_string()]).await.ok();
+    assert_eq!(app.product_hash(second, p2).await["stock"], "0");
+    app.cli(&["degrade", &second.to_string(), "on"]).await.ok();
+    let degraded = app.cli(&["degrade", &second.to_string(), "status", "--json"]).await;
+    assert!(degraded.ok().stdout.contains("true"), "{degraded:?}");
+    app.cli(&["degrade", &second.to_string(), "off"]).await.ok();
+    let all = app.cli(&["reconcile", "--all"]).await;
+    assert_eq!(all.code, 0, "reconcile --all: {all:?}");
+    app.cli(&["consumer", "dlq", "list"]).await.ok();
+
     app.cli(&["stop", &first.to_string(), "--end"]).await.ok();
     app.cli(&["flush", "-y", &first.to_string()]).await.ok();
     for (port, mut conn) in cluster.node_conns().await {
         let left = scan_keys(&mut conn, &keys.activity_pattern(first)).await;
         assert!(left.is_empty(), "node {port} still holds {left:?}");
     }
-    let mut conn = app.redis.conn();
     let preheated: HashSet<u64> = conn.smembers(keys.activities()).await.unwrap();
     assert_eq!(preheated, HashSet::from([second]));
     let owner: Option<u64> = conn.hget(keys.product_activity(), p1).await.unwrap();
