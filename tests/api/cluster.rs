@@ -3,6 +3,7 @@
 //! cluster URLs failing clearly.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -226,6 +227,62 @@ async fn a_whole_sale_runs_on_a_three_primary_cluster() {
     assert_eq!(owner, None);
     let status = app.cli(&["status", &second.to_string(), "--json"]).await;
     assert_eq!(status.code, 0, "the other activity is untouched: {status:?}");
+}
+
+/// The activity's slot moves to another primary mid-sale (keys migrated, the new node without
+/// the scripts): the running `serve` follows MOVED and loads the scripts there, the consumer
+/// persists reservations made on both nodes, reconcile is clean and flush finds the keys on
+/// their new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_survives_its_slot_moving_to_another_primary() {
+    let cluster = OwnCluster::start(&NO_DISK).await;
+    let sale = Arc::new(
+        TestApp::builder()
+            .redis(cluster.url())
+            .pipeline()
+            .sale(vec![spec(30, 1, 1)])
+            .serve()
+            .build()
+            .await,
+    );
+    let keys = sale.redis.keys().clone();
+    let before: Vec<String> = (0..10).map(|i| format!("early{i}")).collect();
+    let answers = sale.buy_at_once(sale.product, before).await;
+    assert!(answers.iter().all(|(_, (status, _))| *status == 200), "{answers:?}");
+
+    let from = cluster.port_of(&keys.activity(sale.activity)).await;
+    let to = cluster.nodes.iter().map(|n| n.port).find(|p| *p != from).unwrap();
+    cluster.move_slot_of(&keys.activity(sale.activity), to).await;
+    let conns: HashMap<u16, _> = cluster.node_conns().await.into_iter().collect();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conns[&to].clone())
+        .await
+        .unwrap();
+
+    let after: Vec<String> = (0..10).map(|i| format!("late{i}")).collect();
+    let answers = sale.buy_at_once(sale.product, after).await;
+    assert!(answers.iter().all(|(_, (status, _))| *status == 200), "{answers:?}");
+    assert_eq!(sale.counters(sale.product).await, (10, 20, 20));
+
+    sale.drain().await;
+    assert_eq!(sale.orders().await, 20);
+    let activity = sale.activity.to_string();
+    let rec = sale.cli(&["reconcile", &activity]).await;
+    assert_eq!(rec.code, 0, "{rec:?}");
+    let pattern = keys.activity_pattern(sale.activity);
+    assert!(scan_keys(&mut conns[&from].clone(), &pattern).await.is_empty());
+    assert!(!scan_keys(&mut conns[&to].clone(), &pattern).await.is_empty());
+    sale.cli(&["stop", &activity, "--end"]).await.ok();
+    let flushed = sale.cli(&["flush", "-y", &activity, "--json"]).await;
+    assert!(
+        flushed.ok().stdout.contains(&keys.activity(sale.activity)),
+        "{flushed:?}"
+    );
+    for (port, mut conn) in cluster.node_conns().await {
+        assert!(scan_keys(&mut conn, &pattern).await.is_empty(), "node {port}");
+    }
+    Arc::into_inner(sale).unwrap().finish().await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! [`OwnRedis`] on a spare port, or a [`SentinelSet`] (a primary, one replica and three
 //! sentinels). Each lives in a directory of its own and is killed on drop.
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -341,6 +342,66 @@ impl OwnCluster {
             }
         }
         panic!("no primary serves slot {slot} of {key}");
+    }
+}
+
+impl OwnCluster {
+    /// Moves `key`'s slot, with every key in it, from the primary serving it to the node on
+    /// `to` (what `redis-cli --cluster reshard` does for each slot: IMPORTING / MIGRATING,
+    /// MIGRATE, then SETSLOT NODE on every node).
+    pub async fn move_slot_of(&self, key: &str, to: u16) {
+        let from = self.port_of(key).await;
+        assert_ne!(from, to, "{key} is already on {to}");
+        let conns: HashMap<u16, redis::aio::MultiplexedConnection> = self.node_conns().await.into_iter().collect();
+        let (mut src, mut dst) = (conns[&from].clone(), conns[&to].clone());
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut src)
+            .await
+            .unwrap();
+        let src_id: String = redis::cmd("CLUSTER").arg("MYID").query_async(&mut src).await.unwrap();
+        let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query_async(&mut dst).await.unwrap();
+        let setslot = |state: &str, id: &str| {
+            let mut c = redis::cmd("CLUSTER");
+            c.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            c
+        };
+        let () = setslot("IMPORTING", &src_id).query_async(&mut dst).await.unwrap();
+        let () = setslot("MIGRATING", &dst_id).query_async(&mut src).await.unwrap();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut src)
+                .await
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut src)
+                .await
+                .unwrap();
+        }
+        for mut conn in conns.into_values() {
+            let () = setslot("NODE", &dst_id).query_async(&mut conn).await.unwrap();
+        }
+        let (url, to_url) = (self.nodes[0].url(), format!("redis://127.0.0.1:{to}/0"));
+        wait_until("the cluster agrees on the moved slot", || async {
+            cluster_info(&url).await.contains("cluster_state:ok")
+                && cluster_info(&to_url).await.contains("cluster_state:ok")
+        })
+        .await;
+        assert_eq!(self.port_of(key).await, to);
     }
 }
 
