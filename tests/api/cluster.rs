@@ -227,6 +227,28 @@ async fn a_whole_sale_runs_on_a_three_primary_cluster() {
     assert_eq!(owner, None);
     let status = app.cli(&["status", &second.to_string(), "--json"]).await;
     assert_eq!(status.code, 0, "the other activity is untouched: {status:?}");
+
+    // A whole rehearsal on the cluster, which removes its throwaway activity afterwards.
+    let before = app.all_keys().await;
+    let bench = app
+        .cli(&[
+            "bench",
+            "--spawn",
+            "--stock",
+            "50",
+            "--users",
+            "500",
+            "--requests",
+            "2000",
+            "--consumers",
+            "1",
+            "--json",
+        ])
+        .await;
+    let report = bench.ok().json();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["outcomes"]["queued"], 50, "{report:#}");
+    assert_eq!(app.all_keys().await, before, "bench left keys behind");
 }
 
 /// The activity's slot moves to another primary mid-sale (keys migrated, the new node without

@@ -689,9 +689,14 @@ impl TestApp {
         self.redis_hash(&self.redis.keys().activity(activity_id)).await
     }
 
-    /// Every key matching a SCAN `pattern`, sorted.
+    /// Every key matching a SCAN `pattern`, sorted (on every primary of a cluster).
     pub async fn scan(&self, pattern: &str) -> BTreeSet<String> {
-        scan_keys(&mut self.redis.conn(), pattern).await
+        self.redis
+            .scan_match(pattern)
+            .await
+            .expect("SCAN")
+            .into_iter()
+            .collect()
     }
 
     /// Every key of one activity under this app's prefix.
