@@ -4,7 +4,7 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, Value};
 
 /// A multiplexed connection: to one server, to a whole cluster (each command goes to the
@@ -18,9 +18,23 @@ pub enum RedisConn {
     /// One node of a Redis Cluster (`host`, `port` as the cluster names it), for the
     /// commands that are about a node rather than a key: SCAN, INFO, CONFIG GET.
     Node(ClusterConnection, String, u16),
+    /// The primary of one slot of a Redis Cluster, for keyless commands about that slot's
+    /// writes (`WAIT` after an activity's purchases).
+    Slot(ClusterConnection, Route),
 }
 
 impl RedisConn {
+    /// Commands on this connection go to the primary serving `key`'s slot (in a cluster;
+    /// one server is the primary of every key).
+    pub fn for_key(self, key: &str) -> RedisConn {
+        match self {
+            RedisConn::Cluster(c) | RedisConn::Node(c, ..) | RedisConn::Slot(c, _) => {
+                RedisConn::Slot(c, Route::with_key(key, SlotAddr::Master))
+            }
+            single => single,
+        }
+    }
+
     fn at_node(host: &str, port: u16) -> SingleNodeRoutingInfo {
         SingleNodeRoutingInfo::ByAddress {
             host: host.to_string(),
@@ -44,6 +58,10 @@ impl ConnectionLike for RedisConn {
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
             RedisConn::Node(c, host, port) => {
                 let routing = RoutingInfo::SingleNode(Self::at_node(host, *port));
+                Box::pin(c.route_command(cmd.clone(), routing))
+            }
+            RedisConn::Slot(c, route) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*route));
                 Box::pin(c.route_command(cmd.clone(), routing))
             }
         }
@@ -73,13 +91,17 @@ impl ConnectionLike for RedisConn {
                 let route = Self::at_node(host, *port);
                 Box::pin(c.route_pipeline(pipeline.clone(), offset, count, route))
             }
+            RedisConn::Slot(c, route) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(*route);
+                Box::pin(c.route_pipeline(pipeline.clone(), offset, count, route))
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(_) | RedisConn::Node(..) => 0,
+            RedisConn::Cluster(_) | RedisConn::Node(..) | RedisConn::Slot(..) => 0,
         }
     }
 }

@@ -307,6 +307,134 @@ async fn a_sale_survives_its_slot_moving_to_another_primary() {
     Arc::into_inner(sale).unwrap().finish().await;
 }
 
+/// Three primaries with a replica each, `wait_replicas: 1`. The activity's primary is killed
+/// after 20 confirmed buys: its replica takes over (cluster failover), the running `serve`
+/// finds the new primary without a restart (buys answer `busy` or `unknown_outcome` until
+/// then, never a wrong `queued`), and once the old node is back as a replica, buys are
+/// `queued` again. Before that, another primary losing its replica does not matter: a batch's
+/// `WAIT` goes to the primary of its activity only. Every `queued` buyer has exactly one order
+/// after the drain; reconcile is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_failover_keeps_every_confirmed_order() {
+    let settings = ["--save", "", "--appendonly", "no", "--cluster-node-timeout", "1000"];
+    let mut cluster = OwnCluster::start_with_replicas(&settings, 1).await;
+    let sale = Arc::new(
+        TestApp::builder()
+            .redis(cluster.url())
+            .pipeline()
+            .tune(|c| {
+                c.redis.wait_replicas = 1;
+                c.redis.response_timeout_ms = 1000;
+                c.redis.connect_timeout_ms = 300;
+                c.funnel.per_user_rps = 0;
+                c.funnel.breaker_open_ms = 200;
+            })
+            .sale(vec![spec(200, 1, 1)])
+            .serve()
+            .build()
+            .await,
+    );
+    let keys = sale.redis.keys().clone();
+    let mut queued: HashSet<String> = HashSet::new();
+    let early: Vec<String> = (0..20).map(|i| format!("early{i}")).collect();
+    for (user, (status, body)) in sale.buy_at_once(sale.product, early).await {
+        assert_eq!(status, 200, "{body}");
+        queued.insert(user);
+    }
+
+    let old = cluster.port_of(&keys.activity(sale.activity)).await;
+    // Another primary loses its replica: the sale's batches WAIT on their own primary only
+    // (which still has its replica), so they are still confirmed.
+    let mut other = 0;
+    for port in cluster.nodes.iter().map(|n| n.port).filter(|p| *p != old) {
+        if cluster.is_primary(port).await {
+            other = port;
+            break;
+        }
+    }
+    let lonely = cluster.replica_of(other).await;
+    let replica = cluster.nodes.iter_mut().find(|n| n.port == lonely).unwrap();
+    replica.kill();
+    let other_url = format!("redis://127.0.0.1:{other}/0");
+    crate::redis_servers::wait_until("the other primary noticed", || async {
+        crate::redis_servers::info(&other_url, "replication")
+            .await
+            .contains("connected_slaves:0")
+    })
+    .await;
+    let middle: Vec<String> = (0..5).map(|i| format!("middle{i}")).collect();
+    for (user, (status, body)) in sale.buy_at_once(sale.product, middle).await {
+        assert_eq!(status, 200, "another primary's lost replica does not matter: {body}");
+        queued.insert(user);
+    }
+    let replica = cluster.nodes.iter_mut().find(|n| n.port == lonely).unwrap();
+    replica.restart().await;
+
+    let dead = cluster.nodes.iter_mut().find(|n| n.port == old).unwrap();
+    dead.kill();
+    let started = Instant::now();
+    let activity_key = keys.activity(sale.activity);
+    crate::redis_servers::wait_until("a replica took over the slot", || async {
+        cluster.try_port_of(&activity_key).await.is_some_and(|p| p != old)
+    })
+    .await;
+    let new = cluster.port_of(&activity_key).await;
+    // Back as a replica of the new primary: `wait_replicas: 1` can be met again.
+    let back = cluster.nodes.iter_mut().find(|n| n.port == old).unwrap();
+    back.restart().await;
+    let back_url = back.url();
+    crate::redis_servers::wait_until("the old primary replicates the new one", || async {
+        crate::redis_servers::info(&back_url, "replication")
+            .await
+            .contains("master_link_status:up")
+    })
+    .await;
+
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut later = 0;
+    while later < 20 {
+        assert!(Instant::now() < deadline, "serve never sold again after the failover");
+        let user = format!("late{n}");
+        n += 1;
+        let token = sale.token(&user).await;
+        let (status, body) = sale.buy(sale.product, &user, 1, &token).await;
+        match status.as_u16() {
+            200 => {
+                queued.insert(user);
+                later += 1;
+            }
+            503 => {
+                let code = body["error"].as_str().unwrap_or_default();
+                assert!(["busy", "unknown_outcome", "unconfirmed"].contains(&code), "{body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    eprintln!(
+        "failover {old} -> {new}: selling again {:?} after the kill",
+        started.elapsed()
+    );
+
+    sale.drain().await;
+    let users: HashSet<String> = sqlx::query_scalar("SELECT CAST(user_id AS CHAR) FROM orders WHERE activity_id = ?")
+        .bind(sale.activity)
+        .fetch_all(sale.db.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        users.is_superset(&queued),
+        "lost: {:?}",
+        queued.difference(&users).collect::<Vec<_>>()
+    );
+    let rec = sale.cli(&["reconcile", &sale.activity.to_string()]).await;
+    assert_eq!(rec.code, 0, "{rec:?}");
+    Arc::into_inner(sale).unwrap().finish().await;
+}
+
 #[tokio::test]
 async fn bad_cluster_urls_fail_fast_and_clearly() {
     let app = TestApp::builder().build().await;

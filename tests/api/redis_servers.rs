@@ -262,8 +262,14 @@ impl OwnCluster {
     /// Starts three nodes with `settings` (as for [`OwnRedis::start_with`]), joins them and
     /// waits until every node says `cluster_state:ok`.
     pub async fn start(settings: &[&str]) -> OwnCluster {
+        Self::start_with_replicas(settings, 0).await
+    }
+
+    /// Three primaries with `replicas` replicas each (assigned by `redis-cli --cluster create
+    /// --cluster-replicas`), every node started with `settings`.
+    pub async fn start_with_replicas(settings: &[&str], replicas: usize) -> OwnCluster {
         let mut nodes = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let bus = crate::helpers::free_port().to_string();
             let mut node_settings = vec!["--cluster-enabled", "yes", "--cluster-port", &bus];
             node_settings.extend_from_slice(settings);
@@ -273,7 +279,7 @@ impl OwnCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .status()
@@ -287,6 +293,16 @@ impl OwnCluster {
             })
             .await;
         }
+        if replicas > 0 {
+            for node in &cluster.nodes {
+                let url = node.url();
+                wait_until("every replica is in sync", || async {
+                    let info = info(&url, "replication").await;
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+                .await;
+            }
+        }
         cluster
     }
 
@@ -296,22 +312,60 @@ impl OwnCluster {
         format!("redis+cluster://{}/", hosts.join(","))
     }
 
-    /// A plain connection to each node, with its port.
+    /// A plain connection to each node that answers, with its port.
     pub async fn node_conns(&self) -> Vec<(u16, redis::aio::MultiplexedConnection)> {
         let mut out = Vec::new();
         for node in &self.nodes {
-            let conn = redis::Client::open(node.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .expect("a cluster node answers");
-            out.push((node.port, conn));
+            let client = redis::Client::open(node.url()).unwrap();
+            if let Ok(Ok(conn)) =
+                tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await
+            {
+                out.push((node.port, conn));
+            }
         }
         out
     }
 
     /// The port of the primary serving `key`'s slot (`CLUSTER KEYSLOT`, then `CLUSTER NODES`).
     pub async fn port_of(&self, key: &str) -> u16 {
+        match self.try_port_of(key).await {
+            Some(port) => port,
+            None => panic!("no primary serves the slot of {key}"),
+        }
+    }
+
+    /// Whether the node on `port` is a primary now.
+    pub async fn is_primary(&self, port: u16) -> bool {
+        info(&format!("redis://127.0.0.1:{port}/0"), "replication")
+            .await
+            .contains("role:master")
+    }
+
+    /// The port of a replica of the primary on `port`.
+    pub async fn replica_of(&self, port: u16) -> u16 {
+        let conns: HashMap<u16, redis::aio::MultiplexedConnection> = self.node_conns().await.into_iter().collect();
+        let mut conn = conns[&port].clone();
+        let id: String = redis::cmd("CLUSTER").arg("MYID").query_async(&mut conn).await.unwrap();
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
+        nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f[2].contains("slave") && f[3] == id)
+            .map(|f| {
+                f[1].split(['@', ','])
+                    .next()
+                    .unwrap()
+                    .rsplit_once(':')
+                    .unwrap()
+                    .1
+                    .parse()
+                    .unwrap()
+            })
+            .unwrap_or_else(|| panic!("no replica of {port}"))
+    }
+
+    /// [`Self::port_of`], `None` while no healthy primary serves the slot (during a failover).
+    pub async fn try_port_of(&self, key: &str) -> Option<u16> {
         let (_, mut conn) = self.node_conns().await.remove(0);
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
@@ -322,7 +376,7 @@ impl OwnCluster {
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if !fields[2].contains("master") {
+            if !fields[2].contains("master") || fields[2].contains("fail") || fields.len() < 9 {
                 continue;
             }
             let port: u16 = fields[1]
@@ -337,11 +391,11 @@ impl OwnCluster {
             for range in &fields[8..] {
                 let (lo, hi) = range.split_once('-').unwrap_or((range, range));
                 if (lo.parse::<u16>().unwrap()..=hi.parse::<u16>().unwrap()).contains(&slot) {
-                    return port;
+                    return Some(port);
                 }
             }
         }
-        panic!("no primary serves slot {slot} of {key}");
+        None
     }
 }
 
