@@ -168,7 +168,17 @@ async fn a_whole_sale_runs_on_a_three_primary_cluster() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (again, other) = buy_all(&http, &base, p1, &late).await;
     assert_eq!((again.len(), other.len()), (1, 0), "{other:?}");
-    app.cli(&["consumer", "--once"]).await.ok();
+    // The consumer daemon: reads both activities' streams (two primaries) one by one.
+    let consumer = KillOnDrop(app.spawn(&["consumer"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while orders_of(&app, first, "pending").await < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer daemon did not persist the resale"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(consumer);
     assert_eq!(orders_of(&app, first, "pending").await, 100);
     assert_eq!(orders_of(&app, first, "cancelled").await, 1);
     let rec = app.cli(&["reconcile", &first.to_string()]).await;
