@@ -271,7 +271,9 @@ pub struct AuthConfig {
     pub jwt_audience: Option<String>,
     /// The header naming the buyer (`gateway` mode).
     pub user_header: String,
-    /// The peers whose `user_header` is believed (`gateway` mode), as CIDRs.
+    /// The proxies in front of `serve`, as CIDRs: in every mode, a peer in them is believed
+    /// about the client's address (`X-Forwarded-For`, `X-Real-IP`); in `gateway` mode also
+    /// about the buyer (`user_header`).
     pub trusted_proxies: Vec<Cidr>,
 }
 
@@ -402,6 +404,25 @@ pub struct FunnelConfig {
     pub per_user_rps: u32,
     /// Per-user burst.
     pub per_user_burst: u32,
+    /// Buy requests per second per client address (an IPv6 address counts as its /64; 0
+    /// disables). Off by default: until `auth.trusted_proxies` names the proxies in front,
+    /// every buyer behind one shares its address.
+    pub per_ip_rps: u32,
+    /// Per-address burst (0: `per_ip_rps`).
+    pub per_ip_burst: u32,
+    /// `POST /api/v1/token` requests per second per client address (0 disables; off by
+    /// default for the same reason as `per_ip_rps`).
+    pub token_per_ip_rps: u32,
+    /// Its burst (0: `token_per_ip_rps`).
+    pub token_per_ip_burst: u32,
+    /// `POST /api/v1/token` requests per second per named user (0 disables): a buyer needs
+    /// one token per activity, and asking again returns the same one.
+    pub token_per_user_rps: u32,
+    /// Its burst (0: `token_per_user_rps`).
+    pub token_per_user_burst: u32,
+    /// Most keys each of the per-address and token-request tables tracks; beyond, a new key
+    /// is not limited by that table (README: Identity and abuse).
+    pub rate_limit_keys_max: usize,
     /// Consecutive Redis failures that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the breaker stays open before a probe, in milliseconds.
@@ -422,6 +443,13 @@ impl Default for FunnelConfig {
             global_rps: 0,
             per_user_rps: 20,
             per_user_burst: 20,
+            per_ip_rps: 0,
+            per_ip_burst: 0,
+            token_per_ip_rps: 0,
+            token_per_ip_burst: 0,
+            token_per_user_rps: 1,
+            token_per_user_burst: 5,
+            rate_limit_keys_max: 100_000,
             breaker_failures: 5,
             breaker_open_ms: 1000,
             batch_max: 128,
@@ -619,6 +647,9 @@ impl Config {
         if self.funnel.max_in_flight == 0 {
             return bad("funnel.max_in_flight", "must be positive");
         }
+        if !(1..=100_000_000).contains(&self.funnel.rate_limit_keys_max) {
+            return bad("funnel.rate_limit_keys_max", "must be 1..=100000000");
+        }
         if self.http.threads > 256 {
             return bad("http.threads", "at most 256 (0 picks half the cores)");
         }
@@ -736,6 +767,35 @@ mod tests {
         c.validate().unwrap();
         c.auth.user_header = "X User".into();
         assert!(c.validate().unwrap_err().to_string().contains("auth.user_header"));
+    }
+
+    #[test]
+    fn per_address_and_token_limits() {
+        let c = Config::default();
+        assert_eq!(
+            (c.funnel.per_ip_rps, c.funnel.token_per_ip_rps),
+            (0, 0),
+            "off until the proxies are named"
+        );
+        assert_eq!((c.funnel.token_per_user_rps, c.funnel.token_per_user_burst), (1, 5));
+        assert_eq!(c.funnel.rate_limit_keys_max, 100_000);
+        let c = Config::parse(
+            "funnel:\n  per_ip_rps: 50\n  per_ip_burst: 100\n  token_per_ip_rps: 2\n  token_per_ip_burst: 10\n  rate_limit_keys_max: 5000\nauth:\n  trusted_proxies: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        assert_eq!((c.funnel.per_ip_rps, c.funnel.per_ip_burst), (50, 100));
+        assert_eq!((c.funnel.token_per_ip_rps, c.funnel.token_per_ip_burst), (2, 10));
+        assert_eq!(c.funnel.rate_limit_keys_max, 5000);
+        // Trusted proxies are allowed (and used for the client address) in every mode.
+        assert_eq!(c.auth.mode, AuthMode::None);
+        c.validate().unwrap();
+        let mut bad = c.clone();
+        bad.funnel.rate_limit_keys_max = 0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("funnel.rate_limit_keys_max"));
     }
 
     #[test]
