@@ -43,7 +43,7 @@ pub struct CappedBuckets<K> {
 
 impl<K: Hash + Eq> CappedBuckets<K> {
     /// Buckets of `rate` requests per second, `burst` at once (`burst` 0: `rate`), at most
-    /// `cap` keys tracked (at least one per shard).
+    /// `cap` keys tracked (but at least one per shard: 16).
     pub fn new(rate: NonZeroU32, burst: u32, cap: usize) -> Self {
         let interval_ns = 1_000_000_000 / u64::from(rate.get());
         let burst = NonZeroU32::new(burst).unwrap_or(rate);
@@ -60,7 +60,7 @@ impl<K: Hash + Eq> CappedBuckets<K> {
             epoch: Instant::now(),
             interval_ns,
             tolerance_ns: interval_ns * u64::from(burst.get()),
-            shard_cap: cap.div_ceil(SHARDS).max(1),
+            shard_cap: (cap / SHARDS).max(1),
             untracked: AtomicU64::new(0),
         }
     }

@@ -7,6 +7,7 @@
 mod bench;
 mod buy;
 mod catalog;
+mod client_addr;
 mod connectivity;
 mod consumer_handover;
 mod durability;
