@@ -25,6 +25,7 @@ mod locks;
 mod lost_state;
 mod metrics;
 mod migrate;
+mod nginx;
 mod payment_window;
 mod payments;
 mod pipeline;
