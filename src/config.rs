@@ -799,6 +799,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_yaml_shows_the_funnels_defaults() {
+        let shipped = Config::parse(include_str!("../config.yaml")).unwrap();
+        let yaml = |f: &FunnelConfig| serde_yaml::to_string(f).unwrap();
+        assert_eq!(yaml(&shipped.funnel), yaml(&FunnelConfig::default()));
+        assert!(shipped.auth.trusted_proxies.is_empty());
+    }
+
+    #[test]
     fn http_tokens_open_open_before_secs_ahead_of_the_start() {
         let mut token = TokenConfig::default();
         assert!(!token.open_for(1) && token.open_for(0) && token.open_for(-5));

@@ -189,3 +189,34 @@ async fn a_flood_of_distinct_addresses_keeps_the_table_under_its_cap() {
     assert!(tracked >= (CAP / 2) as f64, "the table was used: {tracked}");
     Arc::into_inner(app).expect("every request done").finish().await;
 }
+
+#[tokio::test]
+async fn a_minted_token_costs_what_the_readme_says_and_expires() {
+    let app = TestApp::builder()
+        .sale(vec![spec(10, 1, 1)])
+        .tune(|c| c.token.ttl_secs = 600)
+        .serve()
+        .build()
+        .await;
+    let longest = "x".repeat(64);
+    // README (Identity and abuse): about 150 bytes with a short prefix and user id, up to
+    // about 250 with a 64-byte id; this app's prefix is 17 bytes.
+    for (user, most) in [("alice", 180), (longest.as_str(), 250)] {
+        let (status, body) = app
+            .post_json("/api/v1/token", &json!({"activity_id": app.activity, "user_id": user}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let key = app.redis.keys().token(app.activity, user);
+        let mut conn = app.redis.conn();
+        let bytes: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+        assert!((100..=most).contains(&bytes), "{key}: {bytes} bytes");
+        assert!((590..=600).contains(&ttl), "{key}: expires in {ttl} s");
+    }
+    app.finish().await;
+}
