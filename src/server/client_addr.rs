@@ -54,16 +54,18 @@ impl ClientAddrs {
         if !self.trusts(peer) {
             return peer;
         }
+        // Several header lines are one list, in order: read from the last line's last entry.
         let mut hops = headers
             .get_all("x-forwarded-for")
             .iter()
+            .rev()
             .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .collect::<Vec<_>>();
-        if !hops.is_empty() {
+            .flat_map(|value| value.rsplit(','))
+            .peekable();
+        if hops.peek().is_some() {
             // The nearest proxy is the peer; walk back while the hops are proxies we trust.
             let mut client = peer;
-            while let Some(hop) = hops.pop() {
+            for hop in hops {
                 match parse_hop(hop) {
                     Some(ip) if self.trusts(ip) => client = ip,
                     Some(ip) => return ip,
