@@ -7,6 +7,7 @@
 mod bench;
 mod buy;
 mod catalog;
+mod client_addr;
 mod cluster;
 mod connectivity;
 mod consumer_handover;
@@ -25,6 +26,7 @@ mod locks;
 mod lost_state;
 mod metrics;
 mod migrate;
+mod nginx;
 mod payment_window;
 mod payments;
 mod pipeline;
