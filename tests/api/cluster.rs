@@ -445,6 +445,71 @@ async fn a_primary_failover_keeps_every_confirmed_order() {
     Arc::into_inner(sale).unwrap().finish().await;
 }
 
+/// Three consecutive ports from 20000 up, each free with its cluster bus port (+10000).
+fn free_base_port() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let seed = std::process::id() as u16 % 3000;
+    (0..3000u16)
+        .map(|i| 20000 + (seed + i * 7) % 9000)
+        .find(|base| (0..3).all(|k| free(base + k) && free(base + k + 10000)))
+        .expect("three free ports with their bus ports")
+}
+
+/// `scripts/redis-cluster.sh start BASE` gives a cluster every subcommand can use and that
+/// meets `redis.durability: aof_always` on every primary; `stop BASE` kills the three by PID
+/// and removes their directories; a bad BASE_PORT is a usage error.
+#[tokio::test]
+async fn the_cluster_script_starts_a_durable_cluster_and_stops_it() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis-cluster.sh");
+    let base = free_base_port();
+    let dir = std::env::temp_dir().join(format!("seckill-cluster-script-{base}"));
+    let run = |action: &str, port: &str| {
+        std::process::Command::new(script)
+            .args([action, port])
+            .env("SECKILL_CLUSTER_DIR", &dir)
+            .output()
+            .unwrap()
+    };
+    let started = run("start", &base.to_string());
+    let said = String::from_utf8_lossy(&started.stdout).to_string();
+    assert!(
+        started.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let url = format!("redis+cluster://127.0.0.1:{base},127.0.0.1:{}/", base + 1);
+    assert!(said.contains(&format!("redis+cluster://127.0.0.1:{base},")), "{said}");
+    let app = TestApp::builder().build().await;
+    let doctor = app
+        .cli_with(
+            &["doctor", "--json"],
+            &[("SECKILL_REDIS_URL", &url), ("SECKILL_REDIS_DURABILITY", "aof_always")],
+            None,
+        )
+        .await;
+    let stopped = run("stop", &base.to_string());
+    assert!(stopped.status.success());
+    let json: Value = serde_json::from_str(&doctor.stdout).unwrap_or_else(|_| panic!("{doctor:?}"));
+    let persistence: Vec<&Value> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "persistence")
+        .collect();
+    assert_eq!(persistence.len(), 3, "{json}");
+    assert!(persistence.iter().all(|c| c["verdict"] == "pass"), "{json}");
+    for k in 0..3 {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok(),
+            "port {} still taken",
+            base + k
+        );
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_eq!(run("start", "80").status.code(), Some(2));
+    assert_eq!(run("restart", "").status.code(), Some(2));
+}
+
 #[tokio::test]
 async fn bad_cluster_urls_fail_fast_and_clearly() {
     let app = TestApp::builder().build().await;
