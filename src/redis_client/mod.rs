@@ -51,7 +51,8 @@ enum Backend {
 }
 
 impl RedisClient {
-    /// Connects to `redis.url` (through the sentinels for a `redis+sentinel://` URL); fails
+    /// Connects to `redis.url` (through the sentinels for a `redis+sentinel://` URL, learning
+    /// the slot map from the first node that answers for a `redis+cluster://` URL); fails
     /// within a few `redis.connect_timeout_ms` when Redis is unreachable.
     pub async fn connect(config: &Config) -> Result<RedisClient> {
         let target = RedisTarget::parse(&config.redis.url).map_err(|e| Error::Config(format!("redis.url: {e}")))?;
