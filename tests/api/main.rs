@@ -33,6 +33,7 @@ mod redis_servers;
 mod reservation;
 mod router;
 mod sale_controls;
+mod scheduled_hot;
 mod scheduler;
 mod sentinel;
 mod stock_live;
