@@ -27,6 +27,7 @@ mod migrate;
 mod payment_window;
 mod payments;
 mod pipeline;
+mod progress;
 mod reconcile_all;
 mod reconcile_live;
 mod redis_servers;
