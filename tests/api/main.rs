@@ -24,6 +24,7 @@ mod locks;
 mod lost_state;
 mod metrics;
 mod migrate;
+mod ops_paths;
 mod payment_window;
 mod payments;
 mod pipeline;
