@@ -12,6 +12,7 @@ mod consumer_handover;
 mod durability;
 mod exit_codes;
 mod flush;
+mod funnel_limits;
 mod hardening_http;
 mod helpers;
 mod hot;
