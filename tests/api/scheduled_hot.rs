@@ -132,9 +132,29 @@ async fn a_preheat_refused_is_logged_once_and_nothing_is_loaded() {
         ])
         .await
         .id();
+    // Online (started ahead of its window), its hot_at then moved past its last preheat:
+    // an online sale is never preheated (that would overwrite its live stock).
+    let (online, _, _, _) = scheduled(&app, 3000, 3600, 3600).await;
+    app.hot(online).await;
+    seckill::ops::start(&app.db, &app.redis, online).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = online.to_string();
+    app.cli(&[
+        "activity",
+        "update",
+        &a,
+        "--hot-at",
+        &rfc3339(Utc::now().trunc_subsecs(0)),
+    ])
+    .await
+    .ok();
     let child = scheduler(&app);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let logs = stop(child);
+    let about_online: Vec<_> = logs.iter().filter(|l| l["fields"]["activity"] == online).collect();
+    assert!(about_online.is_empty(), "not even tried: {about_online:?}");
+    assert_eq!(preheats(&app, online).await, 1);
+    assert_eq!(app.activity(online).await.status, ActivityStatus::Online);
     let warned: Vec<_> = logs
         .iter()
         .filter(|l| l["fields"]["activity"] == id && l["level"] == "WARN")
