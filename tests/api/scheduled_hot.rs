@@ -18,7 +18,8 @@ async fn preheats(app: &TestApp, activity: u64) -> i64 {
         .unwrap()
 }
 
-/// Creates, through the CLI, an activity preheated `hot_in` seconds from now, opening
+/// Creates, through the CLI, an activity preheated `hot_in` seconds from now (whole seconds:
+/// up to one less), opening
 /// `opens_in` and lasting `lasts` seconds, with one product of 10 units; returns the activity,
 /// its hot_at, its start and the product.
 async fn scheduled(app: &TestApp, hot_in: i64, opens_in: i64, lasts: i64) -> (u64, DateTime<Utc>, DateTime<Utc>, u64) {
@@ -51,7 +52,7 @@ async fn scheduled(app: &TestApp, hot_in: i64, opens_in: i64, lasts: i64) -> (u6
 #[tokio::test]
 async fn the_scheduler_preheats_at_hot_at_then_opens_at_start() {
     let app = TestApp::builder().build().await;
-    let (id, hot_at, start, product) = scheduled(&app, 1, 3, 60).await;
+    let (id, hot_at, start, product) = scheduled(&app, 2, 4, 60).await;
     let child = scheduler(&app);
     assert!(app.activity_hash(id).await.is_empty(), "preheated before hot_at");
 
@@ -87,7 +88,7 @@ async fn the_scheduler_preheats_at_hot_at_then_opens_at_start() {
 async fn two_schedulers_preheat_once_and_keep_an_operators_later_hot() {
     // Ticks far shorter than a preheat, so unguarded schedulers would both make it.
     let app = TestApp::builder().tune(|c| c.scheduler.tick_ms = 10).build().await;
-    let (id, _, _, _) = scheduled(&app, 1, 4, 60).await;
+    let (id, _, _, _) = scheduled(&app, 2, 5, 60).await;
     // Preheated by hand before its hot_at: run again at hot_at (the catalog may have changed).
     app.hot(id).await;
     // Due at once, preheated by hand after its hot_at: left alone.
