@@ -18,10 +18,9 @@ async fn preheats(app: &TestApp, activity: u64) -> i64 {
         .unwrap()
 }
 
-/// Creates, through the CLI, an activity preheated `hot_in` seconds from now (whole seconds:
-/// up to one less), opening
-/// `opens_in` and lasting `lasts` seconds, with one product of 10 units; returns the activity,
-/// its hot_at, its start and the product.
+/// Creates, through the CLI, an activity preheated `hot_in` seconds from now (counted from the
+/// whole second: up to one less), opening `opens_in` and lasting `lasts` seconds, with one
+/// product of 10 units; returns the activity, its hot_at, its start and the product.
 async fn scheduled(app: &TestApp, hot_in: i64, opens_in: i64, lasts: i64) -> (u64, DateTime<Utc>, DateTime<Utc>, u64) {
     let now = Utc::now().trunc_subsecs(0);
     let (hot_at, start) = (
