@@ -124,13 +124,11 @@ pub async fn run_tick(
     if got != Some(1) {
         return Ok(Vec::new());
     }
-    let done = match due_preheats(db, redis, consumer_group, now, refusals).await {
-        Ok(mut preheated) => due_transitions(db, redis, now, refusals).await.map(|more| {
-            preheated.extend(more);
-            preheated
-        }),
-        Err(e) => Err(e),
-    };
+    // A preheat that cannot be looked into must not hold up the openings and endings.
+    let preheated = due_preheats(db, redis, consumer_group, now, refusals).await;
+    let done = due_transitions(db, redis, now, refusals)
+        .await
+        .and_then(|more| Ok(preheated?.into_iter().chain(more).collect()));
     let released: std::result::Result<Option<i64>, _> =
         sqlx::query_scalar(&format!("SELECT RELEASE_LOCK({LOCK_NAME})"))
             .fetch_one(&mut *lock)
