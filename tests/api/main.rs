@@ -7,6 +7,7 @@
 mod bench;
 mod buy;
 mod catalog;
+mod client_addr;
 mod connectivity;
 mod consumer_handover;
 mod durability;
@@ -25,6 +26,7 @@ mod locks;
 mod lost_state;
 mod metrics;
 mod migrate;
+mod nginx;
 mod ops_paths;
 mod payment_window;
 mod payments;
