@@ -47,10 +47,13 @@ pub async fn flush(
     let mut conn = redis.conn();
     let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
     let removed = redis.scan_match(&keys.activity_pattern(activity_id)).await?;
+    let bar = crate::progress::counter("keys");
     // The keys share the activity's hash tag, so a batch is one slot even in a cluster.
     for batch in removed.chunks(1000) {
         let () = conn.unlink(batch).await.at(redis)?;
+        bar.inc(batch.len() as u64);
     }
+    bar.finish_and_clear();
     let () = conn.srem(keys.activities(), activity_id).await.at(redis)?;
     if !product_ids.is_empty() {
         let () = conn.hdel(keys.product_activity(), &product_ids).await.at(redis)?;
