@@ -4,8 +4,10 @@
 # scripts/urls.sh), a login there that sqlx accepts, a Rust toolchain, a C compiler, CA
 # certificates and curl.
 #
-#   scripts/setup.sh          prepare (idempotent)
-#   scripts/setup.sh --stop   stop the servers that setup.sh started (only those, by PID)
+#   scripts/setup.sh              prepare (idempotent)
+#   scripts/setup.sh --with-nginx also install nginx (Debian's package) when it is missing:
+#                                 tests/api/nginx.rs runs its own nginx in front of `serve`
+#   scripts/setup.sh --stop       stop the servers that setup.sh started (only those, by PID)
 #
 # Where the servers already answer and the login works it changes nothing. Otherwise, on a
 # Debian/Ubuntu machine, it installs redis-server and mariadb-server with apt-get. A server
@@ -344,16 +346,44 @@ check_tools() {
     fi
 }
 
+# The nginx binary, where Debian puts it or on PATH.
+nginx_path() {
+    if [ -x /usr/sbin/nginx ]; then echo /usr/sbin/nginx; else command -v nginx 2>/dev/null; fi
+}
+
+# Installs Debian's nginx when there is none. Only the binary is used (the tests and the demo
+# start their own nginx with a prefix of their own), so apt is kept from starting the
+# system's nginx on port 80 where no policy says otherwise.
+setup_nginx() {
+    if [ -n "$(nginx_path)" ]; then
+        log "nginx: $("$(nginx_path)" -v 2>&1)"
+        return
+    fi
+    local policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 0755 "$policy"
+        # Removed whether or not the install works (apt_install exits on failure).
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt_install nginx
+    [ -n "$(nginx_path)" ] || die "nginx did not install"
+    log "nginx: $("$(nginx_path)" -v 2>&1)"
+}
+
+WITH_NGINX=0
 case "${1:-}" in
     --stop)
         stop_started
         exit 0
         ;;
+    --with-nginx) WITH_NGINX=1 ;;
     "") ;;
-    *) die "unknown argument '$1' (usage: scripts/setup.sh [--stop])" ;;
+    *) die "unknown argument '$1' (usage: scripts/setup.sh [--with-nginx | --stop])" ;;
 esac
 
 setup_redis
 setup_mariadb
 check_tools
+if [ "$WITH_NGINX" -eq 1 ]; then setup_nginx; fi
 log "ready"

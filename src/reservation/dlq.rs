@@ -210,7 +210,9 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
     }
     let mut conn = redis.conn();
     let mut out = Vec::new();
+    let bar = crate::progress::bar(letters.len() as u64, "replay");
     for d in letters {
+        bar.inc(1);
         let decoded: std::result::Result<Vec<_>, String> = d
             .purchases()
             .into_iter()
@@ -241,5 +243,6 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
             error,
         });
     }
+    bar.finish_and_clear();
     Ok(out)
 }

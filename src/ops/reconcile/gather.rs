@@ -37,7 +37,7 @@ pub struct Snapshot {
     pub products: Vec<Product>,
     /// Stream entries up to the cut, with their delivery state.
     pub entries: Vec<(Entry, Delivery)>,
-    /// Last stream entry id at the cut (`None`: the stream was empty).
+    /// The stream's last generated id at the cut, deleted entries included (`None`: no entry yet).
     pub cut: Option<String>,
     /// Dead-lettered purchases of entries up to the cut, keyed by order number: the
     /// one-purchase entry rebuilt from the dead letter's original fields, its place in the
