@@ -4,8 +4,10 @@
 # scripts/urls.sh), a login there that sqlx accepts, a Rust toolchain, a C compiler, CA
 # certificates and curl.
 #
-#   scripts/setup.sh          prepare (idempotent)
-#   scripts/setup.sh --stop   stop the servers that setup.sh started (only those, by PID)
+#   scripts/setup.sh                 prepare (idempotent)
+#   scripts/setup.sh --with-browser  the same, and Debian's chromium and chromium-driver for
+#                                    the browser tests (tests/api/browser.rs); scripts/test.sh
+#   scripts/setup.sh --stop          stop the servers that setup.sh started (only those, by PID)
 #
 # Where the servers already answer and the login works it changes nothing. Otherwise, on a
 # Debian/Ubuntu machine, it installs redis-server and mariadb-server with apt-get. A server
@@ -344,16 +346,33 @@ check_tools() {
     fi
 }
 
+# The browser tests drive headless Chromium through chromedriver (Debian's packages; nothing
+# is downloaded at run time). Installed only where either is missing.
+check_browser() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    log "$(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+}
+
+WITH_BROWSER=0
 case "${1:-}" in
     --stop)
         stop_started
         exit 0
         ;;
+    --with-browser) WITH_BROWSER=1 ;;
     "") ;;
-    *) die "unknown argument '$1' (usage: scripts/setup.sh [--stop])" ;;
+    *) die "unknown argument '$1' (usage: scripts/setup.sh [--with-browser | --stop])" ;;
 esac
 
 setup_redis
 setup_mariadb
 check_tools
+if [ "$WITH_BROWSER" -eq 1 ]; then
+    check_browser
+fi
 log "ready"

@@ -16,7 +16,8 @@ if [ -n "${SECKILL_TEST_REDIS_URL:-}" ]; then SECKILL_REDIS_URL=$SECKILL_TEST_RE
 . scripts/urls.sh
 export SECKILL_TEST_MYSQL_URL=$DB_SERVER_URL SECKILL_TEST_REDIS_URL=$REDIS_URL
 
-SECKILL_DATABASE_URL=$DB_URL SECKILL_REDIS_URL=$REDIS_URL bash scripts/setup.sh
+# --with-browser: tests/api/browser.rs drives headless Chromium through chromedriver.
+SECKILL_DATABASE_URL=$DB_URL SECKILL_REDIS_URL=$REDIS_URL bash scripts/setup.sh --with-browser
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Test databases older than an hour are leftovers of interrupted runs (a running suite's

@@ -2,8 +2,9 @@
 //!
 //! - [`routes`]: the route table, every endpoint's method and path;
 //! - [`api`]: the router built from it, and the buy request's way in ahead of the router;
-//! - [`buy`] (the funnel, then group commit in the [`batcher`]), [`token`] and [`query`]
-//!   (orders, activities, time, health, readiness): the handlers;
+//! - [`buy`] (the funnel, then group commit in the [`batcher`]), [`token`], [`query`]
+//!   (orders, activities, time, health, readiness) and [`result`] ("did I win?"): the
+//!   handlers; [`page`]: the buyer page embedded in the binary;
 //! - [`body`]: reading and parsing request bodies, with the buy body's fast path;
 //! - [`error`]: the JSON error shape every failure uses;
 //! - [`state`]: what the handlers share, and the background tasks beside it ([`refresh`] of
@@ -21,7 +22,7 @@
 //!
 //! The files depend on one another in this order, each only on files listed before it (none on
 //! this one): `funnel`, `connections`, `routes`, `metrics`, `error`, `identity`, `guard`, `refresh`,
-//! `batcher`, `state`, `body`, `token`, `buy`, `query`, `api`, `http_threads`.
+//! `batcher`, `state`, `body`, `token`, `buy`, `query`, `result`, `page`, `api`, `http_threads`.
 
 pub mod api;
 pub mod batcher;
@@ -34,9 +35,11 @@ pub mod guard;
 pub mod http_threads;
 pub mod identity;
 pub mod metrics;
+pub mod page;
 pub mod payment;
 pub mod query;
 pub mod refresh;
+pub mod result;
 pub mod routes;
 pub mod state;
 pub mod token;

@@ -5,6 +5,7 @@
 //! and Redis key prefix, so tests run in parallel. Add a module here for each new area.
 
 mod bench;
+mod browser;
 mod buy;
 mod catalog;
 mod connectivity;
@@ -24,6 +25,7 @@ mod locks;
 mod lost_state;
 mod metrics;
 mod migrate;
+mod page;
 mod payment_window;
 mod payments;
 mod pipeline;
