@@ -416,6 +416,44 @@ async fn buyer_page_in_headless_chromium() {
     client.find(Locator::Id(&button)).await.unwrap().click().await.unwrap();
     message_with(&client, "reached the limit").await;
 
+    // ---- a buy whose answer is lost: the page asks for the result and finds the order
+    open_page(&client, &app, activity, "lost").await;
+    eventually(
+        &client,
+        5,
+        "the button enabled",
+        &format!("return !document.getElementById('{button}').disabled;"),
+    )
+    .await;
+    // The request reaches the server; its answer never reaches the page.
+    js(
+        &client,
+        "const real = window.fetch;
+         window.fetch = (url, options) => url === '/api/v1/buy'
+             ? real(url, options).then(() => { throw new TypeError('connection lost'); })
+             : real(url, options);",
+        vec![],
+    )
+    .await;
+    client.find(Locator::Id(&button)).await.unwrap().click().await.unwrap();
+    message_with(&client, "checking whether your purchase went through").await;
+    let found = message_with(&client, "You got it! Order").await;
+    let (_, result) = app
+        .get(&format!("/api/v1/activities/{activity}/result?user_id=lost"))
+        .await;
+    let lost_order = result["orders"][0]["order_no"].as_str().unwrap();
+    assert!(found.contains(lost_order), "{found}: {result}");
+    assert_eq!(
+        js(
+            &client,
+            "return document.getElementById(arguments[0]).disabled;",
+            vec![json!(button)]
+        )
+        .await,
+        true,
+        "no second try once the result shows the order"
+    );
+
     // ---- a product sold out after the page loaded: the answer says so in plain words
     open_page(&client, &app, activity, "late").await;
     let last_button = format!("buy-{last}");
@@ -450,6 +488,76 @@ async fn buyer_page_in_headless_chromium() {
     )
     .await;
 
+    app.finish().await;
+
+    // ---- auth.mode jwt: the JWT from the URL fragment, kept for the next visit
+    jwt_buyer(&client).await;
     client.close().await.unwrap();
+}
+
+/// The HS256 secret of the JWT-mode server.
+const JWT_SECRET: &str = "browser-jwt-test-secret-0123456789abcdef";
+
+async fn jwt_buyer(client: &Client) {
+    let app = TestApp::builder()
+        .sale(vec![spec(5, 1, 1)])
+        .tune(|c| {
+            c.auth.mode = seckill::config::AuthMode::Jwt;
+            c.auth.jwt_secret = JWT_SECRET.into();
+        })
+        .serve()
+        .build()
+        .await;
+    let now = Utc::now().timestamp();
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "alice", "exp": now + 3600, "iat": now}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let page = format!("{}/sale/{}", app.base, app.activity);
+    client.goto(&format!("{page}#jwt={jwt}")).await.unwrap();
+    eventually(
+        client,
+        10,
+        "signed in from the fragment",
+        "return document.getElementById('identity').textContent === 'Signed in as alice';",
+    )
+    .await;
+    let state = js(
+        client,
+        "return [location.hash, localStorage.getItem('seckill.jwt'), document.getElementById('who').hidden];",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        state,
+        json!(["", jwt, true]),
+        "the JWT leaves the address bar for storage; no user id input"
+    );
+
+    // The next visit, without the fragment, buys as alice.
+    client.goto(&page).await.unwrap();
+    eventually(
+        client,
+        10,
+        "signed in from storage",
+        "return document.getElementById('identity').textContent === 'Signed in as alice';",
+    )
+    .await;
+    let button = format!("buy-{}", app.product);
+    eventually(
+        client,
+        5,
+        "the button enabled",
+        &format!("return !document.getElementById('{button}').disabled;"),
+    )
+    .await;
+    client.find(Locator::Id(&button)).await.unwrap().click().await.unwrap();
+    let won = message_with(client, "You got it").await;
+    let (_, orders) = app
+        .get(&format!("/api/v1/orders/{}", won.split(' ').nth(4).unwrap()))
+        .await;
+    assert_eq!(orders["user_id"], "alice", "{won}: {orders}");
     app.finish().await;
 }
