@@ -148,11 +148,15 @@ async fn all_persisted(
         .query_async(&mut conn)
         .await
         .map_err(redis_down)?;
-    let mut pipe = redis::pipe();
-    for p in &products {
-        pipe.hget(keys.bought(activity_id, *p), user_id);
-    }
-    let held: Vec<Option<u64>> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
+    let held: Vec<Option<u64>> = if products.is_empty() {
+        Vec::new()
+    } else {
+        let mut pipe = redis::pipe();
+        for p in &products {
+            pipe.hget(keys.bought(activity_id, *p), user_id);
+        }
+        pipe.query_async(&mut conn).await.map_err(redis_down)?
+    };
     let filter = order::OrderFilter {
         activity_id,
         user_id: Some(user_id.to_string()),

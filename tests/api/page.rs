@@ -101,6 +101,14 @@ async fn result_follows_an_order_from_queued_to_paid_cancelled_or_expired() {
     assert_eq!(expired["reserved"], false);
     // Someone else's result is their own: alice's paid order is not carol's.
     assert_eq!(only_order(&result_of(&app, "alice").await).1, "paid");
+
+    // After the sale, its Redis keys flushed: MySQL still answers.
+    let id = app.activity.to_string();
+    app.cli(&["stop", &id, "--end"]).await.ok();
+    app.cli(&["flush", "-y", &id]).await.ok();
+    let after = result_of(&app, "alice").await;
+    assert_eq!(only_order(&after), (alice, "paid".into(), true));
+    assert_eq!(after["reserved"], true);
     app.finish().await;
 }
 

@@ -209,7 +209,8 @@
       // Wake at the start itself, not at the next whole tick.
       next = Math.min(left, 250);
     } else {
-      countdown.textContent = activity.status === 'paused' ? 'The sale is paused.' : 'On sale now';
+      const said = { paused: 'The sale is paused.', ended: 'This sale has ended.', lost: 'The sale is temporarily unavailable.' };
+      countdown.textContent = said[activity.status] || 'On sale now';
       countdown.dataset.remainingMs = '0';
       countdown.classList.add('open');
       if (!open) {
