@@ -5,9 +5,12 @@
 # certificates and curl.
 #
 #   scripts/setup.sh                 prepare (idempotent)
-#   scripts/setup.sh --with-browser  the same, and Debian's chromium and chromium-driver for
-#                                    the browser tests (tests/api/browser.rs); scripts/test.sh
+#   scripts/setup.sh --with-nginx    also install nginx (Debian's package) when it is missing:
+#                                    tests/api/nginx.rs runs its own nginx in front of `serve`
+#   scripts/setup.sh --with-browser  also Debian's chromium and chromium-driver when missing,
+#                                    for the browser tests (tests/api/browser.rs)
 #   scripts/setup.sh --stop          stop the servers that setup.sh started (only those, by PID)
+#   (scripts/test.sh passes --with-nginx --with-browser; the flags combine)
 #
 # Where the servers already answer and the login works it changes nothing. Otherwise, on a
 # Debian/Ubuntu machine, it installs redis-server and mariadb-server with apt-get. A server
@@ -346,6 +349,31 @@ check_tools() {
     fi
 }
 
+# The nginx binary, where Debian puts it or on PATH.
+nginx_path() {
+    if [ -x /usr/sbin/nginx ]; then echo /usr/sbin/nginx; else command -v nginx 2>/dev/null; fi
+}
+
+# Installs Debian's nginx when there is none. Only the binary is used (the tests and the demo
+# start their own nginx with a prefix of their own), so apt is kept from starting the
+# system's nginx on port 80 where no policy says otherwise.
+setup_nginx() {
+    if [ -n "$(nginx_path)" ]; then
+        log "nginx: $("$(nginx_path)" -v 2>&1)"
+        return
+    fi
+    local policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 0755 "$policy"
+        # Removed whether or not the install works (apt_install exits on failure).
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt_install nginx
+    [ -n "$(nginx_path)" ] || die "nginx did not install"
+    log "nginx: $("$(nginx_path)" -v 2>&1)"
+}
+
 # The browser tests drive headless Chromium through chromedriver (Debian's packages; nothing
 # is downloaded at run time). Installed only where either is missing.
 check_browser() {
@@ -358,21 +386,23 @@ check_browser() {
     log "$(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
 }
 
+WITH_NGINX=0
 WITH_BROWSER=0
-case "${1:-}" in
-    --stop)
-        stop_started
-        exit 0
-        ;;
-    --with-browser) WITH_BROWSER=1 ;;
-    "") ;;
-    *) die "unknown argument '$1' (usage: scripts/setup.sh [--with-browser | --stop])" ;;
-esac
+if [ "${1:-}" = --stop ]; then
+    stop_started
+    exit 0
+fi
+for arg in "$@"; do
+    case "$arg" in
+        --with-nginx) WITH_NGINX=1 ;;
+        --with-browser) WITH_BROWSER=1 ;;
+        *) die "unknown argument '$arg' (usage: scripts/setup.sh [--with-nginx] [--with-browser] | --stop)" ;;
+    esac
+done
 
 setup_redis
 setup_mariadb
 check_tools
-if [ "$WITH_BROWSER" -eq 1 ]; then
-    check_browser
-fi
+if [ "$WITH_NGINX" -eq 1 ]; then setup_nginx; fi
+if [ "$WITH_BROWSER" -eq 1 ]; then check_browser; fi
 log "ready"

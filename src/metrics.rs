@@ -20,6 +20,9 @@ pub const BUSY: &str = "seckill_busy_total";
 pub const IN_FLIGHT: &str = "seckill_admission_in_flight";
 /// Circuit breaker state: 0 closed, 1 open, 2 half-open (gauge).
 pub const BREAKER_STATE: &str = "seckill_breaker_state";
+/// Keys tracked by each capped rate-limit table, by table: per_ip, token_per_ip,
+/// token_per_user (gauge; each stays at or below `funnel.rate_limit_keys_max`).
+pub const RATE_LIMIT_KEYS: &str = "seckill_rate_limit_tracked_keys";
 /// Seconds each `WAIT` for `redis.wait_replicas` replicas took (histogram).
 pub const WAIT_REPLICAS_SECONDS: &str = "seckill_wait_replicas_seconds";
 /// Purchases decided per script call (histogram).

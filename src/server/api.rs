@@ -70,7 +70,7 @@ fn handler(route: Route) -> MethodRouter<AppState> {
 async fn metrics(State(state): State<AppState>) -> Response {
     state
         .stats
-        .render(state.admission.in_flight(), state.breaker.state_code())
+        .render(state.admission.in_flight(), state.breaker.state_code(), &state.limits)
 }
 
 /// Middleware: counts every request by route and result code, times it, logs its outcome.
@@ -152,9 +152,10 @@ impl Future for ApiFuture {
 async fn answer_buy(state: AppState, request: Request) -> Response {
     let started = Instant::now();
     // The caller first: a request without valid credentials is refused before its body is read.
+    let client = state.client_addrs.of(request.headers(), request.extensions());
     let answer = match state.identity.caller(request.headers(), request.extensions()) {
         Ok(caller) => match JsonBody::from_request(request, &state).await {
-            Ok(JsonBody(body)) => buy::answer(&state, &caller, &body).await,
+            Ok(JsonBody(body)) => buy::answer(&state, &caller, client, &body).await,
             Err(refused) => Err(refused),
         },
         Err(refused) => Err(refused),

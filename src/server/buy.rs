@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::batcher::BatchError;
 use super::body::{check_user_id, parse_buy, BuyRequest, JsonBody};
+use super::client_addr::Client;
 use super::error::ApiError;
 use super::funnel::ProductSlot;
 use super::identity::Caller;
@@ -39,14 +40,20 @@ pub struct BuyResponse {
 pub async fn buy(
     State(state): State<AppState>,
     caller: Caller,
+    client: Client,
     JsonBody(body): JsonBody,
 ) -> Result<Json<BuyResponse>, ApiError> {
-    answer(&state, &caller, &body).await
+    answer(&state, &caller, client, &body).await
 }
 
-/// The answer to a buy request by `caller` with body `body`: runs the funnel, then decides
-/// the purchase in Redis (group commit).
-pub async fn answer(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Json<BuyResponse>, ApiError> {
+/// The answer to a buy request by `caller` from `client` with body `body`: runs the funnel,
+/// then decides the purchase in Redis (group commit).
+pub async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    client: Client,
+    body: &[u8],
+) -> Result<Json<BuyResponse>, ApiError> {
     let req = parse_buy(body)?;
     caller.may_act_as(&req.user_id)?;
     let mut activity = None;
@@ -59,16 +66,16 @@ pub async fn answer(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Js
                 quantity: req.quantity,
                 token: req.token.clone().into_owned(),
             };
-            decide(state, &mut purchase, &mut activity).await
+            decide(state, client, &mut purchase, &mut activity).await
         }
     };
     // The token never appears in logs: it is a bearer credential.
     let (product, user) = (req.product_id, &*req.user_id);
     match &result {
         Ok(ok) => {
-            tracing::debug!(activity, product, user, order_no = %ok.order_no, remaining = ok.remaining, "buy: queued")
+            tracing::debug!(activity, product, user, %client, order_no = %ok.order_no, remaining = ok.remaining, "buy: queued")
         }
-        Err(e) => tracing::debug!(activity, product, user, code = e.code, "buy: refused"),
+        Err(e) => tracing::debug!(activity, product, user, %client, code = e.code, "buy: refused"),
     }
     result.map(Json)
 }
@@ -106,15 +113,22 @@ fn refuse_if_degraded(state: &AppState, activity: u64) -> Result<(), ApiError> {
     }
 }
 
-/// The rest of the funnel and the decision, for a request [`screen`] let through.
-/// `activity` is filled in once the product is resolved.
+/// The rest of the funnel and the decision, for a request from `client` that [`screen`] let
+/// through. `activity` is filled in once the product is resolved.
 async fn decide(
     state: &AppState,
+    client: Client,
     purchase: &mut Purchase,
     activity: &mut Option<u64>,
 ) -> Result<BuyResponse, ApiError> {
     let stats = &state.stats;
     let known = state.catalog.get(purchase.product_id);
+    // First of the limits: one address asking too often must not use up the admission
+    // slots or the global allowance of everyone else.
+    if !state.limits.allow_address(client.0) {
+        stats.rate_limited.increment(1);
+        return Err(ApiError::too_many_requests());
+    }
     let Some(_admitted) = state.admission.try_enter() else {
         stats.busy(BusyReason::Admission);
         return Err(ApiError::busy("too many requests in flight, retry shortly"));

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::limiter::CappedBuckets;
 use crate::config::FunnelConfig;
 
 /// What this server knows about one product.
@@ -153,19 +155,23 @@ impl Admission {
     }
 }
 
-/// The global and per-user token buckets.
+/// The global, per-address and per-user token buckets.
 ///
 /// A user's buy bucket is charged only by requests whose token signature verified (see
 /// [`Limits::allow_user`]): anyone can send requests in anyone's name, and those must not
 /// use up the real buyer's allowance. Token requests carry no proof of identity, so they
-/// have buckets of their own ([`Limits::allow_token_request`]).
+/// have buckets of their own, per address and per named user ([`Limits::allow_token_request`]).
+/// The buckets keyed by what a client picks (its address, a user id in a token request) are
+/// [`CappedBuckets`]: their memory stays bounded under a flood of distinct keys.
 pub struct Limits {
     global: Option<DefaultDirectRateLimiter>,
     // Keyed by a hash of the user id, not the id: a fresh user then costs no String clone
     // for the key, and hashing a u64 in the map is cheap. Random hash keys per process, so
     // nobody can pick user ids that share a bucket (accidental sharing is 1 in 2^64).
     per_user: Option<DefaultKeyedRateLimiter<u64>>,
-    per_user_tokens: Option<DefaultKeyedRateLimiter<u64>>,
+    per_address: Option<CappedBuckets<IpAddr>>,
+    token_per_address: Option<CappedBuckets<IpAddr>>,
+    token_per_user: Option<CappedBuckets<u64>>,
     hasher: RandomState,
 }
 
@@ -174,7 +180,42 @@ impl std::fmt::Debug for Limits {
         f.debug_struct("Limits")
             .field("global", &self.global.is_some())
             .field("per_user", &self.per_user.is_some())
+            .field("per_address", &self.per_address.is_some())
             .finish()
+    }
+}
+
+/// The key of `ip`'s per-address bucket: an IPv6 address counts as its /64, the block one
+/// subscriber usually holds whole (per address, one host could take 2^64 buckets).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// Which capped table [`Limits::tracked`] reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Buy requests per client address (`funnel.per_ip_rps`).
+    PerAddress,
+    /// Token requests per client address (`funnel.token_per_ip_rps`).
+    TokenPerAddress,
+    /// Token requests per named user (`funnel.token_per_user_rps`).
+    TokenPerUser,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::PerAddress, Table::TokenPerAddress, Table::TokenPerUser];
+
+    /// Its `table` label in the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Table::PerAddress => "per_ip",
+            Table::TokenPerAddress => "token_per_ip",
+            Table::TokenPerUser => "token_per_user",
+        }
     }
 }
 
@@ -182,16 +223,20 @@ impl Limits {
     /// Buckets per `config` (a rate of 0 disables that bucket).
     pub fn new(config: &FunnelConfig) -> Self {
         let global = NonZeroU32::new(config.global_rps).map(|rps| RateLimiter::direct(Quota::per_second(rps)));
-        let keyed = || {
-            NonZeroU32::new(config.per_user_rps).map(|rps| {
-                let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
-                RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
-            })
-        };
+        let per_user = NonZeroU32::new(config.per_user_rps).map(|rps| {
+            let burst = NonZeroU32::new(config.per_user_burst).unwrap_or(rps);
+            RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+        });
+        let cap = config.rate_limit_keys_max;
         Limits {
             global,
-            per_user: keyed(),
-            per_user_tokens: keyed(),
+            per_user,
+            per_address: NonZeroU32::new(config.per_ip_rps)
+                .map(|rps| CappedBuckets::new(rps, config.per_ip_burst, cap)),
+            token_per_address: NonZeroU32::new(config.token_per_ip_rps)
+                .map(|rps| CappedBuckets::new(rps, config.token_per_ip_burst, cap)),
+            token_per_user: NonZeroU32::new(config.token_per_user_rps)
+                .map(|rps| CappedBuckets::new(rps, config.token_per_user_burst, cap)),
             hasher: RandomState::new(),
         }
     }
@@ -199,6 +244,15 @@ impl Limits {
     /// Takes one request from the global bucket; `false` means too many requests.
     pub fn allow_global(&self) -> bool {
         self.global.as_ref().is_none_or(|g| g.check().is_ok())
+    }
+
+    /// Takes one buy request from the bucket of the client at `client` (`None`: address
+    /// unknown, not limited); `false` means too many requests.
+    pub fn allow_address(&self, client: Option<IpAddr>) -> bool {
+        match (&self.per_address, client) {
+            (Some(buckets), Some(ip)) => buckets.allow(address_key(ip)),
+            _ => true,
+        }
     }
 
     /// Takes one request from `user`'s buy bucket; `false` means too many requests. Only for
@@ -209,20 +263,41 @@ impl Limits {
             .is_none_or(|b| b.check_key(&self.hasher.hash_one(user)).is_ok())
     }
 
-    /// Takes one token request from `user`'s token bucket and from the global one.
-    pub fn allow_token_request(&self, user: &str) -> bool {
-        let user_ok = self
-            .per_user_tokens
-            .as_ref()
-            .is_none_or(|b| b.check_key(&self.hasher.hash_one(user)).is_ok());
-        user_ok && self.allow_global()
+    /// Takes one token request from the client address's token bucket, from `user`'s and
+    /// from the global one.
+    pub fn allow_token_request(&self, user: &str, client: Option<IpAddr>) -> bool {
+        let address_ok = match (&self.token_per_address, client) {
+            (Some(buckets), Some(ip)) => buckets.allow(address_key(ip)),
+            _ => true,
+        };
+        address_ok
+            && self
+                .token_per_user
+                .as_ref()
+                .is_none_or(|b| b.allow(self.hasher.hash_one(user)))
+            && self.allow_global()
     }
 
-    /// Forgets users whose bucket is full again, so the maps do not grow forever.
+    /// Keys `table` tracks now (0 when its limit is off).
+    pub fn tracked(&self, table: Table) -> usize {
+        match table {
+            Table::PerAddress => self.per_address.as_ref().map_or(0, |b| b.tracked()),
+            Table::TokenPerAddress => self.token_per_address.as_ref().map_or(0, |b| b.tracked()),
+            Table::TokenPerUser => self.token_per_user.as_ref().map_or(0, |b| b.tracked()),
+        }
+    }
+
+    /// Forgets keys whose bucket is full again, so the tables do not grow forever.
     pub fn forget_idle(&self) {
-        for buckets in [&self.per_user, &self.per_user_tokens].into_iter().flatten() {
+        if let Some(buckets) = &self.per_user {
             buckets.retain_recent();
             buckets.shrink_to_fit();
+        }
+        for buckets in [&self.per_address, &self.token_per_address].into_iter().flatten() {
+            buckets.forget_idle();
+        }
+        if let Some(buckets) = &self.token_per_user {
+            buckets.forget_idle();
         }
     }
 }
@@ -377,6 +452,8 @@ mod tests {
         let l = Limits::new(&FunnelConfig {
             per_user_rps: 1,
             per_user_burst: 2,
+            token_per_user_rps: 1,
+            token_per_user_burst: 2,
             ..FunnelConfig::default()
         });
         let (a, b) = ("a".to_string(), "b".to_string());
@@ -384,8 +461,34 @@ mod tests {
         assert!(!l.allow_user(&a));
         assert!(l.allow_user(&b));
         // Token requests in a's name have their own bucket.
-        assert!(l.allow_token_request(&a) && l.allow_token_request(&a));
-        assert!(!l.allow_token_request(&a));
+        assert!(l.allow_token_request(&a, None) && l.allow_token_request(&a, None));
+        assert!(!l.allow_token_request(&a, None));
         assert!(!l.allow_user(&a));
+    }
+
+    #[test]
+    fn per_address_limits_key_ipv6_by_its_64() {
+        let l = Limits::new(&FunnelConfig {
+            per_ip_rps: 1,
+            per_ip_burst: 2,
+            token_per_ip_rps: 1,
+            token_per_ip_burst: 1,
+            ..FunnelConfig::default()
+        });
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        assert!(l.allow_address(ip("2001:db8::1")) && l.allow_address(ip("2001:db8::ffff:2")));
+        assert!(!l.allow_address(ip("2001:db8::3")), "one /64, one bucket");
+        assert!(l.allow_address(ip("2001:db8:0:1::1")), "the next /64 has its own");
+        assert!(l.allow_address(ip("192.0.2.1")) && l.allow_address(ip("192.0.2.1")));
+        assert!(
+            !l.allow_address(ip("::ffff:192.0.2.1")),
+            "a mapped v4 address is the v4 one"
+        );
+        assert!(l.allow_address(None), "unknown address: not limited");
+        // Token requests per address: their own bucket, whatever user they name.
+        assert!(l.allow_token_request("u1", ip("192.0.2.1")));
+        assert!(!l.allow_token_request("u2", ip("192.0.2.1")));
+        assert_eq!(l.tracked(Table::PerAddress), 3);
+        assert_eq!(l.tracked(Table::TokenPerAddress), 1);
     }
 }

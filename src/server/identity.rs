@@ -114,12 +114,6 @@ impl Identity {
         }
     }
 
-    /// Whether the peer's address is needed (then each request carries it as
-    /// `ConnectInfo<SocketAddr>`; otherwise nothing is added to requests).
-    pub fn needs_peer(&self) -> bool {
-        matches!(self, Identity::Gateway { .. })
-    }
-
     /// The caller of a request with `headers` and `extensions`; `unauthenticated` when the
     /// mode requires credentials that are missing, invalid, expired or not believed.
     pub fn caller(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<Caller, ApiError> {

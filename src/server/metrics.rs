@@ -17,6 +17,7 @@ use axum::Router;
 use metrics::{Counter, Gauge, Histogram};
 
 use super::connections::CutReason;
+use super::funnel::{Limits, Table};
 use super::routes::Route;
 use crate::metrics::{self as names, Metrics};
 
@@ -113,6 +114,7 @@ pub struct ServerMetrics {
     busy: [Counter; 4],
     in_flight: Gauge,
     breaker_state: Gauge,
+    rate_limit_keys: [Gauge; 3],
     /// Purchases per script call (handed to the batchers).
     pub batch_size: Histogram,
     /// Seconds per `WAIT` for replicas (handed to the batchers).
@@ -143,6 +145,8 @@ impl ServerMetrics {
                 busy,
                 in_flight: metrics::gauge!(names::IN_FLIGHT),
                 breaker_state: metrics::gauge!(names::BREAKER_STATE),
+                rate_limit_keys: Table::ALL
+                    .map(|table| metrics::gauge!(names::RATE_LIMIT_KEYS, "table" => table.label())),
                 batch_size: metrics::histogram!(names::BATCH_SIZE),
                 wait_replicas: metrics::histogram!(names::WAIT_REPLICAS_SECONDS),
                 connections_refused: metrics::counter!(names::HTTP_CONNECTIONS_REFUSED),
@@ -215,10 +219,14 @@ impl ServerMetrics {
     }
 
     /// The answer to `GET /metrics`: the Prometheus text exposition, with the funnel's gauges
-    /// sampled now (`in_flight` requests admitted, the breaker's `breaker_state` code).
-    pub fn render(&self, in_flight: usize, breaker_state: u8) -> Response {
+    /// sampled now (`in_flight` requests admitted, the breaker's `breaker_state` code, the
+    /// keys each capped rate-limit table of `limits` tracks).
+    pub fn render(&self, in_flight: usize, breaker_state: u8, limits: &Limits) -> Response {
         self.in_flight.set(in_flight as f64);
         self.breaker_state.set(f64::from(breaker_state));
+        for (gauge, table) in self.rate_limit_keys.iter().zip(Table::ALL) {
+            gauge.set(limits.tracked(table) as f64);
+        }
         exposition(&self.registry)
     }
 }

@@ -10,7 +10,9 @@
 //! - [`state`]: what the handlers share, and the background tasks beside it ([`refresh`] of
 //!   the stock, the lost-state [`guard`]);
 //! - [`identity`]: who the buyer is (`auth.mode`: none, JWT, trusted gateway);
-//! - [`funnel`]: the local layers that shed load before Redis;
+//! - [`client_addr`]: where the buyer is (the peer, or what a trusted proxy says);
+//! - [`funnel`]: the local layers that shed load before Redis, with [`limiter`]'s capped
+//!   per-key buckets;
 //! - [`metrics`]: what `GET /metrics` shows;
 //! - [`connections`]: the connection cap, and JSON on hyper's own refusals;
 //! - [`http_threads`]: the listeners and the threads that serve them.
@@ -21,19 +23,22 @@
 //! until the shutdown future completes, then drains in-flight requests.
 //!
 //! The files depend on one another in this order, each only on files listed before it (none on
-//! this one): `funnel`, `connections`, `routes`, `metrics`, `error`, `identity`, `guard`, `refresh`,
-//! `batcher`, `state`, `body`, `token`, `buy`, `query`, `result`, `page`, `api`, `http_threads`.
+//! this one): `limiter`, `client_addr`, `funnel`, `connections`, `routes`, `metrics`, `error`,
+//! `identity`, `guard`, `refresh`, `batcher`, `state`, `body`, `token`, `buy`, `query`, `result`,
+//! `page`, `api`, `http_threads`.
 
 pub mod api;
 pub mod batcher;
 pub mod body;
 pub mod buy;
+pub mod client_addr;
 pub mod connections;
 pub mod error;
 pub mod funnel;
 pub mod guard;
 pub mod http_threads;
 pub mod identity;
+pub mod limiter;
 pub mod metrics;
 pub mod page;
 pub mod payment;
@@ -73,8 +78,9 @@ pub async fn run(
         state.stats.connections_cut.clone(),
     );
     tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), "serving the HTTP API");
-    let with_peer = state.identity.needs_peer();
-    http_threads::serve(listeners, Api::new(state), limits, with_peer, shutdown).await
+    // Every request carries its peer's address: the client address is logged and may be
+    // rate-limited in every auth mode.
+    http_threads::serve(listeners, Api::new(state), limits, true, shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM, for [`run`].

@@ -11,6 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::body::check_user_id;
+use super::client_addr::Client;
 use super::error::ApiError;
 use super::identity::Caller;
 use super::query::{buyer_orders, OrderView};
@@ -72,10 +73,12 @@ impl From<OrderView> for ResultOrder {
 
 /// `GET /api/v1/activities/{id}/result[?user_id=U]`: whether the buyer has a reservation,
 /// with each order's number and state. 404 for an unknown activity, 400 without a buyer.
-/// Counted against the buyer's token-request rate limit (it proves no identity under `none`).
+/// Counted against the token requests' rate limits, per client address and per buyer (like a
+/// token request, it proves no identity under `none`).
 pub async fn result(
     State(state): State<AppState>,
     caller: Caller,
+    client: Client,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ResultQuery>, QueryRejection>,
 ) -> Result<Json<BuyerResult>, ApiError> {
@@ -95,7 +98,7 @@ pub async fn result(
         (Caller::Anyone, None) => return Err(ApiError::bad_request("missing query parameter `user_id`")),
     };
     check_user_id(&user_id)?;
-    if !state.limits.allow_token_request(&user_id) {
+    if !state.limits.allow_token_request(&user_id, client.0) {
         state.stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }

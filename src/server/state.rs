@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::batcher::{Batchers, ReplicaWait};
+use super::client_addr::ClientAddrs;
 use super::error::ApiError;
 use super::funnel::{Admission, Breaker, Catalog, DegradeSwitches, Limits};
 use super::guard::{self, KnownSeqs, GUARD_EVERY};
@@ -48,6 +49,8 @@ pub struct Shared {
     pub signer: Signer,
     /// Who the buyer is (`auth.mode`).
     pub identity: Identity,
+    /// Where the buyer is (the peer, or what a trusted proxy says).
+    pub client_addrs: ClientAddrs,
     /// The configuration the server was started with.
     pub config: Config,
     /// Product -> activity map and sold-out cache.
@@ -81,6 +84,12 @@ impl AsRef<Identity> for AppState {
     }
 }
 
+impl AsRef<ClientAddrs> for AppState {
+    fn as_ref(&self) -> &ClientAddrs {
+        &self.client_addrs
+    }
+}
+
 impl AppState {
     /// State for a server over `redis` and `db`. Must be called inside a Tokio runtime
     /// (it starts the background tasks, which stop once the state is dropped).
@@ -97,6 +106,7 @@ impl AppState {
         let shared = Shared {
             signer: Signer::new(&config.token.secret),
             identity,
+            client_addrs: ClientAddrs::new(&config.auth.trusted_proxies),
             catalog: Catalog::new(f.sold_out_cache_ms),
             admission: Admission::new(f.max_in_flight),
             degraded: DegradeSwitches::default(),

@@ -5,6 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::body::{check_user_id, ApiJson};
+use super::client_addr::Client;
 use super::error::ApiError;
 use super::identity::Caller;
 use super::state::{AppState, Subject};
@@ -35,10 +36,12 @@ pub struct TokenResponse {
 /// `POST /api/v1/token`: the user's token for a preheated, unended activity (the existing
 /// one when already registered), from `token.open_before_secs` before its start on
 /// (`not_started` until then); `revoked` while the operator has the user revoked. With
-/// `auth.mode` jwt or gateway, only to the authenticated caller, for themselves.
+/// `auth.mode` jwt or gateway, only to the authenticated caller, for themselves. Limited per
+/// client address and per named user (`too_many_requests`).
 pub async fn token(
     State(state): State<AppState>,
     caller: Caller,
+    client: Client,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let user_id = match (caller, req.user_id) {
@@ -50,7 +53,8 @@ pub async fn token(
         (Caller::Anyone, None) => return Err(ApiError::bad_request("missing field `user_id`")),
     };
     check_user_id(&user_id)?;
-    if !state.limits.allow_token_request(&user_id) {
+    if !state.limits.allow_token_request(&user_id, client.0) {
+        tracing::debug!(activity = req.activity_id, user = %user_id, %client, "token: rate limited");
         state.stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
@@ -87,7 +91,7 @@ pub async fn token(
     match issued {
         Ok(Some(t)) => {
             state.breaker.success();
-            tracing::debug!(activity = req.activity_id, user = %user_id, "token issued");
+            tracing::debug!(activity = req.activity_id, user = %user_id, %client, "token issued");
             Ok(Json(TokenResponse {
                 token: t.token,
                 expires_at: t.expires_at,

@@ -56,9 +56,11 @@ fn only_order(result: &Value) -> (String, String, bool) {
 
 #[tokio::test]
 async fn result_follows_an_order_from_queued_to_paid_cancelled_or_expired() {
+    // Many questions of one buyer in a row: not what the rate limit is for.
     let app = TestApp::builder()
         .sale(vec![phone(10, 1)])
         .pipeline()
+        .tune(|c| c.funnel.token_per_user_rps = 0)
         .serve()
         .build()
         .await;
@@ -145,6 +147,13 @@ async fn result_refuses_unknown_activities_and_missing_or_bad_buyers() {
         405,
         "method_not_allowed",
     );
+    // A buyer asking in a loop is held to the token requests' per-user limit (burst 5, 1/s).
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(result(&app, app.activity, "?user_id=looper", None).await.0.as_u16());
+    }
+    assert_eq!(answers[0], 200, "{answers:?}");
+    assert!(answers.contains(&429), "{answers:?}");
     app.finish().await;
 }
 
