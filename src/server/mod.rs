@@ -77,7 +77,7 @@ pub async fn run(
         state.stats.connections_refused.clone(),
         state.stats.connections_cut.clone(),
     );
-    tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), "serving the HTTP API");
+    tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), page = %format!("http://{addr}/"), "serving the HTTP API and the buyer page");
     // Every request carries its peer's address: the client address is logged and may be
     // rate-limited in every auth mode.
     http_threads::serve(listeners, Api::new(state), limits, true, shutdown).await

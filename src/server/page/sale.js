@@ -274,9 +274,13 @@
     const user = userId();
     if (!user) {
       inFlight = false;
-      say('Enter your user id first.', 'warn');
       updateButtons();
-      $('user').focus();
+      if (authMode === 'none') {
+        say('Enter your user id first.', 'warn');
+        $('user').focus();
+      } else {
+        say('Sign in first: this page has no valid login.', 'bad');
+      }
       return;
     }
     if (authMode === 'none') {
