@@ -1,5 +1,6 @@
 //! The buyer page in a real browser: headless Chromium driven over WebDriver (`fantoccini`)
-//! through a `chromedriver` this test starts on a spare port and stops by its process group.
+//! through a `chromedriver` this test starts on a spare port and stops by its process group
+//! (`chromium.rs`).
 //! `scripts/setup.sh --with-browser` (run by `scripts/test.sh`) installs Debian's `chromium`
 //! and `chromium-driver`.
 //!
@@ -8,139 +9,20 @@
 //! clock is skewed by +60 s before its script runs (Chrome DevTools'
 //! `Page.addScriptToEvaluateOnNewDocument`), for every case: nothing may depend on it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::http::Method;
 use chrono::{DurationRound, Utc};
 use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
-use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
 use seckill::ops::catalog::{self, NewActivity};
 
-use crate::helpers::{free_port, random_suffix, spec, ProductSpec, TestApp};
+use crate::chromium::{open_browser, start_driver, Cdp};
+use crate::helpers::{spec, ProductSpec, TestApp};
 
 /// How far ahead of the real time the page's `Date` runs.
 const SKEW_MS: i64 = 60_000;
-
-/// Chromium's flags: headless, and nothing that reaches for the network on its own (this
-/// machine's network is closed, and a test must not wait for it).
-const CHROMIUM_FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=900,1000",
-];
-
-/// A `chromedriver` in a process group of its own (so Chromium goes with it), and its
-/// scratch directory.
-struct Driver {
-    child: std::process::Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The group: chromedriver and the Chromium processes it started.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file())
-}
-
-async fn start_driver() -> Driver {
-    let program = find_program("chromedriver")
-        .expect("chromedriver not found: run scripts/setup.sh --with-browser (installs chromium and chromium-driver)");
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("seckill-browser-{}", random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
-    let child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(program)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver")
-    };
-    let driver = Driver {
-        child,
-        dir,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = http.get(format!("{}/status", driver.url)).send().await;
-        if let Ok(answer) = ready {
-            let status: Value = answer.json().await.unwrap_or(Value::Null);
-            if status["value"]["ready"] == true {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "chromedriver did not answer within 15 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    driver
-}
-
-async fn open_browser(driver: &Driver) -> Client {
-    let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| f.to_string()).collect();
-    args.push(format!("--user-data-dir={}", driver.dir.join("profile").display()));
-    let mut options = json!({ "args": args });
-    if Path::new("/usr/bin/chromium").is_file() {
-        options["binary"] = json!("/usr/bin/chromium");
-    }
-    let mut capabilities = Capabilities::new();
-    capabilities.insert("goog:chromeOptions".into(), options);
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session (is chromium installed? scripts/setup.sh --with-browser)")
-}
-
-/// A Chrome DevTools command through chromedriver's `goog/cdp/execute`.
-#[derive(Debug)]
-struct Cdp {
-    cmd: &'static str,
-    params: Value,
-}
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (Method, Option<String>) {
-        let body = json!({"cmd": self.cmd, "params": self.params});
-        (Method::POST, Some(body.to_string()))
-    }
-}
 
 /// Runs `script` in the page and returns its value.
 async fn js(client: &Client, script: &str, args: Vec<Value>) -> Value {
@@ -488,6 +370,28 @@ async fn buyer_page_in_headless_chromium() {
     )
     .await;
 
+    // ---- the operator's degrade switch: the page says what the operator said
+    open_page(&client, &app, activity, "calm").await;
+    app.cli(&[
+        "degrade",
+        &activity.to_string(),
+        "on",
+        "--message",
+        "Back in five minutes",
+    ])
+    .await
+    .ok();
+    // Every serve reads the switches every 400 ms.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    eventually(
+        &client,
+        5,
+        "the button enabled",
+        &format!("return !document.getElementById('{button}').disabled;"),
+    )
+    .await;
+    client.find(Locator::Id(&button)).await.unwrap().click().await.unwrap();
+    message_with(&client, "Back in five minutes").await;
     app.finish().await;
 
     // ---- auth.mode jwt: the JWT from the URL fragment, kept for the next visit

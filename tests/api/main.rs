@@ -8,6 +8,7 @@ mod bench;
 mod browser;
 mod buy;
 mod catalog;
+mod chromium;
 mod client_addr;
 mod connectivity;
 mod consumer_handover;
