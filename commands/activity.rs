@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use seckill::model::Activity;
-use seckill::ops::catalog::{self, ActivityChanges, NewActivity};
+use seckill::ops::catalog::{self, ActivityChanges, HotAt, NewActivity};
 
 use crate::context::Context;
 use crate::output::{self, OutputArgs};
@@ -37,7 +37,32 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse::time)]
     end: DateTime<Utc>,
     #[command(flatten)]
+    hot: HotArgs,
+    #[command(flatten)]
     output: OutputArgs,
+}
+
+/// When `seckill scheduler` preheats the activity (`hot`).
+#[derive(Debug, Args)]
+pub struct HotArgs {
+    /// Preheat at this time (RFC 3339, at or before the start); `seckill scheduler` runs `hot`.
+    #[arg(long, value_parser = parse::time, group = "hot_schedule")]
+    hot_at: Option<DateTime<Utc>>,
+    /// Preheat this many minutes before the start (0 to 525600); `seckill scheduler` runs `hot`.
+    #[arg(long, value_name = "MINUTES", group = "hot_schedule",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(catalog::MAX_HOT_BEFORE_MINUTES)))]
+    hot_before: Option<u32>,
+}
+
+impl HotArgs {
+    /// The schedule given, if any.
+    fn given(&self) -> Option<HotAt> {
+        match (self.hot_at, self.hot_before) {
+            (Some(at), _) => Some(HotAt::At(at)),
+            (None, Some(minutes)) => Some(HotAt::MinutesBefore(minutes)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Arguments of `activity update`.
@@ -54,6 +79,12 @@ pub struct UpdateArgs {
     /// New closing time (RFC 3339); refused while the activity is online.
     #[arg(long, value_parser = parse::time)]
     end: Option<DateTime<Utc>>,
+    /// A scheduled preheat moves with `--start` unless one of these is given.
+    #[command(flatten)]
+    hot: HotArgs,
+    /// Unschedule the preheat (run `seckill hot` by hand).
+    #[arg(long, conflicts_with = "hot_schedule")]
+    no_hot: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -75,6 +106,7 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
                 name: args.name,
                 start_at: args.start,
                 end_at: args.end,
+                hot: args.hot.given().unwrap_or_default(),
             };
             let activity = catalog::create_activity(&db, &new).await?;
             if args.output.json {
@@ -87,6 +119,11 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
                 name: args.name,
                 start_at: args.start,
                 end_at: args.end,
+                hot: if args.no_hot {
+                    Some(HotAt::Unscheduled)
+                } else {
+                    args.hot.given()
+                },
             };
             let activity = catalog::update_activity(&db, args.id, &changes).await?;
             print(&[activity], args.output)?;
@@ -106,13 +143,19 @@ pub async fn run(ctx: &Context, command: ActivityCommand) -> anyhow::Result<()> 
 }
 
 fn print(activities: &[Activity], output: OutputArgs) -> anyhow::Result<()> {
-    output::rows(activities, output, &["id", "name", "status", "start", "end"], |a| {
-        vec![
-            a.id.to_string(),
-            a.name.clone(),
-            a.status.to_string(),
-            a.start_at.to_rfc3339(),
-            a.end_at.to_rfc3339(),
-        ]
-    })
+    output::rows(
+        activities,
+        output,
+        &["id", "name", "status", "start", "end", "hot at"],
+        |a| {
+            vec![
+                a.id.to_string(),
+                a.name.clone(),
+                a.status.to_string(),
+                a.start_at.to_rfc3339(),
+                a.end_at.to_rfc3339(),
+                output::opt(a.hot_at.map(|t| t.to_rfc3339())),
+            ]
+        },
+    )
 }

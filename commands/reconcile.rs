@@ -105,7 +105,9 @@ async fn run_all(ctx: &Context, args: &ReconcileArgs) -> CliResult {
         .await
         .map_err(CliError::could_not_check)?;
     let mut checked = Vec::new();
+    let bar = seckill::progress::bar(ids.len() as u64, "activities");
     for id in ids {
+        bar.inc(1);
         checked.push(
             match reconcile::reconcile(&db, &redis, ctx.group(), id, grace, args.fix).await {
                 Ok(report) => Checked {
@@ -123,6 +125,7 @@ async fn run_all(ctx: &Context, args: &ReconcileArgs) -> CliResult {
             },
         );
     }
+    bar.finish_and_clear();
     if let Some(path) = &args.metrics_file {
         let reports: Vec<ReconcileReport> = checked.iter().filter_map(|c| c.report.clone()).collect();
         // A file that cannot be read (the first run) carries nothing over.

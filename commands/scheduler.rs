@@ -20,6 +20,6 @@ pub async fn run(ctx: &Context, _args: SchedulerArgs) -> anyhow::Result<()> {
     }
     let (db, redis) = (ctx.db().await?, ctx.redis().await?);
     let tick = Duration::from_millis(ctx.config.scheduler.tick_ms);
-    seckill::ops::scheduler::run(&db, &redis, tick, seckill::shutdown::signal()).await;
+    seckill::ops::scheduler::run(&db, &redis, ctx.group(), tick, seckill::shutdown::signal()).await;
     Ok(())
 }

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
             name: "bench".into(),
             start_at: Utc::now() - Duration::minutes(1),
             end_at: Utc::now() + Duration::hours(1),
+            hot: Default::default(),
         },
     )
     .await?

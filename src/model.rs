@@ -150,6 +150,8 @@ pub struct Activity {
     pub start_at: DateTime<Utc>,
     /// When buying closes.
     pub end_at: DateTime<Utc>,
+    /// When `seckill scheduler` preheats it (`hot`); `None`: not scheduled.
+    pub hot_at: Option<DateTime<Utc>>,
     /// Row creation.
     pub created_at: DateTime<Utc>,
     /// Last change.

@@ -1,20 +1,88 @@
-//! Progress bars for long operations: drawn on stderr only when a person is watching.
+//! Progress bars for long operations: drawn on stderr only when a person is watching (stdout
+//! and stderr both terminals) and only once the job has run for [`SHOW_AFTER`], so quick
+//! jobs, pipes and scripts see nothing. One bar at a time: a job started inside another
+//! (the products of one activity under `reconcile --all`) stays hidden, so two bars never
+//! draw over each other.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle, WeakProgressBar};
 
-/// A bar of `len` steps labelled `label`; hidden when stderr is not a terminal or the job is small.
+/// The bar of the outermost job still running, if any.
+static OUTER: Mutex<Option<WeakProgressBar>> = Mutex::new(None);
+
+/// How long a job runs before its bar appears: a bar that flashes for a few milliseconds
+/// only clutters the terminal.
+pub const SHOW_AFTER: Duration = Duration::from_secs(1);
+
+/// True when a person is at a terminal: stdout is one (no script reads it) and so is stderr
+/// (where the bar is drawn).
+pub fn watched() -> bool {
+    std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// A bar of `len` steps labelled `label`; hidden unless [`watched`], shown after [`SHOW_AFTER`].
 pub fn bar(len: u64, label: &str) -> ProgressBar {
-    if len < 50 || !std::io::stderr().is_terminal() {
+    shown_later(
+        Some(len),
+        label,
+        "{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+    )
+}
+
+/// A counter for a job of unknown size (`label`: what is counted); hidden unless
+/// [`watched`], shown after [`SHOW_AFTER`].
+pub fn counter(label: &str) -> ProgressBar {
+    shown_later(None, label, "{spinner} {msg:>10} {pos} ({per_sec}, {elapsed})")
+}
+
+fn shown_later(len: Option<u64>, label: &str, template: &str) -> ProgressBar {
+    if !watched() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len);
+    let mut outer = OUTER.lock().unwrap_or_else(|e| e.into_inner());
+    if outer
+        .as_ref()
+        .and_then(WeakProgressBar::upgrade)
+        .is_some_and(|bar| !bar.is_finished())
+    {
+        return ProgressBar::hidden();
+    }
+    // Cleared however the job ends, an error included: the bar never outlives it on screen.
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden()).with_finish(ProgressFinish::AndClear);
     bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+        ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
+    *outer = Some(bar.downgrade());
+    // A weak handle: a job that ends first drops its bar, and this thread then draws nothing.
+    let weak = bar.downgrade();
+    std::thread::spawn(move || {
+        std::thread::sleep(SHOW_AFTER);
+        if let Some(bar) = weak.upgrade() {
+            if !bar.is_finished() {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar.enable_steady_tick(Duration::from_millis(200));
+            }
+        }
+    });
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_a_terminal_every_bar_is_hidden() {
+        if watched() {
+            return; // run by hand at a terminal: nothing to check
+        }
+        assert!(bar(1_000_000, "x").is_hidden());
+        assert!(counter("x").is_hidden());
+    }
 }

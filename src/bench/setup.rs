@@ -37,6 +37,7 @@ pub async fn create(db: &Db, redis: &RedisClient, group: &str, stock: u32, limit
             name: name.clone(),
             start_at: now - chrono::Duration::minutes(1),
             end_at: now + chrono::Duration::hours(1),
+            hot: Default::default(),
         },
     )
     .await?

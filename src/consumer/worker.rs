@@ -48,6 +48,8 @@ struct Worker {
     /// and nobody reclaimed meanwhile, instead of leaving it for `claim_idle_ms`.
     retake_own: bool,
     stats: ConsumerMetrics,
+    /// Entries persisted, on a terminal during a `--once` drain (see [`crate::progress`]).
+    progress: indicatif::ProgressBar,
 }
 
 /// How often the backlog gauges (pending, lag, dead letters) are read from Redis.
@@ -117,6 +119,7 @@ pub async fn run_with_metrics(
         }
         None => ConsumerMetrics::noop(),
     };
+    let opts_once = opts.once;
     let mut worker = Worker {
         stats,
         db: Db::connect_lazy(config)?,
@@ -134,9 +137,15 @@ pub async fn run_with_metrics(
         backoff: base,
         let_go: None,
         retake_own: false,
+        progress: if opts_once {
+            crate::progress::counter("persisted")
+        } else {
+            indicatif::ProgressBar::hidden()
+        },
     };
     tracing::info!(consumer = %worker.opts.name, batch = worker.opts.batch, once = worker.opts.once, "consumer started");
     worker.run_loop().await;
+    worker.progress.finish_and_clear();
     if let Some(registry) = worker.stats.registry() {
         // Final figures, so a `--once` run's backlog gauges show where it left off.
         let mut gauges = std::collections::HashMap::new();
@@ -528,6 +537,7 @@ impl Worker {
         self.report.batches += 1;
         self.report.persisted += done.inserted;
         self.report.duplicates += done.duplicates;
+        self.progress.inc(done.inserted + done.duplicates);
         self.stats.persisted.increment(done.inserted);
         self.stats.duplicates.increment(done.duplicates);
         self.stats.batch_seconds.record(started.elapsed().as_secs_f64());

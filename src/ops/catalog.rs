@@ -15,7 +15,7 @@ use crate::model::{Activity, ActivityStatus, Product};
 use crate::redis_client::RedisClient;
 use crate::reservation;
 
-const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, created_at, updated_at";
+const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, hot_at, created_at, updated_at";
 pub(crate) const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
      max_per_order, sold, version, created_at, updated_at";
 /// Longest activity or product name.
@@ -30,6 +30,49 @@ pub struct NewActivity {
     pub start_at: DateTime<Utc>,
     /// Sale closes.
     pub end_at: DateTime<Utc>,
+    /// When `seckill scheduler` preheats it.
+    pub hot: HotAt,
+}
+
+/// Most minutes ahead of its start a preheat may be scheduled (`--hot-before`): a year.
+pub const MAX_HOT_BEFORE_MINUTES: u32 = 525_600;
+
+/// When `seckill scheduler` is to preheat an activity (`activities.hot_at`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HotAt {
+    /// Not scheduled: `hot` is run by hand.
+    #[default]
+    Unscheduled,
+    /// At this time (at or before the start).
+    At(DateTime<Utc>),
+    /// This many minutes before the start (stored as the time it comes to).
+    MinutesBefore(u32),
+}
+
+impl HotAt {
+    /// The time it names for an activity starting at `start_at`; checked to lie between
+    /// 1970 and the start.
+    pub fn resolve(self, start_at: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let at = match self {
+            HotAt::Unscheduled => return Ok(None),
+            HotAt::At(at) => at,
+            HotAt::MinutesBefore(minutes) => {
+                if minutes > MAX_HOT_BEFORE_MINUTES {
+                    return Err(Error::invalid(format!(
+                        "hot before: {minutes} minutes is not in 0..={MAX_HOT_BEFORE_MINUTES}"
+                    )));
+                }
+                start_at - chrono::Duration::minutes(i64::from(minutes))
+            }
+        };
+        check_time(at)?;
+        if at > start_at {
+            return Err(Error::invalid(format!(
+                "hot at ({at}) must be at or before the start ({start_at}): the sale cannot open unpreheated"
+            )));
+        }
+        Ok(Some(at))
+    }
 }
 
 /// Fields `activity update` may change; `None` keeps the current value.
@@ -41,6 +84,9 @@ pub struct ActivityChanges {
     pub start_at: Option<DateTime<Utc>>,
     /// New end.
     pub end_at: Option<DateTime<Utc>>,
+    /// New scheduled preheat. `None` keeps it, moved by as much as the start moves (so a
+    /// preheat set "N minutes before the start" stays N minutes before it).
+    pub hot: Option<HotAt>,
 }
 
 /// What `product add` needs.
@@ -144,14 +190,17 @@ fn check_limits(per_user_limit: u32, max_per_order: u32) -> Result<()> {
 pub async fn create_activity(db: &Db, new: &NewActivity) -> Result<Activity> {
     check_name(&new.name)?;
     check_window(new.start_at, new.end_at)?;
-    let id = sqlx::query("INSERT INTO activities (name, status, start_at, end_at) VALUES (?, 'draft', ?, ?)")
-        .bind(new.name.trim())
-        .bind(new.start_at.naive_utc())
-        .bind(new.end_at.naive_utc())
-        .execute(db.pool())
-        .await
-        .at(db)?
-        .last_insert_id();
+    let hot_at = new.hot.resolve(new.start_at)?;
+    let id =
+        sqlx::query("INSERT INTO activities (name, status, start_at, end_at, hot_at) VALUES (?, 'draft', ?, ?, ?)")
+            .bind(new.name.trim())
+            .bind(new.start_at.naive_utc())
+            .bind(new.end_at.naive_utc())
+            .bind(hot_at.map(|t| t.naive_utc()))
+            .execute(db.pool())
+            .await
+            .at(db)?
+            .last_insert_id();
     get_activity(db, id).await
 }
 
@@ -185,9 +234,9 @@ pub(crate) async fn lock_activity(db: &Db, tx: &mut Transaction<'_, MySql>, id: 
     .ok_or_else(|| Error::not_found(format!("activity {id}")))
 }
 
-/// Changes name and window. The window is refused while online, like the products:
-/// Redis sells by its own copy, which `hot` and `start` write, so a change now would be
-/// recorded and not applied. To extend or cut a live sale: `stop`, `update`, `start`.
+/// Changes name, window and scheduled preheat. The window is refused while online, like the
+/// products: Redis sells by its own copy, which `hot` and `start` write, so a change now would
+/// be recorded and not applied. To extend or cut a live sale: `stop`, `update`, `start`.
 pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Result<Activity> {
     if let Some(name) = &changes.name {
         check_name(name)?;
@@ -204,11 +253,19 @@ pub async fn update_activity(db: &Db, id: u64, changes: &ActivityChanges) -> Res
              update it, then `seckill start {id}`"
         )));
     }
+    let hot_at = match changes.hot {
+        Some(hot) => hot.resolve(start_at)?,
+        None => match current.hot_at {
+            Some(at) => HotAt::At(at + (start_at - current.start_at)).resolve(start_at)?,
+            None => None,
+        },
+    };
     let name = changes.name.as_deref().map(str::trim).unwrap_or(&current.name);
-    sqlx::query("UPDATE activities SET name = ?, start_at = ?, end_at = ? WHERE id = ?")
+    sqlx::query("UPDATE activities SET name = ?, start_at = ?, end_at = ?, hot_at = ? WHERE id = ?")
         .bind(name)
         .bind(start_at.naive_utc())
         .bind(end_at.naive_utc())
+        .bind(hot_at.map(|t| t.naive_utc()))
         .bind(id)
         .execute(&mut *tx)
         .await

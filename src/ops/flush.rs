@@ -45,6 +45,7 @@ pub async fn flush(
     let mut conn = redis.conn();
     let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
     let mut removed = Vec::new();
+    let bar = crate::progress::counter("keys");
     let mut cursor: u64 = 0;
     loop {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -58,6 +59,7 @@ pub async fn flush(
             .at(redis)?;
         if !batch.is_empty() {
             let () = conn.unlink(&batch).await.at(redis)?;
+            bar.inc(batch.len() as u64);
             removed.extend(batch);
         }
         if next == 0 {
@@ -65,6 +67,7 @@ pub async fn flush(
         }
         cursor = next;
     }
+    bar.finish_and_clear();
     let () = conn.srem(keys.activities(), activity_id).await.at(redis)?;
     if !product_ids.is_empty() {
         let () = conn.hdel(keys.product_activity(), &product_ids).await.at(redis)?;

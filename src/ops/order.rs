@@ -173,12 +173,15 @@ pub async fn expire(db: &Db, redis: &RedisClient, older_than: Duration, activity
         candidates: orders.len() as u64,
         ..Default::default()
     };
+    let bar = crate::progress::bar(orders.len() as u64, "expire");
     for order in &orders {
         match release(db, redis, order, OrderStatus::Expired, "expire").await? {
             Some(t) => report.expired.push(t),
             None => report.skipped += 1,
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(report)
 }
 

@@ -1,7 +1,9 @@
-//! `seckill scheduler`: opens each preheated activity at its `start_at` and ends each opened
-//! one at its `end_at`, through [`ops::start`](crate::ops::start) and
+//! `seckill scheduler`: preheats each `draft` activity at its `hot_at` (when it has one),
+//! opens each preheated one at its `start_at` and ends each opened one at its `end_at`,
+//! through [`ops::hot`](crate::ops::hot::hot), [`ops::start`](crate::ops::start) and
 //! [`ops::stop`](crate::ops::stop), so MySQL and Redis change together and every refusal of
-//! theirs (Redis lost its state, products changed after `hot`) holds.
+//! theirs (reservations not yet persisted, Redis lost its state, products changed after
+//! `hot`) holds.
 //!
 //! Several schedulers may run at once (one per host, for availability): each tick runs under
 //! a MySQL named lock of the database, and the due activities are read after taking it, so
@@ -17,12 +19,15 @@ use crate::db::Db;
 use crate::error::{DbContext, Result};
 use crate::model::ActivityStatus;
 use crate::ops::catalog;
+use crate::ops::hot;
 use crate::ops::lifecycle;
 use crate::redis_client::RedisClient;
 
 /// What the scheduler did to one activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// Preheated (`hot`) at its `hot_at`; still `draft`.
+    Preheated,
     /// Opened at its `start_at`.
     Opened,
     /// Ended at its `end_at`.
@@ -33,6 +38,7 @@ impl Transition {
     /// The status it leads to.
     fn target(self) -> ActivityStatus {
         match self {
+            Transition::Preheated => ActivityStatus::Draft,
             Transition::Opened => ActivityStatus::Online,
             Transition::Ended => ActivityStatus::Ended,
         }
@@ -70,8 +76,15 @@ impl Refusals {
 const LOCK_NAME: &str = "CONCAT('seckill.scheduler.', MD5(COALESCE(DATABASE(), '')))";
 
 /// Runs ticks every `tick` until `shutdown` completes. A tick that fails (a backend is
-/// down) is logged and the next one tries again.
-pub async fn run(db: &Db, redis: &RedisClient, tick: Duration, shutdown: impl Future<Output = ()>) {
+/// down) is logged and the next one tries again. `consumer_group` is the one `hot` checks
+/// for unpersisted reservations.
+pub async fn run(
+    db: &Db,
+    redis: &RedisClient,
+    consumer_group: &str,
+    tick: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut refusals = Refusals::default();
     let mut interval = tokio::time::interval(tick);
@@ -82,20 +95,27 @@ pub async fn run(db: &Db, redis: &RedisClient, tick: Duration, shutdown: impl Fu
             () = &mut shutdown => return,
             _ = interval.tick() => {}
         }
-        if let Err(e) = run_tick(db, redis, Utc::now(), &mut refusals).await {
+        if let Err(e) = run_tick(db, redis, consumer_group, Utc::now(), &mut refusals).await {
             tracing::error!(error = %e, "scheduler tick failed; trying again");
         }
     }
 }
 
-/// One tick at `now`: opens the due `draft` activities and ends the `online` and `paused`
+/// One tick at `now`: preheats the `draft` activities whose `hot_at` has passed (see
+/// [`due_preheats`]), opens the due `draft` activities and ends the `online` and `paused`
 /// ones past their end, unless another scheduler holds the tick lock (then nothing).
 /// Returns the transitions made.
 ///
 /// Only `draft` activities are opened: a `paused` one was paused by an operator (`stop`),
 /// and resuming it is theirs to decide. An activity whose window passed entirely while no
 /// scheduler ran is not opened.
-pub async fn run_tick(db: &Db, redis: &RedisClient, now: DateTime<Utc>, refusals: &mut Refusals) -> Result<Vec<Done>> {
+pub async fn run_tick(
+    db: &Db,
+    redis: &RedisClient,
+    consumer_group: &str,
+    now: DateTime<Utc>,
+    refusals: &mut Refusals,
+) -> Result<Vec<Done>> {
     let mut lock = db.pool().acquire().await.at(db)?;
     let got: Option<i64> = sqlx::query_scalar(&format!("SELECT GET_LOCK({LOCK_NAME}, 0)"))
         .fetch_one(&mut *lock)
@@ -104,7 +124,11 @@ pub async fn run_tick(db: &Db, redis: &RedisClient, now: DateTime<Utc>, refusals
     if got != Some(1) {
         return Ok(Vec::new());
     }
-    let done = due_transitions(db, redis, now, refusals).await;
+    // A preheat that cannot be looked into must not hold up the openings and endings.
+    let preheated = due_preheats(db, redis, consumer_group, now, refusals).await;
+    let done = due_transitions(db, redis, now, refusals)
+        .await
+        .and_then(|more| Ok(preheated?.into_iter().chain(more).collect()));
     let released: std::result::Result<Option<i64>, _> =
         sqlx::query_scalar(&format!("SELECT RELEASE_LOCK({LOCK_NAME})"))
             .fetch_one(&mut *lock)
@@ -115,6 +139,62 @@ pub async fn run_tick(db: &Db, redis: &RedisClient, now: DateTime<Utc>, refusals
         drop(lock.detach());
     }
     done
+}
+
+/// Preheats every `draft` activity whose `hot_at` has passed, by `now` and by MySQL's clock,
+/// and that Redis holds no preheat of from `hot_at` on (none at all, or an older one: a `hot`
+/// run by hand before `hot_at` is run again then, so the sale opens with the catalog as it is
+/// at `hot_at`). Redis's `preheated_at` is MySQL's clock when `hot` read the catalog, later
+/// than `hot_at` by MySQL's clock, so a preheat this makes is seen by the next tick (of any
+/// scheduler) and not made again; one an operator makes after `hot_at` is kept. A refused
+/// `hot` (reservations not yet persisted, Redis not durable, no products) is logged once and
+/// tried again every tick.
+async fn due_preheats(
+    db: &Db,
+    redis: &RedisClient,
+    consumer_group: &str,
+    now: DateTime<Utc>,
+    refusals: &mut Refusals,
+) -> Result<Vec<Done>> {
+    // DATETIME columns hold UTC (see catalog): compared with UTC_TIMESTAMP, not NOW.
+    let due: Vec<(u64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, hot_at FROM activities WHERE status = 'draft' AND hot_at IS NOT NULL \
+         AND hot_at <= ? AND hot_at <= UTC_TIMESTAMP(3) AND end_at > ? ORDER BY hot_at, id",
+    )
+    .bind(now)
+    .bind(now)
+    .fetch_all(db.pool())
+    .await
+    .at(db)?;
+    let mut done = Vec::new();
+    for (id, hot_at) in due {
+        let since = lifecycle::preheated_at(redis, id).await?;
+        if since.is_some_and(|ms| ms >= hot_at.timestamp_millis()) {
+            continue;
+        }
+        match hot::hot(db, redis, consumer_group, id).await {
+            Ok(report) => {
+                tracing::info!(
+                    activity = id,
+                    due_at = %hot_at,
+                    products = report.products,
+                    remaining = report.remaining,
+                    "activity preheated"
+                );
+                done.push(Done {
+                    activity_id: id,
+                    transition: Transition::Preheated,
+                });
+            }
+            Err(e) => {
+                let why = format!("hot: {e}");
+                if refusals.record(id, &why) {
+                    tracing::warn!(activity = id, error = %e, "activity is due to be preheated but was left as it is");
+                }
+            }
+        }
+    }
+    Ok(done)
 }
 
 async fn due_transitions(
@@ -153,15 +233,18 @@ async fn due_transitions(
             }
             continue;
         }
-        let made = match transition {
-            Transition::Opened => lifecycle::start(db, redis, id).await,
-            Transition::Ended => lifecycle::stop(db, redis, id, true).await,
+        let (made, message) = match transition {
+            Transition::Opened => (lifecycle::start(db, redis, id).await, "activity opened"),
+            Transition::Ended => (lifecycle::stop(db, redis, id, true).await, "activity ended"),
+            // Made by `due_preheats`, never listed here.
+            Transition::Preheated => continue,
         };
         match made {
             Ok(activity) => {
-                let (message, at) = match transition {
-                    Transition::Opened => ("activity opened", activity.start_at),
-                    Transition::Ended => ("activity ended", activity.end_at),
+                let at = if transition == Transition::Opened {
+                    activity.start_at
+                } else {
+                    activity.end_at
                 };
                 tracing::info!(activity = id, due_at = %at, "{message}");
                 done.push(Done {

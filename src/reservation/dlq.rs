@@ -146,7 +146,9 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
     }
     let mut conn = redis.conn();
     let mut out = Vec::new();
+    let bar = crate::progress::bar(letters.len() as u64, "replay");
     for d in letters {
+        bar.inc(1);
         let entry = Entry {
             id: d.entry_id.clone(),
             fields: d.fields.clone(),
@@ -176,5 +178,6 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
             error,
         });
     }
+    bar.finish_and_clear();
     Ok(out)
 }

@@ -127,6 +127,7 @@ async fn buyer_page_in_headless_chromium() {
             name: "11.11 flash sale".into(),
             start_at: start,
             end_at: start + chrono::Duration::hours(1),
+            hot: Default::default(),
         },
     )
     .await

@@ -387,6 +387,10 @@ async fn connections_beyond_the_cap_are_refused_at_once_and_counted() {
         .build()
         .await;
     let addr = address(&sale.base);
+    // The fixture's HTTP client keeps its readiness probes' connections alive, and each one
+    // counts against the cap until the header timeout cuts it; wait those out so the cap
+    // holds exactly the 20 half-open connections below.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let mut held = half_open(&addr, 20).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Over the cap: refused at once with a JSON answer.

@@ -482,6 +482,7 @@ impl TestApp {
                 name: "test sale".into(),
                 start_at: now + chrono::Duration::seconds(opens_in_secs),
                 end_at: now + chrono::Duration::hours(2),
+                hot: Default::default(),
             },
         )
         .await
@@ -576,6 +577,7 @@ impl TestApp {
             name: format!("sale {}", random_suffix()),
             start_at,
             end_at,
+            hot: Default::default(),
         };
         catalog::create_activity(&self.db, &new).await.expect("create activity")
     }

@@ -186,6 +186,7 @@ async fn the_library_returns_typed_errors() {
             name: "x".into(),
             start_at: end,
             end_at: start,
+            hot: Default::default(),
         },
     )
     .await

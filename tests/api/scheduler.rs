@@ -23,7 +23,7 @@ async fn preheated(app: &TestApp, opens_in: i64, lasts: i64) -> (u64, DateTime<U
 }
 
 /// `seckill scheduler` with JSON logs on a pipe (transitions are logged at info).
-fn scheduler(app: &TestApp) -> Child {
+pub(crate) fn scheduler(app: &TestApp) -> Child {
     app.command(&["--log-format", "json", "scheduler"])
         .env("RUST_LOG", "seckill=info")
         .stdout(Stdio::null())
@@ -33,7 +33,7 @@ fn scheduler(app: &TestApp) -> Child {
 }
 
 /// Stops `child` with SIGTERM; asserts it exits 0 and returns its log lines.
-fn stop(child: Child) -> Vec<serde_json::Value> {
+pub(crate) fn stop(child: Child) -> Vec<serde_json::Value> {
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -42,14 +42,14 @@ fn stop(child: Child) -> Vec<serde_json::Value> {
 }
 
 /// Log lines with `message` about `activity`.
-fn count(logs: &[serde_json::Value], message: &str, activity: u64) -> usize {
+pub(crate) fn count(logs: &[serde_json::Value], message: &str, activity: u64) -> usize {
     logs.iter()
         .filter(|l| l["fields"]["message"] == message && l["fields"]["activity"] == activity)
         .count()
 }
 
 /// Polls MySQL until the activity has `status`; the moment it was seen.
-async fn seen(app: &TestApp, activity: u64, status: ActivityStatus, deadline: Instant) -> DateTime<Utc> {
+pub(crate) async fn seen(app: &TestApp, activity: u64, status: ActivityStatus, deadline: Instant) -> DateTime<Utc> {
     loop {
         if app.activity(activity).await.status == status {
             return Utc::now();

@@ -347,3 +347,109 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
     );
     assert_eq!(f.redis_counters().await, counters);
 }
+
+/// Locks the product row in a transaction of the test's (MySQL statements of others on it wait).
+async fn lock_product(f: &TestApp) -> sqlx::Transaction<'static, sqlx::MySql> {
+    let mut lock = f.db.pool().begin().await.unwrap();
+    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
+        .bind(f.product)
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// `stock sold-out` whose last MySQL step fails after Redis withdrew the units: the step waits
+/// for the product row (the test holds it) and its MySQL connection is killed. The command says
+/// the change is pending (exit 1); the withdrawn units stay off sale through `reconcile --fix`
+/// inside the in-flight grace and after it, when reconcile completes the change in MySQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_whose_mysql_fails_after_redis_withdrew_keeps_the_units_off_sale() {
+    let own = OwnRedis::start().await;
+    let f = TestApp::builder()
+        .pipeline()
+        .redis(own.url())
+        .tune(|c| {
+            c.redis.response_timeout_ms = 30_000;
+            c.orders.in_flight_grace_secs = 4;
+        })
+        .sale(vec![phone(10, 1)])
+        .build()
+        .await;
+    f.reserve(users("m", 3), 1).await;
+    f.drain().await;
+    let pending = || {
+        f.scalar("SELECT COUNT(*) FROM stock_ledger WHERE activity_id = ? AND op = 'sold_out' AND state = 'pending'")
+    };
+
+    // Step 1 waits for the row while the process is connected; Redis then stalls, so once
+    // step 1 commits, step 2 (the script) hangs until the test has the row again.
+    let lock = lock_product(&f).await;
+    let child = f
+        .command(&["stock", "sold-out", &f.product.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_wait(&f).await;
+    own.signal("-STOP");
+    lock.commit().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending().await != 1 {
+        assert!(Instant::now() < deadline, "step 1 never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lock = lock_product(&f).await;
+    own.signal("-CONT");
+    // Step 3 now waits for the row: Redis has withdrawn the units.
+    wait_for_lock_wait(&f).await;
+    assert_eq!(
+        f.redis_counters().await,
+        (0, 3, 3),
+        "Redis withdrew the 7 units on sale"
+    );
+    let connection: i64 = sqlx::query_scalar(
+        "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = DATABASE() \
+         AND id <> CONNECTION_ID() AND info LIKE '%FOR UPDATE%' AND time >= 1",
+    )
+    .fetch_one(f.db.pool())
+    .await
+    .unwrap();
+    sqlx::query(&format!("KILL {connection}"))
+        .execute(f.db.pool())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    lock.rollback().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stock change #") && stderr.contains("is pending"),
+        "{stderr}"
+    );
+    assert_eq!(
+        (pending().await, mysql_total(&f).await),
+        (1, 10),
+        "MySQL has not heard yet"
+    );
+
+    // Within the grace the change is in flight: nothing may put the units back.
+    let (_, early) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
+    assert_eq!(
+        f.redis_counters().await.0,
+        0,
+        "reconcile put withdrawn units back on sale:\n{early}"
+    );
+    assert_eq!(pending().await, 1, "{early}");
+
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let (code, fixed) = f.run(&["reconcile", &f.activity.to_string(), "--fix"]);
+    assert!(fixed.contains("applied in Redis; completed in MySQL"), "{fixed}");
+    assert_eq!(f.redis_counters().await, (0, 3, 3), "{fixed}");
+    assert_eq!((pending().await, mysql_total(&f).await), (0, 3), "{fixed}");
+    let delta = f
+        .scalar("SELECT delta FROM stock_ledger WHERE activity_id = ? AND op = 'sold_out'")
+        .await;
+    assert_eq!(delta, -7);
+    assert_settled(&f, code, &fixed).await;
+}

@@ -44,12 +44,15 @@ pub(super) async fn repair(
         expected,
         ..
     } = analyse(&now, activity, grace);
+    let bar = crate::progress::bar(lines.len() as u64, "products");
     for line in &lines {
+        bar.inc(1);
         if line.mysql_sold != line.order_units {
             done.push(set_mysql_sold(db, activity, &now, line).await?);
         }
         done.extend(set_redis_counters(db, redis, activity, line).await?);
     }
+    bar.finish_and_clear();
     for f in findings.iter().filter(|f| f.class == Class::QuotaDrift) {
         let Some(product) = f.product_id else { continue };
         let want = expected.get(&(product, f.subject.clone())).copied().unwrap_or(0);

@@ -36,7 +36,7 @@ pub struct Snapshot {
     pub products: Vec<Product>,
     /// Stream entries up to the cut, with their delivery state.
     pub entries: Vec<(Entry, Delivery)>,
-    /// Last stream entry id at the cut (`None`: the stream was empty).
+    /// The stream's last generated id at the cut, deleted entries included (`None`: no entry yet).
     pub cut: Option<String>,
     /// Dead-lettered reservations of entries up to the cut, keyed by their original entry id
     /// (the entry rebuilt from the dead letter's original fields).
