@@ -90,34 +90,46 @@ pub async fn diagnose(config: &Config) -> Diagnosis {
 }
 
 async fn redis_checks(config: &Config, redis: &RedisClient, checks: &mut Vec<Check>) {
-    let setup = match durability::inspect(redis).await {
-        Ok(setup) => setup,
+    let nodes = match durability::inspect(redis).await {
+        Ok(nodes) => nodes,
         Err(e) => {
             checks.push(check("redis", Verdict::Fail, e.to_string()));
             return;
         }
     };
+    // A cluster's primaries each hold their own slots' orders, so each is judged (and named).
+    let several = nodes.len() > 1;
+    for (addr, setup) in &nodes {
+        let first = checks.len();
+        node_checks(config, addr, setup, checks);
+        if several {
+            for c in &mut checks[first..] {
+                if !c.detail.starts_with(addr.as_str()) {
+                    c.detail = format!("{addr}: {}", c.detail);
+                }
+            }
+        }
+    }
+}
+
+fn node_checks(config: &Config, addr: &str, setup: &durability::RedisSetup, checks: &mut Vec<Check>) {
     let version = setup.version.clone().unwrap_or_else(|| "unknown".into());
     let mut parts = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     checks.push(if (major, minor) >= (6, 2) {
-        check(
-            "redis",
-            Verdict::Pass,
-            format!("{} answers, version {version}", redis.addr()),
-        )
+        check("redis", Verdict::Pass, format!("{} answers, version {version}", addr))
     } else {
         check(
             "redis",
             Verdict::Fail,
             format!(
                 "{} runs Redis {version}; seckill needs 6.2 or later (streams, XAUTOCLAIM)",
-                redis.addr()
+                addr
             ),
         )
     });
     let (policy, wait_replicas) = (config.redis.durability, config.redis.wait_replicas);
-    let short = durability::assess(policy, wait_replicas, &setup);
+    let short = durability::assess(policy, wait_replicas, setup);
     let about = |setting: &str| short.iter().find(|s| s.setting == setting);
     let persistence = about("appendonly").or(about("appendfsync"));
     checks.push(match (persistence, policy) {

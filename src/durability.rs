@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, RedisContext, Result};
-use crate::redis_client::RedisClient;
+use crate::redis_client::{RedisClient, RedisConn};
 
 /// How acknowledged orders must survive a Redis failure (`redis.durability`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -181,10 +181,19 @@ fn flag(value: Option<bool>) -> &'static str {
     }
 }
 
-/// Reads the server's persistence, eviction and replication settings. CONFIG GET is
-/// preferred; where it is disabled (managed Redis often renames it), INFO alone is used.
-pub async fn inspect(redis: &RedisClient) -> Result<RedisSetup> {
-    let mut conn = redis.conn();
+/// Reads every primary's persistence, eviction and replication settings (one server, or each
+/// primary of a cluster: each holds the orders of its own slots), as (`host:port`, settings).
+pub async fn inspect(redis: &RedisClient) -> Result<Vec<(String, RedisSetup)>> {
+    let mut found = Vec::new();
+    for node in redis.primaries().await? {
+        found.push((node.addr, inspect_node(redis, node.conn).await?));
+    }
+    Ok(found)
+}
+
+/// One server's settings. CONFIG GET is preferred; where it is disabled (managed Redis often
+/// renames it), INFO alone is used.
+async fn inspect_node(redis: &RedisClient, mut conn: RedisConn) -> Result<RedisSetup> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .arg("persistence")
@@ -238,12 +247,20 @@ fn info_field(info: &str, name: &str) -> Option<String> {
 /// or stream loses orders whatever the persistence.
 pub async fn require(redis: &RedisClient) -> Result<()> {
     let (policy, wait_replicas) = redis.durability();
-    let setup = inspect(redis).await?;
-    let short = assess(policy, wait_replicas, &setup);
-    if short.is_empty() {
+    let nodes = inspect(redis).await?;
+    let several = nodes.len() > 1;
+    let mut lines = Vec::new();
+    for (addr, setup) in &nodes {
+        for s in assess(policy, wait_replicas, setup) {
+            lines.push(match several {
+                true => format!("  - {addr}: {s}"),
+                false => format!("  - {s}"),
+            });
+        }
+    }
+    if lines.is_empty() {
         return Ok(());
     }
-    let lines: Vec<String> = short.iter().map(|s| format!("  - {s}")).collect();
     Err(Error::refused(format!(
         "Redis at {} does not meet redis.durability: {policy}:\n{}\n\
          (set redis.durability: none only for demos and tests: a Redis restart then loses unpersisted orders)",

@@ -2,7 +2,8 @@
 //! this table row for row (a test checks it).
 //!
 //! Every key of one activity carries the hash tag `{a:ID}`, so each Lua script
-//! touches a single Redis Cluster slot:
+//! touches a single Redis Cluster slot; the two keys without it span activities and are only
+//! ever used one command at a time:
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -18,8 +19,8 @@
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, or `void` (settled as undone by reconcile) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
-//! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts) |
-//! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts) |
+//! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts; one command at a time) |
+//! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts; one command at a time) |
 //!
 //! `P` is `redis.key_prefix`.
 
@@ -296,6 +297,33 @@ mod tests {
             .collect();
         let checked: Vec<&str> = rendered.iter().map(|(name, _)| *name).collect();
         assert_eq!(functions, checked);
+    }
+
+    /// In a cluster a script may touch one slot only: every key a script's header names
+    /// (`-- KEYS[n] ... P:...`) must be one of an activity's, never a key that spans activities.
+    #[test]
+    fn every_script_names_only_keys_of_one_activity() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let mut scripts = 0;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "lua") {
+                continue;
+            }
+            scripts += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let named: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("-- KEYS"))
+                .flat_map(|l| l.split_whitespace())
+                .filter(|word| word.starts_with("P:"))
+                .collect();
+            assert!(!named.is_empty(), "{} names no key in its header", path.display());
+            for key in named {
+                assert!(key.starts_with("P:{a:A}:"), "{}: {key}", path.display());
+            }
+        }
+        assert!(scripts >= 10, "found only {scripts} scripts in {}", dir.display());
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! `seckill flush`: remove every Redis key of one activity (SCAN + UNLINK, never KEYS).
+//! `seckill flush`: remove every Redis key of one activity (SCAN + UNLINK, never KEYS). In a
+//! cluster the activity's keys share one slot, so they sit on one primary; every primary is
+//! scanned anyway, so keys left behind by a resharding in progress are not missed.
 
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -44,28 +46,12 @@ pub async fn flush(
     let keys = redis.keys();
     let mut conn = redis.conn();
     let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
-    let mut removed = Vec::new();
+    let removed = redis.scan_match(&keys.activity_pattern(activity_id)).await?;
     let bar = crate::progress::counter("keys");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys.activity_pattern(activity_id))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .at(redis)?;
-        if !batch.is_empty() {
-            let () = conn.unlink(&batch).await.at(redis)?;
-            bar.inc(batch.len() as u64);
-            removed.extend(batch);
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+    // The keys share the activity's hash tag, so a batch is one slot even in a cluster.
+    for batch in removed.chunks(1000) {
+        let () = conn.unlink(batch).await.at(redis)?;
+        bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
     let () = conn.srem(keys.activities(), activity_id).await.at(redis)?;
@@ -74,7 +60,5 @@ pub async fn flush(
     }
     // Redis is no longer expected to hold the activity: its absence is not a loss.
     crate::lost_state::forget(db, activity_id).await?;
-    removed.sort();
-    removed.dedup();
     Ok(FlushReport { activity_id, removed })
 }

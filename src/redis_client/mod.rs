@@ -4,7 +4,14 @@
 //! and a watcher asks them again every [`SENTINEL_POLL`]: after a failover the shared
 //! connection is swapped for one to the new primary, so `serve` and the consumers follow
 //! without a restart.
+//!
+//! With a cluster URL the handle is the redis crate's cluster connection: each command goes to
+//! the primary of its key's slot (every activity's keys share one slot, see [`crate::keys`]),
+//! MOVED/ASK after a resharding or failover are followed, and a script missing on a node is
+//! loaded there by `Script::invoke_async` (NOSCRIPT, then SCRIPT LOAD on every node, then
+//! EVALSHA again). Commands about a node (SCAN, INFO, CONFIG GET) go to each of [`RedisClient::primaries`].
 
+pub mod conn;
 pub mod target;
 
 use std::sync::{Arc, Weak};
@@ -12,6 +19,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::RedisConnectionInfo;
 
@@ -19,6 +28,7 @@ use crate::config::Config;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+pub use conn::{Node, RedisConn};
 pub use target::RedisTarget;
 
 /// How often the sentinels are asked which server is the primary.
@@ -27,14 +37,22 @@ pub const SENTINEL_POLL: Duration = Duration::from_millis(500);
 /// A Redis connection plus the key map of this deployment.
 #[derive(Clone)]
 pub struct RedisClient {
-    conn: Arc<ArcSwap<ConnectionManager>>,
+    conn: Backend,
     keys: Keys,
     addr: String,
     durability: (Durability, u32),
 }
 
+#[derive(Clone)]
+enum Backend {
+    /// One server; swapped after a Sentinel failover.
+    Single(Arc<ArcSwap<ConnectionManager>>),
+    Cluster(ClusterConnection),
+}
+
 impl RedisClient {
-    /// Connects to `redis.url` (through the sentinels for a `redis+sentinel://` URL); fails
+    /// Connects to `redis.url` (through the sentinels for a `redis+sentinel://` URL, learning
+    /// the slot map from the first node that answers for a `redis+cluster://` URL); fails
     /// within a few `redis.connect_timeout_ms` when Redis is unreachable.
     pub async fn connect(config: &Config) -> Result<RedisClient> {
         let target = RedisTarget::parse(&config.redis.url).map_err(|e| Error::Config(format!("redis.url: {e}")))?;
@@ -52,7 +70,14 @@ impl RedisClient {
                     .await
                     .map_err(|_| fail(timed_out()))?
                     .map_err(fail)?;
-                Arc::new(ArcSwap::from_pointee(manager))
+                Backend::Single(Arc::new(ArcSwap::from_pointee(manager)))
+            }
+            RedisTarget::Cluster { .. } => {
+                let cluster = tokio::time::timeout(deadline, cluster(config, &target))
+                    .await
+                    .map_err(|_| fail(timed_out()))?
+                    .map_err(fail)?;
+                Backend::Cluster(cluster)
             }
             RedisTarget::Sentinel { .. } => {
                 let mut primary = Primary::new(&target).map_err(fail)?;
@@ -72,7 +97,7 @@ impl RedisClient {
                     config.clone(),
                     addr.clone(),
                 ));
-                conn
+                Backend::Single(conn)
             }
         };
         Ok(RedisClient {
@@ -85,8 +110,81 @@ impl RedisClient {
 
     /// A handle on the shared connection (cheap to clone; commands are pipelined). Take a
     /// fresh one per operation: after a Sentinel failover the next one goes to the new primary.
-    pub fn conn(&self) -> ConnectionManager {
-        self.conn.load().as_ref().clone()
+    pub fn conn(&self) -> RedisConn {
+        match &self.conn {
+            Backend::Single(slot) => RedisConn::Single(slot.load().as_ref().clone()),
+            Backend::Cluster(cluster) => RedisConn::Cluster(cluster.clone()),
+        }
+    }
+
+    /// True when `redis.url` names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Backend::Cluster(_))
+    }
+
+    /// Every primary, each with a connection whose commands all go to it: the one server,
+    /// or (in a cluster) each primary serving slots, as `CLUSTER NODES` lists them now. For
+    /// the commands that see one node only: SCAN, INFO, CONFIG GET.
+    pub async fn primaries(&self) -> Result<Vec<Node>> {
+        let cluster = match &self.conn {
+            Backend::Single(_) => {
+                return Ok(vec![Node {
+                    addr: self.addr.clone(),
+                    conn: self.conn(),
+                }])
+            }
+            Backend::Cluster(cluster) => cluster,
+        };
+        let listing: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut cluster.clone())
+            .await
+            .map_err(|e| self.err(e))?;
+        let nodes: Vec<Node> = conn::primaries_in(&listing)
+            .into_iter()
+            .map(|(host, port)| Node {
+                addr: match host.contains(':') {
+                    true => format!("[{host}]:{port}"),
+                    false => format!("{host}:{port}"),
+                },
+                conn: RedisConn::Node(cluster.clone(), host, port),
+            })
+            .collect();
+        if nodes.is_empty() {
+            return Err(self.err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "CLUSTER NODES lists no primary serving slots",
+            ))));
+        }
+        Ok(nodes)
+    }
+
+    /// Every key matching `pattern` on every primary (SCAN, never KEYS), sorted.
+    pub async fn scan_match(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for node in self.primaries().await? {
+            let mut conn = node.conn;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                found.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// The key map.
@@ -121,6 +219,40 @@ async fn manager(config: &Config, client: redis::Client) -> redis::RedisResult<C
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_with_config(client, manager_config).await
+}
+
+/// Connects to a cluster: learns the slot map from the first seed node that answers, with
+/// the same connection and response timeouts as a single server, and few retries so that a
+/// cluster that cannot answer fails fast instead of backing off for seconds.
+async fn cluster(config: &Config, target: &RedisTarget) -> redis::RedisResult<ClusterConnection> {
+    let RedisTarget::Cluster {
+        nodes,
+        username,
+        password,
+    } = target
+    else {
+        unreachable!("cluster() is only called for cluster targets");
+    };
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|(host, port)| match host.contains(':') {
+            true => format!("redis://[{host}]:{port}"),
+            false => format!("redis://{host}:{port}"),
+        })
+        .collect();
+    let mut builder = ClusterClientBuilder::new(urls)
+        .connection_timeout(config.redis_connect_timeout())
+        .response_timeout(config.redis_response_timeout())
+        .retries(3)
+        .min_retry_wait(10)
+        .max_retry_wait(200);
+    if let Some(user) = username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = password {
+        builder = builder.password(password);
+    }
+    builder.build()?.get_async_connection().await
 }
 
 /// Finds the primary through the sentinels (the redis crate checks that the server it

@@ -56,6 +56,9 @@ pub fn decode_entries(v: Value) -> Vec<Entry> {
         .collect()
 }
 
+/// How long an idle consumer waits between rounds of per-stream reads in a cluster.
+const CLUSTER_IDLE_POLL_MS: u64 = 50;
+
 /// One consumer of a stream's consumer group: reads, claims and delivery counts on its behalf.
 #[derive(Clone, Copy)]
 pub struct GroupConsumer<'a> {
@@ -90,6 +93,51 @@ impl GroupConsumer<'_> {
     }
 
     async fn read(
+        &self,
+        streams: &[String],
+        from: &str,
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
+        if self.redis.is_cluster() && streams.len() > 1 {
+            return self.read_each(streams, from, count, block_ms).await;
+        }
+        self.read_together(streams, from, count, block_ms).await
+    }
+
+    /// In a cluster the activities' streams sit in different slots, and one XREADGROUP may
+    /// name only one slot's keys: each stream is read on its own, without blocking (a blocked
+    /// read on one stream would hold back the others), and an idle round waits a little here.
+    async fn read_each(
+        &self,
+        streams: &[String],
+        from: &str,
+        count: usize,
+        block_ms: Option<u64>,
+    ) -> std::result::Result<Vec<(String, Vec<Entry>)>, ReadError> {
+        let mut out = Vec::new();
+        let mut left = count;
+        for stream in streams {
+            if left == 0 {
+                break;
+            }
+            for (name, entries) in self
+                .read_together(std::slice::from_ref(stream), from, left, None)
+                .await?
+            {
+                left = left.saturating_sub(entries.len());
+                out.push((name, entries));
+            }
+        }
+        if out.iter().all(|(_, entries)| entries.is_empty()) {
+            if let Some(ms) = block_ms {
+                tokio::time::sleep(std::time::Duration::from_millis(ms.min(CLUSTER_IDLE_POLL_MS))).await;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_together(
         &self,
         streams: &[String],
         from: &str,

@@ -50,13 +50,15 @@ pub struct ReplicaWait {
 }
 
 impl ReplicaWait {
-    /// Waits for the replicas; the error says how many acknowledged.
-    async fn confirm(&self, redis: &RedisClient) -> Result<(), String> {
+    /// Waits for the replicas of the primary holding `activity` (in a cluster, the primary of
+    /// its slot: the others hold none of this batch); the error says how many acknowledged.
+    async fn confirm(&self, redis: &RedisClient, activity: u64) -> Result<(), String> {
         let started = std::time::Instant::now();
+        let mut conn = redis.conn().for_key(&redis.keys().activity(activity));
         let acked: redis::RedisResult<u32> = redis::cmd("WAIT")
             .arg(self.replicas)
             .arg(self.timeout.as_millis() as u64)
-            .query_async(&mut redis.conn())
+            .query_async(&mut conn)
             .await;
         self.seconds.record(started.elapsed().as_secs_f64());
         match acked {
@@ -251,7 +253,9 @@ async fn decide(
     match decided {
         Ok(Ok(verdicts)) => {
             let unconfirmed = match &calls.wait {
-                Some(wait) if verdicts.iter().any(|v| v.outcome == Outcome::Ok) => wait.confirm(&redis).await.err(),
+                Some(wait) if verdicts.iter().any(|v| v.outcome == Outcome::Ok) => {
+                    wait.confirm(&redis, activity).await.err()
+                }
                 _ => None,
             };
             for ((reply, purchase), verdict) in replies.into_iter().zip(purchases).zip(verdicts) {

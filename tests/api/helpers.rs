@@ -691,9 +691,14 @@ impl TestApp {
         self.redis_hash(&self.redis.keys().activity(activity_id)).await
     }
 
-    /// Every key matching a SCAN `pattern`, sorted.
+    /// Every key matching a SCAN `pattern`, sorted (on every primary of a cluster).
     pub async fn scan(&self, pattern: &str) -> BTreeSet<String> {
-        scan_keys(&mut self.redis.conn(), pattern).await
+        self.redis
+            .scan_match(pattern)
+            .await
+            .expect("SCAN")
+            .into_iter()
+            .collect()
     }
 
     /// Every key of one activity under this app's prefix.
@@ -1074,7 +1079,7 @@ impl TestApp {
 }
 
 /// Every key matching `pattern` (SCAN, never KEYS), sorted.
-pub async fn scan_keys(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> BTreeSet<String> {
+pub async fn scan_keys(conn: &mut impl redis::aio::ConnectionLike, pattern: &str) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     let mut cursor: u64 = 0;
     loop {

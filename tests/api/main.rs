@@ -10,6 +10,7 @@ mod buy;
 mod catalog;
 mod chromium;
 mod client_addr;
+mod cluster;
 mod connectivity;
 mod consumer_handover;
 mod durability;
