@@ -1,11 +1,31 @@
-//! Consumer throughput bench: reserves N units (default 200,000) through
-//! `seckill::buy::reserve` into a fresh database and key prefix, then times
-//! `seckill consumer --once` (the release binary) draining them into MariaDB.
-//! Servers: the application's own (`config.yaml`, overridden by `SECKILL_DATABASE_URL` and
-//! `SECKILL_REDIS_URL`), with a database and key prefix of the run's own.
+//! Consumer throughput against its ceiling, in one run (issue 20, `scripts/bench.sh` rows 5
+//! and 5c):
 //!
-//! cargo build --release --bin seckill && cargo run --release --example bench_consumer [N]
+//! 1. one `seckill consumer --once --json` (the release binary) drains the queued
+//!    reservations into MariaDB: orders per second by the consumer's own clock, its CPU
+//!    time, the MySQL server's and Redis's CPU time and MySQL's statement count over the drain;
+//! 2. the ceiling: the very rows it wrote, read back and inserted again into a fresh database
+//!    with the same schema (same indexes), with nothing around them but multi-row INSERTs
+//!    (2,000 rows each) committed in transactions of the consumer's average batch size; once
+//!    with bound parameters (prepared statements, as the consumer sends them) and once as
+//!    plain SQL text. The better of the two is the ceiling, and consumer / ceiling the ratio.
+//!
+//! Standalone, it first reserves N units (default 200,000) through `seckill::buy::reserve`,
+//! 30 purchases per script call (one stream entry each, as `serve` batches them), into a
+//! database and key prefix of its own, and removes them afterwards. With `--config PATH` it
+//! drains whatever that configuration's streams hold instead and leaves that database as the
+//! consumer left it (`bench.sh` does this right after row 3).
+//! Servers: the application's own (`config.yaml`, overridden by `SECKILL_DATABASE_URL` and
+//! `SECKILL_REDIS_URL`).
+//!
+//! cargo build --release --bin seckill --example bench_consumer
+//! target/release/examples/bench_consumer [N] [--config PATH] [--json]
+//!
+//! CPU times come from `/proc` (the MySQL server's only when it runs on this machine, found as
+//! a `mariadbd` or `mysqld` process) and `getrusage` of the consumer child; MySQL's statement
+//! count is its global `Questions` counter, so other clients of the same server add to it.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
@@ -13,34 +33,174 @@ use rust_decimal::Decimal;
 use seckill::buy::{self, Purchase};
 use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::{Config, Db, RedisClient};
+use sqlx::{MySql, QueryBuilder, Row};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(200_000);
-    let tag = std::process::id();
-    let app = Config::load(std::path::Path::new("config.yaml"), false)?;
-    // The server part of the URL: without its database and options.
-    let server = app.database.url.split('?').next().unwrap_or_default();
-    let authority = server.find("://").map_or(0, |scheme| scheme + 3);
-    let server = &server[..server[authority..]
-        .find('/')
-        .map_or(server.len(), |slash| authority + slash)];
+/// Rows per INSERT statement, as the consumer sends them.
+const INSERT_CHUNK: usize = 2000;
+/// Purchases per reserve script call in the standalone run (what `serve` batches under load).
+const PER_CALL: usize = 30;
+
+struct Args {
+    n: usize,
+    config: Option<PathBuf>,
+    json: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut out = Args {
+        n: 200_000,
+        config: None,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => {
+                out.config = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow::anyhow!("--config needs a path"))?
+                        .into(),
+                )
+            }
+            "--json" => out.json = true,
+            n => {
+                out.n = n
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("usage: bench_consumer [N] [--config PATH] [--json]"))?
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// utime + stime of a process from `/proc/<pid>/stat`, in seconds.
+fn proc_cpu(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// The local MySQL server process, if there is one.
+fn mysql_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let name = e.file_name().into_string().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        matches!(comm.trim(), "mariadbd" | "mysqld").then_some(name)
+    })
+}
+
+/// CPU seconds (user + system) of the children this process has waited for.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+fn self_cpu() -> f64 {
+    proc_cpu("self").unwrap_or(0.0)
+}
+
+async fn questions(db: &Db) -> anyhow::Result<u64> {
+    let row = sqlx::query("SHOW GLOBAL STATUS LIKE 'Questions'")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(row.try_get::<String, _>(1)?.parse()?)
+}
+
+async fn redis_cpu(redis: &RedisClient) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut redis.conn()).await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum())
+}
+
+/// CPU and statement counters around one phase.
+struct Meter {
+    wall: Instant,
+    mysql: Option<f64>,
+    redis: f64,
+    questions: u64,
+}
+
+/// What one phase cost: wall seconds; CPU seconds of the client, MySQL and Redis; statements.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct Cost {
+    seconds: f64,
+    client_cpu_s: f64,
+    mysql_cpu_s: Option<f64>,
+    redis_cpu_s: f64,
+    statements: u64,
+}
+
+impl Meter {
+    async fn start(db: &Db, redis: &RedisClient, mysql: &Option<String>) -> anyhow::Result<Meter> {
+        Ok(Meter {
+            questions: questions(db).await?,
+            redis: redis_cpu(redis).await?,
+            mysql: mysql.as_deref().and_then(proc_cpu),
+            wall: Instant::now(),
+        })
+    }
+
+    async fn stop(
+        self,
+        db: &Db,
+        redis: &RedisClient,
+        mysql: &Option<String>,
+        client_cpu_s: f64,
+    ) -> anyhow::Result<Cost> {
+        let seconds = self.wall.elapsed().as_secs_f64();
+        let mysql_cpu_s = match (self.mysql, mysql.as_deref().and_then(proc_cpu)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        Ok(Cost {
+            seconds,
+            client_cpu_s,
+            mysql_cpu_s,
+            redis_cpu_s: redis_cpu(redis).await? - self.redis,
+            // The SHOW itself counts once.
+            statements: questions(db).await?.saturating_sub(self.questions + 1),
+        })
+    }
+}
+
+/// The configuration of a standalone run: a database and key prefix of its own.
+fn own_config(tag: u32) -> anyhow::Result<(String, PathBuf)> {
+    let app = Config::load(Path::new("config.yaml"), false)?;
+    let server = server_url(&app.database.url);
     let yaml = format!(
-        "database:\n  url: {server}/seckill_bench_{tag}\nredis:\n  url: {}\n  key_prefix: bench{tag}\n",
+        "database:\n  url: {server}/seckill_bench_{tag}\nredis:\n  url: {}\n  key_prefix: bench{tag}\n  durability: none\n",
         app.redis.url
     );
     let path = std::env::temp_dir().join(format!("seckill-bench-{tag}.yaml"));
     std::fs::write(&path, &yaml)?;
-    let config = Config::parse(&yaml).map_err(anyhow::Error::msg)?;
-    seckill::db::migrate(&config).await?;
-    let db = Db::connect(&config).await?;
-    let redis = RedisClient::connect(&config).await?;
+    Ok((yaml, path))
+}
+
+/// The server part of a database URL: without its database and options.
+fn server_url(url: &str) -> String {
+    let server = url.split('?').next().unwrap_or_default();
+    let authority = server.find("://").map_or(0, |scheme| scheme + 3);
+    server[..server[authority..]
+        .find('/')
+        .map_or(server.len(), |slash| authority + slash)]
+        .to_string()
+}
+
+async fn reserve(db: &Db, redis: &RedisClient, config: &Config, n: usize) -> anyhow::Result<()> {
     let activity = catalog::create_activity(
-        &db,
+        db,
         &NewActivity {
             name: "bench".into(),
             start_at: Utc::now() - Duration::minutes(1),
@@ -51,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
     .await?
     .id;
     let product = catalog::add_product(
-        &db,
+        db,
         &NewProduct {
             activity_id: activity,
             name: "unit".into(),
@@ -64,12 +224,11 @@ async fn main() -> anyhow::Result<()> {
     .await?
     .id;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    seckill::ops::hot(&db, &redis, &config.consumer.group, activity).await?;
-    seckill::ops::start(&db, &redis, activity).await?;
-
+    seckill::ops::hot(db, redis, &config.consumer.group, activity).await?;
+    seckill::ops::start(db, redis, activity).await?;
     let started = Instant::now();
     let mut conn = redis.conn();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(PER_CALL) {
         let mut pipe = redis::pipe();
         for i in chunk {
             pipe.set(redis.keys().token(activity, &format!("u{i}")), "t").ignore();
@@ -84,41 +243,252 @@ async fn main() -> anyhow::Result<()> {
                 token: "t".into(),
             })
             .collect();
-        buy::reserve(&redis, activity, &purchases).await?;
+        buy::reserve(redis, activity, &purchases).await?;
     }
     eprintln!("reserved {n} units in {:.2}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
 
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/seckill");
-    let started = Instant::now();
+/// One order row, as the consumer wrote it.
+struct Row9 {
+    order_no: String,
+    activity_id: u64,
+    product_id: u64,
+    user_id: String,
+    quantity: u32,
+    unit_price: Decimal,
+    amount: Decimal,
+    status: String,
+    reserved_at: chrono::NaiveDateTime,
+}
+
+const COLUMNS: &str = "order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, reserved_at";
+
+async fn read_orders(db: &Db) -> anyhow::Result<Vec<Row9>> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM orders ORDER BY id"))
+        .fetch_all(db.pool())
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Row9 {
+                order_no: r.try_get(0)?,
+                activity_id: r.try_get(1)?,
+                product_id: r.try_get(2)?,
+                user_id: String::from_utf8(r.try_get::<Vec<u8>, _>(3)?)?,
+                quantity: r.try_get(4)?,
+                unit_price: r.try_get(5)?,
+                amount: r.try_get(6)?,
+                status: r.try_get(7)?,
+                reserved_at: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
+/// A string literal for MySQL's text protocol (the rows are our own, but quote them anyway).
+fn quoted(s: &str, out: &mut String) {
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+/// Inserts `rows` into the fresh database's orders table: `per_tx` rows per transaction,
+/// INSERT_CHUNK per statement, bound (`prepared`) or as SQL text.
+async fn bare_insert(db: &Db, rows: &[Row9], per_tx: usize, prepared: bool) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    for tx_rows in rows.chunks(per_tx.max(1)) {
+        let mut tx = db.pool().begin().await?;
+        for chunk in tx_rows.chunks(INSERT_CHUNK) {
+            if prepared {
+                let mut q = QueryBuilder::<MySql>::new(format!("INSERT INTO orders ({COLUMNS}) "));
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.order_no)
+                        .push_bind(r.activity_id)
+                        .push_bind(r.product_id)
+                        .push_bind(&r.user_id)
+                        .push_bind(r.quantity)
+                        .push_bind(r.unit_price)
+                        .push_bind(r.amount)
+                        .push_bind(&r.status)
+                        .push_bind(r.reserved_at);
+                });
+                q.build().execute(&mut *tx).await?;
+            } else {
+                let mut sql = format!("INSERT INTO orders ({COLUMNS}) VALUES ");
+                for (i, r) in chunk.iter().enumerate() {
+                    sql.push_str(if i == 0 { "(" } else { ",(" });
+                    quoted(&r.order_no, &mut sql);
+                    write!(sql, ",{},{},", r.activity_id, r.product_id)?;
+                    quoted(&r.user_id, &mut sql);
+                    write!(sql, ",{},{},{},", r.quantity, r.unit_price, r.amount)?;
+                    quoted(&r.status, &mut sql);
+                    write!(sql, ",'{}')", r.reserved_at.format("%Y-%m-%d %H:%M:%S%.3f"))?;
+                }
+                sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    orders: u64,
+    batches: u64,
+    consumer_orders_per_s: f64,
+    consumer: Cost,
+    ceiling_prepared_orders_per_s: f64,
+    ceiling_prepared: Cost,
+    ceiling_text_orders_per_s: f64,
+    ceiling_text: Cost,
+    ceiling_orders_per_s: f64,
+    consumer_over_ceiling: f64,
+    /// CPU µs per order: the consumer's own, MySQL's during the drain and during the bound ceiling.
+    consumer_cpu_us_per_order: f64,
+    consumer_mysql_cpu_us_per_order: Option<f64>,
+    ceiling_mysql_cpu_us_per_order: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let tag = std::process::id();
+    let (config_path, own) = match &args.config {
+        Some(p) => (p.clone(), false),
+        None => (own_config(tag)?.1, true),
+    };
+    let config = Config::load(&config_path, false)?;
+    if own {
+        seckill::db::migrate(&config).await?;
+    }
+    let db = Db::connect(&config).await?;
+    let redis = RedisClient::connect(&config).await?;
+    if own {
+        reserve(&db, &redis, &config, args.n).await?;
+    }
+    let mysql = mysql_pid();
+
+    // 1. The consumer.
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/seckill");
     let mut consumer = std::process::Command::new(&bin);
     // The run's own file only: an exported SECKILL_KEY_PREFIX would point it elsewhere.
     for name in ["SECKILL_DATABASE_URL", "SECKILL_REDIS_URL", "SECKILL_KEY_PREFIX"] {
         consumer.env_remove(name);
     }
-    let status = consumer
+    let cpu0 = children_cpu();
+    let meter = Meter::start(&db, &redis, &mysql).await?;
+    let out = consumer
         .arg("--config")
-        .arg(&path)
-        .args(["consumer", "--once"])
-        .status()?;
-    let secs = started.elapsed().as_secs_f64();
-    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(db.pool())
-        .await?;
-    println!(
-        "consumer --once: {status}; {orders} orders in {secs:.2}s = {:.0} orders/s (process wall time incl. start-up)",
-        orders as f64 / secs
-    );
+        .arg(&config_path)
+        .args(["consumer", "--once", "--json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let mut cost = meter.stop(&db, &redis, &mysql, children_cpu() - cpu0).await?;
+    anyhow::ensure!(out.status.success(), "seckill consumer --once failed: {}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let orders = report["persisted"].as_u64().unwrap_or(0);
+    let batches = report["batches"].as_u64().unwrap_or(0).max(1);
+    // The consumer's own clock (without process start-up), as row 5 always was.
+    cost.seconds = report["seconds"].as_f64().unwrap_or(cost.seconds);
+    let consumer_rate = orders as f64 / cost.seconds;
 
-    sqlx::query(&format!("DROP DATABASE seckill_bench_{tag}"))
+    // 2. The ceiling: the same rows into a fresh database with the same schema.
+    let rows = read_orders(&db).await?;
+    anyhow::ensure!(
+        rows.len() as u64 >= orders,
+        "fewer orders in MySQL than the consumer persisted"
+    );
+    let per_tx = rows.len().div_ceil(batches as usize);
+    let db_name = config
+        .database
+        .url
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut fresh = config.clone();
+    fresh.database.url = format!("{}/{db_name}_ceiling", server_url(&config.database.url));
+    let mut ceilings = Vec::new();
+    for prepared in [true, false] {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS `{db_name}_ceiling`"))
+            .execute(db.pool())
+            .await?;
+        seckill::db::migrate(&fresh).await?;
+        let target = Db::connect(&fresh).await?;
+        let cpu0 = self_cpu();
+        let meter = Meter::start(&db, &redis, &mysql).await?;
+        bare_insert(&target, &rows, per_tx, prepared).await?;
+        let cost = meter.stop(&db, &redis, &mysql, self_cpu() - cpu0).await?;
+        target.close().await;
+        ceilings.push((rows.len() as f64 / cost.seconds, cost));
+    }
+    sqlx::query(&format!("DROP DATABASE IF EXISTS `{db_name}_ceiling`"))
         .execute(db.pool())
         .await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("bench{tag}:*"))
-        .query_async(&mut conn)
-        .await?;
-    if !keys.is_empty() {
-        let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+    let ceiling = ceilings[0].0.max(ceilings[1].0);
+    let per_order = |s: f64| s * 1e6 / rows.len().max(1) as f64;
+    let r = Report {
+        orders,
+        batches,
+        consumer_orders_per_s: consumer_rate,
+        consumer: cost,
+        ceiling_prepared_orders_per_s: ceilings[0].0,
+        ceiling_prepared: ceilings[0].1,
+        ceiling_text_orders_per_s: ceilings[1].0,
+        ceiling_text: ceilings[1].1,
+        ceiling_orders_per_s: ceiling,
+        consumer_over_ceiling: consumer_rate / ceiling,
+        consumer_cpu_us_per_order: per_order(cost.client_cpu_s),
+        consumer_mysql_cpu_us_per_order: cost.mysql_cpu_s.map(per_order),
+        ceiling_mysql_cpu_us_per_order: ceilings[0].1.mysql_cpu_s.map(per_order),
+    };
+    let line = |what: &str, rate: f64, c: &Cost| {
+        let per = per_order;
+        eprintln!(
+            "{what:<28} {rate:>9.0} orders/s  {:>6.2}s wall; CPU per order: client {:.2} µs, MySQL {}, Redis {:.2} µs; {:.2} statements per 1000 orders",
+            c.seconds,
+            per(c.client_cpu_s),
+            c.mysql_cpu_s.map_or("-".into(), |m| format!("{:.2} µs", per(m))),
+            per(c.redis_cpu_s),
+            c.statements as f64 * 1000.0 / rows.len().max(1) as f64,
+        )
+    };
+    eprintln!("{orders} orders, {batches} consumer batches ({per_tx} rows per ceiling transaction)");
+    line("consumer --once", r.consumer_orders_per_s, &r.consumer);
+    line(
+        "ceiling, bound parameters",
+        r.ceiling_prepared_orders_per_s,
+        &r.ceiling_prepared,
+    );
+    line("ceiling, SQL text", r.ceiling_text_orders_per_s, &r.ceiling_text);
+    eprintln!("consumer / ceiling: {:.2}", r.consumer_over_ceiling);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
     }
-    let _ = std::fs::remove_file(path);
+
+    if own {
+        sqlx::query(&format!("DROP DATABASE `{db_name}`"))
+            .execute(db.pool())
+            .await?;
+        let mut conn = redis.conn();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("bench{tag}:*"))
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+        }
+        let _ = std::fs::remove_file(config_path);
+    }
     Ok(())
 }

@@ -22,6 +22,10 @@
 #   4b. the same two wrk runs against examples/http_floor.rs: a bare axum Router on serve's
 #      HTTP threads, doing none of our work (what the stack alone gives, for comparison)
 #   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
+#   5c. its ceiling, right after it (examples/bench_consumer.rs runs both): the same rows
+#      inserted again into a fresh database with the same schema by bare multi-row INSERTs
+#      (bound parameters and SQL text, the better counts), and consumer / ceiling; with the CPU
+#      per order of the consumer, MySQL (when local) and Redis in each (goal (5) >= 50,000/s)
 #   6. Redis CPU time per purchase in (1) and in (3), from Redis's own counters, and so how
 #      many purchases one Redis core can decide either way
 #   6c. the whole machine's CPU time per request in (0), (2) and (3), from /proc/stat, and the
@@ -32,7 +36,7 @@
 #   9. what durability costs: scripts/bench/durability.sh (the same sale on Redis servers of
 #      its own: no persistence, appendfsync everysec / always, wait_replicas 1; goals
 #      always >= 0.8 x none, wait_replicas >= 0.7 x none); BENCH_DURABILITY=0 skips it
-#   ratios: (3)/(1) (goal >= 1.5), (4)/(2) (goal >= 0.9), (6) ours/naive, (5) (>= 20,000/s)
+#   ratios: (3)/(1) (goal >= 1.5), (4)/(2) (goal >= 0.9), (6) ours/naive, (5) (>= 50,000/s), (5)/(5c)
 #
 # The server runs with the rate limits off (funnel.global_rps and per_user_rps 0), like
 # `seckill bench --spawn`: one client machine would otherwise measure the 429 path.
@@ -78,7 +82,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "cargo build --release"
-cargo build --release --quiet --bin seckill --example http_floor --example naive_server
+cargo build --release --quiet --bin seckill --example http_floor --example naive_server --example bench_consumer
 S=$PWD/target/release/seckill
 OUT=target/bench
 mkdir -p "$OUT"
@@ -330,12 +334,19 @@ RSS_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SERVER/status")
 RSS_MIB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
 
-log "5. one consumer draining the $BUY_200 queued reservations into MariaDB"
-sk consumer --once --json >"$WORK/consumer.json"
-DRAINED=$(json_num "$WORK/consumer.json" persisted)
-DRAIN_SECS=$(fmt %.2f "$(json_num "$WORK/consumer.json" seconds)")
-ORDERS_RPS=$(awk -v n="$DRAINED" -v s="$DRAIN_SECS" 'BEGIN { printf "%.0f", n / s }')
-echo "consumer: $DRAINED orders in $DRAIN_SECS s = $ORDERS_RPS orders/s" >&2
+log "5. one consumer draining the $BUY_200 queued reservations into MariaDB, 5c. and its ceiling"
+RUST_LOG=${RUST_LOG:-warn} target/release/examples/bench_consumer --config "$WORK/config.yaml" --json >"$WORK/consumer.json"
+DRAINED=$(json_num "$WORK/consumer.json" orders)
+ORDERS_RPS=$(fmt %.0f "$(json_num "$WORK/consumer.json" consumer_orders_per_s)")
+CEIL_RPS=$(fmt %.0f "$(json_num "$WORK/consumer.json" ceiling_orders_per_s)")
+CEIL_PREP=$(fmt %.0f "$(json_num "$WORK/consumer.json" ceiling_prepared_orders_per_s)")
+CEIL_TEXT=$(fmt %.0f "$(json_num "$WORK/consumer.json" ceiling_text_orders_per_s)")
+R5=$(fmt %.2f "$(json_num "$WORK/consumer.json" consumer_over_ceiling)")
+# CPU per order (µs) of the drain, the consumer's own and MySQL's ("-": MySQL is not local).
+C_US=$(fmt %.2f "$(json_num "$WORK/consumer.json" consumer_cpu_us_per_order)")
+C_MYSQL_US=$(fmt %.2f "$(json_num "$WORK/consumer.json" consumer_mysql_cpu_us_per_order)")
+CEIL_MYSQL_US=$(fmt %.2f "$(json_num "$WORK/consumer.json" ceiling_mysql_cpu_us_per_order)")
+echo "consumer: $DRAINED orders, $ORDERS_RPS orders/s; ceiling $CEIL_RPS/s; ratio $R5" >&2
 
 log "8. seckill bench --spawn: a whole sale, 1000 units, 100,000 users, 200,000 requests"
 set +e
@@ -380,7 +391,8 @@ ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive ax
 | 3 | successful buys, fresh users, \`wrk -t2 -c100\` | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
 | 4b | a bare axum Router on the same HTTP threads (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
-| 5 | one consumer, $DRAINED reservations into MariaDB | $ORDERS_RPS orders/s | |
+| 5 | one consumer, $DRAINED reservations into MariaDB (CPU per order: consumer $C_US µs, MySQL $C_MYSQL_US µs) | $ORDERS_RPS orders/s | |
+| 5c | ceiling: the same rows, bare multi-row INSERTs into a fresh database (bound / text; MySQL $CEIL_MYSQL_US µs per order bound) | $CEIL_PREP / $CEIL_TEXT orders/s | |
 | 6 | Redis CPU per purchase: naive deduct / our group commit | $NAIVE_REDIS_US / $BUY_REDIS_US µs | |
 | 6b | purchases one Redis core can decide (1 / (6)): naive / ours | $REDIS_NAIVE_CEIL / $REDIS_BUY_CEIL per s | |
 | 6c | whole machine's CPU per request: zero-work (0) / \`/health\` (2) / buy (3) | $ZW_MACHINE_US / $HEALTH_MACHINE_US / $BUY_MACHINE µs | |
@@ -399,7 +411,8 @@ ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive ax
 | (4b) the same ratio for a bare axum Router doing none of our work | $RF | (for comparison) | |
 | (6b) Redis capacity, ours vs naive | $R6 | (none set) | |
 | p99 of (3) and (4), ms | $BUY_P99, $SO_P99 | <= 20 | $(ok "$(awk -v a="$BUY_P99" -v b="$SO_P99" 'BEGIN { print (a > b) ? a : b }')" 20 "<=") |
-| (5) orders/s | $ORDERS_RPS | >= 20000 | $(ok "$ORDERS_RPS" 20000 ">=") |
+| (5) orders/s | $ORDERS_RPS | >= 50000 | $(ok "$ORDERS_RPS" 50000 ">=") |
+| (5)/(5c) one consumer vs its ceiling, same run | $R5 | (how much is left to gain in the consumer) | |
 | (7) peak RSS MiB | $RSS_MIB | <= 64 | $(ok "$RSS_MIB" 64 "<=") |
 | (2b)/(2) our load generator vs wrk | $RP | >= 1.0 | $(ok "$RP" 1.0 ">=") |
 EOF
@@ -432,6 +445,7 @@ cat >"$OUT/latest.json" <<EOF
   "stack_floor_rps": { "health": $FLOOR_H_RPS, "sold_out": $FLOOR_SO_RPS },
   "consumer_orders": $DRAINED,
   "consumer_orders_per_s": $ORDERS_RPS,
+  "consumer_ceiling": $(cat "$WORK/consumer.json"),
   "serve_peak_rss_mib": $RSS_MIB,
   "bench_spawn": $(cat "$WORK/sale.json"),
   "ratios": { "buy_over_naive": $R1, "sold_out_over_health": $R2, "stack_floor_sold_out_over_health": $RF, "redis_capacity_over_naive": $R6, "free_server_ceiling_over_naive": $RC, "zero_work_over_naive": $R0, "probe_over_wrk": $RP }

@@ -54,7 +54,9 @@ pub async fn persist(db: &Db, redis: &RedisClient, batch: &[Reservation], reason
     }
     let mut last = String::new();
     for attempt in 0..TX_ATTEMPTS {
-        match try_persist(db, batch, reason).await {
+        // The first attempt takes every order for new (the usual case: each entry is read
+        // once) and saves the lookup; a duplicate fails it (1062) and later attempts look first.
+        match try_persist(db, batch, reason, attempt > 0).await {
             Ok(done) => {
                 if done.inserted > 0 {
                     for (activity, seq) in marks {
@@ -88,7 +90,12 @@ fn classify(db: &Db, e: sqlx::Error) -> TxError {
     TxError::Fail(db.err(e))
 }
 
-async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::result::Result<Persisted, TxError> {
+async fn try_persist(
+    db: &Db,
+    batch: &[Reservation],
+    reason: &str,
+    look_first: bool,
+) -> std::result::Result<Persisted, TxError> {
     let mut out = Persisted::default();
     if batch.is_empty() {
         return Ok(out);
@@ -111,17 +118,20 @@ async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::resul
         .map_err(|e| classify(db, e))?;
     let known: BTreeMap<u64, (u64, u64)> = products.into_iter().map(|(id, a, v)| (id, (a, v))).collect();
 
-    let mut q = QueryBuilder::<MySql>::new("SELECT order_no FROM orders WHERE order_no IN ");
-    q.push_tuples(batch, |mut b, r| {
-        b.push_bind(&r.order_no);
-    });
-    let existing: HashSet<String> = q
-        .build_query_scalar()
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| classify(db, e))?
-        .into_iter()
-        .collect();
+    let existing: HashSet<String> = if look_first {
+        let mut q = QueryBuilder::<MySql>::new("SELECT order_no FROM orders WHERE order_no IN ");
+        q.push_tuples(batch, |mut b, r| {
+            b.push_bind(&r.order_no);
+        });
+        q.build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(db, e))?
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
 
     let mut fresh = Vec::new();
     let mut seen = HashSet::new();

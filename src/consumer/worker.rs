@@ -248,8 +248,8 @@ struct Reject {
 /// the others cannot be.
 struct Decoded {
     reservations: Vec<Reservation>,
-    /// Where each reservation's entry is in the batch, by order number.
-    by_order: HashMap<String, usize>,
+    /// Where each reservation's entry is in the batch, by the reservation's place.
+    entry_of: Vec<usize>,
     /// What of an entry cannot be persisted, by the entry's place in the batch.
     rejected: HashMap<usize, Vec<Reject>>,
 }
@@ -257,7 +257,7 @@ struct Decoded {
 fn decode_batch(held: &[Held]) -> Decoded {
     let mut decoded = Decoded {
         reservations: Vec::with_capacity(held.len()),
-        by_order: HashMap::with_capacity(held.len()),
+        entry_of: Vec::with_capacity(held.len()),
         rejected: HashMap::new(),
     };
     for (i, h) in held.iter().enumerate() {
@@ -266,7 +266,7 @@ fn decode_batch(held: &[Held]) -> Decoded {
                 for (index, one) in (0u32..).zip(all) {
                     match one {
                         Ok(r) => {
-                            decoded.by_order.insert(r.order_no.clone(), i);
+                            decoded.entry_of.push(i);
                             decoded.reservations.push(r);
                         }
                         Err(why) => decoded.rejected.entry(i).or_default().push(Reject {
@@ -458,7 +458,7 @@ impl Worker {
         let started = Instant::now();
         let Decoded {
             reservations,
-            by_order,
+            entry_of,
             mut rejected,
         } = decode_batch(&held);
         let reason = format!("consumer {}", self.opts.name);
@@ -466,8 +466,21 @@ impl Worker {
             Ok(done) => done,
             Err(e) => return self.let_go_of_batch(held.len() as u64, reservations.len(), &e).await,
         };
+        // Rare (a product missing from MySQL): indexed only when it happens.
+        let by_order: HashMap<&str, usize> = if done.rejected.is_empty() {
+            HashMap::new()
+        } else {
+            reservations
+                .iter()
+                .map(|r| r.order_no.as_str())
+                .zip(entry_of.iter().copied())
+                .collect()
+        };
         for (order_no, why) in &done.rejected {
-            if let (Some(i), Some((_, _, index))) = (by_order.get(order_no), crate::keys::parse_purchase_no(order_no)) {
+            if let (Some(i), Some((_, _, index))) = (
+                by_order.get(order_no.as_str()),
+                crate::keys::parse_purchase_no(order_no),
+            ) {
                 rejected.entry(*i).or_default().push(Reject {
                     index: Some(index),
                     why: why.clone(),
