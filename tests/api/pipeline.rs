@@ -76,6 +76,38 @@ async fn same_entry_twice_makes_one_order() {
     assert_eq!(o.amount.to_string(), "59.97");
 }
 
+/// A batch part of which is in MySQL already (a consumer died between commit and ack, and
+/// the reclaimed batch grew new entries): only the rest is inserted and counted as sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_partly_persisted_inserts_only_the_rest() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 5)]).build().await;
+    f.reserve(users("p", 4), 2).await;
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(f.redis.keys().orders_stream(f.activity))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut f.redis.conn())
+        .await
+        .unwrap();
+    let all: Vec<seckill::reservation::Reservation> = seckill::reservation::decode_entries(raw)
+        .iter()
+        .flat_map(|e| seckill::reservation::decode_all(f.activity, e).unwrap())
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(all.len(), 4);
+    let first = persist::persist(&f.db, &f.redis, &all[1..2], "t").await.unwrap();
+    assert_eq!((first.inserted, first.units), (1, 2));
+    let rest = persist::persist(&f.db, &f.redis, &all, "t").await.unwrap();
+    assert_eq!((rest.inserted, rest.duplicates, rest.units), (3, 1, 6));
+    assert_eq!(f.orders().await, 4);
+    assert_eq!(f.mysql_sold().await, 8);
+    assert_eq!(
+        f.scalar("SELECT CAST(COALESCE(SUM(-delta), 0) AS SIGNED) FROM stock_ledger WHERE op = 'reserve' AND activity_id = ?")
+            .await,
+        8
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_down_keeps_everything_pending() {
     let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
