@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             stock: n as u32,
             per_user_limit: 1,
             max_per_order: None,
+            shards: None,
         },
     )
     .await?

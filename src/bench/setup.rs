@@ -52,6 +52,7 @@ pub async fn create(db: &Db, redis: &RedisClient, group: &str, stock: u32, limit
                 stock,
                 per_user_limit: limit,
                 max_per_order: Some(1),
+                shards: None,
             },
         )
         .await?

@@ -10,17 +10,20 @@ use super::reply::pairs;
 use crate::error::{RedisContext, Result};
 use crate::redis_client::RedisClient;
 
-/// Creates the consumer group `group` on the activity's stream (and the stream itself),
-/// reading from the very first entry. Harmless when it exists.
+/// Creates the consumer group `group` on each of the activity's streams (its own and its
+/// buckets', see [`crate::buckets`]; and the streams themselves), reading from the very first
+/// entry. Harmless when they exist.
 pub async fn ensure_group(redis: &RedisClient, activity: u64, group: &str) -> Result<()> {
     let mut conn = redis.conn();
-    let stream = redis.keys().orders_stream(activity);
-    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&stream, group, "0").await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(redis.err(e)),
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&stream, group, "0").await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(redis.err(e)),
+        }
     }
+    Ok(())
 }
 
 /// What XINFO GROUPS says about one consumer group.
@@ -70,10 +73,22 @@ impl Backlog {
 }
 
 /// The activity's reservations not yet acknowledged by the consumers of `group`, split into
-/// delivered (pending) and never delivered. Without the group, every entry is undelivered.
+/// delivered (pending) and never delivered, over all its streams (its buckets' too). Without
+/// the group, every entry is undelivered.
 pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Result<Backlog> {
+    let mut total = Backlog::default();
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        let one = stream_backlog(redis, &stream, group).await?;
+        total.pending += one.pending;
+        total.undelivered += one.undelivered;
+    }
+    Ok(total)
+}
+
+/// [`backlog_of`] for one stream.
+async fn stream_backlog(redis: &RedisClient, stream: &str, group: &str) -> Result<Backlog> {
     let mut conn = redis.conn();
-    let stream = redis.keys().orders_stream(activity);
+    let stream = stream.to_string();
     let exists: bool = conn.exists(&stream).await.at(redis)?;
     if !exists {
         return Ok(Backlog::default());

@@ -299,11 +299,12 @@ pub async fn read_from(redis: &RedisClient, stream: &str, start: &str) -> Result
 /// [`unacked_from`]), then the dead letters, each as its original entry (id and fields).
 /// Read Redis before MySQL: an entry persisted meanwhile is then found in MySQL too.
 pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Result<Vec<Entry>> {
-    let stream = redis.keys().orders_stream(activity);
-    let mut entries = match unacked_from(redis, &stream, group).await? {
-        Some(start) => read_from(redis, &stream, &start).await?,
-        None => Vec::new(),
-    };
+    let mut entries = Vec::new();
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        if let Some(start) = unacked_from(redis, &stream, group).await? {
+            entries.extend(read_from(redis, &stream, &start).await?);
+        }
+    }
     // A dead letter without its original id cannot be named by an order number.
     entries.extend(
         dlq::list(redis, Some(activity))
@@ -318,14 +319,18 @@ pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Res
     Ok(entries)
 }
 
-/// The reservation `order_no` names, while its entry is in the activity's stream: `None`
+/// The reservation `order_no` names, while its entry is in the activity's stream (or the
+/// bucket stream its entry id names, see [`keys::bucket_of_entry`]): `None`
 /// when the number is malformed or no such entry is there (never queued, or gone since).
 /// An entry that is there but cannot be decoded is an [`Error::Internal`] saying why.
 pub async fn lookup(redis: &RedisClient, order_no: &str) -> Result<Option<Reservation>> {
     let Some((activity, entry_id)) = keys::parse_order_no(order_no) else {
         return Ok(None);
     };
-    let stream = redis.keys().orders_stream(activity);
+    let stream = match keys::bucket_of_entry(entry_id) {
+        Some(bucket) => redis.keys().bucket_orders(activity, bucket),
+        None => redis.keys().orders_stream(activity),
+    };
     let Some(entry) = range(redis, &stream, (entry_id, entry_id), None).await?.pop() else {
         return Ok(None);
     };

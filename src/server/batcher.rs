@@ -15,7 +15,8 @@ use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::guard::KnownSeqs;
-use crate::buy::{self, Outcome, Purchase, Verdict};
+use crate::buckets::{self, Sharded};
+use crate::buy::{Outcome, Purchase, Verdict};
 use crate::redis_client::RedisClient;
 
 /// Why a purchase got no verdict.
@@ -91,6 +92,7 @@ pub struct Batchers {
     known_seqs: Arc<KnownSeqs>,
     wait: Option<ReplicaWait>,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
+    sharded: Arc<Sharded>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -106,6 +108,7 @@ impl Batchers {
             known_seqs: Arc::default(),
             wait: None,
             senders: RwLock::default(),
+            sharded: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -167,6 +170,7 @@ impl Batchers {
                     calls: Arc::new(Calls {
                         timeout: self.timeout,
                         wait: self.wait.clone(),
+                        sharded: self.sharded.clone(),
                     }),
                 };
                 self.runtime.spawn(run(self.redis.clone(), activity, rx, batch));
@@ -191,6 +195,8 @@ struct Calls {
     timeout: Duration,
     /// Replicas to wait for after the call.
     wait: Option<ReplicaWait>,
+    /// Which products go through their stock buckets.
+    sharded: Arc<Sharded>,
 }
 
 async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<Job>, batch: Batch) {
@@ -248,7 +254,11 @@ async fn decide(
     slot: OwnedSemaphorePermit,
 ) {
     let timeout = calls.timeout;
-    let decided = tokio::time::timeout(timeout, buy::reserve_above(&redis, activity, min_seq, &purchases)).await;
+    let decided = tokio::time::timeout(
+        timeout,
+        buckets::reserve_routed(&redis, activity, min_seq, &purchases, &calls.sharded),
+    )
+    .await;
     drop(slot);
     match decided {
         Ok(Ok(verdicts)) => {
