@@ -67,18 +67,21 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
     let keys = redis.keys();
     let buckets = products.iter().map(|p| p.shards).filter(|&s| s > 1).max().unwrap_or(0);
     let mut conn = redis.conn();
-    let mut stale = redis::pipe();
-    let ids = before
-        .products
-        .iter()
-        .copied()
-        .chain(products.iter().map(|p| p.product));
-    for product in ids {
-        for k in 0..before.buckets.max(buckets) {
-            stale.del(keys.bucket_product(activity, k, product)).ignore();
+    let stale_buckets = before.buckets.max(buckets);
+    if stale_buckets > 0 {
+        let mut stale = redis::pipe();
+        let ids = before
+            .products
+            .iter()
+            .copied()
+            .chain(products.iter().map(|p| p.product));
+        for product in ids {
+            for k in 0..stale_buckets {
+                stale.del(keys.bucket_product(activity, k, product)).ignore();
+            }
         }
+        let () = stale.query_async(&mut conn).await.at(redis)?;
     }
-    let () = stale.query_async(&mut conn).await.at(redis)?;
     for p in products.iter().filter(|p| p.shards > 1) {
         let mut pipe = redis::pipe();
         for (k, units) in split(p.remaining, p.shards).into_iter().enumerate() {

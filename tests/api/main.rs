@@ -5,6 +5,7 @@
 //! and Redis key prefix, so tests run in parallel. Add a module here for each new area.
 
 mod bench;
+mod buckets;
 mod buy;
 mod catalog;
 mod client_addr;
