@@ -156,6 +156,7 @@ fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
             "sold",
             "limit/user",
             "max/order",
+            "shards",
         ],
         |p| {
             vec![
@@ -167,6 +168,7 @@ fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
                 p.sold.to_string(),
                 p.per_user_limit.to_string(),
                 p.max_per_order.to_string(),
+                p.shards.to_string(),
             ]
         },
     )

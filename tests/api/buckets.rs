@@ -366,6 +366,13 @@ async fn a_sharded_product_sells_on_one_redis() {
         vec![(3, 0), (3, 0), (2, 0), (2, 0)]
     );
 
+    let remaining = |view: &Value| {
+        let products = view["products"].as_array().unwrap().clone();
+        products.iter().map(|p| p["remaining"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    let path = format!("/api/v1/activities/{}", sale.activity);
+    assert_eq!(remaining(&sale.get(&path).await.1), vec![10, 5], "the buckets' sum");
+
     let users: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
     let answers = sale.buy_at_once(hot, users.clone()).await;
     let queued: Vec<&Value> = answers
