@@ -51,11 +51,11 @@ pub struct ReplicaWait {
 }
 
 impl ReplicaWait {
-    /// Waits for the replicas of the primary holding `activity` (in a cluster, the primary of
-    /// its slot: the others hold none of this batch); the error says how many acknowledged.
-    async fn confirm(&self, redis: &RedisClient, activity: u64) -> Result<(), String> {
+    /// Waits for the replicas of the primary holding `key` (in a cluster, the primary of its
+    /// slot); the error says how many acknowledged.
+    async fn confirm(&self, redis: &RedisClient, key: &str) -> Result<(), String> {
         let started = std::time::Instant::now();
-        let mut conn = redis.conn().for_key(&redis.keys().activity(activity));
+        let mut conn = redis.conn().for_key(key);
         let acked: redis::RedisResult<u32> = redis::cmd("WAIT")
             .arg(self.replicas)
             .arg(self.timeout.as_millis() as u64)
@@ -242,6 +242,35 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
     }
 }
 
+/// WAITs on every primary that took a reservation of the batch: the activity's, and each
+/// stock bucket's (see [`crate::buckets`]) whose stream got one; the first failure is the answer.
+async fn confirm_all(wait: &ReplicaWait, redis: &RedisClient, activity: u64, verdicts: &[Verdict]) -> Result<(), String> {
+    let keys = redis.keys();
+    let mut slots: Vec<String> = Vec::new();
+    for verdict in verdicts.iter().filter(|v| v.outcome == Outcome::Ok) {
+        let bucket = verdict
+            .order_no
+            .as_deref()
+            .and_then(crate::keys::parse_order_no)
+            .and_then(|(_, entry)| crate::keys::bucket_of_entry(entry));
+        let key = match bucket {
+            Some(k) => keys.bucket_orders(activity, k),
+            None => keys.activity(activity),
+        };
+        if !slots.contains(&key) {
+            slots.push(key);
+        }
+    }
+    if !redis.is_cluster() {
+        // One server holds every slot: one WAIT covers the batch.
+        slots.truncate(1);
+    }
+    for key in &slots {
+        wait.confirm(redis, key).await?;
+    }
+    Ok(())
+}
+
 /// One script call for `purchases`; each verdict goes to its reply in order. The pipeline
 /// slot is freed as soon as Redis answered, before the replies go out.
 async fn decide(
@@ -264,7 +293,7 @@ async fn decide(
         Ok(Ok(verdicts)) => {
             let unconfirmed = match &calls.wait {
                 Some(wait) if verdicts.iter().any(|v| v.outcome == Outcome::Ok) => {
-                    wait.confirm(&redis, activity).await.err()
+                    confirm_all(wait, &redis, activity, &verdicts).await.err()
                 }
                 _ => None,
             };
