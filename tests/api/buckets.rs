@@ -452,3 +452,54 @@ async fn bad_shard_counts_and_changes_while_online_are_refused() {
     assert!(shown.ok().stdout.contains("1024"), "{shown:?}");
     assert_eq!(app.product(app.product).await.shards, 1024);
 }
+
+/// `serve` dying between a sharded purchase's two steps (the quota taken in the activity's
+/// slot, no bucket reached): nothing is sold, the buyer's total is one unit too high, and
+/// `reconcile` reports it (exit 1) and `--fix` gives it back, after which the buyer can buy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_taken_without_a_reservation_is_found_and_given_back() {
+    let sale = Arc::new(
+        TestApp::builder()
+            .pipeline()
+            .tune(|c| c.orders.in_flight_grace_secs = 0)
+            .sale(vec![sharded(8, 1, 1, 4)])
+            .serve()
+            .build()
+            .await,
+    );
+    let keys = sale.redis.keys().clone();
+    let token = sale.token("torn").await;
+    let per = keys.for_activity(sale.activity);
+    // Step 1 alone, as `serve` runs it.
+    let reply: Vec<redis::Value> = seckill::scripts::QUOTA
+        .key(keys.activity(sale.activity))
+        .key(keys.blacklist(sale.activity))
+        .key(per.product(sale.product))
+        .key(per.bought(sale.product))
+        .key(per.token("torn"))
+        .arg(0)
+        .arg("torn")
+        .arg(1)
+        .arg(&token)
+        .invoke_async(&mut sale.redis.conn())
+        .await
+        .unwrap();
+    assert_eq!(reply[0], redis::Value::BulkString(b"ok".to_vec()), "{reply:?}");
+    let (status, body) = sale.buy(sale.product, "torn", 1, &token).await;
+    assert_eq!((status.as_u16(), body["error"].as_str()), (409, Some("limit_exceeded")), "{body}");
+    let buckets = buckets_of(&sale, sale.activity, sale.product, 4).await;
+    assert_eq!(buckets.iter().map(|b| b.0).sum::<i64>(), 8, "nothing was sold: {buckets:?}");
+
+    let a = sale.activity.to_string();
+    let found = sale.cli(&["reconcile", &a, "--json"]).await;
+    assert_eq!(found.code, 1, "{found:?}");
+    assert!(found.stdout.contains("torn"), "{}", found.stdout);
+    sale.cli(&["reconcile", &a, "--fix"]).await.ok();
+    let held: Option<i64> = sale.redis.conn().hget(per.bought(sale.product), "torn").await.unwrap();
+    assert_eq!(held.unwrap_or(0), 0);
+    let (status, body) = sale.buy(sale.product, "torn", 1, &token).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    sale.drain().await;
+    sale.cli(&["reconcile", &a]).await.ok();
+    Arc::into_inner(sale).unwrap().finish().await;
+}
