@@ -244,7 +244,12 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
 
 /// WAITs on every primary that took a reservation of the batch: the activity's, and each
 /// stock bucket's (see [`crate::buckets`]) whose stream got one; the first failure is the answer.
-async fn confirm_all(wait: &ReplicaWait, redis: &RedisClient, activity: u64, verdicts: &[Verdict]) -> Result<(), String> {
+async fn confirm_all(
+    wait: &ReplicaWait,
+    redis: &RedisClient,
+    activity: u64,
+    verdicts: &[Verdict],
+) -> Result<(), String> {
     let keys = redis.keys();
     let mut slots: Vec<String> = Vec::new();
     for verdict in verdicts.iter().filter(|v| v.outcome == Outcome::Ok) {

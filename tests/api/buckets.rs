@@ -343,6 +343,32 @@ async fn the_limit_holds_across_buckets_and_the_last_units_sell() {
     let rec = last.cli(&["reconcile", &last.activity.to_string()]).await;
     assert_eq!(rec.code, 0, "{rec:?}");
     Arc::into_inner(last).unwrap().finish().await;
+
+    // `seckill bench --shards 4`: a whole rehearsal with its invariants, leaving no key behind.
+    let bench = TestApp::builder().redis(cluster.url()).build().await;
+    let before = bench.all_keys().await;
+    let report = bench
+        .cli(&[
+            "bench",
+            "--spawn",
+            "--shards",
+            "4",
+            "--stock",
+            "50",
+            "--users",
+            "300",
+            "--requests",
+            "1000",
+            "--consumers",
+            "1",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["outcomes"]["queued"], 50, "{report:#}");
+    assert_eq!(bench.all_keys().await, before, "bench left keys behind");
 }
 
 /// On the single shared Redis a sharded product sells the same way: 30 buyers for 10 units
@@ -368,7 +394,10 @@ async fn a_sharded_product_sells_on_one_redis() {
 
     let remaining = |view: &Value| {
         let products = view["products"].as_array().unwrap().clone();
-        products.iter().map(|p| p["remaining"].as_i64().unwrap()).collect::<Vec<_>>()
+        products
+            .iter()
+            .map(|p| p["remaining"].as_i64().unwrap())
+            .collect::<Vec<_>>()
     };
     let path = format!("/api/v1/activities/{}", sale.activity);
     assert_eq!(remaining(&sale.get(&path).await.1), vec![10, 5], "the buckets' sum");
@@ -486,9 +515,17 @@ async fn a_quota_taken_without_a_reservation_is_found_and_given_back() {
         .unwrap();
     assert_eq!(reply[0], redis::Value::BulkString(b"ok".to_vec()), "{reply:?}");
     let (status, body) = sale.buy(sale.product, "torn", 1, &token).await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (409, Some("limit_exceeded")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (409, Some("limit_exceeded")),
+        "{body}"
+    );
     let buckets = buckets_of(&sale, sale.activity, sale.product, 4).await;
-    assert_eq!(buckets.iter().map(|b| b.0).sum::<i64>(), 8, "nothing was sold: {buckets:?}");
+    assert_eq!(
+        buckets.iter().map(|b| b.0).sum::<i64>(),
+        8,
+        "nothing was sold: {buckets:?}"
+    );
 
     let a = sale.activity.to_string();
     let found = sale.cli(&["reconcile", &a, "--json"]).await;
