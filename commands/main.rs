@@ -79,7 +79,7 @@ enum Command {
     Blacklist(blacklist::BlacklistCommand),
     /// Answer an activity's buys `503 degraded` on every server (on/off/status).
     Degrade(degrade::DegradeArgs),
-    /// Serve the buyer-facing HTTP API until ctrl-c or SIGTERM.
+    /// Serve the buyer-facing HTTP API and the buyer page (`/`, `/sale/ID`) until ctrl-c or SIGTERM.
     Serve(serve::ServeArgs),
     /// Persist reservations from the order streams into MySQL (daemon, or --once).
     Consumer(consumer::ConsumerArgs),

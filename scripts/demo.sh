@@ -15,7 +15,8 @@
 # (16390) in DEMO_REDIS_DIR (/tmp/seckill-demo-redis), and stops it at the end.
 # Every server it sets up, checks or cleans is the one these URLs name (scripts/urls.sh).
 # Re-runnable: whatever a previous run left (even one that died midway) is flushed and the
-# demo database is recreated first. DEMO_KEEP=1 leaves the activity online at the end.
+# demo database is recreated first. It prints the buyer page's URL once `serve` is up.
+# DEMO_KEEP=1 leaves the activity online and `serve` running (its page open) at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,8 +98,11 @@ DEMO_BIND=${DEMO_BIND:-127.0.0.1:18081}
 step "seckill serve --bind $DEMO_BIND &"
 SECKILL_HTTP_BIND=$DEMO_BIND "$SECKILL" serve >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
-trap 'kill $SERVE_PID 2>/dev/null || true; [ -n "$OWN_REDIS" ] || [ -n "${DEMO_KEEP:-}" ] || stop_demo_redis; rm -rf "$WORK"' EXIT
+trap '{ [ -n "${DEMO_KEEP:-}" ] || kill $SERVE_PID 2>/dev/null; } || true; [ -n "$OWN_REDIS" ] || [ -n "${DEMO_KEEP:-}" ] || stop_demo_redis; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do curl -sf "http://$DEMO_BIND/ready" >/dev/null && break; sleep 0.1; done
+echo
+echo "demo: the buyer page: http://$DEMO_BIND/sale/$activity (every sale: http://$DEMO_BIND/)"
+echo "demo: open it in a browser while the demo runs; with DEMO_KEEP=1 it stays up afterwards"
 curl -sf "http://$DEMO_BIND/api/v1/activities/$activity"; echo
 
 phone=$("$SECKILL" product list --activity "$activity" --json | grep -o '"id": [0-9]*' | sed -n 1p | grep -o '[0-9]*$')
@@ -121,14 +125,14 @@ run consumer --once
 run order show "$order"
 run reconcile "$activity"
 run status "$activity"
-kill -TERM $SERVE_PID; wait $SERVE_PID || true
-
 if [ -n "${DEMO_KEEP:-}" ]; then
     echo
     echo "demo: activity $activity left online (database $DEMO_DB, Redis $SECKILL_REDIS_URL, key prefix $SECKILL_KEY_PREFIX)"
+    echo "demo: its buyer page stays at http://$DEMO_BIND/sale/$activity (seckill serve, PID $SERVE_PID: kill $SERVE_PID stops it)"
     [ -n "$OWN_REDIS" ] || echo "demo: its Redis keeps running; stop it with: kill \$(cat $DEMO_REDIS_DIR/redis.pid)"
     exit 0
 fi
+kill -TERM $SERVE_PID; wait $SERVE_PID || true
 run stop "$activity"
 run stop --end "$activity"
 step "seckill flush -y $activity"; "$SECKILL" flush -y "$activity" | tail -1

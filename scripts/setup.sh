@@ -4,10 +4,13 @@
 # scripts/urls.sh), a login there that sqlx accepts, a Rust toolchain, a C compiler, CA
 # certificates and curl.
 #
-#   scripts/setup.sh              prepare (idempotent)
-#   scripts/setup.sh --with-nginx also install nginx (Debian's package) when it is missing:
-#                                 tests/api/nginx.rs runs its own nginx in front of `serve`
-#   scripts/setup.sh --stop       stop the servers that setup.sh started (only those, by PID)
+#   scripts/setup.sh                 prepare (idempotent)
+#   scripts/setup.sh --with-nginx    also install nginx (Debian's package) when it is missing:
+#                                    tests/api/nginx.rs runs its own nginx in front of `serve`
+#   scripts/setup.sh --with-browser  also Debian's chromium and chromium-driver when missing,
+#                                    for the browser tests (tests/api/browser.rs)
+#   scripts/setup.sh --stop          stop the servers that setup.sh started (only those, by PID)
+#   (scripts/test.sh passes --with-nginx --with-browser; the flags combine)
 #
 # Where the servers already answer and the login works it changes nothing. Otherwise, on a
 # Debian/Ubuntu machine, it installs redis-server and mariadb-server with apt-get. A server
@@ -371,19 +374,35 @@ setup_nginx() {
     log "nginx: $("$(nginx_path)" -v 2>&1)"
 }
 
+# The browser tests drive headless Chromium through chromedriver (Debian's packages; nothing
+# is downloaded at run time). Installed only where either is missing.
+check_browser() {
+    local missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    log "$(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+}
+
 WITH_NGINX=0
-case "${1:-}" in
-    --stop)
-        stop_started
-        exit 0
-        ;;
-    --with-nginx) WITH_NGINX=1 ;;
-    "") ;;
-    *) die "unknown argument '$1' (usage: scripts/setup.sh [--with-nginx | --stop])" ;;
-esac
+WITH_BROWSER=0
+if [ "${1:-}" = --stop ]; then
+    stop_started
+    exit 0
+fi
+for arg in "$@"; do
+    case "$arg" in
+        --with-nginx) WITH_NGINX=1 ;;
+        --with-browser) WITH_BROWSER=1 ;;
+        *) die "unknown argument '$arg' (usage: scripts/setup.sh [--with-nginx] [--with-browser] | --stop)" ;;
+    esac
+done
 
 setup_redis
 setup_mariadb
 check_tools
 if [ "$WITH_NGINX" -eq 1 ]; then setup_nginx; fi
+if [ "$WITH_BROWSER" -eq 1 ]; then check_browser; fi
 log "ready"

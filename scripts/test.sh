@@ -16,8 +16,9 @@ if [ -n "${SECKILL_TEST_REDIS_URL:-}" ]; then SECKILL_REDIS_URL=$SECKILL_TEST_RE
 . scripts/urls.sh
 export SECKILL_TEST_MYSQL_URL=$DB_SERVER_URL SECKILL_TEST_REDIS_URL=$REDIS_URL
 
-# --with-nginx: tests/api/nginx.rs puts an nginx of its own in front of two `serve`.
-SECKILL_DATABASE_URL=$DB_URL SECKILL_REDIS_URL=$REDIS_URL bash scripts/setup.sh --with-nginx
+# --with-nginx: tests/api/nginx.rs puts an nginx of its own in front of two `serve`;
+# --with-browser: tests/api/browser.rs drives headless Chromium through chromedriver.
+SECKILL_DATABASE_URL=$DB_URL SECKILL_REDIS_URL=$REDIS_URL bash scripts/setup.sh --with-nginx --with-browser
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Test databases older than an hour are leftovers of interrupted runs (a running suite's

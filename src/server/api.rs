@@ -29,7 +29,7 @@ use super::error::{no_route, wrong_method};
 use super::metrics::with_result_code;
 use super::routes::Route;
 use super::state::AppState;
-use super::{buy, payment, query, token};
+use super::{buy, page, payment, query, result, token};
 
 /// The whole HTTP API: every [`Route`] with its handler, JSON errors for unknown routes and
 /// wrong methods, every request counted in the metrics.
@@ -59,6 +59,10 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         Route::Ready => on(method, query::ready),
         Route::Metrics => on(method, metrics),
         Route::PaymentCallback => on(method, payment::callback),
+        Route::Result => on(method, result::result),
+        Route::Home => on(method, page::home),
+        Route::SalePage => on(method, page::sale),
+        Route::Asset => on(method, page::asset),
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`routes`]: the route table, every endpoint's method and path;
 //! - [`api`]: the router built from it, and the buy request's way in ahead of the router;
-//! - [`buy`] (the funnel, then group commit in the [`batcher`]), [`token`] and [`query`]
-//!   (orders, activities, time, health, readiness): the handlers;
+//! - [`buy`] (the funnel, then group commit in the [`batcher`]), [`token`], [`query`]
+//!   (orders, activities, time, health, readiness) and [`result`] ("did I win?"): the
+//!   handlers; [`page`]: the buyer page embedded in the binary;
 //! - [`body`]: reading and parsing request bodies, with the buy body's fast path;
 //! - [`error`]: the JSON error shape every failure uses;
 //! - [`state`]: what the handlers share, and the background tasks beside it ([`refresh`] of
@@ -23,8 +24,8 @@
 //!
 //! The files depend on one another in this order, each only on files listed before it (none on
 //! this one): `limiter`, `client_addr`, `funnel`, `connections`, `routes`, `metrics`, `error`,
-//! `identity`, `guard`, `refresh`, `batcher`, `state`, `body`, `token`, `buy`, `query`, `api`,
-//! `http_threads`.
+//! `identity`, `guard`, `refresh`, `batcher`, `state`, `body`, `token`, `buy`, `query`, `result`,
+//! `page`, `api`, `http_threads`.
 
 pub mod api;
 pub mod batcher;
@@ -39,9 +40,11 @@ pub mod http_threads;
 pub mod identity;
 pub mod limiter;
 pub mod metrics;
+pub mod page;
 pub mod payment;
 pub mod query;
 pub mod refresh;
+pub mod result;
 pub mod routes;
 pub mod state;
 pub mod token;
@@ -74,7 +77,7 @@ pub async fn run(
         state.stats.connections_refused.clone(),
         state.stats.connections_cut.clone(),
     );
-    tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), "serving the HTTP API");
+    tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), page = %format!("http://{addr}/"), "serving the HTTP API and the buyer page");
     // Every request carries its peer's address: the client address is logged and may be
     // rate-limited in every auth mode.
     http_threads::serve(listeners, Api::new(state), limits, true, shutdown).await

@@ -144,9 +144,7 @@ pub struct UserOrders {
 /// user's purchase token for the activity): every order of the user in the activity. This
 /// is how a buyer answered `unknown_outcome` learns whether the purchase was made.
 ///
-/// Read in an order that misses none: first Redis (the reservations not yet persisted: the
-/// stream from its oldest unacknowledged entry on, and the dead-letter stream), then MySQL.
-/// An entry persisted meanwhile is then found in MySQL; MySQL's row wins over the entry.
+/// The orders are read by [`buyer_orders`].
 pub async fn orders_of_user(
     State(state): State<AppState>,
     query: Result<Query<UserOrdersQuery>, QueryRejection>,
@@ -165,6 +163,21 @@ pub async fn orders_of_user(
         state.stats.rate_limited.increment(1);
         return Err(ApiError::too_many_requests());
     }
+    let orders = buyer_orders(&state, activity_id, &user_id).await?;
+    Ok(Json(UserOrders {
+        activity_id,
+        user_id,
+        orders,
+    }))
+}
+
+/// Every order of `user_id` in `activity_id`, oldest first: persisted ones with their MySQL
+/// status, the others `queued`.
+///
+/// Read in an order that misses none: first Redis (the reservations not yet persisted: the
+/// stream from its oldest unacknowledged entry on, and the dead-letter stream), then MySQL.
+/// An entry persisted meanwhile is then found in MySQL; MySQL's row wins over the entry.
+pub async fn buyer_orders(state: &AppState, activity_id: u64, user_id: &str) -> Result<Vec<OrderView>, ApiError> {
     let mut found: BTreeMap<(u64, u64), OrderView> = BTreeMap::new();
     let group = &state.config.consumer.group;
     for entry in reservation::unpersisted(&state.redis, activity_id, group)
@@ -174,7 +187,7 @@ pub async fn orders_of_user(
             ApiError::redis_unavailable()
         })?
     {
-        if entry.get(reservation::field::USER) == Some(user_id.as_str()) {
+        if entry.get(reservation::field::USER) == Some(user_id) {
             let field = |name: &str| entry.get(name).unwrap_or_default().to_string();
             found.insert(
                 parse_id(&entry.id),
@@ -184,7 +197,7 @@ pub async fn orders_of_user(
     }
     let filter = order::OrderFilter {
         activity_id,
-        user_id: Some(user_id.clone()),
+        user_id: Some(user_id.to_string()),
         ..Default::default()
     };
     let rows = order::list(&state.db, &filter).await.map_err(|e| {
@@ -196,11 +209,7 @@ pub async fn orders_of_user(
             found.insert(parse_id(id), row.into());
         }
     }
-    Ok(Json(UserOrders {
-        activity_id,
-        user_id,
-        orders: found.into_values().collect(),
-    }))
+    Ok(found.into_values().collect())
 }
 
 /// A product as the buyer page shows it.

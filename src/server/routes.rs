@@ -29,11 +29,19 @@ pub enum Route {
     Metrics,
     /// `POST /api/v1/payments/callback`: the payment provider reports a payment.
     PaymentCallback,
+    /// `GET /api/v1/activities/{id}/result`: "did I win?", the buyer's reservations.
+    Result,
+    /// `GET /`: the buyer page's list of activities on sale.
+    Home,
+    /// `GET /sale/{id}`: the buyer page of one activity.
+    SalePage,
+    /// `GET /assets/{file}`: the buyer page's script and style sheet.
+    Asset,
 }
 
 impl Route {
     /// Every route, each at the index of its discriminant (the metrics index by it).
-    pub const ALL: [Route; 10] = [
+    pub const ALL: [Route; 14] = [
         Route::Buy,
         Route::Token,
         Route::Order,
@@ -44,6 +52,10 @@ impl Route {
         Route::Ready,
         Route::Metrics,
         Route::PaymentCallback,
+        Route::Result,
+        Route::Home,
+        Route::SalePage,
+        Route::Asset,
     ];
 
     /// The path, in axum's syntax (`{name}` for a path parameter); also the route's metric label.
@@ -59,6 +71,10 @@ impl Route {
             Route::Ready => "/ready",
             Route::Metrics => "/metrics",
             Route::PaymentCallback => "/api/v1/payments/callback",
+            Route::Result => "/api/v1/activities/{id}/result",
+            Route::Home => "/",
+            Route::SalePage => "/sale/{id}",
+            Route::Asset => "/assets/{file}",
         }
     }
 
@@ -72,7 +88,11 @@ impl Route {
             | Route::Time
             | Route::Health
             | Route::Ready
-            | Route::Metrics => Method::GET,
+            | Route::Metrics
+            | Route::Result
+            | Route::Home
+            | Route::SalePage
+            | Route::Asset => Method::GET,
         }
     }
 

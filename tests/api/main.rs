@@ -5,9 +5,11 @@
 //! and Redis key prefix, so tests run in parallel. Add a module here for each new area.
 
 mod bench;
+mod browser;
 mod buckets;
 mod buy;
 mod catalog;
+mod chromium;
 mod client_addr;
 mod cluster;
 mod connectivity;
@@ -30,6 +32,7 @@ mod metrics;
 mod migrate;
 mod nginx;
 mod ops_paths;
+mod page;
 mod payment_window;
 mod payments;
 mod pipeline;
