@@ -1,7 +1,10 @@
 -- reserve.lua: decide a batch of purchases of one activity, atomically, in arrival order.
 -- Each accepted purchase deducts stock, adds to the buyer's total, counts as sold and is
 -- queued in the activity's order stream in this same script, so a unit can neither be
--- sold twice nor be deducted without its reservation being queued.
+-- sold twice nor be deducted without its reservation being queued. The batch's accepted
+-- purchases go into ONE stream entry (one XADD per call, not per purchase: less for Redis to
+-- execute and to propagate to the AOF and replicas): activity, reserved_ms, then product,
+-- user, quantity, price per purchase in order (decoded in src/reservation/entry.rs).
 --
 -- KEYS[1]  activity hash    P:{a:A}:activity   (status, start_ms, end_ms, id)
 -- KEYS[2]  order stream     P:{a:A}:orders
@@ -16,8 +19,10 @@
 -- ARGV[4+M ..]      per request, four values: product (1..M, its place above), user id,
 --                   quantity, token
 --
--- Returns a flat array of 2N values, two per request in request order: verdict, remaining
---   verdict    the reservation's stream entry id ("<ms>-<seq>") when queued, else the refusal:
+-- Returns a flat array of 1 + 2N values: the id ("<ms>-<seq>") of the entry holding the
+-- accepted purchases ('' when none was accepted), then two per request in request order:
+-- verdict, remaining
+--   verdict    when queued, the purchase's index (integer, from 0) within that entry, else the refusal:
 --              suspended | not_found | not_started | paused | ended | blacklisted
 --              | invalid_token | bad_request | limit_exceeded | sold_out
 --   remaining  the product's stock after this request (-1 when the product is unknown)
@@ -94,7 +99,11 @@ end
 local check_blacklist = call('SCARD', KEYS[3]) > 0
 local first_token_key, first_arg = 3 + 2 * m, 3 + m
 
-local replies = {}
+-- replies[1] is the entry id; request i's two values are at 2i and 2i + 1.
+local replies = { '' }
+-- The XADD arguments; accepted purchases append their four field/value pairs.
+local entry = { 'XADD', KEYS[2], '*', 'activity', activity_id, 'reserved_ms', now_ms_str }
+local queued, last = 0, #entry
 local function decide(i)
     local a = first_arg + (i - 1) * 4
     local p = products[tonumber(ARGV[a + 1])]
@@ -138,27 +147,40 @@ local function decide(i)
         else
             -- Deducted before queueing: should the XADD fail, the unit stays withdrawn
             -- (reconcile reports it) rather than queued without being deducted.
-            -- The entry's fields are decoded in src/reservation/entry.rs: keep the two in step.
             stock = stock - quantity
             p.stock, p.sold, p.dirty = stock, p.sold + quantity, true
-            local id = call('XADD', KEYS[2], '*',
-                'activity', activity_id, 'product', p.id, 'user', user,
-                'quantity', quantity_arg, 'price', p.price, 'reserved_ms', now_ms_str)
-            replies[2 * i - 1], replies[2 * i] = id, stock
+            local e = last
+            last = e + 8
+            entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', p.id, 'user', user
+            entry[e + 5], entry[e + 6], entry[e + 7], entry[e + 8] = 'quantity', quantity_arg, 'price', p.price
+            replies[2 * i], replies[2 * i + 1] = queued, stock
+            queued = queued + 1
         end
     end
     if code then
-        replies[2 * i - 1], replies[2 * i] = code, stock
+        replies[2 * i], replies[2 * i + 1] = code, stock
     end
 end
 
+-- Queues the accepted purchases, if any, as one entry.
+local function append()
+    if queued > 0 then
+        replies[1] = call(unpack(entry))
+    end
+end
+
+-- The purchases decided before a failed command are deducted, so they are queued even then.
 local ok, err = pcall(function()
     for i = 1, n do
         decide(i)
     end
 end)
+local added, add_err = pcall(append)
 write_back()
 if not ok then
     error(err, 0)
+end
+if not added then
+    error(add_err, 0)
 end
 return replies

@@ -15,6 +15,10 @@
 #   3. wrk -t2 -c100 POST /api/v1/buy, a fresh user with a valid token per request, stock
 #      never running out (each round its own product): successful buys per second, p50/p99
 #   4. the same on a sold-out product: sold-out answers per second, p50/p99
+#   3n. the same wrk buy script against examples/naive_server.rs (axum + redis-rs, one EVALSHA
+#      of naive_deduct.lua per request, no token, no queue), right before (3): buys/s, and
+#      Redis CPU per purchase there (goals: (3) >= 1.25 x (3n); Redis per purchase of (3)
+#      <= 1/3 of (3n)'s)
 #   4b. the same two wrk runs against examples/http_floor.rs: a bare axum Router on serve's
 #      HTTP threads, doing none of our work (what the stack alone gives, for comparison)
 #   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
@@ -77,7 +81,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "cargo build --release"
-cargo build --release --quiet --bin seckill --example http_floor
+cargo build --release --quiet --bin seckill --example http_floor --example naive_server
 S=$PWD/target/release/seckill
 OUT=target/bench
 mkdir -p "$OUT"
@@ -85,6 +89,7 @@ WORK=$(mktemp -d)
 BASE=http://127.0.0.1:$BENCH_PORT
 ZERO_PORT=$((BENCH_PORT + 1))
 FLOOR_PORT=$((BENCH_PORT + 2))
+NAIVE_PORT=$((BENCH_PORT + 3))
 cc -O2 -pthread -o "$WORK/zero_work" scripts/bench/zero_work.c
 
 # Our own configuration only: environment overrides would point the run elsewhere.
@@ -118,7 +123,7 @@ unlink_keys() {
 }
 SERVER=""; ZERO=""; FLOOR=""
 cleanup() {
-    for pid in $SERVER $ZERO $FLOOR; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for pid in $SERVER $ZERO $FLOOR $NAIVE_SERVER; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     unlink_keys "$BENCH_PREFIX:*"
     db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
     rm -rf "$WORK"
@@ -204,6 +209,10 @@ target/release/examples/http_floor "127.0.0.1:$FLOOR_PORT" &
 FLOOR=$!
 for _ in $(seq 50); do listening "$FLOOR_PORT" && break; sleep 0.1; done
 listening "$FLOOR_PORT" || { echo "bench: the http_floor server did not come up" >&2; exit 1; }
+REDIS_URL="$REDIS_URL" KEY_PREFIX="$BENCH_PREFIX:naivehttp" target/release/examples/naive_server "127.0.0.1:$NAIVE_PORT" 2>"$WORK/naive_server.log" &
+NAIVE_SERVER=$!
+for _ in $(seq 50); do listening "$NAIVE_PORT" && break; sleep 0.1; done
+listening "$NAIVE_PORT" || { echo "bench: the naive server did not come up" >&2; cat "$WORK/naive_server.log" >&2; exit 1; }
 
 # Answers with code $1 since the count $2, at most wrk's total in file $3 (wrk leaves out
 # answers that arrive after its timer).
@@ -223,7 +232,7 @@ wrk_buys() {
 }
 
 # Taken in rounds (see the top of this file): the machine's speed drifts within minutes.
-R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
+NAIVE_HTTP=(); NAIVE_HTTP_US=(); R_HTTP=(); R_REDIS=(); R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -237,7 +246,16 @@ for r in $(seq "$ROUNDS"); do
     NAIVE+=("$(fmt %.0f "$(grep -o '[0-9.]* requests per second' "$WORK/naive.txt" | tail -1 | awk '{ print $1 }')")")
     NAIVE_US+=("$(div $((cpu1 - cpu0)) "$NAIVE_N")")
 
-    # 3. Successful buys, right after (1) so that the two compare the same minute.
+    # 3n. The naive axum server with the same wrk script (all fresh users: every answer a 200).
+    redis_cli set "$BENCH_PREFIX:naivehttp:stock:${BIG[$((r - 1))]}" 100000000 >/dev/null
+    cpu0=$(redis_cpu_us)
+    wrk_buys "http://127.0.0.1:$NAIVE_PORT" "${BIG[$((r - 1))]}" "$WORK/naivehttp.$r.txt"
+    cpu1=$(redis_cpu_us)
+    unlink_keys "$BENCH_PREFIX:naivehttp:*"
+    NAIVE_HTTP+=("$(fmt %.0f "$(wrk_rps "$WORK/naivehttp.$r.txt")")")
+    NAIVE_HTTP_US+=("$(div $((cpu1 - cpu0)) "$(wrk_total "$WORK/naivehttp.$r.txt")")")
+
+    # 3. Successful buys, right after (1) and (3n) so that they compare the same minute.
     before=$(buy_answers ok); cpu0=$(redis_cpu_us); sample_busy_share "$WORK/buy.$r.busy"
     wrk_buys "$BASE" "${BIG[$((r - 1))]}" "$WORK/buy.$r.txt"
     cpu1=$(redis_cpu_us)
@@ -263,7 +281,8 @@ for r in $(seq "$ROUNDS"); do
     PRODUCT=$P2 USER_ID=$SO_USER TOKEN=$SO_TOKEN wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
         -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.$r.txt"
     SOLD+=("$(rate_of "$WORK/soldout.$r.txt" "$(answers_since sold_out "$before" "$WORK/soldout.$r.txt")")")
-    R_BUY+=("$(div "${BUYS[-1]}" "${NAIVE[-1]}")"); R_SO+=("$(div "${SOLD[-1]}" "${HEALTH[-1]}")")
+    R_BUY+=("$(div "${BUYS[-1]}" "${NAIVE[-1]}")")
+    R_HTTP+=("$(div "${BUYS[-1]}" "${NAIVE_HTTP[-1]}")"); R_REDIS+=("$(div "${BUY_US[-1]}" "${NAIVE_HTTP_US[-1]}")"); R_SO+=("$(div "${SOLD[-1]}" "${HEALTH[-1]}")")
 
     # 4b. The same two runs against a bare axum Router (every answer there is the 409).
     wrk -t2 -c100 -d"${BENCH_SECS}s" "http://127.0.0.1:$FLOOR_PORT/health" >"$WORK/floor_health.$r.txt"
@@ -272,13 +291,16 @@ for r in $(seq "$ROUNDS"); do
     FLOOR_H+=("$(fmt %.0f "$(wrk_rps "$WORK/floor_health.$r.txt")")")
     FLOOR_SO+=("$(fmt %.0f "$(wrk_rps "$WORK/floor_soldout.$r.txt")")")
     R_FLOOR+=("$(div "${FLOOR_SO[-1]}" "${FLOOR_H[-1]}")")
-    echo "round $r: naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each)," \
+    echo "round $r: naive axum ${NAIVE_HTTP[-1]}/s (redis ${NAIVE_HTTP_US[-1]} us each)," \
+        "naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each)," \
         "zero-work ${ZW[-1]}/s (machine ${ZW_US[-1]} us each), /health ${HEALTH[-1]}/s," \
         "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, machine ${BUY_MACHINE_US[-1]} us each), sold out ${SOLD[-1]}/s," \
         "stack floor /health ${FLOOR_H[-1]}/s, sold out ${FLOOR_SO[-1]}/s" >&2
 done
 BUY_200=$(buy_answers ok)
 NAIVE_RPS=$(median "${NAIVE[@]}"); NAIVE_REDIS_US=$(median "${NAIVE_US[@]}")
+NAIVE_HTTP_RPS=$(median "${NAIVE_HTTP[@]}"); NAIVE_HTTP_REDIS_US=$(median "${NAIVE_HTTP_US[@]}")
+RH=$(median "${R_HTTP[@]}"); RR=$(median "${R_REDIS[@]}")
 HEALTH_RPS=$(median "${HEALTH[@]}"); HEALTH_MACHINE_US=$(median "${HEALTH_US[@]}")
 ZW_RPS=$(median "${ZW[@]}"); ZW_MACHINE_US=$(median "${ZW_US[@]}")
 BUY_MACHINE=$(median "${BUY_MACHINE_US[@]}")
@@ -347,9 +369,9 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 cat >"$OUT/latest.md" <<EOF
 Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 0 to 4b are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.
-Rounds: naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]};
+Rounds: naive axum ${NAIVE_HTTP[*]}; naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]};
 stack floor (4b) /health ${FLOOR_H[*]}; sold out ${FLOOR_SO[*]};
-ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
+ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive axum ${R_REDIS[*]}; buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
 
 | # | figure | value | p50 / p99 |
 |---|---|---|---|
@@ -357,6 +379,7 @@ ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack'
 | 1 | naive EVALSHA deduct, \`redis-benchmark -c 50\` | $NAIVE_RPS /s | |
 | 2 | \`GET /health\`, \`wrk -t2 -c100\` | $HEALTH_RPS req/s | $H_P50 / $H_P99 ms |
 | 2b | \`GET /health\`, \`seckill bench --probe\` (100 connections) | $PROBE_RPS req/s | |
+| 3n | the naive axum server (\`examples/naive_server.rs\`), same wrk buy script | $NAIVE_HTTP_RPS /s | |
 | 3 | successful buys, fresh users, \`wrk -t2 -c100\` | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
 | 4b | a bare axum Router on the same HTTP threads (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
@@ -370,7 +393,9 @@ ratios per round: buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack'
 
 | ratio | value | goal | met |
 |---|---|---|---|
-| (3)/(1) buys vs naive deduct, median of the rounds | $R1 | >= 1.5 | $(ok "$R1" 1.5 ">=") |
+| (3)/(3n) buys vs the naive axum server, median of the rounds | $RH | >= 1.25 | $(ok "$RH" 1.25 ">=") |
+| Redis CPU per purchase, (3) / (3n) (\`INFO cpu\`), median of the rounds: $BUY_REDIS_US / $NAIVE_HTTP_REDIS_US µs | $RR | <= 0.33 | $(ok "$RR" 0.33 "<=") |
+| (3)/(1) buys vs naive deduct, median of the rounds | $R1 | (retired goal 1.5) | |
 | (6d)/(1) the most any server could reach here, vs naive | $RC | (bound for the line above) | |
 | (0)/(1) a server that does nothing and has no Redis, vs naive | $R0 | | |
 | (4)/(2) sold-out vs /health, median of the rounds | $R2 | >= 0.9 | $(ok "$R2" 0.9 ">=") |
@@ -389,6 +414,10 @@ cat >"$OUT/latest.json" <<EOF
   "commit": "$COMMIT",
   "wrk_secs": $BENCH_SECS,
   "rounds": $ROUNDS,
+  "naive_axum_rps": $NAIVE_HTTP_RPS,
+  "naive_axum_redis_us_per_purchase": $NAIVE_HTTP_REDIS_US,
+  "buys_vs_naive_axum": $RH,
+  "redis_us_ours_vs_naive_axum": $RR,
   "naive_deduct_rps": $NAIVE_RPS,
   "naive_redis_us_per_purchase": $NAIVE_REDIS_US,
   "buy_redis_us_per_purchase": $BUY_REDIS_US,

@@ -109,10 +109,28 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
     reserve_above(redis, activity, 0, purchases).await
 }
 
+/// Most purchases one script call decides: `lua/reserve.lua` builds its one XADD with
+/// `unpack`, whose Lua limit is a few thousand values (eight per purchase).
+pub const MAX_PURCHASES_PER_CALL: usize = 900;
+
 /// [`reserve`], refusing every purchase (`suspended`) when the activity's persist sequence in
 /// Redis is below `min_persist_seq`, a value MySQL is known to have recorded: Redis then went
-/// back in time past persisted orders (see [`crate::lost_state`]).
+/// back in time past persisted orders (see [`crate::lost_state`]). More than
+/// [`MAX_PURCHASES_PER_CALL`] purchases are decided in consecutive calls, in order.
 pub async fn reserve_above(
+    redis: &RedisClient,
+    activity: u64,
+    min_persist_seq: u64,
+    purchases: &[Purchase],
+) -> Result<Vec<Verdict>> {
+    let mut verdicts = Vec::with_capacity(purchases.len());
+    for chunk in purchases.chunks(MAX_PURCHASES_PER_CALL) {
+        verdicts.extend(reserve_one_call(redis, activity, min_persist_seq, chunk).await?);
+    }
+    Ok(verdicts)
+}
+
+async fn reserve_one_call(
     redis: &RedisClient,
     activity: u64,
     min_persist_seq: u64,
@@ -160,41 +178,54 @@ pub async fn reserve_above(
     }
     let mut conn = redis.conn();
     let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.at(redis)?;
-    if reply.len() != 2 * purchases.len() {
-        return Err(Error::Internal(format!(
-            "reserve.lua answered {} values for {} purchases",
+    let unexpected = |what: String| Error::Internal(format!("reserve.lua answered {what}"));
+    if reply.len() != 1 + 2 * purchases.len() {
+        return Err(unexpected(format!(
+            "{} values for {} purchases",
             reply.len(),
             purchases.len()
         )));
     }
-    reply
+    let entry_id = match &reply[0] {
+        Value::BulkString(id) => std::str::from_utf8(id).map_err(|_| unexpected(format!("{:?}", reply[0])))?,
+        other => return Err(unexpected(format!("{other:?} as the entry id"))),
+    };
+    reply[1..]
         .chunks_exact(2)
-        .map(|pair| verdict(activity, &pair[0], &pair[1]))
+        .map(|pair| verdict(activity, entry_id, &pair[0], &pair[1]))
         .collect()
 }
 
-/// One purchase's verdict from its two reply values (see `lua/reserve.lua`).
-fn verdict(activity: u64, verdict: &Value, remaining: &Value) -> Result<Verdict> {
-    let unexpected = || Error::Internal(format!("reserve.lua answered {verdict:?}, {remaining:?}"));
-    let (Value::BulkString(verdict), Value::Int(remaining)) = (verdict, remaining) else {
-        return Err(unexpected());
+/// One purchase's verdict from its two reply values and the id of the batch's entry (see
+/// `lua/reserve.lua`).
+fn verdict(activity: u64, entry_id: &str, verdict: &Value, remaining: &Value) -> Result<Verdict> {
+    let unexpected = || {
+        Error::Internal(format!(
+            "reserve.lua answered {verdict:?}, {remaining:?} (entry {entry_id:?})"
+        ))
     };
-    if let Some(outcome) = Outcome::refusal(verdict) {
-        return Ok(Verdict {
-            outcome,
-            order_no: None,
-            remaining: *remaining,
-        });
+    match (verdict, remaining) {
+        (Value::BulkString(verdict), Value::Int(remaining)) => {
+            let outcome = Outcome::refusal(verdict).ok_or_else(unexpected)?;
+            Ok(Verdict {
+                outcome,
+                order_no: None,
+                remaining: *remaining,
+            })
+        }
+        (Value::Int(index), Value::Int(remaining)) => {
+            let index = u32::try_from(*index).map_err(|_| unexpected())?;
+            if !keys::is_entry_id(entry_id) {
+                return Err(unexpected());
+            }
+            Ok(Verdict {
+                outcome: Outcome::Ok,
+                order_no: Some(keys::purchase_order_no(activity, entry_id, index)),
+                remaining: *remaining,
+            })
+        }
+        _ => Err(unexpected()),
     }
-    let entry_id = std::str::from_utf8(verdict).map_err(|_| unexpected())?;
-    if !keys::is_entry_id(entry_id) {
-        return Err(unexpected());
-    }
-    Ok(Verdict {
-        outcome: Outcome::Ok,
-        order_no: Some(keys::order_no(activity, entry_id)),
-        remaining: *remaining,
-    })
 }
 
 #[cfg(test)]

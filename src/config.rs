@@ -495,6 +495,15 @@ impl Config {
         if self.funnel.batch_max == 0 || self.funnel.batch_pipeline == 0 {
             return bad("funnel.batch_max", "batch_max and batch_pipeline must be positive");
         }
+        if self.funnel.batch_max > crate::buy::MAX_PURCHASES_PER_CALL {
+            return bad(
+                "funnel.batch_max",
+                &format!(
+                    "must be at most {} (one script call)",
+                    crate::buy::MAX_PURCHASES_PER_CALL
+                ),
+            );
+        }
         if self.funnel.max_in_flight == 0 {
             return bad("funnel.max_in_flight", "must be positive");
         }

@@ -16,8 +16,8 @@
 //! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it) |
 //! | `P:{a:A}:revoked` | set | users whose token the operator revoked: `POST /api/v1/token` gives them none until `seckill token lift` |
 //! | `P:{a:A}:blacklist` | set | users who may not buy |
-//! | `P:{a:A}:orders` | stream | one entry per reservation (`activity product user quantity price reserved_ms`); consumer group `persist` |
-//! | `P:{a:A}:dlq` | stream | entries that failed persisting `max_deliveries` times, with the error |
+//! | `P:{a:A}:orders` | stream | one entry per reserve script call, holding its accepted purchases (`activity reserved_ms`, then `product user quantity price` per purchase); consumer group `persist` |
+//! | `P:{a:A}:dlq` | stream | purchases (one each, with `dlq_index`, their place in the entry) or unreadable whole entries that failed persisting `max_deliveries` times, with the error |
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, or `void` (settled as undone by reconcile) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
@@ -219,16 +219,43 @@ impl Keys {
 }
 
 /// The order number of a reservation: activity id and stream entry id, e.g. `42-1732250000123-0`.
-/// Because it contains the entry id, a queued order is found with one XRANGE.
+/// Because it contains the entry id, a queued order is found with one XRANGE. This is the
+/// number of the first (or only) purchase of an entry; see [`purchase_order_no`].
 pub fn order_no(activity: u64, entry_id: &str) -> String {
     format!("{activity}-{entry_id}")
 }
 
-/// Splits an order number into activity id and stream entry id.
+/// The order number of the purchase at `index` (from 0) of a stream entry: the entry's
+/// [`order_no`] for index 0, `<activity>-<entry id>-<index>` after it. An entry holds one
+/// script call's purchases, so numbers stay unique; index 0 keeps the form numbers had when
+/// an entry held one purchase, so an entry written before the change keeps its number.
+pub fn purchase_order_no(activity: u64, entry_id: &str, index: u32) -> String {
+    if index == 0 {
+        order_no(activity, entry_id)
+    } else {
+        format!("{activity}-{entry_id}-{index}")
+    }
+}
+
+/// Splits an order number into activity id and stream entry id (the purchase's place within
+/// the entry is dropped; see [`parse_purchase_no`]).
 pub fn parse_order_no(order_no: &str) -> Option<(u64, &str)> {
-    let (activity, entry) = order_no.split_once('-')?;
+    parse_purchase_no(order_no).map(|(activity, entry, _)| (activity, entry))
+}
+
+/// Splits an order number into activity id, stream entry id and the purchase's index within
+/// the entry. Only the canonical form [`purchase_order_no`] makes is accepted, so one
+/// purchase has one number.
+pub fn parse_purchase_no(order_no: &str) -> Option<(u64, &str, u32)> {
+    let (activity, rest) = order_no.split_once('-')?;
     let activity = activity.parse().ok()?;
-    is_entry_id(entry).then_some((activity, entry))
+    if is_entry_id(rest) {
+        return Some((activity, rest, 0));
+    }
+    let (entry, index) = rest.rsplit_once('-')?;
+    let canonical = !index.starts_with('0') && index.bytes().all(|b| b.is_ascii_digit());
+    let index: u32 = index.parse().ok().filter(|_| canonical)?;
+    (is_entry_id(entry) && index > 0).then_some((activity, entry, index))
 }
 
 /// Bucket streams number their entries `<ms>-<seq>` with `seq` = this + n × 1024 + bucket
@@ -420,6 +447,22 @@ mod tests {
         assert_eq!(parse_order_no("x-1-2"), None);
         assert_eq!(parse_order_no("42-abc"), None);
         assert_eq!(parse_order_no("42-1-"), None);
+        assert_eq!(purchase_order_no(42, "1732250000123-3", 0), no);
+        let third = purchase_order_no(42, "1732250000123-3", 2);
+        assert_eq!(third, "42-1732250000123-3-2");
+        assert_eq!(parse_purchase_no(&third), Some((42, "1732250000123-3", 2)));
+        assert_eq!(parse_order_no(&third), Some((42, "1732250000123-3")));
+        assert_eq!(parse_purchase_no(&no), Some((42, "1732250000123-3", 0)));
+        for bad in [
+            "42-1-2-0",
+            "42-1-2-01",
+            "42-1-2-x",
+            "42-1-2-",
+            "42-1-2-3-4",
+            "42-1-2--1",
+        ] {
+            assert_eq!(parse_purchase_no(bad), None, "{bad}");
+        }
         assert!(is_entry_id("1732250000123-3"));
         for bad in [
             "",

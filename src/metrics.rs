@@ -40,7 +40,8 @@ pub const DEGRADED: &str = "seckill_degraded";
 /// 1 while Redis has lost an activity's state and its sale is suspended, per activity (gauge).
 pub const REDIS_STATE_LOST: &str = "seckill_redis_state_lost";
 
-/// Stream entries read by the consumer (counter).
+/// Reservations (purchases) read by the consumer, whatever the entries holding them (counter;
+/// the name predates entries of several purchases).
 pub const CONSUMER_READ: &str = "seckill_consumer_entries_read_total";
 /// Orders inserted by the consumer (counter).
 pub const CONSUMER_PERSISTED: &str = "seckill_consumer_orders_persisted_total";
@@ -52,9 +53,9 @@ pub const CONSUMER_BATCH_SECONDS: &str = "seckill_consumer_batch_duration_second
 pub const CONSUMER_RETRIES: &str = "seckill_consumer_retries_total";
 /// Entries moved to the dead-letter stream (counter).
 pub const CONSUMER_DEAD_LETTERED: &str = "seckill_consumer_dead_lettered_total";
-/// Entries delivered but not acked, per activity (gauge).
+/// Reservations delivered but not acked, per activity (gauge; counted per purchase).
 pub const CONSUMER_PENDING: &str = "seckill_consumer_pending_entries";
-/// Entries not yet delivered to the group, per activity (gauge).
+/// Reservations not yet delivered to the group, per activity (gauge; counted per purchase).
 pub const CONSUMER_LAG: &str = "seckill_consumer_lag_entries";
 /// Entries in the dead-letter stream, per activity (gauge).
 pub const DLQ_LENGTH: &str = "seckill_dlq_entries";

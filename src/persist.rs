@@ -11,7 +11,6 @@ use sqlx::{MySql, QueryBuilder};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::lost_state;
 use crate::redis_client::RedisClient;
 use crate::reservation::Reservation;
@@ -165,7 +164,7 @@ async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::resul
             .entry(r.product_id)
             .or_insert((r.activity_id, 0, Vec::new()));
         e.1 += u64::from(r.quantity);
-        e.2.push(&r.entry_id);
+        e.2.push(&r.order_no);
     }
     // BTreeMap order: every transaction locks products in ascending id order (no deadlock cycles).
     for (product, (activity, units, ids)) in &per_product {
@@ -186,8 +185,16 @@ async fn try_persist(db: &Db, batch: &[Reservation], reason: &str) -> std::resul
             )));
         }
         let reference = match ids.as_slice() {
-            [one] => keys::order_no(*activity, one),
-            many => format!("batch {}..{}", many[0], many[many.len() - 1]),
+            [one] => one.to_string(),
+            many => {
+                // `ref` is VARCHAR(64): a stock bucket's order numbers are long (see keys.rs).
+                let range = format!("batch {}..{}", many[0], many[many.len() - 1]);
+                if range.len() <= 64 {
+                    range
+                } else {
+                    format!("batch {} +{}", many[0], many.len() - 1)
+                }
+            }
         };
         sqlx::query(
             "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'reserve', ?, ?, ?)",

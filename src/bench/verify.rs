@@ -24,7 +24,7 @@ pub struct Evidence {
     pub mysql_units: u64,
     /// Most units one user holds in MySQL.
     pub mysql_max_per_user: u64,
-    /// Entries in the reservation stream (what Redis sold).
+    /// Purchases in the reservation stream (what Redis sold), counted per purchase, not per entry.
     pub stream_entries: u64,
     /// Units of those entries.
     pub stream_units: u64,
@@ -108,19 +108,22 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
     }
     let mut per_user: HashMap<String, u64> = HashMap::new();
     for entry in entries {
-        match reservation::decode(activity, &entry) {
-            Ok(r) if r.product_id != product => {}
-            Ok(r) => {
-                e.stream_entries += 1;
-                e.stream_units += u64::from(r.quantity);
-                *per_user.entry(r.user_id).or_default() += u64::from(r.quantity);
+        let purchases = reservation::purchases(&entry).unwrap_or_else(|_| vec![entry.clone()]);
+        for (index, one) in (0u32..).zip(purchases) {
+            match reservation::decode_at(activity, &one, index) {
+                Ok(r) if r.product_id != product => {}
+                Ok(r) => {
+                    e.stream_entries += 1;
+                    e.stream_units += u64::from(r.quantity);
+                    *per_user.entry(r.user_id).or_default() += u64::from(r.quantity);
+                }
+                // A purchase no consumer can persist still counts as a reservation (of no units),
+                // so orders and reservations differ and the run fails.
+                Err(_) if one.get(reservation::field::PRODUCT) == Some(product.to_string().as_str()) => {
+                    e.stream_entries += 1
+                }
+                Err(_) => {}
             }
-            // An entry no consumer can persist still counts as a reservation (of no units), so
-            // orders and reservations differ and the run fails.
-            Err(_) if entry.get(reservation::field::PRODUCT) == Some(product.to_string().as_str()) => {
-                e.stream_entries += 1
-            }
-            Err(_) => {}
         }
     }
     e.stream_max_per_user = per_user.values().copied().max().unwrap_or(0);

@@ -237,13 +237,21 @@ fn stream_names(streams: &Streams) -> Vec<String> {
     streams.iter().map(|(_, s)| s.clone()).collect()
 }
 
-/// A batch in hand, decoded: the reservations to persist, and why the others cannot be.
+/// Why (part of) an entry cannot be persisted.
+struct Reject {
+    /// The purchase's place within the entry; `None`: the entry as a whole is unreadable.
+    index: Option<u32>,
+    why: String,
+}
+
+/// A batch in hand, decoded: the reservations (purchases of the entries) to persist, and why
+/// the others cannot be.
 struct Decoded {
     reservations: Vec<Reservation>,
     /// Where each reservation's entry is in the batch, by order number.
     by_order: HashMap<String, usize>,
-    /// Why an entry cannot be persisted, by its place in the batch.
-    rejected: HashMap<usize, String>,
+    /// What of an entry cannot be persisted, by the entry's place in the batch.
+    rejected: HashMap<usize, Vec<Reject>>,
 }
 
 fn decode_batch(held: &[Held]) -> Decoded {
@@ -253,13 +261,23 @@ fn decode_batch(held: &[Held]) -> Decoded {
         rejected: HashMap::new(),
     };
     for (i, h) in held.iter().enumerate() {
-        match reservation::decode(h.activity, &h.entry) {
-            Ok(r) => {
-                decoded.by_order.insert(r.order_no.clone(), i);
-                decoded.reservations.push(r);
+        match reservation::decode_all(h.activity, &h.entry) {
+            Ok(all) => {
+                for (index, one) in (0u32..).zip(all) {
+                    match one {
+                        Ok(r) => {
+                            decoded.by_order.insert(r.order_no.clone(), i);
+                            decoded.reservations.push(r);
+                        }
+                        Err(why) => decoded.rejected.entry(i).or_default().push(Reject {
+                            index: Some(index),
+                            why,
+                        }),
+                    }
+                }
             }
             Err(why) => {
-                decoded.rejected.insert(i, why);
+                decoded.rejected.insert(i, vec![Reject { index: None, why }]);
             }
         }
     }
@@ -284,7 +302,11 @@ impl Worker {
         if !held.is_empty() {
             drained = false;
         }
-        self.stats.read.increment(held.len() as u64);
+        let purchases: usize = held
+            .iter()
+            .map(|h| reservation::purchases(&h.entry).map_or(1, |p| p.len()))
+            .sum();
+        self.stats.read.increment(purchases as u64);
         Ok((held, drained))
     }
 
@@ -447,8 +469,11 @@ impl Worker {
             Err(e) => return self.let_go_of_batch(held.len() as u64, reservations.len(), &e).await,
         };
         for (order_no, why) in &done.rejected {
-            if let Some(i) = by_order.get(order_no) {
-                rejected.insert(*i, why.clone());
+            if let (Some(i), Some((_, _, index))) = (by_order.get(order_no), crate::keys::parse_purchase_no(order_no)) {
+                rejected.entry(*i).or_default().push(Reject {
+                    index: Some(index),
+                    why: why.clone(),
+                });
             }
         }
         if !self.ack_committed(&held, &rejected).await {
@@ -475,7 +500,7 @@ impl Worker {
 
     /// Acknowledges every entry of the batch but the `rejected` ones, retrying until Redis
     /// answers. Returns false when asked to stop meanwhile.
-    async fn ack_committed(&mut self, held: &[Held], rejected: &HashMap<usize, String>) -> bool {
+    async fn ack_committed(&mut self, held: &[Held], rejected: &HashMap<usize, Vec<Reject>>) -> bool {
         let mut acks: HashMap<&str, Vec<&str>> = HashMap::new();
         for (i, h) in held.iter().enumerate() {
             if !rejected.contains_key(&i) {
@@ -500,35 +525,53 @@ impl Worker {
         true
     }
 
-    /// Moves the entries that cannot be persisted to the dead-letter stream once delivered
-    /// `max_deliveries` times; leaves the others pending for another try.
-    async fn bury_or_keep(&mut self, held: &[Held], rejected: HashMap<usize, String>) {
-        let group = &self.config.consumer.group;
-        for (i, why) in rejected {
+    /// Moves what cannot be persisted to the dead-letter stream once its entry was delivered
+    /// `max_deliveries` times (each bad purchase alone, or the whole entry when it cannot be
+    /// split), acknowledging the entry: its other purchases are in MySQL by now. Leaves the
+    /// others pending for another try.
+    async fn bury_or_keep(&mut self, held: &[Held], rejected: HashMap<usize, Vec<Reject>>) {
+        let group = self.config.consumer.group.clone();
+        for (i, rejects) in rejected {
             let h = &held[i];
-            if h.deliveries >= self.config.consumer.max_deliveries {
-                match dlq::bury(
-                    &self.redis,
-                    h.activity,
-                    group,
-                    &self.opts.name,
-                    &h.entry,
-                    &why,
-                    h.deliveries,
-                )
-                .await
-                {
-                    Ok(()) => {
-                        self.report.dead_lettered += 1;
-                        self.stats.dead_lettered.increment(1);
-                        tracing::error!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "entry moved to the dead-letter stream");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, entry = %h.entry.id, "could not move entry to the dead-letter stream; it stays pending")
-                    }
-                }
-            } else {
+            let why: Vec<&str> = rejects.iter().map(|r| r.why.as_str()).collect();
+            let why = why.join("; ");
+            if h.deliveries < self.config.consumer.max_deliveries {
                 tracing::warn!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "entry cannot be persisted; left pending for another try");
+                continue;
+            }
+            let split = reservation::purchases(&h.entry).unwrap_or_default();
+            let letters: Vec<dlq::Letter<'_>> = rejects
+                .iter()
+                .map(|r| match r.index.and_then(|k| split.get(k as usize).map(|e| (k, e))) {
+                    Some((k, one)) => dlq::Letter {
+                        entry: one,
+                        index: Some(k),
+                        error: &r.why,
+                    },
+                    None => dlq::Letter {
+                        entry: &h.entry,
+                        index: None,
+                        error: &r.why,
+                    },
+                })
+                .collect();
+            let buried = dlq::bury_letters(
+                &self.redis,
+                (h.activity, &group, &self.opts.name),
+                &h.entry.id,
+                &letters,
+                h.deliveries,
+            )
+            .await;
+            match buried {
+                Ok(()) => {
+                    self.report.dead_lettered += letters.len() as u64;
+                    self.stats.dead_lettered.increment(letters.len() as u64);
+                    tracing::error!(activity = h.activity, entry = %h.entry.id, deliveries = h.deliveries, error = %why, "moved to the dead-letter stream");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, entry = %h.entry.id, "could not move to the dead-letter stream; the entry stays pending")
+                }
             }
         }
     }

@@ -1,10 +1,13 @@
-//! The dead-letter stream of each activity: entries that failed `consumer.max_deliveries`
-//! times, kept with their error until an operator replays them.
+//! The dead-letter stream of each activity: purchases (or whole entries, when an entry cannot
+//! be split into purchases) that failed `consumer.max_deliveries` times, kept with their error
+//! until an operator replays them. A purchase is buried alone, as a one-purchase entry with its
+//! place in the original entry (`dlq_index`), so the other purchases of its entry, persisted
+//! meanwhile, are not held back with it.
 
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::entry::{decode, Entry};
+use super::entry::{decode_at, purchases, Entry};
 use super::stream::read_all;
 use crate::db::Db;
 use crate::error::{Error, RedisContext, Result};
@@ -12,9 +15,29 @@ use crate::keys;
 use crate::redis_client::RedisClient;
 
 /// Fields added to the original ones when an entry is buried.
-const META: [&str; 5] = ["dlq_entry", "dlq_error", "dlq_deliveries", "dlq_consumer", "dlq_ms"];
+const META: [&str; 6] = [
+    "dlq_entry",
+    "dlq_error",
+    "dlq_deliveries",
+    "dlq_consumer",
+    "dlq_ms",
+    "dlq_index",
+];
 
-/// Moves `entry` to the activity's dead-letter stream and acknowledges it, atomically.
+/// One letter to bury: a whole entry (`index` `None`), or one purchase of it as [`purchases`]
+/// makes it, with its place in the entry.
+#[derive(Debug, Clone)]
+pub struct Letter<'a> {
+    /// The entry, or the one-purchase entry.
+    pub entry: &'a Entry,
+    /// The purchase's place within the original entry; `None` for the whole entry.
+    pub index: Option<u32>,
+    /// Why it cannot be persisted.
+    pub error: &'a str,
+}
+
+/// Moves `entry` as a whole to the activity's dead-letter stream and acknowledges it,
+/// atomically.
 pub async fn bury(
     redis: &RedisClient,
     activity: u64,
@@ -24,33 +47,51 @@ pub async fn bury(
     error: &str,
     deliveries: u64,
 ) -> Result<()> {
+    let letter = Letter {
+        entry,
+        index: None,
+        error,
+    };
+    bury_letters(redis, (activity, group, consumer), &entry.id, &[letter], deliveries).await
+}
+
+/// Moves `letters` (all of the entry `entry_id`) to the activity's dead-letter stream and
+/// acknowledges the entry, atomically: the entry's other purchases must already be in MySQL.
+pub async fn bury_letters(
+    redis: &RedisClient,
+    (activity, group, consumer): (u64, &str, &str),
+    entry_id: &str,
+    letters: &[Letter<'_>],
+    deliveries: u64,
+) -> Result<()> {
     let keys = redis.keys();
-    let mut fields: Vec<(String, String)> = entry
-        .fields
-        .iter()
-        .filter(|(k, _)| !META.contains(&k.as_str()))
-        .cloned()
-        .collect();
     let now = chrono::Utc::now().timestamp_millis();
-    for (k, v) in META.iter().zip([
-        entry.id.clone(),
-        error.to_string(),
-        deliveries.to_string(),
-        consumer.to_string(),
-        now.to_string(),
-    ]) {
-        fields.push((k.to_string(), v));
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for letter in letters {
+        let mut fields: Vec<(String, String)> = letter
+            .entry
+            .fields
+            .iter()
+            .filter(|(k, _)| !META.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for (k, v) in META.iter().zip([
+            entry_id.to_string(),
+            letter.error.to_string(),
+            deliveries.to_string(),
+            consumer.to_string(),
+            now.to_string(),
+        ]) {
+            fields.push((k.to_string(), v));
+        }
+        if let Some(index) = letter.index {
+            fields.push(("dlq_index".into(), index.to_string()));
+        }
+        pipe.xadd(keys.dlq(activity), "*", &fields).ignore();
     }
-    let mut conn = redis.conn();
-    let () = redis::pipe()
-        .atomic()
-        .xadd(keys.dlq(activity), "*", &fields)
-        .ignore()
-        .xack(keys.orders_stream(activity), group, &[&entry.id])
-        .ignore()
-        .query_async(&mut conn)
-        .await
-        .at(redis)?;
+    pipe.xack(keys.orders_stream(activity), group, &[entry_id]).ignore();
+    let () = pipe.query_async(&mut redis.conn()).await.at(redis)?;
     Ok(())
 }
 
@@ -63,6 +104,8 @@ pub struct DeadLetter {
     pub dlq_id: String,
     /// Id of the original entry in the order stream.
     pub entry_id: String,
+    /// The purchase's place within the original entry; `None` when the whole entry was buried.
+    pub index: Option<u32>,
     /// The order number it would get.
     pub order_no: String,
     /// Why persisting failed.
@@ -77,9 +120,11 @@ pub struct DeadLetter {
 
 fn dead_letter(activity: u64, e: Entry) -> DeadLetter {
     let entry_id = e.get("dlq_entry").unwrap_or_default().to_string();
+    let index: Option<u32> = e.get("dlq_index").and_then(|i| i.parse().ok());
     DeadLetter {
         activity_id: activity,
-        order_no: keys::order_no(activity, &entry_id),
+        order_no: keys::purchase_order_no(activity, &entry_id, index.unwrap_or(0)),
+        index,
         error: e.get("dlq_error").unwrap_or_default().to_string(),
         deliveries: e.get("dlq_deliveries").and_then(|d| d.parse().ok()).unwrap_or(0),
         consumer: e.get("dlq_consumer").unwrap_or_default().to_string(),
@@ -91,6 +136,25 @@ fn dead_letter(activity: u64, e: Entry) -> DeadLetter {
             .collect(),
         dlq_id: e.id,
         entry_id,
+    }
+}
+
+impl DeadLetter {
+    /// The purchases the letter holds, each as a one-purchase entry under the original entry's
+    /// id with its place in that entry: itself when it is one purchase; each purchase of a
+    /// buried whole entry; the whole entry as it is (place 0) when it cannot be split.
+    pub fn purchases(&self) -> Vec<(u32, Entry)> {
+        let entry = Entry {
+            id: self.entry_id.clone(),
+            fields: self.fields.clone(),
+        };
+        match self.index {
+            Some(index) => vec![(index, entry)],
+            None => match purchases(&entry) {
+                Ok(list) => (0u32..).zip(list).collect(),
+                Err(_) => vec![(0, entry)],
+            },
+        }
     }
 }
 
@@ -149,17 +213,18 @@ pub async fn replay(db: &Db, redis: &RedisClient, activity: u64, id: Option<&str
     let bar = crate::progress::bar(letters.len() as u64, "replay");
     for d in letters {
         bar.inc(1);
-        let entry = Entry {
-            id: d.entry_id.clone(),
-            fields: d.fields.clone(),
-        };
-        let result = match decode(activity, &entry) {
+        let decoded: std::result::Result<Vec<_>, String> = d
+            .purchases()
+            .into_iter()
+            .map(|(index, entry)| decode_at(activity, &entry, index))
+            .collect();
+        let result = match decoded {
             Err(why) => Err(why),
-            Ok(r) => {
-                let done = crate::persist::persist(db, redis, std::slice::from_ref(&r), "dlq replay").await?;
+            Ok(rs) => {
+                let done = crate::persist::persist(db, redis, &rs, "dlq replay").await?;
                 match done.rejected.into_iter().next() {
                     Some((_, why)) => Err(why),
-                    None if done.inserted == 1 => Ok("persisted"),
+                    None if done.inserted > 0 => Ok("persisted"),
                     None => Ok("already_persisted"),
                 }
             }

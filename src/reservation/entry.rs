@@ -1,5 +1,12 @@
 //! What one entry of a reservation stream holds: the fields `lua/reserve.lua` writes with
-//! XADD, and their decoding into a [`Reservation`].
+//! XADD, and their decoding into [`Reservation`]s.
+//!
+//! One entry holds every purchase one script call accepted: `activity` and `reserved_ms` once,
+//! then `product`, `user`, `quantity`, `price` once per purchase, in the order the purchases
+//! were decided. The k-th purchase is the k-th occurrence of each of those four fields, so an
+//! entry written before entries were batched (one purchase, the same six fields) reads as an
+//! entry of one purchase under its old order number. A stock bucket's stream (see
+//! [`crate::buckets`]) gets such one-purchase entries from `lua/bucket_reserve.lua`.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -8,6 +15,8 @@ use crate::keys;
 
 /// The field names of a reservation entry, exactly as `lua/reserve.lua` writes them.
 pub mod field {
+    /// The fields repeated once per purchase, in the order they are written.
+    pub const PER_PURCHASE: [&str; 4] = [PRODUCT, USER, QUANTITY, PRICE];
     /// The activity id; must be the activity whose stream holds the entry.
     pub const ACTIVITY: &str = "activity";
     /// The product id.
@@ -41,10 +50,13 @@ impl Entry {
 /// One reservation decoded from its stream entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
-    /// `<activity>-<entry id>`.
+    /// `<activity>-<entry id>`, with `-<index>` after it past the first purchase
+    /// ([`keys::purchase_order_no`]).
     pub order_no: String,
     /// The stream entry id.
     pub entry_id: String,
+    /// The purchase's place within its entry, from 0.
+    pub index: u32,
     /// The activity.
     pub activity_id: u64,
     /// The product.
@@ -59,8 +71,83 @@ pub struct Reservation {
     pub reserved_at: DateTime<Utc>,
 }
 
-/// Decodes an entry of the stream of activity `activity`; the error says what is wrong with it.
+/// Splits an entry into one entry per purchase, in order, each with the entry's id and the
+/// six fields of a one-purchase entry. The error says why the entry as a whole is unreadable
+/// (an entry-wide field missing or repeated, or the per-purchase fields not in whole groups).
+pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
+    let once = |name: &str| -> std::result::Result<&str, String> {
+        let mut values = entry.fields.iter().filter(|(k, _)| k == name);
+        match (values.next(), values.next()) {
+            (Some((_, v)), None) => Ok(v.as_str()),
+            (None, _) => Err(format!("missing field {name:?}")),
+            (Some(_), Some(_)) => Err(format!("field {name:?} repeated")),
+        }
+    };
+    let activity = once(field::ACTIVITY)?;
+    let reserved_ms = once(field::RESERVED_MS)?;
+    let columns: Vec<Vec<&str>> = field::PER_PURCHASE
+        .iter()
+        .map(|name| {
+            entry
+                .fields
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        })
+        .collect();
+    let count = columns[0].len();
+    if let Some((name, c)) = field::PER_PURCHASE.iter().zip(&columns).find(|(_, c)| c.is_empty()) {
+        return Err(format!("missing field {name:?} ({} values)", c.len()));
+    }
+    if columns.iter().any(|c| c.len() != count) {
+        let counts: Vec<String> = field::PER_PURCHASE
+            .iter()
+            .zip(&columns)
+            .map(|(name, c)| format!("{name} x{}", c.len()))
+            .collect();
+        return Err(format!("per-purchase fields do not pair up: {}", counts.join(", ")));
+    }
+    Ok((0..count)
+        .map(|k| {
+            let mut fields = vec![(field::ACTIVITY.to_string(), activity.to_string())];
+            fields.extend(
+                field::PER_PURCHASE
+                    .iter()
+                    .zip(&columns)
+                    .map(|(name, c)| (name.to_string(), c[k].to_string())),
+            );
+            fields.push((field::RESERVED_MS.to_string(), reserved_ms.to_string()));
+            Entry {
+                id: entry.id.clone(),
+                fields,
+            }
+        })
+        .collect())
+}
+
+/// Every purchase of an entry of the stream of activity `activity`, decoded, in order (the
+/// k-th has index k); a purchase that cannot be decoded is the error saying why, and does not
+/// stop the others. The outer error: the entry as a whole is unreadable (see [`purchases`]).
+pub fn decode_all(
+    activity: u64,
+    entry: &Entry,
+) -> std::result::Result<Vec<std::result::Result<Reservation, String>>, String> {
+    Ok(purchases(entry)?
+        .iter()
+        .zip(0u32..)
+        .map(|(one, index)| decode_at(activity, one, index))
+        .collect())
+}
+
+/// Decodes an entry of one purchase (an entry written before entries were batched, or one
+/// [`purchases`] made) of the stream of activity `activity`; the error says what is wrong.
 pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
+    decode_at(activity, entry, 0)
+}
+
+/// [`decode`] of the purchase that was at `index` of its entry (it names the order).
+pub fn decode_at(activity: u64, entry: &Entry, index: u32) -> std::result::Result<Reservation, String> {
     let value = |name: &str| entry.get(name).ok_or_else(|| format!("missing field {name:?}"));
     let number = |name: &str| -> std::result::Result<u64, String> {
         value(name)?
@@ -88,8 +175,9 @@ pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, 
     let ms = i64::try_from(number(field::RESERVED_MS)?).map_err(|_| "field \"reserved_ms\" out of range")?;
     let reserved_at = DateTime::from_timestamp_millis(ms).ok_or("field \"reserved_ms\" out of range")?;
     Ok(Reservation {
-        order_no: keys::order_no(activity, &entry.id),
+        order_no: keys::purchase_order_no(activity, &entry.id, index),
         entry_id: entry.id.clone(),
+        index,
         activity_id: activity,
         product_id: number(field::PRODUCT)?,
         user_id,
@@ -97,4 +185,83 @@ pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, 
         price,
         reserved_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> Entry {
+        Entry {
+            id: "1700000000000-4".into(),
+            fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batched_entry_is_one_reservation_per_purchase_and_a_bad_one_spoils_only_itself() {
+        let e = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1700000000000"),
+            ("product", "1"),
+            ("user", "alice"),
+            ("quantity", "2"),
+            ("price", "9.50"),
+            ("product", "3"),
+            ("user", "bob"),
+            ("quantity", "0"),
+            ("price", "1"),
+            ("product", "3"),
+            ("user", "carol"),
+            ("quantity", "1"),
+            ("price", "1"),
+        ]);
+        let all = decode_all(7, &e).unwrap();
+        assert_eq!(all.len(), 3);
+        let first = all[0].as_ref().unwrap();
+        assert_eq!(
+            (first.order_no.as_str(), first.user_id.as_str(), first.quantity),
+            ("7-1700000000000-4", "alice", 2)
+        );
+        assert!(all[1].as_ref().unwrap_err().contains("quantity"));
+        let third = all[2].as_ref().unwrap();
+        assert_eq!(
+            (third.order_no.as_str(), third.index, third.product_id),
+            ("7-1700000000000-4-2", 2, 3)
+        );
+    }
+
+    #[test]
+    fn an_entry_of_the_old_format_reads_as_one_purchase_under_its_old_number() {
+        let e = entry(&[
+            ("activity", "7"),
+            ("product", "1"),
+            ("user", "alice"),
+            ("quantity", "1"),
+            ("price", "2"),
+            ("reserved_ms", "1700000000000"),
+        ]);
+        let all = decode_all(7, &e).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].as_ref().unwrap().order_no, "7-1700000000000-4");
+        assert_eq!(all[0].as_ref().unwrap(), &decode(7, &e).unwrap());
+    }
+
+    #[test]
+    fn an_entry_whose_groups_do_not_pair_up_is_unreadable_as_a_whole() {
+        let e = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1"),
+            ("product", "1"),
+            ("user", "alice"),
+            ("quantity", "1"),
+            ("price", "2"),
+            ("product", "1"),
+        ]);
+        assert!(decode_all(7, &e).unwrap_err().contains("pair up"));
+        assert!(decode_all(7, &entry(&[("activity", "7")]))
+            .unwrap_err()
+            .contains("reserved_ms"));
+        assert!(decode_all(7, &entry(&[])).is_err());
+    }
 }

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use redis::streams::StreamPendingReply;
 use redis::AsyncCommands;
 
+use super::entry::purchases;
 use super::reply::pairs;
+use super::stream::{cmp_ids, read_from};
 use crate::error::{RedisContext, Result};
 use crate::redis_client::RedisClient;
 
@@ -72,9 +74,10 @@ impl Backlog {
     }
 }
 
-/// The activity's reservations not yet acknowledged by the consumers of `group`, split into
-/// delivered (pending) and never delivered, over all its streams (its buckets' too). Without
-/// the group, every entry is undelivered.
+/// The activity's reservations (purchases, not entries: one entry holds a script call's
+/// purchases) not yet acknowledged by the consumers of `group`, split into delivered (pending)
+/// and never delivered, over all its streams (its buckets' too, see [`crate::buckets`]).
+/// Without the group, every purchase is undelivered.
 pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Result<Backlog> {
     let mut total = Backlog::default();
     for stream in crate::buckets::stock::streams(redis, activity).await? {
@@ -85,38 +88,29 @@ pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Resu
     Ok(total)
 }
 
-/// [`backlog_of`] for one stream.
+/// [`backlog_of`] for one stream. Reads the entries from the oldest unacknowledged one on; an
+/// entry that cannot be split counts as one.
 async fn stream_backlog(redis: &RedisClient, stream: &str, group: &str) -> Result<Backlog> {
-    let mut conn = redis.conn();
-    let stream = stream.to_string();
-    let exists: bool = conn.exists(&stream).await.at(redis)?;
-    if !exists {
+    let Some(start) = unacked_from(redis, stream, group).await? else {
         return Ok(Backlog::default());
-    }
-    let len: u64 = conn.xlen(&stream).await.at(redis)?;
-    let Some(info) = group_info(redis, &stream, group).await? else {
-        // No group: nothing was ever consumed.
-        return Ok(Backlog {
-            pending: 0,
-            undelivered: len,
-        });
     };
-    // Redis reports `lag` (entries never delivered) unless it cannot compute it cheaply.
-    let undelivered = match info.lag {
-        Some(lag) => lag,
-        None if info.last_delivered_id == "0-0" => len,
-        None => {
-            let newer: redis::streams::StreamRangeReply = conn
-                .xrange_count(&stream, format!("({}", info.last_delivered_id), "+", len as usize + 1)
-                .await
-                .at(redis)?;
-            newer.ids.len() as u64
+    let Delivered {
+        last_delivered_id,
+        pending,
+    } = delivered(redis, stream, group).await?;
+    let mut backlog = Backlog::default();
+    for entry in read_from(redis, stream, &start).await? {
+        let count = purchases(&entry).map_or(1, |p| p.len() as u64);
+        if pending.contains(&entry.id) {
+            backlog.pending += count;
+        } else if last_delivered_id
+            .as_deref()
+            .is_none_or(|l| cmp_ids(&entry.id, l).is_gt())
+        {
+            backlog.undelivered += count;
         }
-    };
-    Ok(Backlog {
-        pending: info.pending,
-        undelivered,
-    })
+    }
+    Ok(backlog)
 }
 
 /// Reservations of the activity not yet acknowledged by the consumers of `group`:

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use redis::Value;
 
 use super::dlq;
-use super::entry::{decode, Entry, Reservation};
+use super::entry::{decode_all, decode_at, Entry, Reservation};
 use super::group::unacked_from;
 use super::reply::{items, pairs, text};
 use crate::error::{Error, RedisContext, Result};
@@ -295,36 +295,43 @@ pub async fn read_from(redis: &RedisClient, stream: &str, start: &str) -> Result
 }
 
 /// Every reservation of `activity` that may not be in MySQL yet, oldest entry of each stream
-/// first: the stream's entries the consumers of `group` have not acknowledged (see
-/// [`unacked_from`]), then the dead letters, each as its original entry (id and fields).
-/// Read Redis before MySQL: an entry persisted meanwhile is then found in MySQL too.
-pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Result<Vec<Entry>> {
+/// first: the purchases of the stream's entries the consumers of `group` have not
+/// acknowledged (see [`unacked_from`]; the activity's own stream and its buckets'), then the
+/// dead letters. Purchases that cannot be decoded are left out. Read Redis before MySQL: an
+/// entry persisted meanwhile is then found in MySQL too.
+pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Result<Vec<Reservation>> {
     let mut entries = Vec::new();
     for stream in crate::buckets::stock::streams(redis, activity).await? {
         if let Some(start) = unacked_from(redis, &stream, group).await? {
             entries.extend(read_from(redis, &stream, &start).await?);
         }
     }
+    let mut out: Vec<Reservation> = entries
+        .iter()
+        .filter_map(|e| decode_all(activity, e).ok())
+        .flatten()
+        .filter_map(|r| r.ok())
+        .collect();
     // A dead letter without its original id cannot be named by an order number.
-    entries.extend(
-        dlq::list(redis, Some(activity))
-            .await?
-            .into_iter()
-            .filter(|d| !d.entry_id.is_empty())
-            .map(|d| Entry {
-                id: d.entry_id,
-                fields: d.fields,
-            }),
-    );
-    Ok(entries)
+    for d in dlq::list(redis, Some(activity)).await? {
+        if d.entry_id.is_empty() {
+            continue;
+        }
+        out.extend(
+            d.purchases()
+                .into_iter()
+                .filter_map(|(index, e)| decode_at(activity, &e, index).ok()),
+        );
+    }
+    Ok(out)
 }
 
 /// The reservation `order_no` names, while its entry is in the activity's stream (or the
-/// bucket stream its entry id names, see [`keys::bucket_of_entry`]): `None`
-/// when the number is malformed or no such entry is there (never queued, or gone since).
-/// An entry that is there but cannot be decoded is an [`Error::Internal`] saying why.
+/// bucket stream its entry id names, see [`keys::bucket_of_entry`]): `None` when the number is
+/// malformed or no such purchase is there (never queued, or gone since).
+/// A purchase that is there but cannot be decoded is an [`Error::Internal`] saying why.
 pub async fn lookup(redis: &RedisClient, order_no: &str) -> Result<Option<Reservation>> {
-    let Some((activity, entry_id)) = keys::parse_order_no(order_no) else {
+    let Some((activity, entry_id, index)) = keys::parse_purchase_no(order_no) else {
         return Ok(None);
     };
     let stream = match keys::bucket_of_entry(entry_id) {
@@ -334,9 +341,12 @@ pub async fn lookup(redis: &RedisClient, order_no: &str) -> Result<Option<Reserv
     let Some(entry) = range(redis, &stream, (entry_id, entry_id), None).await?.pop() else {
         return Ok(None);
     };
-    decode(activity, &entry)
-        .map(Some)
-        .map_err(|why| Error::Internal(format!("reservation {order_no} in Redis is unreadable: {why}")))
+    let unreadable = |why: String| Error::Internal(format!("reservation {order_no} in Redis is unreadable: {why}"));
+    let mut all = decode_all(activity, &entry).map_err(unreadable)?;
+    match usize::try_from(index).ok().filter(|i| *i < all.len()) {
+        Some(i) => all.swap_remove(i).map(Some).map_err(unreadable),
+        None => Ok(None),
+    }
 }
 
 /// XACK: the consumers of `group` are done with `ids` of `stream`.

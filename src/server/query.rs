@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::keys::{order_no, parse_order_no};
+use crate::keys::{parse_order_no, parse_purchase_no};
 use crate::model::Order;
 use crate::ops::order;
-use crate::reservation::{self, parse_id};
+use crate::reservation::{self, parse_id, Reservation};
 use crate::token::unix_now;
 
 /// Answer of `GET /api/v1/orders/{order_no}`.
@@ -55,18 +55,18 @@ impl From<Order> for OrderView {
     }
 }
 
-/// A reservation not yet in MySQL, from its stream entry's fields (read by `field`).
-fn queued(order_no: String, activity: u64, field: impl Fn(&str) -> String) -> OrderView {
+/// A reservation not yet in MySQL, from its stream entry.
+fn queued(r: Reservation) -> OrderView {
     OrderView {
-        order_no,
+        order_no: r.order_no,
         status: "queued".into(),
-        activity_id: activity,
-        product_id: field("product").parse().unwrap_or(0),
-        user_id: field("user"),
-        quantity: field("quantity").parse().unwrap_or(0),
-        unit_price: field("price"),
+        activity_id: r.activity_id,
+        product_id: r.product_id,
+        user_id: r.user_id,
+        quantity: r.quantity,
+        unit_price: r.price.to_string(),
         amount: None,
-        reserved_ms: field("reserved_ms").parse().unwrap_or(0),
+        reserved_ms: r.reserved_at.timestamp_millis(),
     }
 }
 
@@ -99,17 +99,7 @@ pub async fn order(
         ApiError::redis_unavailable()
     })?;
     if let Some(r) = queued_entry {
-        return Ok(Json(OrderView {
-            order_no,
-            status: "queued".into(),
-            activity_id: r.activity_id,
-            product_id: r.product_id,
-            user_id: r.user_id,
-            quantity: r.quantity,
-            unit_price: r.price.to_string(),
-            amount: None,
-            reserved_ms: r.reserved_at.timestamp_millis(),
-        }));
+        return Ok(Json(OrderView { order_no, ..queued(r) }));
     }
     // The consumer may have persisted and trimmed the entry between our two reads.
     if let Some(order) = persisted(&state, &order_no).await? {
@@ -178,21 +168,19 @@ pub async fn orders_of_user(
 /// stream from its oldest unacknowledged entry on, and the dead-letter stream), then MySQL.
 /// An entry persisted meanwhile is then found in MySQL; MySQL's row wins over the entry.
 pub async fn buyer_orders(state: &AppState, activity_id: u64, user_id: &str) -> Result<Vec<OrderView>, ApiError> {
-    let mut found: BTreeMap<(u64, u64), OrderView> = BTreeMap::new();
+    // Keyed by (entry ms, entry seq, index): entry order, then the purchase's place in it.
+    let mut found: BTreeMap<(u64, u64, u32), OrderView> = BTreeMap::new();
     let group = &state.config.consumer.group;
-    for entry in reservation::unpersisted(&state.redis, activity_id, group)
+    for r in reservation::unpersisted(&state.redis, activity_id, group)
         .await
         .map_err(|e| {
             tracing::warn!(activity = activity_id, error = %e, "orders of user: redis failed");
             ApiError::redis_unavailable()
         })?
     {
-        if entry.get(reservation::field::USER) == Some(user_id) {
-            let field = |name: &str| entry.get(name).unwrap_or_default().to_string();
-            found.insert(
-                parse_id(&entry.id),
-                queued(order_no(activity_id, &entry.id), activity_id, field),
-            );
+        if r.user_id == user_id {
+            let (ms, seq) = parse_id(&r.entry_id);
+            found.insert((ms, seq, r.index), queued(r));
         }
     }
     let filter = order::OrderFilter {
@@ -205,8 +193,9 @@ pub async fn buyer_orders(state: &AppState, activity_id: u64, user_id: &str) -> 
         ApiError::database_unavailable()
     })?;
     for row in rows {
-        if let Some((_, id)) = parse_order_no(&row.order_no) {
-            found.insert(parse_id(id), row.into());
+        if let Some((_, id, index)) = parse_purchase_no(&row.order_no) {
+            let (ms, seq) = parse_id(id);
+            found.insert((ms, seq, index), row.into());
         }
     }
     Ok(found.into_values().collect())

@@ -31,13 +31,14 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
     }
     assert_eq!(winners.len(), 100);
     assert_eq!(sale.counters(product).await, (0, 100, 100));
-    let mut conn = sale.redis.conn();
-    let entries: redis::streams::StreamRangeReply = conn
-        .xrange_all(sale.redis.keys().orders_stream(sale.activity))
-        .await
-        .unwrap();
-    let stream_users: HashSet<String> = entries.ids.iter().map(|e| e.get::<String>("user").unwrap()).collect();
+    let queued = sale.stream_reservations().await;
+    let stream_users: HashSet<String> = queued.iter().map(|r| r.user_id.clone()).collect();
     assert_eq!(stream_users, winners);
+    let stream_nos: HashSet<String> = queued.into_iter().map(|r| r.order_no).collect();
+    assert_eq!(
+        stream_nos, order_nos,
+        "each answer's order number names its purchase in the stream"
+    );
     Arc::into_inner(sale).unwrap().finish().await;
 }
 

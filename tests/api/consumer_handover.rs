@@ -70,7 +70,10 @@ async fn a_consumer_without_mysql_lets_a_healthy_one_persist_its_batch() {
     config.consumer.retry_max_ms = 300;
     let path = f.write_config("handover.yaml", &config);
 
-    f.reserve(users("h", 100), 1).await;
+    // One script call each, so one stream entry each: 100 entries to hold and hand over.
+    for user in users("h", 100) {
+        f.reserve([user], 1).await;
+    }
     // A database that does not exist on the right server: connecting fails on every try.
     let wrong = format!("{}/seckill_missing_{}", mysql_server_url(), random_suffix());
     let broken = consumer(&path, "broken", Some(&wrong));
@@ -144,7 +147,9 @@ async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
     config.consumer.retry_base_ms = 50;
     config.consumer.retry_max_ms = 300;
     let path = f.write_config("lone.yaml", &config);
-    f.reserve(users("l", 20), 1).await;
+    for user in users("l", 20) {
+        f.reserve([user], 1).await;
+    }
 
     let up = Arc::new(AtomicBool::new(false));
     let port = mysql_proxy(up.clone()).await;

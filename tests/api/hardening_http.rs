@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use reqwest::StatusCode;
 use seckill::token::{unix_now, Signer};
 use serde_json::{json, Value};
@@ -69,16 +68,11 @@ fn assert_json_error(status: u16, body: &str, want_status: u16, code: &str) {
 
 /// The order numbers of `user` in the activity's stream (every reservation Redis made).
 async fn reservations_of(sale: &TestApp, user: &str) -> Vec<String> {
-    let mut conn = sale.redis.conn();
-    let reply: redis::streams::StreamRangeReply = conn
-        .xrange_all(sale.redis.keys().orders_stream(sale.activity))
+    sale.stream_reservations()
         .await
-        .unwrap();
-    reply
-        .ids
         .into_iter()
-        .filter(|e| e.get::<String>("user").as_deref() == Some(user))
-        .map(|e| format!("{}-{}", sale.activity, e.id))
+        .filter(|r| r.user_id == user)
+        .map(|r| r.order_no)
         .collect()
 }
 

@@ -871,14 +871,22 @@ impl TestApp {
                 })
             })
             .collect();
-        let stream = self.redis.keys().orders_stream(self.activity);
+        // Units sold, which the reserve script counts with each queued purchase (one unit each).
+        let product_key = self.redis.keys().product(self.activity, product);
         let mut watcher = redis::Client::open(watch_url)
             .expect("a Redis URL")
             .get_multiplexed_async_connection()
             .await
             .expect("the watched Redis answers");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while watcher.xlen::<_, usize>(&stream).await.unwrap_or(0) < reserved {
+        while watcher
+            .hget::<_, _, Option<usize>>(&product_key, "sold")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            < reserved
+        {
             assert!(
                 Instant::now() < deadline,
                 "the burst never reached {reserved} reservations"
@@ -930,7 +938,7 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    /// Stock, sold (Redis product hash) and stream length.
+    /// Stock, sold (Redis product hash) and purchases queued in the stream.
     pub async fn counters(&self, product: u64) -> (i64, i64, usize) {
         let keys = self.redis.keys();
         let mut conn = self.redis.conn();
@@ -938,8 +946,30 @@ impl TestApp {
             .hmget(keys.product(self.activity, product), &["stock", "sold"])
             .await
             .unwrap();
-        let len: usize = conn.xlen(keys.orders_stream(self.activity)).await.unwrap();
-        (stock, sold, len)
+        (stock, sold, self.queued_purchases().await)
+    }
+
+    /// Every purchase in the activity's stream, decoded (panics on one that cannot be).
+    pub async fn stream_reservations(&self) -> Vec<seckill::reservation::Reservation> {
+        let stream = self.redis.keys().orders_stream(self.activity);
+        let mut out = Vec::new();
+        for e in seckill::reservation::read_all(&self.redis, &stream).await.unwrap() {
+            for r in seckill::reservation::decode_all(self.activity, &e).unwrap() {
+                out.push(r.unwrap());
+            }
+        }
+        out
+    }
+
+    /// Purchases in the activity's stream (an entry holds a script call's purchases).
+    pub async fn queued_purchases(&self) -> usize {
+        let stream = self.redis.keys().orders_stream(self.activity);
+        seckill::reservation::read_all(&self.redis, &stream)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| seckill::reservation::purchases(e).map_or(1, |p| p.len()))
+            .sum()
     }
 }
 

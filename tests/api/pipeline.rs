@@ -143,6 +143,82 @@ async fn poison_entry_goes_to_dead_letters() {
     assert!(out.contains(&poison));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_purchase_is_dead_lettered_alone_and_the_rest_of_its_entry_persisted() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
+    let (a, p) = (f.activity.to_string(), f.product.to_string());
+    let mut conn = f.redis.conn();
+    let stream = f.redis.keys().orders_stream(f.activity);
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    let mut fields = vec![("activity", a.as_str()), ("reserved_ms", now.as_str())];
+    for (user, quantity) in [("good0", "1"), ("bad", "0"), ("good2", "2")] {
+        fields.extend([
+            ("product", p.as_str()),
+            ("user", user),
+            ("quantity", quantity),
+            ("price", "19.99"),
+        ]);
+    }
+    let id: String = conn.xadd(&stream, "*", &fields).await.unwrap();
+    let report = f.drain().await;
+    assert_eq!((report.persisted, report.dead_lettered), (2, 1));
+    assert_eq!(f.orders().await, 2);
+    assert_eq!(
+        f.backlog().await,
+        0,
+        "the entry is acknowledged once its bad purchase is buried"
+    );
+    let first = order::get(&f.db, &format!("{a}-{id}")).await.unwrap();
+    let third = order::get(&f.db, &format!("{a}-{id}-2")).await.unwrap();
+    assert_eq!(
+        (first.user_id.as_str(), third.user_id.as_str(), third.quantity),
+        ("good0", "good2", 2)
+    );
+    let letters = dlq::list(&f.redis, Some(f.activity)).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].order_no.clone(), letters[0].index),
+        (format!("{a}-{id}-1"), Some(1))
+    );
+    assert!(letters[0].error.contains("quantity"), "{}", letters[0].error);
+    assert!(letters[0].fields.contains(&("user".to_string(), "bad".to_string())));
+    assert!(
+        !letters[0].fields.iter().any(|(_, v)| v == "good0" || v == "good2"),
+        "only the bad purchase is buried: {:?}",
+        letters[0].fields
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_the_old_one_purchase_format_is_persisted_under_its_old_number() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
+    let (a, p) = (f.activity.to_string(), f.product.to_string());
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    let mut conn = f.redis.conn();
+    // As reserve.lua wrote entries before they held a batch (a sale in flight during an upgrade).
+    let old: String = conn
+        .xadd(
+            f.redis.keys().orders_stream(f.activity),
+            "*",
+            &[
+                ("activity", a.as_str()),
+                ("product", p.as_str()),
+                ("user", "before"),
+                ("quantity", "1"),
+                ("price", "19.99"),
+                ("reserved_ms", now.as_str()),
+            ],
+        )
+        .await
+        .unwrap();
+    let new = f.reserve(["after".to_string()], 1).await;
+    let report = f.drain().await;
+    assert_eq!((report.persisted, report.dead_lettered), (2, 0));
+    let o = order::get(&f.db, &format!("{a}-{old}")).await.unwrap();
+    assert_eq!((o.user_id.as_str(), o.quantity), ("before", 1));
+    assert_eq!(order::get(&f.db, &new[0]).await.unwrap().user_id, "after");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_pay_expire_race_returns_each_unit_at_most_once() {
     let f = TestApp::builder().pipeline().sale(vec![phone(60, 2)]).build().await;

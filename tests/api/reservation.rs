@@ -42,7 +42,14 @@ async fn lookup_misses_unknown_numbers_and_names_unreadable_entries() {
         .xadd(
             f.redis.keys().orders_stream(a),
             "*",
-            &[(field::ACTIVITY, a.to_string()), (field::QUANTITY, "0".to_string())],
+            &[
+                (field::ACTIVITY, a.to_string()),
+                (field::RESERVED_MS, "1".to_string()),
+                (field::PRODUCT, f.product.to_string()),
+                (field::USER, "alice".to_string()),
+                (field::QUANTITY, "0".to_string()),
+                (field::PRICE, "1".to_string()),
+            ],
         )
         .await
         .unwrap();
@@ -75,10 +82,36 @@ async fn consumer_creates_a_destroyed_group_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_finds_every_purchase_of_a_batched_entry_by_its_own_number() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
+    let nos = f.reserve(users("b", 3), 1).await;
+    let entry = seckill::keys::parse_order_no(&nos[0]).unwrap().1.to_string();
+    assert_eq!(
+        nos,
+        vec![
+            seckill::keys::order_no(f.activity, &entry),
+            format!("{}-{entry}-1", f.activity),
+            format!("{}-{entry}-2", f.activity)
+        ],
+        "one script call, one entry"
+    );
+    for (i, no) in nos.iter().enumerate() {
+        let r = reservation::lookup(&f.redis, no).await.unwrap().expect("queued");
+        assert_eq!((r.order_no.as_str(), r.user_id.clone()), (no.as_str(), format!("b{i}")));
+    }
+    assert_eq!(
+        reservation::lookup(&f.redis, &format!("{}-{entry}-3", f.activity))
+            .await
+            .unwrap(),
+        None,
+        "past the entry's last purchase"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters() {
     let f = TestApp::builder().pipeline().sale(vec![phone(100, 5)]).build().await;
     let group = f.config.consumer.group.clone();
-    let id = |no: &String| seckill::keys::parse_order_no(no).unwrap().1.to_string();
     f.reserve(users("early", 3), 1).await;
     f.drain().await;
     assert_eq!(
@@ -86,8 +119,12 @@ async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters
         vec![]
     );
 
-    let late = f.reserve(users("late", 3), 1).await;
-    // The first two are delivered (pending), the last is not; the first is then buried.
+    // Three entries: two purchases, one, one.
+    let mut late = f.reserve(users("late", 2), 1).await;
+    late.extend(f.reserve(users("later", 1), 1).await);
+    late.extend(f.reserve(users("last", 1), 1).await);
+    // The first two entries are delivered (pending), the last is not; the first is then buried
+    // whole.
     let consumer = reservation::stream::GroupConsumer {
         redis: &f.redis,
         group: &group,
@@ -102,11 +139,12 @@ async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters
         .unwrap();
 
     let found = reservation::unpersisted(&f.redis, f.activity, &group).await.unwrap();
-    let ids: Vec<String> = found.iter().map(|e| e.id.clone()).collect();
-    assert_eq!(ids, vec![id(&late[1]), id(&late[2]), id(&late[0])]);
-    // The dead letter comes back as its original entry.
-    assert_eq!(found[2], delivered[0]);
-    assert!(found
-        .iter()
-        .all(|e| e.fields.iter().all(|(k, _)| !k.starts_with("dlq_"))));
+    let nos: Vec<&str> = found.iter().map(|r| r.order_no.as_str()).collect();
+    assert_eq!(nos, vec![&late[2], &late[3], &late[0], &late[1]]);
+    // The dead letter comes back as the reservations it holds.
+    assert_eq!(
+        found[3],
+        reservation::lookup(&f.redis, &late[1]).await.unwrap().unwrap()
+    );
+    assert_eq!(found[3].user_id, "late1");
 }

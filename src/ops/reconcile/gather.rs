@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
+use crate::keys;
 use crate::model::{OrderStatus, Product};
 use crate::ops::catalog;
 use crate::ops::stock::{self, PendingChange};
@@ -38,9 +39,10 @@ pub struct Snapshot {
     pub entries: Vec<(Entry, Delivery)>,
     /// The stream's last generated id at the cut, deleted entries included (`None`: no entry yet).
     pub cut: Option<String>,
-    /// Dead-lettered reservations of entries up to the cut, keyed by their original entry id
-    /// (the entry rebuilt from the dead letter's original fields).
-    pub dead_letters: BTreeMap<String, (Entry, String)>,
+    /// Dead-lettered purchases of entries up to the cut, keyed by order number: the
+    /// one-purchase entry rebuilt from the dead letter's original fields, its place in the
+    /// original entry, and the error.
+    pub dead_letters: BTreeMap<String, (Entry, u32, String)>,
     /// Every entry of the dead-letter stream.
     pub dead_letter_count: usize,
     /// Orders: order_no -> (product, user, quantity, status).
@@ -166,11 +168,10 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         if letter.entry_id.is_empty() || s.after_cut(&letter.entry_id) {
             continue;
         }
-        let original = Entry {
-            id: letter.entry_id.clone(),
-            fields: letter.fields,
-        };
-        s.dead_letters.insert(letter.entry_id, (original, letter.error));
+        for (index, one) in letter.purchases() {
+            let order_no = keys::purchase_order_no(activity, &letter.entry_id, index);
+            s.dead_letters.insert(order_no, (one, index, letter.error.clone()));
+        }
     }
 
     // One consistent read, so products.sold and the orders agree with each other.

@@ -303,62 +303,72 @@ impl<'s> Judge<'s> {
         }
     }
 
-    /// Stream entries without an order: in flight while young, lost once acknowledged or
-    /// past the grace period. Returns the order numbers of every entry in the stream.
+    /// Stream purchases without an order: in flight while young, lost once acknowledged or
+    /// past the grace period. Returns the order numbers of every purchase in the stream.
     fn stream_entries(&mut self) -> HashSet<String> {
         let (s, activity) = (self.s, self.activity);
         let mut in_stream = HashSet::new();
         for (entry, delivery) in &s.entries {
-            let order_no = keys::order_no(activity, &entry.id);
-            in_stream.insert(order_no.clone());
-            if s.orders.contains_key(&order_no) || s.dead_letters.contains_key(&entry.id) {
-                continue;
-            }
-            let Ok(r) = reservation::decode(activity, entry) else {
+            let Ok(all) = reservation::decode_all(activity, entry) else {
+                in_stream.insert(keys::order_no(activity, &entry.id));
                 continue;
             };
-            let age_ms = s.now_ms - r.reserved_at.timestamp_millis();
-            let young = age_ms < self.grace_ms;
-            let (class, detail, fix) = match (delivery, young) {
-                (Delivery::Acked, _) => (
-                    Class::LostReservation,
-                    "entry acknowledged but no order".to_string(),
-                    Some("persist it from its stream entry".to_string()),
-                ),
-                (_, true) => (Class::InFlight, format!("queued {age_ms} ms ago"), None),
-                (d, false) => (
-                    Class::LostReservation,
-                    format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(),
-                    Some("persist it from its stream entry".to_string()),
-                ),
-            };
-            if let Some(line) = self.lines.get_mut(&r.product_id) {
-                line.unpersisted_units += i64::from(r.quantity);
-            }
-            *self.expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
-            self.findings.push(Finding {
-                class,
-                product_id: Some(r.product_id),
-                subject: order_no,
-                detail,
-                fix,
-            });
-            if class == Class::LostReservation {
-                self.lost.push(r);
+            for (index, decoded) in (0u32..).zip(all) {
+                let order_no = keys::purchase_order_no(activity, &entry.id, index);
+                in_stream.insert(order_no.clone());
+                if s.orders.contains_key(&order_no) || s.dead_letters.contains_key(&order_no) {
+                    continue;
+                }
+                let Ok(r) = decoded else {
+                    continue;
+                };
+                self.stream_purchase(r, *delivery);
             }
         }
         in_stream
     }
 
+    /// One stream purchase without an order.
+    fn stream_purchase(&mut self, r: Reservation, delivery: Delivery) {
+        let age_ms = self.s.now_ms - r.reserved_at.timestamp_millis();
+        let young = age_ms < self.grace_ms;
+        let (class, detail, fix) = match (delivery, young) {
+            (Delivery::Acked, _) => (
+                Class::LostReservation,
+                "entry acknowledged but no order".to_string(),
+                Some("persist it from its stream entry".to_string()),
+            ),
+            (_, true) => (Class::InFlight, format!("queued {age_ms} ms ago"), None),
+            (d, false) => (
+                Class::LostReservation,
+                format!("{d:?} for {} s with no order", age_ms / 1000).to_lowercase(),
+                Some("persist it from its stream entry".to_string()),
+            ),
+        };
+        if let Some(line) = self.lines.get_mut(&r.product_id) {
+            line.unpersisted_units += i64::from(r.quantity);
+        }
+        *self.expected.entry((r.product_id, r.user_id.clone())).or_default() += i64::from(r.quantity);
+        self.findings.push(Finding {
+            class,
+            product_id: Some(r.product_id),
+            subject: r.order_no.clone(),
+            detail,
+            fix,
+        });
+        if class == Class::LostReservation {
+            self.lost.push(r);
+        }
+    }
+
     /// Dead-lettered reservations without an order: they hold their units.
     fn dead_letters(&mut self) {
         let (s, activity) = (self.s, self.activity);
-        for (id, (entry, error)) in &s.dead_letters {
-            let order_no = keys::order_no(activity, id);
-            if s.orders.contains_key(&order_no) {
+        for (order_no, (entry, index, error)) in &s.dead_letters {
+            if s.orders.contains_key(order_no) {
                 continue;
             }
-            let (product_id, detail) = match reservation::decode(activity, entry) {
+            let (product_id, detail) = match reservation::decode_at(activity, entry, *index) {
                 Ok(r) => {
                     if let Some(line) = self.lines.get_mut(&r.product_id) {
                         line.dead_lettered_units += i64::from(r.quantity);
@@ -374,7 +384,7 @@ impl<'s> Judge<'s> {
             self.findings.push(Finding {
                 class: Class::DeadLettered,
                 product_id,
-                subject: order_no,
+                subject: order_no.clone(),
                 detail,
                 fix: None,
             });
