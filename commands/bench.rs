@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Units one user may hold (1 to 4294967295).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64))]
     limit_per_user: u32,
+    /// Stock buckets of the product, 1 to 1024 (see `product add --shards`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    shards: u16,
     /// A running `seckill serve` (same Redis, key prefix and token secret; its own rate limits apply).
     #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "spawn", value_parser = parse::http_url)]
     url: String,
@@ -70,6 +73,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> CliResult {
         requests: args.requests,
         concurrency: args.concurrency,
         limit_per_user: args.limit_per_user,
+        shards: args.shards,
         server: if args.spawn {
             Server::Spawn
         } else {

@@ -45,6 +45,9 @@ pub struct AddArgs {
     /// Most units in one order, 1 to 4294967295 [default: the per-user limit].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     max_per_order: Option<u32>,
+    /// Stock buckets in Redis, 1 to 1024: a hot product's stock split over N slots (README "Stock sharding").
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), allow_hyphen_values = true)]
+    shards: u16,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -69,6 +72,9 @@ pub struct UpdateArgs {
     /// New per-order maximum.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=u32::MAX as i64), allow_hyphen_values = true)]
     max_per_order: Option<u32>,
+    /// New number of stock buckets, 1 to 1024 (takes effect at the next `hot`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024), allow_hyphen_values = true)]
+    shards: Option<u16>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -103,6 +109,7 @@ pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
                 stock: args.stock,
                 per_user_limit: args.limit_per_user,
                 max_per_order: args.max_per_order,
+                shards: Some(args.shards),
             };
             let product = catalog::add_product(&db, &new).await?;
             if args.output.json {
@@ -117,6 +124,7 @@ pub async fn run(ctx: &Context, command: ProductCommand) -> anyhow::Result<()> {
                 stock: args.stock,
                 per_user_limit: args.limit_per_user,
                 max_per_order: args.max_per_order,
+                shards: args.shards,
             };
             let product = catalog::update_product(&db, args.id, &changes).await?;
             print(&[product], args.output)?;
@@ -148,6 +156,7 @@ fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
             "sold",
             "limit/user",
             "max/order",
+            "shards",
         ],
         |p| {
             vec![
@@ -159,6 +168,7 @@ fn print(products: &[Product], output: OutputArgs) -> anyhow::Result<()> {
                 p.sold.to_string(),
                 p.per_user_limit.to_string(),
                 p.max_per_order.to_string(),
+                p.shards.to_string(),
             ]
         },
     )

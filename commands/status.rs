@@ -22,6 +22,9 @@ pub struct StatusArgs {
     /// Refresh interval for --watch, e.g. 1s, 500ms (100ms to 1h).
     #[arg(long, default_value = "1s", value_parser = parse::refresh_interval)]
     interval: Duration,
+    /// Also list each stock bucket of the sharded products (see `product add --shards`).
+    #[arg(long)]
+    buckets: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -36,7 +39,26 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         return output::json(&report);
     }
     print_report(&report);
+    if args.buckets {
+        print_buckets(&report);
+    }
     Ok(())
+}
+
+fn print_buckets(report: &StatusReport) {
+    output::table(
+        &["product", "bucket", "remaining", "reserved since hot"],
+        report.products.iter().flat_map(|p| {
+            p.buckets.iter().flatten().map(move |b| {
+                vec![
+                    p.id.to_string(),
+                    b.bucket.to_string(),
+                    b.stock.to_string(),
+                    b.sold.to_string(),
+                ]
+            })
+        }),
+    );
 }
 
 fn print_report(report: &StatusReport) {

@@ -219,6 +219,7 @@ async fn reserve(db: &Db, redis: &RedisClient, config: &Config, n: usize) -> any
             stock: n as u32,
             per_user_limit: 1,
             max_per_order: None,
+            shards: None,
         },
     )
     .await?

@@ -36,6 +36,9 @@
 #   9. what durability costs: scripts/bench/durability.sh (the same sale on Redis servers of
 #      its own: no persistence, appendfsync everysec / always, wait_replicas 1; goals
 #      always >= 0.8 x none, wait_replicas >= 0.7 x none); BENCH_DURABILITY=0 skips it
+#  10. stock sharding: scripts/bench/buckets.sh (one hot product, 1 vs 4 buckets, on a local
+#      three-primary Redis Cluster: buys/s and each primary's Redis CPU per purchase and share);
+#      BENCH_BUCKETS=0 skips it
 #   ratios: (3)/(1) (goal >= 1.5), (4)/(2) (goal >= 0.9), (6) ours/naive, (5) (>= 50,000/s), (5)/(5c)
 #
 # The server runs with the rate limits off (funnel.global_rps and per_user_rps 0), like
@@ -461,4 +464,9 @@ echo "bench: written to $OUT/latest.md and $OUT/latest.json"
 if [ "${BENCH_DURABILITY:-1}" != 0 ]; then
     log "9. what durability costs (scripts/bench/durability.sh, ROUNDS=$ROUNDS)"
     ROUNDS=$ROUNDS bash scripts/bench/durability.sh
+fi
+
+if [ "${BENCH_BUCKETS:-1}" != 0 ]; then
+    log "10. stock sharding on a three-primary cluster, 1 vs 4 buckets (scripts/bench/buckets.sh, ROUNDS=$ROUNDS)"
+    ROUNDS=$ROUNDS bash scripts/bench/buckets.sh
 fi

@@ -2,14 +2,16 @@
 //! this table row for row (a test checks it).
 //!
 //! Every key of one activity carries the hash tag `{a:ID}`, so each Lua script
-//! touches a single Redis Cluster slot; the two keys without it span activities and are only
+//! touches a single Redis Cluster slot; the stock buckets of a sharded product (see
+//! [`crate::buckets`]) carry `{a:ID:b:K}` instead, one slot per bucket number K, so a cluster
+//! spreads them over its primaries; the two keys without a tag span activities and are only
 //! ever used one command at a time:
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason`; status `lost` while selling is suspended because Redis lost the activity's state |
+//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason buckets`; status `lost` while selling is suspended because Redis lost the activity's state; `buckets`: how many bucket streams the activity may have (never lowered while they exist) |
 //! | `P:{a:A}:products` | set | product ids of the activity |
-//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name` (`stock` = units still on sale, `sold` = units reserved) |
+//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards` (`stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
 //! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID |
 //! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it) |
 //! | `P:{a:A}:revoked` | set | users whose token the operator revoked: `POST /api/v1/token` gives them none until `seckill token lift` |
@@ -19,6 +21,9 @@
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, or `void` (settled as undone by reconcile) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
+//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`) |
+//! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entry fields as in `orders`); consumer group `persist` |
+//! | `P:{a:A:b:K}:seq` | hash | `ms n`: the last entry id bucket K gave out, so the next is higher and tells its bucket (see `BUCKET_SEQ_BASE`) |
 //! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts; one command at a time) |
 //! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts; one command at a time) |
 //!
@@ -126,6 +131,40 @@ impl Keys {
         format!("{}:degraded", self.activity_base(activity))
     }
 
+    /// Everything of bucket `bucket` of activity `activity` starts with this (its own hash tag).
+    pub fn bucket_base(&self, activity: u64, bucket: u16) -> String {
+        format!("{}:{{a:{activity}:b:{bucket}}}", self.prefix)
+    }
+
+    /// SCAN pattern matching every key of bucket `bucket` of `activity`.
+    pub fn bucket_pattern(&self, activity: u64, bucket: u16) -> String {
+        let activity_pattern = self.activity_pattern(activity);
+        let tag_end = activity_pattern.len() - ":*".len() - 1;
+        format!("{}:b:{bucket}}}:*", &activity_pattern[..tag_end])
+    }
+
+    /// SCAN pattern matching every key of every bucket of `activity`.
+    pub fn buckets_pattern(&self, activity: u64) -> String {
+        let activity_pattern = self.activity_pattern(activity);
+        let tag_end = activity_pattern.len() - ":*".len() - 1;
+        format!("{}:b:*", &activity_pattern[..tag_end])
+    }
+
+    /// Bucket `bucket` of sharded product `product`: its stock and sold counters.
+    pub fn bucket_product(&self, activity: u64, bucket: u16, product: u64) -> String {
+        format!("{}:product:{product}", self.bucket_base(activity, bucket))
+    }
+
+    /// The reservation stream of bucket `bucket` (shared by the activity's sharded products).
+    pub fn bucket_orders(&self, activity: u64, bucket: u16) -> String {
+        format!("{}:orders", self.bucket_base(activity, bucket))
+    }
+
+    /// The last entry id bucket `bucket` gave out.
+    pub fn bucket_seq(&self, activity: u64, bucket: u16) -> String {
+        format!("{}:seq", self.bucket_base(activity, bucket))
+    }
+
     /// Set of preheated activities.
     pub fn activities(&self) -> String {
         format!("{}:activities", self.prefix)
@@ -219,6 +258,19 @@ pub fn parse_purchase_no(order_no: &str) -> Option<(u64, &str, u32)> {
     (is_entry_id(entry) && index > 0).then_some((activity, entry, index))
 }
 
+/// Bucket streams number their entries `<ms>-<seq>` with `seq` = this + n × 1024 + bucket
+/// (`lua/bucket_reserve.lua`), so an order number, which is activity and entry id, keeps its
+/// form and still tells which stream holds it; the activity stream never gets near it (Redis
+/// numbers its entries of one millisecond from 0).
+pub const BUCKET_SEQ_BASE: u64 = 1 << 40;
+
+/// The bucket whose stream gave out `entry_id`; `None` for an entry of the activity stream.
+pub fn bucket_of_entry(entry_id: &str) -> Option<u16> {
+    let (_, seq) = entry_id.split_once('-')?;
+    let seq: u64 = seq.parse().ok()?;
+    (seq >= BUCKET_SEQ_BASE).then(|| ((seq - BUCKET_SEQ_BASE) % 1024) as u16)
+}
+
 /// A stream entry id as Redis makes them: `<ms>-<seq>`, both decimal and within u64 (Redis
 /// refuses anything larger).
 pub fn is_entry_id(id: &str) -> bool {
@@ -294,6 +346,9 @@ mod tests {
             ("released", k.released(a)),
             ("stock_ops", k.stock_ops(a)),
             ("degraded", k.degraded(a)),
+            ("bucket_product", k.bucket_product(a, 999, id)),
+            ("bucket_orders", k.bucket_orders(a, 999)),
+            ("bucket_seq", k.bucket_seq(a, 999)),
             ("activities", k.activities()),
             ("product_activity", k.product_activity()),
         ];
@@ -303,7 +358,7 @@ mod tests {
             .collect();
         let mut listed: Vec<String> = rendered
             .iter()
-            .map(|(_, key)| key.replace("4242", "A").replace("77", "ID"))
+            .map(|(_, key)| key.replace("4242", "A").replace("999", "K").replace("77", "ID"))
             .collect();
         assert_eq!(
             listed, in_table,
@@ -315,7 +370,16 @@ mod tests {
 
         // A new key function must be added above (and so to both tables).
         let keys_impl = &source[source.find("impl Keys {").unwrap()..source.find("pub struct ActivityKeys").unwrap()];
-        let not_keys = ["new", "prefix", "activity_base", "activity_pattern", "token_pattern"];
+        let not_keys = [
+            "new",
+            "prefix",
+            "activity_base",
+            "activity_pattern",
+            "token_pattern",
+            "bucket_base",
+            "bucket_pattern",
+            "buckets_pattern",
+        ];
         let functions: Vec<&str> = keys_impl
             .split("pub fn ")
             .skip(1)
@@ -327,7 +391,8 @@ mod tests {
     }
 
     /// In a cluster a script may touch one slot only: every key a script's header names
-    /// (`-- KEYS[n] ... P:...`) must be one of an activity's, never a key that spans activities.
+    /// (`-- KEYS[n] ... P:...`) must be one of an activity's, or all of one bucket's, never a
+    /// key that spans activities.
     #[test]
     fn every_script_names_only_keys_of_one_activity() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
@@ -346,11 +411,33 @@ mod tests {
                 .filter(|word| word.starts_with("P:"))
                 .collect();
             assert!(!named.is_empty(), "{} names no key in its header", path.display());
+            let tag = if named[0].starts_with("P:{a:A:b:K}:") {
+                "P:{a:A:b:K}:"
+            } else {
+                "P:{a:A}:"
+            };
             for key in named {
-                assert!(key.starts_with("P:{a:A}:"), "{}: {key}", path.display());
+                assert!(key.starts_with(tag), "{}: {key}", path.display());
             }
         }
         assert!(scripts >= 10, "found only {scripts} scripts in {}", dir.display());
+    }
+
+    #[test]
+    fn bucket_keys_have_their_own_tag_and_entries_name_their_bucket() {
+        let k = Keys::new("p");
+        assert_eq!(k.bucket_product(7, 3, 9), "p:{a:7:b:3}:product:9");
+        assert_eq!(k.bucket_orders(7, 3), "p:{a:7:b:3}:orders");
+        assert_eq!(k.bucket_seq(7, 3), "p:{a:7:b:3}:seq");
+        assert_eq!(k.bucket_pattern(7, 3), "p:{a:7:b:3}:*");
+        assert_eq!(k.buckets_pattern(7), "p:{a:7:b:*");
+        assert_eq!(Keys::new("p*").bucket_pattern(7, 3), "p\\*:{a:7:b:3}:*");
+        assert_eq!(bucket_of_entry("1732250000123-0"), None);
+        assert_eq!(bucket_of_entry("1732250000123-1023"), None);
+        let seq = BUCKET_SEQ_BASE + 5 * 1024 + 1023;
+        assert_eq!(bucket_of_entry(&format!("1-{seq}")), Some(1023));
+        assert_eq!(bucket_of_entry(&format!("1-{}", BUCKET_SEQ_BASE + 2)), Some(2));
+        assert!(is_entry_id(&format!("1-{seq}")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! the `seckill` binary (under `commands/`) only parses arguments and calls [`ops`].
 
 pub mod bench;
+pub mod buckets;
 pub mod buy;
 pub mod config;
 pub mod consumer;

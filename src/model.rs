@@ -176,6 +176,8 @@ pub struct Product {
     pub per_user_limit: u32,
     /// Most units in one order.
     pub max_per_order: u32,
+    /// Stock buckets in Redis (1: one counter; see [`crate::buckets`]).
+    pub shards: u16,
     /// Units held by persisted pending or paid orders.
     pub sold: u32,
     /// Optimistic-locking counter, bumped by every change of `sold`.

@@ -196,7 +196,15 @@ async fn try_persist(
         }
         let reference = match ids.as_slice() {
             [one] => one.to_string(),
-            many => format!("batch {}..{}", many[0], many[many.len() - 1]),
+            many => {
+                // `ref` is VARCHAR(64): a stock bucket's order numbers are long (see keys.rs).
+                let range = format!("batch {}..{}", many[0], many[many.len() - 1]);
+                if range.len() <= 64 {
+                    range
+                } else {
+                    format!("batch {} +{}", many[0], many.len() - 1)
+                }
+            }
         };
         sqlx::query(
             "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'reserve', ?, ?, ?)",

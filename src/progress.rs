@@ -1,5 +1,5 @@
 //! Progress bars for long operations: drawn on stderr only when a person is watching (stdout
-//! and stderr both terminals) and only once the job has run for [`SHOW_AFTER`], so quick
+//! and stderr both terminals) and only once the job has run for [`show_after`], so quick
 //! jobs, pipes and scripts see nothing. One bar at a time: a job started inside another
 //! (the products of one activity under `reconcile --all`) stays hidden, so two bars never
 //! draw over each other.
@@ -13,9 +13,18 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle, 
 /// The bar of the outermost job still running, if any.
 static OUTER: Mutex<Option<WeakProgressBar>> = Mutex::new(None);
 
-/// How long a job runs before its bar appears: a bar that flashes for a few milliseconds
-/// only clutters the terminal.
+/// How long a job runs before its bar appears by default: a bar that flashes for a few
+/// milliseconds only clutters the terminal.
 pub const SHOW_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a job runs before its bar appears: `SECKILL_PROGRESS_AFTER_MS` when set (a test
+/// or an impatient operator sets 0 to see every bar), else [`SHOW_AFTER`].
+pub fn show_after() -> Duration {
+    std::env::var("SECKILL_PROGRESS_AFTER_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(SHOW_AFTER, Duration::from_millis)
+}
 
 /// True when a person is at a terminal: stdout is one (no script reads it) and so is stderr
 /// (where the bar is drawn).
@@ -23,7 +32,7 @@ pub fn watched() -> bool {
     std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
 }
 
-/// A bar of `len` steps labelled `label`; hidden unless [`watched`], shown after [`SHOW_AFTER`].
+/// A bar of `len` steps labelled `label`; hidden unless [`watched`], shown after [`show_after`].
 pub fn bar(len: u64, label: &str) -> ProgressBar {
     shown_later(
         Some(len),
@@ -33,7 +42,7 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
 }
 
 /// A counter for a job of unknown size (`label`: what is counted); hidden unless
-/// [`watched`], shown after [`SHOW_AFTER`].
+/// [`watched`], shown after [`show_after`].
 pub fn counter(label: &str) -> ProgressBar {
     shown_later(None, label, "{spinner} {msg:>10} {pos} ({per_sec}, {elapsed})")
 }
@@ -61,8 +70,9 @@ fn shown_later(len: Option<u64>, label: &str, template: &str) -> ProgressBar {
     *outer = Some(bar.downgrade());
     // A weak handle: a job that ends first drops its bar, and this thread then draws nothing.
     let weak = bar.downgrade();
+    let after = show_after();
     std::thread::spawn(move || {
-        std::thread::sleep(SHOW_AFTER);
+        std::thread::sleep(after);
         if let Some(bar) = weak.upgrade() {
             if !bar.is_finished() {
                 bar.set_draw_target(ProgressDrawTarget::stderr());

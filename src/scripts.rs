@@ -26,6 +26,11 @@ pub fn all() -> Vec<&'static Script> {
         &SETTLE_STOCK_OP,
         &RECONCILE_SNAPSHOT,
         &PERSIST_MARK,
+        &QUOTA,
+        &QUOTA_RETURN,
+        &BUCKET_RESERVE,
+        &BUCKET_ADD,
+        &RELEASE_SHARDED,
     ]
 }
 
@@ -59,3 +64,19 @@ pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
 
 /// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));
+
+/// `lua/quota.lua`: a sharded product's purchase, step one: checks and the buyer's quota.
+pub static QUOTA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota.lua")));
+
+/// `lua/quota_return.lua`: gives back a quota no bucket could fill.
+pub static QUOTA_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota_return.lua")));
+
+/// `lua/bucket_reserve.lua`: a sharded product's purchase, step two: units from one bucket.
+pub static BUCKET_RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_reserve.lua")));
+
+/// `lua/bucket_add.lua`: units into one bucket (returns, `stock add`).
+pub static BUCKET_ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_add.lua")));
+
+/// `lua/release_sharded.lua`: a sharded product's order released, before its units go to a bucket.
+pub static RELEASE_SHARDED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/release_sharded.lua")));

@@ -55,6 +55,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Units one user may hold.
     pub limit_per_user: u32,
+    /// Stock buckets of the product (1: none; see [`crate::buckets`]).
+    pub shards: u16,
     /// Where the requests go.
     pub server: Server,
     /// Consumers started in-process; 0: running `seckill consumer` daemons persist.
@@ -90,6 +92,9 @@ fn check(opts: &BenchOptions) -> Result<()> {
     if opts.limit_per_user == 0 {
         return Err(Error::invalid("--limit-per-user must be at least 1"));
     }
+    if !(1..=crate::ops::catalog::MAX_SHARDS).contains(&opts.shards) {
+        return Err(Error::invalid("--shards: 1 to 1024"));
+    }
     if opts.users > 10_000_000 {
         return Err(Error::invalid("--users: at most 10,000,000"));
     }
@@ -107,7 +112,7 @@ pub async fn run(config: &Config, opts: BenchOptions) -> Result<BenchReport> {
     let db = Db::connect(config).await?;
     let redis = RedisClient::connect(config).await?;
     let group = config.consumer.group.clone();
-    let sale = setup::create(&db, &redis, &group, opts.stock, opts.limit_per_user).await?;
+    let sale = setup::create(&db, &redis, &group, opts.stock, opts.limit_per_user, opts.shards).await?;
     tracing::info!(activity = sale.activity, name = %sale.name, "bench activity created");
     let outcome = rehearse(config, &opts, &db, &redis, &sale, target).await;
     if opts.keep {

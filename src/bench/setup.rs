@@ -28,7 +28,7 @@ pub struct Sale {
 
 /// Creates the activity (open from a minute ago for an hour) and its product, preheats it.
 /// Not started yet: tokens come first, as in a real sale.
-pub async fn create(db: &Db, redis: &RedisClient, group: &str, stock: u32, limit: u32) -> Result<Sale> {
+pub async fn create(db: &Db, redis: &RedisClient, group: &str, stock: u32, limit: u32, shards: u16) -> Result<Sale> {
     let now = Utc::now().trunc_subsecs(0);
     let name = format!("bench {}", now.format("%Y-%m-%dT%H:%M:%SZ"));
     let activity = catalog::create_activity(
@@ -52,6 +52,7 @@ pub async fn create(db: &Db, redis: &RedisClient, group: &str, stock: u32, limit
                 stock,
                 per_user_limit: limit,
                 max_per_order: Some(1),
+                shards: Some(shards),
             },
         )
         .await?

@@ -102,9 +102,12 @@ pub async fn gather(db: &Db, redis: &RedisClient, activity: u64, product: u64) -
         mysql_max_per_user: max_per_user as u64,
         ..Evidence::default()
     };
-    let stream = redis.keys().orders_stream(activity);
+    let mut entries = Vec::new();
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        entries.extend(reservation::read_all(redis, &stream).await?);
+    }
     let mut per_user: HashMap<String, u64> = HashMap::new();
-    for entry in reservation::read_all(redis, &stream).await? {
+    for entry in entries {
         let purchases = reservation::purchases(&entry).unwrap_or_else(|_| vec![entry.clone()]);
         for (index, one) in (0u32..).zip(purchases) {
             match reservation::decode_at(activity, &one, index) {

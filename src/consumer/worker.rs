@@ -36,7 +36,7 @@ struct Worker {
     /// every other command queued behind it.
     reader: RedisClient,
     stop: watch::Receiver<bool>,
-    cursors: HashMap<u64, String>,
+    cursors: HashMap<String, String>,
     /// No activity stream exists yet, so reads return at once and the loop must pause.
     no_streams: bool,
     report: ConsumerReport,
@@ -310,7 +310,8 @@ impl Worker {
         Ok((held, drained))
     }
 
-    /// The streams of the preheated activities that exist, by activity id.
+    /// The streams of the preheated activities that exist (each activity's own, then its
+    /// buckets', see [`crate::buckets`]), by activity id.
     async fn active_streams(&self) -> Result<Vec<(u64, String)>> {
         let keys = self.redis.keys();
         let mut conn = self.redis.conn();
@@ -318,10 +319,11 @@ impl Worker {
         ids.sort_unstable();
         let mut streams = Vec::new();
         for id in ids {
-            let name = keys.orders_stream(id);
-            let exists: bool = conn.exists(&name).await.at(&self.redis)?;
-            if exists {
-                streams.push((id, name));
+            for name in crate::buckets::stock::streams(&self.redis, id).await? {
+                let exists: bool = conn.exists(&name).await.at(&self.redis)?;
+                if exists {
+                    streams.push((id, name));
+                }
             }
         }
         Ok(streams)
@@ -391,7 +393,7 @@ impl Worker {
                 drained = false;
                 break;
             }
-            let start = self.cursors.get(activity).cloned().unwrap_or_else(|| "0-0".into());
+            let start = self.cursors.get(s).cloned().unwrap_or_else(|| "0-0".into());
             let claim = stream::Claim {
                 stream: s,
                 min_idle_ms,
@@ -409,7 +411,7 @@ impl Worker {
             if next != "0-0" {
                 drained = false;
             }
-            self.cursors.insert(*activity, next);
+            self.cursors.insert(s.clone(), next);
             if entries.is_empty() {
                 continue;
             }

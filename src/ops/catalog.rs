@@ -17,7 +17,7 @@ use crate::reservation;
 
 const ACTIVITY_COLUMNS: &str = "id, name, status, start_at, end_at, hot_at, created_at, updated_at";
 pub(crate) const PRODUCT_COLUMNS: &str = "id, activity_id, name, price, total_stock, per_user_limit, \
-     max_per_order, sold, version, created_at, updated_at";
+     max_per_order, shards, sold, version, created_at, updated_at";
 /// Longest activity or product name.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -104,6 +104,8 @@ pub struct NewProduct {
     pub per_user_limit: u32,
     /// Most units in one order; defaults to `per_user_limit`.
     pub max_per_order: Option<u32>,
+    /// Stock buckets, 1 to [`MAX_SHARDS`]; defaults to 1.
+    pub shards: Option<u16>,
 }
 
 /// Fields `product update` may change; `None` keeps the current value.
@@ -119,6 +121,8 @@ pub struct ProductChanges {
     pub per_user_limit: Option<u32>,
     /// New per-order maximum.
     pub max_per_order: Option<u32>,
+    /// New number of stock buckets.
+    pub shards: Option<u16>,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -172,6 +176,18 @@ pub fn check_price(price: Decimal) -> Result<()> {
     }
     if price >= Decimal::from(10_000_000_000u64) {
         return Err(Error::invalid(format!("price {price} is too large")));
+    }
+    Ok(())
+}
+
+/// Most stock buckets one product may have.
+pub const MAX_SHARDS: u16 = 1024;
+
+fn check_shards(shards: u16) -> Result<()> {
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        return Err(Error::invalid(format!(
+            "shards {shards} is out of range 1 to {MAX_SHARDS}"
+        )));
     }
     Ok(())
 }
@@ -332,12 +348,14 @@ pub async fn add_product(db: &Db, new: &NewProduct) -> Result<Product> {
     check_price(new.price)?;
     let max_per_order = new.max_per_order.unwrap_or(new.per_user_limit);
     check_limits(new.per_user_limit, max_per_order)?;
+    let shards = new.shards.unwrap_or(1);
+    check_shards(shards)?;
     let mut tx = db.pool().begin().await.at(db)?;
     let activity = lock_activity(db, &mut tx, new.activity_id).await?;
     refuse_if_frozen(&activity)?;
     let id = sqlx::query(
-        "INSERT INTO products (activity_id, name, price, total_stock, per_user_limit, max_per_order) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO products (activity_id, name, price, total_stock, per_user_limit, max_per_order, shards) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(new.activity_id)
     .bind(new.name.trim())
@@ -345,6 +363,7 @@ pub async fn add_product(db: &Db, new: &NewProduct) -> Result<Product> {
     .bind(new.stock)
     .bind(new.per_user_limit)
     .bind(max_per_order)
+    .bind(shards)
     .execute(&mut *tx)
     .await
     .at(db)?
@@ -414,15 +433,18 @@ pub async fn update_product(db: &Db, id: u64, changes: &ProductChanges) -> Resul
     let per_user_limit = changes.per_user_limit.unwrap_or(current.per_user_limit);
     let max_per_order = changes.max_per_order.unwrap_or(current.max_per_order);
     check_limits(per_user_limit, max_per_order)?;
+    let shards = changes.shards.unwrap_or(current.shards);
+    check_shards(shards)?;
     sqlx::query(
         "UPDATE products SET name = ?, price = ?, total_stock = ?, per_user_limit = ?, \
-         max_per_order = ? WHERE id = ?",
+         max_per_order = ?, shards = ? WHERE id = ?",
     )
     .bind(changes.name.as_deref().map(str::trim).unwrap_or(&current.name))
     .bind(changes.price.unwrap_or(current.price))
     .bind(stock)
     .bind(per_user_limit)
     .bind(max_per_order)
+    .bind(shards)
     .bind(id)
     .execute(&mut *tx)
     .await

@@ -1,6 +1,7 @@
 //! `seckill flush`: remove every Redis key of one activity (SCAN + UNLINK, never KEYS). In a
 //! cluster the activity's keys share one slot, so they sit on one primary; every primary is
-//! scanned anyway, so keys left behind by a resharding in progress are not missed.
+//! scanned anyway, so keys left behind by a resharding in progress are not missed. The stock
+//! buckets of sharded products (see [`crate::buckets`]) have a slot each and go too.
 
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -46,13 +47,25 @@ pub async fn flush(
     let keys = redis.keys();
     let mut conn = redis.conn();
     let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
-    let removed = redis.scan_match(&keys.activity_pattern(activity_id)).await?;
+    let mut removed = redis.scan_match(&keys.activity_pattern(activity_id)).await?;
     let bar = crate::progress::counter("keys");
     // The keys share the activity's hash tag, so a batch is one slot even in a cluster.
     for batch in removed.chunks(1000) {
         let () = conn.unlink(batch).await.at(redis)?;
         bar.inc(batch.len() as u64);
     }
+    // Each bucket is a slot of its own: one UNLINK per key (the pipeline sends them apart).
+    let buckets = redis.scan_match(&keys.buckets_pattern(activity_id)).await?;
+    for batch in buckets.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in batch {
+            pipe.unlink(key).ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.at(redis)?;
+        bar.inc(batch.len() as u64);
+    }
+    removed.extend(buckets);
+    removed.sort();
     bar.finish_and_clear();
     let () = conn.srem(keys.activities(), activity_id).await.at(redis)?;
     if !product_ids.is_empty() {

@@ -10,7 +10,7 @@ use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::model::{Activity, ActivityStatus, Product};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
-use crate::{durability, lost_state, progress, reservation, scripts};
+use crate::{buckets, durability, lost_state, progress, reservation, scripts};
 
 /// What `hot` loaded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -177,6 +177,7 @@ async fn load(
         script.load_async(&mut conn).await.at(redis)?;
     }
 
+    let before = buckets::stock::before(redis, activity_id).await?;
     let mut invocation = scripts::PREHEAT.prepare_invoke();
     invocation
         .key(keys.activity(activity_id))
@@ -215,6 +216,16 @@ async fn load(
         }
         Err(e) => return Err(redis.err(e)),
     }
+    let spread: Vec<buckets::stock::Load> = snapshot
+        .products
+        .iter()
+        .map(|p| buckets::stock::Load {
+            product: p.id,
+            remaining: u64::from(p.total_stock - p.sold),
+            shards: p.shards,
+        })
+        .collect();
+    buckets::stock::load(redis, activity_id, &before, &spread).await?;
     lost_state::stamp(db, activity_id, &epoch).await?;
 
     let bar = progress::bar(snapshot.products.len() as u64, "hot");

@@ -274,6 +274,7 @@ async fn release(
 }
 
 /// Runs `release.lua` for a cancelled or expired order: 1 released now, 0 already, -1 not loaded.
+/// A sharded product's units go back into one of its buckets ([`crate::buckets::stock::release`]).
 pub async fn return_units(
     redis: &RedisClient,
     activity: u64,
@@ -282,6 +283,10 @@ pub async fn return_units(
     user: &str,
     quantity: u32,
 ) -> Result<i64> {
+    let shards = crate::buckets::stock::shards_of(redis, activity, product).await?;
+    if shards > 1 {
+        return crate::buckets::stock::release(redis, activity, product, shards, order_no, user, quantity).await;
+    }
     let keys = redis.keys();
     let mut conn = redis.conn();
     scripts::RELEASE

@@ -53,6 +53,10 @@ pub struct ProductState {
     pub reserved: Option<i64>,
     /// Units held by persisted pending or paid orders (MySQL `products.sold`).
     pub sold: u32,
+    /// Each stock bucket of a sharded product (absent for one without buckets in Redis);
+    /// `remaining` and `reserved` are then their sums (plus units reserved before `hot`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<crate::buckets::stock::Bucket>>,
     /// Orders in MySQL holding units (pending + paid).
     pub orders: i64,
     /// Orders in MySQL by status.
@@ -82,13 +86,25 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
             .arg("sold");
     }
     let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await.at(redis)?;
+    let mut spread = Vec::with_capacity(products.len());
+    for (p, (remaining, reserved)) in products.iter().zip(&live) {
+        let shards = crate::buckets::stock::shards_of(redis, activity_id, p.id).await?;
+        if shards < 2 || remaining.is_some() {
+            spread.push((*remaining, *reserved, None));
+            continue;
+        }
+        let buckets = crate::buckets::stock::per_bucket(redis, activity_id, p.id, shards).await?;
+        let stock = buckets.iter().map(|b| b.stock).sum();
+        let sold: i64 = buckets.iter().map(|b| b.sold).sum();
+        spread.push((Some(stock), reserved.map(|before| before + sold), Some(buckets)));
+    }
     let unpersisted = reservation::backlog(redis, activity_id, consumer_group).await?;
     let redis_state_lost = lost_state::inspect(db, redis, activity_id).await?;
 
     let products = products
         .into_iter()
-        .zip(live)
-        .map(|(p, (remaining, reserved))| {
+        .zip(spread)
+        .map(|(p, (remaining, reserved, buckets))| {
             let orders_by_status: HashMap<OrderStatus, i64> = counts
                 .iter()
                 .filter(|(product, _, _)| *product == p.id)
@@ -105,6 +121,7 @@ pub async fn status(db: &Db, redis: &RedisClient, consumer_group: &str, activity
                 remaining,
                 reserved,
                 sold: p.sold,
+                buckets,
                 orders,
                 orders_by_status,
             }

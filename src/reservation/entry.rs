@@ -5,7 +5,8 @@
 //! then `product`, `user`, `quantity`, `price` once per purchase, in the order the purchases
 //! were decided. The k-th purchase is the k-th occurrence of each of those four fields, so an
 //! entry written before entries were batched (one purchase, the same six fields) reads as an
-//! entry of one purchase under its old order number.
+//! entry of one purchase under its old order number. A stock bucket's stream (see
+//! [`crate::buckets`]) gets such one-purchase entries from `lua/bucket_reserve.lua`.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -12,17 +12,20 @@ use super::stream::{cmp_ids, read_from};
 use crate::error::{RedisContext, Result};
 use crate::redis_client::RedisClient;
 
-/// Creates the consumer group `group` on the activity's stream (and the stream itself),
-/// reading from the very first entry. Harmless when it exists.
+/// Creates the consumer group `group` on each of the activity's streams (its own and its
+/// buckets', see [`crate::buckets`]; and the streams themselves), reading from the very first
+/// entry. Harmless when they exist.
 pub async fn ensure_group(redis: &RedisClient, activity: u64, group: &str) -> Result<()> {
     let mut conn = redis.conn();
-    let stream = redis.keys().orders_stream(activity);
-    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&stream, group, "0").await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(redis.err(e)),
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&stream, group, "0").await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(redis.err(e)),
+        }
     }
+    Ok(())
 }
 
 /// What XINFO GROUPS says about one consumer group.
@@ -73,19 +76,30 @@ impl Backlog {
 
 /// The activity's reservations (purchases, not entries: one entry holds a script call's
 /// purchases) not yet acknowledged by the consumers of `group`, split into delivered (pending)
-/// and never delivered. Without the group, every purchase is undelivered. Reads the entries
-/// from the oldest unacknowledged one on; an entry that cannot be split counts as one.
+/// and never delivered, over all its streams (its buckets' too, see [`crate::buckets`]).
+/// Without the group, every purchase is undelivered.
 pub async fn backlog_of(redis: &RedisClient, activity: u64, group: &str) -> Result<Backlog> {
-    let stream = redis.keys().orders_stream(activity);
-    let Some(start) = unacked_from(redis, &stream, group).await? else {
+    let mut total = Backlog::default();
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        let one = stream_backlog(redis, &stream, group).await?;
+        total.pending += one.pending;
+        total.undelivered += one.undelivered;
+    }
+    Ok(total)
+}
+
+/// [`backlog_of`] for one stream. Reads the entries from the oldest unacknowledged one on; an
+/// entry that cannot be split counts as one.
+async fn stream_backlog(redis: &RedisClient, stream: &str, group: &str) -> Result<Backlog> {
+    let Some(start) = unacked_from(redis, stream, group).await? else {
         return Ok(Backlog::default());
     };
     let Delivered {
         last_delivered_id,
         pending,
-    } = delivered(redis, &stream, group).await?;
+    } = delivered(redis, stream, group).await?;
     let mut backlog = Backlog::default();
-    for entry in read_from(redis, &stream, &start).await? {
+    for entry in read_from(redis, stream, &start).await? {
         let count = purchases(&entry).map_or(1, |p| p.len() as u64);
         if pending.contains(&entry.id) {
             backlog.pending += count;

@@ -296,14 +296,16 @@ pub async fn read_from(redis: &RedisClient, stream: &str, start: &str) -> Result
 
 /// Every reservation of `activity` that may not be in MySQL yet, oldest entry of each stream
 /// first: the purchases of the stream's entries the consumers of `group` have not
-/// acknowledged (see [`unacked_from`]), then the dead letters. Purchases that cannot be decoded
-/// are left out. Read Redis before MySQL: an entry persisted meanwhile is then found in MySQL too.
+/// acknowledged (see [`unacked_from`]; the activity's own stream and its buckets'), then the
+/// dead letters. Purchases that cannot be decoded are left out. Read Redis before MySQL: an
+/// entry persisted meanwhile is then found in MySQL too.
 pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Result<Vec<Reservation>> {
-    let stream = redis.keys().orders_stream(activity);
-    let entries = match unacked_from(redis, &stream, group).await? {
-        Some(start) => read_from(redis, &stream, &start).await?,
-        None => Vec::new(),
-    };
+    let mut entries = Vec::new();
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        if let Some(start) = unacked_from(redis, &stream, group).await? {
+            entries.extend(read_from(redis, &stream, &start).await?);
+        }
+    }
     let mut out: Vec<Reservation> = entries
         .iter()
         .filter_map(|e| decode_all(activity, e).ok())
@@ -324,14 +326,18 @@ pub async fn unpersisted(redis: &RedisClient, activity: u64, group: &str) -> Res
     Ok(out)
 }
 
-/// The reservation `order_no` names, while its entry is in the activity's stream: `None`
-/// when the number is malformed or no such purchase is there (never queued, or gone since).
+/// The reservation `order_no` names, while its entry is in the activity's stream (or the
+/// bucket stream its entry id names, see [`keys::bucket_of_entry`]): `None` when the number is
+/// malformed or no such purchase is there (never queued, or gone since).
 /// A purchase that is there but cannot be decoded is an [`Error::Internal`] saying why.
 pub async fn lookup(redis: &RedisClient, order_no: &str) -> Result<Option<Reservation>> {
     let Some((activity, entry_id, index)) = keys::parse_purchase_no(order_no) else {
         return Ok(None);
     };
-    let stream = redis.keys().orders_stream(activity);
+    let stream = match keys::bucket_of_entry(entry_id) {
+        Some(bucket) => redis.keys().bucket_orders(activity, bucket),
+        None => redis.keys().orders_stream(activity),
+    };
     let Some(entry) = range(redis, &stream, (entry_id, entry_id), None).await?.pop() else {
         return Ok(None);
     };

@@ -15,7 +15,8 @@ use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::guard::KnownSeqs;
-use crate::buy::{self, Outcome, Purchase, Verdict};
+use crate::buckets::{self, Sharded};
+use crate::buy::{Outcome, Purchase, Verdict};
 use crate::redis_client::RedisClient;
 
 /// Why a purchase got no verdict.
@@ -50,11 +51,11 @@ pub struct ReplicaWait {
 }
 
 impl ReplicaWait {
-    /// Waits for the replicas of the primary holding `activity` (in a cluster, the primary of
-    /// its slot: the others hold none of this batch); the error says how many acknowledged.
-    async fn confirm(&self, redis: &RedisClient, activity: u64) -> Result<(), String> {
+    /// Waits for the replicas of the primary holding `key` (in a cluster, the primary of its
+    /// slot); the error says how many acknowledged.
+    async fn confirm(&self, redis: &RedisClient, key: &str) -> Result<(), String> {
         let started = std::time::Instant::now();
-        let mut conn = redis.conn().for_key(&redis.keys().activity(activity));
+        let mut conn = redis.conn().for_key(key);
         let acked: redis::RedisResult<u32> = redis::cmd("WAIT")
             .arg(self.replicas)
             .arg(self.timeout.as_millis() as u64)
@@ -91,6 +92,7 @@ pub struct Batchers {
     known_seqs: Arc<KnownSeqs>,
     wait: Option<ReplicaWait>,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
+    sharded: Arc<Sharded>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -106,6 +108,7 @@ impl Batchers {
             known_seqs: Arc::default(),
             wait: None,
             senders: RwLock::default(),
+            sharded: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -167,6 +170,7 @@ impl Batchers {
                     calls: Arc::new(Calls {
                         timeout: self.timeout,
                         wait: self.wait.clone(),
+                        sharded: self.sharded.clone(),
                     }),
                 };
                 self.runtime.spawn(run(self.redis.clone(), activity, rx, batch));
@@ -191,6 +195,8 @@ struct Calls {
     timeout: Duration,
     /// Replicas to wait for after the call.
     wait: Option<ReplicaWait>,
+    /// Which products go through their stock buckets.
+    sharded: Arc<Sharded>,
 }
 
 async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<Job>, batch: Batch) {
@@ -236,6 +242,40 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
     }
 }
 
+/// WAITs on every primary that took a reservation of the batch: the activity's, and each
+/// stock bucket's (see [`crate::buckets`]) whose stream got one; the first failure is the answer.
+async fn confirm_all(
+    wait: &ReplicaWait,
+    redis: &RedisClient,
+    activity: u64,
+    verdicts: &[Verdict],
+) -> Result<(), String> {
+    let keys = redis.keys();
+    let mut slots: Vec<String> = Vec::new();
+    for verdict in verdicts.iter().filter(|v| v.outcome == Outcome::Ok) {
+        let bucket = verdict
+            .order_no
+            .as_deref()
+            .and_then(crate::keys::parse_order_no)
+            .and_then(|(_, entry)| crate::keys::bucket_of_entry(entry));
+        let key = match bucket {
+            Some(k) => keys.bucket_orders(activity, k),
+            None => keys.activity(activity),
+        };
+        if !slots.contains(&key) {
+            slots.push(key);
+        }
+    }
+    if !redis.is_cluster() {
+        // One server holds every slot: one WAIT covers the batch.
+        slots.truncate(1);
+    }
+    for key in &slots {
+        wait.confirm(redis, key).await?;
+    }
+    Ok(())
+}
+
 /// One script call for `purchases`; each verdict goes to its reply in order. The pipeline
 /// slot is freed as soon as Redis answered, before the replies go out.
 async fn decide(
@@ -248,13 +288,17 @@ async fn decide(
     slot: OwnedSemaphorePermit,
 ) {
     let timeout = calls.timeout;
-    let decided = tokio::time::timeout(timeout, buy::reserve_above(&redis, activity, min_seq, &purchases)).await;
+    let decided = tokio::time::timeout(
+        timeout,
+        buckets::reserve_routed(&redis, activity, min_seq, &purchases, &calls.sharded),
+    )
+    .await;
     drop(slot);
     match decided {
         Ok(Ok(verdicts)) => {
             let unconfirmed = match &calls.wait {
                 Some(wait) if verdicts.iter().any(|v| v.outcome == Outcome::Ok) => {
-                    wait.confirm(&redis, activity).await.err()
+                    confirm_all(wait, &redis, activity, &verdicts).await.err()
                 }
                 _ => None,
             };

@@ -282,7 +282,7 @@ pub async fn activity(
     for p in &product_ids {
         pipe.hmget(
             keys.product(id, *p),
-            &["stock", "total", "limit", "max_per_order", "price", "name"],
+            &["stock", "total", "limit", "max_per_order", "price", "name", "shards"],
         );
     }
     type Row = (
@@ -292,12 +292,25 @@ pub async fn activity(
         Option<i64>,
         Option<String>,
         Option<String>,
+        Option<u16>,
     );
-    let rows: Vec<Row> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
+    let mut rows: Vec<Row> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
+    // A sharded product's units are in its buckets.
+    for (p, row) in product_ids.iter().zip(rows.iter_mut()) {
+        if let (None, Some(shards @ 2..)) = (row.0, row.6) {
+            let (stock, _) = crate::buckets::stock::totals(&state.redis, id, *p, shards)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(activity = id, product = p, error = %e, "activity view: buckets unreadable");
+                    ApiError::redis_unavailable()
+                })?;
+            row.0 = Some(stock);
+        }
+    }
     let mut products: Vec<ProductView> = product_ids
         .iter()
         .zip(rows)
-        .map(|(id, (stock, total, limit, max, price, name))| ProductView {
+        .map(|(id, (stock, total, limit, max, price, name, _))| ProductView {
             id: *id,
             name: name.unwrap_or_default(),
             price: price.unwrap_or_default(),

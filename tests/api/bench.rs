@@ -81,6 +81,7 @@ async fn stock_added_behind_mysqls_back_fails_the_bench() {
         requests: 2000,
         concurrency: 32,
         limit_per_user: 1,
+        shards: 1,
         server: Server::Spawn,
         consumers: 1,
         drain_timeout: Duration::from_secs(20),

@@ -159,6 +159,8 @@ pub struct ProductSpec {
     pub limit: u32,
     /// Most units per order (`None`: the per-user limit).
     pub max_per_order: Option<u32>,
+    /// Stock buckets (`None`: 1).
+    pub shards: Option<u16>,
 }
 
 impl Default for ProductSpec {
@@ -169,6 +171,7 @@ impl Default for ProductSpec {
             stock: 10,
             limit: 1,
             max_per_order: None,
+            shards: None,
         }
     }
 }
@@ -182,6 +185,7 @@ pub fn spec(stock: u32, limit: u32, max_per_order: u32) -> ProductSpec {
         stock,
         limit,
         max_per_order: Some(max_per_order),
+        shards: None,
     }
 }
 
@@ -193,6 +197,7 @@ pub fn phone(stock: u32, limit: u32) -> ProductSpec {
         stock,
         limit,
         max_per_order: None,
+        shards: None,
     }
 }
 
@@ -591,6 +596,7 @@ impl TestApp {
             stock: spec.stock,
             per_user_limit: spec.limit,
             max_per_order: spec.max_per_order,
+            shards: spec.shards,
         };
         catalog::add_product(&self.db, &new).await.expect("add product")
     }
@@ -608,6 +614,7 @@ impl TestApp {
                     stock: 100,
                     limit: 2,
                     max_per_order: Some(1),
+                    shards: None,
                 },
             )
             .await;
@@ -620,6 +627,7 @@ impl TestApp {
                     stock: 50,
                     limit: 5,
                     max_per_order: None,
+                    shards: None,
                 },
             )
             .await;

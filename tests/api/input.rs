@@ -205,6 +205,7 @@ async fn the_library_returns_typed_errors() {
         stock: 1,
         per_user_limit: 1,
         max_per_order: None,
+        shards: None,
     };
     assert!(matches!(
         catalog::add_product(&app.db, &new).await.unwrap_err(),

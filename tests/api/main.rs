@@ -6,6 +6,7 @@
 
 mod bench;
 mod browser;
+mod buckets;
 mod buy;
 mod catalog;
 mod chromium;

@@ -50,7 +50,17 @@ pub(super) async fn repair(
         if line.mysql_sold != line.order_units {
             done.push(set_mysql_sold(db, activity, &now, line).await?);
         }
-        done.extend(set_redis_counters(db, redis, activity, line).await?);
+        if now.sharded.contains_key(&line.product_id) {
+            // Its counters are spread over slots: no compare-and-set can cover them.
+            if line.redis.is_some_and(|have| have != line.redis_target()) {
+                done.push(format!(
+                    "product {}: NOT fixed: its stock is in buckets; stop the sale, let the consumers drain, run `seckill hot`",
+                    line.product_id
+                ));
+            }
+        } else {
+            done.extend(set_redis_counters(db, redis, activity, line).await?);
+        }
     }
     bar.finish_and_clear();
     for f in findings.iter().filter(|f| f.class == Class::QuotaDrift) {

@@ -61,12 +61,21 @@ pub struct Snapshot {
     pub ledger_net: HashMap<u64, i64>,
     /// Redis server time at the cut, ms.
     pub now_ms: i64,
+    /// Per bucket stream read, the last entry id it had generated when read (see
+    /// [`sharded`]); a reservation of a bucket is after the cut when its id is higher.
+    pub bucket_cuts: HashMap<u16, Option<String>>,
+    /// Products whose counters are summed over their buckets (`shards` in Redis).
+    pub sharded: HashMap<u64, u16>,
 }
 
 impl Snapshot {
     /// Whether the reservation with stream id `id` was made after the Redis view was taken.
     pub fn after_cut(&self, id: &str) -> bool {
-        match &self.cut {
+        let cut = match crate::keys::bucket_of_entry(id) {
+            Some(bucket) => self.bucket_cuts.get(&bucket).cloned().flatten(),
+            None => self.cut.clone(),
+        };
+        match &cut {
             Some(last) => reservation::cmp_ids(id, last).is_gt(),
             // An empty stream: anything queued later has an id at or after the cut's time.
             None => reservation::parse_id(id).0 >= self.now_ms.max(0) as u64,
@@ -142,28 +151,17 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         }
     }
 
+    sharded(redis, activity, &product_ids, &mut s).await?;
     let mut entries = reservation::read_all(redis, &name).await?;
     entries.retain(|e| !s.after_cut(&e.id));
-    let reservation::Delivered {
-        last_delivered_id: last_delivered,
-        pending,
-    } = reservation::delivered(redis, &name, group).await?;
-    s.entries = entries
-        .into_iter()
-        .map(|e| {
-            let d = if pending.contains(&e.id) {
-                Delivery::Pending
-            } else if last_delivered
-                .as_deref()
-                .is_none_or(|l| reservation::cmp_ids(&e.id, l).is_gt())
-            {
-                Delivery::Undelivered
-            } else {
-                Delivery::Acked
-            };
-            (e, d)
-        })
-        .collect();
+    s.entries = with_delivery(redis, &name, group, entries).await?;
+    for k in 0..crate::buckets::stock::count(redis, activity).await? {
+        let name = keys.bucket_orders(activity, k);
+        s.bucket_cuts.insert(k, last_generated(redis, &name).await?);
+        let mut entries = reservation::read_all(redis, &name).await?;
+        entries.retain(|e| !s.after_cut(&e.id));
+        s.entries.extend(with_delivery(redis, &name, group, entries).await?);
+    }
     let letters = dlq::list(redis, Some(activity)).await?;
     s.dead_letter_count = letters.len();
     for letter in letters {
@@ -207,4 +205,90 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     s.pending_changes = stock::pending_changes(&mut tx, db, activity).await?;
     tx.commit().await.at(db)?;
     Ok(s)
+}
+
+/// `entries` of `stream` with where each stands in `group`.
+async fn with_delivery(
+    redis: &RedisClient,
+    stream: &str,
+    group: &str,
+    entries: Vec<Entry>,
+) -> Result<Vec<(Entry, Delivery)>> {
+    let reservation::Delivered {
+        last_delivered_id: last_delivered,
+        pending,
+    } = reservation::delivered(redis, stream, group).await?;
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            let d = if pending.contains(&e.id) {
+                Delivery::Pending
+            } else if last_delivered
+                .as_deref()
+                .is_none_or(|l| reservation::cmp_ids(&e.id, l).is_gt())
+            {
+                Delivery::Undelivered
+            } else {
+                Delivery::Acked
+            };
+            (e, d)
+        })
+        .collect())
+}
+
+/// The last entry id `stream` generated (`None`: no stream or no entry yet).
+async fn last_generated(redis: &RedisClient, stream: &str) -> Result<Option<String>> {
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(stream)
+        .query_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    if !exists {
+        return Ok(None);
+    }
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    Ok(pairs(info)
+        .into_iter()
+        .find(|(k, _)| k == "last-generated-id")
+        .map(|(_, v)| v)
+        .filter(|v| v != "0-0"))
+}
+
+/// The counters of the sharded products (their own hash has no `stock`, so the snapshot script
+/// left them out): sold before `hot` plus each bucket's, stock summed over the buckets, and the
+/// buyers' totals. Read after the script, one slot at a time: during a sale a purchase can land
+/// in between and show as drift that is not there (README "Stock sharding").
+async fn sharded(redis: &RedisClient, activity: u64, product_ids: &[u64], s: &mut Snapshot) -> Result<()> {
+    let keys = redis.keys();
+    for &id in product_ids {
+        let shards = crate::buckets::stock::shards_of(redis, activity, id).await?;
+        if shards < 2 {
+            continue;
+        }
+        let (sold, total): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(keys.product(activity, id))
+            .arg("sold")
+            .arg("total")
+            .query_async(&mut redis.conn())
+            .await
+            .at(redis)?;
+        let (Some(sold), Some(total)) = (sold, total) else {
+            continue;
+        };
+        let (bucket_stock, bucket_sold) = crate::buckets::stock::totals(redis, activity, id, shards).await?;
+        let bought: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(keys.bought(activity, id))
+            .query_async(&mut redis.conn())
+            .await
+            .at(redis)?;
+        s.redis_products.insert(id, (bucket_stock, sold + bucket_sold, total));
+        s.bought.insert(id, bought);
+        s.sharded.insert(id, shards);
+    }
+    Ok(())
 }

@@ -1,0 +1,26 @@
+-- release_sharded.lua: step one of putting a cancelled or expired order of a sharded product
+-- back on sale, exactly once (as release.lua for a product without buckets): the order is
+-- marked released, the buyer's total and the product's `sold` drop by its units. Step two
+-- (bucket_add.lua) puts the units into a bucket; should it never run, units are missing from
+-- sale (reconcile reports them), never sold twice.
+--
+-- KEYS[1]  released set     P:{a:A}:released
+-- KEYS[2]  product hash     P:{a:A}:product:ID
+-- KEYS[3]  bought hash      P:{a:A}:bought:ID
+-- ARGV[1]  order number     ARGV[2] user id     ARGV[3] quantity
+--
+-- Returns  1 released now (add the units to a bucket), 0 already released earlier,
+--         -1 product not loaded in Redis.
+
+if redis.call('EXISTS', KEYS[2]) == 0 then
+    return -1
+end
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+    return 0
+end
+local q = tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'sold', -q)
+if redis.call('HINCRBY', KEYS[3], ARGV[2], -q) <= 0 then
+    redis.call('HDEL', KEYS[3], ARGV[2])
+end
+return 1

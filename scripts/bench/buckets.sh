@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Stock sharding on a Redis Cluster: one hot product with 1 bucket vs 4 buckets, the same whole
+# sale (`seckill bench --spawn`: HTTP buys through the funnel, one consumer) on a local cluster of
+# three primaries (scripts/redis-cluster.sh, on spare ports, stopped at the end). For each run:
+# buys/s, and each primary's Redis CPU time (INFO CPU used_cpu_user + used_cpu_sys, read before
+# and after) per purchase and as a share of the three nodes' total. The point: with 1 bucket
+# one primary does the product's work; with 4 buckets it is spread over the primaries (the
+# activity's primary keeps the quota step, see README "Stock sharding").
+# Rounds alternate the two set-ups; each figure is the median of its rounds.
+#
+#   ROUNDS (3), REQUESTS (50000 purchases per run, stock for every one), USERS (1000 buyers,
+#   each may hold REQUESTS/USERS units, so issuing tokens stays a small part of the run),
+#   CONCURRENCY (100), BASE_PORT (a free one from 21000). The nodes run without persistence
+#   (CONFIG SET appendonly no; redis.durability: none): the figure is the scripts' CPU, not the
+#   disk's. MySQL: the server the application's URL names, in a database of its own.
+#   BIN (target/release/seckill, built here when missing). Writes target/bench/buckets.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-50000}
+USERS=${USERS:-1000}
+CONCURRENCY=${CONCURRENCY:-100}
+
+bash scripts/setup.sh
+. scripts/urls.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+S=${BIN:-$PWD/target/release/seckill}
+[ -x "$S" ] || cargo build --release --quiet --bin seckill
+
+free() { python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1))==0)"; }
+if [ -z "${BASE_PORT:-}" ]; then
+    for p in $(seq 21000 7 29000); do
+        if free "$p" && free $((p + 1)) && free $((p + 2)) && free $((p + 10000)) && free $((p + 10001)) && free $((p + 10002)); then
+            BASE_PORT=$p
+            break
+        fi
+    done
+fi
+WORK=$(mktemp -d /var/tmp/seckill-bench-buckets.XXXXXX)
+export SECKILL_CLUSTER_DIR=$WORK/cluster
+cleanup() {
+    bash scripts/redis-cluster.sh stop "$BASE_PORT" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+bash scripts/redis-cluster.sh start "$BASE_PORT" >/dev/null
+PORTS=("$BASE_PORT" $((BASE_PORT + 1)) $((BASE_PORT + 2)))
+for port in "${PORTS[@]}"; do redis-cli -p "$port" config set appendonly no >/dev/null; done
+
+BENCH_DB=seckill_bench_buckets
+BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cat >"$WORK/config.yaml" <<EOF
+database:
+  url: $DB_SERVER_URL/$BENCH_DB
+redis:
+  url: redis+cluster://127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}/
+  key_prefix: bench_buckets
+  durability: none
+token:
+  secret: $BENCH_SECRET
+funnel:
+  global_rps: 0
+  per_user_rps: 0
+EOF
+unset SECKILL_DATABASE_URL SECKILL_REDIS_URL SECKILL_KEY_PREFIX SECKILL_REDIS_DURABILITY SECKILL_TOKEN_SECRET
+RUST_LOG=warn "$S" --config "$WORK/config.yaml" migrate >/dev/null
+
+cpu() { # port -> Redis CPU seconds so far
+    redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.6f", t}'
+}
+LIMIT=$(( (REQUESTS + USERS - 1) / USERS ))
+for round in $(seq "$ROUNDS"); do
+    for shards in 1 4; do
+        before=()
+        for port in "${PORTS[@]}"; do before+=("$(cpu "$port")"); done
+        RUST_LOG=warn "$S" --config "$WORK/config.yaml" bench --spawn --json --consumers 1 --shards "$shards" \
+            --stock "$REQUESTS" --users "$USERS" --limit-per-user "$LIMIT" --requests "$REQUESTS" \
+            --concurrency "$CONCURRENCY" >"$WORK/$shards.$round.json"
+        after=()
+        for port in "${PORTS[@]}"; do after+=("$(cpu "$port")"); done
+        python3 - "$WORK/$shards.$round.json" "${before[*]}" "${after[*]}" "${PORTS[*]}" <<'PY'
+import json, sys
+path, before, after, ports = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+r = json.load(open(path))
+r["node_cpu_s"] = {p: float(a) - float(b) for p, b, a in zip(ports, before, after)}
+json.dump(r, open(path, "w"))
+q = r["outcomes"].get("queued", 0)
+cpu = ", ".join(f"{p}: {s:.2f}s" for p, s in r["node_cpu_s"].items())
+print(f"{path.rsplit('/', 1)[1]}: {r['rps']:.0f} req/s, queued {q}, passed {r['passed']}, Redis CPU {cpu}")
+PY
+    done
+done
+db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"
+
+mkdir -p target/bench
+python3 - "$WORK" "$ROUNDS" >target/bench/buckets.md <<'PY'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+print("| buckets | buys/s (median) | Redis CPU µs per purchase, each primary (median) | each primary's share of the Redis CPU (median) | rounds (buys/s) |")
+print("|---|---|---|---|---|")
+for shards in (1, 4):
+    runs = [json.load(open(f"{work}/{shards}.{r}.json")) for r in range(1, rounds + 1)]
+    rps = [r["rps"] for r in runs]
+    ports = sorted(runs[0]["node_cpu_s"])
+    per = {p: statistics.median(r["node_cpu_s"][p] * 1e6 / max(r["outcomes"].get("queued", 0), 1) for r in runs) for p in ports}
+    share = {p: statistics.median(r["node_cpu_s"][p] / max(sum(r["node_cpu_s"].values()), 1e-9) for r in runs) for p in ports}
+    # Sorted from the busiest node: which port holds what differs between activities.
+    per_s = " / ".join(f"{v:.1f}" for v in sorted(per.values(), reverse=True))
+    share_s = " / ".join(f"{v:.0%}" for v in sorted(share.values(), reverse=True))
+    print(f"| {shards} | {statistics.median(rps):.0f} | {per_s} | {share_s} | {', '.join(f'{x:.0f}' for x in rps)} |")
+PY
+cat target/bench/buckets.md

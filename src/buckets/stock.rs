@@ -1,0 +1,232 @@
+//! The buckets' side of the operator's commands: loading them (`hot`), their streams
+//! (consumers, backlog, `flush`), their totals (`reconcile`, `status`) and putting units
+//! back into them (`order cancel|expire`, `stock add`).
+
+use redis::AsyncCommands;
+
+use super::split;
+use crate::error::{RedisContext, Result};
+use crate::keys::Keys;
+use crate::redis_client::RedisClient;
+use crate::scripts;
+
+/// The activity hash's field holding how many bucket streams the activity may have.
+const BUCKETS_FIELD: &str = "buckets";
+
+/// How many bucket streams activity `activity` may have (0: none).
+pub async fn count(redis: &RedisClient, activity: u64) -> Result<u16> {
+    let n: Option<u16> = redis
+        .conn()
+        .hget(redis.keys().activity(activity), BUCKETS_FIELD)
+        .await
+        .at(redis)?;
+    Ok(n.unwrap_or(0))
+}
+
+/// Every reservation stream of the activity: its own, then one per bucket number.
+pub async fn streams(redis: &RedisClient, activity: u64) -> Result<Vec<String>> {
+    let keys = redis.keys();
+    let mut streams = vec![keys.orders_stream(activity)];
+    streams.extend((0..count(redis, activity).await?).map(|k| keys.bucket_orders(activity, k)));
+    Ok(streams)
+}
+
+/// A product to load: id, units to put on sale, bucket count.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// The product.
+    pub product: u64,
+    /// Units to spread over its buckets.
+    pub remaining: u64,
+    /// Its bucket count (1: no buckets).
+    pub shards: u16,
+}
+
+/// What is in Redis before `hot` rewrites it: the bucket count and the products whose
+/// buckets may exist. Read before `preheat.lua` (which rewrites the activity hash).
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    buckets: u16,
+    products: Vec<u64>,
+}
+
+/// Reads [`Before`].
+pub async fn before(redis: &RedisClient, activity: u64) -> Result<Before> {
+    let products: Vec<u64> = redis.conn().smembers(redis.keys().products(activity)).await.at(redis)?;
+    Ok(Before {
+        buckets: count(redis, activity).await?,
+        products,
+    })
+}
+
+/// After `preheat.lua` loaded the products with their whole stock in their own hash: moves
+/// each sharded product's stock into its buckets (its hash keeps no `stock`, and gets
+/// `shards`), removes the buckets the previous preheat left, and records the activity's
+/// bucket count (never lowered, so no stream with a backlog drops out of sight).
+pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products: &[Load]) -> Result<()> {
+    let keys = redis.keys();
+    let buckets = products.iter().map(|p| p.shards).filter(|&s| s > 1).max().unwrap_or(0);
+    let mut conn = redis.conn();
+    let stale_buckets = before.buckets.max(buckets);
+    if stale_buckets > 0 {
+        let mut stale = redis::pipe();
+        let ids = before
+            .products
+            .iter()
+            .copied()
+            .chain(products.iter().map(|p| p.product));
+        for product in ids {
+            for k in 0..stale_buckets {
+                stale.del(keys.bucket_product(activity, k, product)).ignore();
+            }
+        }
+        let () = stale.query_async(&mut conn).await.at(redis)?;
+    }
+    for p in products.iter().filter(|p| p.shards > 1) {
+        let mut pipe = redis::pipe();
+        for (k, units) in split(p.remaining, p.shards).into_iter().enumerate() {
+            pipe.hset_multiple(
+                keys.bucket_product(activity, k as u16, p.product),
+                &[("stock", units), ("sold", 0)],
+            )
+            .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.at(redis)?;
+        let product = keys.product(activity, p.product);
+        let () = redis::pipe()
+            .atomic()
+            .hdel(&product, "stock")
+            .ignore()
+            .hset(&product, "shards", p.shards)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .at(redis)?;
+    }
+    let buckets = before.buckets.max(buckets);
+    if buckets > 0 {
+        let () = conn
+            .hset(keys.activity(activity), BUCKETS_FIELD, buckets)
+            .await
+            .at(redis)?;
+    }
+    Ok(())
+}
+
+/// The units on sale and the units reserved since `hot`, summed over the product's buckets.
+pub async fn totals(redis: &RedisClient, activity: u64, product: u64, shards: u16) -> Result<(i64, i64)> {
+    let per = per_bucket(redis, activity, product, shards).await?;
+    Ok(per
+        .iter()
+        .fold((0, 0), |(stock, sold), b| (stock + b.stock, sold + b.sold)))
+}
+
+/// One bucket's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Bucket {
+    /// The bucket number.
+    pub bucket: u16,
+    /// Units on sale in it.
+    pub stock: i64,
+    /// Units it reserved since `hot`.
+    pub sold: i64,
+}
+
+/// Each bucket's counters (a missing bucket counts zero).
+pub async fn per_bucket(redis: &RedisClient, activity: u64, product: u64, shards: u16) -> Result<Vec<Bucket>> {
+    let keys = redis.keys();
+    let mut pipe = redis::pipe();
+    for k in 0..shards {
+        pipe.cmd("HMGET")
+            .arg(keys.bucket_product(activity, k, product))
+            .arg("stock")
+            .arg("sold");
+    }
+    let rows: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut redis.conn()).await.at(redis)?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(k, (stock, sold))| Bucket {
+            bucket: k as u16,
+            stock: stock.unwrap_or(0),
+            sold: sold.unwrap_or(0),
+        })
+        .collect())
+}
+
+/// The product's bucket count in Redis (0 or 1: no buckets).
+pub async fn shards_of(redis: &RedisClient, activity: u64, product: u64) -> Result<u16> {
+    let shards: Option<u16> = redis
+        .conn()
+        .hget(redis.keys().product(activity, product), "shards")
+        .await
+        .at(redis)?;
+    Ok(shards.unwrap_or(0))
+}
+
+/// Puts `units` into the product's buckets, spread like `hot` spreads stock (starting at a
+/// random bucket, so small returns do not all land in bucket 0). Returns the units added
+/// (0 when the product has no buckets loaded).
+pub async fn add(redis: &RedisClient, activity: u64, product: u64, shards: u16, units: u64) -> Result<u64> {
+    let keys: &Keys = redis.keys();
+    let first: u16 = rand::random_range(0..shards.max(1));
+    let mut added = 0;
+    for (step, share) in split(units, shards).into_iter().enumerate() {
+        if share == 0 {
+            continue;
+        }
+        let k = (first + step as u16) % shards;
+        let after: i64 = scripts::BUCKET_ADD
+            .key(keys.bucket_product(activity, k, product))
+            .arg(share)
+            .invoke_async(&mut redis.conn())
+            .await
+            .at(redis)?;
+        if after >= 0 {
+            added += share;
+        }
+    }
+    Ok(added)
+}
+
+/// Returns a cancelled or expired order's units of a sharded product, exactly once: marks
+/// the order released, lowers the buyer's total and `sold` (`release_sharded.lua`), then
+/// puts the units into a bucket. Returns what `release_sharded.lua` returned (1 released now,
+/// 0 earlier, -1 not loaded).
+pub async fn release(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    shards: u16,
+    order_no: &str,
+    user: &str,
+    quantity: u32,
+) -> Result<i64> {
+    let keys = redis.keys();
+    let released: i64 = scripts::RELEASE_SHARDED
+        .key(keys.released(activity))
+        .key(keys.product(activity, product))
+        .key(keys.bought(activity, product))
+        .arg(order_no)
+        .arg(user)
+        .arg(quantity)
+        .invoke_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    if released == 1 {
+        put_back(redis, activity, product, shards, quantity).await?;
+    }
+    Ok(released)
+}
+
+/// An order's units into one random bucket (an order is small: one bucket takes it whole).
+async fn put_back(redis: &RedisClient, activity: u64, product: u64, shards: u16, quantity: u32) -> Result<()> {
+    let k: u16 = rand::random_range(0..shards.max(1));
+    let _: i64 = scripts::BUCKET_ADD
+        .key(redis.keys().bucket_product(activity, k, product))
+        .arg(quantity)
+        .invoke_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    Ok(())
+}
