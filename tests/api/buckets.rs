@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::cluster::{buy_all, orders_of, read_tokens, NO_DISK};
 use crate::helpers::{free_port, open_window, scan_keys, spec, wait_for_serve, KillOnDrop, ProductSpec, TestApp};
 use crate::redis_servers::OwnCluster;
-
-const NO_DISK: [&str; 4] = ["--save", "", "--appendonly", "no"];
 
 /// `spec(stock, limit, max_per_order)` with `shards` buckets.
 fn sharded(stock: u32, limit: u32, max_per_order: u32, shards: u16) -> ProductSpec {
@@ -20,63 +19,6 @@ fn sharded(stock: u32, limit: u32, max_per_order: u32, shards: u16) -> ProductSp
         shards: Some(shards),
         ..spec(stock, limit, max_per_order)
     }
-}
-
-/// `user_id -> token` from the CSV `seckill token --out` wrote.
-fn read_tokens(app: &TestApp, file: &str) -> HashMap<String, String> {
-    std::fs::read_to_string(app.workdir.join(file))
-        .expect("token CSV")
-        .lines()
-        .filter_map(|line| line.split_once(','))
-        .filter(|(user, _)| *user != "user_id")
-        .map(|(user, token)| (user.to_string(), token.to_string()))
-        .collect()
-}
-
-/// Every one of `tokens` buys one unit of `product` at once: (order number -> buyer, other answers).
-async fn buy_all(
-    http: &reqwest::Client,
-    base: &str,
-    product: u64,
-    tokens: &HashMap<String, String>,
-) -> (HashMap<String, String>, Vec<Value>) {
-    let tasks: Vec<_> = tokens
-        .iter()
-        .map(|(user, token)| {
-            let (http, url) = (http.clone(), format!("{base}/api/v1/buy"));
-            let body = json!({"product_id": product, "user_id": user, "quantity": 1, "token": token});
-            let user = user.clone();
-            tokio::spawn(async move {
-                let res = http.post(url).json(&body).send().await.expect("serve answers");
-                let status = res.status().as_u16();
-                (user, status, res.json::<Value>().await.unwrap_or(Value::Null))
-            })
-        })
-        .collect();
-    let (mut queued, mut other) = (HashMap::new(), Vec::new());
-    for task in tasks {
-        let (user, status, body) = task.await.expect("buyer task");
-        match (status, body["order_no"].as_str()) {
-            (200, Some(no)) => {
-                assert_eq!(body["status"], "queued", "{body}");
-                assert!(
-                    queued.insert(no.to_string(), user).is_none(),
-                    "order number given twice"
-                );
-            }
-            _ => other.push(body),
-        }
-    }
-    (queued, other)
-}
-
-async fn orders_of(app: &TestApp, activity: u64, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ? AND status = ?")
-        .bind(activity)
-        .bind(status)
-        .fetch_one(app.db.pool())
-        .await
-        .unwrap()
 }
 
 /// Each bucket's (stock, sold) in Redis.

@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use crate::helpers::{free_port, open_window, scan_keys, spec, wait_for_serve, KillOnDrop, TestApp};
 use crate::redis_servers::OwnCluster;
 
-const NO_DISK: [&str; 4] = ["--save", "", "--appendonly", "no"];
+/// redis-server arguments for a cluster node that keeps nothing on disk.
+pub const NO_DISK: [&str; 4] = ["--save", "", "--appendonly", "no"];
 
 /// `user_id -> token` from the CSV `seckill token --out` wrote.
-fn read_tokens(app: &TestApp, file: &str) -> HashMap<String, String> {
+pub fn read_tokens(app: &TestApp, file: &str) -> HashMap<String, String> {
     std::fs::read_to_string(app.workdir.join(file))
         .expect("token CSV")
         .lines()
@@ -26,7 +27,7 @@ fn read_tokens(app: &TestApp, file: &str) -> HashMap<String, String> {
 }
 
 /// Every `users` buys one unit of `product` at once; (queued order number -> buyer, other answers).
-async fn buy_all(
+pub async fn buy_all(
     http: &reqwest::Client,
     base: &str,
     product: u64,
@@ -75,7 +76,8 @@ async fn cli_sale(app: &TestApp, activity: u64, stock: u32, first: u32, last: u3
     (product, read_tokens(app, &csv))
 }
 
-async fn orders_of(app: &TestApp, activity: u64, status: &str) -> i64 {
+/// Orders of `activity` in MySQL with `status`.
+pub async fn orders_of(app: &TestApp, activity: u64, status: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ? AND status = ?")
         .bind(activity)
         .bind(status)
