@@ -18,7 +18,11 @@ fn on_a_terminal(f: &TestApp, args: &[&str], show_after_ms: u64) -> String {
     for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SECKILL_")) {
         command.env_remove(name);
     }
-    command.env("SECKILL_PROGRESS_AFTER_MS", show_after_ms.to_string());
+    // A person's terminal names its type; without TERM indicatif draws nothing (as under cron or
+    // a bare CI runner, where this test would otherwise see no bar).
+    command
+        .env("SECKILL_PROGRESS_AFTER_MS", show_after_ms.to_string())
+        .env("TERM", "xterm");
     let out = command.stdin(Stdio::null()).output().expect("script(1) runs");
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
