@@ -135,9 +135,16 @@ async fn begin_change(
     Ok(row.last_insert_id())
 }
 
-/// A live change of a product whose stock is in buckets would have to be applied exactly
-/// once in several slots, which these scripts cannot promise yet: refused, nothing changed.
-async fn refuse_if_sharded(redis: &RedisClient, activity: u64, product: u64) -> Result<()> {
+/// The activity of `product` (not found: an error), refused when its stock is in buckets: a
+/// live change of it would have to be applied exactly once in several slots, which these
+/// scripts cannot promise yet. Nothing is changed either way.
+async fn unsharded_activity(db: &Db, redis: &RedisClient, product: u64) -> Result<u64> {
+    let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
+        .bind(product)
+        .fetch_optional(db.pool())
+        .await
+        .at(db)?
+        .ok_or_else(|| Error::not_found(format!("product {product}")))?;
     let shards = crate::buckets::stock::shards_of(redis, activity, product).await?;
     if shards > 1 {
         return Err(Error::refused(format!(
@@ -146,7 +153,7 @@ async fn refuse_if_sharded(redis: &RedisClient, activity: u64, product: u64) -> 
              `seckill product update {product} --stock N`, then `seckill hot {activity}` and `seckill start {activity}`"
         )));
     }
-    Ok(())
+    Ok(activity)
 }
 
 fn pending_hint(ledger_id: u64, activity: u64) -> String {
@@ -160,13 +167,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         return Err(Error::invalid("units must be at least 1"));
     }
     let units = i64::from(units);
-    let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
-        .bind(product_id)
-        .fetch_optional(db.pool())
-        .await
-        .at(db)?
-        .ok_or_else(|| Error::not_found(format!("product {product_id}")))?;
-    refuse_if_sharded(redis, activity, product_id).await?;
+    let activity = unsharded_activity(db, redis, product_id).await?;
     // Read before MySQL counts the units: a `hot` after this point may load them from MySQL,
     // and the script must then not add them a second time.
     let preheated_at = lifecycle::preheated_at(redis, activity)
@@ -233,13 +234,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
 /// Withdraws every unit of the product still on sale (Redis stock to 0, totals reduced by
 /// as much in Redis and MySQL), with a `sold_out` ledger row. Units already reserved stay sold.
 pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<StockChange> {
-    let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
-        .bind(product_id)
-        .fetch_optional(db.pool())
-        .await
-        .at(db)?
-        .ok_or_else(|| Error::not_found(format!("product {product_id}")))?;
-    refuse_if_sharded(redis, activity, product_id).await?;
+    unsharded_activity(db, redis, product_id).await?;
     let mut tx = db.pool().begin().await.at(db)?;
     let (activity, _, _) = lock_product(db, &mut tx, product_id).await?;
     let ledger_id = begin_change(db, &mut tx, activity, product_id, "sold_out", 0, "source sold out").await?;
