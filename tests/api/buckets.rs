@@ -9,8 +9,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::cluster::{buy_all, orders_of, read_tokens, NO_DISK};
-use crate::helpers::{free_port, open_window, scan_keys, spec, wait_for_serve, KillOnDrop, ProductSpec, TestApp};
+use crate::cluster::{buy_all, orders_of, read_tokens, serve_on_a_free_port, NO_DISK};
+use crate::helpers::{open_window, scan_keys, spec, ProductSpec, TestApp};
 use crate::redis_servers::OwnCluster;
 
 /// `spec(stock, limit, max_per_order)` with `shards` buckets.
@@ -109,14 +109,7 @@ async fn a_sharded_product_sells_across_the_primaries_of_a_cluster() {
         100
     );
 
-    let base = format!("http://127.0.0.1:{}", free_port());
-    let bind = base.trim_start_matches("http://").to_string();
-    let _serve = KillOnDrop(app.spawn(&["serve", "--bind", &bind]));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    wait_for_serve(&http, &base).await;
+    let (_serve, base, http) = serve_on_a_free_port(&app).await;
 
     let (queued, other) = buy_all(&http, &base, product, &tokens).await;
     assert_eq!(queued.len(), 100, "queued");

@@ -76,6 +76,20 @@ async fn cli_sale(app: &TestApp, activity: u64, stock: u32, first: u32, last: u3
     (product, read_tokens(app, &csv))
 }
 
+/// Starts the `seckill serve` binary on a free port; returns it (killed on drop), its base URL
+/// and an HTTP client, once it answers.
+pub async fn serve_on_a_free_port(app: &TestApp) -> (KillOnDrop, String, reqwest::Client) {
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let bind = base.trim_start_matches("http://").to_string();
+    let serve = KillOnDrop(app.spawn(&["serve", "--bind", &bind]));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_for_serve(&http, &base).await;
+    (serve, base, http)
+}
+
 /// Orders of `activity` in MySQL with `status`.
 pub async fn orders_of(app: &TestApp, activity: u64, status: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE activity_id = ? AND status = ?")
@@ -128,14 +142,7 @@ async fn a_whole_sale_runs_on_a_three_primary_cluster() {
         let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
     }
 
-    let base = format!("http://127.0.0.1:{}", free_port());
-    let bind = base.trim_start_matches("http://").to_string();
-    let _serve = KillOnDrop(app.spawn(&["serve", "--bind", &bind]));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    wait_for_serve(&http, &base).await;
+    let (_serve, base, http) = serve_on_a_free_port(&app).await;
 
     let (one, two) = tokio::join!(buy_all(&http, &base, p1, &tokens1), buy_all(&http, &base, p2, &tokens2));
     for ((queued, other), stock, buyers) in [(&one, 100, 2000), (&two, 50, 300)] {

@@ -4,12 +4,12 @@
 //! optimistic-lock conflict in the consumer. Each against real Redis and MariaDB.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde_json::Value;
 
 use crate::helpers::{future_window, phone, users, TestApp};
+use crate::stock_live::wait_for_lock_wait;
 
 /// The classes of a `reconcile --json` report's `key` list (`findings` or `remaining`).
 fn classes(report: &Value, key: &str) -> Vec<String> {
@@ -231,25 +231,6 @@ async fn a_dead_letter_whose_cause_is_fixed_is_replayed_and_persisted_once() {
     assert_eq!(f.run(&["reconcile", &a]).0, 0);
 }
 
-/// Waits until another session on the app's database has run one statement for a second.
-async fn someone_waits(f: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() \
-             AND id <> CONNECTION_ID() AND info IS NOT NULL AND time >= 1",
-        )
-        .fetch_one(f.db.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nobody ever waited for the lock");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The consumer reads `products.version`, then another writer bumps it before the consumer's
 /// conditional update: the update matches nothing, the transaction is retried, and the order
 /// is persisted and counted once.
@@ -274,7 +255,7 @@ async fn a_version_conflict_in_the_consumer_is_retried_and_counted_once() {
         .spawn()
         .unwrap();
     // The consumer read the old version and now waits in its update for the writer's lock.
-    someone_waits(&f).await;
+    wait_for_lock_wait(&f).await;
     writer.commit().await.unwrap();
     let out = consumer.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

@@ -19,8 +19,8 @@ async fn mysql_total(f: &TestApp) -> i64 {
 }
 
 /// Waits until a statement of another session on the fixture's database has been running
-/// for a second: the `stock` process, held up by the test's lock.
-async fn wait_for_lock_wait(f: &TestApp) {
+/// for a second: a process (`stock`, a consumer) held up by the test's lock.
+pub async fn wait_for_lock_wait(f: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -33,7 +33,7 @@ async fn wait_for_lock_wait(f: &TestApp) {
         if waiting > 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "the stock process never waited for the lock");
+        assert!(Instant::now() < deadline, "no other session ever waited for the lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -142,12 +142,7 @@ async fn kill_between_mysql_and_redis(
         .build()
         .await;
     f.reserve(users("p", buyers), 1).await;
-    let mut lock = f.db.pool().begin().await.unwrap();
-    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
-        .bind(f.product)
-        .fetch_all(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_product(&f).await;
     let product = f.product.to_string();
     let mut full: Vec<&str> = vec!["stock"];
     full.extend(args.iter().map(|a| if *a == "P" { product.as_str() } else { a }));
@@ -267,12 +262,7 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
         .sale(vec![phone(5, 1)])
         .build()
         .await;
-    let mut lock = f.db.pool().begin().await.unwrap();
-    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
-        .bind(f.product)
-        .fetch_all(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_product(&f).await;
     let child = f
         .command(&["stock", "add", &f.product.to_string(), "10"])
         .stdout(Stdio::piped())
