@@ -44,7 +44,8 @@ impl ClientAddrs {
         }
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// True when `ip` is in one of the trusted networks (as given: not canonicalized here).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 

@@ -11,8 +11,9 @@ use axum::http::{Extensions, HeaderMap, HeaderName};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::client_addr::ClientAddrs;
 use super::error::ApiError;
-use crate::config::{AuthConfig, AuthMode, Cidr};
+use crate::config::{AuthConfig, AuthMode};
 
 /// How the server tells who the buyer is, built once from [`AuthConfig`].
 pub enum Identity {
@@ -29,8 +30,8 @@ pub enum Identity {
     Gateway {
         /// The header naming the buyer.
         header: HeaderName,
-        /// The gateways' networks.
-        trusted: Vec<Cidr>,
+        /// The gateways' networks (the same proxies whose address headers are believed).
+        trusted: ClientAddrs,
     },
     /// The configured mode could not be set up: every request is refused (the server fails
     /// closed rather than open).
@@ -109,7 +110,7 @@ impl Identity {
             AuthMode::Gateway => Ok(Identity::Gateway {
                 header: HeaderName::from_bytes(auth.user_header.as_bytes())
                     .map_err(|e| format!("auth.user_header: {e}"))?,
-                trusted: auth.trusted_proxies.clone(),
+                trusted: ClientAddrs::new(&auth.trusted_proxies),
             }),
         }
     }
@@ -139,7 +140,7 @@ impl Identity {
                     .ok_or_else(ApiError::unauthenticated)?
                     .0
                     .ip();
-                if !trusted.iter().any(|net| net.contains(peer)) {
+                if !trusted.trusts(peer) {
                     return Err(ApiError::unauthenticated());
                 }
                 let user = headers
