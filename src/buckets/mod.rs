@@ -81,8 +81,16 @@ pub async fn reserve_routed(
         let mut retry_plain = Vec::new();
         let mut retry_bucketed = Vec::new();
         if !plain.is_empty() {
-            let batch: Vec<Purchase> = plain.iter().map(|&i| purchases[i].clone()).collect();
-            let decided = buy::reserve_above(redis, activity, min_persist_seq, &batch).await?;
+            // `plain` holds indices in order, so all of them is the whole batch: the usual case
+            // (no sharded product) sends it as it is, without copying every purchase.
+            let subset: Vec<Purchase>;
+            let batch: &[Purchase] = if plain.len() == purchases.len() {
+                purchases
+            } else {
+                subset = plain.iter().map(|&i| purchases[i].clone()).collect();
+                &subset
+            };
+            let decided = buy::reserve_above(redis, activity, min_persist_seq, batch).await?;
             let mut checked: HashMap<u64, bool> = HashMap::new();
             for (&i, verdict) in plain.iter().zip(decided) {
                 let product = purchases[i].product_id;
