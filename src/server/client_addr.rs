@@ -44,7 +44,7 @@ impl ClientAddrs {
         }
     }
 
-    /// True when `ip` is in one of the trusted networks (as given: not canonicalized here).
+    /// True when `ip` (an IPv4-mapped IPv6 address counting as IPv4) is in a trusted network.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(ip))
     }
