@@ -6,6 +6,7 @@
 
 mod bench;
 mod browser;
+mod bucket_batch;
 mod buckets;
 mod buy;
 mod catalog;
