@@ -114,12 +114,16 @@ print("|---|---|---|---|---|")
 for shards in (1, 4):
     runs = [json.load(open(f"{work}/{shards}.{r}.json")) for r in range(1, rounds + 1)]
     rps = [r["rps"] for r in runs]
-    ports = sorted(runs[0]["node_cpu_s"])
-    per = {p: statistics.median(r["node_cpu_s"][p] * 1e6 / max(r["outcomes"].get("queued", 0), 1) for r in runs) for p in ports}
-    share = {p: statistics.median(r["node_cpu_s"][p] / max(sum(r["node_cpu_s"].values()), 1e-9) for r in runs) for p in ports}
-    # Sorted from the busiest node: which port holds what differs between activities.
-    per_s = " / ".join(f"{v:.1f}" for v in sorted(per.values(), reverse=True))
-    share_s = " / ".join(f"{v:.0%}" for v in sorted(share.values(), reverse=True))
+    # Each run's nodes sorted from the busiest, then the median per rank: which port holds the
+    # activity (and which buckets) differs between runs, so a per-port median would mix them.
+    def ranked(r, value):
+        return sorted((value(r, c) for c in r["node_cpu_s"].values()), reverse=True)
+    per_run = [ranked(r, lambda r, c: c * 1e6 / max(r["outcomes"].get("queued", 0), 1)) for r in runs]
+    share_run = [ranked(r, lambda r, c: c / max(sum(r["node_cpu_s"].values()), 1e-9)) for r in runs]
+    per = [statistics.median(v) for v in zip(*per_run)]
+    share = [statistics.median(v) for v in zip(*share_run)]
+    per_s = " / ".join(f"{v:.1f}" for v in per)
+    share_s = " / ".join(f"{v:.0%}" for v in share)
     print(f"| {shards} | {statistics.median(rps):.0f} | {per_s} | {share_s} | {', '.join(f'{x:.0f}' for x in rps)} |")
 PY
 cat target/bench/buckets.md

@@ -222,8 +222,7 @@ pub(super) async fn fill(
         }
         let mut failed = None;
         while let Some(joined) = tasks.join_next().await {
-            let (k, group, placed) =
-                joined.map_err(|e| Error::Internal(format!("a bucket call panicked: {e}")))?;
+            let (k, group, placed) = joined.map_err(|e| Error::Internal(format!("a bucket call panicked: {e}")))?;
             let placed = match placed {
                 Ok(placed) => placed,
                 Err(e) => {
@@ -274,6 +273,10 @@ mod tests {
         assert_eq!(estimate[&(1, 2)], 3, "its units counted out of the estimate");
         assert_eq!(it.next_bucket(&mut estimate), Some(3), "unknown: tried");
         assert_eq!(it.next_bucket(&mut estimate), Some(0), "wraps around");
-        assert_eq!(it.next_bucket(&mut estimate), None, "bucket 1 was seen empty; all passed");
+        assert_eq!(
+            it.next_bucket(&mut estimate),
+            None,
+            "bucket 1 was seen empty; all passed"
+        );
     }
 }

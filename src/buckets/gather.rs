@@ -29,7 +29,12 @@ pub(super) fn known_total(known: &Known, product: u64, shards: u16) -> i64 {
 /// Sells `item` (unfit: every bucket was seen holding fewer units than it asks) by gathering
 /// its units into one bucket (module docs); `None` when there are not enough, or the order is
 /// of one unit (which any bucket with a unit would have filled). Keeps `known` up to date.
-pub(super) async fn gather(redis: &RedisClient, activity: u64, item: &Item, known: &mut Known) -> Result<Option<Verdict>> {
+pub(super) async fn gather(
+    redis: &RedisClient,
+    activity: u64,
+    item: &Item,
+    known: &mut Known,
+) -> Result<Option<Verdict>> {
     let (product, quantity) = (item.purchase.product_id, u64::from(item.purchase.quantity));
     if quantity < 2 || known_total(known, product, item.shards) < quantity as i64 {
         return Ok(None);
@@ -102,7 +107,13 @@ async fn put_back(
         if after >= 0 {
             known.insert((product, k), after);
         } else {
-            tracing::warn!(activity, product, bucket = k, units, "units withdrawn to gather an order could not go back: their bucket is gone");
+            tracing::warn!(
+                activity,
+                product,
+                bucket = k,
+                units,
+                "units withdrawn to gather an order could not go back: their bucket is gone"
+            );
         }
     }
     Ok(())

@@ -172,12 +172,21 @@ pub async fn decide_sharded(
             Quota::Refused(outcome) => verdicts[i] = Some(refused(outcome)),
             Quota::Taken => {
                 let product = quotas.products.get(&purchase.product_id).ok_or_else(|| {
-                    Error::Internal(format!("quota.lua took a quota of product {} without buckets", purchase.product_id))
+                    Error::Internal(format!(
+                        "quota.lua took a quota of product {} without buckets",
+                        purchase.product_id
+                    ))
                 })?;
                 let start = next
                     .entry(purchase.product_id)
                     .or_insert_with(|| rand::random_range(0..product.shards));
-                items.push(Item::new(i, purchase.clone(), product.shards, product.price.clone(), *start));
+                items.push(Item::new(
+                    i,
+                    purchase.clone(),
+                    product.shards,
+                    product.price.clone(),
+                    *start,
+                ));
                 *start = (*start + 1) % product.shards;
             }
         }

@@ -124,7 +124,11 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
         .filter(|&i| batch[i].0 == small)
         .map(|i| got[i])
         .collect();
-    assert_eq!(small_outcomes.iter().filter(|&&o| o == Queued).count(), 3, "{verdicts:?}");
+    assert_eq!(
+        small_outcomes.iter().filter(|&&o| o == Queued).count(),
+        3,
+        "{verdicts:?}"
+    );
     assert_eq!(
         small_outcomes.iter().filter(|&&o| o == Outcome::SoldOut).count(),
         1,
@@ -149,11 +153,23 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
     assert_eq!(buckets_of(&app, hot, 2).await, vec![(0, 3), (0, 3)]);
     assert_eq!(buckets_of(&app, small, 2).await, vec![(0, 2), (0, 1)]);
     let bought: HashMap<String, i64> = app.redis.conn().hgetall(keys.bought(app.activity, hot)).await.unwrap();
-    assert_eq!(bought.get("a"), Some(&1), "the refused second purchase took nothing: {bought:?}");
+    assert_eq!(
+        bought.get("a"),
+        Some(&1),
+        "the refused second purchase took nothing: {bought:?}"
+    );
     assert_eq!(bought.values().sum::<i64>(), 6, "{bought:?}");
-    let small_bought: HashMap<String, i64> =
-        app.redis.conn().hgetall(keys.bought(app.activity, small)).await.unwrap();
-    assert_eq!(small_bought.len(), 3, "the sold_out buyer's quota was given back: {small_bought:?}");
+    let small_bought: HashMap<String, i64> = app
+        .redis
+        .conn()
+        .hgetall(keys.bought(app.activity, small))
+        .await
+        .unwrap();
+    assert_eq!(
+        small_bought.len(),
+        3,
+        "the sold_out buyer's quota was given back: {small_bought:?}"
+    );
 
     app.drain().await;
     assert_eq!(app.orders().await, 11);
@@ -218,14 +234,27 @@ async fn an_order_no_single_bucket_holds_gathers_its_units() {
     assert_eq!((stock, sold), (vec![0, 0], 2));
     let token = sale.token("next").await;
     let (status, body) = sale.buy(pair, "next", 1, &token).await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (409, Some("sold_out")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{body}"
+    );
 
-    let verdicts = decide(&sale, &Sharded::default(), &[(three, "x", 2, true), (three, "y", 2, true)]).await;
+    let verdicts = decide(
+        &sale,
+        &Sharded::default(),
+        &[(three, "x", 2, true), (three, "y", 2, true)],
+    )
+    .await;
     let mut got = outcomes(&verdicts);
     got.sort_by_key(|o| o.code());
     assert_eq!(got, vec![Outcome::Ok, Outcome::SoldOut], "{verdicts:?}");
     let buckets = buckets_of(&sale, three, 3).await;
-    assert_eq!(buckets.iter().map(|b| b.0).sum::<i64>(), 1, "one unit still on sale: {buckets:?}");
+    assert_eq!(
+        buckets.iter().map(|b| b.0).sum::<i64>(),
+        1,
+        "one unit still on sale: {buckets:?}"
+    );
     assert_eq!(buckets.iter().map(|b| b.1).sum::<i64>(), 2, "{buckets:?}");
     let bought: HashMap<String, i64> = sale
         .redis
