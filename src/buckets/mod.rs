@@ -69,8 +69,8 @@ impl Sharded {
 }
 
 /// Decides `purchases` of `activity`: those of products without buckets in one call of
-/// `reserve.lua` ([`buy::reserve_above`]), those of sharded products each through its buckets
-/// ([`reserve_one`]), concurrently. One verdict per purchase, in order.
+/// `reserve.lua` ([`buy::reserve_above`]), those of sharded products through their buckets
+/// ([`decide_sharded`]), both at the same time. One verdict per purchase, in order.
 pub async fn reserve_routed(
     redis: &RedisClient,
     activity: u64,
@@ -85,48 +85,59 @@ pub async fn reserve_routed(
     for _ in 0..2 {
         let mut retry_plain = Vec::new();
         let mut retry_bucketed = Vec::new();
-        if !plain.is_empty() {
-            // `plain` holds indices in order, so all of them is the whole batch: the usual case
-            // (no sharded product) sends it as it is, without copying every purchase.
-            let subset: Vec<Purchase>;
-            let batch: &[Purchase] = if plain.len() == purchases.len() {
-                purchases
-            } else {
-                subset = plain.iter().map(|&i| purchases[i].clone()).collect();
-                &subset
-            };
-            let decided = buy::reserve_above(redis, activity, min_persist_seq, batch).await?;
-            let mut checked: HashMap<u64, bool> = HashMap::new();
-            for (&i, verdict) in plain.iter().zip(decided) {
-                let product = purchases[i].product_id;
-                if verdict.outcome == Outcome::NotFound && verdict.remaining < 0 {
-                    let is_sharded = match checked.get(&product) {
-                        Some(&s) => s,
-                        None => {
-                            let s = shards_in_redis(redis, activity, product).await? > 1;
-                            checked.insert(product, s);
-                            s
-                        }
-                    };
-                    if is_sharded {
-                        sharded.set(product, true);
-                        retry_bucketed.push(i);
-                        continue;
-                    }
+        // `plain` holds indices in order, so all of them is the whole batch: the usual case
+        // (no sharded product) sends it as it is, without copying every purchase.
+        let subset: Vec<Purchase>;
+        let plain_batch: &[Purchase] = if plain.len() == purchases.len() {
+            purchases
+        } else {
+            subset = plain.iter().map(|&i| purchases[i].clone()).collect();
+            &subset
+        };
+        let sharded_batch: Vec<Purchase> = bucketed.iter().map(|&i| purchases[i].clone()).collect();
+        let (plain_decided, sharded_decided) = tokio::join!(
+            async {
+                if plain_batch.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    buy::reserve_above(redis, activity, min_persist_seq, plain_batch).await
                 }
-                verdicts[i] = Some(verdict);
+            },
+            async {
+                if sharded_batch.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    decide_sharded(redis, activity, min_persist_seq, &sharded_batch).await
+                }
             }
-        }
-        if !bucketed.is_empty() {
-            let batch: Vec<Purchase> = bucketed.iter().map(|&i| purchases[i].clone()).collect();
-            let decided = decide_sharded(redis, activity, min_persist_seq, &batch).await?;
-            for (&i, verdict) in bucketed.iter().zip(decided) {
-                match verdict {
-                    Some(verdict) => verdicts[i] = Some(verdict),
+        );
+        let (plain_decided, sharded_decided) = (plain_decided?, sharded_decided?);
+        let mut checked: HashMap<u64, bool> = HashMap::new();
+        for (&i, verdict) in plain.iter().zip(plain_decided) {
+            let product = purchases[i].product_id;
+            if verdict.outcome == Outcome::NotFound && verdict.remaining < 0 {
+                let is_sharded = match checked.get(&product) {
+                    Some(&s) => s,
                     None => {
-                        sharded.set(purchases[i].product_id, false);
-                        retry_plain.push(i);
+                        let s = shards_in_redis(redis, activity, product).await? > 1;
+                        checked.insert(product, s);
+                        s
                     }
+                };
+                if is_sharded {
+                    sharded.set(product, true);
+                    retry_bucketed.push(i);
+                    continue;
+                }
+            }
+            verdicts[i] = Some(verdict);
+        }
+        for (&i, verdict) in bucketed.iter().zip(sharded_decided) {
+            match verdict {
+                Some(verdict) => verdicts[i] = Some(verdict),
+                None => {
+                    sharded.set(purchases[i].product_id, false);
+                    retry_plain.push(i);
                 }
             }
         }
