@@ -13,11 +13,15 @@
 //! A change left `pending` (process killed, Redis or MySQL lost midway) is settled by
 //! `seckill reconcile --fix` (see [`settle`]): completed when Redis applied it, undone when
 //! it did not (marking it void in Redis first, so a late script call refuses).
+//!
+//! A product whose stock is in buckets takes step 2 in several scripts, one per slot
+//! ([`crate::buckets::stock::live`]); a change begun there is completed, never undone.
 
 use serde::Serialize;
 
 use crate::db::Db;
 use crate::error::{DbContext, Error, RedisContext, Result};
+use crate::buckets::stock::live::{self, Change};
 use crate::ops::lifecycle;
 use crate::redis_client::RedisClient;
 use crate::scripts;
@@ -66,6 +70,9 @@ pub enum Applied {
     NotLoaded,
     /// Settled as undone by reconcile; the scripts refuse it.
     Void,
+    /// A sharded product's change begun and not yet recorded as done in every bucket
+    /// (`part`): it is resumed, never undone.
+    Started,
 }
 
 impl Applied {
@@ -75,6 +82,7 @@ impl Applied {
             None => Applied::No,
             Some("void") => Applied::Void,
             Some("not_loaded") => Applied::NotLoaded,
+            Some("part") => Applied::Started,
             Some(n) => Applied::Units(n.parse().unwrap_or(0)),
         }
     }
@@ -135,10 +143,9 @@ async fn begin_change(
     Ok(row.last_insert_id())
 }
 
-/// The activity of `product` (not found: an error), refused when its stock is in buckets: a
-/// live change of it would have to be applied exactly once in several slots, which these
-/// scripts cannot promise yet. Nothing is changed either way.
-async fn unsharded_activity(db: &Db, redis: &RedisClient, product: u64) -> Result<u64> {
+/// The activity of `product` (not found: an error) and the product's bucket count in Redis
+/// (0 or 1: its stock is in its own hash, or it is not loaded).
+async fn activity_and_shards(db: &Db, redis: &RedisClient, product: u64) -> Result<(u64, u16)> {
     let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
         .bind(product)
         .fetch_optional(db.pool())
@@ -146,14 +153,60 @@ async fn unsharded_activity(db: &Db, redis: &RedisClient, product: u64) -> Resul
         .at(db)?
         .ok_or_else(|| Error::not_found(format!("product {product}")))?;
     let shards = crate::buckets::stock::shards_of(redis, activity, product).await?;
-    if shards > 1 {
-        return Err(Error::refused(format!(
-            "product {product} is preheated with its stock in {shards} buckets: live stock changes are not \
-             supported for it; stop the sale (`seckill stop {activity}`), change the stock with \
-             `seckill product update {product} --stock N`, then `seckill hot {activity}` and `seckill start {activity}`"
-        )));
+    Ok((activity, shards))
+}
+
+/// What Redis answered a change: its value (the stock after an add, the units a sold-out
+/// withdrew), not loaded, voided, or a failure after which it is unknown whether it ran.
+enum Answer {
+    Value(i64),
+    NotLoaded,
+    Voided,
+    Failed(Error),
+}
+
+impl Answer {
+    fn of(redis: &RedisClient, reply: redis::RedisResult<i64>) -> Answer {
+        match reply {
+            Ok(v) => Answer::Value(v),
+            Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => Answer::NotLoaded,
+            Err(e) if redis_error_code(&e) == Some("VOIDED") => Answer::Voided,
+            Err(e) => Answer::Failed(redis.err(e)),
+        }
     }
-    Ok(activity)
+}
+
+/// A change of a product whose stock is in buckets ([`live::apply`]), answered as the
+/// single-slot scripts answer: the product's stock on sale after an add (summed over its
+/// buckets), or the units a sold-out withdrew.
+async fn sharded(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    ledger_id: u64,
+    change: Change,
+    preheated_at: &str,
+) -> Answer {
+    let applied = match live::apply(redis, activity, product, ledger_id, change, preheated_at).await {
+        Ok(applied) => applied,
+        Err(e) => return Answer::Failed(e),
+    };
+    match (applied, change) {
+        (Applied::NotLoaded, _) => Answer::NotLoaded,
+        (Applied::Units(units), Change::SoldOut) => Answer::Value(units),
+        (Applied::Units(_), Change::Add(_)) => {
+            let shards = crate::buckets::stock::shards_of(redis, activity, product).await;
+            let totals = match shards {
+                Ok(shards) => crate::buckets::stock::totals(redis, activity, product, shards).await,
+                Err(e) => Err(e),
+            };
+            match totals {
+                Ok((stock, _)) => Answer::Value(stock),
+                Err(e) => Answer::Failed(e),
+            }
+        }
+        _ => Answer::Voided,
+    }
 }
 
 fn pending_hint(ledger_id: u64, activity: u64) -> String {
@@ -167,7 +220,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         return Err(Error::invalid("units must be at least 1"));
     }
     let units = i64::from(units);
-    let activity = unsharded_activity(db, redis, product_id).await?;
+    let (activity, shards) = activity_and_shards(db, redis, product_id).await?;
     // Read before MySQL counts the units: a `hot` after this point may load them from MySQL,
     // and the script must then not add them a second time.
     let preheated_at = lifecycle::preheated_at(redis, activity)
@@ -186,30 +239,34 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
     tx.commit().await.at(db)?;
 
     let keys = redis.keys();
-    let applied = scripts::STOCK_ADD
-        .key(keys.product(activity, product_id))
-        .key(keys.stock_ops(activity))
-        .key(keys.activity(activity))
-        .arg(units)
-        .arg(ledger_id)
-        .arg(&preheated_at)
-        .invoke_async::<i64>(&mut redis.conn())
-        .await;
+    let applied = if shards > 1 {
+        sharded(redis, activity, product_id, ledger_id, Change::Add(units as u64), &preheated_at).await
+    } else {
+        let reply = scripts::STOCK_ADD
+            .key(keys.product(activity, product_id))
+            .key(keys.stock_ops(activity))
+            .key(keys.activity(activity))
+            .arg(units)
+            .arg(ledger_id)
+            .arg(&preheated_at)
+            .invoke_async::<i64>(&mut redis.conn())
+            .await;
+        Answer::of(redis, reply)
+    };
     let redis_stock = match applied {
-        Ok(stock) => Some(stock),
-        Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => None,
-        Err(e) if redis_error_code(&e) == Some("VOIDED") => {
+        Answer::Value(stock) => Some(stock),
+        Answer::NotLoaded => None,
+        Answer::Voided => {
             return Err(Error::refused(format!(
                 "stock change #{ledger_id} was settled as undone by reconcile meanwhile; nothing was added"
             )))
         }
         // Unknown whether the script ran: MySQL counts the units either way, so nothing can be
         // oversold; reconcile finds out and completes or undoes the change.
-        Err(e) => {
+        Answer::Failed(e) => {
             return Err(Error::Internal(format!(
-                "{}: {}",
-                pending_hint(ledger_id, activity),
-                redis.err(e)
+                "{}: {e}",
+                pending_hint(ledger_id, activity)
             )))
         }
     };
@@ -234,33 +291,37 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
 /// Withdraws every unit of the product still on sale (Redis stock to 0, totals reduced by
 /// as much in Redis and MySQL), with a `sold_out` ledger row. Units already reserved stay sold.
 pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<StockChange> {
-    unsharded_activity(db, redis, product_id).await?;
+    let (_, shards) = activity_and_shards(db, redis, product_id).await?;
     let mut tx = db.pool().begin().await.at(db)?;
     let (activity, _, _) = lock_product(db, &mut tx, product_id).await?;
     let ledger_id = begin_change(db, &mut tx, activity, product_id, "sold_out", 0, "source sold out").await?;
     tx.commit().await.at(db)?;
 
     let keys = redis.keys();
-    let applied = scripts::SOLD_OUT
-        .key(keys.product(activity, product_id))
-        .key(keys.stock_ops(activity))
-        .arg(ledger_id)
-        .invoke_async::<i64>(&mut redis.conn())
-        .await;
+    let applied = if shards > 1 {
+        sharded(redis, activity, product_id, ledger_id, Change::SoldOut, "").await
+    } else {
+        let reply = scripts::SOLD_OUT
+            .key(keys.product(activity, product_id))
+            .key(keys.stock_ops(activity))
+            .arg(ledger_id)
+            .invoke_async::<i64>(&mut redis.conn())
+            .await;
+        Answer::of(redis, reply)
+    };
     let (applied, redis_stock) = match applied {
-        Ok(w) => (Applied::Units(w), Some(0)),
-        Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => (Applied::NotLoaded, None),
-        Err(e) if redis_error_code(&e) == Some("VOIDED") => {
+        Answer::Value(w) => (Applied::Units(w), Some(0)),
+        Answer::NotLoaded => (Applied::NotLoaded, None),
+        Answer::Voided => {
             return Err(Error::refused(format!(
                 "stock change #{ledger_id} was settled as undone by reconcile meanwhile; nothing was withdrawn"
             )))
         }
         // Withdrawn or not, nothing extra is on sale; reconcile completes or undoes the change.
-        Err(e) => {
+        Answer::Failed(e) => {
             return Err(Error::Internal(format!(
-                "{}: {}",
-                pending_hint(ledger_id, activity),
-                redis.err(e)
+                "{}: {e}",
+                pending_hint(ledger_id, activity)
             )))
         }
     };
@@ -372,7 +433,14 @@ pub async fn settle(db: &Db, redis: &RedisClient, activity: u64, change: &Pendin
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
-    let applied = Applied::parse(seen.as_deref());
+    let mut applied = Applied::parse(seen.as_deref());
+    if applied == Applied::Started {
+        let what = match change.op.as_str() {
+            "sold_out" => Change::SoldOut,
+            _ => Change::Add(change.delta.max(0) as u64),
+        };
+        applied = live::apply(redis, activity, change.product_id, change.ledger_id, what, "*").await?;
+    }
     let finished = finish(db, change.ledger_id, change.product_id, &change.op, applied).await?;
     let what = if change.op == "sold_out" {
         "sold-out"
