@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn a_withdrawal_takes_from_the_fullest_buckets_and_never_below_zero() {
         assert_eq!(stock_plan(&buckets(&[25, 40, 25, 25]), -15), vec![0, -15, 0, 0]);
-        assert_eq!(stock_plan(&buckets(&[3, 1, 0, 2]), -5), vec![-3, -1, 0, -1]);
+        assert_eq!(stock_plan(&buckets(&[3, 1, 0, 2]), -5), vec![-3, 0, 0, -2]);
         assert_eq!(stock_plan(&buckets(&[1, 1]), -5), vec![-1, -1]);
         assert_eq!(stock_plan(&buckets(&[0, 0, 0]), 7), vec![3, 2, 2]);
     }
