@@ -1,5 +1,5 @@
--- sharded_stock_begin.lua: step one of a live stock change (`stock add`, `stock sold-out`) of
--- a product whose stock is in buckets (src/buckets/live.rs), in the activity's slot: the same
+-- sharded_stock_begin.lua: step one of a live stock change (`stock add`, `stock sold-out`, `stock remove`) of
+-- a product whose stock is in buckets (src/buckets/stock/live.rs), in the activity's slot: the same
 -- checks as stock_add.lua / sold_out.lua, then the change is marked begun ('part') in the
 -- stock ops hash. From then on it is completed, never undone: each bucket applies its share
 -- at most once (bucket_stock_op.lua), and sharded_stock_finish.lua records the result, so a
@@ -10,7 +10,7 @@
 -- KEYS[2]  stock ops hash   P:{a:A}:stock_ops
 -- KEYS[3]  activity hash    P:{a:A}:activity
 -- ARGV[1]  the ledger row id of the change
--- ARGV[2]  'add' or 'sold_out'
+-- ARGV[2]  'add', 'sold_out' or 'remove'
 -- ARGV[3]  for an add, the activity's `preheated_at` read before MySQL counted the units ('' if none);
 --          '*' when resuming a change already begun (reconcile, a retry)
 --

@@ -1,17 +1,17 @@
 -- sharded_stock_finish.lua: last step of a live stock change of a sharded product
--- (src/buckets/live.rs), in the activity's slot: records the units every bucket added or
+-- (src/buckets/stock/live.rs), in the activity's slot: records the units every bucket added or
 -- withdrew and moves the product's `total` by as much, once.
 --
 -- KEYS[1]  product hash     P:{a:A}:product:ID
 -- KEYS[2]  stock ops hash   P:{a:A}:stock_ops
 -- KEYS[3]  activity hash    P:{a:A}:activity
--- ARGV[1]  the ledger row id     ARGV[2] 'add' or 'sold_out'
+-- ARGV[1]  the ledger row id     ARGV[2] 'add', 'sold_out' or 'remove'
 -- ARGV[3]  units the buckets added / withdrew     ARGV[4] the epoch the change began in
 --
 -- Returns the units recorded (the first call's, on a repeated call). When a `hot` reloaded
 -- the activity meanwhile (another epoch), an add is recorded `not_loaded` (the reload read
--- MySQL's count) and a sold-out `void` (the reload put MySQL's stock back on sale: the
--- sold-out did not happen), answered as the errors "NOT_LOADED" / "VOIDED".
+-- MySQL's count) and a sold-out or remove `void` (the reload put MySQL's stock back on sale: the
+-- withdrawal did not happen), answered as the errors "NOT_LOADED" / "VOIDED".
 
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
 if seen == 'void' then

@@ -37,6 +37,7 @@ pub fn all() -> Vec<&'static Script> {
         &BUCKET_VIEW,
         &REPAIR_SHARDED,
         &BUCKET_REPAIR,
+        &STOCK_REMOVE,
     ]
 }
 
@@ -107,3 +108,6 @@ pub static REPAIR_SHARDED: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 
 /// `lua/bucket_repair.lua`: reconcile's delta repair of one bucket.
 pub static BUCKET_REPAIR: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_repair.lua")));
+
+/// `lua/stock_remove.lua`: take a number of units of a product off sale, all or nothing.
+pub static STOCK_REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/stock_remove.lua")));

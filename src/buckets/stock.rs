@@ -94,7 +94,11 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
         .unwrap_or_default();
     let mut from = Vec::new();
     for k in 0..buckets {
-        from.push(last_generated(redis, &keys.bucket_orders(activity, k)).await?.unwrap_or_default());
+        from.push(
+            last_generated(redis, &keys.bucket_orders(activity, k))
+                .await?
+                .unwrap_or_default(),
+        );
     }
     for p in products.iter().filter(|p| p.shards > 1) {
         let mut pipe = redis::pipe();
@@ -188,9 +192,9 @@ pub async fn shards_of(redis: &RedisClient, activity: u64, product: u64) -> Resu
 /// returns spread over the buckets.
 pub fn bucket_of_order(order_no: &str, shards: u16) -> u16 {
     // FNV-1a: stable across processes and builds, unlike the std hasher.
-    let hash = order_no
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = order_no.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     (hash % u64::from(shards.max(1))) as u16
 }
 
@@ -246,11 +250,7 @@ pub async fn finish_return(
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
-    let () = redis
-        .conn()
-        .hdel(keys.returning(activity), order_no)
-        .await
-        .at(redis)?;
+    let () = redis.conn().hdel(keys.returning(activity), order_no).await.at(redis)?;
     Ok(added)
 }
 

@@ -1,5 +1,5 @@
-//! Live stock changes while the sale runs: `stock add` (top up) and `stock sold-out`
-//! (the source channel ran out).
+//! Live stock changes while the sale runs: `stock add` (top up), `stock sold-out` (the
+//! source channel ran out) and `stock remove` (take a number of units off sale).
 //!
 //! Each change is made in an order where a failure or a kill at any point leaves no unit on
 //! sale that MySQL does not count:
@@ -7,8 +7,8 @@
 //!    MySQL counts the units before any of them is on sale);
 //! 2. Redis: the script applies the change atomically with `reserve.lua`, at most once per
 //!    ledger row, and records the row id with what it did (`P:{a:A}:stock_ops`);
-//! 3. MySQL: the row becomes `done` (for a sold-out, `total_stock` shrinks by the units
-//!    Redis withdrew: withdrawn units are off sale before MySQL hears of them).
+//! 3. MySQL: the row becomes `done` (for a sold-out or a remove, `total_stock` shrinks by the
+//!    units Redis withdrew: withdrawn units are off sale before MySQL hears of them).
 //!
 //! A change left `pending` (process killed, Redis or MySQL lost midway) is settled by
 //! `seckill reconcile --fix` (see [`settle`]): completed when Redis applied it, undone when
@@ -17,11 +17,14 @@
 //! A product whose stock is in buckets takes step 2 in several scripts, one per slot
 //! ([`crate::buckets::stock::live`]); a change begun there is completed, never undone.
 
+mod remove;
+pub use remove::remove;
+
 use serde::Serialize;
 
+use crate::buckets::stock::live::{self, Change};
 use crate::db::Db;
 use crate::error::{DbContext, Error, RedisContext, Result};
-use crate::buckets::stock::live::{self, Change};
 use crate::ops::lifecycle;
 use crate::redis_client::RedisClient;
 use crate::scripts;
@@ -51,9 +54,10 @@ pub struct PendingChange {
     pub ledger_id: u64,
     /// The product.
     pub product_id: u64,
-    /// `adjust` (stock add) or `sold_out`.
+    /// `adjust` (stock add), `sold_out` or `remove`.
     pub op: String,
-    /// Units added (an add; 0 for a sold-out, whose amount Redis decides).
+    /// Units added (an add), units asked to take (a remove, negative; 0 for a sold-out, whose
+    /// amount Redis decides).
     pub delta: i64,
     /// How long ago the row was written, ms (MySQL clock).
     pub age_ms: i64,
@@ -193,7 +197,7 @@ async fn sharded(
     };
     match (applied, change) {
         (Applied::NotLoaded, _) => Answer::NotLoaded,
-        (Applied::Units(units), Change::SoldOut) => Answer::Value(units),
+        (Applied::Units(units), Change::SoldOut | Change::Remove(_)) => Answer::Value(units),
         (Applied::Units(_), Change::Add(_)) => {
             let shards = crate::buckets::stock::shards_of(redis, activity, product).await;
             let totals = match shards {
@@ -240,7 +244,15 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
 
     let keys = redis.keys();
     let applied = if shards > 1 {
-        sharded(redis, activity, product_id, ledger_id, Change::Add(units as u64), &preheated_at).await
+        sharded(
+            redis,
+            activity,
+            product_id,
+            ledger_id,
+            Change::Add(units as u64),
+            &preheated_at,
+        )
+        .await
     } else {
         let reply = scripts::STOCK_ADD
             .key(keys.product(activity, product_id))
@@ -263,12 +275,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         }
         // Unknown whether the script ran: MySQL counts the units either way, so nothing can be
         // oversold; reconcile finds out and completes or undoes the change.
-        Answer::Failed(e) => {
-            return Err(Error::Internal(format!(
-                "{}: {e}",
-                pending_hint(ledger_id, activity)
-            )))
-        }
+        Answer::Failed(e) => return Err(Error::Internal(format!("{}: {e}", pending_hint(ledger_id, activity)))),
     };
     // Redis applied it and MySQL counts it: the change is made. Marking the row done only
     // records that; should MySQL fail now, reconcile marks it (it sees Redis applied it).
@@ -318,12 +325,7 @@ pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<S
             )))
         }
         // Withdrawn or not, nothing extra is on sale; reconcile completes or undoes the change.
-        Answer::Failed(e) => {
-            return Err(Error::Internal(format!(
-                "{}: {e}",
-                pending_hint(ledger_id, activity)
-            )))
-        }
+        Answer::Failed(e) => return Err(Error::Internal(format!("{}: {e}", pending_hint(ledger_id, activity)))),
     };
     // Once Redis withdrew the units they stay withdrawn; should MySQL fail here, the row
     // stays pending and reconcile completes it with the number Redis recorded.
@@ -368,7 +370,12 @@ async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: App
         });
     }
     let (new_state, new_delta, total_change) = match (op, applied) {
-        ("sold_out", Applied::Units(w)) => ("done", -w, -w),
+        ("sold_out" | "remove", Applied::Units(w)) => ("done", -w, -w),
+        ("remove", Applied::NotLoaded) => {
+            let w = (-delta).min((total - sold).max(0));
+            ("done", -w, -w)
+        }
+        ("remove", _) => ("undone", delta, 0),
         ("sold_out", Applied::NotLoaded) => ("done", -(total - sold).max(0), -(total - sold).max(0)),
         ("sold_out", _) => ("undone", 0, 0),
         (_, Applied::Void | Applied::No) => ("undone", delta, -delta),
@@ -437,15 +444,16 @@ pub async fn settle(db: &Db, redis: &RedisClient, activity: u64, change: &Pendin
     if applied == Applied::Started {
         let what = match change.op.as_str() {
             "sold_out" => Change::SoldOut,
+            "remove" => Change::Remove((-change.delta).max(0) as u64),
             _ => Change::Add(change.delta.max(0) as u64),
         };
         applied = live::apply(redis, activity, change.product_id, change.ledger_id, what, "*").await?;
     }
     let finished = finish(db, change.ledger_id, change.product_id, &change.op, applied).await?;
-    let what = if change.op == "sold_out" {
-        "sold-out"
-    } else {
-        "stock add"
+    let what = match change.op.as_str() {
+        "sold_out" => "sold-out",
+        "remove" => "stock remove",
+        _ => "stock add",
     };
     Ok(if !finished.changed {
         format!("stock change #{} ({what}): already settled", change.ledger_id)

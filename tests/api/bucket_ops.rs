@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use serde_json::Value;
 use seckill::buckets::stock::live::{self, Change};
 use seckill::ops::stock::Applied;
+use serde_json::Value;
 
 use crate::helpers::{spec, ProductSpec, TestApp};
 
@@ -62,7 +62,7 @@ async fn past_the_sold_out_cache() {
 
 async fn ledger_states(app: &TestApp) -> Vec<(String, i64, String)> {
     sqlx::query_as(
-        "SELECT op, delta, state FROM stock_ledger WHERE activity_id = ? AND op IN ('adjust', 'sold_out') \
+        "SELECT op, delta, state FROM stock_ledger WHERE activity_id = ? AND op IN ('adjust', 'sold_out', 'remove') \
          AND (ref IS NULL OR ref <> 'reconcile') ORDER BY id",
     )
     .bind(app.activity)
@@ -92,7 +92,11 @@ async fn live_stock_changes_spread_over_the_buckets() {
     assert_eq!(loaded.iter().map(|b| b.0).collect::<Vec<_>>(), vec![3, 3, 2, 2]);
 
     let added = sale.cli(&["stock", "add", &p, "6", "--json"]).await.json();
-    assert_eq!((added["delta"].as_i64(), added["redis_stock"].as_i64()), (Some(6), Some(16)), "{added}");
+    assert_eq!(
+        (added["delta"].as_i64(), added["redis_stock"].as_i64()),
+        (Some(6), Some(16)),
+        "{added}"
+    );
     assert_eq!(added["total_stock"], 16, "{added}");
     let mut shares: Vec<i64> = buckets(&sale, 4)
         .await
@@ -111,7 +115,11 @@ async fn live_stock_changes_spread_over_the_buckets() {
 
     sale.cli(&["stock", "add", &p, "5"]).await.ok();
     let withdrawn = sale.cli(&["stock", "sold-out", &p, "--json"]).await.json();
-    assert_eq!((withdrawn["delta"].as_i64(), withdrawn["redis_stock"].as_i64()), (Some(-5), Some(0)), "{withdrawn}");
+    assert_eq!(
+        (withdrawn["delta"].as_i64(), withdrawn["redis_stock"].as_i64()),
+        (Some(-5), Some(0)),
+        "{withdrawn}"
+    );
     assert_eq!(withdrawn["total_stock"], 19, "{withdrawn}");
     assert_eq!(on_sale(&sale, 4).await, 0);
     past_the_sold_out_cache().await;
@@ -135,16 +143,21 @@ async fn live_stock_changes_spread_over_the_buckets() {
     sale.cli(&["stock", "add", &p, "4294967295"])
         .await
         .fails_with(1, &["total stock"]);
-    sale.cli(&["stock", "add", "999999999", "1"]).await.fails_with(1, &["999999999"]);
-    sale.cli(&["stock", "sold-out", "999999999"]).await.fails_with(1, &["999999999"]);
+    sale.cli(&["stock", "add", "999999999", "1"])
+        .await
+        .fails_with(1, &["999999999"]);
+    sale.cli(&["stock", "sold-out", "999999999"])
+        .await
+        .fails_with(1, &["999999999"]);
     assert_eq!(sale.snapshot().await, before, "bad input changed something");
     Arc::into_inner(sale).unwrap().finish().await;
 }
 
 /// A `stock add` killed midway (its ledger row pending, begun in Redis, one bucket of four
 /// given its share): reconcile reports it (exit 1) and `--fix` resumes it, giving every other
-/// bucket its share and none a second one; a late call of the killed change adds nothing;
-/// a burst then buys exactly the old and the added units.
+/// bucket its share and none a second one; a late call of the killed change adds nothing.
+/// A `stock remove` killed midway is resumed to take exactly the units asked. A burst then
+/// buys exactly what is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_change_stopped_midway_is_resumed_exactly_once() {
     let sale = Arc::new(
@@ -230,7 +243,12 @@ async fn a_live_change_stopped_midway_is_resumed_exactly_once() {
         .await
         .unwrap();
     assert_eq!(state, "done");
-    let total: Option<i64> = sale.redis.conn().hget(keys.product(activity, product), "total").await.unwrap();
+    let total: Option<i64> = sale
+        .redis
+        .conn()
+        .hget(keys.product(activity, product), "total")
+        .await
+        .unwrap();
     assert_eq!(total, Some(14));
     // The killed process's late call: already done, nothing added.
     let late = live::apply(&sale.redis, activity, product, ledger, Change::Add(6), &preheated_at)
@@ -240,9 +258,51 @@ async fn a_live_change_stopped_midway_is_resumed_exactly_once() {
     assert_eq!(on_sale(&sale, 4).await, 14);
     sale.cli(&["reconcile", &a]).await.ok();
 
-    assert_eq!(burst(&sale, "b", 30).await, 14);
+    // A `stock remove 3` killed after one bucket gave 1 unit: resumed, 3 taken in all.
+    let remove: u64 = sqlx::query(
+        "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, state) VALUES (?, ?, 'remove', -3, 'stock remove', 'pending')",
+    )
+    .bind(activity)
+    .bind(product)
+    .execute(sale.db.pool())
+    .await
+    .unwrap()
+    .last_insert_id();
+    let _: Vec<redis::Value> = seckill::scripts::SHARDED_STOCK_BEGIN
+        .key(keys.product(activity, product))
+        .key(keys.stock_ops(activity))
+        .key(keys.activity(activity))
+        .arg(remove)
+        .arg("remove")
+        .arg("")
+        .invoke_async(&mut sale.redis.conn())
+        .await
+        .unwrap();
+    let took: i64 = seckill::scripts::BUCKET_STOCK_OP
+        .key(keys.bucket_product(activity, 0, product))
+        .arg(remove)
+        .arg("remove")
+        .arg(1)
+        .arg(epoch.as_slice())
+        .invoke_async(&mut sale.redis.conn())
+        .await
+        .unwrap();
+    assert_eq!(took, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(reconcile("--fix")).await.ok();
+    assert_eq!(on_sale(&sale, 4).await, 11);
+    let (delta, state): (i64, String) = sqlx::query_as("SELECT delta, state FROM stock_ledger WHERE id = ?")
+        .bind(remove)
+        .fetch_one(sale.db.pool())
+        .await
+        .unwrap();
+    assert_eq!((delta, state.as_str()), (-3, "done"));
+    assert_eq!(sale.product(product).await.total_stock, 11);
+    sale.cli(&["reconcile", &a]).await.ok();
+
+    assert_eq!(burst(&sale, "b", 30).await, 11);
     sale.drain().await;
-    assert_eq!(sale.orders().await, 14);
+    assert_eq!(sale.orders().await, 11);
     sale.cli(&["reconcile", &a]).await.ok();
     Arc::into_inner(sale).unwrap().finish().await;
 }
@@ -334,8 +394,10 @@ async fn a_return_cut_short_is_finished_once() {
     let order_no = answers[0].1 .1["order_no"].as_str().unwrap().to_string();
     sale.drain().await;
     // The command's MySQL side, then only step one of the return.
-    sale.sql(&format!("UPDATE orders SET status = 'cancelled' WHERE order_no = '{order_no}'"))
-        .await;
+    sale.sql(&format!(
+        "UPDATE orders SET status = 'cancelled' WHERE order_no = '{order_no}'"
+    ))
+    .await;
     sale.sql(&format!("UPDATE products SET sold = sold - 1 WHERE id = {product}"))
         .await;
     let released: i64 = seckill::scripts::RELEASE_SHARDED
@@ -370,6 +432,82 @@ async fn a_return_cut_short_is_finished_once() {
     past_the_sold_out_cache().await;
     assert_eq!(burst(&sale, "z", 5).await, 1);
     sale.drain().await;
+    sale.cli(&["reconcile", &a]).await.ok();
+    Arc::into_inner(sale).unwrap().finish().await;
+}
+
+/// `stock remove` takes units off sale, never reserved ones, for a product with buckets (from
+/// the fullest buckets, none below zero) and one without: the totals in Redis and MySQL shrink
+/// by as many, a burst then buys exactly what is left, reconcile is clean; asking more than is
+/// on sale is refused (exit 1) with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_remove_takes_units_off_sale_and_never_reserved_ones() {
+    let sale = Arc::new(
+        TestApp::builder()
+            .pipeline()
+            .sale(vec![sharded(10, 4), spec(5, 1, 1)])
+            .serve()
+            .build()
+            .await,
+    );
+    let (hot, plain) = (sale.products[0], sale.products[1]);
+    let (p, q, a) = (hot.to_string(), plain.to_string(), sale.activity.to_string());
+    assert_eq!(burst(&sale, "first", 2).await, 2);
+
+    let removed = sale.cli(&["stock", "remove", &p, "4", "--json"]).await.json();
+    assert_eq!(
+        (
+            removed["delta"].as_i64(),
+            removed["redis_stock"].as_i64(),
+            removed["total_stock"].as_i64()
+        ),
+        (Some(-4), Some(4), Some(6)),
+        "{removed}"
+    );
+    let left = buckets(&sale, 4).await;
+    assert!(left.iter().all(|b| b.0 >= 0), "{left:?}");
+    assert_eq!(left.iter().map(|b| b.0).sum::<i64>(), 4, "{left:?}");
+    assert_eq!(
+        left.iter().map(|b| b.1).sum::<i64>(),
+        2,
+        "the reserved units stay sold: {left:?}"
+    );
+    let plain_removed = sale.cli(&["stock", "remove", &q, "2", "--json"]).await.json();
+    assert_eq!(
+        (
+            plain_removed["delta"].as_i64(),
+            plain_removed["redis_stock"].as_i64(),
+            plain_removed["total_stock"].as_i64()
+        ),
+        (Some(-2), Some(3), Some(3)),
+        "{plain_removed}"
+    );
+
+    let before = sale.snapshot().await;
+    sale.cli(&["stock", "remove", &p, "5"]).await.fails_with(1, &["only 4"]);
+    sale.cli(&["stock", "remove", &q, "4"]).await.fails_with(1, &["only 3"]);
+    sale.cli(&["stock", "remove", &p, "0"]).await.fails_with(2, &["UNITS"]);
+    assert_eq!(sale.snapshot().await, before, "a refused remove changed something");
+
+    assert_eq!(burst(&sale, "second", 20).await, 4);
+    let answers = sale
+        .buy_at_once(plain, (0..10).map(|i| format!("plain{i}")).collect())
+        .await;
+    assert_eq!(answers.iter().filter(|(_, (s, _))| *s == 200).count(), 3, "{answers:?}");
+    sale.drain().await;
+    assert_eq!(sale.orders().await, 9);
+    let rows: Vec<(String, i64, String)> = ledger_states(&sale)
+        .await
+        .into_iter()
+        .filter(|r| r.0 == "remove")
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("remove".to_string(), -4, "done".to_string()),
+            ("remove".to_string(), -2, "done".to_string())
+        ]
+    );
     sale.cli(&["reconcile", &a]).await.ok();
     Arc::into_inner(sale).unwrap().finish().await;
 }

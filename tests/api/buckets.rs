@@ -225,7 +225,11 @@ async fn a_sharded_product_sells_across_the_primaries_of_a_cluster() {
     let withdrawn = app.cli(&["stock", "sold-out", &p, "--json"]).await.json();
     assert_eq!(withdrawn["delta"], -5, "{withdrawn}");
     let buckets = buckets_of(&app, activity, product, 4).await;
-    assert_eq!(buckets.iter().map(|b| b.0).collect::<Vec<_>>(), vec![0; 4], "{buckets:?}");
+    assert_eq!(
+        buckets.iter().map(|b| b.0).collect::<Vec<_>>(),
+        vec![0; 4],
+        "{buckets:?}"
+    );
     app.cli(&["reconcile", &a]).await.ok();
 
     app.cli(&["stop", &a, "--end"]).await.ok();

@@ -1,4 +1,5 @@
-//! Live stock changes (`stock add`, `stock sold-out`) of a product whose stock is in buckets.
+//! Live stock changes (`stock add`, `stock sold-out`, `stock remove`) of a product whose stock
+//! is in buckets.
 //!
 //! A change touches the activity's slot and every bucket's, and no script spans slots, so it
 //! is made in steps that can each be repeated and that a change, once begun, only ever
@@ -8,7 +9,8 @@
 //!    `sold_out.lua`, then the change is marked `part` in `stock_ops` under its ledger row id;
 //! 2. `bucket_stock_op.lua` in each bucket: its share of an add (the units split as evenly as
 //!    whole units allow, from a bucket the ledger id picks) or, for a sold-out, its whole
-//!    stock withdrawn; recorded in the bucket as `op:<ledger id>`, so never applied twice;
+//!    stock withdrawn, or, for a remove, what it has of the units left to take (fullest
+//!    buckets first); recorded in the bucket as `op:<ledger id>`, so never applied twice;
 //! 3. `sharded_stock_finish.lua` (activity slot): the units every bucket added or withdrew
 //!    recorded in `stock_ops` and `total` moved by as much, once.
 //!
@@ -32,6 +34,8 @@ pub enum Change {
     Add(u64),
     /// Withdraw every unit still on sale.
     SoldOut,
+    /// Withdraw this many units, as far as the buckets have them.
+    Remove(u64),
 }
 
 impl Change {
@@ -39,6 +43,7 @@ impl Change {
         match self {
             Change::Add(_) => "add",
             Change::SoldOut => "sold_out",
+            Change::Remove(_) => "remove",
         }
     }
 }
@@ -109,23 +114,34 @@ pub async fn apply(
     }
     let shards = u16::try_from(*shards).map_err(|_| unexpected())?;
     let epoch = String::from_utf8_lossy(epoch).into_owned();
-    let plan: Vec<(u16, u64)> = match change {
-        Change::Add(units) => shares(ledger_id, shards, units),
-        Change::SoldOut => (0..shards).map(|k| (k, 0)).collect(),
+    let bucket_op = |k: u16, units: u64| {
+        let (redis, epoch) = (redis.clone(), epoch.clone());
+        async move {
+            scripts::BUCKET_STOCK_OP
+                .key(redis.keys().bucket_product(activity, k, product))
+                .arg(ledger_id)
+                .arg(change.name())
+                .arg(units)
+                .arg(&epoch)
+                .invoke_async::<i64>(&mut redis.conn())
+                .await
+                .at(&redis)
+        }
     };
     let mut moved: i64 = 0;
-    for (k, units) in plan {
-        let did: i64 = scripts::BUCKET_STOCK_OP
-            .key(keys.bucket_product(activity, k, product))
-            .arg(ledger_id)
-            .arg(change.name())
-            .arg(units)
-            .arg(&epoch)
-            .invoke_async(&mut redis.conn())
-            .await
-            .at(redis)?;
-        // -1: another `hot` loaded the bucket; step 3 sees the new epoch and records that.
-        moved += did.max(0);
+    match change {
+        Change::Add(units) => {
+            for (k, share) in shares(ledger_id, shards, units) {
+                // -1: another `hot` loaded the bucket; step 3 sees the new epoch and records that.
+                moved += bucket_op(k, share).await?.max(0);
+            }
+        }
+        Change::SoldOut => {
+            for k in 0..shards {
+                moved += bucket_op(k, 0).await?.max(0);
+            }
+        }
+        Change::Remove(units) => moved = take(redis, activity, product, shards, units, &bucket_op).await?,
     }
     let finished = scripts::SHARDED_STOCK_FINISH
         .key(keys.product(activity, product))
@@ -141,6 +157,45 @@ pub async fn apply(
         Ok(units) => Ok(Applied::Units(units)),
         Err(e) => script_error(&e).ok_or_else(|| redis.err(e)),
     }
+}
+
+/// A remove's buckets: first what each already took (a resumed change), then, while units are
+/// still to take, from the buckets that took nothing yet, fullest first, each as many as it
+/// has of what is left (so none goes below zero and no reserved unit is taken). Fewer than
+/// `units` are taken only when buyers took the rest meanwhile. Returns the units taken.
+async fn take<F, Fut>(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    shards: u16,
+    units: u64,
+    bucket_op: &F,
+) -> Result<i64>
+where
+    F: Fn(u16, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<i64>>,
+{
+    let mut taken: i64 = 0;
+    let mut untouched = Vec::new();
+    for k in 0..shards {
+        match bucket_op(k, 0).await? {
+            -2 => untouched.push(k),
+            did => taken += did.max(0),
+        }
+    }
+    let stock = crate::buckets::stock::per_bucket(redis, activity, product, shards).await?;
+    untouched.sort_by_key(|&k| -stock[usize::from(k)].stock);
+    for k in untouched {
+        let left = units as i64 - taken;
+        if left <= 0 {
+            break;
+        }
+        let ask = left.min(stock[usize::from(k)].stock);
+        if ask > 0 {
+            taken += bucket_op(k, ask as u64).await?.max(0);
+        }
+    }
+    Ok(taken)
 }
 
 #[cfg(test)]

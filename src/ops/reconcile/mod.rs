@@ -422,18 +422,18 @@ impl<'s> Judge<'s> {
         for change in &s.pending_changes {
             let applied = Applied::parse(s.stock_ops.get(&change.ledger_id).map(String::as_str));
             let counted_by_mysql_only = match (change.op.as_str(), applied) {
-                ("sold_out", Applied::Units(withdrawn)) => withdrawn,
-                ("sold_out", _) => 0,
+                ("sold_out" | "remove", Applied::Units(withdrawn)) => withdrawn,
+                ("sold_out" | "remove", _) => 0,
                 (_, Applied::No | Applied::Void | Applied::Started) => change.delta,
                 _ => 0,
             };
             if let Some(line) = self.lines.get_mut(&change.product_id) {
                 line.unsettled_units += counted_by_mysql_only;
             }
-            let what = if change.op == "sold_out" {
-                "sold-out".to_string()
-            } else {
-                format!("stock add of {} unit(s)", change.delta)
+            let what = match change.op.as_str() {
+                "sold_out" => "sold-out".to_string(),
+                "remove" => format!("stock remove of {} unit(s)", -change.delta),
+                _ => format!("stock add of {} unit(s)", change.delta),
             };
             let seen = match applied {
                 Applied::No => "not applied in Redis".to_string(),

@@ -104,7 +104,10 @@ pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, Produ
                 findings.push(drift(
                     product,
                     format!("bucket {k} sold"),
-                    format!("Redis sold {} != {want} unit(s) its stream reserved since hot", view.sold),
+                    format!(
+                        "Redis sold {} != {want} unit(s) its stream reserved since hot",
+                        view.sold
+                    ),
                     Some("move the bucket's sold by the difference"),
                 ));
             }
@@ -141,8 +144,12 @@ pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, Produ
             if Applied::parse(s.stock_ops.get(&change.ledger_id).map(String::as_str)) != Applied::Started {
                 continue;
             }
-            let moved: i64 = views.iter().flatten().filter_map(|v| v.ops.get(&change.ledger_id)).sum();
-            line.midway_units += if change.op == "sold_out" { -moved } else { moved };
+            let moved: i64 = views
+                .iter()
+                .flatten()
+                .filter_map(|v| v.ops.get(&change.ledger_id))
+                .sum();
+            line.midway_units += if change.op == "adjust" { moved } else { -moved };
         }
     }
 }
@@ -208,9 +215,11 @@ pub(super) async fn repair_product(
     line: &ProductLine,
 ) -> Result<Option<String>> {
     let product = line.product_id;
-    let (Some(&(sold_seen, total_seen)), Some(views), Some(have)) =
-        (now.sharded_counters.get(&product), now.buckets.get(&product), line.redis)
-    else {
+    let (Some(&(sold_seen, total_seen)), Some(views), Some(have)) = (
+        now.sharded_counters.get(&product),
+        now.buckets.get(&product),
+        line.redis,
+    ) else {
         return Ok(None);
     };
     let (want_stock, want_sold, want_total) = line.redis_target();
@@ -232,9 +241,7 @@ pub(super) async fn repair_product(
         return not_fixed("a bucket is missing; stop the sale, run `seckill hot`".into());
     }
     if want_stock < 0 {
-        return not_fixed(format!(
-            "units held ({want_sold}) exceed total stock ({want_total})"
-        ));
+        return not_fixed(format!("units held ({want_sold}) exceed total stock ({want_total})"));
     }
     let bucket_sold: i64 = line.buckets.iter().map(|b| b.expected_sold).sum();
     let keys = redis.keys();
@@ -263,7 +270,10 @@ pub(super) async fn repair_product(
         if dsold == 0 && dstock == 0 {
             continue;
         }
-        let epoch = views[usize::from(b.bucket)].as_ref().map(|v| v.epoch.clone()).unwrap_or_default();
+        let epoch = views[usize::from(b.bucket)]
+            .as_ref()
+            .map(|v| v.epoch.clone())
+            .unwrap_or_default();
         let r = scripts::BUCKET_REPAIR
             .key(keys.bucket_product(activity, b.bucket, product))
             .arg(&epoch)
@@ -275,7 +285,10 @@ pub(super) async fn repair_product(
             Ok(did) => {
                 moved += did;
                 if did != dstock {
-                    notes.push(format!("bucket {}: {} of {dstock} unit(s) (bought meanwhile)", b.bucket, did));
+                    notes.push(format!(
+                        "bucket {}: {} of {dstock} unit(s) (bought meanwhile)",
+                        b.bucket, did
+                    ));
                 }
             }
             Err(e) if e.to_string().contains("RELOADED") => notes.push(format!("bucket {}: reloaded by hot", b.bucket)),
