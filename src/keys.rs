@@ -20,7 +20,7 @@
 //! | `P:{a:A}:dlq` | stream | purchases (one each, with `dlq_index`, their place in the entry) or unreadable whole entries that failed persisting `max_deliveries` times, with the error |
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `remove` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, `void` (settled as undone by reconcile), or `part` (a sharded product's change begun, its buckets not all done) |
-//! | `P:{a:A}:returning` | hash | order number → `product:quantity`: a cancelled/expired order of a sharded product released, its units not yet in their bucket (`release_sharded.lua` → `bucket_return.lua`) |
+//! | `P:{a:A}:returning` | hash | order number → `product:quantity:epoch`: a cancelled/expired order of a sharded product released, its units not yet in their bucket (`release_sharded.lua` → `bucket_return.lua`) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
 //! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here once) |
 //! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entry fields as in `orders`); consumer group `persist` |

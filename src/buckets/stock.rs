@@ -218,6 +218,7 @@ pub async fn release(
         .key(keys.product(activity, product))
         .key(keys.bought(activity, product))
         .key(keys.returning(activity))
+        .key(keys.activity(activity))
         .arg(order_no)
         .arg(user)
         .arg(quantity)
@@ -226,13 +227,18 @@ pub async fn release(
         .await
         .at(redis)?;
     if released == 1 {
-        finish_return(redis, activity, product, shards, order_no, quantity).await?;
+        // The note gone already: a `hot` reloaded the activity from MySQL, which has the units.
+        let note: Option<String> = redis.conn().hget(keys.returning(activity), order_no).await.at(redis)?;
+        if let Some(epoch) = note.as_deref().and_then(|n| n.splitn(3, ':').nth(2)) {
+            finish_return(redis, activity, product, shards, order_no, quantity, epoch).await?;
+        }
     }
     Ok(released)
 }
 
-/// Steps two and three of a return (see [`release`]); safe to repeat. Returns
-/// `bucket_return.lua`'s answer (1 added now, 0 earlier, -1 no such bucket).
+/// Steps two and three of a return (see [`release`]) noted in preheat epoch `epoch`; safe to
+/// repeat. Returns `bucket_return.lua`'s answer (1 added now, 0 earlier, -1 no such bucket
+/// or one of another epoch).
 pub async fn finish_return(
     redis: &RedisClient,
     activity: u64,
@@ -240,6 +246,7 @@ pub async fn finish_return(
     shards: u16,
     order_no: &str,
     quantity: u32,
+    epoch: &str,
 ) -> Result<i64> {
     let keys = redis.keys();
     let k = bucket_of_order(order_no, shards);
@@ -247,6 +254,7 @@ pub async fn finish_return(
         .key(keys.bucket_product(activity, k, product))
         .arg(order_no)
         .arg(quantity)
+        .arg(epoch)
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;

@@ -405,6 +405,7 @@ async fn a_return_cut_short_is_finished_once() {
         .key(keys.product(activity, product))
         .key(keys.bought(activity, product))
         .key(keys.returning(activity))
+        .key(keys.activity(activity))
         .arg(&order_no)
         .arg("x")
         .arg(1)
@@ -414,13 +415,30 @@ async fn a_return_cut_short_is_finished_once() {
         .unwrap();
     assert_eq!(released, 1);
     assert_eq!(on_sale(&sale, 4).await, 0);
+    // A bucket another `hot` loaded (its stock read from MySQL, which has the unit) takes none.
+    let stale = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &order_no, 1, "an-older-hot")
+        .await
+        .unwrap();
+    assert_eq!(stale, -1);
+    assert_eq!(on_sale(&sale, 4).await, 0);
+    let () = sale
+        .redis
+        .conn()
+        .hset(
+            keys.returning(activity),
+            &order_no,
+            format!("{product}:1:{}", sale.activity_hash(activity).await["epoch"]),
+        )
+        .await
+        .unwrap();
 
     let found = sale.cli(&["reconcile", &a]).await;
     assert_eq!(found.code, 1, "{found:?}");
     assert!(found.stdout.contains(&order_no), "{}", found.stdout);
     sale.cli(&["reconcile", &a, "--fix"]).await.ok();
     assert_eq!(on_sale(&sale, 4).await, 1);
-    let again = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &order_no, 1)
+    let epoch = sale.activity_hash(activity).await["epoch"].clone();
+    let again = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &order_no, 1, &epoch)
         .await
         .unwrap();
     assert_eq!(again, 0, "the bucket has it already");

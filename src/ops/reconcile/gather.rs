@@ -72,8 +72,9 @@ pub struct Snapshot {
     /// Each bucket of each sharded product, read atomically per bucket (`bucket_view.lua`)
     /// after the activity's view; index = bucket number, `None` when it does not exist.
     pub buckets: HashMap<u64, Vec<Option<BucketView>>>,
-    /// Returns of sharded products under way: order number -> (product, quantity).
-    pub returning: HashMap<String, (u64, u32)>,
+    /// Returns of sharded products under way: order number -> (product, quantity, the
+    /// preheat epoch they were noted in).
+    pub returning: HashMap<String, (u64, u32, String)>,
 }
 
 /// One bucket of a sharded product, as `bucket_view.lua` read it.
@@ -185,8 +186,9 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(order, what)| {
-                let (product, quantity) = what.split_once(':')?;
-                Some((order, (product.parse().ok()?, quantity.parse().ok()?)))
+                let mut parts = what.splitn(3, ':');
+                let (product, quantity) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+                Some((order, (product, quantity, parts.next().unwrap_or_default().to_string())))
             })
             .collect(),
         ..Default::default()

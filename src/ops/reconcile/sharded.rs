@@ -120,9 +120,9 @@ pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, Produ
                 ));
             }
         }
-        let mut returning: Vec<_> = s.returning.iter().filter(|(_, (p, _))| *p == product).collect();
+        let mut returning: Vec<_> = s.returning.iter().filter(|(_, (p, _, _))| *p == product).collect();
         returning.sort();
-        for (order_no, (_, quantity)) in returning {
+        for (order_no, (_, quantity, _)) in returning {
             let k = bucket_of_order(order_no, shards);
             let done = views
                 .get(usize::from(k))
@@ -170,11 +170,11 @@ pub(super) async fn finish_returns(redis: &RedisClient, activity: u64, snap: &Sn
     let mut returning: Vec<_> = snap.returning.iter().collect();
     returning.sort();
     let mut done = Vec::new();
-    for (order_no, (product, quantity)) in returning {
+    for (order_no, (product, quantity, epoch)) in returning {
         let Some(&shards) = snap.sharded.get(product) else {
             continue;
         };
-        if finish_return(redis, activity, *product, shards, order_no, *quantity).await? == 1 {
+        if finish_return(redis, activity, *product, shards, order_no, *quantity, epoch).await? == 1 {
             done.push(format!(
                 "order {order_no}: {quantity} unit(s) into bucket {} (a return cut short)",
                 bucket_of_order(order_no, shards)
