@@ -106,6 +106,19 @@ async fn live_stock_changes_spread_over_the_buckets() {
         .collect();
     shares.sort();
     assert_eq!(shares, vec![1, 1, 2, 2], "6 units as evenly as whole units allow");
+    let status = sale.cli(&["status", &a, "--buckets", "--json"]).await.json();
+    let listed: Vec<i64> = status["products"][0]["buckets"]
+        .as_array()
+        .expect("buckets listed")
+        .iter()
+        .map(|b| b["stock"].as_i64().unwrap())
+        .collect();
+    let now: Vec<i64> = buckets(&sale, 4).await.iter().map(|b| b.0).collect();
+    assert_eq!(
+        (listed, status["products"][0]["remaining"].as_i64()),
+        (now, Some(16)),
+        "{status}"
+    );
     assert_eq!(burst(&sale, "first", 40).await, 16);
     assert_eq!(on_sale(&sale, 4).await, 0);
 
