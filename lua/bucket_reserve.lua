@@ -11,10 +11,12 @@
 -- ARGV[1]  activity id     ARGV[2] bucket number K     ARGV[3] the bucket-sequence base
 --          (src/keys.rs BUCKET_SEQ_BASE)
 -- ARGV[4]  number of requests N     ARGV[5] number of distinct products M
--- ARGV[6 .. 5+3M]  per product, three values: product id, unit price, units to add to the
+-- ARGV[6 .. 5+4M]  per product, four values: product id, unit price, units to add to the
 --                  bucket before deciding (0, or the units src/buckets/gather.rs withdrew from
---                  other buckets for an order none held whole: added and sold in one step)
--- ARGV[6+3M ..]    per request, three values: product (1..M, its place above), user id, quantity
+--                  buckets for an order none held whole: added and sold in one step), and the
+--                  preheat epoch they were withdrawn in ('' when none are added; a bucket of
+--                  another epoch, which a later `hot` loaded with them, answers not_found)
+-- ARGV[6+4M ..]    per request, three values: product (1..M, its place above), user id, quantity
 --
 -- Returns a flat array of 1 + 2N values: the id of the entry holding the queued purchases
 -- ('' when none was queued), then two per request in request order: verdict, remaining
@@ -32,14 +34,19 @@ local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local products = {}
 for j = 1, m do
-    local a = 6 + (j - 1) * 3
-    local h = redis.call('HMGET', KEYS[2 + j], 'stock', 'sold')
+    local a = 6 + (j - 1) * 4
+    local add = tonumber(ARGV[a + 2])
+    local h = redis.call('HMGET', KEYS[2 + j], 'stock', 'sold', 'epoch')
     local stock = tonumber(h[1])
-    if stock then
-        stock = stock + tonumber(ARGV[a + 2])
+    if stock and add > 0 then
+        if (h[3] or '') == ARGV[a + 3] then
+            stock = stock + add
+        else
+            stock = nil
+        end
     end
     products[j] = { key = KEYS[2 + j], id = ARGV[a], price = ARGV[a + 1], stock = stock,
-        sold = tonumber(h[2]) or 0, dirty = tonumber(ARGV[a + 2]) > 0 }
+        sold = tonumber(h[2]) or 0, dirty = add > 0 }
 end
 
 local t = redis.call('TIME')
@@ -48,7 +55,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local replies = { '' }
 local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
 local queued, last = 0, #entry
-local first_arg = 6 + 3 * m
+local first_arg = 6 + 4 * m
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
     local p = products[tonumber(ARGV[a])]

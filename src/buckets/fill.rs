@@ -103,6 +103,18 @@ pub(super) struct Placed {
     pub remaining: i64,
 }
 
+/// Units withdrawn from buckets of `product` in preheat epoch `epoch`, to add to a bucket and
+/// sell in the same call (see [`super::gather`]).
+#[derive(Debug, Clone)]
+pub(super) struct Add {
+    /// The product.
+    pub product: u64,
+    /// Units.
+    pub units: u64,
+    /// The epoch of the buckets they came from.
+    pub epoch: String,
+}
+
 /// Sells `sales` from bucket `bucket` (`lua/bucket_reserve.lua`, one stream entry per call of
 /// at most [`MAX_PURCHASES_PER_CALL`]), after adding `add`'s units to that product's bucket
 /// (see [`super::gather`]). One answer per sale, in order.
@@ -111,7 +123,7 @@ pub(super) async fn reserve_in(
     activity: u64,
     bucket: u16,
     sales: &[Sale],
-    add: Option<(u64, u64)>,
+    add: Option<&Add>,
 ) -> Result<Vec<Placed>> {
     let mut placed = Vec::with_capacity(sales.len());
     for chunk in sales.chunks(MAX_PURCHASES_PER_CALL) {
@@ -125,7 +137,7 @@ async fn reserve_call(
     activity: u64,
     bucket: u16,
     sales: &[Sale],
-    add: Option<(u64, u64)>,
+    add: Option<&Add>,
 ) -> Result<Vec<Placed>> {
     let keys = redis.keys();
     let mut products: Vec<(u64, &str)> = Vec::with_capacity(2);
@@ -149,12 +161,16 @@ async fn reserve_call(
         .arg(sales.len())
         .arg(products.len());
     for &(product, price) in &products {
-        let units = add.filter(|&(p, _)| p == product).map_or(0, |(_, units)| units);
+        let (units, epoch) = match add.filter(|a| a.product == product) {
+            Some(a) => (a.units, a.epoch.as_str()),
+            None => (0, ""),
+        };
         invocation
             .key(keys.bucket_product(activity, bucket, product))
             .arg(product)
             .arg(price)
-            .arg(units);
+            .arg(units)
+            .arg(epoch);
     }
     for (sale, place) in sales.iter().zip(places) {
         invocation.arg(place).arg(&sale.user).arg(sale.quantity);

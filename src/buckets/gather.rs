@@ -8,12 +8,14 @@
 //!    buyer in one step, so no other buyer can take them in between.
 //!
 //! When the buckets yield fewer units than asked (other buyers were quicker), the units in hand
-//! go back where they came from (`lua/bucket_add.lua`) and the buyer is told `sold_out`. A
-//! crash, or a lost answer, between the steps leaves the units in hand withdrawn from sale:
-//! `reconcile` reports the product's stock short; a unit is never sold twice. While units are
-//! in hand, another buyer may be told `sold_out` although they come back a moment later.
+//! go back where they came from (`lua/bucket_take.lua` again, only into a bucket of the same
+//! `hot`) and the buyer is told `sold_out`. A crash, or a lost answer, between the steps leaves
+//! the units in hand withdrawn from sale: `reconcile` reports the product's stock short; a
+//! unit is never sold twice. While units are in hand, another buyer may be told `sold_out`
+//! although they come back a moment later, and a `reconcile --fix` running in that moment sees
+//! them missing too (README, Stock sharding: not yet recorded for reconcile).
 
-use super::fill::{reserve_in, Item, Known};
+use super::fill::{reserve_in, Add, Item, Known};
 use crate::buy::{Outcome, Verdict};
 use crate::error::{RedisContext, Result};
 use crate::redis_client::RedisClient;
@@ -44,34 +46,36 @@ pub(super) async fn gather(
         .filter(|&(_, s)| s > 0)
         .collect();
     fullest.sort_by_key(|&(k, s)| (std::cmp::Reverse(s), k));
-    let keys = redis.keys();
-    let mut in_hand: Vec<(u16, u64)> = Vec::new();
+    // (bucket, units, epoch) of every take.
+    let mut in_hand: Vec<(u16, u64, String)> = Vec::new();
     let mut wanted = quantity;
     for (k, seen) in fullest {
-        let taken: i64 = scripts::BUCKET_TAKE
-            .key(keys.bucket_product(activity, k, product))
-            .arg(wanted)
-            .invoke_async(&mut redis.conn())
-            .await
-            .at(redis)?;
+        let (taken, epoch) = move_units(redis, activity, product, k, "take", wanted, "").await?;
         let taken = taken.max(0) as u64;
         // What it held is unknown past this call: at least what was taken from it is gone.
         known.insert((product, k), (seen - taken as i64).max(0));
         if taken > 0 {
-            in_hand.push((k, taken));
+            in_hand.push((k, taken, epoch));
             wanted -= taken;
         }
         if wanted == 0 {
             break;
         }
     }
-    let Some(&(target, _)) = in_hand.first().filter(|_| wanted == 0) else {
+    // Units of two epochs: a `hot` ran meanwhile; they go home, where the epoch decides.
+    let one_epoch = in_hand.windows(2).all(|w| w[0].2 == w[1].2);
+    let target = in_hand.first().filter(|_| wanted == 0 && one_epoch);
+    let Some((target, _, epoch)) = target.cloned() else {
         put_back(redis, activity, product, &in_hand, known).await?;
         return Ok(None);
     };
-    let placed = reserve_in(redis, activity, target, &[item.sale()], Some((product, quantity))).await?;
-    let placed = placed.into_iter().next();
-    match placed {
+    let add = Add {
+        product,
+        units: quantity,
+        epoch,
+    };
+    let placed = reserve_in(redis, activity, target, &[item.sale()], Some(&add)).await?;
+    match placed.into_iter().next() {
         Some(placed) if placed.order_no.is_some() => {
             known.insert((product, target), placed.remaining.max(0));
             Ok(Some(Verdict {
@@ -81,38 +85,55 @@ pub(super) async fn gather(
             }))
         }
         _ => {
-            // The target bucket is gone (its script added nothing): the units go home.
+            // The target bucket is gone or reloaded (its script added nothing): the units go home.
             put_back(redis, activity, product, &in_hand, known).await?;
             Ok(None)
         }
     }
 }
 
-/// Units in hand back into the buckets they came from. A bucket gone meanwhile keeps its
-/// units out of sale (reported by `reconcile`; the next `hot` loads the stock from MySQL).
+/// One `lua/bucket_take.lua` call: (units taken or put back, -1 for none; the bucket's epoch).
+async fn move_units(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    bucket: u16,
+    mode: &str,
+    units: u64,
+    epoch: &str,
+) -> Result<(i64, String)> {
+    let (moved, epoch): (i64, String) = scripts::BUCKET_TAKE
+        .key(redis.keys().bucket_product(activity, bucket, product))
+        .arg(mode)
+        .arg(units)
+        .arg(epoch)
+        .invoke_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    Ok((moved, epoch))
+}
+
+/// Units in hand back into the buckets they came from. A bucket gone or reloaded by another
+/// `hot` meanwhile takes nothing (that `hot` loaded MySQL's count, which has the units).
 async fn put_back(
     redis: &RedisClient,
     activity: u64,
     product: u64,
-    in_hand: &[(u16, u64)],
+    in_hand: &[(u16, u64, String)],
     known: &mut Known,
 ) -> Result<()> {
-    for &(k, units) in in_hand {
-        let after: i64 = scripts::BUCKET_ADD
-            .key(redis.keys().bucket_product(activity, k, product))
-            .arg(units)
-            .invoke_async(&mut redis.conn())
-            .await
-            .at(redis)?;
-        if after >= 0 {
-            known.insert((product, k), after);
+    for (k, units, epoch) in in_hand {
+        let (put, _) = move_units(redis, activity, product, *k, "put", *units, epoch).await?;
+        if put >= 0 {
+            let seen = known.get(&(product, *k)).copied().unwrap_or(0);
+            known.insert((product, *k), seen + put);
         } else {
             tracing::warn!(
                 activity,
                 product,
                 bucket = k,
                 units,
-                "units withdrawn to gather an order could not go back: their bucket is gone"
+                "units withdrawn to gather an order did not go back: their bucket is gone or was loaded again"
             );
         }
     }
