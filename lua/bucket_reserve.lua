@@ -11,12 +11,15 @@
 -- ARGV[1]  activity id     ARGV[2] bucket number K     ARGV[3] the bucket-sequence base
 --          (src/keys.rs BUCKET_SEQ_BASE)
 -- ARGV[4]  number of requests N     ARGV[5] number of distinct products M
--- ARGV[6 .. 5+4M]  per product, four values: product id, unit price, units to add to the
---                  bucket before deciding (0, or the units src/buckets/gather.rs withdrew from
---                  buckets for an order none held whole: added and sold in one step), and the
---                  preheat epoch they were withdrawn in ('' when none are added; a bucket of
---                  another epoch, which a later `hot` loaded with them, answers not_found)
--- ARGV[6+4M ..]    per request, three values: product (1..M, its place above), user id, quantity
+-- ARGV[6 .. 5+5M]  per product, five values: product id, unit price, units to add to the
+--                  bucket before deciding (0, or the units of a move, src/buckets/moves.rs,
+--                  withdrawn from buckets for an order none held whole: added and sold in one
+--                  step), the preheat epoch they were withdrawn in and the move id ('' when
+--                  none are added). Units are added only while this bucket's `m:<move id>`
+--                  is open (bucket_take.lua; it becomes "N:in:Q", so a move is sold once
+--                  and never after it was put back) and the bucket is of that epoch; else
+--                  the product answers not_found
+-- ARGV[6+5M ..]    per request, three values: product (1..M, its place above), user id, quantity
 --
 -- Returns a flat array of 1 + 2N values: the id of the entry holding the queued purchases
 -- ('' when none was queued), then two per request in request order: verdict, remaining
@@ -34,19 +37,23 @@ local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local products = {}
 for j = 1, m do
-    local a = 6 + (j - 1) * 4
+    local a = 6 + (j - 1) * 5
     local add = tonumber(ARGV[a + 2])
+    local move
     local h = redis.call('HMGET', KEYS[2 + j], 'stock', 'sold', 'epoch')
     local stock = tonumber(h[1])
     if stock and add > 0 then
-        if (h[3] or '') == ARGV[a + 3] then
+        local field = 'm:' .. ARGV[a + 4]
+        local taken = redis.call('HGET', KEYS[2 + j], field)
+        if (h[3] or '') == ARGV[a + 3] and taken and tonumber(taken) then
             stock = stock + add
+            move = { field = field, value = taken .. ':in:' .. ARGV[a + 2] }
         else
             stock = nil
         end
     end
     products[j] = { key = KEYS[2 + j], id = ARGV[a], price = ARGV[a + 1], stock = stock,
-        sold = tonumber(h[2]) or 0, dirty = add > 0 }
+        sold = tonumber(h[2]) or 0, dirty = add > 0, move = move }
 end
 
 local t = redis.call('TIME')
@@ -55,7 +62,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local replies = { '' }
 local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
 local queued, last = 0, #entry
-local first_arg = 6 + 4 * m
+local first_arg = 6 + 5 * m
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
     local p = products[tonumber(ARGV[a])]
@@ -79,6 +86,9 @@ end
 for _, p in ipairs(products) do
     if p.dirty and p.stock then
         redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+        if p.move then
+            redis.call('HSET', p.key, p.move.field, p.move.value)
+        end
     end
 end
 if queued > 0 then

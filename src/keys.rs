@@ -21,8 +21,9 @@
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `remove` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, `void` (settled as undone by reconcile), or `part` (a sharded product's change begun, its buckets not all done) |
 //! | `P:{a:A}:returning` | hash | order number → `product:quantity:epoch`: a cancelled/expired order of a sharded product released, its units not yet in their bucket (`release_sharded.lua` → `bucket_return.lua`) |
+//! | `P:{a:A}:moving` | hash | move id → `product units noted_ms buckets user epoch`: an order of a sharded product no bucket holds whole, its units being gathered into one bucket (`move_note.lua`; dropped once sold or put back) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
-//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here once) |
+//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here once), `m:MOVE` (units move MOVE took here: `N` in hand, `N:back` put back, `N:in:Q` the target that sold Q) |
 //! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entry fields as in `orders`); consumer group `persist` |
 //! | `P:{a:A:b:K}:seq` | hash | `ms n`: the last entry id bucket K gave out, so the next is higher and tells its bucket (see `BUCKET_SEQ_BASE`) |
 //! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts; one command at a time) |
@@ -131,6 +132,12 @@ impl Keys {
     /// from `release_sharded.lua` until the units are in their bucket.
     pub fn returning(&self, activity: u64) -> String {
         format!("{}:returning", self.activity_base(activity))
+    }
+
+    /// Moves under way (an order no bucket holds, its units gathered into one bucket): move
+    /// id -> `product units noted_ms buckets user epoch` (see `crate::buckets::moves`).
+    pub fn moving(&self, activity: u64) -> String {
+        format!("{}:moving", self.activity_base(activity))
     }
 
     /// The activity's degrade switch: present (holding the message for buyers) while on.
@@ -353,6 +360,7 @@ mod tests {
             ("released", k.released(a)),
             ("stock_ops", k.stock_ops(a)),
             ("returning", k.returning(a)),
+            ("moving", k.moving(a)),
             ("degraded", k.degraded(a)),
             ("bucket_product", k.bucket_product(a, 999, id)),
             ("bucket_orders", k.bucket_orders(a, 999)),

@@ -30,6 +30,7 @@ pub fn all() -> Vec<&'static Script> {
         &QUOTA_RETURN,
         &BUCKET_RESERVE,
         &BUCKET_TAKE,
+        &MOVE_NOTE,
         &RELEASE_SHARDED,
         &BUCKET_RETURN,
         &SHARDED_STOCK_BEGIN,
@@ -82,8 +83,11 @@ pub static QUOTA_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include
 /// `lua/bucket_reserve.lua`: sharded products' purchases, step two: units from one bucket, one entry per call.
 pub static BUCKET_RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_reserve.lua")));
 
-/// `lua/bucket_take.lua`: units out of (or back into) one bucket, to gather an order no bucket holds whole.
+/// `lua/bucket_take.lua`: a move's units out of (or back into) one bucket, recorded there.
 pub static BUCKET_TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_take.lua")));
+
+/// `lua/move_note.lua`: a move noted in the activity's slot before its units leave their buckets.
+pub static MOVE_NOTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/move_note.lua")));
 
 /// `lua/release_sharded.lua`: a sharded product's order released, before its units go to a bucket.
 pub static RELEASE_SHARDED: LazyLock<Script> =

@@ -103,8 +103,8 @@ pub(super) struct Placed {
     pub remaining: i64,
 }
 
-/// Units withdrawn from buckets of `product` in preheat epoch `epoch`, to add to a bucket and
-/// sell in the same call (see [`super::gather`]).
+/// Units a move withdrew from buckets of `product` in preheat epoch `epoch`, to add to a
+/// bucket and sell in the same call (see [`super::moves`]).
 #[derive(Debug, Clone)]
 pub(super) struct Add {
     /// The product.
@@ -113,11 +113,13 @@ pub(super) struct Add {
     pub units: u64,
     /// The epoch of the buckets they came from.
     pub epoch: String,
+    /// The move's id: the target bucket's `m:<id>` must still be open.
+    pub id: String,
 }
 
 /// Sells `sales` from bucket `bucket` (`lua/bucket_reserve.lua`, one stream entry per call of
 /// at most [`MAX_PURCHASES_PER_CALL`]), after adding `add`'s units to that product's bucket
-/// (see [`super::gather`]). One answer per sale, in order.
+/// (see [`super::moves`]). One answer per sale, in order.
 pub(super) async fn reserve_in(
     redis: &RedisClient,
     activity: u64,
@@ -161,16 +163,17 @@ async fn reserve_call(
         .arg(sales.len())
         .arg(products.len());
     for &(product, price) in &products {
-        let (units, epoch) = match add.filter(|a| a.product == product) {
-            Some(a) => (a.units, a.epoch.as_str()),
-            None => (0, ""),
+        let (units, epoch, id) = match add.filter(|a| a.product == product) {
+            Some(a) => (a.units, a.epoch.as_str(), a.id.as_str()),
+            None => (0, "", ""),
         };
         invocation
             .key(keys.bucket_product(activity, bucket, product))
             .arg(product)
             .arg(price)
             .arg(units)
-            .arg(epoch);
+            .arg(epoch)
+            .arg(id);
     }
     for (sale, place) in sales.iter().zip(places) {
         invocation.arg(place).arg(&sale.user).arg(sale.quantity);

@@ -12,7 +12,7 @@
 //!    call per bucket (the buckets concurrently; one stream entry per call); those a bucket
 //!    cannot fill move on to the next bucket in a follow-up round;
 //! 3. `gather`: an order of several units no bucket holds alone has its units gathered into
-//!    one bucket when the buckets together hold them;
+//!    one bucket when the buckets together hold them, as a noted [`moves::Move`];
 //! 4. only the purchases that fit nowhere have their quotas given back (one
 //!    `lua/quota_return.lua` call) and are answered `sold_out`.
 //!
@@ -23,6 +23,7 @@
 
 mod fill;
 mod gather;
+pub mod moves;
 pub mod quota;
 pub mod stock;
 

@@ -83,8 +83,12 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
         }
         let () = stale.query_async(&mut conn).await.at(redis)?;
     }
-    // Returns under way belong to the stock being replaced: MySQL's count, loaded now, has them.
-    let () = conn.del(keys.returning(activity)).await.at(redis)?;
+    // Returns and moves under way belong to the stock being replaced: MySQL's count, loaded
+    // now, has their units.
+    let () = conn
+        .del(&[keys.returning(activity), keys.moving(activity)])
+        .await
+        .at(redis)?;
     // The epoch `preheat.lua` just wrote tells a late live change or repair of the previous
     // load to keep off; `from` is where this load's reservations start in the bucket's stream.
     let epoch: String = conn

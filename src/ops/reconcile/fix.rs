@@ -1,6 +1,6 @@
 //! `reconcile --fix`: the safe repairs, in an order where each builds on the last:
 //! settle stock changes left pending, persist lost reservations, finish half-done stock
-//! returns, then set counters from the (now complete) orders. Counter writes are
+//! returns and moves left behind, then set counters from the (now complete) orders. Counter writes are
 //! compare-and-set against a view of Redis taken atomically with purchases (see
 //! [`gather::snapshot`]), so a purchase racing the repair makes it skip (and say so) rather
 //! than be overwritten. Dead-lettered reservations count as held: never repaired away.
@@ -38,6 +38,7 @@ pub(super) async fn repair(
     done.extend(persist_lost(db, redis, &first.lost).await?);
     done.extend(release_unreleased(db, redis, activity, snap).await?);
     done.extend(super::sharded::finish_returns(redis, activity, snap).await?);
+    done.extend(super::sharded::finish_moves(redis, activity, snap, grace).await?);
 
     let now = gather::snapshot(db, redis, group, activity).await?;
     let Analysis {

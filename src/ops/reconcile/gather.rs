@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::buckets::moves::{units_out, Note};
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
 use crate::keys;
@@ -75,6 +76,8 @@ pub struct Snapshot {
     /// Returns of sharded products under way: order number -> (product, quantity, the
     /// preheat epoch they were noted in).
     pub returning: HashMap<String, (u64, u32, String)>,
+    /// Moves of sharded products' units under way, as noted: move id -> note.
+    pub moves: HashMap<String, Note>,
 }
 
 /// One bucket of a sharded product, as `bucket_view.lua` read it.
@@ -93,6 +96,10 @@ pub struct BucketView {
     pub ops: HashMap<u64, i64>,
     /// Returned orders whose units were added here.
     pub returns: HashSet<String>,
+    /// Moves that touched this bucket: move id -> (units out of it, in hand, see
+    /// [`crate::buckets::moves::units_out`], negative for the target that sold them; whether
+    /// it is that target).
+    pub moves: HashMap<String, (i64, bool)>,
 }
 
 impl BucketView {
@@ -113,6 +120,10 @@ impl BucketView {
                         view.ops.insert(ledger, value.parse().unwrap_or(0));
                     } else if let Some(order) = f.strip_prefix("r:") {
                         view.returns.insert(order.to_string());
+                    } else if let Some(id) = f.strip_prefix("m:") {
+                        if let Some(out) = units_out(&value) {
+                            view.moves.insert(id.to_string(), (out, value.contains(":in:")));
+                        }
                     }
                 }
             }
@@ -151,7 +162,8 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     view.key(&name)
         .key(keys.released(activity))
         .key(keys.stock_ops(activity))
-        .key(keys.returning(activity));
+        .key(keys.returning(activity))
+        .key(keys.moving(activity));
     for id in &product_ids {
         view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
     }
@@ -191,11 +203,19 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
                 Some((order, (product, quantity, parts.next().unwrap_or_default().to_string())))
             })
             .collect(),
+        moves: parts
+            .get(6)
+            .cloned()
+            .map(pairs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(id, note)| Some((id, Note::parse(&note)?)))
+            .collect(),
         ..Default::default()
     };
     for (i, id) in product_ids.iter().enumerate() {
         let counters: Vec<String> = parts
-            .get(6 + 2 * i)
+            .get(7 + 2 * i)
             .map(|v| items(v.clone()).iter().filter_map(text).collect())
             .unwrap_or_default();
         let number = |t: &String| t.parse::<i64>().ok();
@@ -211,7 +231,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             }
             _ => continue,
         }
-        let bought = parts.get(7 + 2 * i).cloned().map(pairs).unwrap_or_default();
+        let bought = parts.get(8 + 2 * i).cloned().map(pairs).unwrap_or_default();
         s.bought.insert(
             *id,
             bought

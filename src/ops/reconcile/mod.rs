@@ -43,6 +43,9 @@ pub enum Class {
     DeadLettered,
     /// A stock change (`stock add`, `stock sold-out`) left pending past the grace period.
     UnsettledStockChange,
+    /// A move of a sharded product's units (an order no bucket held whole) noted longer ago
+    /// than the grace period and not over: its mover stopped midway.
+    UnfinishedMove,
     /// Redis lost the activity's state (see [`crate::lost_state`]): nothing else is judged
     /// and nothing repaired; the way back is `stop`, `hot`, `start`.
     RedisStateLost,
@@ -60,6 +63,7 @@ impl Class {
             Class::Unreleased => "unreleased",
             Class::DeadLettered => "dead_lettered",
             Class::UnsettledStockChange => "unsettled_stock_change",
+            Class::UnfinishedMove => "unfinished_move",
             Class::RedisStateLost => "redis_state_lost",
         }
     }
@@ -112,6 +116,9 @@ pub struct ProductLine {
     /// Units of returns under way (a sharded product's released orders whose units are not
     /// yet in their bucket): neither sold nor on sale.
     pub returning_units: i64,
+    /// Units of a sharded product taken out of its buckets by moves under way (an order no
+    /// bucket held whole, being gathered into one): neither sold nor on sale.
+    pub moving_units: i64,
     /// Units a sharded product's stock changes midway (`part`) already moved in its buckets:
     /// added (positive) or withdrawn (negative) there, not yet in its `total`.
     pub midway_units: i64,
@@ -142,7 +149,11 @@ impl ProductLine {
             + self.unreleased_units
             + self.dead_lettered_units;
         let total = self.mysql_total - self.unsettled_units;
-        (total - sold - self.returning_units + self.midway_units, sold, total)
+        (
+            total - sold - self.returning_units - self.moving_units + self.midway_units,
+            sold,
+            total,
+        )
     }
 }
 
@@ -281,6 +292,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     judge.stock_changes();
     judge.orders(&in_stream);
     sharded::judge(s, activity, &mut judge.lines, &mut judge.findings);
+    sharded::judge_moves(s, judge.grace_ms, &mut judge.lines, &mut judge.findings, &mut judge.expected);
     judge.counters();
     judge.finish()
 }
@@ -610,14 +622,14 @@ fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
     }
     let Some((stock, sold, total)) = line.redis else { return };
     let (_, want_sold, want_total) = line.redis_target();
-    let (returning, midway) = (line.returning_units, line.midway_units);
-    if stock + sold + returning - midway != total {
+    let (returning, moving, midway) = (line.returning_units, line.moving_units, line.midway_units);
+    if stock + sold + returning + moving - midway != total {
         drift(
             "redis stock",
-            if returning == 0 && midway == 0 {
+            if returning == 0 && moving == 0 && midway == 0 {
                 format!("stock {stock} + sold {sold} != total {total}")
             } else {
-                format!("stock {stock} + sold {sold} + returns under way {returning} - units moved by changes midway {midway} != total {total}")
+                format!("stock {stock} + sold {sold} + returns under way {returning} + units moves hold {moving} - units moved by changes midway {midway} != total {total}")
             },
             "restore Redis counters from MySQL",
         );

@@ -10,13 +10,15 @@
 //! `total` are written by compare-and-set in the activity's slot (only a return or a stock
 //! change moves them, and the activity's view was read before the buckets'), and each bucket
 //! is moved by deltas (`bucket_repair.lua`), which purchases since the view leave right.
-//! A product with a stock change or a return under way is not repaired (run again).
+//! A product with a stock change, a return or a move under way is not repaired (run again).
+//! Units a move holds (`m:<id>` in its buckets) count as in flight, not as missing stock.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::fix::ledger;
 use super::gather::Snapshot;
 use super::{BucketLine, Class, Finding, ProductLine};
+use crate::buckets::moves::{finish_left, Finished};
 use crate::buckets::split;
 use crate::buckets::stock::{bucket_of_order, finish_return};
 use crate::db::Db;
@@ -154,6 +156,109 @@ pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, Produ
     }
 }
 
+/// Counts the units moves hold (from the buckets' `m:<id>` fields, each read with its bucket's
+/// counters, so right in any order the views were read) and the buyers' totals of noted moves
+/// not sold yet; reports each move: in flight while young or begun after the view, unfinished
+/// once older than the grace period.
+pub(super) fn judge_moves(
+    s: &Snapshot,
+    grace_ms: i64,
+    lines: &mut BTreeMap<u64, ProductLine>,
+    findings: &mut Vec<Finding>,
+    expected: &mut super::Expected,
+) {
+    // (product, move id) -> (units in hand, sold in its target)
+    let mut moves: BTreeMap<(u64, &str), (i64, bool)> = BTreeMap::new();
+    for (&product, views) in &s.buckets {
+        for view in views.iter().flatten() {
+            for (id, &(out, target)) in &view.moves {
+                let m = moves.entry((product, id.as_str())).or_default();
+                m.0 += out;
+                m.1 |= target;
+            }
+        }
+    }
+    for (id, note) in &s.moves {
+        moves.entry((note.product, id.as_str())).or_default();
+    }
+    for ((product, id), (units, sold)) in moves {
+        if let Some(line) = lines.get_mut(&product) {
+            line.moving_units += units;
+        }
+        let Some(note) = s.moves.get(id).filter(|n| n.product == product) else {
+            if units != 0 {
+                findings.push(Finding {
+                    class: Class::InFlight,
+                    product_id: Some(product),
+                    subject: format!("move {id}"),
+                    detail: format!("{units} unit(s) in hand, begun after the view"),
+                    fix: None,
+                });
+            }
+            continue;
+        };
+        if !sold {
+            // The buyer's total holds the order's units while its move is under way.
+            *expected.entry((product, note.user.clone())).or_default() += i64::from(note.quantity);
+        }
+        let age_ms = s.now_ms - note.noted_ms;
+        let detail = format!(
+            "{} unit(s) for {} noted {} ms ago, {units} in hand{}",
+            note.quantity,
+            note.user,
+            age_ms,
+            if sold { ", sold" } else { "" }
+        );
+        findings.push(if age_ms < grace_ms {
+            Finding {
+                class: Class::InFlight,
+                product_id: Some(product),
+                subject: format!("move {id}"),
+                detail,
+                fix: None,
+            }
+        } else {
+            Finding {
+                class: Class::UnfinishedMove,
+                product_id: Some(product),
+                subject: format!("move {id}"),
+                detail,
+                fix: Some(if sold {
+                    "drop the note (its units were sold)".into()
+                } else {
+                    "put its units back into their buckets (once)".into()
+                }),
+            }
+        });
+    }
+}
+
+/// Ends the moves noted longer ago than `grace` in `snap` (their movers stopped midway), once
+/// each ([`finish_left`]). Returns a line per move.
+pub(super) async fn finish_moves(
+    redis: &RedisClient,
+    activity: u64,
+    snap: &Snapshot,
+    grace: std::time::Duration,
+) -> Result<Vec<String>> {
+    let mut moves: Vec<_> = snap
+        .moves
+        .iter()
+        .filter(|(_, n)| snap.now_ms - n.noted_ms >= grace.as_millis() as i64)
+        .collect();
+    moves.sort_by_key(|(id, _)| id.as_str());
+    let mut done = Vec::new();
+    for (id, note) in moves {
+        done.push(match finish_left(redis, activity, id, note).await? {
+            Finished::Sold => format!("move {id}: its units were sold; note dropped"),
+            Finished::Back(units) => format!(
+                "move {id}: {units} unit(s) back into their buckets (left behind); note dropped"
+            ),
+        });
+    }
+    Ok(done)
+}
+
 fn drift(product: u64, subject: String, detail: String, fix: Option<&str>) -> Finding {
     Finding {
         class: Class::StockDrift,
@@ -236,6 +341,9 @@ pub(super) async fn repair_product(
     }
     if line.returning_units != 0 {
         return not_fixed("a return is under way; run reconcile again".into());
+    }
+    if line.moving_units != 0 || now.moves.values().any(|n| n.product == product) {
+        return not_fixed("a move is under way; run reconcile again".into());
     }
     if views.iter().any(Option::is_none) || line.buckets.is_empty() {
         return not_fixed("a bucket is missing; stop the sale, run `seckill hot`".into());
