@@ -49,7 +49,11 @@ pub(super) async fn gather(
     let whole = mv.take(redis).await?;
     for &(k, seen) in &fullest {
         // What a bucket held is unknown past the take: at least what was taken from it is gone.
-        let taken = mv.in_hand().iter().find(|&&(b, _)| b == k).map_or(0, |&(_, n)| n as i64);
+        let taken = mv
+            .in_hand()
+            .iter()
+            .find(|&&(b, _)| b == k)
+            .map_or(0, |&(_, n)| n as i64);
         known.insert((product, k), (seen - taken).max(0));
     }
     if whole {

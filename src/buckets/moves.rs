@@ -170,7 +170,17 @@ impl Move {
     }
 
     async fn call(&self, redis: &RedisClient, bucket: u16, mode: &str, units: u64) -> Result<i64> {
-        take_call(redis, self.activity, self.product, bucket, mode, &self.id, units, &self.epoch).await
+        take_call(
+            redis,
+            self.activity,
+            self.product,
+            bucket,
+            mode,
+            &self.id,
+            units,
+            &self.epoch,
+        )
+        .await
     }
 }
 
@@ -278,11 +288,7 @@ pub async fn finish_left(redis: &RedisClient, activity: u64, id: &str, note: &No
         }
         back += put.max(0) as u64;
     }
-    let () = redis
-        .conn()
-        .hdel(redis.keys().moving(activity), id)
-        .await
-        .at(redis)?;
+    let () = redis.conn().hdel(redis.keys().moving(activity), id).await.at(redis)?;
     Ok(finished.unwrap_or(Finished::Back(back)))
 }
 

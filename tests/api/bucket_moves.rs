@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use redis::AsyncCommands;
-use serde_json::Value;
 use seckill::buckets::moves::Move;
 use seckill::buckets::quota::{self, Quota};
 use seckill::buy::Purchase;
+use serde_json::Value;
 
 use crate::helpers::{spec, users, ProductSpec, TestApp};
 
@@ -119,9 +119,16 @@ async fn reconcile_fix_during_a_move_does_not_put_its_units_back() {
         "the units in hand stay off sale"
     );
 
-    let (order_no, remaining) = mv.sell(&sale.redis, &price(&sale, product).await).await.unwrap().unwrap();
+    let (order_no, remaining) = mv
+        .sell(&sale.redis, &price(&sale, product).await)
+        .await
+        .unwrap()
+        .unwrap();
     mv.clear(&sale.redis).await.unwrap();
-    assert_eq!(remaining, buckets_of(&sale, product).await[usize::from(mv.in_hand()[0].0)].0);
+    assert_eq!(
+        remaining,
+        buckets_of(&sale, product).await[usize::from(mv.in_hand()[0].0)].0
+    );
     assert_eq!(on_sale_and_sold(&sale, product).await, (1, 5));
     assert_eq!(sold_in_burst(&sale, product, "late", 10).await, 1);
     assert_eq!(on_sale_and_sold(&sale, product).await, (0, 6));
@@ -165,7 +172,10 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
     let (stalled, sold) = (sale.products[0], sale.products[1]);
     let left = start_move(&sale, stalled, "stalled", 5).await;
     let done = start_move(&sale, sold, "quick", 5).await;
-    done.sell(&sale.redis, &price(&sale, sold).await).await.unwrap().unwrap();
+    done.sell(&sale.redis, &price(&sale, sold).await)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(on_sale_and_sold(&sale, stalled).await, (1, 0));
     assert_eq!(on_sale_and_sold(&sale, sold).await, (1, 5));
     sale.drain().await;
@@ -181,7 +191,9 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
     got.sort();
     assert_eq!(got, want, "{}", found.stdout);
 
-    let fixed = sale.cli(&["--config", &config, "reconcile", &a, "--fix", "--json"]).await;
+    let fixed = sale
+        .cli(&["--config", &config, "reconcile", &a, "--fix", "--json"])
+        .await;
     assert_eq!(fixed.code, 0, "{fixed:?}");
     let report = fixed.json();
     let repairs = report["repairs"].to_string();
@@ -195,12 +207,20 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
     );
     assert_eq!(on_sale_and_sold(&sale, stalled).await, (6, 0));
     assert_eq!(on_sale_and_sold(&sale, sold).await, (1, 5));
-    let moving: usize = sale.redis.conn().hlen(sale.redis.keys().moving(sale.activity)).await.unwrap();
+    let moving: usize = sale
+        .redis
+        .conn()
+        .hlen(sale.redis.keys().moving(sale.activity))
+        .await
+        .unwrap();
     assert_eq!(moving, 0, "both notes dropped");
 
     // Once: a second --fix and the stalled mover waking up change nothing.
     sale.cli(&["--config", &config, "reconcile", &a, "--fix"]).await.ok();
-    assert_eq!(left.sell(&sale.redis, &price(&sale, stalled).await).await.unwrap(), None);
+    assert_eq!(
+        left.sell(&sale.redis, &price(&sale, stalled).await).await.unwrap(),
+        None
+    );
     let back = left.put_back(&sale.redis).await.unwrap();
     assert!(back.iter().all(|&(_, n)| n == 0), "{back:?}");
     assert_eq!(on_sale_and_sold(&sale, stalled).await, (6, 0));

@@ -292,7 +292,13 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     judge.stock_changes();
     judge.orders(&in_stream);
     sharded::judge(s, activity, &mut judge.lines, &mut judge.findings);
-    sharded::judge_moves(s, judge.grace_ms, &mut judge.lines, &mut judge.findings, &mut judge.expected);
+    sharded::judge_moves(
+        s,
+        judge.grace_ms,
+        &mut judge.lines,
+        &mut judge.findings,
+        &mut judge.expected,
+    );
     judge.counters();
     judge.finish()
 }

@@ -251,9 +251,9 @@ pub(super) async fn finish_moves(
     for (id, note) in moves {
         done.push(match finish_left(redis, activity, id, note).await? {
             Finished::Sold => format!("move {id}: its units were sold; note dropped"),
-            Finished::Back(units) => format!(
-                "move {id}: {units} unit(s) back into their buckets (left behind); note dropped"
-            ),
+            Finished::Back(units) => {
+                format!("move {id}: {units} unit(s) back into their buckets (left behind); note dropped")
+            }
         });
     }
     Ok(done)
