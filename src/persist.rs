@@ -78,11 +78,19 @@ pub async fn persist(db: &Db, redis: &RedisClient, batch: &[Reservation], reason
     )))
 }
 
+/// Whether MySQL error `number` means "try the transaction again": 1062 a duplicate
+/// `order_no` (a racing consumer committed it), 1213 a deadlock, 1205 a lock wait timeout,
+/// 1020 a row changed since this transaction's snapshot (MariaDB's `innodb_snapshot_isolation`,
+/// on by default from 11.8: the version conflict the optimistic UPDATE would otherwise see as
+/// no row matched).
+fn retryable(number: u16) -> bool {
+    matches!(number, 1062 | 1213 | 1205 | 1020)
+}
+
 fn classify(db: &Db, e: sqlx::Error) -> TxError {
     if let sqlx::Error::Database(d) = &e {
-        // 1062 duplicate order_no (a racing consumer committed it), 1213 deadlock, 1205 lock wait.
         if let Some(number) = d.try_downcast_ref::<MySqlDatabaseError>().map(|m| m.number()) {
-            if matches!(number, 1062 | 1213 | 1205) {
+            if retryable(number) {
                 return TxError::Retry(e.to_string());
             }
         }
@@ -222,4 +230,20 @@ async fn try_persist(
     tx.commit().await.map_err(|e| classify(db, e))?;
     out.inserted = fresh.len() as u64;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retryable;
+
+    #[test]
+    fn conflicts_are_retried_and_other_errors_are_not() {
+        for conflict in [1062, 1213, 1205, 1020] {
+            assert!(retryable(conflict), "{conflict}");
+        }
+        // Unknown column, table missing, out of range: retrying cannot help.
+        for other in [1054, 1146, 1264] {
+            assert!(!retryable(other), "{other}");
+        }
+    }
 }
