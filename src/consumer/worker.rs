@@ -5,27 +5,23 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use super::metrics::{spawn_backlog_refresh, ConsumerMetrics};
 use super::{ConsumerOptions, ConsumerReport};
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{DbContext, Error, RedisContext, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::metrics::Metrics;
 use crate::persist::{self, Persisted};
 use crate::redis_client::RedisClient;
-use crate::reservation::stream::{self, GroupConsumer, ReadError};
-use crate::reservation::{self, dlq, Entry, Reservation};
+use crate::reservation::stream;
+use crate::reservation::{self, dlq};
 
-/// One entry in hand: its activity, stream, the entry and how often it was delivered.
-struct Held {
-    activity: u64,
-    stream: String,
-    entry: Entry,
-    deliveries: u64,
-}
+mod batch;
+mod read;
+
+use batch::{Batch, Decoded, Held, Reject};
 
 struct Worker {
     config: Config,
@@ -47,6 +43,9 @@ struct Worker {
     /// MySQL answers again after an outage: take back first what this consumer let go of
     /// and nobody reclaimed meanwhile, instead of leaving it for `claim_idle_ms`.
     retake_own: bool,
+    /// When the last read that reclaimed idle entries began: reads ahead skip that step, so
+    /// one runs at least once per `claim_idle_ms` (see [`Worker::may_read_ahead`]).
+    last_reclaim: Instant,
     stats: ConsumerMetrics,
     /// Entries persisted, on a terminal during a `--once` drain (see [`crate::progress`]).
     progress: indicatif::ProgressBar,
@@ -137,6 +136,7 @@ pub async fn run_with_metrics(
         backoff: base,
         let_go: None,
         retake_own: false,
+        last_reclaim: Instant::now(),
         progress: if opts_once {
             crate::progress::counter("persisted")
         } else {
@@ -185,288 +185,117 @@ impl Worker {
         sleep_or_stop(&mut stop, d).await
     }
 
+    /// Reads a batch, then persists it while reading the next one ahead (see
+    /// [`Self::process`]), until asked to stop or, with `once`, until nothing is left.
+    ///
+    /// Every read that starts with nothing in hand is the `fetch(false)` below, and the
+    /// only one that may block; a pause between reads (say, lingering after a short read so
+    /// batches grow) belongs right before it.
     async fn run_loop(&mut self) {
+        let mut ahead: Option<Batch> = None;
         loop {
-            if self.stopping() {
-                self.report.left_pending += self.let_go.unwrap_or(0);
-                return;
-            }
-            if self.let_go.is_some() && !self.mysql_answers().await {
-                continue;
-            }
-            let (held, drained) = match self.fetch().await {
-                Ok(x) => x,
-                Err(e) => {
-                    if self.failed("reading the order streams failed", &e).await {
+            let batch = match ahead.take() {
+                // Read while the previous batch committed: finished even when a stop came
+                // meanwhile, like any batch in hand.
+                Some(batch) => batch,
+                None => {
+                    if self.stopping() {
+                        self.report.left_pending += self.let_go.unwrap_or(0);
                         return;
                     }
-                    continue;
+                    if self.let_go.is_some() && !self.mysql_answers().await {
+                        continue;
+                    }
+                    let (held, drained) = match self.fetch(false).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            if self.failed("reading the order streams failed", &e).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    if held.is_empty() {
+                        if self.opts.once && drained {
+                            return;
+                        }
+                        if self.opts.once {
+                            continue;
+                        }
+                        // Nothing to read (or no activity yet): XREADGROUP did not block, so pause here.
+                        let idle = Duration::from_millis(self.config.consumer.block_ms.min(1000));
+                        let mut stop = self.stop.clone();
+                        if self.no_streams && sleep_or_stop(&mut stop, idle).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Batch::new(held)
                 }
             };
-            if held.is_empty() {
-                if self.opts.once && drained {
-                    return;
-                }
-                if self.opts.once {
-                    continue;
-                }
-                // Nothing to read (or no activity yet): XREADGROUP did not block, so pause here.
-                let idle = Duration::from_millis(self.config.consumer.block_ms.min(1000));
-                let mut stop = self.stop.clone();
-                if self.no_streams && sleep_or_stop(&mut stop, idle).await {
-                    return;
-                }
-                continue;
-            }
-            if !self.process(held).await {
-                return;
+            match self.process(batch).await {
+                Some(next) => ahead = next,
+                None => return,
             }
         }
     }
-}
 
-/// The activity streams that exist, as (activity, stream name), by activity id.
-type Streams = [(u64, String)];
-
-/// The activity whose stream is named `name`.
-fn activity_of(streams: &Streams, name: &str) -> Option<u64> {
-    streams.iter().find(|(_, n)| n == name).map(|(activity, _)| *activity)
-}
-
-fn stream_names(streams: &Streams) -> Vec<String> {
-    streams.iter().map(|(_, s)| s.clone()).collect()
-}
-
-/// Why (part of) an entry cannot be persisted.
-struct Reject {
-    /// The purchase's place within the entry; `None`: the entry as a whole is unreadable.
-    index: Option<u32>,
-    why: String,
-}
-
-/// A batch in hand, decoded: the reservations (purchases of the entries) to persist, and why
-/// the others cannot be.
-struct Decoded {
-    reservations: Vec<Reservation>,
-    /// Where each reservation's entry is in the batch, by the reservation's place.
-    entry_of: Vec<usize>,
-    /// What of an entry cannot be persisted, by the entry's place in the batch.
-    rejected: HashMap<usize, Vec<Reject>>,
-}
-
-fn decode_batch(held: &[Held]) -> Decoded {
-    let mut decoded = Decoded {
-        reservations: Vec::with_capacity(held.len()),
-        entry_of: Vec::with_capacity(held.len()),
-        rejected: HashMap::new(),
-    };
-    for (i, h) in held.iter().enumerate() {
-        match reservation::decode_all(h.activity, &h.entry) {
-            Ok(all) => {
-                for (index, one) in (0u32..).zip(all) {
-                    match one {
-                        Ok(r) => {
-                            decoded.entry_of.push(i);
-                            decoded.reservations.push(r);
-                        }
-                        Err(why) => decoded.rejected.entry(i).or_default().push(Reject {
-                            index: Some(index),
-                            why,
-                        }),
-                    }
-                }
-            }
-            Err(why) => {
-                decoded.rejected.insert(i, vec![Reject { index: None, why }]);
-            }
-        }
+    /// Whether to read the next batch while this one commits. Not when stopping (the batch
+    /// in hand is the last), nor while this consumer takes back what it let go of (a read
+    /// from its own pending entries would return the batch in flight), nor when the last
+    /// reclaim of idle entries is `claim_idle_ms` old: a read ahead leaves those out, since
+    /// with `--once` it would claim the batch in flight, and a consumer kept busy by reads
+    /// ahead must still take over a dead one's entries.
+    fn may_read_ahead(&self) -> bool {
+        !self.stopping()
+            && !self.retake_own
+            && self.last_reclaim.elapsed() < Duration::from_millis(self.config.consumer.claim_idle_ms)
     }
-    decoded
 }
 
 impl Worker {
-    /// Collects up to a batch: what this consumer let go of and still holds (after a MySQL
-    /// outage), entries idle past `claim_idle_ms` (any idle time with `once`), then new ones.
-    /// `drained` is true when nothing is left anywhere.
-    async fn fetch(&mut self) -> Result<(Vec<Held>, bool)> {
-        let streams = self.active_streams().await?;
-        self.no_streams = streams.is_empty();
-        let mut held = Vec::new();
-        if std::mem::take(&mut self.retake_own) && !streams.is_empty() {
-            held = self.retake_own_pending(&streams).await?;
-        }
-        let mut drained = self.reclaim_idle(&streams, &mut held).await?;
-        if held.len() < self.opts.batch && !streams.is_empty() {
-            self.read_new(&streams, &mut held).await?;
-        }
-        if !held.is_empty() {
-            drained = false;
-        }
-        let purchases: usize = held
-            .iter()
-            .map(|h| reservation::purchases(&h.entry).map_or(1, |p| p.len()))
-            .sum();
-        self.stats.read.increment(purchases as u64);
-        Ok((held, drained))
-    }
-
-    /// The streams of the preheated activities that exist (each activity's own, then its
-    /// buckets', see [`crate::buckets`]), by activity id.
-    async fn active_streams(&self) -> Result<Vec<(u64, String)>> {
-        let keys = self.redis.keys();
-        let mut conn = self.redis.conn();
-        let mut ids: Vec<u64> = conn.smembers(keys.activities()).await.at(&self.redis)?;
-        ids.sort_unstable();
-        let mut streams = Vec::new();
-        for id in ids {
-            for name in crate::buckets::stock::streams(&self.redis, id).await? {
-                let exists: bool = conn.exists(&name).await.at(&self.redis)?;
-                if exists {
-                    streams.push((id, name));
-                }
-            }
-        }
-        Ok(streams)
-    }
-
-    /// Up to a batch of the entries this consumer let go of and still holds (nobody reclaimed
-    /// them meanwhile); asks for another round when there may be more.
-    async fn retake_own_pending(&mut self, streams: &Streams) -> Result<Vec<Held>> {
-        let batch = self.opts.batch;
-        let own = self
-            .group_consumer(&self.redis)
-            .read_own_pending(&stream_names(streams), batch)
-            .await?;
-        let mut held = Vec::new();
-        for (s, entries) in own {
-            let Some(activity) = activity_of(streams, &s) else {
-                continue;
-            };
-            held.extend(self.with_deliveries(activity, &s, entries).await?);
-        }
-        held.truncate(batch);
-        if held.len() == batch {
-            // More may be held: take them back on the next round too.
-            self.retake_own = true;
-        }
-        Ok(held)
-    }
-
-    /// This consumer of the group, asking `redis` (the reader for blocking reads).
-    fn group_consumer<'a>(&'a self, redis: &'a RedisClient) -> GroupConsumer<'a> {
-        GroupConsumer {
-            redis,
-            group: &self.config.consumer.group,
-            name: &self.opts.name,
-        }
-    }
-
-    /// `entries` of `stream`, pending for this consumer, with how often each was delivered.
-    async fn with_deliveries(&self, activity: u64, stream: &str, entries: Vec<Entry>) -> Result<Vec<Held>> {
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let counts = self.group_consumer(&self.redis).delivery_counts(stream, &ids).await?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| Held {
-                activity,
-                stream: stream.to_string(),
-                deliveries: counts.get(&entry.id).copied().unwrap_or(1),
-                entry,
-            })
-            .collect())
-    }
-
-    /// Takes over entries idle past `claim_idle_ms` (any idle time with `once`) until `held`
-    /// is a full batch, going on with each stream's scan where the last call stopped. True
-    /// when every scan went through its whole pending list.
-    async fn reclaim_idle(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<bool> {
-        let batch = self.opts.batch;
-        let group = self.config.consumer.group.clone();
-        let min_idle_ms = if self.opts.once {
-            0
-        } else {
-            self.config.consumer.claim_idle_ms
-        };
-        let mut drained = true;
-        for (activity, s) in streams {
-            if held.len() >= batch {
-                drained = false;
-                break;
-            }
-            let start = self.cursors.get(s).cloned().unwrap_or_else(|| "0-0".into());
-            let claim = stream::Claim {
-                stream: s,
-                min_idle_ms,
-                start: &start,
-                count: batch - held.len(),
-            };
-            let claimed = self.group_consumer(&self.redis).autoclaim(claim).await;
-            let (next, entries) = match claimed {
-                Err(ReadError::NoGroup(_)) => {
-                    reservation::ensure_group(&self.redis, *activity, &group).await?;
-                    continue;
-                }
-                other => other?,
-            };
-            if next != "0-0" {
-                drained = false;
-            }
-            self.cursors.insert(s.clone(), next);
-            if entries.is_empty() {
-                continue;
-            }
-            let claimed = self.with_deliveries(*activity, s, entries).await?;
-            self.report.reclaimed += claimed.len() as u64;
-            held.extend(claimed);
-        }
-        Ok(drained)
-    }
-
-    /// New entries until `held` is a full batch, waiting up to `block_ms` for them when
-    /// nothing is in hand yet (never with `once`).
-    async fn read_new(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<()> {
-        let group = &self.config.consumer.group;
-        let block = (held.is_empty() && !self.opts.once).then_some(self.config.consumer.block_ms);
-        let read = self
-            .group_consumer(&self.reader)
-            .read_new(&stream_names(streams), self.opts.batch - held.len(), block)
-            .await;
-        let read = match read {
-            Err(ReadError::NoGroup(_)) => {
-                for (activity, _) in streams {
-                    reservation::ensure_group(&self.redis, *activity, group).await?;
-                }
-                return Ok(());
-            }
-            other => other?,
-        };
-        for (s, entries) in read {
-            let Some(activity) = activity_of(streams, &s) else {
-                continue;
-            };
-            held.extend(entries.into_iter().map(|entry| Held {
-                activity,
-                stream: s.clone(),
-                entry,
-                deliveries: 1,
-            }));
-        }
-        Ok(())
-    }
-
     /// Persists the batch (waiting out MySQL outages), acknowledges what committed and
-    /// buries entries that failed too often. Returns false when asked to stop meanwhile.
-    async fn process(&mut self, held: Vec<Held>) -> bool {
+    /// buries entries that failed too often; meanwhile reads and decodes the next batch when
+    /// [`Self::may_read_ahead`]. That batch is only read: nothing of it is acknowledged
+    /// before its own commit, and when this one fails it is let go of with it (pending, for
+    /// whoever reclaims it first). Returns the batch read ahead, or `None` when asked to stop
+    /// meanwhile (what it read ahead then stays pending too).
+    async fn process(&mut self, batch: Batch) -> Option<Option<Batch>> {
         let started = Instant::now();
-        let Decoded {
-            reservations,
-            entry_of,
-            mut rejected,
-        } = decode_batch(&held);
+        let Batch {
+            held,
+            decoded:
+                Decoded {
+                    reservations,
+                    entry_of,
+                    mut rejected,
+                },
+        } = batch;
         let reason = format!("consumer {}", self.opts.name);
-        let done = match persist::persist(&self.db, &self.redis, &reservations, &reason).await {
+        let (db, redis) = (self.db.clone(), self.redis.clone());
+        // A task of its own, so building and sending the INSERTs runs beside the read ahead.
+        let persisting = tokio::spawn(async move {
+            let done = persist::persist(&db, &redis, &reservations, &reason).await;
+            (reservations, done)
+        });
+        let ahead = if self.may_read_ahead() {
+            self.read_ahead().await
+        } else {
+            None
+        };
+        let (reservations, done) = persisting
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let ahead_entries = ahead.as_ref().map_or(0, |b| b.held.len() as u64);
+        let done = match done {
             Ok(done) => done,
-            Err(e) => return self.let_go_of_batch(held.len() as u64, reservations.len(), &e).await,
+            Err(e) => {
+                let entries = held.len() as u64 + ahead_entries;
+                return self
+                    .let_go_of_batch(entries, reservations.len(), &e)
+                    .await
+                    .then_some(None);
+            }
         };
         // Rare (a product missing from MySQL): indexed only when it happens.
         let by_order: HashMap<&str, usize> = if done.rejected.is_empty() {
@@ -490,11 +319,26 @@ impl Worker {
             }
         }
         if !self.ack_committed(&held, &rejected).await {
-            return false;
+            self.report.left_pending += ahead_entries;
+            return None;
         }
         self.bury_or_keep(&held, rejected).await;
         self.record_batch(&done, started);
-        true
+        Some(ahead)
+    }
+
+    /// The next batch, read without blocking and decoded while the one in hand commits;
+    /// `None` when nothing new is there or the read failed (the next `fetch` meets the
+    /// failure again and backs off; what a failed read delivered stays pending).
+    async fn read_ahead(&mut self) -> Option<Batch> {
+        match self.fetch(true).await {
+            Ok((held, _)) if !held.is_empty() => Some(Batch::new(held)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading ahead failed");
+                None
+            }
+        }
     }
 
     /// MySQL refused the batch of `entries` entries (`orders` of them decoded): lets go of it
