@@ -13,15 +13,17 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::{DbContext, Error, Result};
 use crate::metrics::Metrics;
-use crate::persist::{self, Persisted};
+use crate::persist::Persisted;
 use crate::redis_client::RedisClient;
 use crate::reservation::stream;
 use crate::reservation::{self, dlq};
 
 mod batch;
+mod flight;
 mod read;
 
-use batch::{Batch, Decoded, Held, Reject};
+use batch::{Batch, Held, Reject};
+use flight::{Flight, Landed};
 
 struct Worker {
     config: Config,
@@ -185,20 +187,30 @@ impl Worker {
         sleep_or_stop(&mut stop, d).await
     }
 
-    /// Reads a batch, then persists it while reading the next one ahead (see
-    /// [`Self::process`]), until asked to stop or, with `once`, until nothing is left.
+    /// Reads a batch and sends it to MySQL; while it is in flight, reads the next one ahead,
+    /// sends that too (two transactions in flight, see [`persist::persist_after`]), then
+    /// lands the older one (acknowledges what committed) and reads ahead again. Until asked
+    /// to stop or, with `once`, until nothing is left.
     ///
-    /// Every read that starts with nothing in hand is the `fetch(false)` below, and the
-    /// only one that may block; a pause between reads (say, lingering after a short read so
-    /// batches grow) belongs right before it.
+    /// Every read that starts with nothing in flight nor in hand is the `fetch(false)` below,
+    /// and the only one that may block; a pause between reads (say, lingering after a short
+    /// read so batches grow) belongs right before it.
     async fn run_loop(&mut self) {
         let mut ahead: Option<Batch> = None;
+        let mut flying: Option<Flight> = None;
         loop {
             let batch = match ahead.take() {
-                // Read while the previous batch committed: finished even when a stop came
+                // Read while the previous batch was in flight: sent even when a stop came
                 // meanwhile, like any batch in hand.
                 Some(batch) => batch,
                 None => {
+                    if let Some(older) = flying.take() {
+                        // Nothing read ahead: land what is in flight before a read that may block.
+                        if !self.land_alone(older, 0).await {
+                            return;
+                        }
+                        continue;
+                    }
                     if self.stopping() {
                         self.report.left_pending += self.let_go.unwrap_or(0);
                         return;
@@ -233,11 +245,51 @@ impl Worker {
                     Batch::new(held)
                 }
             };
-            match self.process(batch).await {
-                Some(next) => ahead = next,
-                None => return,
+            let newer = self.launch(batch, flying.as_ref());
+            if let Some(older) = flying.take() {
+                match self.land(older).await {
+                    Landed::Committed => {}
+                    Landed::Stop => {
+                        self.report.left_pending += newer.held.len() as u64;
+                        newer.task.abort();
+                        return;
+                    }
+                    Landed::Refused { entries, orders, error } => {
+                        // Both let go of together: the newer one is landed first (it may commit).
+                        let more = match self.land(newer).await {
+                            Landed::Committed => 0,
+                            Landed::Refused { entries, .. } => entries,
+                            Landed::Stop => return,
+                        };
+                        if !self.let_go_of_batch(entries + more, orders, &error).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            ahead = if self.may_read_ahead() {
+                self.read_ahead().await
+            } else {
+                None
+            };
+            if self.two_in_flight() {
+                flying = Some(newer);
+            } else {
+                let read_ahead = ahead.as_ref().map_or(0, |b| b.held.len() as u64);
+                if !self.land_alone(newer, read_ahead).await {
+                    return;
+                }
+                if self.let_go.is_some() {
+                    ahead = None;
+                }
             }
         }
+    }
+
+    /// Whether two batches may be in flight at once: each holds a MySQL connection.
+    fn two_in_flight(&self) -> bool {
+        self.config.database.max_connections >= 2
     }
 
     /// Whether to read the next batch while this one commits. Not when stopping (the batch
@@ -254,93 +306,6 @@ impl Worker {
 }
 
 impl Worker {
-    /// Persists the batch (waiting out MySQL outages), acknowledges what committed and
-    /// buries entries that failed too often; meanwhile reads and decodes the next batch when
-    /// [`Self::may_read_ahead`]. That batch is only read: nothing of it is acknowledged
-    /// before its own commit, and when this one fails it is let go of with it (pending, for
-    /// whoever reclaims it first). Returns the batch read ahead, or `None` when asked to stop
-    /// meanwhile (what it read ahead then stays pending too).
-    async fn process(&mut self, batch: Batch) -> Option<Option<Batch>> {
-        let started = Instant::now();
-        let Batch {
-            held,
-            decoded:
-                Decoded {
-                    reservations,
-                    entry_of,
-                    mut rejected,
-                },
-        } = batch;
-        let reason = format!("consumer {}", self.opts.name);
-        let (db, redis) = (self.db.clone(), self.redis.clone());
-        // A task of its own, so building and sending the INSERTs runs beside the read ahead.
-        let persisting = tokio::spawn(async move {
-            let done = persist::persist(&db, &redis, &reservations, &reason).await;
-            (reservations, done)
-        });
-        let ahead = if self.may_read_ahead() {
-            self.read_ahead().await
-        } else {
-            None
-        };
-        let (reservations, done) = persisting
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        let ahead_entries = ahead.as_ref().map_or(0, |b| b.held.len() as u64);
-        let done = match done {
-            Ok(done) => done,
-            Err(e) => {
-                let entries = held.len() as u64 + ahead_entries;
-                return self
-                    .let_go_of_batch(entries, reservations.len(), &e)
-                    .await
-                    .then_some(None);
-            }
-        };
-        // Rare (a product missing from MySQL): indexed only when it happens.
-        let by_order: HashMap<&str, usize> = if done.rejected.is_empty() {
-            HashMap::new()
-        } else {
-            reservations
-                .iter()
-                .map(|r| r.order_no.as_str())
-                .zip(entry_of.iter().copied())
-                .collect()
-        };
-        for (order_no, why) in &done.rejected {
-            if let (Some(i), Some((_, _, index))) = (
-                by_order.get(order_no.as_str()),
-                crate::keys::parse_purchase_no(order_no),
-            ) {
-                rejected.entry(*i).or_default().push(Reject {
-                    index: Some(index),
-                    why: why.clone(),
-                });
-            }
-        }
-        if !self.ack_committed(&held, &rejected).await {
-            self.report.left_pending += ahead_entries;
-            return None;
-        }
-        self.bury_or_keep(&held, rejected).await;
-        self.record_batch(&done, started);
-        Some(ahead)
-    }
-
-    /// The next batch, read without blocking and decoded while the one in hand commits;
-    /// `None` when nothing new is there or the read failed (the next `fetch` meets the
-    /// failure again and backs off; what a failed read delivered stays pending).
-    async fn read_ahead(&mut self) -> Option<Batch> {
-        match self.fetch(true).await {
-            Ok((held, _)) if !held.is_empty() => Some(Batch::new(held)),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading ahead failed");
-                None
-            }
-        }
-    }
-
     /// MySQL refused the batch of `entries` entries (`orders` of them decoded): lets go of it
     /// rather than hold it through the outage. The entries stay pending, and once idle for
     /// `claim_idle_ms` a consumer that can reach MySQL reclaims them; this one reads nothing
