@@ -259,7 +259,10 @@ impl Worker {
                         let more = match self.land(newer).await {
                             Landed::Committed => 0,
                             Landed::Refused { entries, .. } => entries,
-                            Landed::Stop => return,
+                            Landed::Stop => {
+                                self.report.left_pending += entries;
+                                return;
+                            }
                         };
                         if !self.let_go_of_batch(entries + more, orders, &error).await {
                             return;
