@@ -218,8 +218,15 @@ impl Worker {
                 }
                 continue;
             }
+            let short = held.len() < self.opts.batch;
             if !self.process(held).await {
                 return;
+            }
+            let linger = Duration::from_millis(self.config.consumer.linger_ms);
+            if short && !self.opts.once && !linger.is_zero() {
+                // Let more entries gather (see `consumer.linger_ms`); a stop is seen at the top.
+                let mut stop = self.stop.clone();
+                sleep_or_stop(&mut stop, linger).await;
             }
         }
     }
