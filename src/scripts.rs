@@ -29,6 +29,7 @@ pub fn all() -> Vec<&'static Script> {
         &QUOTA,
         &QUOTA_RETURN,
         &BUCKET_RESERVE,
+        &BUCKET_TAKE,
         &RELEASE_SHARDED,
         &BUCKET_RETURN,
         &SHARDED_STOCK_BEGIN,
@@ -72,14 +73,17 @@ pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
 /// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));
 
-/// `lua/quota.lua`: a sharded product's purchase, step one: checks and the buyer's quota.
+/// `lua/quota.lua`: a batch's purchases of sharded products, step one: checks and the buyers' quotas.
 pub static QUOTA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota.lua")));
 
-/// `lua/quota_return.lua`: gives back a quota no bucket could fill.
+/// `lua/quota_return.lua`: gives back a batch's quotas no bucket could fill.
 pub static QUOTA_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota_return.lua")));
 
-/// `lua/bucket_reserve.lua`: a sharded product's purchase, step two: units from one bucket.
+/// `lua/bucket_reserve.lua`: sharded products' purchases, step two: units from one bucket, one entry per call.
 pub static BUCKET_RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_reserve.lua")));
+
+/// `lua/bucket_take.lua`: units out of (or back into) one bucket, to gather an order no bucket holds whole.
+pub static BUCKET_TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_take.lua")));
 
 /// `lua/release_sharded.lua`: a sharded product's order released, before its units go to a bucket.
 pub static RELEASE_SHARDED: LazyLock<Script> =

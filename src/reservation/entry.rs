@@ -6,7 +6,8 @@
 //! were decided. The k-th purchase is the k-th occurrence of each of those four fields, so an
 //! entry written before entries were batched (one purchase, the same six fields) reads as an
 //! entry of one purchase under its old order number. A stock bucket's stream (see
-//! [`crate::buckets`]) gets such one-purchase entries from `lua/bucket_reserve.lua`.
+//! [`crate::buckets`]) gets entries of the same format from `lua/bucket_reserve.lua`, one per
+//! call for the purchases it filled.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
