@@ -48,6 +48,10 @@ struct Worker {
     /// When the last read that reclaimed idle entries began: reads ahead skip that step, so
     /// one runs at least once per `claim_idle_ms` (see [`Worker::may_read_ahead`]).
     last_reclaim: Instant,
+    /// The last read found less than a full batch: the stream is not backlogged, so the next
+    /// read waits `consumer.linger_ms` first and no read ahead is made (each read is a write
+    /// Redis fsyncs under `appendfsync always`; fewer, larger reads cost the sale less).
+    last_read_short: bool,
     stats: ConsumerMetrics,
     /// Entries persisted, on a terminal during a `--once` drain (see [`crate::progress`]).
     progress: indicatif::ProgressBar,
@@ -139,6 +143,7 @@ pub async fn run_with_metrics(
         let_go: None,
         retake_own: false,
         last_reclaim: Instant::now(),
+        last_read_short: false,
         progress: if opts_once {
             crate::progress::counter("persisted")
         } else {
@@ -193,8 +198,8 @@ impl Worker {
     /// to stop or, with `once`, until nothing is left.
     ///
     /// Every read that starts with nothing in flight nor in hand is the `fetch(false)` below,
-    /// and the only one that may block; a pause between reads (say, lingering after a short
-    /// read so batches grow) belongs right before it.
+    /// and the only one that may block; after a short read it waits `consumer.linger_ms`
+    /// first, so batches grow when there is no backlog.
     async fn run_loop(&mut self) {
         let mut ahead: Option<Batch> = None;
         let mut flying: Option<Flight> = None;
@@ -216,6 +221,13 @@ impl Worker {
                         return;
                     }
                     if self.let_go.is_some() && !self.mysql_answers().await {
+                        continue;
+                    }
+                    if self.last_read_short && !self.opts.once && self.config.consumer.linger_ms > 0 {
+                        // Let more entries gather (see `consumer.linger_ms`); a stop is seen at the top.
+                        self.last_read_short = false;
+                        let mut stop = self.stop.clone();
+                        sleep_or_stop(&mut stop, Duration::from_millis(self.config.consumer.linger_ms)).await;
                         continue;
                     }
                     let (held, drained) = match self.fetch(false).await {
@@ -242,6 +254,7 @@ impl Worker {
                         }
                         continue;
                     }
+                    self.last_read_short = held.len() < self.opts.batch;
                     Batch::new(held)
                 }
             };
@@ -296,13 +309,14 @@ impl Worker {
     }
 
     /// Whether to read the next batch while this one commits. Not when stopping (the batch
-    /// in hand is the last), nor while this consumer takes back what it let go of (a read
+    /// in hand is the last), nor after a short read (no backlog: the next read lingers first), nor while this consumer takes back what it let go of (a read
     /// from its own pending entries would return the batch in flight), nor when the last
     /// reclaim of idle entries is `claim_idle_ms` old: a read ahead leaves those out, since
     /// with `--once` it would claim the batch in flight, and a consumer kept busy by reads
     /// ahead must still take over a dead one's entries.
     fn may_read_ahead(&self) -> bool {
         !self.stopping()
+            && !self.last_read_short
             && !self.retake_own
             && self.last_reclaim.elapsed() < Duration::from_millis(self.config.consumer.claim_idle_ms)
     }

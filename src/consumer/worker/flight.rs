@@ -139,8 +139,14 @@ impl Worker {
     /// failure again and backs off; what a failed read delivered stays pending).
     pub(super) async fn read_ahead(&mut self) -> Option<Batch> {
         match self.fetch(true).await {
-            Ok((held, _)) if !held.is_empty() => Some(Batch::new(held)),
-            Ok(_) => None,
+            Ok((held, _)) if !held.is_empty() => {
+                self.last_read_short = held.len() < self.opts.batch;
+                Some(Batch::new(held))
+            }
+            Ok(_) => {
+                self.last_read_short = true;
+                None
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "reading ahead failed");
                 None
