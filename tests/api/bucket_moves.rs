@@ -45,9 +45,9 @@ async fn on_sale_and_sold(app: &TestApp, product: u64) -> (i64, i64) {
     (b.iter().map(|b| b.0).sum(), b.iter().map(|b| b.1).sum())
 }
 
-/// What `serve` does before a move: the buyer's quota of `quantity`, then the move noted and
-/// its units taken from buckets 0, 1, 2 (all of them in hand).
-async fn start_move(app: &TestApp, product: u64, user: &str, quantity: u32) -> Move {
+/// What `serve` does before a move: the buyer's quota of `quantity`, then the move noted
+/// (to take from buckets 0, 1, 2).
+async fn note_move(app: &TestApp, product: u64, user: &str, quantity: u32) -> Move {
     let purchase = Purchase {
         product_id: product,
         user_id: user.into(),
@@ -56,9 +56,14 @@ async fn start_move(app: &TestApp, product: u64, user: &str, quantity: u32) -> M
     };
     let quotas = quota::take(&app.redis, app.activity, 0, &[purchase]).await.unwrap();
     assert_eq!(quotas.verdicts, vec![Quota::Taken]);
-    let mut mv = Move::note(&app.redis, app.activity, product, quantity, &[0, 1, 2], user)
+    Move::note(&app.redis, app.activity, product, quantity, &[0, 1, 2], user)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// [`note_move`], then its units taken (all of them in hand).
+async fn start_move(app: &TestApp, product: u64, user: &str, quantity: u32) -> Move {
+    let mut mv = note_move(app, product, user, quantity).await;
     assert!(mv.take(&app.redis).await.unwrap(), "{:?}", mv.in_hand());
     assert_eq!(mv.in_hand().iter().map(|(_, n)| n).sum::<u64>(), u64::from(quantity));
     mv
@@ -150,9 +155,10 @@ async fn reconcile_fix_during_a_move_does_not_put_its_units_back() {
 }
 
 /// Moves left behind (grace 0: no move is young): one stopped with its units in hand, one
-/// stopped after its sale but before dropping its note. `reconcile` reports both (exit 1);
-/// `--fix` puts the first one's 5 units back (once: a second `--fix` and the mover waking up
-/// later, selling, putting back, change nothing) and only drops the second one's note.
+/// stopped after its sale but before dropping its note, one stopped before taking anything.
+/// `reconcile` reports all three (exit 1); `--fix` puts the first one's 5 units back (once: a
+/// second `--fix` and the mover waking up later, selling, putting back, change nothing), only
+/// drops the second one's note, and closes the third one's buckets so it cannot take later.
 /// Then bursts sell exactly the rest: 6 of the first product, 1 of the second; orders hold
 /// exactly the stock of each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,6 +178,7 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
     let (stalled, sold) = (sale.products[0], sale.products[1]);
     let left = start_move(&sale, stalled, "stalled", 5).await;
     let done = start_move(&sale, sold, "quick", 5).await;
+    let mut early = note_move(&sale, stalled, "early", 5).await;
     done.sell(&sale.redis, &price(&sale, sold).await)
         .await
         .unwrap()
@@ -185,6 +192,7 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
     let mut want = vec![
         format!("unfinished_move move {}", left.id()),
         format!("unfinished_move move {}", done.id()),
+        format!("unfinished_move move {}", early.id()),
     ];
     want.sort();
     let mut got = classes(&found.json(), "findings");
@@ -205,6 +213,10 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
         repairs.contains(&format!("move {}: its units were sold", done.id())),
         "{repairs}"
     );
+    assert!(
+        repairs.contains(&format!("move {}: 0 unit(s) back", early.id())),
+        "{repairs}"
+    );
     assert_eq!(on_sale_and_sold(&sale, stalled).await, (6, 0));
     assert_eq!(on_sale_and_sold(&sale, sold).await, (1, 5));
     let moving: usize = sale
@@ -213,7 +225,7 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
         .hlen(sale.redis.keys().moving(sale.activity))
         .await
         .unwrap();
-    assert_eq!(moving, 0, "both notes dropped");
+    assert_eq!(moving, 0, "every note dropped");
 
     // Once: a second --fix and the stalled mover waking up change nothing.
     sale.cli(&["--config", &config, "reconcile", &a, "--fix"]).await.ok();
@@ -223,6 +235,8 @@ async fn a_move_left_behind_is_reported_and_ended_once() {
     );
     let back = left.put_back(&sale.redis).await.unwrap();
     assert!(back.iter().all(|&(_, n)| n == 0), "{back:?}");
+    assert!(!early.take(&sale.redis).await.unwrap(), "its buckets are closed");
+    assert!(early.in_hand().is_empty());
     assert_eq!(on_sale_and_sold(&sale, stalled).await, (6, 0));
 
     assert_eq!(sold_in_burst(&sale, stalled, "rest", 12).await, 6);
