@@ -8,9 +8,9 @@
 -- KEYS[2]  blacklist set    P:{a:A}:blacklist
 -- KEYS[3]  product hash     P:{a:A}:product:ID
 -- KEYS[4]  bought hash      P:{a:A}:bought:ID
--- KEYS[5]  token            P:{a:A}:token:USER
+-- KEYS[5]  revoked set      P:{a:A}:revoked  (the token's signature is checked by `serve`)
 -- ARGV[1]  the least persist sequence MySQL is known to have recorded (as in reserve.lua)
--- ARGV[2]  user id     ARGV[3] quantity     ARGV[4] token
+-- ARGV[2]  user id     ARGV[3] quantity
 --
 -- Returns {verdict, shards, price}
 --   verdict  "ok" (the buyer's total now includes the quantity), "not_sharded" (the product
@@ -55,11 +55,11 @@ elseif now_ms >= end_ms then
     return answer('ended')
 end
 
-local user, quantity, token = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local user, quantity = ARGV[2], tonumber(ARGV[3])
 if redis.call('SISMEMBER', KEYS[2], user) == 1 then
     return answer('blacklisted')
 end
-if token == '' or redis.call('GET', KEYS[5]) ~= token then
+if redis.call('SISMEMBER', KEYS[5], user) == 1 then
     return answer('invalid_token')
 end
 if not quantity or quantity < 1 or quantity ~= math.floor(quantity) then

@@ -172,11 +172,10 @@ pub async fn reserve_one(
         .key(keys.blacklist(activity))
         .key(per.product(product))
         .key(per.bought(product))
-        .key(per.token(&purchase.user_id))
+        .key(keys.revoked(activity))
         .arg(min_persist_seq)
         .arg(&purchase.user_id)
         .arg(purchase.quantity)
-        .arg(&purchase.token)
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;

@@ -1,12 +1,15 @@
 //! What one entry of a reservation stream holds: the fields `lua/reserve.lua` writes with
 //! XADD, and their decoding into [`Reservation`]s.
 //!
-//! One entry holds every purchase one script call accepted: `activity` and `reserved_ms` once,
-//! then `product`, `user`, `quantity`, `price` once per purchase, in the order the purchases
-//! were decided. The k-th purchase is the k-th occurrence of each of those four fields, so an
-//! entry written before entries were batched (one purchase, the same six fields) reads as an
-//! entry of one purchase under its old order number. A stock bucket's stream (see
-//! [`crate::buckets`]) gets such one-purchase entries from `lua/bucket_reserve.lua`.
+//! One entry holds every purchase one script call accepted, in the order they were decided:
+//! `activity` and `reserved_ms` once, then per run of consecutive purchases of one product
+//! `product`, `price`, `buyers` (the user ids, space-separated: ids hold no whitespace) and
+//! `quantities` (as many, same order). Entries written by earlier versions still read, since
+//! a sale can span an upgrade: `product`, `user`, `quantity`, `price` once per purchase (the
+//! k-th purchase is the k-th occurrence of each), and before that one purchase per entry with
+//! the same six fields, which reads as an entry of one purchase under its old order number.
+//! A stock bucket's stream (see [`crate::buckets`]) gets such one-purchase entries from
+//! `lua/bucket_reserve.lua`.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -29,6 +32,10 @@ pub mod field {
     pub const PRICE: &str = "price";
     /// Redis's clock when the units were reserved, ms since the epoch.
     pub const RESERVED_MS: &str = "reserved_ms";
+    /// A run's buyers, space-separated (the current format).
+    pub const BUYERS: &str = "buyers";
+    /// A run's quantities, space-separated, one per buyer (the current format).
+    pub const QUANTITIES: &str = "quantities";
 }
 
 /// One stream entry as read: its id and its field/value pairs.
@@ -85,6 +92,23 @@ pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
     };
     let activity = once(field::ACTIVITY)?;
     let reserved_ms = once(field::RESERVED_MS)?;
+    let one = |product: &str, user: &str, quantity: &str, price: &str| Entry {
+        id: entry.id.clone(),
+        fields: [
+            (field::ACTIVITY, activity),
+            (field::PRODUCT, product),
+            (field::USER, user),
+            (field::QUANTITY, quantity),
+            (field::PRICE, price),
+            (field::RESERVED_MS, reserved_ms),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    if entry.get(field::BUYERS).is_some() {
+        return runs(entry, one);
+    }
     let columns: Vec<Vec<&str>> = field::PER_PURCHASE
         .iter()
         .map(|name| {
@@ -109,21 +133,47 @@ pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
         return Err(format!("per-purchase fields do not pair up: {}", counts.join(", ")));
     }
     Ok((0..count)
-        .map(|k| {
-            let mut fields = vec![(field::ACTIVITY.to_string(), activity.to_string())];
-            fields.extend(
-                field::PER_PURCHASE
-                    .iter()
-                    .zip(&columns)
-                    .map(|(name, c)| (name.to_string(), c[k].to_string())),
-            );
-            fields.push((field::RESERVED_MS.to_string(), reserved_ms.to_string()));
-            Entry {
-                id: entry.id.clone(),
-                fields,
-            }
-        })
+        .map(|k| one(columns[0][k], columns[1][k], columns[2][k], columns[3][k]))
         .collect())
+}
+
+/// [`purchases`] of an entry of the current format: runs of `product`, `price`, `buyers`,
+/// `quantities` after the entry-wide fields; `one` makes a purchase's entry from its product,
+/// user, quantity and price.
+fn runs(entry: &Entry, one: impl Fn(&str, &str, &str, &str) -> Entry) -> std::result::Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    let mut fields = entry
+        .fields
+        .iter()
+        .filter(|(k, _)| k != field::ACTIVITY && k != field::RESERVED_MS);
+    while let Some(first) = fields.next() {
+        let mut next = || fields.next().ok_or("a run is cut short");
+        let run = [first, next()?, next()?, next()?];
+        let names: Vec<&str> = run.iter().map(|(k, _)| k.as_str()).collect();
+        if names != [field::PRODUCT, field::PRICE, field::BUYERS, field::QUANTITIES] {
+            return Err(format!("a run's fields are {names:?}"));
+        }
+        let [(_, product), (_, price), (_, buyers), (_, quantities)] = run;
+        let buyers: Vec<&str> = buyers.split(' ').collect();
+        let quantities: Vec<&str> = quantities.split(' ').collect();
+        if buyers.len() != quantities.len() {
+            return Err(format!(
+                "a run has {} buyers and {} quantities",
+                buyers.len(),
+                quantities.len()
+            ));
+        }
+        out.extend(
+            buyers
+                .iter()
+                .zip(&quantities)
+                .map(|(user, quantity)| one(product, user, quantity, price)),
+        );
+    }
+    if out.is_empty() {
+        return Err("no purchases".into());
+    }
+    Ok(out)
 }
 
 /// Every purchase of an entry of the stream of activity `activity`, decoded, in order (the
@@ -229,6 +279,60 @@ mod tests {
             (third.order_no.as_str(), third.index, third.product_id),
             ("7-1700000000000-4-2", 2, 3)
         );
+    }
+
+    #[test]
+    fn an_entry_of_runs_is_one_reservation_per_buyer_in_order() {
+        let e = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1700000000000"),
+            ("product", "1"),
+            ("price", "9.50"),
+            ("buyers", "alice bob"),
+            ("quantities", "2 1"),
+            ("product", "3"),
+            ("price", "1"),
+            ("buyers", "carol"),
+            ("quantities", "1"),
+        ]);
+        let all: Vec<Reservation> = decode_all(7, &e).unwrap().into_iter().map(Result::unwrap).collect();
+        let summary: Vec<(&str, u64, &str, u32, String)> = all
+            .iter()
+            .map(|r| {
+                (
+                    r.order_no.as_str(),
+                    r.product_id,
+                    r.user_id.as_str(),
+                    r.quantity,
+                    r.price.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("7-1700000000000-4", 1, "alice", 2, "9.50".to_string()),
+                ("7-1700000000000-4-1", 1, "bob", 1, "9.50".to_string()),
+                ("7-1700000000000-4-2", 3, "carol", 1, "1".to_string()),
+            ]
+        );
+        assert_eq!(all[2].reserved_at.timestamp_millis(), 1_700_000_000_000);
+        let short = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1"),
+            ("product", "1"),
+            ("price", "1"),
+            ("buyers", "alice bob"),
+            ("quantities", "1"),
+        ]);
+        assert!(decode_all(7, &short).unwrap_err().contains("2 buyers and 1 quantities"));
+        let cut = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1"),
+            ("product", "1"),
+            ("buyers", "a"),
+        ]);
+        assert!(decode_all(7, &cut).is_err());
     }
 
     #[test]
