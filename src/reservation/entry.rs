@@ -190,10 +190,16 @@ pub fn decode_all(
         .collect())
 }
 
-/// Decodes an entry of one purchase (an entry written before entries were batched, or one
-/// [`purchases`] made) of the stream of activity `activity`; the error says what is wrong.
+/// Decodes an entry of one purchase (of any format, or one [`purchases`] made) of the stream
+/// of activity `activity`; the error says what is wrong, or that the entry holds several.
 pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
-    decode_at(activity, entry, 0)
+    if entry.get(field::BUYERS).is_none() {
+        return decode_at(activity, entry, 0);
+    }
+    match purchases(entry)?.as_slice() {
+        [one] => decode_at(activity, one, 0),
+        all => Err(format!("{} purchases in one entry", all.len())),
+    }
 }
 
 /// [`decode`] of the purchase that was at `index` of its entry (it names the order).

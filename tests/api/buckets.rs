@@ -440,11 +440,10 @@ async fn a_quota_taken_without_a_reservation_is_found_and_given_back() {
         .key(keys.blacklist(sale.activity))
         .key(per.product(sale.product))
         .key(per.bought(sale.product))
-        .key(per.token("torn"))
+        .key(keys.revoked(sale.activity))
         .arg(0)
         .arg("torn")
         .arg(1)
-        .arg(&token)
         .invoke_async(&mut sale.redis.conn())
         .await
         .unwrap();
