@@ -81,7 +81,7 @@ async fn cli_sale(app: &TestApp, activity: u64, stock: u32, first: u32, last: u3
 pub async fn serve_on_a_free_port(app: &TestApp) -> (KillOnDrop, String, reqwest::Client) {
     let base = format!("http://127.0.0.1:{}", free_port());
     let bind = base.trim_start_matches("http://").to_string();
-    let serve = KillOnDrop(app.spawn(&["serve", "--bind", &bind]));
+    let serve = app.spawn(&["serve", "--bind", &bind]);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -178,7 +178,7 @@ async fn a_whole_sale_runs_on_a_three_primary_cluster() {
     let (again, other) = buy_all(&http, &base, p1, &late).await;
     assert_eq!((again.len(), other.len()), (1, 0), "{other:?}");
     // The consumer daemon: reads both activities' streams (two primaries) one by one.
-    let consumer = KillOnDrop(app.spawn(&["consumer"]));
+    let consumer = app.spawn(&["consumer"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while orders_of(&app, first, "pending").await < 100 {
         assert!(

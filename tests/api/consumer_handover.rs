@@ -1,12 +1,12 @@
 //! A consumer that cannot reach MySQL must let go of its entries, so a healthy consumer
 //! persists them within `consumer.claim_idle_ms` (plus its read loop).
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{mysql_server_url, phone, random_suffix, users, TestApp};
+use crate::helpers::{mysql_server_url, phone, random_suffix, users, KillOnDrop, TestApp};
 
 const CLAIM_IDLE_MS: u64 = 1_000;
 
@@ -37,7 +37,7 @@ async fn held_by(f: &TestApp, consumer: &str) -> u64 {
         .sum()
 }
 
-fn consumer(config: &std::path::Path, name: &str, database_url: Option<&str>) -> Child {
+fn consumer(config: &std::path::Path, name: &str, database_url: Option<&str>) -> KillOnDrop {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_seckill"));
     cmd.arg("--config")
         .arg(config)
@@ -48,7 +48,7 @@ fn consumer(config: &std::path::Path, name: &str, database_url: Option<&str>) ->
     if let Some(url) = database_url {
         cmd.env("SECKILL_DATABASE_URL", url);
     }
-    cmd.spawn().unwrap()
+    KillOnDrop(cmd.spawn().unwrap())
 }
 
 unsafe extern "C" {
@@ -56,7 +56,7 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: KillOnDrop) {
     unsafe { libc_kill(child.id() as i32, 15) };
     let _ = child.wait();
 }

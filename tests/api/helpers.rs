@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,30 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl KillOnDrop {
+    /// [`std::process::Child::wait_with_output`], which takes the child by value: the guard
+    /// lets go of it, since the wait itself ends with the process.
+    pub fn wait_with_output(self) -> std::io::Result<std::process::Output> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the child is moved out exactly once.
+        let child = unsafe { std::ptr::read(&this.0) };
+        child.wait_with_output()
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
     }
 }
 
@@ -1049,9 +1073,10 @@ impl TestApp {
         )
     }
 
-    /// Starts the binary in the background (stdout discarded, stderr inherited).
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::null()).spawn().unwrap()
+    /// Starts the binary in the background (stdout discarded, stderr inherited); killed when
+    /// the guard drops, so a failing test leaves no process behind.
+    pub fn spawn(&self, args: &[&str]) -> KillOnDrop {
+        KillOnDrop(self.command(args).stdout(Stdio::null()).spawn().unwrap())
     }
 
     /// One integer from `sql`, whose one `?` is bound to the sale's activity.

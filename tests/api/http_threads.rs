@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use seckill::server;
 use serde_json::json;
 
-use crate::helpers::{free_port, phone, signal, spec, wait_for_serve, TestApp};
+use crate::helpers::{free_port, phone, signal, spec, wait_for_serve, KillOnDrop, TestApp};
 
 #[test]
 fn listeners_share_one_port_and_a_taken_port_is_refused() {
@@ -77,12 +77,13 @@ async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
 
     let bind = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{bind}");
-    let mut serve = f
-        .command(&["serve", "--bind", &bind, "--threads", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = KillOnDrop(
+        f.command(&["serve", "--bind", &bind, "--threads", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let http = reqwest::Client::new();
     wait_for_serve(&http, &base).await;
     for user in ["a", "b"] {

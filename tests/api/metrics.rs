@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::helpers::{free_port, phone, signal, spec, users, wait_for_serve, TestApp};
+use crate::helpers::{free_port, phone, signal, spec, users, wait_for_serve, KillOnDrop, TestApp};
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition (labels in any
 /// order, all of them given).
@@ -380,12 +380,13 @@ async fn status_watch_prints_plain_lines_and_stops_on_sigint() {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     f.reserve(users("w", 3), 1).await;
     let activity = f.activity.to_string();
-    let mut watch = f
-        .command(&["status", &activity, "--watch", "--interval", "300ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = KillOnDrop(
+        f.command(&["status", &activity, "--watch", "--interval", "300ms"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     signal(&watch, "-INT");
     let status = watch.wait().unwrap();
@@ -410,13 +411,14 @@ async fn json_logs_carry_no_token_or_secret() {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut serve = f
-        .command(&["--log-format", "json", "serve", "--bind", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut serve = KillOnDrop(
+        f.command(&["--log-format", "json", "serve", "--bind", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let http = reqwest::Client::new();
     wait_for_serve(&http, &base).await;
     let token = f.issue_token(&http, &base, "logger").await;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::helpers::{future_window, phone, users, TestApp};
+use crate::helpers::{future_window, phone, users, KillOnDrop, TestApp};
 use crate::stock_live::wait_for_lock_wait;
 
 /// The classes of a `reconcile --json` report's `key` list (`findings` or `remaining`).
@@ -247,13 +247,14 @@ async fn a_version_conflict_in_the_consumer_is_retried_and_counted_once() {
         .execute(&mut *writer)
         .await
         .unwrap();
-    let consumer = f
-        .command(&["consumer", "--once"])
-        .env("RUST_LOG", "seckill::persist=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let consumer = KillOnDrop(
+        f.command(&["consumer", "--once"])
+            .env("RUST_LOG", "seckill::persist=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The consumer read the old version and now waits in its update for the writer's lock.
     wait_for_lock_wait(&f).await;
     writer.commit().await.unwrap();

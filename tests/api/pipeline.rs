@@ -10,7 +10,7 @@ use seckill::persist;
 use seckill::reservation::dlq;
 use seckill::reservation::stream::GroupConsumer;
 
-use crate::helpers::{phone, users, TestApp};
+use crate::helpers::{phone, users, KillOnDrop, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_consumer_is_reclaimed_exactly_once() {
@@ -116,7 +116,7 @@ async fn mysql_down_keeps_everything_pending() {
     cmd.env("SECKILL_DATABASE_URL", "mysql://root@127.0.0.1:1/nowhere")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let mut blind = cmd.spawn().unwrap();
+    let mut blind = KillOnDrop(cmd.spawn().unwrap());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         blind.try_wait().unwrap().is_none(),

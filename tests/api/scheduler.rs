@@ -1,13 +1,13 @@
 //! `seckill scheduler`: opens a preheated activity at its start and ends it at its end, in
 //! MySQL and Redis, and several schedulers at once make each transition once.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use seckill::model::ActivityStatus;
 
-use crate::helpers::{phone, signal, TestApp};
+use crate::helpers::{phone, signal, KillOnDrop, TestApp};
 
 /// An activity with one product, preheated (still `draft`), whose window opens `opens_in`
 /// from now (whole seconds) and lasts `lasts`.
@@ -23,17 +23,18 @@ async fn preheated(app: &TestApp, opens_in: i64, lasts: i64) -> (u64, DateTime<U
 }
 
 /// `seckill scheduler` with JSON logs on a pipe (transitions are logged at info).
-pub(crate) fn scheduler(app: &TestApp) -> Child {
+pub(crate) fn scheduler(app: &TestApp) -> KillOnDrop {
     app.command(&["--log-format", "json", "scheduler"])
         .env("RUST_LOG", "seckill=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .unwrap()
 }
 
 /// Stops `child` with SIGTERM; asserts it exits 0 and returns its log lines.
-pub(crate) fn stop(child: Child) -> Vec<serde_json::Value> {
+pub(crate) fn stop(child: KillOnDrop) -> Vec<serde_json::Value> {
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -121,7 +122,7 @@ async fn three_schedulers_at_once_make_each_transition_once() {
     for _ in 0..3 {
         activities.push(preheated(&app, 2, 2).await.0);
     }
-    let children: Vec<Child> = (0..3).map(|_| scheduler(&app)).collect();
+    let children: Vec<KillOnDrop> = (0..3).map(|_| scheduler(&app)).collect();
     let deadline = Instant::now() + Duration::from_secs(15);
     for &id in &activities {
         seen(&app, id, ActivityStatus::Ended, deadline).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use seckill::ops::reconcile;
 
-use crate::helpers::{phone, users, TestApp};
+use crate::helpers::{phone, users, KillOnDrop, TestApp};
 use crate::redis_servers::OwnRedis;
 
 async fn mysql_total(f: &TestApp) -> i64 {
@@ -46,12 +46,13 @@ async fn kill_while_the_ledger_is_locked(f: &TestApp, args: &[&str]) {
         .fetch_all(&mut *lock)
         .await
         .unwrap();
-    let mut child = f
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        f.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_lock_wait(f).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -146,12 +147,13 @@ async fn kill_between_mysql_and_redis(
     let product = f.product.to_string();
     let mut full: Vec<&str> = vec!["stock"];
     full.extend(args.iter().map(|a| if *a == "P" { product.as_str() } else { a }));
-    let mut child = f
-        .command(&full)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        f.command(&full)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_lock_wait(&f).await;
     own.signal("-STOP");
     lock.commit().await.unwrap();
@@ -263,12 +265,13 @@ async fn a_stock_add_that_never_reached_redis_is_undone_and_stays_undone() {
         .build()
         .await;
     let lock = lock_product(&f).await;
-    let child = f
-        .command(&["stock", "add", &f.product.to_string(), "10"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        f.command(&["stock", "add", &f.product.to_string(), "10"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_lock_wait(&f).await;
     own.kill();
     lock.commit().await.unwrap();
@@ -375,12 +378,13 @@ async fn a_sold_out_whose_mysql_fails_after_redis_withdrew_keeps_the_units_off_s
     // Step 1 waits for the row while the process is connected; Redis then stalls, so once
     // step 1 commits, step 2 (the script) hangs until the test has the row again.
     let lock = lock_product(&f).await;
-    let child = f
-        .command(&["stock", "sold-out", &f.product.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        f.command(&["stock", "sold-out", &f.product.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_lock_wait(&f).await;
     own.signal("-STOP");
     lock.commit().await.unwrap();
