@@ -155,6 +155,17 @@ async fn reserve_one_call(
     if purchases.is_empty() {
         return Ok(Vec::new());
     }
+    // The stream entry lists a run's buyers space-separated (lua/reserve.lua); `serve` refuses
+    // such ids before they get here, and no other caller may queue an entry nobody can read.
+    if let Some(bad) = purchases
+        .iter()
+        .find(|p| p.user_id.is_empty() || p.user_id.contains(' '))
+    {
+        return Err(Error::invalid(format!(
+            "user id {:?}: must be non-empty and hold no space",
+            bad.user_id
+        )));
+    }
     let (invocation, places) = invocation(&scripts::RESERVE, redis.keys(), activity, min_persist_seq, purchases);
     let mut conn = redis.conn();
     let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.at(redis)?;

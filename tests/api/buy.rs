@@ -703,3 +703,22 @@ async fn token_and_blacklist_cli() {
     assert_eq!(sale.buy(sale.product, "9", 1, token9).await.0, 200);
     sale.finish().await;
 }
+
+/// The stream entry lists buyers space-separated: a user id it could not hold is refused
+/// before anything is sent, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_refuses_user_ids_the_stream_cannot_hold() {
+    let sale = TestApp::builder().sale(vec![spec(5, 1, 1)]).build().await;
+    for user in ["", "a b"] {
+        let purchase = Purchase {
+            product_id: sale.product,
+            user_id: user.into(),
+            quantity: 1,
+            token: String::new(),
+        };
+        let refused = buy::reserve(&sale.redis, sale.activity, &[purchase]).await;
+        assert!(refused.is_err(), "{user:?}: {refused:?}");
+    }
+    assert_eq!(sale.counters(sale.product).await, (5, 0, 0));
+    sale.finish().await;
+}
