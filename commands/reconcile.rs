@@ -217,6 +217,22 @@ fn print_report(report: &ReconcileReport, fix: bool) {
             ]
         }),
     );
+    if report.products.iter().any(|p| !p.buckets.is_empty()) {
+        output::table(
+            &["product", "bucket", "stock", "sold", "reserved by its stream"],
+            report.products.iter().flat_map(|p| {
+                p.buckets.iter().map(move |b| {
+                    vec![
+                        p.product_id.to_string(),
+                        b.bucket.to_string(),
+                        b.stock.to_string(),
+                        b.sold.to_string(),
+                        b.expected_sold.to_string(),
+                    ]
+                })
+            }),
+        );
+    }
     if !report.findings.is_empty() {
         findings_table(&report.findings);
     }

@@ -19,6 +19,17 @@ pub enum StockCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Take a number of units off sale, never reserved ones (Redis first, then MySQL; ledger
+    /// 'remove'); refused when fewer are on sale.
+    Remove {
+        /// Product id.
+        product: u64,
+        /// Units to take off sale (1 to 4294967295).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        units: u32,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// The source sold out: withdraw every unit still on sale at once (ledger 'sold_out').
     SoldOut {
         /// Product id.
@@ -32,6 +43,9 @@ pub async fn run(ctx: &Context, cmd: StockCommand) -> anyhow::Result<()> {
     let (db, redis) = (ctx.db().await?, ctx.redis().await?);
     let (change, json): (StockChange, bool) = match cmd {
         StockCommand::Add { product, units, output } => (stock::add(&db, &redis, product, units).await?, output.json),
+        StockCommand::Remove { product, units, output } => {
+            (stock::remove(&db, &redis, product, units).await?, output.json)
+        }
         StockCommand::SoldOut { product, output } => (stock::sold_out(&db, &redis, product).await?, output.json),
     };
     if json {

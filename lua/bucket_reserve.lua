@@ -1,51 +1,97 @@
--- bucket_reserve.lua: step two of a purchase of a sharded product (src/buckets.rs): take the
--- units from one bucket and queue the reservation in that bucket's stream, atomically, in the
--- bucket's own slot. The quota (window, token, limit) was taken by quota.lua before.
+-- bucket_reserve.lua: step two of the purchases of sharded products (src/buckets/fill.rs): a
+-- batch's purchases sent to one bucket take their units from it and are queued in that
+-- bucket's stream, atomically, in the bucket's own slot. The quotas (window, token, limit) were
+-- taken by quota.lua before. Every purchase queued here goes into ONE stream entry, in the
+-- format reserve.lua writes (activity, reserved_ms, then product, user, quantity, price per
+-- purchase, in order; decoded by src/reservation/entry.rs: keep them in step).
 --
--- KEYS[1]  bucket hash      P:{a:A:b:K}:product:ID   (stock, sold)
--- KEYS[2]  bucket stream    P:{a:A:b:K}:orders
--- KEYS[3]  last entry id    P:{a:A:b:K}:seq          (ms, n)
--- ARGV[1]  activity id     ARGV[2] product id     ARGV[3] user id
--- ARGV[4]  quantity        ARGV[5] unit price     ARGV[6] bucket number K
--- ARGV[7]  the bucket-sequence base (src/keys.rs BUCKET_SEQ_BASE)
+-- KEYS[1]  bucket stream    P:{a:A:b:K}:orders
+-- KEYS[2]  last entry id    P:{a:A:b:K}:seq          (ms, n)
+-- KEYS[3 .. 2+M]   per product of the call: bucket hash P:{a:A:b:K}:product:ID (stock, sold)
+-- ARGV[1]  activity id     ARGV[2] bucket number K     ARGV[3] the bucket-sequence base
+--          (src/keys.rs BUCKET_SEQ_BASE)
+-- ARGV[4]  number of requests N     ARGV[5] number of distinct products M
+-- ARGV[6 .. 5+4M]  per product, four values: product id, unit price, units to add to the
+--                  bucket before deciding (0, or the units src/buckets/gather.rs withdrew from
+--                  buckets for an order none held whole: added and sold in one step), and the
+--                  preheat epoch they were withdrawn in ('' when none are added; a bucket of
+--                  another epoch, which a later `hot` loaded with them, answers not_found)
+-- ARGV[6+4M ..]    per request, three values: product (1..M, its place above), user id, quantity
 --
--- Returns {verdict, remaining}
---   verdict    the reservation's entry id when queued, else "sold_out" (fewer units than
---              asked in this bucket) or "not_found" (no such bucket)
---   remaining  the bucket's stock after this call (-1 when there is no such bucket)
+-- Returns a flat array of 1 + 2N values: the id of the entry holding the queued purchases
+-- ('' when none was queued), then two per request in request order: verdict, remaining
+--   verdict    when queued, the purchase's index (integer, from 0) within that entry, else
+--              "sold_out" (fewer units than asked in this bucket) or "not_found" (no such
+--              bucket: nothing is added either)
+--   remaining  the bucket's stock after this request (-1 when there is no such bucket)
 -- Entry ids are <ms>-<base + n * 1024 + K>: n counts the entries of one millisecond, so every
--- id is higher than the last (the clock never goes back here) and names its bucket. The entry's
--- fields are those reserve.lua writes, decoded by src/reservation/entry.rs: keep them in step.
+-- id is higher than the last (the clock never goes back here) and names its bucket.
+-- Counters are written before the XADD: should it fail, the units stay withdrawn (reconcile
+-- reports them) rather than queued without being deducted.
 
-local h = redis.call('HMGET', KEYS[1], 'stock', 'sold')
-local stock = tonumber(h[1])
-if not stock then
-    return { 'not_found', -1 }
-end
-local quantity = tonumber(ARGV[4])
-if stock < quantity then
-    return { 'sold_out', stock }
+local activity, bucket, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, m = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local products = {}
+for j = 1, m do
+    local a = 6 + (j - 1) * 4
+    local add = tonumber(ARGV[a + 2])
+    local h = redis.call('HMGET', KEYS[2 + j], 'stock', 'sold', 'epoch')
+    local stock = tonumber(h[1])
+    if stock and add > 0 then
+        if (h[3] or '') == ARGV[a + 3] then
+            stock = stock + add
+        else
+            stock = nil
+        end
+    end
+    products[j] = { key = KEYS[2 + j], id = ARGV[a], price = ARGV[a + 1], stock = stock,
+        sold = tonumber(h[2]) or 0, dirty = add > 0 }
 end
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local last = redis.call('HMGET', KEYS[3], 'ms', 'n')
-local ms, n = now_ms, 0
-local last_ms = tonumber(last[1])
-if last_ms and last_ms >= now_ms then
-    ms, n = last_ms, tonumber(last[2]) + 1
-end
-local seq = tonumber(ARGV[7]) + n * 1024 + tonumber(ARGV[6])
-local ms_str = string.format('%d', ms)
-local id = ms_str .. '-' .. string.format('%d', seq)
 
--- Deducted before queueing, as in reserve.lua: should the XADD fail, the unit stays withdrawn
--- (reconcile reports it) rather than queued without being deducted.
-stock = stock - quantity
-redis.call('HSET', KEYS[1], 'stock', string.format('%d', stock),
-    'sold', string.format('%d', (tonumber(h[2]) or 0) + quantity))
-redis.call('HSET', KEYS[3], 'ms', ms_str, 'n', string.format('%d', n))
-redis.call('XADD', KEYS[2], id,
-    'activity', ARGV[1], 'product', ARGV[2], 'user', ARGV[3],
-    'quantity', ARGV[4], 'price', ARGV[5], 'reserved_ms', string.format('%d', now_ms))
-return { id, stock }
+local replies = { '' }
+local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
+local queued, last = 0, #entry
+local first_arg = 6 + 4 * m
+for i = 1, n do
+    local a = first_arg + (i - 1) * 3
+    local p = products[tonumber(ARGV[a])]
+    local quantity_arg = ARGV[a + 2]
+    local quantity = tonumber(quantity_arg)
+    if not p.stock then
+        replies[2 * i], replies[2 * i + 1] = 'not_found', -1
+    elseif p.stock < quantity then
+        replies[2 * i], replies[2 * i + 1] = 'sold_out', p.stock
+    else
+        p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
+        local e = last
+        last = e + 8
+        entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', p.id, 'user', ARGV[a + 1]
+        entry[e + 5], entry[e + 6], entry[e + 7], entry[e + 8] = 'quantity', quantity_arg, 'price', p.price
+        replies[2 * i], replies[2 * i + 1] = queued, p.stock
+        queued = queued + 1
+    end
+end
+
+for _, p in ipairs(products) do
+    if p.dirty and p.stock then
+        redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+    end
+end
+if queued > 0 then
+    local last_id = redis.call('HMGET', KEYS[2], 'ms', 'n')
+    local ms, k = now_ms, 0
+    local last_ms = tonumber(last_id[1])
+    if last_ms and last_ms >= now_ms then
+        ms, k = last_ms, tonumber(last_id[2]) + 1
+    end
+    local ms_str = string.format('%d', ms)
+    local id = ms_str .. '-' .. string.format('%d', base + k * 1024 + bucket)
+    redis.call('HSET', KEYS[2], 'ms', ms_str, 'n', string.format('%d', k))
+    entry[3] = id
+    replies[1] = redis.call(unpack(entry))
+end
+return replies

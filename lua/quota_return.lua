@@ -1,14 +1,18 @@
--- quota_return.lua: give back the quota quota.lua took when no bucket had the units
--- (src/buckets.rs), so a buyer refused `sold_out` keeps their whole limit.
+-- quota_return.lua: give back the quotas quota.lua took for purchases no bucket could fill
+-- (src/buckets/quota.rs), a whole batch per call, so a buyer refused `sold_out` keeps their
+-- whole limit.
 --
--- KEYS[1]  bought hash      P:{a:A}:bought:ID
--- ARGV[1]  user id     ARGV[2] quantity
+-- KEYS[1 .. M]  per product of the returns: bought hash   P:{a:A}:bought:ID
+-- ARGV[1 ..]    per return, three values: product (1..M, its place above), user id, quantity
 --
--- Returns the buyer's total after the return.
+-- Returns the number of returns made.
 
-local total = redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[2])
-if total <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[1])
-    return 0
+local returned = 0
+for a = 1, #ARGV, 3 do
+    local key, user = KEYS[tonumber(ARGV[a])], ARGV[a + 1]
+    if redis.call('HINCRBY', key, user, '-' .. ARGV[a + 2]) <= 0 then
+        redis.call('HDEL', key, user)
+    end
+    returned = returned + 1
 end
-return total
+return returned

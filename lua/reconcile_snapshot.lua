@@ -12,11 +12,14 @@
 -- KEYS[1]  order stream     P:{a:A}:orders
 -- KEYS[2]  released set     P:{a:A}:released
 -- KEYS[3]  stock ops hash   P:{a:A}:stock_ops
--- KEYS[4 ..]  per product, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
+-- KEYS[4]  returning hash   P:{a:A}:returning
+-- KEYS[5 ..]  per product, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
 --
 -- Returns {seconds, microseconds (Redis TIME), last generated stream id ('' when none), released
--- members, stock ops as field/value pairs, then per product two values: {stock, sold, total}
--- ({} when the product is not loaded) and its bought hash as field/value pairs}.
+-- members, stock ops as field/value pairs, returns under way as field/value pairs, then per
+-- product two values: {stock, sold, total} ({} when the product is not loaded; a product whose
+-- stock is in buckets: {'b', sold, total, shards}, its buckets read by bucket_view.lua) and its bought
+-- hash as field/value pairs}.
 
 local t = redis.call('TIME')
 local last = ''
@@ -31,11 +34,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
         last = ''
     end
 end
-local out = { t[1], t[2], last, redis.call('SMEMBERS', KEYS[2]), redis.call('HGETALL', KEYS[3]) }
-for i = 4, #KEYS, 2 do
-    local h = redis.call('HMGET', KEYS[i], 'stock', 'sold', 'total')
+local out = { t[1], t[2], last, redis.call('SMEMBERS', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+    redis.call('HGETALL', KEYS[4]) }
+for i = 5, #KEYS, 2 do
+    local h = redis.call('HMGET', KEYS[i], 'stock', 'sold', 'total', 'shards')
     if h[1] and h[2] and h[3] then
         out[#out + 1] = { h[1], h[2], h[3] }
+        out[#out + 1] = redis.call('HGETALL', KEYS[i + 1])
+    elseif h[2] and h[3] and (tonumber(h[4]) or 0) > 1 then
+        out[#out + 1] = { 'b', h[2], h[3], h[4] }
         out[#out + 1] = redis.call('HGETALL', KEYS[i + 1])
     else
         out[#out + 1] = {}

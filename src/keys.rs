@@ -19,10 +19,11 @@
 //! | `P:{a:A}:orders` | stream | one entry per reserve script call, holding its accepted purchases (`activity reserved_ms`, then per run of one product `product price buyers quantities`, buyers and quantities space-separated; entries of earlier versions: `product user quantity price` per purchase); consumer group `persist` |
 //! | `P:{a:A}:dlq` | stream | purchases (one each, with `dlq_index`, their place in the entry) or unreadable whole entries that failed persisting `max_deliveries` times, with the error |
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
-//! | `P:{a:A}:stock_ops` | hash | `stock add` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, or `void` (settled as undone by reconcile) |
+//! | `P:{a:A}:stock_ops` | hash | `stock add` / `remove` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, `void` (settled as undone by reconcile), or `part` (a sharded product's change begun, its buckets not all done) |
+//! | `P:{a:A}:returning` | hash | order number → `product:quantity:epoch`: a cancelled/expired order of a sharded product released, its units not yet in their bucket (`release_sharded.lua` → `bucket_return.lua`) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
-//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`) |
-//! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (one purchase per entry, the fields of an `orders` entry of earlier versions); consumer group `persist` |
+//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here once) |
+//! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entries in the `orders` format of the version before runs: `activity reserved_ms`, then `product user quantity price` per purchase); consumer group `persist` |
 //! | `P:{a:A:b:K}:seq` | hash | `ms n`: the last entry id bucket K gave out, so the next is higher and tells its bucket (see `BUCKET_SEQ_BASE`) |
 //! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts; one command at a time) |
 //! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts; one command at a time) |
@@ -125,6 +126,12 @@ impl Keys {
     /// `not_loaded`, or `void` (settled by reconcile before it reached Redis).
     pub fn stock_ops(&self, activity: u64) -> String {
         format!("{}:stock_ops", self.activity_base(activity))
+    }
+
+    /// Returns of a sharded product's units under way: order number -> `product:quantity`,
+    /// from `release_sharded.lua` until the units are in their bucket.
+    pub fn returning(&self, activity: u64) -> String {
+        format!("{}:returning", self.activity_base(activity))
     }
 
     /// The activity's degrade switch: present (holding the message for buyers) while on.
@@ -346,6 +353,7 @@ mod tests {
             ("dlq", k.dlq(a)),
             ("released", k.released(a)),
             ("stock_ops", k.stock_ops(a)),
+            ("returning", k.returning(a)),
             ("degraded", k.degraded(a)),
             ("bucket_product", k.bucket_product(a, 999, id)),
             ("bucket_orders", k.bucket_orders(a, 999)),

@@ -29,8 +29,16 @@ pub fn all() -> Vec<&'static Script> {
         &QUOTA,
         &QUOTA_RETURN,
         &BUCKET_RESERVE,
-        &BUCKET_ADD,
+        &BUCKET_TAKE,
         &RELEASE_SHARDED,
+        &BUCKET_RETURN,
+        &SHARDED_STOCK_BEGIN,
+        &BUCKET_STOCK_OP,
+        &SHARDED_STOCK_FINISH,
+        &BUCKET_VIEW,
+        &REPAIR_SHARDED,
+        &BUCKET_REPAIR,
+        &STOCK_REMOVE,
     ]
 }
 
@@ -65,18 +73,45 @@ pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
 /// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));
 
-/// `lua/quota.lua`: a sharded product's purchase, step one: checks and the buyer's quota.
+/// `lua/quota.lua`: a batch's purchases of sharded products, step one: checks and the buyers' quotas.
 pub static QUOTA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota.lua")));
 
-/// `lua/quota_return.lua`: gives back a quota no bucket could fill.
+/// `lua/quota_return.lua`: gives back a batch's quotas no bucket could fill.
 pub static QUOTA_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota_return.lua")));
 
-/// `lua/bucket_reserve.lua`: a sharded product's purchase, step two: units from one bucket.
+/// `lua/bucket_reserve.lua`: sharded products' purchases, step two: units from one bucket, one entry per call.
 pub static BUCKET_RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_reserve.lua")));
 
-/// `lua/bucket_add.lua`: units into one bucket (returns, `stock add`).
-pub static BUCKET_ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_add.lua")));
+/// `lua/bucket_take.lua`: units out of (or back into) one bucket, to gather an order no bucket holds whole.
+pub static BUCKET_TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_take.lua")));
 
 /// `lua/release_sharded.lua`: a sharded product's order released, before its units go to a bucket.
 pub static RELEASE_SHARDED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release_sharded.lua")));
+
+/// `lua/bucket_return.lua`: a released order's units into its bucket, once.
+pub static BUCKET_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_return.lua")));
+
+/// `lua/sharded_stock_begin.lua`: a live stock change of a sharded product, step one.
+pub static SHARDED_STOCK_BEGIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/sharded_stock_begin.lua")));
+
+/// `lua/bucket_stock_op.lua`: one bucket's share of a live stock change, once.
+pub static BUCKET_STOCK_OP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/bucket_stock_op.lua")));
+
+/// `lua/sharded_stock_finish.lua`: a live stock change of a sharded product, recorded.
+pub static SHARDED_STOCK_FINISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/sharded_stock_finish.lua")));
+
+/// `lua/bucket_view.lua`: reconcile's atomic view of one bucket slot.
+pub static BUCKET_VIEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_view.lua")));
+
+/// `lua/repair_sharded.lua`: reconcile's compare-and-set of a sharded product's `sold` and `total`.
+pub static REPAIR_SHARDED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_sharded.lua")));
+
+/// `lua/bucket_repair.lua`: reconcile's delta repair of one bucket.
+pub static BUCKET_REPAIR: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_repair.lua")));
+
+/// `lua/stock_remove.lua`: take a number of units of a product off sale, all or nothing.
+pub static STOCK_REMOVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/stock_remove.lua")));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stock sharding on a Redis Cluster: one hot product with 1 bucket vs 4 buckets, the same whole
-# sale (`seckill bench --spawn`: HTTP buys through the funnel, one consumer) on a local cluster of
-# three primaries (scripts/redis-cluster.sh, on spare ports, stopped at the end). For each run:
+# sale (`seckill bench --url` against a `seckill serve` started here: HTTP buys through the
+# funnel, one consumer) on a local cluster of three primaries (scripts/redis-cluster.sh, on spare ports, stopped at the end). For each run:
 # buys/s, and each primary's Redis CPU time (INFO CPU used_cpu_user + used_cpu_sys, read before
 # and after) per purchase and as a share of the three nodes' total. The point: with 1 bucket
 # one primary does the product's work; with 4 buckets it is spread over the primaries (the
@@ -39,7 +39,9 @@ if [ -z "${BASE_PORT:-}" ]; then
 fi
 WORK=$(mktemp -d /var/tmp/seckill-bench-buckets.XXXXXX)
 export SECKILL_CLUSTER_DIR=$WORK/cluster
+SERVE_PID=
 cleanup() {
+    [ -z "$SERVE_PID" ] || kill "$SERVE_PID" 2>/dev/null || true
     bash scripts/redis-cluster.sh stop "$BASE_PORT" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -62,9 +64,19 @@ token:
 funnel:
   global_rps: 0
   per_user_rps: 0
+  max_in_flight: $((CONCURRENCY * 4))
 EOF
 unset SECKILL_DATABASE_URL SECKILL_REDIS_URL SECKILL_KEY_PREFIX SECKILL_REDIS_DURABILITY SECKILL_TOKEN_SECRET
 RUST_LOG=warn "$S" --config "$WORK/config.yaml" migrate >/dev/null
+# One `serve` for every run, as in production: each bench run creates its own activity.
+SERVE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RUST_LOG=warn "$S" --config "$WORK/config.yaml" serve --bind "127.0.0.1:$SERVE_PORT" >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$SERVE_PORT/health" >/dev/null && break
+    sleep 0.1
+done
+curl -fs "http://127.0.0.1:$SERVE_PORT/health" >/dev/null || { cat "$WORK/serve.log"; exit 1; }
 
 cpu() { # port -> Redis CPU seconds so far
     redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.6f", t}'
@@ -74,7 +86,7 @@ for round in $(seq "$ROUNDS"); do
     for shards in 1 4; do
         before=()
         for port in "${PORTS[@]}"; do before+=("$(cpu "$port")"); done
-        RUST_LOG=warn "$S" --config "$WORK/config.yaml" bench --spawn --json --consumers 1 --shards "$shards" \
+        RUST_LOG=warn "$S" --config "$WORK/config.yaml" bench --url "http://127.0.0.1:$SERVE_PORT" --json --consumers 1 --shards "$shards" \
             --stock "$REQUESTS" --users "$USERS" --limit-per-user "$LIMIT" --requests "$REQUESTS" \
             --concurrency "$CONCURRENCY" >"$WORK/$shards.$round.json"
         after=()
@@ -102,12 +114,16 @@ print("|---|---|---|---|---|")
 for shards in (1, 4):
     runs = [json.load(open(f"{work}/{shards}.{r}.json")) for r in range(1, rounds + 1)]
     rps = [r["rps"] for r in runs]
-    ports = sorted(runs[0]["node_cpu_s"])
-    per = {p: statistics.median(r["node_cpu_s"][p] * 1e6 / max(r["outcomes"].get("queued", 0), 1) for r in runs) for p in ports}
-    share = {p: statistics.median(r["node_cpu_s"][p] / max(sum(r["node_cpu_s"].values()), 1e-9) for r in runs) for p in ports}
-    # Sorted from the busiest node: which port holds what differs between activities.
-    per_s = " / ".join(f"{v:.1f}" for v in sorted(per.values(), reverse=True))
-    share_s = " / ".join(f"{v:.0%}" for v in sorted(share.values(), reverse=True))
+    # Each run's nodes sorted from the busiest, then the median per rank: which port holds the
+    # activity (and which buckets) differs between runs, so a per-port median would mix them.
+    def ranked(r, value):
+        return sorted((value(r, c) for c in r["node_cpu_s"].values()), reverse=True)
+    per_run = [ranked(r, lambda r, c: c * 1e6 / max(r["outcomes"].get("queued", 0), 1)) for r in runs]
+    share_run = [ranked(r, lambda r, c: c / max(sum(r["node_cpu_s"].values()), 1e-9)) for r in runs]
+    per = [statistics.median(v) for v in zip(*per_run)]
+    share = [statistics.median(v) for v in zip(*share_run)]
+    per_s = " / ".join(f"{v:.1f}" for v in per)
+    share_s = " / ".join(f"{v:.0%}" for v in share)
     print(f"| {shards} | {statistics.median(rps):.0f} | {per_s} | {share_s} | {', '.join(f'{x:.0f}' for x in rps)} |")
 PY
 cat target/bench/buckets.md

@@ -3,32 +3,37 @@
 //! [`crate::keys`]) with its own reservation stream, so a cluster spreads one product's load
 //! over its primaries.
 //!
-//! A purchase of a sharded product takes two scripts, because the per-user limit must hold
-//! across buckets and a script touches one slot:
-//! 1. `lua/quota.lua` in the activity's slot: every check of `lua/reserve.lua` but the stock,
-//!    and the buyer's total raised by the quantity (the limit is checked there, once);
-//! 2. `lua/bucket_reserve.lua` in one bucket's slot: deduct and queue (XADD to the bucket's
-//!    stream). Buckets are tried from a random one on; an empty one passes to the next;
-//! 3. only when every bucket lacks the units, `lua/quota_return.lua` gives the quota back and
-//!    the buyer is answered `sold_out`.
+//! The purchases of sharded products in a group-commit batch take two steps, because the
+//! per-user limit must hold across buckets and a script touches one slot:
+//! 1. [`quota`]: one `lua/quota.lua` call in the activity's slot decides every check of
+//!    `lua/reserve.lua` but the stock for all of them, and raises the accepted buyers' totals
+//!    (the limit is checked there, once);
+//! 2. `fill`: the accepted purchases, dealt out over the buckets, one `lua/bucket_reserve.lua`
+//!    call per bucket (the buckets concurrently; one stream entry per call); those a bucket
+//!    cannot fill move on to the next bucket in a follow-up round;
+//! 3. `gather`: an order of several units no bucket holds alone has its units gathered into
+//!    one bucket when the buckets together hold them;
+//! 4. only the purchases that fit nowhere have their quotas given back (one
+//!    `lua/quota_return.lua` call) and are answered `sold_out`.
 //!
-//! A crash or a lost answer between 1 and 2 (or 2 and 3) leaves the buyer's total raised
+//! A crash or a lost answer between 1 and 2 (or 2 and 4) leaves the buyer's total raised
 //! without a reservation: the buyer may be refused a unit they could have had, a unit is
 //! never sold twice. `reconcile` reports such totals (drift in `bought`) and `--fix` sets
 //! them to MySQL's orders.
 
+mod fill;
+mod gather;
+pub mod quota;
 pub mod stock;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use redis::Value;
-
 use crate::buy::{self, Outcome, Purchase, Verdict};
 use crate::error::{Error, RedisContext, Result};
-use crate::keys;
 use crate::redis_client::RedisClient;
-use crate::scripts;
+use fill::{Item, Known};
+use quota::Quota;
 
 /// Splits `units` over `shards` buckets as evenly as whole units allow (the first buckets get
 /// the odd units).
@@ -64,8 +69,8 @@ impl Sharded {
 }
 
 /// Decides `purchases` of `activity`: those of products without buckets in one call of
-/// `reserve.lua` ([`buy::reserve_above`]), those of sharded products each through its buckets
-/// ([`reserve_one`]), concurrently. One verdict per purchase, in order.
+/// `reserve.lua` ([`buy::reserve_above`]), those of sharded products through their buckets
+/// ([`decide_sharded`]), both at the same time. One verdict per purchase, in order.
 pub async fn reserve_routed(
     redis: &RedisClient,
     activity: u64,
@@ -80,58 +85,60 @@ pub async fn reserve_routed(
     for _ in 0..2 {
         let mut retry_plain = Vec::new();
         let mut retry_bucketed = Vec::new();
-        if !plain.is_empty() {
-            // `plain` holds indices in order, so all of them is the whole batch: the usual case
-            // (no sharded product) sends it as it is, without copying every purchase.
-            let subset: Vec<Purchase>;
-            let batch: &[Purchase] = if plain.len() == purchases.len() {
-                purchases
-            } else {
-                subset = plain.iter().map(|&i| purchases[i].clone()).collect();
-                &subset
-            };
-            let decided = buy::reserve_above(redis, activity, min_persist_seq, batch).await?;
-            let mut checked: HashMap<u64, bool> = HashMap::new();
-            for (&i, verdict) in plain.iter().zip(decided) {
-                let product = purchases[i].product_id;
-                if verdict.outcome == Outcome::NotFound && verdict.remaining < 0 {
-                    let is_sharded = match checked.get(&product) {
-                        Some(&s) => s,
-                        None => {
-                            let s = shards_in_redis(redis, activity, product).await? > 1;
-                            checked.insert(product, s);
-                            s
-                        }
-                    };
-                    if is_sharded {
-                        sharded.set(product, true);
-                        retry_bucketed.push(i);
-                        continue;
-                    }
+        // `plain` holds indices in order, so all of them is the whole batch: the usual case
+        // (no sharded product) sends it as it is, without copying every purchase.
+        let subset: Vec<Purchase>;
+        let plain_batch: &[Purchase] = if plain.len() == purchases.len() {
+            purchases
+        } else {
+            subset = plain.iter().map(|&i| purchases[i].clone()).collect();
+            &subset
+        };
+        let sharded_batch: Vec<Purchase> = bucketed.iter().map(|&i| purchases[i].clone()).collect();
+        let (plain_decided, sharded_decided) = tokio::join!(
+            async {
+                if plain_batch.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    buy::reserve_above(redis, activity, min_persist_seq, plain_batch).await
                 }
-                verdicts[i] = Some(verdict);
+            },
+            async {
+                if sharded_batch.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    decide_sharded(redis, activity, min_persist_seq, &sharded_batch).await
+                }
             }
+        );
+        let (plain_decided, sharded_decided) = (plain_decided?, sharded_decided?);
+        let mut checked: HashMap<u64, bool> = HashMap::new();
+        for (&i, verdict) in plain.iter().zip(plain_decided) {
+            let product = purchases[i].product_id;
+            if verdict.outcome == Outcome::NotFound && verdict.remaining < 0 {
+                let is_sharded = match checked.get(&product) {
+                    Some(&s) => s,
+                    None => {
+                        let s = shards_in_redis(redis, activity, product).await? > 1;
+                        checked.insert(product, s);
+                        s
+                    }
+                };
+                if is_sharded {
+                    sharded.set(product, true);
+                    retry_bucketed.push(i);
+                    continue;
+                }
+            }
+            verdicts[i] = Some(verdict);
         }
-        if !bucketed.is_empty() {
-            let mut tasks = tokio::task::JoinSet::new();
-            for &i in &bucketed {
-                let (redis, purchase) = (redis.clone(), purchases[i].clone());
-                tasks.spawn(async move { (i, reserve_one(&redis, activity, min_persist_seq, &purchase).await) });
-            }
-            let mut failed = None;
-            while let Some(done) = tasks.join_next().await {
-                let (i, decided) = done.map_err(|e| Error::Internal(format!("a bucket purchase panicked: {e}")))?;
-                match decided {
-                    Ok(Some(verdict)) => verdicts[i] = Some(verdict),
-                    Ok(None) => {
-                        sharded.set(purchases[i].product_id, false);
-                        retry_plain.push(i);
-                    }
-                    Err(e) => failed = Some(e),
+        for (&i, verdict) in bucketed.iter().zip(sharded_decided) {
+            match verdict {
+                Some(verdict) => verdicts[i] = Some(verdict),
+                None => {
+                    sharded.set(purchases[i].product_id, false);
+                    retry_plain.push(i);
                 }
-            }
-            if let Some(e) = failed {
-                return Err(e);
             }
         }
         if retry_plain.is_empty() && retry_bucketed.is_empty() {
@@ -156,90 +163,66 @@ async fn shards_in_redis(redis: &RedisClient, activity: u64, product: u64) -> Re
     Ok(shards.unwrap_or(0))
 }
 
-/// One purchase of a sharded product (the steps in the module docs); `None` when the product
-/// has no buckets in Redis (decide it with `reserve.lua`).
-pub async fn reserve_one(
+/// Decides `purchases` of sharded products (the steps in the module docs). One verdict per
+/// purchase, in order; `None` for one whose product has no buckets in Redis (decide it with
+/// `reserve.lua`).
+pub async fn decide_sharded(
     redis: &RedisClient,
     activity: u64,
     min_persist_seq: u64,
-    purchase: &Purchase,
-) -> Result<Option<Verdict>> {
-    let keys = redis.keys();
-    let per = keys.for_activity(activity);
-    let product = purchase.product_id;
-    let reply: Vec<Value> = scripts::QUOTA
-        .key(keys.activity(activity))
-        .key(keys.blacklist(activity))
-        .key(per.product(product))
-        .key(per.bought(product))
-        .key(keys.revoked(activity))
-        .arg(min_persist_seq)
-        .arg(&purchase.user_id)
-        .arg(purchase.quantity)
-        .invoke_async(&mut redis.conn())
-        .await
-        .at(redis)?;
-    let unexpected = || Error::Internal(format!("quota.lua answered {reply:?}"));
-    let [Value::BulkString(verdict), Value::Int(shards), price] = reply.as_slice() else {
-        return Err(unexpected());
-    };
-    let price = match price {
-        Value::BulkString(p) => String::from_utf8_lossy(p).into_owned(),
-        _ => return Err(unexpected()),
-    };
-    match verdict.as_slice() {
-        b"ok" => {}
-        b"not_sharded" => return Ok(None),
-        code => {
-            let outcome = Outcome::REFUSALS
-                .into_iter()
-                .find(|o| o.code().as_bytes() == code)
-                .ok_or_else(unexpected)?;
-            return Ok(Some(refused(outcome)));
+    purchases: &[Purchase],
+) -> Result<Vec<Option<Verdict>>> {
+    let quotas = quota::take(redis, activity, min_persist_seq, purchases).await?;
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; purchases.len()];
+    let mut items = Vec::new();
+    // Each product's purchases are dealt out over its buckets from a random one on.
+    let mut next: HashMap<u64, u16> = HashMap::new();
+    for (i, (purchase, quota)) in purchases.iter().zip(&quotas.verdicts).enumerate() {
+        match *quota {
+            Quota::NotSharded => {}
+            Quota::Refused(outcome) => verdicts[i] = Some(refused(outcome)),
+            Quota::Taken => {
+                let product = quotas.products.get(&purchase.product_id).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "quota.lua took a quota of product {} without buckets",
+                        purchase.product_id
+                    ))
+                })?;
+                let start = next
+                    .entry(purchase.product_id)
+                    .or_insert_with(|| rand::random_range(0..product.shards));
+                items.push(Item::new(
+                    i,
+                    purchase.clone(),
+                    product.shards,
+                    product.price.clone(),
+                    *start,
+                ));
+                *start = (*start + 1) % product.shards;
+            }
         }
     }
-    let shards = u16::try_from(*shards).map_err(|_| unexpected())?.max(1);
-    let first: u16 = rand::random_range(0..shards);
-    for k in (0..shards).map(|step| (first + step) % shards) {
-        let reply: Vec<Value> = scripts::BUCKET_RESERVE
-            .key(keys.bucket_product(activity, k, product))
-            .key(keys.bucket_orders(activity, k))
-            .key(keys.bucket_seq(activity, k))
-            .arg(activity)
-            .arg(product)
-            .arg(&purchase.user_id)
-            .arg(purchase.quantity)
-            .arg(&price)
-            .arg(k)
-            .arg(keys::BUCKET_SEQ_BASE)
-            .invoke_async(&mut redis.conn())
-            .await
-            .at(redis)?;
-        let [Value::BulkString(verdict), Value::Int(remaining)] = reply.as_slice() else {
-            return Err(Error::Internal(format!("bucket_reserve.lua answered {reply:?}")));
-        };
-        let verdict = String::from_utf8_lossy(verdict);
-        if keys::is_entry_id(&verdict) {
-            return Ok(Some(Verdict {
-                outcome: Outcome::Ok,
-                order_no: Some(keys::order_no(activity, &verdict)),
-                remaining: *remaining,
-            }));
-        }
+    let mut known = Known::new();
+    let (queued, unfit) = fill::fill(redis, activity, items, &mut known).await?;
+    for (i, verdict) in queued {
+        verdicts[i] = Some(verdict);
     }
-    let () = scripts::QUOTA_RETURN
-        .key(per.bought(product))
-        .arg(&purchase.user_id)
-        .arg(purchase.quantity)
-        .invoke_async::<i64>(&mut redis.conn())
-        .await
-        .at(redis)
-        .map(drop)?;
-    Ok(Some(Verdict {
-        outcome: Outcome::SoldOut,
-        order_no: None,
-        remaining: 0,
-    }))
+    let mut returned = Vec::new();
+    for item in &unfit {
+        verdicts[item.index] = Some(match gather::gather(redis, activity, item, &mut known).await? {
+            Some(verdict) => verdict,
+            None => {
+                returned.push(&item.purchase);
+                Verdict {
+                    outcome: Outcome::SoldOut,
+                    order_no: None,
+                    remaining: gather::known_total(&known, item.purchase.product_id, item.shards),
+                }
+            }
+        });
+    }
+    quota::give_back(redis, activity, &returned).await?;
+    Ok(verdicts)
 }
 
 fn refused(outcome: Outcome) -> Verdict {

@@ -1,12 +1,13 @@
 //! The buckets' side of the operator's commands: loading them (`hot`), their streams
 //! (consumers, backlog, `flush`), their totals (`reconcile`, `status`) and putting units
-//! back into them (`order cancel|expire`, `stock add`).
+//! back into them (`order cancel|expire`). Live stock changes are in [`live`].
+
+pub mod live;
 
 use redis::AsyncCommands;
 
 use super::split;
 use crate::error::{RedisContext, Result};
-use crate::keys::Keys;
 use crate::redis_client::RedisClient;
 use crate::scripts;
 
@@ -82,12 +83,34 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
         }
         let () = stale.query_async(&mut conn).await.at(redis)?;
     }
+    // Returns under way belong to the stock being replaced: MySQL's count, loaded now, has them.
+    let () = conn.del(keys.returning(activity)).await.at(redis)?;
+    // The epoch `preheat.lua` just wrote tells a late live change or repair of the previous
+    // load to keep off; `from` is where this load's reservations start in the bucket's stream.
+    let epoch: String = conn
+        .hget::<_, _, Option<String>>(keys.activity(activity), "epoch")
+        .await
+        .at(redis)?
+        .unwrap_or_default();
+    let mut from = Vec::new();
+    for k in 0..buckets {
+        from.push(
+            last_generated(redis, &keys.bucket_orders(activity, k))
+                .await?
+                .unwrap_or_default(),
+        );
+    }
     for p in products.iter().filter(|p| p.shards > 1) {
         let mut pipe = redis::pipe();
         for (k, units) in split(p.remaining, p.shards).into_iter().enumerate() {
             pipe.hset_multiple(
                 keys.bucket_product(activity, k as u16, p.product),
-                &[("stock", units), ("sold", 0)],
+                &[
+                    ("stock", units.to_string()),
+                    ("sold", "0".to_string()),
+                    ("epoch", epoch.clone()),
+                    ("from", from[k].clone()),
+                ],
             )
             .ignore();
         }
@@ -164,35 +187,22 @@ pub async fn shards_of(redis: &RedisClient, activity: u64, product: u64) -> Resu
     Ok(shards.unwrap_or(0))
 }
 
-/// Puts `units` into the product's buckets, spread like `hot` spreads stock (starting at a
-/// random bucket, so small returns do not all land in bucket 0). Returns the units added
-/// (0 when the product has no buckets loaded).
-pub async fn add(redis: &RedisClient, activity: u64, product: u64, shards: u16, units: u64) -> Result<u64> {
-    let keys: &Keys = redis.keys();
-    let first: u16 = rand::random_range(0..shards.max(1));
-    let mut added = 0;
-    for (step, share) in split(units, shards).into_iter().enumerate() {
-        if share == 0 {
-            continue;
-        }
-        let k = (first + step as u16) % shards;
-        let after: i64 = scripts::BUCKET_ADD
-            .key(keys.bucket_product(activity, k, product))
-            .arg(share)
-            .invoke_async(&mut redis.conn())
-            .await
-            .at(redis)?;
-        if after >= 0 {
-            added += share;
-        }
-    }
-    Ok(added)
+/// The bucket a returned order's units go to: picked by its order number, so a retry or
+/// reconcile finishing the return reaches the bucket that records it (`r:<order>`), and
+/// returns spread over the buckets.
+pub fn bucket_of_order(order_no: &str, shards: u16) -> u16 {
+    // FNV-1a: stable across processes and builds, unlike the std hasher.
+    let hash = order_no.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(shards.max(1))) as u16
 }
 
 /// Returns a cancelled or expired order's units of a sharded product, exactly once: marks
-/// the order released, lowers the buyer's total and `sold` (`release_sharded.lua`), then
-/// puts the units into a bucket. Returns what `release_sharded.lua` returned (1 released now,
-/// 0 earlier, -1 not loaded).
+/// the order released, lowers the buyer's total and `sold` and notes the return
+/// (`release_sharded.lua`), puts the units into the order's bucket once
+/// (`bucket_return.lua`), then drops the note. Returns what `release_sharded.lua` returned
+/// (1 released now, 0 earlier, -1 not loaded).
 pub async fn release(
     redis: &RedisClient,
     activity: u64,
@@ -207,26 +217,70 @@ pub async fn release(
         .key(keys.released(activity))
         .key(keys.product(activity, product))
         .key(keys.bought(activity, product))
+        .key(keys.returning(activity))
+        .key(keys.activity(activity))
         .arg(order_no)
         .arg(user)
         .arg(quantity)
+        .arg(product)
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
     if released == 1 {
-        put_back(redis, activity, product, shards, quantity).await?;
+        // The note gone already: a `hot` reloaded the activity from MySQL, which has the units.
+        let note: Option<String> = redis.conn().hget(keys.returning(activity), order_no).await.at(redis)?;
+        if let Some(epoch) = note.as_deref().and_then(|n| n.splitn(3, ':').nth(2)) {
+            finish_return(redis, activity, product, shards, order_no, quantity, epoch).await?;
+        }
     }
     Ok(released)
 }
 
-/// An order's units into one random bucket (an order is small: one bucket takes it whole).
-async fn put_back(redis: &RedisClient, activity: u64, product: u64, shards: u16, quantity: u32) -> Result<()> {
-    let k: u16 = rand::random_range(0..shards.max(1));
-    let _: i64 = scripts::BUCKET_ADD
-        .key(redis.keys().bucket_product(activity, k, product))
+/// Steps two and three of a return (see [`release`]) noted in preheat epoch `epoch`; safe to
+/// repeat. Returns `bucket_return.lua`'s answer (1 added now, 0 earlier, -1 no such bucket
+/// or one of another epoch).
+pub async fn finish_return(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    shards: u16,
+    order_no: &str,
+    quantity: u32,
+    epoch: &str,
+) -> Result<i64> {
+    let keys = redis.keys();
+    let k = bucket_of_order(order_no, shards);
+    let added: i64 = scripts::BUCKET_RETURN
+        .key(keys.bucket_product(activity, k, product))
+        .arg(order_no)
         .arg(quantity)
+        .arg(epoch)
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
-    Ok(())
+    let () = redis.conn().hdel(keys.returning(activity), order_no).await.at(redis)?;
+    Ok(added)
+}
+
+/// The last entry id `stream` generated (`None`: no stream or no entry yet).
+pub async fn last_generated(redis: &RedisClient, stream: &str) -> Result<Option<String>> {
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(stream)
+        .query_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    if !exists {
+        return Ok(None);
+    }
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    Ok(crate::reservation::pairs(info)
+        .into_iter()
+        .find(|(k, _)| k == "last-generated-id")
+        .map(|(_, v)| v)
+        .filter(|v| v != "0-0"))
 }

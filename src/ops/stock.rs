@@ -1,5 +1,5 @@
-//! Live stock changes while the sale runs: `stock add` (top up) and `stock sold-out`
-//! (the source channel ran out).
+//! Live stock changes while the sale runs: `stock add` (top up), `stock sold-out` (the
+//! source channel ran out) and `stock remove` (take a number of units off sale).
 //!
 //! Each change is made in an order where a failure or a kill at any point leaves no unit on
 //! sale that MySQL does not count:
@@ -7,15 +7,22 @@
 //!    MySQL counts the units before any of them is on sale);
 //! 2. Redis: the script applies the change atomically with `reserve.lua`, at most once per
 //!    ledger row, and records the row id with what it did (`P:{a:A}:stock_ops`);
-//! 3. MySQL: the row becomes `done` (for a sold-out, `total_stock` shrinks by the units
-//!    Redis withdrew: withdrawn units are off sale before MySQL hears of them).
+//! 3. MySQL: the row becomes `done` (for a sold-out or a remove, `total_stock` shrinks by the
+//!    units Redis withdrew: withdrawn units are off sale before MySQL hears of them).
 //!
 //! A change left `pending` (process killed, Redis or MySQL lost midway) is settled by
 //! `seckill reconcile --fix` (see [`settle`]): completed when Redis applied it, undone when
 //! it did not (marking it void in Redis first, so a late script call refuses).
+//!
+//! A product whose stock is in buckets takes step 2 in several scripts, one per slot
+//! ([`crate::buckets::stock::live`]); a change begun there is completed, never undone.
+
+mod remove;
+pub use remove::remove;
 
 use serde::Serialize;
 
+use crate::buckets::stock::live::{self, Change};
 use crate::db::Db;
 use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::ops::lifecycle;
@@ -47,9 +54,10 @@ pub struct PendingChange {
     pub ledger_id: u64,
     /// The product.
     pub product_id: u64,
-    /// `adjust` (stock add) or `sold_out`.
+    /// `adjust` (stock add), `sold_out` or `remove`.
     pub op: String,
-    /// Units added (an add; 0 for a sold-out, whose amount Redis decides).
+    /// Units added (an add), units asked to take (a remove, negative; 0 for a sold-out, whose
+    /// amount Redis decides).
     pub delta: i64,
     /// How long ago the row was written, ms (MySQL clock).
     pub age_ms: i64,
@@ -66,6 +74,9 @@ pub enum Applied {
     NotLoaded,
     /// Settled as undone by reconcile; the scripts refuse it.
     Void,
+    /// A sharded product's change begun and not yet recorded as done in every bucket
+    /// (`part`): it is resumed, never undone.
+    Started,
 }
 
 impl Applied {
@@ -75,6 +86,7 @@ impl Applied {
             None => Applied::No,
             Some("void") => Applied::Void,
             Some("not_loaded") => Applied::NotLoaded,
+            Some("part") => Applied::Started,
             Some(n) => Applied::Units(n.parse().unwrap_or(0)),
         }
     }
@@ -135,10 +147,9 @@ async fn begin_change(
     Ok(row.last_insert_id())
 }
 
-/// The activity of `product` (not found: an error), refused when its stock is in buckets: a
-/// live change of it would have to be applied exactly once in several slots, which these
-/// scripts cannot promise yet. Nothing is changed either way.
-async fn unsharded_activity(db: &Db, redis: &RedisClient, product: u64) -> Result<u64> {
+/// The activity of `product` (not found: an error) and the product's bucket count in Redis
+/// (0 or 1: its stock is in its own hash, or it is not loaded).
+async fn activity_and_shards(db: &Db, redis: &RedisClient, product: u64) -> Result<(u64, u16)> {
     let activity: u64 = sqlx::query_scalar("SELECT activity_id FROM products WHERE id = ?")
         .bind(product)
         .fetch_optional(db.pool())
@@ -146,14 +157,60 @@ async fn unsharded_activity(db: &Db, redis: &RedisClient, product: u64) -> Resul
         .at(db)?
         .ok_or_else(|| Error::not_found(format!("product {product}")))?;
     let shards = crate::buckets::stock::shards_of(redis, activity, product).await?;
-    if shards > 1 {
-        return Err(Error::refused(format!(
-            "product {product} is preheated with its stock in {shards} buckets: live stock changes are not \
-             supported for it; stop the sale (`seckill stop {activity}`), change the stock with \
-             `seckill product update {product} --stock N`, then `seckill hot {activity}` and `seckill start {activity}`"
-        )));
+    Ok((activity, shards))
+}
+
+/// What Redis answered a change: its value (the stock after an add, the units a sold-out
+/// withdrew), not loaded, voided, or a failure after which it is unknown whether it ran.
+enum Answer {
+    Value(i64),
+    NotLoaded,
+    Voided,
+    Failed(Error),
+}
+
+impl Answer {
+    fn of(redis: &RedisClient, reply: redis::RedisResult<i64>) -> Answer {
+        match reply {
+            Ok(v) => Answer::Value(v),
+            Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => Answer::NotLoaded,
+            Err(e) if redis_error_code(&e) == Some("VOIDED") => Answer::Voided,
+            Err(e) => Answer::Failed(redis.err(e)),
+        }
     }
-    Ok(activity)
+}
+
+/// A change of a product whose stock is in buckets ([`live::apply`]), answered as the
+/// single-slot scripts answer: the product's stock on sale after an add (summed over its
+/// buckets), or the units a sold-out withdrew.
+async fn sharded(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    ledger_id: u64,
+    change: Change,
+    preheated_at: &str,
+) -> Answer {
+    let applied = match live::apply(redis, activity, product, ledger_id, change, preheated_at).await {
+        Ok(applied) => applied,
+        Err(e) => return Answer::Failed(e),
+    };
+    match (applied, change) {
+        (Applied::NotLoaded, _) => Answer::NotLoaded,
+        (Applied::Units(units), Change::SoldOut | Change::Remove(_)) => Answer::Value(units),
+        (Applied::Units(_), Change::Add(_)) => {
+            let shards = crate::buckets::stock::shards_of(redis, activity, product).await;
+            let totals = match shards {
+                Ok(shards) => crate::buckets::stock::totals(redis, activity, product, shards).await,
+                Err(e) => Err(e),
+            };
+            match totals {
+                Ok((stock, _)) => Answer::Value(stock),
+                Err(e) => Answer::Failed(e),
+            }
+        }
+        _ => Answer::Voided,
+    }
 }
 
 fn pending_hint(ledger_id: u64, activity: u64) -> String {
@@ -167,7 +224,7 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
         return Err(Error::invalid("units must be at least 1"));
     }
     let units = i64::from(units);
-    let activity = unsharded_activity(db, redis, product_id).await?;
+    let (activity, shards) = activity_and_shards(db, redis, product_id).await?;
     // Read before MySQL counts the units: a `hot` after this point may load them from MySQL,
     // and the script must then not add them a second time.
     let preheated_at = lifecycle::preheated_at(redis, activity)
@@ -186,32 +243,39 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
     tx.commit().await.at(db)?;
 
     let keys = redis.keys();
-    let applied = scripts::STOCK_ADD
-        .key(keys.product(activity, product_id))
-        .key(keys.stock_ops(activity))
-        .key(keys.activity(activity))
-        .arg(units)
-        .arg(ledger_id)
-        .arg(&preheated_at)
-        .invoke_async::<i64>(&mut redis.conn())
-        .await;
+    let applied = if shards > 1 {
+        sharded(
+            redis,
+            activity,
+            product_id,
+            ledger_id,
+            Change::Add(units as u64),
+            &preheated_at,
+        )
+        .await
+    } else {
+        let reply = scripts::STOCK_ADD
+            .key(keys.product(activity, product_id))
+            .key(keys.stock_ops(activity))
+            .key(keys.activity(activity))
+            .arg(units)
+            .arg(ledger_id)
+            .arg(&preheated_at)
+            .invoke_async::<i64>(&mut redis.conn())
+            .await;
+        Answer::of(redis, reply)
+    };
     let redis_stock = match applied {
-        Ok(stock) => Some(stock),
-        Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => None,
-        Err(e) if redis_error_code(&e) == Some("VOIDED") => {
+        Answer::Value(stock) => Some(stock),
+        Answer::NotLoaded => None,
+        Answer::Voided => {
             return Err(Error::refused(format!(
                 "stock change #{ledger_id} was settled as undone by reconcile meanwhile; nothing was added"
             )))
         }
         // Unknown whether the script ran: MySQL counts the units either way, so nothing can be
         // oversold; reconcile finds out and completes or undoes the change.
-        Err(e) => {
-            return Err(Error::Internal(format!(
-                "{}: {}",
-                pending_hint(ledger_id, activity),
-                redis.err(e)
-            )))
-        }
+        Answer::Failed(e) => return Err(Error::Internal(format!("{}: {e}", pending_hint(ledger_id, activity)))),
     };
     // Redis applied it and MySQL counts it: the change is made. Marking the row done only
     // records that; should MySQL fail now, reconcile marks it (it sees Redis applied it).
@@ -234,35 +298,34 @@ pub async fn add(db: &Db, redis: &RedisClient, product_id: u64, units: u32) -> R
 /// Withdraws every unit of the product still on sale (Redis stock to 0, totals reduced by
 /// as much in Redis and MySQL), with a `sold_out` ledger row. Units already reserved stay sold.
 pub async fn sold_out(db: &Db, redis: &RedisClient, product_id: u64) -> Result<StockChange> {
-    unsharded_activity(db, redis, product_id).await?;
+    let (_, shards) = activity_and_shards(db, redis, product_id).await?;
     let mut tx = db.pool().begin().await.at(db)?;
     let (activity, _, _) = lock_product(db, &mut tx, product_id).await?;
     let ledger_id = begin_change(db, &mut tx, activity, product_id, "sold_out", 0, "source sold out").await?;
     tx.commit().await.at(db)?;
 
     let keys = redis.keys();
-    let applied = scripts::SOLD_OUT
-        .key(keys.product(activity, product_id))
-        .key(keys.stock_ops(activity))
-        .arg(ledger_id)
-        .invoke_async::<i64>(&mut redis.conn())
-        .await;
+    let applied = if shards > 1 {
+        sharded(redis, activity, product_id, ledger_id, Change::SoldOut, "").await
+    } else {
+        let reply = scripts::SOLD_OUT
+            .key(keys.product(activity, product_id))
+            .key(keys.stock_ops(activity))
+            .arg(ledger_id)
+            .invoke_async::<i64>(&mut redis.conn())
+            .await;
+        Answer::of(redis, reply)
+    };
     let (applied, redis_stock) = match applied {
-        Ok(w) => (Applied::Units(w), Some(0)),
-        Err(e) if redis_error_code(&e) == Some("NOT_LOADED") => (Applied::NotLoaded, None),
-        Err(e) if redis_error_code(&e) == Some("VOIDED") => {
+        Answer::Value(w) => (Applied::Units(w), Some(0)),
+        Answer::NotLoaded => (Applied::NotLoaded, None),
+        Answer::Voided => {
             return Err(Error::refused(format!(
                 "stock change #{ledger_id} was settled as undone by reconcile meanwhile; nothing was withdrawn"
             )))
         }
         // Withdrawn or not, nothing extra is on sale; reconcile completes or undoes the change.
-        Err(e) => {
-            return Err(Error::Internal(format!(
-                "{}: {}",
-                pending_hint(ledger_id, activity),
-                redis.err(e)
-            )))
-        }
+        Answer::Failed(e) => return Err(Error::Internal(format!("{}: {e}", pending_hint(ledger_id, activity)))),
     };
     // Once Redis withdrew the units they stay withdrawn; should MySQL fail here, the row
     // stays pending and reconcile completes it with the number Redis recorded.
@@ -307,7 +370,12 @@ async fn finish(db: &Db, ledger_id: u64, product_id: u64, op: &str, applied: App
         });
     }
     let (new_state, new_delta, total_change) = match (op, applied) {
-        ("sold_out", Applied::Units(w)) => ("done", -w, -w),
+        ("sold_out" | "remove", Applied::Units(w)) => ("done", -w, -w),
+        ("remove", Applied::NotLoaded) => {
+            let w = (-delta).min((total - sold).max(0));
+            ("done", -w, -w)
+        }
+        ("remove", _) => ("undone", delta, 0),
         ("sold_out", Applied::NotLoaded) => ("done", -(total - sold).max(0), -(total - sold).max(0)),
         ("sold_out", _) => ("undone", 0, 0),
         (_, Applied::Void | Applied::No) => ("undone", delta, -delta),
@@ -372,12 +440,20 @@ pub async fn settle(db: &Db, redis: &RedisClient, activity: u64, change: &Pendin
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
-    let applied = Applied::parse(seen.as_deref());
+    let mut applied = Applied::parse(seen.as_deref());
+    if applied == Applied::Started {
+        let what = match change.op.as_str() {
+            "sold_out" => Change::SoldOut,
+            "remove" => Change::Remove((-change.delta).max(0) as u64),
+            _ => Change::Add(change.delta.max(0) as u64),
+        };
+        applied = live::apply(redis, activity, change.product_id, change.ledger_id, what, "*").await?;
+    }
     let finished = finish(db, change.ledger_id, change.product_id, &change.op, applied).await?;
-    let what = if change.op == "sold_out" {
-        "sold-out"
-    } else {
-        "stock add"
+    let what = match change.op.as_str() {
+        "sold_out" => "sold-out",
+        "remove" => "stock remove",
+        _ => "stock add",
     };
     Ok(if !finished.changed {
         format!("stock change #{} ({what}): already settled", change.ledger_id)

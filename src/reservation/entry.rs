@@ -8,8 +8,8 @@
 //! a sale can span an upgrade: `product`, `user`, `quantity`, `price` once per purchase (the
 //! k-th purchase is the k-th occurrence of each), and before that one purchase per entry with
 //! the same six fields, which reads as an entry of one purchase under its old order number.
-//! A stock bucket's stream (see [`crate::buckets`]) gets such one-purchase entries from
-//! `lua/bucket_reserve.lua`.
+//! A stock bucket's stream (see [`crate::buckets`]) gets entries of the per-purchase format
+//! from `lua/bucket_reserve.lua`, one per call for the purchases it filled.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

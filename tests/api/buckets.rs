@@ -41,7 +41,8 @@ async fn buckets_of(app: &TestApp, activity: u64, product: u64, shards: u16) -> 
 /// 100 units through `seckill serve` -> exactly 100 queued, 100 distinct buyers, 1,900
 /// `sold_out`, every bucket empty; `consumer --once` -> 100 orders from the four bucket streams;
 /// `reconcile` exit 0; `status --buckets`; a cancelled order's unit goes back into a bucket and
-/// is bought again, reconcile still clean; `flush` leaves no key of the activity or its buckets
+/// is bought again, reconcile still clean; `stock add` sells exactly the added units, a drifted
+/// bucket is repaired by `reconcile --fix`, `stock sold-out` empties every bucket; `flush` leaves no key of the activity or its buckets
 /// on any node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_product_sells_across_the_primaries_of_a_cluster() {
@@ -123,10 +124,16 @@ async fn a_sharded_product_sells_across_the_primaries_of_a_cluster() {
         "{buckets:?}"
     );
     assert_eq!(buckets.iter().map(|b| b.1).sum::<i64>(), 100, "{buckets:?}");
-    // Every bucket sold its share, into its own stream.
+    // Every bucket sold its share, into its own stream (an entry per call: fewer than 25).
     for k in 0..4 {
-        let len: usize = app.redis.conn().xlen(keys.bucket_orders(activity, k)).await.unwrap();
-        assert_eq!(len, 25, "bucket {k}");
+        let stream = keys.bucket_orders(activity, k);
+        let entries = seckill::reservation::read_all(&app.redis, &stream).await.unwrap();
+        let purchases: usize = entries
+            .iter()
+            .map(|e| seckill::reservation::purchases(e).unwrap().len())
+            .sum();
+        assert_eq!(purchases, 25, "bucket {k}");
+        assert!(entries.len() <= 25, "bucket {k}: {} entries", entries.len());
     }
     let bought: HashMap<String, i64> = app.redis.conn().hgetall(keys.bought(activity, product)).await.unwrap();
     assert_eq!(bought.len(), 100, "every quota of a sold_out buyer was given back");
@@ -186,15 +193,50 @@ async fn a_sharded_product_sells_across_the_primaries_of_a_cluster() {
     let shown = app.cli(&["order", "show", no, "--json"]).await.json();
     assert_eq!(shown["user_id"], "late", "{shown}");
 
-    // Live stock changes of a sharded product are refused, with nothing changed.
-    let before = app.snapshot().await;
-    app.cli(&["stock", "add", &product.to_string(), "5"])
+    // Live stock changes on the cluster: `stock add` spreads 6 units over the buckets on their
+    // primaries and exactly 6 of 40 fresh buyers get one; a bucket's stock raised behind
+    // reconcile's back is reported and taken off sale by --fix; `stock sold-out` empties
+    // every bucket.
+    let p = product.to_string();
+    app.cli(&["stock", "add", &p, "6"]).await.ok();
+    let buckets = buckets_of(&app, activity, product, 4).await;
+    assert_eq!(buckets.iter().map(|b| b.0).sum::<i64>(), 6, "{buckets:?}");
+    assert!(buckets.iter().all(|b| b.0 > 0), "spread over every bucket: {buckets:?}");
+    let bought: HashSet<&String> = queued.values().collect();
+    let fresh: HashMap<String, String> = tokens
+        .iter()
+        .filter(|(user, _)| !bought.contains(user))
+        .take(40)
+        .map(|(u, t)| (u.clone(), t.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (more, other) = buy_all(&http, &base, product, &fresh).await;
+    assert_eq!((more.len(), other.len()), (6, 34), "{other:?}");
+    assert!(other.iter().all(|b| b["error"] == "sold_out"), "{other:?}");
+    app.cli(&["consumer", "--once"]).await.ok();
+    assert_eq!(orders_of(&app, activity, "pending").await, 106);
+    let () = app
+        .redis
+        .conn()
+        .hset(keys.bucket_product(activity, 2, product), "stock", 5)
         .await
-        .fails_with(1, &["buckets"]);
-    app.cli(&["stock", "sold-out", &product.to_string()])
-        .await
-        .fails_with(1, &["buckets"]);
-    assert_eq!(app.snapshot().await, before);
+        .unwrap();
+    let found = app.cli(&["reconcile", &a]).await;
+    assert!(found.fails_with(1, &[]).stdout.contains("redis stock"), "{found:?}");
+    app.cli(&["reconcile", &a, "--fix"]).await.ok();
+    app.cli(&["reconcile", &a]).await.ok();
+    let buckets = buckets_of(&app, activity, product, 4).await;
+    assert_eq!(buckets.iter().map(|b| b.0).sum::<i64>(), 0, "{buckets:?}");
+    app.cli(&["stock", "add", &p, "5"]).await.ok();
+    let withdrawn = app.cli(&["stock", "sold-out", &p, "--json"]).await.json();
+    assert_eq!(withdrawn["delta"], -5, "{withdrawn}");
+    let buckets = buckets_of(&app, activity, product, 4).await;
+    assert_eq!(
+        buckets.iter().map(|b| b.0).collect::<Vec<_>>(),
+        vec![0; 4],
+        "{buckets:?}"
+    );
+    app.cli(&["reconcile", &a]).await.ok();
 
     app.cli(&["stop", &a, "--end"]).await.ok();
     app.cli(&["flush", "-y", &a]).await.ok();
@@ -435,19 +477,16 @@ async fn a_quota_taken_without_a_reservation_is_found_and_given_back() {
     let token = sale.token("torn").await;
     let per = keys.for_activity(sale.activity);
     // Step 1 alone, as `serve` runs it.
-    let reply: Vec<redis::Value> = seckill::scripts::QUOTA
-        .key(keys.activity(sale.activity))
-        .key(keys.blacklist(sale.activity))
-        .key(per.product(sale.product))
-        .key(per.bought(sale.product))
-        .key(keys.revoked(sale.activity))
-        .arg(0)
-        .arg("torn")
-        .arg(1)
-        .invoke_async(&mut sale.redis.conn())
+    let purchase = seckill::buy::Purchase {
+        product_id: sale.product,
+        user_id: "torn".into(),
+        quantity: 1,
+        token: token.clone(),
+    };
+    let quotas = seckill::buckets::quota::take(&sale.redis, sale.activity, 0, &[purchase])
         .await
         .unwrap();
-    assert_eq!(reply[0], redis::Value::BulkString(b"ok".to_vec()), "{reply:?}");
+    assert_eq!(quotas.verdicts, vec![seckill::buckets::quota::Quota::Taken]);
     let (status, body) = sale.buy(sale.product, "torn", 1, &token).await;
     assert_eq!(
         (status.as_u16(), body["error"].as_str()),

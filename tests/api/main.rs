@@ -6,6 +6,8 @@
 
 mod bench;
 mod browser;
+mod bucket_batch;
+mod bucket_ops;
 mod buckets;
 mod buy;
 mod catalog;

@@ -4,6 +4,7 @@
 //! compare-and-set against a view of Redis taken atomically with purchases (see
 //! [`gather::snapshot`]), so a purchase racing the repair makes it skip (and say so) rather
 //! than be overwritten. Dead-lettered reservations count as held: never repaired away.
+//! Products whose stock is in buckets are repaired by [`super::sharded`].
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub(super) async fn repair(
     }
     done.extend(persist_lost(db, redis, &first.lost).await?);
     done.extend(release_unreleased(db, redis, activity, snap).await?);
+    done.extend(super::sharded::finish_returns(redis, activity, snap).await?);
 
     let now = gather::snapshot(db, redis, group, activity).await?;
     let Analysis {
@@ -51,13 +53,7 @@ pub(super) async fn repair(
             done.push(set_mysql_sold(db, activity, &now, line).await?);
         }
         if now.sharded.contains_key(&line.product_id) {
-            // Its counters are spread over slots: no compare-and-set can cover them.
-            if line.redis.is_some_and(|have| have != line.redis_target()) {
-                done.push(format!(
-                    "product {}: NOT fixed: its stock is in buckets; stop the sale, let the consumers drain, run `seckill hot`",
-                    line.product_id
-                ));
-            }
+            done.extend(super::sharded::repair_product(db, redis, activity, &now, line).await?);
         } else {
             done.extend(set_redis_counters(db, redis, activity, line).await?);
         }
@@ -240,7 +236,8 @@ async fn set_units_held(
     Ok(what)
 }
 
-async fn ledger(
+/// Writes an `adjust` ledger row for a repair (`ref` = `reconcile`).
+pub(super) async fn ledger(
     db: &Db,
     tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
     activity: u64,

@@ -66,6 +66,59 @@ pub struct Snapshot {
     pub bucket_cuts: HashMap<u16, Option<String>>,
     /// Products whose counters are summed over their buckets (`shards` in Redis).
     pub sharded: HashMap<u64, u16>,
+    /// A sharded product's own `sold` (units sold before `hot`, less those returned since)
+    /// and `total`, as the snapshot script read them.
+    pub sharded_counters: HashMap<u64, (i64, i64)>,
+    /// Each bucket of each sharded product, read atomically per bucket (`bucket_view.lua`)
+    /// after the activity's view; index = bucket number, `None` when it does not exist.
+    pub buckets: HashMap<u64, Vec<Option<BucketView>>>,
+    /// Returns of sharded products under way: order number -> (product, quantity, the
+    /// preheat epoch they were noted in).
+    pub returning: HashMap<String, (u64, u32, String)>,
+}
+
+/// One bucket of a sharded product, as `bucket_view.lua` read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BucketView {
+    /// Units on sale in it.
+    pub stock: i64,
+    /// Units it reserved since `hot`.
+    pub sold: i64,
+    /// The `hot` that loaded it.
+    pub epoch: String,
+    /// Its stream's last entry id when `hot` loaded it ('' when none): its reservations
+    /// since `hot` are the later ones.
+    pub from: String,
+    /// Live stock changes applied here: ledger row id -> units added or withdrawn.
+    pub ops: HashMap<u64, i64>,
+    /// Returned orders whose units were added here.
+    pub returns: HashSet<String>,
+}
+
+impl BucketView {
+    fn parse(fields: Vec<(String, String)>) -> Option<BucketView> {
+        let mut view = BucketView::default();
+        let mut loaded = false;
+        for (field, value) in fields {
+            match field.as_str() {
+                "stock" => {
+                    loaded = true;
+                    view.stock = value.parse().unwrap_or(0);
+                }
+                "sold" => view.sold = value.parse().unwrap_or(0),
+                "epoch" => view.epoch = value,
+                "from" => view.from = value,
+                f => {
+                    if let Some(ledger) = f.strip_prefix("op:").and_then(|l| l.parse().ok()) {
+                        view.ops.insert(ledger, value.parse().unwrap_or(0));
+                    } else if let Some(order) = f.strip_prefix("r:") {
+                        view.returns.insert(order.to_string());
+                    }
+                }
+            }
+        }
+        loaded.then_some(view)
+    }
 }
 
 impl Snapshot {
@@ -97,7 +150,8 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     let mut view = scripts::RECONCILE_SNAPSHOT.prepare_invoke();
     view.key(&name)
         .key(keys.released(activity))
-        .key(keys.stock_ops(activity));
+        .key(keys.stock_ops(activity))
+        .key(keys.returning(activity));
     for id in &product_ids {
         view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
     }
@@ -125,39 +179,54 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             .into_iter()
             .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
             .collect(),
+        returning: parts
+            .get(5)
+            .cloned()
+            .map(pairs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(order, what)| {
+                let mut parts = what.splitn(3, ':');
+                let (product, quantity) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+                Some((order, (product, quantity, parts.next().unwrap_or_default().to_string())))
+            })
+            .collect(),
         ..Default::default()
     };
     for (i, id) in product_ids.iter().enumerate() {
-        let counters: Vec<i64> = parts
-            .get(5 + 2 * i)
-            .map(|v| {
-                items(v.clone())
-                    .iter()
-                    .filter_map(text)
-                    .filter_map(|t| t.parse().ok())
-                    .collect()
-            })
+        let counters: Vec<String> = parts
+            .get(6 + 2 * i)
+            .map(|v| items(v.clone()).iter().filter_map(text).collect())
             .unwrap_or_default();
-        if let [stock, sold, total] = counters[..] {
-            s.redis_products.insert(*id, (stock, sold, total));
-            let bought = parts.get(6 + 2 * i).cloned().map(pairs).unwrap_or_default();
-            s.bought.insert(
-                *id,
-                bought
-                    .into_iter()
-                    .filter_map(|(u, n)| Some((u, n.parse().ok()?)))
-                    .collect(),
-            );
+        let number = |t: &String| t.parse::<i64>().ok();
+        match counters.as_slice() {
+            [b, sold, total, shards] if b == "b" => {
+                let (sold, total) = (number(sold).unwrap_or(0), number(total).unwrap_or(0));
+                s.sharded_counters.insert(*id, (sold, total));
+                s.sharded.insert(*id, shards.parse().unwrap_or(0));
+            }
+            [stock, sold, total] => {
+                let n = |t| number(t).unwrap_or(0);
+                s.redis_products.insert(*id, (n(stock), n(sold), n(total)));
+            }
+            _ => continue,
         }
+        let bought = parts.get(7 + 2 * i).cloned().map(pairs).unwrap_or_default();
+        s.bought.insert(
+            *id,
+            bought
+                .into_iter()
+                .filter_map(|(u, n)| Some((u, n.parse().ok()?)))
+                .collect(),
+        );
     }
 
-    sharded(redis, activity, &product_ids, &mut s).await?;
+    bucket_views(redis, activity, &mut s).await?;
     let mut entries = reservation::read_all(redis, &name).await?;
     entries.retain(|e| !s.after_cut(&e.id));
     s.entries = with_delivery(redis, &name, group, entries).await?;
     for k in 0..crate::buckets::stock::count(redis, activity).await? {
         let name = keys.bucket_orders(activity, k);
-        s.bucket_cuts.insert(k, last_generated(redis, &name).await?);
         let mut entries = reservation::read_all(redis, &name).await?;
         entries.retain(|e| !s.after_cut(&e.id));
         s.entries.extend(with_delivery(redis, &name, group, entries).await?);
@@ -236,59 +305,37 @@ async fn with_delivery(
         .collect())
 }
 
-/// The last entry id `stream` generated (`None`: no stream or no entry yet).
-async fn last_generated(redis: &RedisClient, stream: &str) -> Result<Option<String>> {
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(stream)
-        .query_async(&mut redis.conn())
-        .await
-        .at(redis)?;
-    if !exists {
-        return Ok(None);
-    }
-    let info: redis::Value = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(stream)
-        .query_async(&mut redis.conn())
-        .await
-        .at(redis)?;
-    Ok(pairs(info)
-        .into_iter()
-        .find(|(k, _)| k == "last-generated-id")
-        .map(|(_, v)| v)
-        .filter(|v| v != "0-0"))
-}
-
-/// The counters of the sharded products (their own hash has no `stock`, so the snapshot script
-/// left them out): sold before `hot` plus each bucket's, stock summed over the buckets, and the
-/// buyers' totals. Read after the script, one slot at a time: during a sale a purchase can land
-/// in between and show as drift that is not there (README "Stock sharding").
-async fn sharded(redis: &RedisClient, activity: u64, product_ids: &[u64], s: &mut Snapshot) -> Result<()> {
+/// Every bucket slot's view (`bucket_view.lua`, read after the activity's, one slot at a
+/// time): its stream's cut and each sharded product's bucket there; then each sharded
+/// product's counters summed: stock over its buckets, sold its own plus its buckets'.
+async fn bucket_views(redis: &RedisClient, activity: u64, s: &mut Snapshot) -> Result<()> {
     let keys = redis.keys();
-    for &id in product_ids {
-        let shards = crate::buckets::stock::shards_of(redis, activity, id).await?;
-        if shards < 2 {
-            continue;
+    let mut products: Vec<(u64, u16)> = s.sharded.iter().map(|(&p, &n)| (p, n)).collect();
+    products.sort();
+    for k in 0..crate::buckets::stock::count(redis, activity).await? {
+        let mut view = scripts::BUCKET_VIEW.prepare_invoke();
+        view.key(keys.bucket_orders(activity, k));
+        for (p, _) in &products {
+            view.key(keys.bucket_product(activity, k, *p));
         }
-        let (sold, total): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(keys.product(activity, id))
-            .arg("sold")
-            .arg("total")
-            .query_async(&mut redis.conn())
-            .await
-            .at(redis)?;
-        let (Some(sold), Some(total)) = (sold, total) else {
-            continue;
-        };
-        let (bucket_stock, bucket_sold) = crate::buckets::stock::totals(redis, activity, id, shards).await?;
-        let bought: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(keys.bought(activity, id))
-            .query_async(&mut redis.conn())
-            .await
-            .at(redis)?;
-        s.redis_products.insert(id, (bucket_stock, sold + bucket_sold, total));
-        s.bought.insert(id, bought);
-        s.sharded.insert(id, shards);
+        let reply: redis::Value = view.invoke_async(&mut redis.conn()).await.at(redis)?;
+        let parts = items(reply);
+        s.bucket_cuts
+            .insert(k, parts.first().and_then(text).filter(|t| !t.is_empty()));
+        for (i, (p, shards)) in products.iter().enumerate() {
+            if k >= *shards {
+                continue;
+            }
+            let bucket = parts.get(1 + i).cloned().map(pairs).and_then(BucketView::parse);
+            s.buckets.entry(*p).or_default().push(bucket);
+        }
+    }
+    for (p, _) in products {
+        let (sold, total) = s.sharded_counters[&p];
+        let buckets = s.buckets.get(&p).map(Vec::as_slice).unwrap_or_default();
+        let stock = buckets.iter().flatten().map(|b| b.stock).sum::<i64>();
+        let bucket_sold = buckets.iter().flatten().map(|b| b.sold).sum::<i64>();
+        s.redis_products.insert(p, (stock, sold + bucket_sold, total));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod fix;
 mod gather;
+mod sharded;
 pub mod textfile;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -108,6 +109,29 @@ pub struct ProductLine {
     pub unsettled_units: i64,
     /// Net ledger delta since the last preheat.
     pub ledger_net: i64,
+    /// Units of returns under way (a sharded product's released orders whose units are not
+    /// yet in their bucket): neither sold nor on sale.
+    pub returning_units: i64,
+    /// Units a sharded product's stock changes midway (`part`) already moved in its buckets:
+    /// added (positive) or withdrawn (negative) there, not yet in its `total`.
+    pub midway_units: i64,
+    /// Each bucket of a sharded product (empty for a product without buckets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<BucketLine>,
+}
+
+/// One bucket of a sharded product: its counters and the units it should have reserved.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BucketLine {
+    /// The bucket number.
+    pub bucket: u16,
+    /// Units on sale in it.
+    pub stock: i64,
+    /// Units it reserved since `hot`, as Redis counts them.
+    pub sold: i64,
+    /// Units of the reservations its stream holds since `hot` (orders of any status, queued,
+    /// dead-lettered): what `sold` should be.
+    pub expected_sold: i64,
 }
 
 impl ProductLine {
@@ -118,7 +142,7 @@ impl ProductLine {
             + self.unreleased_units
             + self.dead_lettered_units;
         let total = self.mysql_total - self.unsettled_units;
-        (total - sold, sold, total)
+        (total - sold - self.returning_units + self.midway_units, sold, total)
     }
 }
 
@@ -256,6 +280,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     judge.dead_letters();
     judge.stock_changes();
     judge.orders(&in_stream);
+    sharded::judge(s, activity, &mut judge.lines, &mut judge.findings);
     judge.counters();
     judge.finish()
 }
@@ -397,24 +422,25 @@ impl<'s> Judge<'s> {
         for change in &s.pending_changes {
             let applied = Applied::parse(s.stock_ops.get(&change.ledger_id).map(String::as_str));
             let counted_by_mysql_only = match (change.op.as_str(), applied) {
-                ("sold_out", Applied::Units(withdrawn)) => withdrawn,
-                ("sold_out", _) => 0,
-                (_, Applied::No | Applied::Void) => change.delta,
+                ("sold_out" | "remove", Applied::Units(withdrawn)) => withdrawn,
+                ("sold_out" | "remove", _) => 0,
+                (_, Applied::No | Applied::Void | Applied::Started) => change.delta,
                 _ => 0,
             };
             if let Some(line) = self.lines.get_mut(&change.product_id) {
                 line.unsettled_units += counted_by_mysql_only;
             }
-            let what = if change.op == "sold_out" {
-                "sold-out".to_string()
-            } else {
-                format!("stock add of {} unit(s)", change.delta)
+            let what = match change.op.as_str() {
+                "sold_out" => "sold-out".to_string(),
+                "remove" => format!("stock remove of {} unit(s)", -change.delta),
+                _ => format!("stock add of {} unit(s)", change.delta),
             };
             let seen = match applied {
                 Applied::No => "not applied in Redis".to_string(),
                 Applied::Units(n) => format!("applied in Redis ({n} unit(s))"),
                 Applied::NotLoaded => "product not in Redis".to_string(),
                 Applied::Void => "voided in Redis".to_string(),
+                Applied::Started => "begun in Redis, not in every bucket yet".to_string(),
             };
             let young = change.age_ms < self.grace_ms;
             let class = if young {
@@ -584,10 +610,15 @@ fn stock_findings(line: &ProductLine, findings: &mut Vec<Finding>) {
     }
     let Some((stock, sold, total)) = line.redis else { return };
     let (_, want_sold, want_total) = line.redis_target();
-    if stock + sold != total {
+    let (returning, midway) = (line.returning_units, line.midway_units);
+    if stock + sold + returning - midway != total {
         drift(
             "redis stock",
-            format!("stock {stock} + sold {sold} != total {total}"),
+            if returning == 0 && midway == 0 {
+                format!("stock {stock} + sold {sold} != total {total}")
+            } else {
+                format!("stock {stock} + sold {sold} + returns under way {returning} - units moved by changes midway {midway} != total {total}")
+            },
             "restore Redis counters from MySQL",
         );
     }
