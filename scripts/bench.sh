@@ -22,9 +22,10 @@
 #   4b. the same two wrk runs against examples/http_floor.rs: a bare axum Router on serve's
 #      HTTP threads, doing none of our work (what the stack alone gives, for comparison)
 #   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
-#   5c. its ceiling, right after it (examples/bench_consumer.rs runs both): the same rows
+#   5c. its ceiling, right after it (examples/bench_consumer/ runs both): the same rows
 #      inserted again into a fresh database with the same schema by bare multi-row INSERTs
-#      (bound parameters and SQL text, the better counts), and consumer / ceiling; with the CPU
+#      in five shapes (bound as the consumer sends them, SQL text, 7,000 rows per INSERT, one
+#      transaction per INSERT, two connections at once; the best counts), and consumer / ceiling; with the CPU
 #      per order of the consumer, MySQL (when local) and Redis in each (goal (5) >= 50,000/s)
 #   6. Redis CPU time per purchase in (1) and in (3), from Redis's own counters, and so how
 #      many purchases one Redis core can decide either way
@@ -395,7 +396,7 @@ ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive ax
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
 | 4b | a bare axum Router on the same HTTP threads (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
 | 5 | one consumer, $DRAINED reservations into MariaDB (CPU per order: consumer $C_US µs, MySQL $C_MYSQL_US µs) | $ORDERS_RPS orders/s | |
-| 5c | ceiling: the same rows, bare multi-row INSERTs into a fresh database (bound / text; MySQL $CEIL_MYSQL_US µs per order bound) | $CEIL_PREP / $CEIL_TEXT orders/s | |
+| 5c | ceiling: the same rows, bare multi-row INSERTs into a fresh database (best of five shapes; bound as the consumer / text; MySQL $CEIL_MYSQL_US µs per order bound) | $CEIL_RPS (best); $CEIL_PREP / $CEIL_TEXT orders/s | |
 | 6 | Redis CPU per purchase: naive deduct / our group commit | $NAIVE_REDIS_US / $BUY_REDIS_US µs | |
 | 6b | purchases one Redis core can decide (1 / (6)): naive / ours | $REDIS_NAIVE_CEIL / $REDIS_BUY_CEIL per s | |
 | 6c | whole machine's CPU per request: zero-work (0) / \`/health\` (2) / buy (3) | $ZW_MACHINE_US / $HEALTH_MACHINE_US / $BUY_MACHINE µs | |

@@ -284,6 +284,11 @@ pub struct FunnelConfig {
     /// pile up while a call is out), which costs Redis the least; raise it when Redis is far
     /// away, since one activity then decides at most `batch_max` per round trip per call.
     pub batch_pipeline: usize,
+    /// Group commit delay under `redis.durability: aof_always`, in microseconds: a batch
+    /// smaller than the purchases expected (those queued while the last call was out, plus
+    /// the buyers it just answered) waits up to this long for them, since every call then
+    /// costs Redis one fsync whatever its size. Ignored under the other policies; 0: never wait.
+    pub batch_linger_us: u64,
 }
 
 impl Default for FunnelConfig {
@@ -305,6 +310,7 @@ impl Default for FunnelConfig {
             breaker_open_ms: 1000,
             batch_max: 128,
             batch_pipeline: 1,
+            batch_linger_us: 1500,
         }
     }
 }
@@ -319,6 +325,12 @@ pub struct ConsumerConfig {
     pub batch: usize,
     /// How long one read blocks waiting for new entries, in milliseconds.
     pub block_ms: u64,
+    /// After a read that found less than a batch, wait this long (ms) before reading again,
+    /// so entries gather into fewer, larger batches. Each read, mark and acknowledgement is a
+    /// write that Redis fsyncs on its own under `appendfsync always` (blocking every buyer),
+    /// and each batch is a MySQL commit. A full read never waits: a backlog drains at full
+    /// speed. 0: read again at once.
+    pub linger_ms: u64,
     /// Entries held this long by a consumer (silent, or one that let them go when MySQL
     /// failed) are reclaimed by another, in milliseconds.
     pub claim_idle_ms: u64,
@@ -336,6 +348,7 @@ impl Default for ConsumerConfig {
             group: "persist".into(),
             batch: 1000,
             block_ms: 1000,
+            linger_ms: 50,
             claim_idle_ms: 30_000,
             max_deliveries: 5,
             retry_base_ms: 200,
@@ -524,6 +537,12 @@ impl Config {
         if self.consumer.batch == 0 || self.consumer.max_deliveries == 0 {
             return bad("consumer.batch", "batch and max_deliveries must be positive");
         }
+        if self.consumer.linger_ms > 10_000 {
+            return bad("consumer.linger_ms", "must be 0..=10000 (ms)");
+        }
+        if self.funnel.batch_linger_us > 100_000 {
+            return bad("funnel.batch_linger_us", "must be 0..=100000 (µs)");
+        }
         if !(10..=60_000).contains(&self.scheduler.tick_ms) {
             return bad("scheduler.tick_ms", "must be 10..=60000 (ms)");
         }
@@ -623,6 +642,21 @@ mod tests {
         let yaml = |f: &FunnelConfig| serde_yaml::to_string(f).unwrap();
         assert_eq!(yaml(&shipped.funnel), yaml(&FunnelConfig::default()));
         assert!(shipped.auth.trusted_proxies.is_empty());
+        assert_eq!(shipped.consumer.linger_ms, ConsumerConfig::default().linger_ms);
+    }
+
+    #[test]
+    fn lingers_are_bounded() {
+        let c = Config::parse("funnel:\n  batch_linger_us: 0\nconsumer:\n  linger_ms: 0\n").unwrap();
+        assert_eq!((c.funnel.batch_linger_us, c.consumer.linger_ms), (0, 0));
+        c.validate().unwrap();
+        for (yaml, field) in [
+            ("funnel:\n  batch_linger_us: 100001\n", "funnel.batch_linger_us"),
+            ("consumer:\n  linger_ms: 10001\n", "consumer.linger_ms"),
+        ] {
+            let err = Config::parse(yaml).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
     }
 
     #[test]

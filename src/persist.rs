@@ -47,6 +47,24 @@ enum TxError {
 /// recorded in MySQL after the commit (see [`crate::lost_state`]), so a Redis that later
 /// goes back past this batch is noticed.
 pub async fn persist(db: &Db, redis: &RedisClient, batch: &[Reservation], reason: &str) -> Result<Persisted> {
+    persist_after(db, redis, batch, reason, None).await
+}
+
+/// Tells a [`persist_after`] that the call before it ended (committed or gave up): the
+/// sender's side says so with `true`, or by being dropped.
+pub type Earlier = tokio::sync::watch::Receiver<bool>;
+
+/// [`persist`], while the `earlier` call of the same consumer may still be in flight: the
+/// orders are inserted at once, beside it, and the products' versions read only once it
+/// ended, so the two do not conflict on their common products (its commit would make the
+/// version read before it stale). MySQL works on both batches' rows at the same time.
+pub async fn persist_after(
+    db: &Db,
+    redis: &RedisClient,
+    batch: &[Reservation],
+    reason: &str,
+    mut earlier: Option<Earlier>,
+) -> Result<Persisted> {
     let activities: BTreeSet<u64> = batch.iter().map(|r| r.activity_id).collect();
     let mut marks = Vec::with_capacity(activities.len());
     for activity in activities {
@@ -56,7 +74,7 @@ pub async fn persist(db: &Db, redis: &RedisClient, batch: &[Reservation], reason
     for attempt in 0..TX_ATTEMPTS {
         // The first attempt takes every order for new (the usual case: each entry is read
         // once) and saves the lookup; a duplicate fails it (1062) and later attempts look first.
-        match try_persist(db, batch, reason, attempt > 0).await {
+        match try_persist(db, batch, reason, attempt > 0, &mut earlier).await {
             Ok(done) => {
                 if done.inserted > 0 {
                     for (activity, seq) in marks {
@@ -78,11 +96,19 @@ pub async fn persist(db: &Db, redis: &RedisClient, batch: &[Reservation], reason
     )))
 }
 
+/// Whether MySQL error `number` means "try the transaction again": 1062 a duplicate
+/// `order_no` (a racing consumer committed it), 1213 a deadlock, 1205 a lock wait timeout,
+/// 1020 a row changed since this transaction's snapshot (MariaDB's `innodb_snapshot_isolation`,
+/// on by default from 11.8: the version conflict the optimistic UPDATE would otherwise see as
+/// no row matched).
+fn retryable(number: u16) -> bool {
+    matches!(number, 1062 | 1213 | 1205 | 1020)
+}
+
 fn classify(db: &Db, e: sqlx::Error) -> TxError {
     if let sqlx::Error::Database(d) = &e {
-        // 1062 duplicate order_no (a racing consumer committed it), 1213 deadlock, 1205 lock wait.
         if let Some(number) = d.try_downcast_ref::<MySqlDatabaseError>().map(|m| m.number()) {
-            if matches!(number, 1062 | 1213 | 1205) {
+            if retryable(number) {
                 return TxError::Retry(e.to_string());
             }
         }
@@ -90,33 +116,50 @@ fn classify(db: &Db, e: sqlx::Error) -> TxError {
     TxError::Fail(db.err(e))
 }
 
+/// Waits until the call before (if any) ended; then there is nothing more to wait for.
+async fn wait_for(earlier: &mut Option<Earlier>) {
+    if let Some(mut e) = earlier.take() {
+        // An error means the sender is gone, which says the same.
+        let _ = e.wait_for(|ended| *ended).await;
+    }
+}
+
 async fn try_persist(
     db: &Db,
     batch: &[Reservation],
     reason: &str,
     look_first: bool,
+    earlier: &mut Option<Earlier>,
 ) -> std::result::Result<Persisted, TxError> {
     let mut out = Persisted::default();
     if batch.is_empty() {
         return Ok(out);
     }
-    let mut tx = db.pool().begin().await.map_err(|e| TxError::Fail(db.err(e)))?;
+    if look_first {
+        // A retry (rare) does not overlap: its lookup opens the snapshot the versions are
+        // read from, so that must come after the earlier call's commit.
+        wait_for(earlier).await;
+    }
     let product_ids: Vec<u64> = batch
         .iter()
         .map(|r| r.product_id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut q = QueryBuilder::<MySql>::new("SELECT id, activity_id, version FROM products WHERE id IN ");
+    // Read before the transaction: a plain read inside it would open its snapshot here, and
+    // the versions read later would be as old as that (a product's activity never changes
+    // once it has orders).
+    let mut q = QueryBuilder::<MySql>::new("SELECT id, activity_id FROM products WHERE id IN ");
     q.push_tuples(&product_ids, |mut b, id| {
         b.push_bind(*id);
     });
-    let products: Vec<(u64, u64, u64)> = q
+    let products: Vec<(u64, u64)> = q
         .build_query_as()
-        .fetch_all(&mut *tx)
+        .fetch_all(db.pool())
         .await
         .map_err(|e| classify(db, e))?;
-    let known: BTreeMap<u64, (u64, u64)> = products.into_iter().map(|(id, a, v)| (id, (a, v))).collect();
+    let known: BTreeMap<u64, u64> = products.into_iter().collect();
+    let mut tx = db.pool().begin().await.map_err(|e| TxError::Fail(db.err(e)))?;
 
     let existing: HashSet<String> = if look_first {
         let mut q = QueryBuilder::<MySql>::new("SELECT order_no FROM orders WHERE order_no IN ");
@@ -140,7 +183,7 @@ async fn try_persist(
             None => out
                 .rejected
                 .push((r.order_no.clone(), format!("product {} not in MySQL", r.product_id))),
-            Some((a, _)) if *a != r.activity_id => out.rejected.push((
+            Some(a) if *a != r.activity_id => out.rejected.push((
                 r.order_no.clone(),
                 format!(
                     "product {} belongs to activity {a}, not {}",
@@ -176,9 +219,29 @@ async fn try_persist(
         e.1 += u64::from(r.quantity);
         e.2.push(&r.order_no);
     }
+    // The first plain read of the transaction, so its snapshot (and the versions) postdate
+    // the earlier call's commit.
+    wait_for(earlier).await;
+    let versions: BTreeMap<u64, u64> = if per_product.is_empty() {
+        BTreeMap::new()
+    } else {
+        let mut q = QueryBuilder::<MySql>::new("SELECT id, version FROM products WHERE id IN ");
+        q.push_tuples(per_product.keys(), |mut b, id| {
+            b.push_bind(*id);
+        });
+        let rows: Vec<(u64, u64)> = q
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(db, e))?;
+        rows.into_iter().collect()
+    };
     // BTreeMap order: every transaction locks products in ascending id order (no deadlock cycles).
     for (product, (activity, units, ids)) in &per_product {
-        let version = known[product].1;
+        let Some(&version) = versions.get(product) else {
+            // Deleted since the read before the transaction: the next attempt rejects it.
+            return Err(TxError::Retry(format!("product {product} is gone")));
+        };
         let updated = sqlx::query(
             "UPDATE products SET sold = sold + ?, version = version + 1, updated_at = updated_at \
              WHERE id = ? AND version = ?",
@@ -222,4 +285,20 @@ async fn try_persist(
     tx.commit().await.map_err(|e| classify(db, e))?;
     out.inserted = fresh.len() as u64;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retryable;
+
+    #[test]
+    fn conflicts_are_retried_and_other_errors_are_not() {
+        for conflict in [1062, 1213, 1205, 1020] {
+            assert!(retryable(conflict), "{conflict}");
+        }
+        // Unknown column, table missing, out of range: retrying cannot help.
+        for other in [1054, 1146, 1264] {
+            assert!(!retryable(other), "{other}");
+        }
+    }
 }

@@ -5,27 +5,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use super::metrics::{spawn_backlog_refresh, ConsumerMetrics};
 use super::{ConsumerOptions, ConsumerReport};
 use crate::config::Config;
 use crate::db::Db;
-use crate::error::{DbContext, Error, RedisContext, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::metrics::Metrics;
-use crate::persist::{self, Persisted};
+use crate::persist::Persisted;
 use crate::redis_client::RedisClient;
-use crate::reservation::stream::{self, GroupConsumer, ReadError};
-use crate::reservation::{self, dlq, Entry, Reservation};
+use crate::reservation::stream;
+use crate::reservation::{self, dlq};
 
-/// One entry in hand: its activity, stream, the entry and how often it was delivered.
-struct Held {
-    activity: u64,
-    stream: String,
-    entry: Entry,
-    deliveries: u64,
-}
+mod batch;
+mod flight;
+mod read;
+
+use batch::{Batch, Held, Reject};
+use flight::{Flight, Landed};
 
 struct Worker {
     config: Config,
@@ -47,6 +45,13 @@ struct Worker {
     /// MySQL answers again after an outage: take back first what this consumer let go of
     /// and nobody reclaimed meanwhile, instead of leaving it for `claim_idle_ms`.
     retake_own: bool,
+    /// When the last read that reclaimed idle entries began: reads ahead skip that step, so
+    /// one runs at least once per `claim_idle_ms` (see [`Worker::may_read_ahead`]).
+    last_reclaim: Instant,
+    /// The last read found less than a full batch: the stream is not backlogged, so the next
+    /// read waits `consumer.linger_ms` first and no read ahead is made (each read is a write
+    /// Redis fsyncs under `appendfsync always`; fewer, larger reads cost the sale less).
+    last_read_short: bool,
     stats: ConsumerMetrics,
     /// Entries persisted, on a terminal during a `--once` drain (see [`crate::progress`]).
     progress: indicatif::ProgressBar,
@@ -137,6 +142,8 @@ pub async fn run_with_metrics(
         backoff: base,
         let_go: None,
         retake_own: false,
+        last_reclaim: Instant::now(),
+        last_read_short: false,
         progress: if opts_once {
             crate::progress::counter("persisted")
         } else {
@@ -185,318 +192,137 @@ impl Worker {
         sleep_or_stop(&mut stop, d).await
     }
 
+    /// Reads a batch and sends it to MySQL; while it is in flight, reads the next one ahead,
+    /// sends that too (two transactions in flight, see [`persist::persist_after`]), then
+    /// lands the older one (acknowledges what committed) and reads ahead again. Until asked
+    /// to stop or, with `once`, until nothing is left.
+    ///
+    /// Every read that starts with nothing in flight nor in hand is the `fetch(false)` below,
+    /// and the only one that may block; after a short read it waits `consumer.linger_ms`
+    /// first, so batches grow when there is no backlog.
     async fn run_loop(&mut self) {
+        let mut ahead: Option<Batch> = None;
+        let mut flying: Option<Flight> = None;
         loop {
-            if self.stopping() {
-                self.report.left_pending += self.let_go.unwrap_or(0);
-                return;
-            }
-            if self.let_go.is_some() && !self.mysql_answers().await {
-                continue;
-            }
-            let (held, drained) = match self.fetch().await {
-                Ok(x) => x,
-                Err(e) => {
-                    if self.failed("reading the order streams failed", &e).await {
+            let batch = match ahead.take() {
+                // Read while the previous batch was in flight: sent even when a stop came
+                // meanwhile, like any batch in hand.
+                Some(batch) => batch,
+                None => {
+                    if let Some(older) = flying.take() {
+                        // Nothing read ahead: land what is in flight before a read that may block.
+                        if !self.land_alone(older, 0).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    if self.stopping() {
+                        self.report.left_pending += self.let_go.unwrap_or(0);
                         return;
                     }
-                    continue;
+                    if self.let_go.is_some() && !self.mysql_answers().await {
+                        continue;
+                    }
+                    if self.last_read_short && !self.opts.once && self.config.consumer.linger_ms > 0 {
+                        // Let more entries gather (see `consumer.linger_ms`); a stop is seen at the top.
+                        self.last_read_short = false;
+                        let mut stop = self.stop.clone();
+                        sleep_or_stop(&mut stop, Duration::from_millis(self.config.consumer.linger_ms)).await;
+                        continue;
+                    }
+                    let (held, drained) = match self.fetch(false).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            if self.failed("reading the order streams failed", &e).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    if held.is_empty() {
+                        if self.opts.once && drained {
+                            return;
+                        }
+                        if self.opts.once {
+                            continue;
+                        }
+                        // Nothing to read (or no activity yet): XREADGROUP did not block, so pause here.
+                        let idle = Duration::from_millis(self.config.consumer.block_ms.min(1000));
+                        let mut stop = self.stop.clone();
+                        if self.no_streams && sleep_or_stop(&mut stop, idle).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    self.last_read_short = held.len() < self.opts.batch;
+                    Batch::new(held)
                 }
             };
-            if held.is_empty() {
-                if self.opts.once && drained {
-                    return;
-                }
-                if self.opts.once {
-                    continue;
-                }
-                // Nothing to read (or no activity yet): XREADGROUP did not block, so pause here.
-                let idle = Duration::from_millis(self.config.consumer.block_ms.min(1000));
-                let mut stop = self.stop.clone();
-                if self.no_streams && sleep_or_stop(&mut stop, idle).await {
-                    return;
-                }
-                continue;
-            }
-            if !self.process(held).await {
-                return;
-            }
-        }
-    }
-}
-
-/// The activity streams that exist, as (activity, stream name), by activity id.
-type Streams = [(u64, String)];
-
-/// The activity whose stream is named `name`.
-fn activity_of(streams: &Streams, name: &str) -> Option<u64> {
-    streams.iter().find(|(_, n)| n == name).map(|(activity, _)| *activity)
-}
-
-fn stream_names(streams: &Streams) -> Vec<String> {
-    streams.iter().map(|(_, s)| s.clone()).collect()
-}
-
-/// Why (part of) an entry cannot be persisted.
-struct Reject {
-    /// The purchase's place within the entry; `None`: the entry as a whole is unreadable.
-    index: Option<u32>,
-    why: String,
-}
-
-/// A batch in hand, decoded: the reservations (purchases of the entries) to persist, and why
-/// the others cannot be.
-struct Decoded {
-    reservations: Vec<Reservation>,
-    /// Where each reservation's entry is in the batch, by the reservation's place.
-    entry_of: Vec<usize>,
-    /// What of an entry cannot be persisted, by the entry's place in the batch.
-    rejected: HashMap<usize, Vec<Reject>>,
-}
-
-fn decode_batch(held: &[Held]) -> Decoded {
-    let mut decoded = Decoded {
-        reservations: Vec::with_capacity(held.len()),
-        entry_of: Vec::with_capacity(held.len()),
-        rejected: HashMap::new(),
-    };
-    for (i, h) in held.iter().enumerate() {
-        match reservation::decode_all(h.activity, &h.entry) {
-            Ok(all) => {
-                for (index, one) in (0u32..).zip(all) {
-                    match one {
-                        Ok(r) => {
-                            decoded.entry_of.push(i);
-                            decoded.reservations.push(r);
+            let newer = self.launch(batch, flying.as_ref());
+            if let Some(older) = flying.take() {
+                match self.land(older).await {
+                    Landed::Committed => {}
+                    Landed::Stop => {
+                        self.report.left_pending += newer.held.len() as u64;
+                        newer.task.abort();
+                        return;
+                    }
+                    Landed::Refused { entries, orders, error } => {
+                        // Both let go of together: the newer one is landed first (it may commit).
+                        let more = match self.land(newer).await {
+                            Landed::Committed => 0,
+                            Landed::Refused { entries, .. } => entries,
+                            Landed::Stop => {
+                                self.report.left_pending += entries;
+                                return;
+                            }
+                        };
+                        if !self.let_go_of_batch(entries + more, orders, &error).await {
+                            return;
                         }
-                        Err(why) => decoded.rejected.entry(i).or_default().push(Reject {
-                            index: Some(index),
-                            why,
-                        }),
+                        continue;
                     }
                 }
             }
-            Err(why) => {
-                decoded.rejected.insert(i, vec![Reject { index: None, why }]);
+            ahead = if self.may_read_ahead() {
+                self.read_ahead().await
+            } else {
+                None
+            };
+            if self.two_in_flight() {
+                flying = Some(newer);
+            } else {
+                let read_ahead = ahead.as_ref().map_or(0, |b| b.held.len() as u64);
+                if !self.land_alone(newer, read_ahead).await {
+                    return;
+                }
+                if self.let_go.is_some() {
+                    ahead = None;
+                }
             }
         }
     }
-    decoded
+
+    /// Whether two batches may be in flight at once: each holds a MySQL connection.
+    fn two_in_flight(&self) -> bool {
+        self.config.database.max_connections >= 2
+    }
+
+    /// Whether to read the next batch while this one commits. Not when stopping (the batch
+    /// in hand is the last), nor after a short read (no backlog: the next read lingers first), nor while this consumer takes back what it let go of (a read
+    /// from its own pending entries would return the batch in flight), nor when the last
+    /// reclaim of idle entries is `claim_idle_ms` old: a read ahead leaves those out, since
+    /// with `--once` it would claim the batch in flight, and a consumer kept busy by reads
+    /// ahead must still take over a dead one's entries.
+    fn may_read_ahead(&self) -> bool {
+        !self.stopping()
+            && !self.last_read_short
+            && !self.retake_own
+            && self.last_reclaim.elapsed() < Duration::from_millis(self.config.consumer.claim_idle_ms)
+    }
 }
 
 impl Worker {
-    /// Collects up to a batch: what this consumer let go of and still holds (after a MySQL
-    /// outage), entries idle past `claim_idle_ms` (any idle time with `once`), then new ones.
-    /// `drained` is true when nothing is left anywhere.
-    async fn fetch(&mut self) -> Result<(Vec<Held>, bool)> {
-        let streams = self.active_streams().await?;
-        self.no_streams = streams.is_empty();
-        let mut held = Vec::new();
-        if std::mem::take(&mut self.retake_own) && !streams.is_empty() {
-            held = self.retake_own_pending(&streams).await?;
-        }
-        let mut drained = self.reclaim_idle(&streams, &mut held).await?;
-        if held.len() < self.opts.batch && !streams.is_empty() {
-            self.read_new(&streams, &mut held).await?;
-        }
-        if !held.is_empty() {
-            drained = false;
-        }
-        let purchases: usize = held
-            .iter()
-            .map(|h| reservation::purchases(&h.entry).map_or(1, |p| p.len()))
-            .sum();
-        self.stats.read.increment(purchases as u64);
-        Ok((held, drained))
-    }
-
-    /// The streams of the preheated activities that exist (each activity's own, then its
-    /// buckets', see [`crate::buckets`]), by activity id.
-    async fn active_streams(&self) -> Result<Vec<(u64, String)>> {
-        let keys = self.redis.keys();
-        let mut conn = self.redis.conn();
-        let mut ids: Vec<u64> = conn.smembers(keys.activities()).await.at(&self.redis)?;
-        ids.sort_unstable();
-        let mut streams = Vec::new();
-        for id in ids {
-            for name in crate::buckets::stock::streams(&self.redis, id).await? {
-                let exists: bool = conn.exists(&name).await.at(&self.redis)?;
-                if exists {
-                    streams.push((id, name));
-                }
-            }
-        }
-        Ok(streams)
-    }
-
-    /// Up to a batch of the entries this consumer let go of and still holds (nobody reclaimed
-    /// them meanwhile); asks for another round when there may be more.
-    async fn retake_own_pending(&mut self, streams: &Streams) -> Result<Vec<Held>> {
-        let batch = self.opts.batch;
-        let own = self
-            .group_consumer(&self.redis)
-            .read_own_pending(&stream_names(streams), batch)
-            .await?;
-        let mut held = Vec::new();
-        for (s, entries) in own {
-            let Some(activity) = activity_of(streams, &s) else {
-                continue;
-            };
-            held.extend(self.with_deliveries(activity, &s, entries).await?);
-        }
-        held.truncate(batch);
-        if held.len() == batch {
-            // More may be held: take them back on the next round too.
-            self.retake_own = true;
-        }
-        Ok(held)
-    }
-
-    /// This consumer of the group, asking `redis` (the reader for blocking reads).
-    fn group_consumer<'a>(&'a self, redis: &'a RedisClient) -> GroupConsumer<'a> {
-        GroupConsumer {
-            redis,
-            group: &self.config.consumer.group,
-            name: &self.opts.name,
-        }
-    }
-
-    /// `entries` of `stream`, pending for this consumer, with how often each was delivered.
-    async fn with_deliveries(&self, activity: u64, stream: &str, entries: Vec<Entry>) -> Result<Vec<Held>> {
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let counts = self.group_consumer(&self.redis).delivery_counts(stream, &ids).await?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| Held {
-                activity,
-                stream: stream.to_string(),
-                deliveries: counts.get(&entry.id).copied().unwrap_or(1),
-                entry,
-            })
-            .collect())
-    }
-
-    /// Takes over entries idle past `claim_idle_ms` (any idle time with `once`) until `held`
-    /// is a full batch, going on with each stream's scan where the last call stopped. True
-    /// when every scan went through its whole pending list.
-    async fn reclaim_idle(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<bool> {
-        let batch = self.opts.batch;
-        let group = self.config.consumer.group.clone();
-        let min_idle_ms = if self.opts.once {
-            0
-        } else {
-            self.config.consumer.claim_idle_ms
-        };
-        let mut drained = true;
-        for (activity, s) in streams {
-            if held.len() >= batch {
-                drained = false;
-                break;
-            }
-            let start = self.cursors.get(s).cloned().unwrap_or_else(|| "0-0".into());
-            let claim = stream::Claim {
-                stream: s,
-                min_idle_ms,
-                start: &start,
-                count: batch - held.len(),
-            };
-            let claimed = self.group_consumer(&self.redis).autoclaim(claim).await;
-            let (next, entries) = match claimed {
-                Err(ReadError::NoGroup(_)) => {
-                    reservation::ensure_group(&self.redis, *activity, &group).await?;
-                    continue;
-                }
-                other => other?,
-            };
-            if next != "0-0" {
-                drained = false;
-            }
-            self.cursors.insert(s.clone(), next);
-            if entries.is_empty() {
-                continue;
-            }
-            let claimed = self.with_deliveries(*activity, s, entries).await?;
-            self.report.reclaimed += claimed.len() as u64;
-            held.extend(claimed);
-        }
-        Ok(drained)
-    }
-
-    /// New entries until `held` is a full batch, waiting up to `block_ms` for them when
-    /// nothing is in hand yet (never with `once`).
-    async fn read_new(&mut self, streams: &Streams, held: &mut Vec<Held>) -> Result<()> {
-        let group = &self.config.consumer.group;
-        let block = (held.is_empty() && !self.opts.once).then_some(self.config.consumer.block_ms);
-        let read = self
-            .group_consumer(&self.reader)
-            .read_new(&stream_names(streams), self.opts.batch - held.len(), block)
-            .await;
-        let read = match read {
-            Err(ReadError::NoGroup(_)) => {
-                for (activity, _) in streams {
-                    reservation::ensure_group(&self.redis, *activity, group).await?;
-                }
-                return Ok(());
-            }
-            other => other?,
-        };
-        for (s, entries) in read {
-            let Some(activity) = activity_of(streams, &s) else {
-                continue;
-            };
-            held.extend(entries.into_iter().map(|entry| Held {
-                activity,
-                stream: s.clone(),
-                entry,
-                deliveries: 1,
-            }));
-        }
-        Ok(())
-    }
-
-    /// Persists the batch (waiting out MySQL outages), acknowledges what committed and
-    /// buries entries that failed too often. Returns false when asked to stop meanwhile.
-    async fn process(&mut self, held: Vec<Held>) -> bool {
-        let started = Instant::now();
-        let Decoded {
-            reservations,
-            entry_of,
-            mut rejected,
-        } = decode_batch(&held);
-        let reason = format!("consumer {}", self.opts.name);
-        let done = match persist::persist(&self.db, &self.redis, &reservations, &reason).await {
-            Ok(done) => done,
-            Err(e) => return self.let_go_of_batch(held.len() as u64, reservations.len(), &e).await,
-        };
-        // Rare (a product missing from MySQL): indexed only when it happens.
-        let by_order: HashMap<&str, usize> = if done.rejected.is_empty() {
-            HashMap::new()
-        } else {
-            reservations
-                .iter()
-                .map(|r| r.order_no.as_str())
-                .zip(entry_of.iter().copied())
-                .collect()
-        };
-        for (order_no, why) in &done.rejected {
-            if let (Some(i), Some((_, _, index))) = (
-                by_order.get(order_no.as_str()),
-                crate::keys::parse_purchase_no(order_no),
-            ) {
-                rejected.entry(*i).or_default().push(Reject {
-                    index: Some(index),
-                    why: why.clone(),
-                });
-            }
-        }
-        if !self.ack_committed(&held, &rejected).await {
-            return false;
-        }
-        self.bury_or_keep(&held, rejected).await;
-        self.record_batch(&done, started);
-        true
-    }
-
     /// MySQL refused the batch of `entries` entries (`orders` of them decoded): lets go of it
     /// rather than hold it through the outage. The entries stay pending, and once idle for
     /// `claim_idle_ms` a consumer that can reach MySQL reclaims them; this one reads nothing

@@ -82,6 +82,103 @@ pub struct Reservation {
 /// six fields of a one-purchase entry. The error says why the entry as a whole is unreadable
 /// (an entry-wide field missing or repeated, or the per-purchase fields not in whole groups).
 pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
+    if entry.get(field::BUYERS).is_some() {
+        return runs(entry);
+    }
+    let c = columns(entry)?;
+    Ok((0..c.count())
+        .map(|k| {
+            let mut fields = vec![(field::ACTIVITY.to_string(), c.activity.to_string())];
+            fields.extend(
+                field::PER_PURCHASE
+                    .iter()
+                    .zip(&c.per_purchase)
+                    .map(|(name, column)| (name.to_string(), column[k].to_string())),
+            );
+            fields.push((field::RESERVED_MS.to_string(), c.reserved_ms.to_string()));
+            Entry {
+                id: entry.id.clone(),
+                fields,
+            }
+        })
+        .collect())
+}
+
+/// An entry's fields by name: the entry-wide ones, and each per-purchase field's values in
+/// order (all of the same length, at least 1).
+struct Columns<'a> {
+    activity: &'a str,
+    reserved_ms: &'a str,
+    /// In the order of [`field::PER_PURCHASE`].
+    per_purchase: [Vec<&'a str>; 4],
+}
+
+impl Columns<'_> {
+    fn count(&self) -> usize {
+        self.per_purchase[0].len()
+    }
+}
+
+/// The entry's fields as [`Columns`]; the error says why the entry as a whole is unreadable.
+fn columns(entry: &Entry) -> std::result::Result<Columns<'_>, String> {
+    let mut activity = Vec::with_capacity(1);
+    let mut reserved_ms = Vec::with_capacity(1);
+    let mut per_purchase: [Vec<&str>; 4] = Default::default();
+    for (k, v) in &entry.fields {
+        let column = match k.as_str() {
+            field::ACTIVITY => &mut activity,
+            field::RESERVED_MS => &mut reserved_ms,
+            name => match field::PER_PURCHASE.iter().position(|f| *f == name) {
+                Some(i) => &mut per_purchase[i],
+                None => continue,
+            },
+        };
+        column.push(v.as_str());
+    }
+    let once = |name: &str, values: &[&'_ str]| -> std::result::Result<(), String> {
+        match values.len() {
+            1 => Ok(()),
+            0 => Err(format!("missing field {name:?}")),
+            _ => Err(format!("field {name:?} repeated")),
+        }
+    };
+    once(field::ACTIVITY, &activity)?;
+    once(field::RESERVED_MS, &reserved_ms)?;
+    let count = per_purchase[0].len();
+    if let Some((name, c)) = field::PER_PURCHASE
+        .iter()
+        .zip(&per_purchase)
+        .find(|(_, c)| c.is_empty())
+    {
+        return Err(format!("missing field {name:?} ({} values)", c.len()));
+    }
+    if per_purchase.iter().any(|c| c.len() != count) {
+        let counts: Vec<String> = field::PER_PURCHASE
+            .iter()
+            .zip(&per_purchase)
+            .map(|(name, c)| format!("{name} x{}", c.len()))
+            .collect();
+        return Err(format!("per-purchase fields do not pair up: {}", counts.join(", ")));
+    }
+    Ok(Columns {
+        activity: activity[0],
+        reserved_ms: reserved_ms[0],
+        per_purchase,
+    })
+}
+
+/// How many purchases an entry holds: as [`purchases`] would split it, without the copies
+/// for the per-purchase format; 1 for an entry unreadable as a whole.
+pub fn purchase_count(entry: &Entry) -> usize {
+    if entry.get(field::BUYERS).is_some() {
+        return runs(entry).map_or(1, |all| all.len());
+    }
+    columns(entry).map_or(1, |c| c.count())
+}
+
+/// [`purchases`] of an entry of the current format: runs of `product`, `price`, `buyers`,
+/// `quantities` after the entry-wide fields.
+fn runs(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
     let once = |name: &str| -> std::result::Result<&str, String> {
         let mut values = entry.fields.iter().filter(|(k, _)| k == name);
         match (values.next(), values.next()) {
@@ -90,8 +187,7 @@ pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
             (Some(_), Some(_)) => Err(format!("field {name:?} repeated")),
         }
     };
-    let activity = once(field::ACTIVITY)?;
-    let reserved_ms = once(field::RESERVED_MS)?;
+    let (activity, reserved_ms) = (once(field::ACTIVITY)?, once(field::RESERVED_MS)?);
     let one = |product: &str, user: &str, quantity: &str, price: &str| Entry {
         id: entry.id.clone(),
         fields: [
@@ -106,41 +202,6 @@ pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
     };
-    if entry.get(field::BUYERS).is_some() {
-        return runs(entry, one);
-    }
-    let columns: Vec<Vec<&str>> = field::PER_PURCHASE
-        .iter()
-        .map(|name| {
-            entry
-                .fields
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
-        })
-        .collect();
-    let count = columns[0].len();
-    if let Some((name, c)) = field::PER_PURCHASE.iter().zip(&columns).find(|(_, c)| c.is_empty()) {
-        return Err(format!("missing field {name:?} ({} values)", c.len()));
-    }
-    if columns.iter().any(|c| c.len() != count) {
-        let counts: Vec<String> = field::PER_PURCHASE
-            .iter()
-            .zip(&columns)
-            .map(|(name, c)| format!("{name} x{}", c.len()))
-            .collect();
-        return Err(format!("per-purchase fields do not pair up: {}", counts.join(", ")));
-    }
-    Ok((0..count)
-        .map(|k| one(columns[0][k], columns[1][k], columns[2][k], columns[3][k]))
-        .collect())
-}
-
-/// [`purchases`] of an entry of the current format: runs of `product`, `price`, `buyers`,
-/// `quantities` after the entry-wide fields; `one` makes a purchase's entry from its product,
-/// user, quantity and price.
-fn runs(entry: &Entry, one: impl Fn(&str, &str, &str, &str) -> Entry) -> std::result::Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     let mut fields = entry
         .fields
@@ -183,10 +244,27 @@ pub fn decode_all(
     activity: u64,
     entry: &Entry,
 ) -> std::result::Result<Vec<std::result::Result<Reservation, String>>, String> {
-    Ok(purchases(entry)?
-        .iter()
-        .zip(0u32..)
-        .map(|(one, index)| decode_at(activity, one, index))
+    if entry.get(field::BUYERS).is_some() {
+        return Ok(runs(entry)?
+            .iter()
+            .zip(0u32..)
+            .map(|(one, index)| decode_at(activity, one, index))
+            .collect());
+    }
+    let c = columns(entry)?;
+    let [product, user, quantity, price] = &c.per_purchase;
+    Ok((0..c.count())
+        .map(|k| {
+            let one = Values {
+                activity: Some(c.activity),
+                product: Some(product[k]),
+                user: Some(user[k]),
+                quantity: Some(quantity[k]),
+                price: Some(price[k]),
+                reserved_ms: Some(c.reserved_ms),
+            };
+            decode_values(activity, &entry.id, k as u32, one)
+        })
         .collect())
 }
 
@@ -204,38 +282,63 @@ pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, 
 
 /// [`decode`] of the purchase that was at `index` of its entry (it names the order).
 pub fn decode_at(activity: u64, entry: &Entry, index: u32) -> std::result::Result<Reservation, String> {
-    let value = |name: &str| entry.get(name).ok_or_else(|| format!("missing field {name:?}"));
-    let number = |name: &str| -> std::result::Result<u64, String> {
-        value(name)?
+    let one = Values {
+        activity: entry.get(field::ACTIVITY),
+        product: entry.get(field::PRODUCT),
+        user: entry.get(field::USER),
+        quantity: entry.get(field::QUANTITY),
+        price: entry.get(field::PRICE),
+        reserved_ms: entry.get(field::RESERVED_MS),
+    };
+    decode_values(activity, &entry.id, index, one)
+}
+
+/// The six values of one purchase, `None` where its entry lacks the field.
+struct Values<'a> {
+    activity: Option<&'a str>,
+    product: Option<&'a str>,
+    user: Option<&'a str>,
+    quantity: Option<&'a str>,
+    price: Option<&'a str>,
+    reserved_ms: Option<&'a str>,
+}
+
+fn decode_values(activity: u64, entry_id: &str, index: u32, v: Values<'_>) -> std::result::Result<Reservation, String> {
+    let value = |name: &str, v: Option<&str>| v.ok_or_else(|| format!("missing field {name:?}")).map(str::to_string);
+    let number = |name: &str, v: Option<&str>| -> std::result::Result<u64, String> {
+        v.ok_or_else(|| format!("missing field {name:?}"))?
             .parse()
             .map_err(|_| format!("field {name:?} is not a whole number"))
     };
-    if number(field::ACTIVITY)? != activity {
+    if number(field::ACTIVITY, v.activity)? != activity {
         return Err(format!(
             "field \"activity\" does not match stream of activity {activity}"
         ));
     }
-    let quantity = number(field::QUANTITY)?;
+    let quantity = number(field::QUANTITY, v.quantity)?;
     let quantity = u32::try_from(quantity)
         .ok()
         .filter(|q| *q >= 1)
         .ok_or("field \"quantity\" out of range")?;
-    let price: Decimal = value(field::PRICE)?
+    let price: Decimal = v
+        .price
+        .ok_or_else(|| format!("missing field {:?}", field::PRICE))?
         .parse()
         .map_err(|_| "field \"price\" is not a decimal".to_string())?;
     if price.is_sign_negative() {
         return Err("field \"price\" is negative".into());
     }
-    let user_id = value(field::USER)?.to_string();
+    let user_id = value(field::USER, v.user)?;
     crate::user_id::check_storable(&user_id).map_err(|e| format!("field \"user\": {e}"))?;
-    let ms = i64::try_from(number(field::RESERVED_MS)?).map_err(|_| "field \"reserved_ms\" out of range")?;
+    let ms =
+        i64::try_from(number(field::RESERVED_MS, v.reserved_ms)?).map_err(|_| "field \"reserved_ms\" out of range")?;
     let reserved_at = DateTime::from_timestamp_millis(ms).ok_or("field \"reserved_ms\" out of range")?;
     Ok(Reservation {
-        order_no: keys::purchase_order_no(activity, &entry.id, index),
-        entry_id: entry.id.clone(),
+        order_no: keys::purchase_order_no(activity, entry_id, index),
+        entry_id: entry_id.to_string(),
         index,
         activity_id: activity,
-        product_id: number(field::PRODUCT)?,
+        product_id: number(field::PRODUCT, v.product)?,
         user_id,
         quantity,
         price,

@@ -1,8 +1,10 @@
 //! Group commit: concurrent buy requests of one activity share script calls.
 //!
 //! One task per activity receives requests over a channel. Whenever a pipeline slot is
-//! free it drains everything queued (up to `batch_max`) without waiting and decides the
-//! lot with one [`buy::reserve`] call, whose verdicts are identical to one-by-one calls.
+//! free it drains everything queued (up to `batch_max`) and decides the lot with one
+//! [`buy::reserve`] call, whose verdicts are identical to one-by-one calls. It waits for
+//! more only under `redis.durability: aof_always`, and only briefly (`funnel.batch_linger_us`,
+//! see `gather`), since each call then costs an fsync.
 //! Up to `batch_pipeline` calls per activity are in flight on the shared connection, so
 //! under load requests pile up while a call is out and the next batch grows by itself;
 //! with light load a request goes out alone at once.
@@ -88,6 +90,7 @@ pub struct Batchers {
     batch_max: usize,
     pipeline: usize,
     timeout: Duration,
+    linger: Duration,
     batch_sizes: Histogram,
     known_seqs: Arc<KnownSeqs>,
     wait: Option<ReplicaWait>,
@@ -104,6 +107,7 @@ impl Batchers {
             batch_max,
             pipeline,
             timeout,
+            linger: Duration::ZERO,
             batch_sizes: Histogram::noop(),
             known_seqs: Arc::default(),
             wait: None,
@@ -116,6 +120,13 @@ impl Batchers {
     /// Records the size of every batch in `histogram`.
     pub fn with_batch_sizes(mut self, histogram: Histogram) -> Self {
         self.batch_sizes = histogram;
+        self
+    }
+
+    /// Lets a batch smaller than the purchases expected wait up to `linger` for them
+    /// (`funnel.batch_linger_us`, see `gather`).
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -165,6 +176,7 @@ impl Batchers {
                 let batch = Batch {
                     max: self.batch_max,
                     pipeline: self.pipeline,
+                    linger: self.linger,
                     sizes: self.batch_sizes.clone(),
                     known_seqs: self.known_seqs.clone(),
                     calls: Arc::new(Calls {
@@ -184,6 +196,7 @@ impl Batchers {
 struct Batch {
     max: usize,
     pipeline: usize,
+    linger: Duration,
     sizes: Histogram,
     known_seqs: Arc<KnownSeqs>,
     calls: Arc<Calls>,
@@ -203,25 +216,29 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
     let Batch {
         max: batch_max,
         pipeline,
+        linger,
         sizes,
         known_seqs,
         calls,
     } = batch;
     let slots = Arc::new(Semaphore::new(pipeline));
-    while let Some(first) = rx.recv().await {
+    let mut answered = 0;
+    loop {
+        // Queued while the last call was out: with `answered`, what the next batch may expect.
+        let queued = rx.len();
+        let Some(first) = rx.recv().await else { return };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // Drained only once a slot is free: whatever arrived meanwhile joins this batch.
-        let mut purchases = Vec::with_capacity(batch_max.min(64));
-        let mut replies = Vec::with_capacity(batch_max.min(64));
-        purchases.push(first.purchase);
-        replies.push(first.reply);
-        while purchases.len() < batch_max {
-            let Ok(job) = rx.try_recv() else { break };
+        let expected = (queued + answered).min(batch_max);
+        let jobs = gather(&mut rx, first, batch_max, expected, linger).await;
+        let mut purchases = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
             purchases.push(job.purchase);
             replies.push(job.reply);
         }
+        answered = purchases.len();
         sizes.record(purchases.len() as f64);
         let min_seq = known_seqs.get(activity);
         let call = decide(
@@ -240,6 +257,44 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
             tokio::spawn(call);
         }
     }
+}
+
+/// The next batch: `first` and everything queued (up to `max`), drained only once a pipeline
+/// slot is free so whatever arrived meanwhile joins. While it holds fewer than `expected`,
+/// waits up to `linger` for more: under `appendfsync always` every call costs Redis one
+/// fsync whatever its size, and the buyers just answered usually come straight back, so
+/// half-size batches would pay twice the fsyncs per purchase. A lone buyer after a lone buyer
+/// expects nobody else and never waits.
+async fn gather(
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    first: Job,
+    max: usize,
+    expected: usize,
+    linger: Duration,
+) -> Vec<Job> {
+    let mut jobs = Vec::with_capacity(max.min(64));
+    jobs.push(first);
+    let drain = |rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>| {
+        while jobs.len() < max {
+            let Ok(job) = rx.try_recv() else { break };
+            jobs.push(job);
+        }
+    };
+    drain(rx, &mut jobs);
+    if linger.is_zero() || jobs.len() >= expected {
+        return jobs;
+    }
+    let deadline = tokio::time::Instant::now() + linger;
+    while jobs.len() < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(job)) => {
+                jobs.push(job);
+                drain(rx, &mut jobs);
+            }
+            _ => break,
+        }
+    }
+    jobs
 }
 
 /// WAITs on every primary that took a reservation of the batch: the activity's, and each
@@ -322,5 +377,82 @@ async fn decide(
                 let _ = reply.send((purchase, Err(BatchError::Undecided(why.clone()))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn job() -> Job {
+        let (reply, _) = oneshot::channel();
+        Job {
+            purchase: Purchase {
+                product_id: 1,
+                user_id: "u".into(),
+                quantity: 1,
+                token: "t".into(),
+            },
+            reply,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_holding_what_is_expected_goes_at_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(job()).unwrap();
+        let started = Instant::now();
+        let jobs = gather(&mut rx, job(), 128, 2, Duration::from_secs(5)).await;
+        assert_eq!(jobs.len(), 2);
+        // A lone buyer after a lone buyer: nobody else is expected.
+        let jobs = gather(&mut rx, job(), 128, 1, Duration::from_secs(5)).await;
+        assert_eq!(jobs.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_small_batch_waits_for_the_expected_buyers_and_no_longer() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                tx.send(job()).unwrap();
+            }
+            // Keeps the channel open past the linger.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let started = Instant::now();
+        let jobs = gather(&mut rx, job(), 128, 3, Duration::from_secs(5)).await;
+        assert_eq!(jobs.len(), 3, "went when the third expected buyer came");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // The fourth is queued meanwhile; the fifth never comes: the linger ends the wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let jobs = gather(&mut rx, job(), 128, 5, Duration::from_millis(200)).await;
+        assert_eq!(jobs.len(), 2);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_linger_or_a_full_batch_never_waits() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for _ in 0..5 {
+            tx.send(job()).unwrap();
+        }
+        let started = Instant::now();
+        assert_eq!(gather(&mut rx, job(), 128, 100, Duration::ZERO).await.len(), 6);
+        for _ in 0..5 {
+            tx.send(job()).unwrap();
+        }
+        // batch_max caps the batch and what is expected of it.
+        assert_eq!(gather(&mut rx, job(), 3, 3, Duration::from_secs(5)).await.len(), 3);
+        assert_eq!(rx.len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 }

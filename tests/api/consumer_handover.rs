@@ -178,3 +178,61 @@ async fn a_lone_consumer_persists_its_batch_as_soon_as_mysql_is_back() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(f.backlog().await, 0);
 }
+
+/// Polls until `orders` rows exist; how long that took from `since`.
+async fn orders_reach(f: &TestApp, orders: i64, since: Instant) -> Duration {
+    while f.count("orders").await < orders {
+        assert!(since.elapsed() < Duration::from_secs(30), "{orders} orders never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    since.elapsed()
+}
+
+/// `consumer.linger_ms`: a backlog is read in full batches without waiting, and after a read
+/// that found less than a batch the consumer waits before reading again (so entries gather
+/// into fewer batches: fewer writes for Redis to fsync, fewer MySQL commits), losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_lingers_after_a_short_read_but_never_through_a_backlog() {
+    const LINGER: Duration = Duration::from_millis(3_000);
+    let f = TestApp::builder()
+        .pipeline()
+        .tune(|c| c.consumer.linger_ms = LINGER.as_millis() as u64)
+        .sale(vec![phone(100, 1)])
+        .build()
+        .await;
+    // Six entries (one per reserve call), two per batch: three full reads.
+    for u in users("backlog", 6) {
+        f.reserve([u], 1).await;
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = f.config.clone();
+    let consumer = tokio::spawn(async move {
+        let opts = seckill::consumer::ConsumerOptions {
+            name: "lingerer".into(),
+            batch: 2,
+            once: false,
+        };
+        seckill::consumer::run(&config, opts, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let started = Instant::now();
+    let took = orders_reach(&f, 6, started).await;
+    // Lingering after any of the first two reads would take at least two lingers.
+    assert!(took < 2 * LINGER, "the backlog took {took:?}");
+    // A short read (one entry of two) ...
+    f.reserve(["alone".to_string()], 1).await;
+    let first = Instant::now();
+    orders_reach(&f, 7, first).await;
+    // ... makes the consumer wait before reading the next one.
+    f.reserve(["late".to_string()], 1).await;
+    let waited = orders_reach(&f, 8, first).await;
+    assert!(
+        waited >= LINGER - Duration::from_millis(300),
+        "the next entry was read {waited:?} after the short read"
+    );
+    let _ = stop.send(());
+    let report = consumer.await.unwrap().unwrap();
+    assert_eq!((report.persisted, report.batches), (8, 5), "{report:?}");
+}

@@ -76,6 +76,60 @@ async fn same_entry_twice_makes_one_order() {
     assert_eq!(o.amount.to_string(), "59.97");
 }
 
+/// A consumer whose product row another transaction changed after the consumer's snapshot:
+/// MariaDB with `innodb_snapshot_isolation` (the default from 11.8) refuses the version-checked
+/// UPDATE with error 1020 ("Record has changed since last read") instead of matching no row.
+/// That is a version conflict like any other: the batch is retried and persisted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_conflict_reported_as_error_1020_is_retried() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
+    f.reserve(["carol".to_string()], 2).await;
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(f.redis.keys().orders_stream(f.activity))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut f.redis.conn())
+        .await
+        .unwrap();
+    let entry = seckill::reservation::decode_entries(raw).remove(0);
+    let r = seckill::reservation::decode(f.activity, &entry).unwrap();
+    // One connection, so the session setting holds for every statement persist sends.
+    let mut one = f.config.clone();
+    one.database.max_connections = 1;
+    let db = seckill::Db::connect(&one).await.unwrap();
+    sqlx::query("SET SESSION innodb_snapshot_isolation = ON")
+        .execute(db.pool())
+        .await
+        .expect("MariaDB 10.6.18+ / 10.11.8+ has innodb_snapshot_isolation");
+    let mut lock = f.db.pool().begin().await.unwrap();
+    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
+        .bind(f.product)
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let redis = f.redis.clone();
+    let persisting = tokio::spawn({
+        let db = db.clone();
+        async move { persist::persist(&db, &redis, &[r], "t").await }
+    });
+    // Its snapshot holds the old version; its UPDATE waits for the row, then finds it changed.
+    crate::stock_live::wait_for_lock_wait(&f).await;
+    sqlx::query("UPDATE products SET version = version + 1 WHERE id = ?")
+        .bind(f.product)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock.commit().await.unwrap();
+    let done = persisting
+        .await
+        .unwrap()
+        .expect("a version conflict is retried, not a failure");
+    assert_eq!((done.inserted, done.duplicates, done.units), (1, 0, 2));
+    assert_eq!(f.orders().await, 1);
+    assert_eq!(f.mysql_sold().await, 2);
+    db.close().await;
+}
+
 /// A batch part of which is in MySQL already (a consumer died between commit and ack, and
 /// the reclaimed batch grew new entries): only the rest is inserted and counted as sold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,14 @@
 //!    reservations into MariaDB: orders per second by the consumer's own clock, its CPU
 //!    time, the MySQL server's and Redis's CPU time and MySQL's statement count over the drain;
 //! 2. the ceiling: the very rows it wrote, read back and inserted again into a fresh database
-//!    with the same schema (same indexes), with nothing around them but multi-row INSERTs
-//!    (2,000 rows each) committed in transactions of the consumer's average batch size; once
-//!    with bound parameters (prepared statements, as the consumer sends them) and once as
-//!    plain SQL text. The better of the two is the ceiling, and consumer / ceiling the ratio.
+//!    with the same schema (same indexes), with nothing around them but multi-row INSERTs, in
+//!    the shapes of [`ceiling::SHAPES`]: the consumer's own (2,000 bound rows per INSERT,
+//!    committed in transactions of the consumer's average batch, one connection), SQL text,
+//!    bigger INSERTs, one transaction per INSERT, two connections at once. The best of them
+//!    is the ceiling, and consumer / ceiling the ratio; consumer / its own shape says what is
+//!    left to gain without changing how it talks to MySQL. The server's settings are printed.
+//!
+//! With `--rounds R` the shapes run R times, in alternating order, and each counts its median.
 //!
 //! Standalone, it first reserves N units (default 200,000) through `seckill::buy::reserve`,
 //! 30 purchases per script call (one stream entry each, as `serve` batches them), into a
@@ -19,7 +23,7 @@
 //! `SECKILL_REDIS_URL`).
 //!
 //! cargo build --release --bin seckill --example bench_consumer
-//! target/release/examples/bench_consumer [N] [--config PATH] [--json]
+//! target/release/examples/bench_consumer [N] [--config PATH] [--bin SECKILL] [--rounds R] [--json]
 //!
 //! CPU times come from `/proc` (the MySQL server's only when it runs on this machine, found as
 //! a `mariadbd` or `mysqld` process) and `getrusage` of the consumer child; MySQL's statement
@@ -33,10 +37,11 @@ use rust_decimal::Decimal;
 use seckill::buy::{self, Purchase};
 use seckill::ops::catalog::{self, NewActivity, NewProduct};
 use seckill::{Config, Db, RedisClient};
-use sqlx::{MySql, QueryBuilder, Row};
+use sqlx::Row;
 
-/// Rows per INSERT statement, as the consumer sends them.
-const INSERT_CHUNK: usize = 2000;
+mod ceiling;
+use ceiling::{bare_insert, read_orders, Shape, SHAPES};
+
 /// Purchases per reserve script call in the standalone run (what `serve` batches under load).
 const PER_CALL: usize = 30;
 
@@ -44,6 +49,10 @@ struct Args {
     n: usize,
     config: Option<PathBuf>,
     json: bool,
+    /// The `seckill` binary whose consumer is measured (another build, for an A/B run).
+    bin: Option<PathBuf>,
+    /// Rounds of the ceiling's shapes, in alternating order; each shape's median counts.
+    rounds: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -51,6 +60,8 @@ fn args() -> anyhow::Result<Args> {
         n: 200_000,
         config: None,
         json: false,
+        bin: None,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -63,10 +74,18 @@ fn args() -> anyhow::Result<Args> {
                 )
             }
             "--json" => out.json = true,
+            "--rounds" => {
+                out.rounds = it
+                    .next()
+                    .and_then(|r| r.parse().ok())
+                    .filter(|r| *r >= 1)
+                    .ok_or_else(|| anyhow::anyhow!("--rounds needs a count of at least 1"))?
+            }
+            "--bin" => out.bin = Some(it.next().ok_or_else(|| anyhow::anyhow!("--bin needs a path"))?.into()),
             n => {
-                out.n = n
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("usage: bench_consumer [N] [--config PATH] [--json]"))?
+                out.n = n.parse().map_err(|_| {
+                    anyhow::anyhow!("usage: bench_consumer [N] [--config PATH] [--bin SECKILL] [--rounds R] [--json]")
+                })?
             }
         }
     }
@@ -250,93 +269,13 @@ async fn reserve(db: &Db, redis: &RedisClient, config: &Config, n: usize) -> any
     Ok(())
 }
 
-/// One order row, as the consumer wrote it.
-struct Row9 {
-    order_no: String,
-    activity_id: u64,
-    product_id: u64,
-    user_id: String,
-    quantity: u32,
-    unit_price: Decimal,
-    amount: Decimal,
-    status: String,
-    reserved_at: chrono::NaiveDateTime,
-}
-
-const COLUMNS: &str = "order_no, activity_id, product_id, user_id, quantity, unit_price, amount, status, reserved_at";
-
-async fn read_orders(db: &Db) -> anyhow::Result<Vec<Row9>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM orders ORDER BY id"))
-        .fetch_all(db.pool())
-        .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(Row9 {
-                order_no: r.try_get(0)?,
-                activity_id: r.try_get(1)?,
-                product_id: r.try_get(2)?,
-                user_id: String::from_utf8(r.try_get::<Vec<u8>, _>(3)?)?,
-                quantity: r.try_get(4)?,
-                unit_price: r.try_get(5)?,
-                amount: r.try_get(6)?,
-                status: r.try_get(7)?,
-                reserved_at: r.try_get(8)?,
-            })
-        })
-        .collect()
-}
-
-/// A string literal for MySQL's text protocol (the rows are our own, but quote them anyway).
-fn quoted(s: &str, out: &mut String) {
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-}
-
-/// Inserts `rows` into the fresh database's orders table: `per_tx` rows per transaction,
-/// INSERT_CHUNK per statement, bound (`prepared`) or as SQL text.
-async fn bare_insert(db: &Db, rows: &[Row9], per_tx: usize, prepared: bool) -> anyhow::Result<()> {
-    use std::fmt::Write;
-    for tx_rows in rows.chunks(per_tx.max(1)) {
-        let mut tx = db.pool().begin().await?;
-        for chunk in tx_rows.chunks(INSERT_CHUNK) {
-            if prepared {
-                let mut q = QueryBuilder::<MySql>::new(format!("INSERT INTO orders ({COLUMNS}) "));
-                q.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.order_no)
-                        .push_bind(r.activity_id)
-                        .push_bind(r.product_id)
-                        .push_bind(&r.user_id)
-                        .push_bind(r.quantity)
-                        .push_bind(r.unit_price)
-                        .push_bind(r.amount)
-                        .push_bind(&r.status)
-                        .push_bind(r.reserved_at);
-                });
-                q.build().execute(&mut *tx).await?;
-            } else {
-                let mut sql = format!("INSERT INTO orders ({COLUMNS}) VALUES ");
-                for (i, r) in chunk.iter().enumerate() {
-                    sql.push_str(if i == 0 { "(" } else { ",(" });
-                    quoted(&r.order_no, &mut sql);
-                    write!(sql, ",{},{},", r.activity_id, r.product_id)?;
-                    quoted(&r.user_id, &mut sql);
-                    write!(sql, ",{},{},{},", r.quantity, r.unit_price, r.amount)?;
-                    quoted(&r.status, &mut sql);
-                    write!(sql, ",'{}')", r.reserved_at.format("%Y-%m-%d %H:%M:%S%.3f"))?;
-                }
-                sqlx::raw_sql(&sql).execute(&mut *tx).await?;
-            }
-        }
-        tx.commit().await?;
-    }
-    Ok(())
+/// One shape of the ceiling, measured: the median round and every round's rate.
+#[derive(Debug, serde::Serialize)]
+struct Ceiling {
+    shape: Shape,
+    orders_per_s: f64,
+    cost: Cost,
+    rounds: Vec<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -349,12 +288,36 @@ struct Report {
     ceiling_prepared: Cost,
     ceiling_text_orders_per_s: f64,
     ceiling_text: Cost,
+    /// The best of every shape.
     ceiling_orders_per_s: f64,
     consumer_over_ceiling: f64,
+    /// Against the consumer's own shape (bound, 2,000 rows per INSERT, its batches, one connection).
+    consumer_over_same_shape: f64,
+    /// Every shape measured, the consumer's own first.
+    ceilings: Vec<Ceiling>,
     /// CPU µs per order: the consumer's own, MySQL's during the drain and during the bound ceiling.
     consumer_cpu_us_per_order: f64,
     consumer_mysql_cpu_us_per_order: Option<f64>,
     ceiling_mysql_cpu_us_per_order: Option<f64>,
+    /// The server's settings that bound the ceiling.
+    server: Vec<(String, String)>,
+}
+
+/// The MySQL server's version and the settings an INSERT's cost depends on.
+async fn server_settings(db: &Db) -> anyhow::Result<Vec<(String, String)>> {
+    let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(db.pool()).await?;
+    let rows = sqlx::query(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('innodb_flush_log_at_trx_commit', \
+         'innodb_buffer_pool_size', 'innodb_log_file_size', 'innodb_doublewrite', 'innodb_flush_method', \
+         'sync_binlog', 'log_bin', 'innodb_snapshot_isolation', 'innodb_autoinc_lock_mode')",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = vec![("version".to_string(), version)];
+    for r in rows {
+        out.push((r.try_get(0)?, r.try_get(1)?));
+    }
+    Ok(out)
 }
 
 #[tokio::main]
@@ -377,7 +340,10 @@ async fn main() -> anyhow::Result<()> {
     let mysql = mysql_pid();
 
     // 1. The consumer.
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/seckill");
+    let bin = args
+        .bin
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/seckill"));
     let mut consumer = std::process::Command::new(&bin);
     // The run's own file only: an exported SECKILL_KEY_PREFIX would point it elsewhere.
     for name in ["SECKILL_DATABASE_URL", "SECKILL_REDIS_URL", "SECKILL_KEY_PREFIX"] {
@@ -419,44 +385,71 @@ async fn main() -> anyhow::Result<()> {
         .to_string();
     let mut fresh = config.clone();
     fresh.database.url = format!("{}/{db_name}_ceiling", server_url(&config.database.url));
-    let mut ceilings = Vec::new();
-    for prepared in [true, false] {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS `{db_name}_ceiling`"))
-            .execute(db.pool())
-            .await?;
-        seckill::db::migrate(&fresh).await?;
-        let target = Db::connect(&fresh).await?;
-        let cpu0 = self_cpu();
-        let meter = Meter::start(&db, &redis, &mysql).await?;
-        bare_insert(&target, &rows, per_tx, prepared).await?;
-        let cost = meter.stop(&db, &redis, &mysql, self_cpu() - cpu0).await?;
-        target.close().await;
-        ceilings.push((rows.len() as f64 / cost.seconds, cost));
+    // Every shape once per round, the order reversed every other round, so a load that
+    // comes and goes does not always fall on the same shapes.
+    let mut measured: Vec<Vec<(f64, Cost)>> = SHAPES.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..SHAPES.len()).collect()
+        } else {
+            (0..SHAPES.len()).rev().collect()
+        };
+        for i in order {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS `{db_name}_ceiling`"))
+                .execute(db.pool())
+                .await?;
+            seckill::db::migrate(&fresh).await?;
+            let target = Db::connect(&fresh).await?;
+            let cpu0 = self_cpu();
+            let meter = Meter::start(&db, &redis, &mysql).await?;
+            bare_insert(&target, &rows, SHAPES[i], per_tx).await?;
+            let cost = meter.stop(&db, &redis, &mysql, self_cpu() - cpu0).await?;
+            target.close().await;
+            measured[i].push((rows.len() as f64 / cost.seconds, cost));
+        }
     }
+    let ceilings: Vec<Ceiling> = SHAPES
+        .iter()
+        .zip(measured)
+        .map(|(shape, mut runs)| {
+            let rounds: Vec<f64> = runs.iter().map(|(rate, _)| *rate).collect();
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (orders_per_s, cost) = runs[runs.len() / 2];
+            Ceiling {
+                shape: *shape,
+                orders_per_s,
+                cost,
+                rounds,
+            }
+        })
+        .collect();
     sqlx::query(&format!("DROP DATABASE IF EXISTS `{db_name}_ceiling`"))
         .execute(db.pool())
         .await?;
-    let ceiling = ceilings[0].0.max(ceilings[1].0);
+    let ceiling = ceilings.iter().map(|c| c.orders_per_s).fold(0.0, f64::max);
     let per_order = |s: f64| s * 1e6 / rows.len().max(1) as f64;
     let r = Report {
         orders,
         batches,
         consumer_orders_per_s: consumer_rate,
         consumer: cost,
-        ceiling_prepared_orders_per_s: ceilings[0].0,
-        ceiling_prepared: ceilings[0].1,
-        ceiling_text_orders_per_s: ceilings[1].0,
-        ceiling_text: ceilings[1].1,
+        ceiling_prepared_orders_per_s: ceilings[0].orders_per_s,
+        ceiling_prepared: ceilings[0].cost,
+        ceiling_text_orders_per_s: ceilings[1].orders_per_s,
+        ceiling_text: ceilings[1].cost,
         ceiling_orders_per_s: ceiling,
         consumer_over_ceiling: consumer_rate / ceiling,
+        consumer_over_same_shape: consumer_rate / ceilings[0].orders_per_s,
         consumer_cpu_us_per_order: per_order(cost.client_cpu_s),
         consumer_mysql_cpu_us_per_order: cost.mysql_cpu_s.map(per_order),
-        ceiling_mysql_cpu_us_per_order: ceilings[0].1.mysql_cpu_s.map(per_order),
+        ceiling_mysql_cpu_us_per_order: ceilings[0].cost.mysql_cpu_s.map(per_order),
+        ceilings,
+        server: server_settings(&db).await?,
     };
     let line = |what: &str, rate: f64, c: &Cost| {
         let per = per_order;
         eprintln!(
-            "{what:<28} {rate:>9.0} orders/s  {:>6.2}s wall; CPU per order: client {:.2} µs, MySQL {}, Redis {:.2} µs; {:.2} statements per 1000 orders",
+            "{what:<36} {rate:>9.0} orders/s  {:>6.2}s wall; CPU per order: client {:.2} µs, MySQL {}, Redis {:.2} µs; {:.2} statements per 1000 orders",
             c.seconds,
             per(c.client_cpu_s),
             c.mysql_cpu_s.map_or("-".into(), |m| format!("{:.2} µs", per(m))),
@@ -466,13 +459,19 @@ async fn main() -> anyhow::Result<()> {
     };
     eprintln!("{orders} orders, {batches} consumer batches ({per_tx} rows per ceiling transaction)");
     line("consumer --once", r.consumer_orders_per_s, &r.consumer);
-    line(
-        "ceiling, bound parameters",
-        r.ceiling_prepared_orders_per_s,
-        &r.ceiling_prepared,
+    for c in &r.ceilings {
+        line(&format!("ceiling, {}", c.shape.name), c.orders_per_s, &c.cost);
+        if c.rounds.len() > 1 {
+            let rounds: Vec<String> = c.rounds.iter().map(|r| format!("{r:.0}")).collect();
+            eprintln!("{:<36} rounds: {}", "", rounds.join(" "));
+        }
+    }
+    eprintln!(
+        "consumer / ceiling: {:.2} (best shape), {:.2} (the consumer's shape)",
+        r.consumer_over_ceiling, r.consumer_over_same_shape
     );
-    line("ceiling, SQL text", r.ceiling_text_orders_per_s, &r.ceiling_text);
-    eprintln!("consumer / ceiling: {:.2}", r.consumer_over_ceiling);
+    let settings: Vec<String> = r.server.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("server: {}", settings.join(" "));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }
