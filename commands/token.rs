@@ -55,8 +55,9 @@ pub struct UserArgs {
 /// Subcommands of `seckill token`.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Revoke a user's token: their purchases are refused, and `POST /api/v1/token` gives
-    /// them no new one until `token lift` (the operator may still issue one).
+    /// Revoke a user's token: their purchases are refused (any token), and
+    /// `POST /api/v1/token` gives them no new one until `token lift` (the operator may still
+    /// issue one).
     Revoke {
         /// Activity id.
         activity: u64,
@@ -64,7 +65,8 @@ pub enum TokenCommand {
         #[arg(long, value_parser = parse::user_id)]
         user: String,
     },
-    /// Let a revoked user fetch tokens over HTTP again.
+    /// Let a revoked user buy and fetch tokens over HTTP again (their old token is good
+    /// again until it expires).
     Lift {
         /// Activity id.
         activity: u64,
@@ -81,13 +83,13 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<()> {
         if revoked {
             println!("revoked the token of user {user} in activity {activity}");
         } else {
-            println!("user {user} had no token in activity {activity}");
+            println!("revoked user {user} in activity {activity} (they had no registered token)");
         }
         return Ok(());
     }
     if let Some(TokenCommand::Lift { activity, user }) = args.command {
         if token::lift(&redis, activity, &user).await? {
-            println!("user {user} may fetch tokens in activity {activity} again");
+            println!("user {user} may buy and fetch tokens in activity {activity} again");
         } else {
             println!("user {user} was not revoked in activity {activity}");
         }

@@ -5,6 +5,9 @@
 //! also drains what the reserve script queued the way a consumer does (XREADGROUP COUNT 1000,
 //! XACK of the ids read), since that too runs on the Redis core that decides purchases.
 //!
+//! Every script is called with the arguments the library passes today (`buy::invocation`):
+//! to compare with a version of another layout, run that version's own `redis_cost`.
+//!
 //! Measured three ways over each run: `INFO cpu` (used_cpu_user + used_cpu_sys),
 //! `/proc/<redis pid>/stat` utime + stime (same machine only) and `INFO commandstats` (usec
 //! of every command, which leaves out reading requests and writing replies). Rounds alternate
@@ -20,6 +23,7 @@ use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
+use seckill::buy::Purchase;
 use seckill::keys::Keys;
 
 const ACTIVITY: u64 = 1;
@@ -110,9 +114,8 @@ fn cost(before: &Counters, after: &Counters, purchases: usize, secs: f64) -> Cos
     }
 }
 
-/// Sets up the activity and product as `seckill hot` and `start` leave them, and `users`'
-/// tokens (not measured).
-async fn setup(conn: &mut MultiplexedConnection, keys: &Keys, users: &[String]) {
+/// Sets up the activity and product as `seckill hot` and `start` leave them (not measured).
+async fn setup(conn: &mut MultiplexedConnection, keys: &Keys) {
     let _: () = redis::cmd("FLUSHDB").query_async(conn).await.unwrap();
     let _: () = conn
         .hset_multiple(
@@ -142,13 +145,6 @@ async fn setup(conn: &mut MultiplexedConnection, keys: &Keys, users: &[String]) 
         )
         .await
         .unwrap();
-    for chunk in users.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for u in chunk {
-            pipe.set(keys.token(ACTIVITY, u), "t").ignore();
-        }
-        let () = pipe.query_async(conn).await.unwrap();
-    }
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(keys.orders_stream(ACTIVITY))
@@ -162,21 +158,18 @@ async fn setup(conn: &mut MultiplexedConnection, keys: &Keys, users: &[String]) 
 
 /// One run of a reserve script over `users`, in batches, then a consumer's drain.
 async fn run_reserve(conn: &mut MultiplexedConnection, keys: &Keys, script: &redis::Script, users: &[String]) {
-    let per = keys.for_activity(ACTIVITY);
-    for batch in users.chunks(env_or("BATCH", 30)) {
-        let mut inv = script.prepare_invoke();
-        inv.key(keys.activity(ACTIVITY))
-            .key(keys.orders_stream(ACTIVITY))
-            .key(keys.blacklist(ACTIVITY))
-            .arg(batch.len())
-            .arg(1)
-            .arg(0)
-            .key(per.product(PRODUCT))
-            .key(per.bought(PRODUCT))
-            .arg(PRODUCT);
-        for u in batch {
-            inv.key(per.token(u)).arg(1).arg(u).arg(1).arg("t");
-        }
+    let purchases: Vec<Purchase> = users
+        .iter()
+        .map(|u| Purchase {
+            product_id: PRODUCT,
+            user_id: u.clone(),
+            quantity: 1,
+            token: String::new(),
+        })
+        .collect();
+    for batch in purchases.chunks(env_or("BATCH", 30)) {
+        // The arguments the library passes (see the header of lua/reserve.lua).
+        let (inv, _) = seckill::buy::invocation(script, keys, ACTIVITY, 0, batch);
         let _: redis::Value = inv.invoke_async(conn).await.unwrap();
     }
     let stream = keys.orders_stream(ACTIVITY);
@@ -256,7 +249,7 @@ async fn main() {
     for round in 0..rounds {
         for (k, name) in names.iter().enumerate() {
             let users: Vec<String> = (0..n).map(|i| format!("u{round}-{i}")).collect();
-            setup(&mut conn, &keys, &users).await;
+            setup(&mut conn, &keys).await;
             let before = counters(&mut conn, pid).await;
             let started = Instant::now();
             if k == 0 {

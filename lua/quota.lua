@@ -7,12 +7,12 @@
 -- KEYS[1]  activity hash    P:{a:A}:activity
 -- KEYS[2]  blacklist set    P:{a:A}:blacklist
 -- KEYS[3 .. 2+2M]   per product of the batch, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
--- KEYS[3+2M ..]     per request, one key: P:{a:A}:token:USER
+-- KEYS[3+2M]       revoked set  P:{a:A}:revoked (the token's signature is checked by `serve`)
 -- ARGV[1]  number of requests N
 -- ARGV[2]  number of distinct products M
 -- ARGV[3]  the least persist sequence MySQL is known to have recorded (as in reserve.lua)
--- ARGV[4 ..]        per request, four values: product (1..M, its place above), user id,
---                   quantity, token
+-- ARGV[4 ..]        per request, three values: product (1..M, its place above), user id,
+--                   quantity
 --
 -- Returns a flat array of 2M + N values: per product, its bucket count (0 when unknown) and
 -- unit price ("" when unknown); then per request, in order, its verdict:
@@ -56,17 +56,19 @@ for j = 1, m do
 end
 
 local check_blacklist = redis.call('SCARD', KEYS[2]) > 0
-local first_token_key = 2 + 2 * m
+-- An empty set does not exist: while nobody is revoked, no purchase probes it.
+local revoked_key = KEYS[3 + 2 * m]
+local check_revoked = redis.call('EXISTS', revoked_key) == 1
 
--- The one place a purchase's token is checked (request i, its user and token).
-local function token_ok(i, user, token)
-    return token ~= '' and redis.call('GET', KEYS[first_token_key + i]) == token
+-- The one place a purchase's token is checked: only whether the operator revoked the user.
+local function token_ok(user)
+    return not (check_revoked and redis.call('SISMEMBER', revoked_key, user) == 1)
 end
 
 local function decide(i)
-    local a = 3 + (i - 1) * 4
+    local a = 3 + (i - 1) * 3
     local p = products[tonumber(ARGV[a + 1])]
-    local user, quantity_arg, token = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    local user, quantity_arg = ARGV[a + 2], ARGV[a + 3]
     local quantity = tonumber(quantity_arg)
     if activity_verdict == 'suspended' then
         return 'suspended'
@@ -78,7 +80,7 @@ local function decide(i)
         return activity_verdict
     elseif check_blacklist and redis.call('SISMEMBER', KEYS[2], user) == 1 then
         return 'blacklisted'
-    elseif not token_ok(i, user, token) then
+    elseif not token_ok(user) then
         return 'invalid_token'
     elseif not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
         return 'bad_request'

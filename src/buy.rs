@@ -21,7 +21,10 @@ pub struct Purchase {
     pub user_id: String,
     /// Units wanted.
     pub quantity: u32,
-    /// The buyer's purchase token for the product's activity.
+    /// The buyer's purchase token for the product's activity. Its signature and expiry are
+    /// the caller's to check (`serve` does, before the batch: [`crate::token::Signer`]);
+    /// [`reserve`] never sends it to Redis, which only refuses users whose token the operator
+    /// revoked.
     pub token: String,
 }
 
@@ -43,7 +46,8 @@ pub enum Outcome {
     Ended,
     /// The user may not buy.
     Blacklisted,
-    /// No registered token matches.
+    /// The token is not valid: badly signed or expired (checked by `serve`), or the
+    /// operator revoked the user's token (checked in Redis).
     InvalidToken,
     /// The quantity is not a positive whole number.
     BadRequest,
@@ -71,10 +75,21 @@ impl Outcome {
         }
     }
 
-    /// The refusal named by `code` (never [`Outcome::Ok`]: a queued purchase is answered with
-    /// its stream entry id instead).
-    fn refusal(code: &[u8]) -> Option<Outcome> {
-        Outcome::REFUSALS.into_iter().find(|o| o.code().as_bytes() == code)
+    /// The refusal `lua/reserve.lua` names with the character `letter` (see its header).
+    fn from_letter(letter: u8) -> Option<Outcome> {
+        Some(match letter {
+            b'S' => Outcome::Suspended,
+            b'N' => Outcome::NotFound,
+            b'T' => Outcome::NotStarted,
+            b'P' => Outcome::Paused,
+            b'E' => Outcome::Ended,
+            b'B' => Outcome::Blacklisted,
+            b'I' => Outcome::InvalidToken,
+            b'R' => Outcome::BadRequest,
+            b'L' => Outcome::LimitExceeded,
+            b'O' => Outcome::SoldOut,
+            _ => return None,
+        })
     }
 
     /// Every outcome but [`Outcome::Ok`].
@@ -110,7 +125,8 @@ pub async fn reserve(redis: &RedisClient, activity: u64, purchases: &[Purchase])
 }
 
 /// Most purchases one script call decides: `lua/reserve.lua` builds its one XADD with
-/// `unpack`, whose Lua limit is a few thousand values (eight per purchase).
+/// `unpack`, whose Lua limit is a few thousand values (eight per run of one product, at
+/// worst one run per purchase).
 pub const MAX_PURCHASES_PER_CALL: usize = 900;
 
 /// [`reserve`], refusing every purchase (`suspended`) when the activity's persist sequence in
@@ -139,7 +155,33 @@ async fn reserve_one_call(
     if purchases.is_empty() {
         return Ok(Vec::new());
     }
-    let keys = redis.keys();
+    // The stream entry lists a run's buyers space-separated (lua/reserve.lua); `serve` refuses
+    // such ids before they get here, and no other caller may queue an entry nobody can read.
+    if let Some(bad) = purchases
+        .iter()
+        .find(|p| p.user_id.is_empty() || p.user_id.contains(' '))
+    {
+        return Err(Error::invalid(format!(
+            "user id {:?}: must be non-empty and hold no space",
+            bad.user_id
+        )));
+    }
+    let (invocation, places) = invocation(&scripts::RESERVE, redis.keys(), activity, min_persist_seq, purchases);
+    let mut conn = redis.conn();
+    let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.at(redis)?;
+    verdicts(activity, purchases, &places, &reply)
+}
+
+/// The call of `script` (`lua/reserve.lua`, or a version of it with the same arguments)
+/// deciding `purchases`, and each purchase's product place (0-based) in the call. Public for
+/// `examples/redis_cost.rs`, which compares script versions.
+pub fn invocation<'a>(
+    script: &'a redis::Script,
+    keys: &keys::Keys,
+    activity: u64,
+    min_persist_seq: u64,
+    purchases: &[Purchase],
+) -> (redis::ScriptInvocation<'a>, Vec<usize>) {
     let per = keys.for_activity(activity);
     // The batch's distinct products, in first-seen order: their keys go once, and each
     // purchase names its product by place (see the header of lua/reserve.lua).
@@ -147,18 +189,19 @@ async fn reserve_one_call(
     let places: Vec<usize> = purchases
         .iter()
         .map(|p| match products.iter().position(|&id| id == p.product_id) {
-            Some(i) => i + 1,
+            Some(i) => i,
             None => {
                 products.push(p.product_id);
-                products.len()
+                products.len() - 1
             }
         })
         .collect();
-    let mut invocation = scripts::RESERVE.prepare_invoke();
+    let mut invocation = script.prepare_invoke();
     invocation
         .key(keys.activity(activity))
         .key(keys.orders_stream(activity))
         .key(keys.blacklist(activity))
+        .key(keys.revoked(activity))
         .arg(purchases.len())
         .arg(products.len())
         .arg(min_persist_seq);
@@ -168,64 +211,66 @@ async fn reserve_one_call(
             .key(per.bought(product))
             .arg(product);
     }
-    for (p, place) in purchases.iter().zip(places) {
-        invocation
-            .key(per.token(&p.user_id))
-            .arg(place)
-            .arg(&p.user_id)
-            .arg(p.quantity)
-            .arg(&p.token);
+    // The usual purchase (first product, one unit) passes only its user id.
+    let unusual: Vec<(usize, &Purchase)> = purchases
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| places[*i] != 0 || p.quantity != 1)
+        .collect();
+    invocation.arg(unusual.len());
+    for (i, p) in unusual {
+        invocation.arg(i + 1).arg(places[i] + 1).arg(p.quantity);
     }
-    let mut conn = redis.conn();
-    let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.at(redis)?;
-    let unexpected = |what: String| Error::Internal(format!("reserve.lua answered {what}"));
-    if reply.len() != 1 + 2 * purchases.len() {
-        return Err(unexpected(format!(
-            "{} values for {} purchases",
-            reply.len(),
-            purchases.len()
-        )));
+    for p in purchases {
+        invocation.arg(&p.user_id);
     }
-    let entry_id = match &reply[0] {
-        Value::BulkString(id) => std::str::from_utf8(id).map_err(|_| unexpected(format!("{:?}", reply[0])))?,
-        other => return Err(unexpected(format!("{other:?} as the entry id"))),
-    };
-    reply[1..]
-        .chunks_exact(2)
-        .map(|pair| verdict(activity, entry_id, &pair[0], &pair[1]))
-        .collect()
+    (invocation, places)
 }
 
-/// One purchase's verdict from its two reply values and the id of the batch's entry (see
-/// `lua/reserve.lua`).
-fn verdict(activity: u64, entry_id: &str, verdict: &Value, remaining: &Value) -> Result<Verdict> {
-    let unexpected = || {
-        Error::Internal(format!(
-            "reserve.lua answered {verdict:?}, {remaining:?} (entry {entry_id:?})"
-        ))
+/// The verdicts on `purchases` (of activity `activity`, their products at `places`) from
+/// `lua/reserve.lua`'s reply: the entry id, one character per purchase, and each product's
+/// stock before the batch, from which each purchase's remaining stock follows (only the
+/// batch's accepted purchases change it).
+fn verdicts(activity: u64, purchases: &[Purchase], places: &[usize], reply: &[Value]) -> Result<Vec<Verdict>> {
+    let unexpected = || Error::Internal(format!("reserve.lua answered {reply:?}"));
+    let [Value::BulkString(entry_id), Value::BulkString(letters), stocks @ ..] = reply else {
+        return Err(unexpected());
     };
-    match (verdict, remaining) {
-        (Value::BulkString(verdict), Value::Int(remaining)) => {
-            let outcome = Outcome::refusal(verdict).ok_or_else(unexpected)?;
-            Ok(Verdict {
-                outcome,
-                order_no: None,
-                remaining: *remaining,
-            })
-        }
-        (Value::Int(index), Value::Int(remaining)) => {
-            let index = u32::try_from(*index).map_err(|_| unexpected())?;
+    let entry_id = std::str::from_utf8(entry_id).map_err(|_| unexpected())?;
+    let mut stocks: Vec<i64> = stocks
+        .iter()
+        .map(|s| match s {
+            Value::Int(stock) => Ok(*stock),
+            _ => Err(unexpected()),
+        })
+        .collect::<Result<_>>()?;
+    if letters.len() != purchases.len() || places.iter().any(|&p| p >= stocks.len()) {
+        return Err(unexpected());
+    }
+    let mut queued = 0u32;
+    let mut out = Vec::with_capacity(purchases.len());
+    for ((purchase, &place), &letter) in purchases.iter().zip(places).zip(letters.iter()) {
+        let stock = &mut stocks[place];
+        if letter == b'.' {
             if !keys::is_entry_id(entry_id) {
                 return Err(unexpected());
             }
-            Ok(Verdict {
+            *stock -= i64::from(purchase.quantity);
+            out.push(Verdict {
                 outcome: Outcome::Ok,
-                order_no: Some(keys::purchase_order_no(activity, entry_id, index)),
-                remaining: *remaining,
-            })
+                order_no: Some(keys::purchase_order_no(activity, entry_id, queued)),
+                remaining: *stock,
+            });
+            queued += 1;
+        } else {
+            out.push(Verdict {
+                outcome: Outcome::from_letter(letter).ok_or_else(unexpected)?,
+                order_no: None,
+                remaining: *stock,
+            });
         }
-        _ => Err(unexpected()),
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -233,11 +278,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusal_codes_round_trip() {
-        for outcome in Outcome::REFUSALS {
-            assert_eq!(Outcome::refusal(outcome.code().as_bytes()), Some(outcome));
+    fn every_refusal_has_its_own_letter() {
+        let letters: Vec<Outcome> = b"SNTPEBIRLO".iter().filter_map(|&l| Outcome::from_letter(l)).collect();
+        assert_eq!(letters, Outcome::REFUSALS);
+        assert_eq!(Outcome::from_letter(b'.'), None);
+    }
+
+    fn purchase(product_id: u64, quantity: u32) -> Purchase {
+        Purchase {
+            product_id,
+            user_id: "u".into(),
+            quantity,
+            token: String::new(),
         }
-        assert_eq!(Outcome::refusal(b"ok"), None);
-        assert_eq!(Outcome::refusal(b"1732250000123-0"), None);
+    }
+
+    #[test]
+    fn remaining_stock_follows_the_accepted_purchases_of_each_product() {
+        let purchases = [purchase(1, 2), purchase(2, 1), purchase(1, 1), purchase(1, 5)];
+        let reply = [
+            Value::BulkString(b"1700000000000-3".to_vec()),
+            Value::BulkString(b"..OL".to_vec()),
+            Value::Int(3),
+            Value::Int(4),
+        ];
+        let got = verdicts(7, &purchases, &[0, 1, 0, 0], &reply).unwrap();
+        let summary: Vec<(Outcome, Option<&str>, i64)> = got
+            .iter()
+            .map(|v| (v.outcome, v.order_no.as_deref(), v.remaining))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Outcome::Ok, Some("7-1700000000000-3"), 1),
+                (Outcome::Ok, Some("7-1700000000000-3-1"), 3),
+                (Outcome::SoldOut, None, 1),
+                (Outcome::LimitExceeded, None, 1),
+            ]
+        );
+        assert!(verdicts(7, &purchases, &[0, 1, 0, 0], &reply[..3]).is_err());
     }
 }

@@ -13,10 +13,10 @@
 //! | `P:{a:A}:products` | set | product ids of the activity |
 //! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards` (`stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
 //! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID |
-//! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it) |
-//! | `P:{a:A}:revoked` | set | users whose token the operator revoked: `POST /api/v1/token` gives them none until `seckill token lift` |
+//! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it): handed out again by `seckill token` and `POST /api/v1/token`; a purchase does not read it (`serve` checks the token's signature) |
+//! | `P:{a:A}:revoked` | set | users whose token the operator revoked: their buys are refused (`invalid_token`) and `POST /api/v1/token` gives them none until `seckill token lift`; probed per purchase only while it exists |
 //! | `P:{a:A}:blacklist` | set | users who may not buy |
-//! | `P:{a:A}:orders` | stream | one entry per reserve script call, holding its accepted purchases (`activity reserved_ms`, then `product user quantity price` per purchase); consumer group `persist` |
+//! | `P:{a:A}:orders` | stream | one entry per reserve script call, holding its accepted purchases (`activity reserved_ms`, then per run of one product `product price buyers quantities`, buyers and quantities space-separated; entries of earlier versions: `product user quantity price` per purchase); consumer group `persist` |
 //! | `P:{a:A}:dlq` | stream | purchases (one each, with `dlq_index`, their place in the entry) or unreadable whole entries that failed persisting `max_deliveries` times, with the error |
 //! | `P:{a:A}:released` | set | order numbers whose units went back on sale (makes the return exactly-once) |
 //! | `P:{a:A}:stock_ops` | hash | `stock add` / `remove` / `sold-out` ledger row id → units added or withdrawn, `not_loaded`, `void` (settled as undone by reconcile), or `part` (a sharded product's change begun, its buckets not all done) |
@@ -24,7 +24,7 @@
 //! | `P:{a:A}:moving` | hash | move id → `product units noted_ms buckets user epoch`: an order of a sharded product no bucket holds whole, its units being gathered into one bucket (`move_note.lua`; dropped once sold or put back) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
 //! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here once), `m:MOVE` (units move MOVE took here: `N` in hand, `N:back` put back, `N:in:Q` the target that sold Q) |
-//! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entry fields as in `orders`); consumer group `persist` |
+//! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entries in the `orders` format of the version before runs: `activity reserved_ms`, then `product user quantity price` per purchase); consumer group `persist` |
 //! | `P:{a:A:b:K}:seq` | hash | `ms n`: the last entry id bucket K gave out, so the next is higher and tells its bucket (see `BUCKET_SEQ_BASE`) |
 //! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts; one command at a time) |
 //! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts; one command at a time) |
@@ -97,7 +97,8 @@ impl Keys {
         format!("{}:token:*", self.activity_pattern(activity).trim_end_matches(":*"))
     }
 
-    /// Users whose token was revoked: no token over HTTP until lifted.
+    /// Users whose token was revoked: their buys are refused, and they get no token over
+    /// HTTP, until lifted.
     pub fn revoked(&self, activity: u64) -> String {
         format!("{}:revoked", self.activity_base(activity))
     }

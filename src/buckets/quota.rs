@@ -76,13 +76,9 @@ pub async fn take(redis: &RedisClient, activity: u64, min_persist_seq: u64, purc
     for &product in &products {
         invocation.key(per.product(product)).key(per.bought(product));
     }
+    invocation.key(keys.revoked(activity));
     for (p, place) in purchases.iter().zip(places) {
-        invocation
-            .key(per.token(&p.user_id))
-            .arg(place)
-            .arg(&p.user_id)
-            .arg(p.quantity)
-            .arg(&p.token);
+        invocation.arg(place).arg(&p.user_id).arg(p.quantity);
     }
     let reply: Vec<Value> = invocation.invoke_async(&mut redis.conn()).await.at(redis)?;
     let unexpected = || Error::Internal(format!("quota.lua answered {reply:?}"));

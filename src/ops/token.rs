@@ -183,8 +183,10 @@ async fn register_with(
     Ok(out)
 }
 
-/// Deletes the user's registered token and bars them from fetching another over HTTP until
-/// [`lift`]ed; returns whether there was a token.
+/// Bars the user from buying (`invalid_token`, whatever token they present) and from fetching
+/// a token over HTTP until [`lift`]ed, and deletes their registered token so that the next
+/// one issued is new; returns whether there was a token. A token is checked by its signature,
+/// not looked up, so once lifted the old token works again until it expires.
 pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
     user_id::validate(user)?;
     let keys = redis.keys();
@@ -199,7 +201,8 @@ pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bo
     Ok(removed > 0)
 }
 
-/// Lets a revoked user fetch tokens over HTTP again; returns whether they were revoked.
+/// Lets a revoked user buy and fetch tokens over HTTP again; returns whether they were
+/// revoked.
 pub async fn lift(redis: &RedisClient, activity: u64, user: &str) -> Result<bool> {
     user_id::validate(user)?;
     let mut conn = redis.conn();

@@ -1,13 +1,15 @@
 //! What one entry of a reservation stream holds: the fields `lua/reserve.lua` writes with
 //! XADD, and their decoding into [`Reservation`]s.
 //!
-//! One entry holds every purchase one script call accepted: `activity` and `reserved_ms` once,
-//! then `product`, `user`, `quantity`, `price` once per purchase, in the order the purchases
-//! were decided. The k-th purchase is the k-th occurrence of each of those four fields, so an
-//! entry written before entries were batched (one purchase, the same six fields) reads as an
-//! entry of one purchase under its old order number. A stock bucket's stream (see
-//! [`crate::buckets`]) gets entries of the same format from `lua/bucket_reserve.lua`, one per
-//! call for the purchases it filled.
+//! One entry holds every purchase one script call accepted, in the order they were decided:
+//! `activity` and `reserved_ms` once, then per run of consecutive purchases of one product
+//! `product`, `price`, `buyers` (the user ids, space-separated: ids hold no whitespace) and
+//! `quantities` (as many, same order). Entries written by earlier versions still read, since
+//! a sale can span an upgrade: `product`, `user`, `quantity`, `price` once per purchase (the
+//! k-th purchase is the k-th occurrence of each), and before that one purchase per entry with
+//! the same six fields, which reads as an entry of one purchase under its old order number.
+//! A stock bucket's stream (see [`crate::buckets`]) gets entries of the per-purchase format
+//! from `lua/bucket_reserve.lua`, one per call for the purchases it filled.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -30,6 +32,10 @@ pub mod field {
     pub const PRICE: &str = "price";
     /// Redis's clock when the units were reserved, ms since the epoch.
     pub const RESERVED_MS: &str = "reserved_ms";
+    /// A run's buyers, space-separated (the current format).
+    pub const BUYERS: &str = "buyers";
+    /// A run's quantities, space-separated, one per buyer (the current format).
+    pub const QUANTITIES: &str = "quantities";
 }
 
 /// One stream entry as read: its id and its field/value pairs.
@@ -76,6 +82,9 @@ pub struct Reservation {
 /// six fields of a one-purchase entry. The error says why the entry as a whole is unreadable
 /// (an entry-wide field missing or repeated, or the per-purchase fields not in whole groups).
 pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
+    if entry.get(field::BUYERS).is_some() {
+        return runs(entry);
+    }
     let c = columns(entry)?;
     Ok((0..c.count())
         .map(|k| {
@@ -158,10 +167,74 @@ fn columns(entry: &Entry) -> std::result::Result<Columns<'_>, String> {
     })
 }
 
-/// How many purchases an entry holds: as [`purchases`] would split it, without the copies;
-/// 1 for an entry unreadable as a whole.
+/// How many purchases an entry holds: as [`purchases`] would split it, without the copies
+/// for the per-purchase format; 1 for an entry unreadable as a whole.
 pub fn purchase_count(entry: &Entry) -> usize {
+    if entry.get(field::BUYERS).is_some() {
+        return runs(entry).map_or(1, |all| all.len());
+    }
     columns(entry).map_or(1, |c| c.count())
+}
+
+/// [`purchases`] of an entry of the current format: runs of `product`, `price`, `buyers`,
+/// `quantities` after the entry-wide fields.
+fn runs(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
+    let once = |name: &str| -> std::result::Result<&str, String> {
+        let mut values = entry.fields.iter().filter(|(k, _)| k == name);
+        match (values.next(), values.next()) {
+            (Some((_, v)), None) => Ok(v.as_str()),
+            (None, _) => Err(format!("missing field {name:?}")),
+            (Some(_), Some(_)) => Err(format!("field {name:?} repeated")),
+        }
+    };
+    let (activity, reserved_ms) = (once(field::ACTIVITY)?, once(field::RESERVED_MS)?);
+    let one = |product: &str, user: &str, quantity: &str, price: &str| Entry {
+        id: entry.id.clone(),
+        fields: [
+            (field::ACTIVITY, activity),
+            (field::PRODUCT, product),
+            (field::USER, user),
+            (field::QUANTITY, quantity),
+            (field::PRICE, price),
+            (field::RESERVED_MS, reserved_ms),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    let mut out = Vec::new();
+    let mut fields = entry
+        .fields
+        .iter()
+        .filter(|(k, _)| k != field::ACTIVITY && k != field::RESERVED_MS);
+    while let Some(first) = fields.next() {
+        let mut next = || fields.next().ok_or("a run is cut short");
+        let run = [first, next()?, next()?, next()?];
+        let names: Vec<&str> = run.iter().map(|(k, _)| k.as_str()).collect();
+        if names != [field::PRODUCT, field::PRICE, field::BUYERS, field::QUANTITIES] {
+            return Err(format!("a run's fields are {names:?}"));
+        }
+        let [(_, product), (_, price), (_, buyers), (_, quantities)] = run;
+        let buyers: Vec<&str> = buyers.split(' ').collect();
+        let quantities: Vec<&str> = quantities.split(' ').collect();
+        if buyers.len() != quantities.len() {
+            return Err(format!(
+                "a run has {} buyers and {} quantities",
+                buyers.len(),
+                quantities.len()
+            ));
+        }
+        out.extend(
+            buyers
+                .iter()
+                .zip(&quantities)
+                .map(|(user, quantity)| one(product, user, quantity, price)),
+        );
+    }
+    if out.is_empty() {
+        return Err("no purchases".into());
+    }
+    Ok(out)
 }
 
 /// Every purchase of an entry of the stream of activity `activity`, decoded, in order (the
@@ -171,6 +244,13 @@ pub fn decode_all(
     activity: u64,
     entry: &Entry,
 ) -> std::result::Result<Vec<std::result::Result<Reservation, String>>, String> {
+    if entry.get(field::BUYERS).is_some() {
+        return Ok(runs(entry)?
+            .iter()
+            .zip(0u32..)
+            .map(|(one, index)| decode_at(activity, one, index))
+            .collect());
+    }
     let c = columns(entry)?;
     let [product, user, quantity, price] = &c.per_purchase;
     Ok((0..c.count())
@@ -188,10 +268,16 @@ pub fn decode_all(
         .collect())
 }
 
-/// Decodes an entry of one purchase (an entry written before entries were batched, or one
-/// [`purchases`] made) of the stream of activity `activity`; the error says what is wrong.
+/// Decodes an entry of one purchase (of any format, or one [`purchases`] made) of the stream
+/// of activity `activity`; the error says what is wrong, or that the entry holds several.
 pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
-    decode_at(activity, entry, 0)
+    if entry.get(field::BUYERS).is_none() {
+        return decode_at(activity, entry, 0);
+    }
+    match purchases(entry)?.as_slice() {
+        [one] => decode_at(activity, one, 0),
+        all => Err(format!("{} purchases in one entry", all.len())),
+    }
 }
 
 /// [`decode`] of the purchase that was at `index` of its entry (it names the order).
@@ -302,6 +388,60 @@ mod tests {
             (third.order_no.as_str(), third.index, third.product_id),
             ("7-1700000000000-4-2", 2, 3)
         );
+    }
+
+    #[test]
+    fn an_entry_of_runs_is_one_reservation_per_buyer_in_order() {
+        let e = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1700000000000"),
+            ("product", "1"),
+            ("price", "9.50"),
+            ("buyers", "alice bob"),
+            ("quantities", "2 1"),
+            ("product", "3"),
+            ("price", "1"),
+            ("buyers", "carol"),
+            ("quantities", "1"),
+        ]);
+        let all: Vec<Reservation> = decode_all(7, &e).unwrap().into_iter().map(Result::unwrap).collect();
+        let summary: Vec<(&str, u64, &str, u32, String)> = all
+            .iter()
+            .map(|r| {
+                (
+                    r.order_no.as_str(),
+                    r.product_id,
+                    r.user_id.as_str(),
+                    r.quantity,
+                    r.price.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("7-1700000000000-4", 1, "alice", 2, "9.50".to_string()),
+                ("7-1700000000000-4-1", 1, "bob", 1, "9.50".to_string()),
+                ("7-1700000000000-4-2", 3, "carol", 1, "1".to_string()),
+            ]
+        );
+        assert_eq!(all[2].reserved_at.timestamp_millis(), 1_700_000_000_000);
+        let short = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1"),
+            ("product", "1"),
+            ("price", "1"),
+            ("buyers", "alice bob"),
+            ("quantities", "1"),
+        ]);
+        assert!(decode_all(7, &short).unwrap_err().contains("2 buyers and 1 quantities"));
+        let cut = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1"),
+            ("product", "1"),
+            ("buyers", "a"),
+        ]);
+        assert!(decode_all(7, &cut).is_err());
     }
 
     #[test]

@@ -51,20 +51,21 @@ async fn entry_sizes(app: &TestApp, stream: &str) -> Vec<usize> {
 async fn decide(app: &TestApp, sharded: &Sharded, batch: &[(u64, &str, u32, bool)]) -> Vec<Verdict> {
     let mut tokens: HashMap<&str, String> = HashMap::new();
     let mut purchases = Vec::new();
-    for &(product, user, quantity, good_token) in batch {
+    for &(product, user, quantity, not_revoked) in batch {
         if !tokens.contains_key(user) {
             tokens.insert(user, app.token(user).await);
         }
-        let token = if good_token {
-            tokens[user].clone()
-        } else {
-            "not-the-token".to_string()
-        };
+        // `serve` checks the token's signature before the batch; Redis refuses revoked users.
+        if !not_revoked {
+            seckill::ops::token::revoke(&app.redis, app.activity, user)
+                .await
+                .unwrap();
+        }
         purchases.push(Purchase {
             product_id: product,
             user_id: user.to_string(),
             quantity,
-            token,
+            token: tokens[user].clone(),
         });
     }
     reserve_routed(&app.redis, app.activity, 0, &purchases, sharded)
@@ -77,7 +78,7 @@ fn outcomes(verdicts: &[Verdict]) -> Vec<Outcome> {
 }
 
 /// One batch of 14 purchases: a product of 6 units in 2 buckets (six buyers, then one of them
-/// over the limit, and one with a wrong token), a plain product (two buyers) and a product of
+/// over the limit, and one whose token was revoked), a plain product (two buyers) and a product of
 /// 3 units in 2 buckets (2 + 1) with four buyers. Every sharded purchase is decided by one
 /// quota call; each bucket gets exactly one call and one stream entry holding both products'
 /// purchases (5 in bucket 0, 4 in bucket 1); the plain ones one entry in the activity's

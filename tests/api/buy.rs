@@ -95,16 +95,27 @@ async fn bad_tokens_are_refused_and_deduct_nothing() {
     ] {
         assert_error(&sale.buy(p, "alice", 1, token).await, 401, "invalid_token");
     }
-    // Signed correctly but never registered: only Redis can tell.
-    assert_error(&sale.buy(p, "carol", 1, &unregistered).await, 401, "invalid_token");
-    // Revoked.
+    assert_error(&sale.buy(p, "carol", 1, &altered).await, 401, "invalid_token");
+    assert_eq!(sale.counters(p).await, (100, 0, 0));
+    // Revoked: refused whatever token the user presents, even a freshly signed one.
     assert!(seckill::ops::token::revoke(&sale.redis, sale.activity, "bob")
         .await
         .unwrap());
+    let fresh_bob = sale.signer.sign(sale.activity, "bob", seckill::token::unix_now() + 600);
     assert_error(&sale.buy(p, "bob", 1, &bob).await, 401, "invalid_token");
+    assert_error(&sale.buy(p, "bob", 1, &fresh_bob).await, 401, "invalid_token");
     assert_eq!(sale.counters(p).await, (100, 0, 0));
     // The genuine token still works.
     assert_eq!(sale.buy(p, "alice", 1, &alice).await.0, 200);
+    // Signed correctly but never registered: the signature is the proof.
+    assert_eq!(sale.buy(p, "carol", 1, &unregistered).await.0, 200);
+    // Lifted: a new token works.
+    assert!(seckill::ops::token::lift(&sale.redis, sale.activity, "bob")
+        .await
+        .unwrap());
+    let new_bob = sale.token("bob").await;
+    assert_eq!(sale.buy(p, "bob", 1, &new_bob).await.0, 200);
+    assert_eq!(sale.counters(p).await, (97, 3, 3));
     sale.finish().await;
 }
 
@@ -475,7 +486,7 @@ async fn group_commit_matches_one_by_one() {
     let specs = vec![spec(5, 2, 2), spec(3, 3, 3), spec(4, 1, 3)];
     let batched = TestApp::builder().sale(specs.clone()).serve().build().await;
     let single = TestApp::builder().sale(specs).serve().build().await;
-    // (product index, user, quantity, token valid?)
+    // (product index, user, quantity, token not revoked?)
     let plan: Vec<(usize, &str, u32, bool)> = vec![
         (0, "a", 2, true),
         (0, "a", 1, true), // over a's limit
@@ -486,7 +497,7 @@ async fn group_commit_matches_one_by_one() {
         (0, "e", 1, true), // sold out mid-batch
         (1, "c", 2, true), // 1 left: sold out with remaining 1
         (1, "c", 1, true),
-        (1, "d", 1, false), // invalid token
+        (1, "h", 1, false), // revoked
         (1, "e", 0, true),  // bad quantity
         (1, "e", 1, true),  // sold out
         (2, "f", 2, true),  // over the limit of a user with nothing yet
@@ -496,22 +507,25 @@ async fn group_commit_matches_one_by_one() {
     ];
     let mut outcomes = Vec::new();
     for sale in [&batched, &single] {
-        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g"]
+        let users: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h"]
             .iter()
             .map(|u| u.to_string())
             .collect();
         let tokens = sale.tokens(&users).await;
+        for (_, user, _, valid) in &plan {
+            if !valid {
+                seckill::ops::token::revoke(&sale.redis, sale.activity, user)
+                    .await
+                    .unwrap();
+            }
+        }
         let purchases: Vec<Purchase> = plan
             .iter()
-            .map(|(p, user, quantity, valid)| Purchase {
+            .map(|(p, user, quantity, _)| Purchase {
                 product_id: sale.products[*p],
                 user_id: user.to_string(),
                 quantity: *quantity,
-                token: if *valid {
-                    tokens[users.iter().position(|u| u == user).unwrap()].clone()
-                } else {
-                    "x".into()
-                },
+                token: tokens[users.iter().position(|u| u == user).unwrap()].clone(),
             })
             .collect();
         let verdicts = if std::ptr::eq(sale, &batched) {
@@ -639,6 +653,16 @@ async fn token_and_blacklist_cli() {
     let run = cli(&sale, &["token", "revoke", &a, "--user", "7"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_error(&sale.buy(sale.product, "7", 1, token7).await, 401, "invalid_token");
+    let run = cli(&sale, &["token", "lift", &a, "--user", "7"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = cli(&sale, &["token", &a, "--user", "7"]);
+    let new7 = String::from_utf8_lossy(&run.stdout)
+        .trim()
+        .split_once(',')
+        .unwrap()
+        .1
+        .to_string();
+    assert_eq!(sale.buy(sale.product, "7", 1, &new7).await.0, 200);
     let token8 = first
         .lines()
         .find(|l| l.starts_with("8,"))
@@ -677,5 +701,24 @@ async fn token_and_blacklist_cli() {
     let listed: Value = serde_json::from_slice(&cli(&sale, &["blacklist", "list", "--json"]).stdout).unwrap();
     assert_eq!(listed, json!([]));
     assert_eq!(sale.buy(sale.product, "9", 1, token9).await.0, 200);
+    sale.finish().await;
+}
+
+/// The stream entry lists buyers space-separated: a user id it could not hold is refused
+/// before anything is sent, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_refuses_user_ids_the_stream_cannot_hold() {
+    let sale = TestApp::builder().sale(vec![spec(5, 1, 1)]).build().await;
+    for user in ["", "a b"] {
+        let purchase = Purchase {
+            product_id: sale.product,
+            user_id: user.into(),
+            quantity: 1,
+            token: String::new(),
+        };
+        let refused = buy::reserve(&sale.redis, sale.activity, &[purchase]).await;
+        assert!(refused.is_err(), "{user:?}: {refused:?}");
+    }
+    assert_eq!(sale.counters(sale.product).await, (5, 0, 0));
     sale.finish().await;
 }

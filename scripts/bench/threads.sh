@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Choosing the default `http.threads` (issue 20): successful buys per second of `seckill serve`
+# run with each of THREAD_COUNTS HTTP threads (default "1 2"; 0 = the default rule), against
+# examples/naive_server.rs, all driven by the same wrk buy script (scripts/bench/buy.lua, which
+# builds each request: a fresh user with a valid token), in alternated rounds (naive, then
+# each thread count), ROUNDS (5) rounds of BENCH_SECS (6) s each. Per round and server: buys/s,
+# the ratio to the naive server of the same round, p99, and Redis CPU per purchase (`INFO cpu`,
+# server-wide: other clients of the same Redis count too). Prints the medians at the end.
+# Own database and key prefix (BENCH_DB=seckill_threads, BENCH_PREFIX=bthreads), servers on
+# BENCH_PORT (18180) and up; everything is removed afterwards, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BENCH_DB=${BENCH_DB:-seckill_threads}
+BENCH_PREFIX=${BENCH_PREFIX:-bthreads}
+BENCH_PORT=${BENCH_PORT:-18180}
+BENCH_SECS=${BENCH_SECS:-6}
+ROUNDS=${ROUNDS:-5}
+THREAD_COUNTS=${THREAD_COUNTS:-"1 2"}
+case "$BENCH_DB" in *bench* | *threads*) ;; *) echo "threads: refusing database '$BENCH_DB'" >&2; exit 1 ;; esac
+. scripts/urls.sh
+cargo build --release --quiet --bin seckill --example naive_server
+S=$PWD/target/release/seckill
+WORK=$(mktemp -d)
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET \
+    SECKILL_REDIS_DURABILITY SECKILL_HTTP_THREADS
+# Config for thread count $1 on port $2.
+config() {
+    cat <<CFG
+database:
+  url: $DB_SERVER_URL/$BENCH_DB
+redis:
+  url: $REDIS_URL
+  key_prefix: $BENCH_PREFIX
+  durability: none
+http:
+  bind: 127.0.0.1:$2
+  threads: $1
+token:
+  secret: $SECRET
+funnel:
+  global_rps: 0
+  per_user_rps: 0
+CFG
+}
+config 0 "$BENCH_PORT" >"$WORK/config.yaml"
+sk() { RUST_LOG=warn "$S" --config "$WORK/config.yaml" "$@"; }
+unlink_keys() {
+    redis_cli --scan --pattern "$1" | while mapfile -t -n 1000 batch && [ ${#batch[@]} -gt 0 ]; do
+        redis_cli unlink "${batch[@]}" </dev/null >/dev/null
+    done
+}
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    unlink_keys "$BENCH_PREFIX:*"
+    db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`" || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+unlink_keys "$BENCH_PREFIX:*"
+db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"
+sk migrate >/dev/null
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_for() { for _ in $(seq 100); do listening "$1" && return 0; sleep 0.1; done; echo "threads: nothing on port $1" >&2; exit 1; }
+redis_cpu_us() {
+    redis_cli info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.0f", s * 1e6 }'
+}
+# Buy answers with code ok so far at the server on port $1 (its own counter).
+oks() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk '
+        /^seckill_requests_total\{/ && index($0, "route=\"/api/v1/buy\"") && index($0, "code=\"ok\"") { n += $NF }
+        END { printf "%d", n }'
+}
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) ; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
+p99() { to_ms "$(awk '$1 == "99%" { print $2; exit }' "$1")"; }
+rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+total() { awk '/requests in/ { print $1 }' "$1"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "0"; else printf "%.2f", a / b }'; }
+
+# One product per round and server: every request a fresh user, stock never running out.
+USERS=$(( ROUNDS * 120000 ))
+start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ); end=$(date -u -d '+2 hour' +%Y-%m-%dT%H:%M:%SZ)
+A=$(sk activity create --name "threads.sh $(date -u +%FT%TZ)" --start "$start" --end "$end")
+declare -A PRODUCT
+for r in $(seq "$ROUNDS"); do
+    for t in $THREAD_COUNTS; do
+        PRODUCT[$r.$t]=$(sk product add --activity "$A" --name "p $r $t" --price 1 --stock 5000000 --limit-per-user 1)
+    done
+done
+sleep 0.05
+sk hot "$A" >/dev/null
+sk token "$A" --range "1-$USERS" --out "$WORK/tokens.csv" >&2
+sk start "$A" >/dev/null
+port=$BENCH_PORT
+declare -A PORT
+for t in $THREAD_COUNTS; do
+    port=$((port + 1)); PORT[$t]=$port
+    config "$t" "$port" >"$WORK/config.$t.yaml"
+    RUST_LOG=warn "$S" --config "$WORK/config.$t.yaml" serve >"$WORK/serve.$t.log" 2>&1 &
+    PIDS+=($!)
+    wait_for "$port"
+done
+NAIVE_PORT=$((port + 1))
+REDIS_URL="$REDIS_URL" KEY_PREFIX="$BENCH_PREFIX:naive" target/release/examples/naive_server "127.0.0.1:$NAIVE_PORT" 2>"$WORK/naive.log" &
+PIDS+=($!)
+wait_for "$NAIVE_PORT"
+wrk_buys() { TOKENS="$WORK/tokens.csv" PRODUCT=$2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency -s scripts/bench/buy.lua "$1" >"$3"; }
+
+declare -A RATIO US P99
+NAIVE=()
+for r in $(seq "$ROUNDS"); do
+    redis_cli set "$BENCH_PREFIX:naive:stock:1" 100000000 >/dev/null
+    c0=$(redis_cpu_us); wrk_buys "http://127.0.0.1:$NAIVE_PORT" 1 "$WORK/naive.$r.txt"; c1=$(redis_cpu_us)
+    unlink_keys "$BENCH_PREFIX:naive:*"
+    n=$(rps "$WORK/naive.$r.txt"); NAIVE+=("$n")
+    line="round $r: naive $(printf %.0f "$n")/s (redis $(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")") us, p99 $(p99 "$WORK/naive.$r.txt") ms)"
+    for t in $THREAD_COUNTS; do
+        before=$(oks "${PORT[$t]}"); c0=$(redis_cpu_us)
+        wrk_buys "http://127.0.0.1:${PORT[$t]}" "${PRODUCT[$r.$t]}" "$WORK/ours.$r.$t.txt"
+        c1=$(redis_cpu_us)
+        ok=$(( $(oks "${PORT[$t]}") - before )); tot=$(total "$WORK/ours.$r.$t.txt"); [ "$ok" -le "$tot" ] || ok=$tot
+        b=$(awk -v r="$(rps "$WORK/ours.$r.$t.txt")" -v ok="$ok" -v n="$tot" 'BEGIN { printf "%.0f", r * ok / n }')
+        RATIO[$r.$t]=$(div "$b" "$n"); US[$r.$t]=$(div $((c1 - c0)) "$ok"); P99[$r.$t]=$(p99 "$WORK/ours.$r.$t.txt")
+        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms)"
+    done
+    echo "$line"
+done
+echo
+echo "$ROUNDS rounds of ${BENCH_SECS}s, $(nproc) cores, $(uptime | sed 's/.*load average/load average/'):"
+echo "naive: median $(printf %.0f "$(median "${NAIVE[@]}")")/s (rounds ${NAIVE[*]})"
+for t in $THREAD_COUNTS; do
+    rs=(); us=(); ps=()
+    for r in $(seq "$ROUNDS"); do rs+=("${RATIO[$r.$t]}"); us+=("${US[$r.$t]}"); ps+=("${P99[$r.$t]}"); done
+    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms"
+done
