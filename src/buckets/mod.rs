@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::buy::{self, Outcome, Purchase, Verdict};
-use crate::error::{Error, RedisContext, Result};
+use crate::error::{Error, Result};
 use crate::redis_client::RedisClient;
 use fill::{Item, Known};
 use quota::Quota;
@@ -120,7 +120,7 @@ pub async fn reserve_routed(
                 let is_sharded = match checked.get(&product) {
                     Some(&s) => s,
                     None => {
-                        let s = shards_in_redis(redis, activity, product).await? > 1;
+                        let s = stock::shards_of(redis, activity, product).await? > 1;
                         checked.insert(product, s);
                         s
                     }
@@ -151,17 +151,6 @@ pub async fn reserve_routed(
         .into_iter()
         .map(|v| v.ok_or_else(|| Error::Internal("a purchase went back and forth between stock paths".into())))
         .collect()
-}
-
-/// The product's `shards` field in Redis (0 when absent).
-async fn shards_in_redis(redis: &RedisClient, activity: u64, product: u64) -> Result<u16> {
-    let shards: Option<u16> = redis::cmd("HGET")
-        .arg(redis.keys().product(activity, product))
-        .arg("shards")
-        .query_async(&mut redis.conn())
-        .await
-        .at(redis)?;
-    Ok(shards.unwrap_or(0))
 }
 
 /// Decides `purchases` of sharded products (the steps in the module docs). One verdict per
