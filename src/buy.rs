@@ -172,6 +172,23 @@ async fn reserve_one_call(
     verdicts(activity, purchases, &places, &reply)
 }
 
+/// The distinct products of a batch in first-seen order, and each item's place (from 0)
+/// among them: a script call passes a product's keys once and each purchase names its product
+/// by place (see the headers of lua/reserve.lua, quota.lua and bucket_reserve.lua).
+pub(crate) fn product_places(product_ids: impl Iterator<Item = u64>) -> (Vec<u64>, Vec<usize>) {
+    let mut products: Vec<u64> = Vec::with_capacity(2);
+    let places = product_ids
+        .map(|product| match products.iter().position(|&id| id == product) {
+            Some(i) => i,
+            None => {
+                products.push(product);
+                products.len() - 1
+            }
+        })
+        .collect();
+    (products, places)
+}
+
 /// The call of `script` (`lua/reserve.lua`, or a version of it with the same arguments)
 /// deciding `purchases`, and each purchase's product place (0-based) in the call. Public for
 /// `examples/redis_cost.rs`, which compares script versions.
@@ -183,19 +200,7 @@ pub fn invocation<'a>(
     purchases: &[Purchase],
 ) -> (redis::ScriptInvocation<'a>, Vec<usize>) {
     let per = keys.for_activity(activity);
-    // The batch's distinct products, in first-seen order: their keys go once, and each
-    // purchase names its product by place (see the header of lua/reserve.lua).
-    let mut products: Vec<u64> = Vec::with_capacity(2);
-    let places: Vec<usize> = purchases
-        .iter()
-        .map(|p| match products.iter().position(|&id| id == p.product_id) {
-            Some(i) => i,
-            None => {
-                products.push(p.product_id);
-                products.len() - 1
-            }
-        })
-        .collect();
+    let (products, places) = product_places(purchases.iter().map(|p| p.product_id));
     let mut invocation = script.prepare_invoke();
     invocation
         .key(keys.activity(activity))

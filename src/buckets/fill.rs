@@ -142,17 +142,7 @@ async fn reserve_call(
     add: Option<&Add>,
 ) -> Result<Vec<Placed>> {
     let keys = redis.keys();
-    let mut products: Vec<(u64, &str)> = Vec::with_capacity(2);
-    let places: Vec<usize> = sales
-        .iter()
-        .map(|s| match products.iter().position(|&(id, _)| id == s.product) {
-            Some(j) => j + 1,
-            None => {
-                products.push((s.product, &s.price));
-                products.len()
-            }
-        })
-        .collect();
+    let (products, places) = crate::buy::product_places(sales.iter().map(|s| s.product));
     let mut invocation = scripts::BUCKET_RESERVE.prepare_invoke();
     invocation
         .key(keys.bucket_orders(activity, bucket))
@@ -162,7 +152,12 @@ async fn reserve_call(
         .arg(keys::BUCKET_SEQ_BASE)
         .arg(sales.len())
         .arg(products.len());
-    for &(product, price) in &products {
+    for &product in &products {
+        // A product's price is the same in every sale of it: its first sale's.
+        let price = sales
+            .iter()
+            .find(|s| s.product == product)
+            .map_or("", |s| s.price.as_str());
         let (units, epoch, id) = match add.filter(|a| a.product == product) {
             Some(a) => (a.units, a.epoch.as_str(), a.id.as_str()),
             None => (0, "", ""),
@@ -176,7 +171,7 @@ async fn reserve_call(
             .arg(id);
     }
     for (sale, place) in sales.iter().zip(places) {
-        invocation.arg(place).arg(&sale.user).arg(sale.quantity);
+        invocation.arg(place + 1).arg(&sale.user).arg(sale.quantity);
     }
     let reply: Vec<Value> = invocation.invoke_async(&mut redis.conn()).await.at(redis)?;
     let unexpected = || Error::Internal(format!("bucket_reserve.lua answered {reply:?}"));

@@ -41,22 +41,6 @@ pub struct Quotas {
     pub products: HashMap<u64, Product>,
 }
 
-/// The batch's distinct products in first-seen order, and each purchase's place (from 1)
-/// among them: a product's keys go once per call (see the scripts' headers).
-fn places<'a>(purchases: impl Iterator<Item = &'a Purchase>) -> (Vec<u64>, Vec<usize>) {
-    let mut products: Vec<u64> = Vec::with_capacity(2);
-    let places = purchases
-        .map(|p| match products.iter().position(|&id| id == p.product_id) {
-            Some(i) => i + 1,
-            None => {
-                products.push(p.product_id);
-                products.len()
-            }
-        })
-        .collect();
-    (products, places)
-}
-
 /// Takes the quotas of `purchases` (all of activity `activity`) in one call of `quota.lua`,
 /// deciding them in order; `min_persist_seq` as in [`crate::buy::reserve_above`].
 pub async fn take(redis: &RedisClient, activity: u64, min_persist_seq: u64, purchases: &[Purchase]) -> Result<Quotas> {
@@ -65,7 +49,7 @@ pub async fn take(redis: &RedisClient, activity: u64, min_persist_seq: u64, purc
     }
     let keys = redis.keys();
     let per = keys.for_activity(activity);
-    let (products, places) = places(purchases.iter());
+    let (products, places) = crate::buy::product_places(purchases.iter().map(|p| p.product_id));
     let mut invocation = scripts::QUOTA.prepare_invoke();
     invocation
         .key(keys.activity(activity))
@@ -78,7 +62,7 @@ pub async fn take(redis: &RedisClient, activity: u64, min_persist_seq: u64, purc
     }
     invocation.key(keys.revoked(activity));
     for (p, place) in purchases.iter().zip(places) {
-        invocation.arg(place).arg(&p.user_id).arg(p.quantity);
+        invocation.arg(place + 1).arg(&p.user_id).arg(p.quantity);
     }
     let reply: Vec<Value> = invocation.invoke_async(&mut redis.conn()).await.at(redis)?;
     let unexpected = || Error::Internal(format!("quota.lua answered {reply:?}"));
@@ -122,13 +106,13 @@ pub async fn give_back(redis: &RedisClient, activity: u64, purchases: &[&Purchas
         return Ok(());
     }
     let per = redis.keys().for_activity(activity);
-    let (products, places) = places(purchases.iter().copied());
+    let (products, places) = crate::buy::product_places(purchases.iter().map(|p| p.product_id));
     let mut invocation = scripts::QUOTA_RETURN.prepare_invoke();
     for &product in &products {
         invocation.key(per.bought(product));
     }
     for (p, place) in purchases.iter().zip(places) {
-        invocation.arg(place).arg(&p.user_id).arg(p.quantity);
+        invocation.arg(place + 1).arg(&p.user_id).arg(p.quantity);
     }
     let _: i64 = invocation.invoke_async(&mut redis.conn()).await.at(redis)?;
     Ok(())
