@@ -1,12 +1,12 @@
 -- bucket_view.lua: reconcile's view of one bucket slot (src/ops/reconcile/gather.rs), taken
--- atomically with bucket_reserve.lua, so a purchase is either wholly in it (entry, stock,
--- sold) or wholly after it.
+-- atomically with bucket_buy.lua and bucket_reserve.lua, so a purchase is either wholly in it
+-- (entry, stock, sold, and when it was decided here, the buyer's total) or wholly after it.
 --
 -- KEYS[1]  bucket stream    P:{a:A:b:K}:orders
--- KEYS[2 ..]  the bucket's hash of each sharded product: P:{a:A:b:K}:product:ID
+-- KEYS[2 ..]  per sharded product, two keys: P:{a:A:b:K}:product:ID, P:{a:A:b:K}:bought:ID
 --
 -- Returns {last generated stream id ('' when none), then per product its hash as field/value
--- pairs ({} when the bucket does not exist)}.
+-- pairs ({} when the bucket does not exist) and its bought hash as field/value pairs}.
 
 local last = ''
 if redis.call('EXISTS', KEYS[1]) == 1 then

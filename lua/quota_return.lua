@@ -1,8 +1,8 @@
--- quota_return.lua: give back the quotas quota.lua took for purchases no bucket could fill
--- (src/buckets/quota.rs), a whole batch per call, so a buyer refused `sold_out` keeps their
--- whole limit.
+-- quota_return.lua: give back the quotas bucket_buy.lua took in bucket K for purchases no
+-- bucket could fill (src/buckets/quota.rs), a whole batch's per call, so a buyer refused
+-- `sold_out` keeps their whole limit.
 --
--- KEYS[1 .. M]  per product of the returns: bought hash   P:{a:A}:bought:ID
+-- KEYS[1 .. M]  per product of the returns: bucket K's bought hash   P:{a:A:b:K}:bought:ID
 -- ARGV[1 ..]    per return, three values: product (1..M, its place above), user id, quantity
 --
 -- Returns the number of returns made.

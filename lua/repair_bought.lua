@@ -1,6 +1,7 @@
 -- repair_bought.lua: reconcile's compare-and-set of one user's total of one product.
 --
--- KEYS[1]  bought hash      P:{a:A}:bought:ID
+-- KEYS[1]  bought hash      P:{a:A}:bought:ID (for a sharded product: the buyer's bucket's
+--          bought hash, the same key under the bucket's tag; see src/keys.rs bucket_bought)
 -- ARGV[1]  user id          ARGV[2] units seen (0 = absent)     ARGV[3] new units
 --
 -- Returns 1 written, 0 the total changed since it was read (run reconcile again).

@@ -9,10 +9,10 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason buckets`; status `lost` while selling is suspended because Redis lost the activity's state; `buckets`: how many bucket streams the activity may have (never lowered while they exist) |
+//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason buckets gate_ver`; status `lost` while selling is suspended because Redis lost the activity's state; `buckets`: how many bucket streams the activity may have (never lowered while they exist); `gate_ver`: the last status change copied to the buckets' gates |
 //! | `P:{a:A}:products` | set | product ids of the activity |
 //! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards` (`stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
-//! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID |
+//! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID (of a product without buckets; a sharded product's totals are in its buckets, `P:{a:A:b:K}:bought:ID`) |
 //! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it): handed out again by `seckill token` and `POST /api/v1/token`; a purchase does not read it (`serve` checks the token's signature) |
 //! | `P:{a:A}:revoked` | set | users whose token the operator revoked: their buys are refused (`invalid_token`) and `POST /api/v1/token` gives them none until `seckill token lift`; probed per purchase only while it exists |
 //! | `P:{a:A}:blacklist` | set | users who may not buy |
@@ -23,9 +23,13 @@
 //! | `P:{a:A}:returning` | hash | order number → `product:quantity:epoch`: a cancelled/expired order of a sharded product released, its units not yet in their bucket (`release_sharded.lua` → `bucket_return.lua`) |
 //! | `P:{a:A}:moving` | hash | move id → `product units noted_ms buckets user epoch`: an order of a sharded product no bucket holds whole, its units being gathered into one bucket (`move_note.lua`; dropped once sold or put back) |
 //! | `P:{a:A}:degraded` | string | present while `seckill degrade A on`: the message buyers get with `503 degraded` (read by `serve`; not used by scripts) |
-//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here once), `m:MOVE` (units move MOVE took here: `N` in hand, `N:back` put back, `N:in:Q` the target that sold Q) |
+//! | `P:{a:A:b:K}:product:ID` | hash | bucket K of sharded product ID: `stock sold` (units on sale in this bucket, units it reserved since `hot`), `limit max_per_order price shards` (copies `hot` writes, for the purchase decided here), `epoch from` (the `hot` that loaded it, its stream's last entry id then), `op:L` (units live stock change L added / withdrew here), `r:ORDER` (a returned order's units, added here, and its buyer's total lowered, once), `m:MOVE` (units move MOVE took here: `N` in hand, `N:back` put back, `N:in:Q` the target that sold Q) |
 //! | `P:{a:A:b:K}:orders` | stream | the reservations bucket K of the activity's sharded products made (entries in the `orders` format of the version before runs: `activity reserved_ms`, then `product user quantity price` per purchase); consumer group `persist` |
 //! | `P:{a:A:b:K}:seq` | hash | `ms n`: the last entry id bucket K gave out, so the next is higher and tells its bucket (see `BUCKET_SEQ_BASE`) |
+//! | `P:{a:A:b:K}:gate` | hash | bucket K's copy of what a purchase checks of the activity: `status start_ms end_ms persist_seq ver` (written by `hot`, `start`/`stop`/`pause`/`end`, a lost state's suspension and, `persist_seq`, every persisted batch; `ver` orders the status changes) |
+//! | `P:{a:A:b:K}:bought:ID` | hash | user id → units the user holds of sharded product ID, for the users whose bucket is K (FNV-1a of the user id mod the product's bucket count): the one place that buyer's total lives |
+//! | `P:{a:A:b:K}:blacklist` | set | bucket K's copy of `P:{a:A}:blacklist` (written with it) |
+//! | `P:{a:A:b:K}:revoked` | set | bucket K's copy of `P:{a:A}:revoked` (written with it) |
 //! | `P:activities` | set | preheated activity ids (read by consumers; not used by scripts; one command at a time) |
 //! | `P:product_activity` | hash | product id → activity id (read by `serve`; not used by scripts; one command at a time) |
 //!
@@ -178,6 +182,28 @@ impl Keys {
     /// The last entry id bucket `bucket` gave out.
     pub fn bucket_seq(&self, activity: u64, bucket: u16) -> String {
         format!("{}:seq", self.bucket_base(activity, bucket))
+    }
+
+    /// Bucket `bucket`'s copy of what a purchase checks of the activity (status, window,
+    /// persist sequence), so a purchase is decided in the bucket's slot alone.
+    pub fn bucket_gate(&self, activity: u64, bucket: u16) -> String {
+        format!("{}:gate", self.bucket_base(activity, bucket))
+    }
+
+    /// The totals of sharded product `product` of the buyers whose bucket is `bucket` (see
+    /// [`crate::buckets::quota::bucket_of_user`]).
+    pub fn bucket_bought(&self, activity: u64, bucket: u16, product: u64) -> String {
+        format!("{}:bought:{product}", self.bucket_base(activity, bucket))
+    }
+
+    /// Bucket `bucket`'s copy of the activity's blacklist.
+    pub fn bucket_blacklist(&self, activity: u64, bucket: u16) -> String {
+        format!("{}:blacklist", self.bucket_base(activity, bucket))
+    }
+
+    /// Bucket `bucket`'s copy of the activity's revoked users.
+    pub fn bucket_revoked(&self, activity: u64, bucket: u16) -> String {
+        format!("{}:revoked", self.bucket_base(activity, bucket))
     }
 
     /// Set of preheated activities.
@@ -366,6 +392,10 @@ mod tests {
             ("bucket_product", k.bucket_product(a, 999, id)),
             ("bucket_orders", k.bucket_orders(a, 999)),
             ("bucket_seq", k.bucket_seq(a, 999)),
+            ("bucket_gate", k.bucket_gate(a, 999)),
+            ("bucket_bought", k.bucket_bought(a, 999, id)),
+            ("bucket_blacklist", k.bucket_blacklist(a, 999)),
+            ("bucket_revoked", k.bucket_revoked(a, 999)),
             ("activities", k.activities()),
             ("product_activity", k.product_activity()),
         ];

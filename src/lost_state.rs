@@ -115,14 +115,21 @@ pub async fn forget(db: &Db, activity: u64) -> Result<()> {
     Ok(())
 }
 
-/// First half of a persisted batch's mark: raises the Redis sequence and returns it (0 when
+/// First half of a persisted batch's mark: raises the Redis sequence (and the stock buckets'
+/// copies of it) and returns it (0 when
 /// Redis has no such activity), to be [`record`]ed once the batch's MySQL transaction committed.
 pub async fn advance(redis: &RedisClient, activity: u64) -> Result<u64> {
-    scripts::PERSIST_MARK
+    let (seq, buckets): (u64, u16) = scripts::PERSIST_MARK
         .key(redis.keys().activity(activity))
         .invoke_async(&mut redis.conn())
         .await
-        .at(redis)
+        .at(redis)?;
+    // The stock buckets check their own copy of the sequence (`lua/bucket_buy.lua`): it must
+    // not fall below MySQL's either, so it rises before the commit too.
+    if seq > 0 && buckets > 0 {
+        crate::buckets::gate::seq(redis, activity, buckets, seq).await?;
+    }
+    Ok(seq)
 }
 
 /// Second half: MySQL's sequence becomes at least `seq`. Only for activities `hot` stamped.
@@ -254,9 +261,27 @@ pub async fn suspend(redis: &RedisClient, loss: &Loss) -> Result<bool> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(loss.activity_id);
     let before: Option<String> = conn.hget(&key, "status").await.at(redis)?;
-    let () = conn
+    let (ver, start_ms, end_ms): (i64, Option<i64>, Option<i64>) = redis::pipe()
+        .atomic()
         .hset_multiple(&key, &[("status", LOST_STATUS), ("lost_reason", loss.detail.as_str())])
+        .ignore()
+        .hincr(&key, "gate_ver", 1)
+        .hget(&key, "start_ms")
+        .hget(&key, "end_ms")
+        .query_async(&mut conn)
         .await
         .at(redis)?;
+    // The stock buckets decide purchases from their own copy of the status. (A vanished
+    // activity hash no longer names its buckets: those on primaries that kept their keys keep
+    // their stock and buyers' totals intact.)
+    crate::buckets::gate::status(
+        redis,
+        loss.activity_id,
+        ver,
+        LOST_STATUS,
+        start_ms.unwrap_or(0),
+        end_ms.unwrap_or(0),
+    )
+    .await?;
     Ok(before.as_deref() != Some(LOST_STATUS))
 }

@@ -26,7 +26,8 @@ pub fn all() -> Vec<&'static Script> {
         &SETTLE_STOCK_OP,
         &RECONCILE_SNAPSHOT,
         &PERSIST_MARK,
-        &QUOTA,
+        &BUCKET_BUY,
+        &GATE_SET,
         &QUOTA_RETURN,
         &BUCKET_RESERVE,
         &BUCKET_TAKE,
@@ -74,10 +75,14 @@ pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
 /// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));
 
-/// `lua/quota.lua`: a batch's purchases of sharded products, step one: checks and the buyers' quotas.
-pub static QUOTA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota.lua")));
+/// `lua/bucket_buy.lua`: a batch's purchases of sharded products in their buyers' bucket:
+/// checks, the buyers' totals and, when the bucket holds them, the units.
+pub static BUCKET_BUY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_buy.lua")));
 
-/// `lua/quota_return.lua`: gives back a batch's quotas no bucket could fill.
+/// `lua/gate_set.lua`: brings a bucket's copy of the activity's sale switches up to date.
+pub static GATE_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/gate_set.lua")));
+
+/// `lua/quota_return.lua`: gives back, in one bucket, a batch's quotas no bucket could fill.
 pub static QUOTA_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota_return.lua")));
 
 /// `lua/bucket_reserve.lua`: sharded products' purchases, step two: units from one bucket, one entry per call.

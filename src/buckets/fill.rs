@@ -1,10 +1,10 @@
-//! Step two, in the buckets' slots: the purchases whose quota is taken get their units from
-//! the buckets, one `lua/bucket_reserve.lua` call per bucket and round, the buckets called
-//! concurrently (in a cluster they live on different primaries).
+//! The follow-up in the buckets' slots: the purchases whose quota is taken in their buyer's
+//! bucket, which was short, get their units from the other buckets, one
+//! `lua/bucket_reserve.lua` call per bucket and round, the buckets called concurrently (in a
+//! cluster they live on different primaries).
 //!
-//! Round one sends each purchase to its first bucket (a batch's purchases of one product are
-//! dealt out over its buckets from a random one on). A purchase its bucket cannot fill moves on
-//! to the next bucket in a follow-up round, skipping those this batch has seen holding fewer
+//! A purchase its buyer's bucket could not fill (`lua/bucket_buy.lua` took its quota there)
+//! moves on to the next bucket, one round after another, skipping those this batch has seen holding fewer
 //! units than it asks; one that has passed every bucket is unfit (see [`super::gather`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +48,15 @@ impl Item {
             price,
             start,
             step: 0,
+        }
+    }
+
+    /// A purchase whose buyer's bucket `bucket` (of `shards`) was short: it goes on to the
+    /// buckets after that one.
+    pub fn after(index: usize, purchase: Purchase, shards: u16, price: String, bucket: u16) -> Self {
+        Item {
+            step: 1,
+            ..Item::new(index, purchase, shards, price, bucket)
         }
     }
 

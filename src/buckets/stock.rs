@@ -1,6 +1,6 @@
 //! The buckets' side of the operator's commands: loading them (`hot`), their streams
 //! (consumers, backlog, `flush`), their totals (`reconcile`, `status`) and putting units
-//! back into them (`order cancel|expire`). Live stock changes are in [`live`].
+//! back into them (`order cancel|expire`), into the buyer's bucket with the buyer's total. Live stock changes are in [`live`].
 
 pub mod live;
 
@@ -32,8 +32,8 @@ pub async fn streams(redis: &RedisClient, activity: u64) -> Result<Vec<String>> 
     Ok(streams)
 }
 
-/// A product to load: id, units to put on sale, bucket count.
-#[derive(Debug, Clone, Copy)]
+/// A product to load: id, units to put on sale, bucket count, and what a purchase checks of it.
+#[derive(Debug, Clone)]
 pub struct Load {
     /// The product.
     pub product: u64,
@@ -41,6 +41,12 @@ pub struct Load {
     pub remaining: u64,
     /// Its bucket count (1: no buckets).
     pub shards: u16,
+    /// Units one buyer may hold.
+    pub limit: u32,
+    /// Units one order may ask.
+    pub max_per_order: u32,
+    /// Unit price, as `preheat.lua` stores it.
+    pub price: String,
 }
 
 /// What is in Redis before `hot` rewrites it: the bucket count and the products whose
@@ -79,6 +85,7 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
         for product in ids {
             for k in 0..stale_buckets {
                 stale.del(keys.bucket_product(activity, k, product)).ignore();
+                stale.del(keys.bucket_bought(activity, k, product)).ignore();
             }
         }
         let () = stale.query_async(&mut conn).await.at(redis)?;
@@ -114,6 +121,10 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
                     ("sold", "0".to_string()),
                     ("epoch", epoch.clone()),
                     ("from", from[k].clone()),
+                    ("shards", p.shards.to_string()),
+                    ("limit", p.limit.to_string()),
+                    ("max_per_order", p.max_per_order.to_string()),
+                    ("price", p.price.clone()),
                 ],
             )
             .ignore();
@@ -136,6 +147,34 @@ pub async fn load(redis: &RedisClient, activity: u64, before: &Before, products:
             .hset(keys.activity(activity), BUCKETS_FIELD, buckets)
             .await
             .at(redis)?;
+    }
+    Ok(())
+}
+
+/// The buyers' totals `hot` read from MySQL, `(user, units)` of sharded `product`, each into
+/// the user's bucket (see [`super::quota::bucket_of_user`]).
+pub async fn load_totals(
+    redis: &RedisClient,
+    activity: u64,
+    product: u64,
+    shards: u16,
+    holders: &[(String, i64)],
+) -> Result<()> {
+    let mut by_bucket: std::collections::BTreeMap<u16, Vec<(String, i64)>> = Default::default();
+    for (user, units) in holders {
+        by_bucket
+            .entry(super::quota::bucket_of_user(user, shards))
+            .or_default()
+            .push((user.clone(), *units));
+    }
+    let mut conn = redis.conn();
+    for (k, holders) in by_bucket {
+        for chunk in holders.chunks(1000) {
+            let () = conn
+                .hset_multiple(redis.keys().bucket_bought(activity, k, product), chunk)
+                .await
+                .at(redis)?;
+        }
     }
     Ok(())
 }
@@ -191,20 +230,9 @@ pub async fn shards_of(redis: &RedisClient, activity: u64, product: u64) -> Resu
     Ok(shards.unwrap_or(0))
 }
 
-/// The bucket a returned order's units go to: picked by its order number, so a retry or
-/// reconcile finishing the return reaches the bucket that records it (`r:<order>`), and
-/// returns spread over the buckets.
-pub fn bucket_of_order(order_no: &str, shards: u16) -> u16 {
-    // FNV-1a: stable across processes and builds, unlike the std hasher.
-    let hash = order_no.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % u64::from(shards.max(1))) as u16
-}
-
 /// Returns a cancelled or expired order's units of a sharded product, exactly once: marks
-/// the order released, lowers the buyer's total and `sold` and notes the return
-/// (`release_sharded.lua`), puts the units into the order's bucket once
+/// the order released, lowers `sold` and notes the return (`release_sharded.lua`), puts the
+/// units into the buyer's bucket and lowers the buyer's total there, once
 /// (`bucket_return.lua`), then drops the note. Returns what `release_sharded.lua` returned
 /// (1 released now, 0 earlier, -1 not loaded).
 pub async fn release(
@@ -220,11 +248,9 @@ pub async fn release(
     let released: i64 = scripts::RELEASE_SHARDED
         .key(keys.released(activity))
         .key(keys.product(activity, product))
-        .key(keys.bought(activity, product))
         .key(keys.returning(activity))
         .key(keys.activity(activity))
         .arg(order_no)
-        .arg(user)
         .arg(quantity)
         .arg(product)
         .invoke_async(&mut redis.conn())
@@ -234,35 +260,59 @@ pub async fn release(
         // The note gone already: a `hot` reloaded the activity from MySQL, which has the units.
         let note: Option<String> = redis.conn().hget(keys.returning(activity), order_no).await.at(redis)?;
         if let Some(epoch) = note.as_deref().and_then(|n| n.splitn(3, ':').nth(2)) {
-            finish_return(redis, activity, product, shards, order_no, quantity, epoch).await?;
+            let back = Return {
+                order_no,
+                user,
+                quantity,
+                epoch,
+            };
+            finish_return(redis, activity, product, shards, &back).await?;
         }
     }
     Ok(released)
 }
 
-/// Steps two and three of a return (see [`release`]) noted in preheat epoch `epoch`; safe to
-/// repeat. Returns `bucket_return.lua`'s answer (1 added now, 0 earlier, -1 no such bucket
-/// or one of another epoch).
+/// A return under way (see [`release`]): the order, its buyer and units, and the preheat
+/// epoch it was noted in.
+#[derive(Debug, Clone, Copy)]
+pub struct Return<'a> {
+    /// The order number.
+    pub order_no: &'a str,
+    /// The buyer, whose bucket gets the units and whose total drops.
+    pub user: &'a str,
+    /// Units.
+    pub quantity: u32,
+    /// The epoch `release_sharded.lua` noted.
+    pub epoch: &'a str,
+}
+
+/// Steps two and three of a return (see [`release`]); safe to repeat. Returns
+/// `bucket_return.lua`'s answer (1 done now, 0 earlier, -1 no such bucket or one of another
+/// epoch).
 pub async fn finish_return(
     redis: &RedisClient,
     activity: u64,
     product: u64,
     shards: u16,
-    order_no: &str,
-    quantity: u32,
-    epoch: &str,
+    back: &Return<'_>,
 ) -> Result<i64> {
     let keys = redis.keys();
-    let k = bucket_of_order(order_no, shards);
+    let k = super::quota::bucket_of_user(back.user, shards);
     let added: i64 = scripts::BUCKET_RETURN
         .key(keys.bucket_product(activity, k, product))
-        .arg(order_no)
-        .arg(quantity)
-        .arg(epoch)
+        .key(keys.bucket_bought(activity, k, product))
+        .arg(back.order_no)
+        .arg(back.quantity)
+        .arg(back.epoch)
+        .arg(back.user)
         .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
-    let () = redis.conn().hdel(keys.returning(activity), order_no).await.at(redis)?;
+    let () = redis
+        .conn()
+        .hdel(keys.returning(activity), back.order_no)
+        .await
+        .at(redis)?;
     Ok(added)
 }
 

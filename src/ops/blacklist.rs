@@ -7,6 +7,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use sqlx::FromRow;
 
+use crate::buckets::gate;
 use crate::db::Db;
 use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::redis_client::RedisClient;
@@ -81,12 +82,19 @@ async fn mirror(redis: &RedisClient, activities: &[u64], user: &str, barred: boo
             pipe.srem(key, user).ignore();
         }
     }
-    let mirrored: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-    mirrored.map_err(|e| {
+    let unfinished = |why: String| {
         Error::Internal(format!(
             "MySQL's blacklist was changed for {user:?}, but the preheated activities were not \
-             updated ({}); run the command again to finish",
-            redis.err(e)
+             updated ({why}); run the command again to finish"
         ))
-    })
+    };
+    let mirrored: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+    mirrored.map_err(|e| unfinished(redis.err(e).to_string()))?;
+    // The stock buckets decide their buyers' purchases from their own copy.
+    for &activity in activities {
+        gate::member(redis, activity, gate::Set::Blacklist, user, barred)
+            .await
+            .map_err(|e| unfinished(e.to_string()))?;
+    }
+    Ok(())
 }

@@ -223,6 +223,9 @@ async fn load(
             product: p.id,
             remaining: u64::from(p.total_stock - p.sold),
             shards: p.shards,
+            limit: p.per_user_limit,
+            max_per_order: p.max_per_order,
+            price: p.price.to_string(),
         })
         .collect();
     buckets::stock::load(redis, activity_id, &before, &spread).await?;
@@ -235,6 +238,12 @@ async fn load(
     }
     for p in &snapshot.products {
         let holders = by_product.remove(&p.id).unwrap_or_default();
+        if p.shards > 1 {
+            // A sharded product's totals live in their buyers' buckets.
+            buckets::stock::load_totals(redis, activity_id, p.id, p.shards, &holders).await?;
+            bar.inc(1);
+            continue;
+        }
         for chunk in holders.chunks(CHUNK) {
             let () = conn
                 .hset_multiple(keys.bought(activity_id, p.id), chunk)
@@ -249,6 +258,8 @@ async fn load(
     for chunk in snapshot.blacklist.chunks(CHUNK) {
         let () = conn.sadd(keys.blacklist(activity_id), chunk).await.at(redis)?;
     }
+    let bucket_count = buckets::stock::count(redis, activity_id).await?;
+    buckets::gate::load(redis, activity_id, bucket_count).await?;
     for chunk in snapshot.released.chunks(CHUNK) {
         let () = conn.sadd(keys.released(activity_id), chunk).await.at(redis)?;
     }

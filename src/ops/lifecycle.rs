@@ -139,6 +139,17 @@ async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: Acti
             activity.id, activity.id
         )));
     }
+    // Every stock bucket decides its buyers' purchases alone: none may sell after a `stop`
+    // returned, so the copy reaches them all before this does.
+    crate::buckets::gate::status(
+        redis,
+        activity.id,
+        changed,
+        status.as_str(),
+        activity.start_at.timestamp_millis(),
+        activity.end_at.timestamp_millis(),
+    )
+    .await?;
     Ok(before.unwrap_or_else(|| activity.status.to_string()))
 }
 

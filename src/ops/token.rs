@@ -6,6 +6,7 @@ use std::path::Path;
 use redis::AsyncCommands;
 use serde::Serialize;
 
+use crate::buckets::gate;
 use crate::db::Db;
 use crate::error::{Error, RedisContext, Result};
 use crate::model::ActivityStatus;
@@ -198,6 +199,7 @@ pub async fn revoke(redis: &RedisClient, activity: u64, user: &str) -> Result<bo
         .query_async(&mut conn)
         .await
         .at(redis)?;
+    gate::member(redis, activity, gate::Set::Revoked, user, true).await?;
     Ok(removed > 0)
 }
 
@@ -207,6 +209,7 @@ pub async fn lift(redis: &RedisClient, activity: u64, user: &str) -> Result<bool
     user_id::validate(user)?;
     let mut conn = redis.conn();
     let lifted: u64 = conn.srem(redis.keys().revoked(activity), user).await.at(redis)?;
+    gate::member(redis, activity, gate::Set::Revoked, user, false).await?;
     Ok(lifted > 0)
 }
 

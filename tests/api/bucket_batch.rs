@@ -1,12 +1,13 @@
 //! The batched bucket path (`seckill::buckets`): one group-commit batch mixing plain and
-//! sharded products with several buyers per bucket (one quota call, one stream entry per
-//! bucket), a purchase moving on to the next bucket, and orders of several units no single
+//! sharded products with several buyers per bucket (one call and one stream entry per
+//! bucket, the buyers' totals in their buckets), a purchase moving on to the next bucket, and orders of several units no single
 //! bucket holds (gathered into one bucket, nothing oversold, nothing left behind).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use redis::AsyncCommands;
+use seckill::buckets::quota::bucket_of_user;
 use seckill::buckets::{reserve_routed, Sharded};
 use seckill::buy::{Outcome, Purchase, Verdict};
 
@@ -34,6 +35,15 @@ async fn buckets_of(app: &TestApp, product: u64, shards: u16) -> Vec<(i64, i64)>
         out.push((stock.expect("bucket loaded"), sold.unwrap_or(0)));
     }
     out
+}
+
+/// `n` user names starting with `prefix` whose bucket of `shards` is `bucket`.
+fn users_in(prefix: &str, bucket: u16, shards: u16, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|u| bucket_of_user(u, shards) == bucket)
+        .take(n)
+        .collect()
 }
 
 /// Purchases in each entry of a stream, in order.
@@ -79,9 +89,9 @@ fn outcomes(verdicts: &[Verdict]) -> Vec<Outcome> {
 
 /// One batch of 14 purchases: a product of 6 units in 2 buckets (six buyers, then one of them
 /// over the limit, and one whose token was revoked), a plain product (two buyers) and a product of
-/// 3 units in 2 buckets (2 + 1) with four buyers. Every sharded purchase is decided by one
-/// quota call; each bucket gets exactly one call and one stream entry holding both products'
-/// purchases (5 in bucket 0, 4 in bucket 1); the plain ones one entry in the activity's
+/// 3 units in 2 buckets (2 + 1) with four buyers, two in each bucket. Every sharded purchase is
+/// decided in its buyer's bucket: each bucket gets exactly one call and one stream entry
+/// holding both products' purchases (5 in bucket 0, 4 in bucket 1), no activity-slot call; the plain ones one entry in the activity's
 /// stream. The fourth buyer of the small product is `sold_out` with their quota given back.
 /// The consumer persists 11 orders and reconcile is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,21 +104,26 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
     let (hot, plain, small) = (app.products[0], app.products[1], app.products[2]);
     assert_eq!(buckets_of(&app, hot, 2).await, vec![(3, 0), (3, 0)]);
     assert_eq!(buckets_of(&app, small, 2).await, vec![(2, 0), (1, 0)]);
+    // Buyers picked by their bucket (of 2): three of the big product's in each, two of the
+    // small product's in bucket 0 (2 units) and two in bucket 1 (1 unit).
+    let (h0, h1) = (users_in("h", 0, 2, 3), users_in("h", 1, 2, 3));
+    let (s0, s1) = (users_in("s", 0, 2, 2), users_in("s", 1, 2, 2));
+    let a = h0[0].as_str();
     let batch = [
-        (hot, "a", 1, true),
-        (small, "s1", 1, true),
+        (hot, a, 1, true),
+        (small, s0[0].as_str(), 1, true),
         (plain, "p1", 1, true),
-        (hot, "b", 1, true),
-        (hot, "c", 1, true),
-        (small, "s2", 1, true),
-        (hot, "d", 1, true),
-        (hot, "a", 2, true),
+        (hot, h1[0].as_str(), 1, true),
+        (hot, h0[1].as_str(), 1, true),
+        (small, s1[0].as_str(), 1, true),
+        (hot, h1[1].as_str(), 1, true),
+        (hot, a, 2, true),
         (hot, "g", 1, false),
-        (small, "s3", 1, true),
-        (hot, "e", 1, true),
+        (small, s0[1].as_str(), 1, true),
+        (hot, h0[2].as_str(), 1, true),
         (plain, "p2", 1, true),
-        (small, "s4", 1, true),
-        (hot, "f", 1, true),
+        (small, s1[1].as_str(), 1, true),
+        (hot, h1[2].as_str(), 1, true),
     ];
     let verdicts = decide(&app, &Sharded::default(), &batch).await;
     let got = outcomes(&verdicts);
@@ -116,11 +131,16 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
     for (i, &(product, user, _, _)) in batch.iter().enumerate() {
         match (product == small, user) {
             (_, "g") => assert_eq!(got[i], InvalidToken, "{verdicts:?}"),
-            (false, "a") if i == 7 => assert_eq!(got[i], LimitExceeded, "{verdicts:?}"),
+            (false, u) if u == a && i == 7 => assert_eq!(got[i], LimitExceeded, "{verdicts:?}"),
             (false, _) => assert_eq!(got[i], Queued, "{i}: {verdicts:?}"),
             (true, _) => {}
         }
     }
+    assert_eq!(
+        got[12],
+        Outcome::SoldOut,
+        "the small product's second buyer in bucket 1 finds it empty, and bucket 0 too: {verdicts:?}"
+    );
     let small_outcomes: Vec<Outcome> = (0..batch.len())
         .filter(|&i| batch[i].0 == small)
         .map(|i| got[i])
@@ -153,19 +173,24 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
     assert_eq!(entry_sizes(&app, &keys.orders_stream(app.activity)).await, vec![2]);
     assert_eq!(buckets_of(&app, hot, 2).await, vec![(0, 3), (0, 3)]);
     assert_eq!(buckets_of(&app, small, 2).await, vec![(0, 2), (0, 1)]);
-    let bought: HashMap<String, i64> = app.redis.conn().hgetall(keys.bought(app.activity, hot)).await.unwrap();
+    let bought = app.bucket_totals(app.activity, hot, 2).await;
     assert_eq!(
-        bought.get("a"),
+        bought.get(a),
         Some(&1),
         "the refused second purchase took nothing: {bought:?}"
     );
     assert_eq!(bought.values().sum::<i64>(), 6, "{bought:?}");
-    let small_bought: HashMap<String, i64> = app
-        .redis
-        .conn()
-        .hgetall(keys.bought(app.activity, small))
-        .await
-        .unwrap();
+    for (user, _) in bought.iter() {
+        let k = bucket_of_user(user, 2);
+        let there: Option<i64> = app
+            .redis
+            .conn()
+            .hget(keys.bucket_bought(app.activity, k, hot), user)
+            .await
+            .unwrap();
+        assert_eq!(there, Some(1), "{user}'s total is in their bucket {k}");
+    }
+    let small_bought = app.bucket_totals(app.activity, small, 2).await;
     assert_eq!(
         small_bought.len(),
         3,
@@ -178,8 +203,8 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
 }
 
 /// A purchase whose bucket is empty moves on to a bucket that has units: 8 buckets of one unit,
-/// 8 buyers one after another (each its own batch, each starting at a random bucket; without
-/// moving on, all 8 would find their unit with a chance of 8!/8^8, 0.2%) all get one; the ninth
+/// 8 buyers one after another (each its own batch, each starting at the buyer's bucket; without
+/// moving on, two buyers sharing a bucket would leave a unit behind) all get one; the ninth
 /// is `sold_out` with their quota given back, every bucket empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_moves_on_to_a_bucket_with_units() {
@@ -197,13 +222,9 @@ async fn a_purchase_moves_on_to_a_bucket_with_units() {
     let late = decide(&app, &sharded_seen, &[(app.product, "late", 1, true)]).await;
     assert_eq!((late[0].outcome, late[0].remaining), (Outcome::SoldOut, 0), "{late:?}");
     assert_eq!(buckets_of(&app, app.product, 8).await, vec![(0, 1); 8]);
-    let held: Option<i64> = app
-        .redis
-        .conn()
-        .hget(app.redis.keys().bought(app.activity, app.product), "late")
-        .await
-        .unwrap();
-    assert_eq!(held, None);
+    let held = app.bucket_totals(app.activity, app.product, 8).await;
+    assert_eq!(held.get("late"), None, "{held:?}");
+    assert_eq!(held.len(), 8, "{held:?}");
     app.drain().await;
     assert_eq!(app.orders().await, 8);
     app.cli(&["reconcile", &app.activity.to_string()]).await.ok();
@@ -257,12 +278,7 @@ async fn an_order_no_single_bucket_holds_gathers_its_units() {
         "one unit still on sale: {buckets:?}"
     );
     assert_eq!(buckets.iter().map(|b| b.1).sum::<i64>(), 2, "{buckets:?}");
-    let bought: HashMap<String, i64> = sale
-        .redis
-        .conn()
-        .hgetall(sale.redis.keys().bought(sale.activity, three))
-        .await
-        .unwrap();
+    let bought = sale.bucket_totals(sale.activity, three, 3).await;
     assert_eq!(bought.values().collect::<Vec<_>>(), vec![&2], "{bought:?}");
 
     sale.drain().await;

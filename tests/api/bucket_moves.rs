@@ -55,7 +55,7 @@ async fn note_move(app: &TestApp, product: u64, user: &str, quantity: u32) -> Mo
         token: app.token(user).await,
     };
     let quotas = quota::take(&app.redis, app.activity, 0, &[purchase]).await.unwrap();
-    assert_eq!(quotas.verdicts, vec![Quota::Taken]);
+    assert_eq!(quotas, vec![Quota::Taken]);
     Move::note(&app.redis, app.activity, product, quantity, &[0, 1, 2], user)
         .await
         .unwrap()

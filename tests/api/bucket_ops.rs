@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use seckill::buckets::quota::held;
 use seckill::buckets::stock::live::{self, Change};
+use seckill::buckets::stock::Return;
 use seckill::ops::stock::Applied;
 use serde_json::Value;
 
@@ -404,7 +406,8 @@ async fn a_return_cut_short_is_finished_once() {
     let keys = sale.redis.keys().clone();
     let a = activity.to_string();
     let answers = sale.buy_at_once(product, vec!["x".into(), "y".into()]).await;
-    let order_no = answers[0].1 .1["order_no"].as_str().unwrap().to_string();
+    let x = answers.iter().find(|(user, _)| user == "x").unwrap();
+    let order_no = x.1 .1["order_no"].as_str().unwrap().to_string();
     sale.drain().await;
     // The command's MySQL side, then only step one of the return.
     sale.sql(&format!(
@@ -416,11 +419,9 @@ async fn a_return_cut_short_is_finished_once() {
     let released: i64 = seckill::scripts::RELEASE_SHARDED
         .key(keys.released(activity))
         .key(keys.product(activity, product))
-        .key(keys.bought(activity, product))
         .key(keys.returning(activity))
         .key(keys.activity(activity))
         .arg(&order_no)
-        .arg("x")
         .arg(1)
         .arg(product)
         .invoke_async(&mut sale.redis.conn())
@@ -428,8 +429,20 @@ async fn a_return_cut_short_is_finished_once() {
         .unwrap();
     assert_eq!(released, 1);
     assert_eq!(on_sale(&sale, 4).await, 0);
+    let total = || held(&sale.redis, activity, product, 4, "x");
+    assert_eq!(
+        total().await.unwrap(),
+        1,
+        "the buyer's total drops with the units going back"
+    );
     // A bucket another `hot` loaded (its stock read from MySQL, which has the unit) takes none.
-    let stale = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &order_no, 1, "an-older-hot")
+    let stale_return = Return {
+        order_no: &order_no,
+        user: "x",
+        quantity: 1,
+        epoch: "an-older-hot",
+    };
+    let stale = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &stale_return)
         .await
         .unwrap();
     assert_eq!(stale, -1);
@@ -450,12 +463,20 @@ async fn a_return_cut_short_is_finished_once() {
     assert!(found.stdout.contains(&order_no), "{}", found.stdout);
     sale.cli(&["reconcile", &a, "--fix"]).await.ok();
     assert_eq!(on_sale(&sale, 4).await, 1);
+    assert_eq!(total().await.unwrap(), 0, "lowered with the units");
     let epoch = sale.activity_hash(activity).await["epoch"].clone();
-    let again = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &order_no, 1, &epoch)
+    let late_return = Return {
+        order_no: &order_no,
+        user: "x",
+        quantity: 1,
+        epoch: &epoch,
+    };
+    let again = seckill::buckets::stock::finish_return(&sale.redis, activity, product, 4, &late_return)
         .await
         .unwrap();
     assert_eq!(again, 0, "the bucket has it already");
     assert_eq!(on_sale(&sale, 4).await, 1);
+    assert_eq!(total().await.unwrap(), 0, "lowered once");
     let left: HashMap<String, String> = sale.redis.conn().hgetall(keys.returning(activity)).await.unwrap();
     assert!(left.is_empty(), "{left:?}");
     sale.cli(&["reconcile", &a]).await.ok();

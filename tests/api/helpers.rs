@@ -718,6 +718,18 @@ impl TestApp {
             .await
     }
 
+    /// Every buyer's total of sharded product `product_id` (`shards` buckets), from the
+    /// buckets holding them (`P:{a:A:b:K}:bought:ID`).
+    pub async fn bucket_totals(&self, activity_id: u64, product_id: u64, shards: u16) -> HashMap<String, i64> {
+        let mut all = HashMap::new();
+        for k in 0..shards {
+            let key = self.redis.keys().bucket_bought(activity_id, k, product_id);
+            let some: HashMap<String, i64> = self.redis.conn().hgetall(key).await.unwrap();
+            all.extend(some);
+        }
+        all
+    }
+
     /// The activity hash `P:{a:A}:activity`.
     pub async fn activity_hash(&self, activity_id: u64) -> HashMap<String, String> {
         self.redis_hash(&self.redis.keys().activity(activity_id)).await

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::gather::{self, Snapshot};
 use super::{analyse, Analysis, Class, ProductLine};
+use crate::buckets::quota::bucket_of_user;
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
 use crate::model::OrderStatus;
@@ -217,8 +218,15 @@ async fn set_units_held(
     want: i64,
 ) -> Result<String> {
     let have = now.bought.get(&product).and_then(|b| b.get(user)).copied().unwrap_or(0);
+    // A sharded product's buyer's total lives in the buyer's bucket.
+    let key = match now.sharded.get(&product) {
+        Some(&shards) => redis
+            .keys()
+            .bucket_bought(activity, bucket_of_user(user, shards), product),
+        None => redis.keys().bought(activity, product),
+    };
     let r: i64 = scripts::REPAIR_BOUGHT
-        .key(redis.keys().bought(activity, product))
+        .key(key)
         .arg(user)
         .arg(have)
         .arg(want)

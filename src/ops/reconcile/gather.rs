@@ -52,7 +52,8 @@ pub struct Snapshot {
     pub released: HashSet<String>,
     /// Redis product hash fields (stock, sold, total) per loaded product.
     pub redis_products: BTreeMap<u64, (i64, i64, i64)>,
-    /// Bought hash per product.
+    /// Bought hash per product (a sharded product's: its buckets' together, each read with
+    /// its bucket's purchases).
     pub bought: BTreeMap<u64, HashMap<String, i64>>,
     /// What Redis did with each stock change it saw (ledger row id -> `stock_ops` value).
     pub stock_ops: HashMap<u64, String>,
@@ -326,17 +327,23 @@ async fn with_delivery(
 }
 
 /// Every bucket slot's view (`bucket_view.lua`, read after the activity's, one slot at a
-/// time): its stream's cut and each sharded product's bucket there; then each sharded
+/// time): its stream's cut, each sharded product's bucket there and the totals of the buyers
+/// whose bucket it is; then each sharded
 /// product's counters summed: stock over its buckets, sold its own plus its buckets'.
 async fn bucket_views(redis: &RedisClient, activity: u64, s: &mut Snapshot) -> Result<()> {
     let keys = redis.keys();
     let mut products: Vec<(u64, u16)> = s.sharded.iter().map(|(&p, &n)| (p, n)).collect();
     products.sort();
+    for (p, _) in &products {
+        // A sharded product's buyers' totals are in its buckets, not the activity's slot.
+        s.bought.insert(*p, HashMap::new());
+    }
     for k in 0..crate::buckets::stock::count(redis, activity).await? {
         let mut view = scripts::BUCKET_VIEW.prepare_invoke();
         view.key(keys.bucket_orders(activity, k));
         for (p, _) in &products {
-            view.key(keys.bucket_product(activity, k, *p));
+            view.key(keys.bucket_product(activity, k, *p))
+                .key(keys.bucket_bought(activity, k, *p));
         }
         let reply: redis::Value = view.invoke_async(&mut redis.conn()).await.at(redis)?;
         let parts = items(reply);
@@ -346,8 +353,14 @@ async fn bucket_views(redis: &RedisClient, activity: u64, s: &mut Snapshot) -> R
             if k >= *shards {
                 continue;
             }
-            let bucket = parts.get(1 + i).cloned().map(pairs).and_then(BucketView::parse);
+            let bucket = parts.get(1 + 2 * i).cloned().map(pairs).and_then(BucketView::parse);
             s.buckets.entry(*p).or_default().push(bucket);
+            // The totals of the buyers whose bucket this is, read with its purchases.
+            let totals = parts.get(2 + 2 * i).cloned().map(pairs).unwrap_or_default();
+            s.bought
+                .entry(*p)
+                .or_default()
+                .extend(totals.into_iter().filter_map(|(u, n)| Some((u, n.parse().ok()?))));
         }
     }
     for (p, _) in products {

@@ -291,7 +291,7 @@ fn analyse(s: &Snapshot, activity: u64, grace: Duration) -> Analysis {
     judge.dead_letters();
     judge.stock_changes();
     judge.orders(&in_stream);
-    sharded::judge(s, activity, &mut judge.lines, &mut judge.findings);
+    sharded::judge(s, activity, &mut judge.lines, &mut judge.findings, &mut judge.expected);
     sharded::judge_moves(
         s,
         judge.grace_ms,

@@ -19,8 +19,9 @@ use super::fix::ledger;
 use super::gather::Snapshot;
 use super::{BucketLine, Class, Finding, ProductLine};
 use crate::buckets::moves::{finish_left, Finished};
+use crate::buckets::quota::bucket_of_user;
 use crate::buckets::split;
-use crate::buckets::stock::{bucket_of_order, finish_return};
+use crate::buckets::stock::{finish_return, Return};
 use crate::db::Db;
 use crate::error::{DbContext, RedisContext, Result};
 use crate::keys;
@@ -62,7 +63,13 @@ fn reservations(s: &Snapshot, activity: u64) -> HashMap<String, (u64, u32)> {
 
 /// Fills in the sharded products' lines (buckets, returns under way, changes midway) and
 /// reports each bucket whose `sold` disagrees with its stream, and each return cut short.
-pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, ProductLine>, findings: &mut Vec<Finding>) {
+pub(super) fn judge(
+    s: &Snapshot,
+    activity: u64,
+    lines: &mut BTreeMap<u64, ProductLine>,
+    findings: &mut Vec<Finding>,
+    totals: &mut super::Expected,
+) {
     if s.sharded.is_empty() {
         return;
     }
@@ -125,7 +132,10 @@ pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, Produ
         let mut returning: Vec<_> = s.returning.iter().filter(|(_, (p, _, _))| *p == product).collect();
         returning.sort();
         for (order_no, (_, quantity, _)) in returning {
-            let k = bucket_of_order(order_no, shards);
+            let Some((_, user, _, _)) = s.orders.get(order_no) else {
+                continue;
+            };
+            let k = bucket_of_user(user, shards);
             let done = views
                 .get(usize::from(k))
                 .and_then(Option::as_ref)
@@ -133,6 +143,8 @@ pub(super) fn judge(s: &Snapshot, activity: u64, lines: &mut BTreeMap<u64, Produ
             if done {
                 continue;
             }
+            // The buyer's total drops with the units going into the bucket, not before.
+            *totals.entry((product, user.clone())).or_default() += i64::from(*quantity);
             line.returning_units += i64::from(*quantity);
             findings.push(Finding {
                 class: Class::Unreleased,
@@ -276,13 +288,19 @@ pub(super) async fn finish_returns(redis: &RedisClient, activity: u64, snap: &Sn
     returning.sort();
     let mut done = Vec::new();
     for (order_no, (product, quantity, epoch)) in returning {
-        let Some(&shards) = snap.sharded.get(product) else {
+        let (Some(&shards), Some((_, user, _, _))) = (snap.sharded.get(product), snap.orders.get(order_no)) else {
             continue;
         };
-        if finish_return(redis, activity, *product, shards, order_no, *quantity, epoch).await? == 1 {
+        let back = Return {
+            order_no,
+            user,
+            quantity: *quantity,
+            epoch,
+        };
+        if finish_return(redis, activity, *product, shards, &back).await? == 1 {
             done.push(format!(
-                "order {order_no}: {quantity} unit(s) into bucket {} (a return cut short)",
-                bucket_of_order(order_no, shards)
+                "order {order_no}: {quantity} unit(s) into bucket {}, {user}'s total lowered (a return cut short)",
+                bucket_of_user(user, shards)
             ));
         }
     }

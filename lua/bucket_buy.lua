@@ -1,0 +1,154 @@
+-- bucket_buy.lua: the purchases of sharded products whose buyers' bucket is K (src/buckets/quota.rs),
+-- a batch's worth per call, decided in bucket K's slot alone: every check reserve.lua makes,
+-- against bucket K's copies of the activity's status, window, persist sequence, blacklist and
+-- revoked users (lua/gate_set.lua, `hot`), and the product's limits; the buyer's total (kept in
+-- this bucket only: the buyer's bucket is picked by the user id) raised by the quantity and
+-- checked against the limit; then, when ARGV[7] is 1 and the bucket holds the units, the units
+-- deducted and the purchase queued in the bucket's stream, all in one step. Every purchase
+-- queued goes into ONE stream entry, in the format bucket_reserve.lua writes (decoded by
+-- src/reservation/entry.rs: keep them in step). A purchase whose quota is taken but whose
+-- units this bucket does not hold is answered `short`: the caller fills it from another bucket
+-- (bucket_reserve.lua) or gives the quota back (quota_return.lua).
+--
+-- KEYS[1]  bucket stream    P:{a:A:b:K}:orders
+-- KEYS[2]  last entry id    P:{a:A:b:K}:seq          (ms, n)
+-- KEYS[3]  gate hash        P:{a:A:b:K}:gate         (status start_ms end_ms persist_seq)
+-- KEYS[4]  blacklist copy   P:{a:A:b:K}:blacklist
+-- KEYS[5]  revoked copy     P:{a:A:b:K}:revoked
+-- KEYS[6 .. 5+2M]  per product of the call, two keys: P:{a:A:b:K}:product:ID,
+--                  P:{a:A:b:K}:bought:ID
+-- ARGV[1]  activity id     ARGV[2] bucket number K     ARGV[3] the bucket-sequence base
+--          (src/keys.rs BUCKET_SEQ_BASE)
+-- ARGV[4]  number of requests N     ARGV[5] number of distinct products M
+-- ARGV[6]  the least persist sequence MySQL is known to have recorded (as in reserve.lua)
+-- ARGV[7]  1: take the units here when the bucket holds them; 0: take the quotas only
+-- ARGV[8 .. 7+2M]  per product, two values: product id, the bucket count the caller picked K
+--                  with (a bucket of another count answers not_found: the buyer's total may
+--                  live in another bucket)
+-- ARGV[8+2M ..]    per request, three values: product (1..M, its place above), user id, quantity
+--
+-- Returns a flat array of 1 + M + 2N values: the id of the entry holding the queued purchases
+-- ('' when none was queued), per product its unit price ('' when there is no such bucket),
+-- then two per request in request order: verdict, remaining
+--   verdict    when queued, the purchase's index (integer, from 0) within that entry, else
+--              "short" (the buyer's total now includes the quantity, this bucket holds fewer
+--              units), "not_found" (no such bucket, or one of another bucket count), or the
+--              refusal as in reserve.lua: suspended | not_started | paused | ended |
+--              blacklisted | invalid_token | bad_request | limit_exceeded
+--   remaining  the bucket's stock after this request (-1 when there is no such bucket)
+-- Requests are decided in order, so two of one buyer in a call see each other's totals.
+-- Entry ids are <ms>-<base + n * 1024 + K>, as in bucket_reserve.lua.
+-- Counters are written before the XADD: should it fail, the units stay withdrawn (reconcile
+-- reports them) rather than queued without being deducted.
+
+local activity, bucket, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, m, min_seq, take = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+
+local gate = redis.call('HMGET', KEYS[3], 'status', 'start_ms', 'end_ms', 'persist_seq')
+local status, start_ms, end_ms = gate[1], tonumber(gate[2]), tonumber(gate[3])
+local gate_verdict
+if not status or status == 'lost' or (tonumber(gate[4]) or 0) < min_seq then
+    -- No gate where the bucket is loaded: this primary lost its keys; sell nothing here.
+    gate_verdict = 'suspended'
+elseif status == 'paused' or status == 'ended' then
+    gate_verdict = status
+elseif status ~= 'online' then
+    gate_verdict = 'not_started'
+end
+
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not gate_verdict then
+    if now_ms < start_ms then
+        gate_verdict = 'not_started'
+    elseif now_ms >= end_ms then
+        gate_verdict = 'ended'
+    end
+end
+
+local replies = { '' }
+local products = {}
+for j = 1, m do
+    local key = KEYS[4 + 2 * j]
+    local h = redis.call('HMGET', key, 'stock', 'sold', 'shards', 'limit', 'max_per_order', 'price')
+    local p = { key = key, bought_key = KEYS[5 + 2 * j], id = ARGV[6 + 2 * j], stock = tonumber(h[1]),
+        sold = tonumber(h[2]) or 0, limit = tonumber(h[4]), max_per_order = tonumber(h[5]),
+        price = h[6] or '', dirty = false }
+    if not p.stock or h[3] ~= ARGV[7 + 2 * j] or not p.limit or not p.max_per_order then
+        p.stock = nil
+        p.price = ''
+    end
+    products[j] = p
+    replies[1 + j] = p.price
+end
+
+local check_blacklist = redis.call('SCARD', KEYS[4]) > 0
+-- An empty set does not exist: while nobody is revoked, no purchase probes it.
+local check_revoked = redis.call('EXISTS', KEYS[5]) == 1
+
+local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
+local queued, last = 0, #entry
+
+-- The verdict and remaining stock of one request.
+local function decide(p, user, quantity_arg)
+    local quantity = tonumber(quantity_arg)
+    if not p.stock then
+        return 'not_found', -1
+    elseif gate_verdict then
+        return gate_verdict, p.stock
+    elseif check_blacklist and redis.call('SISMEMBER', KEYS[4], user) == 1 then
+        return 'blacklisted', p.stock
+    elseif check_revoked and redis.call('SISMEMBER', KEYS[5], user) == 1 then
+        return 'invalid_token', p.stock
+    elseif not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
+        return 'bad_request', p.stock
+    elseif quantity > p.max_per_order then
+        return 'limit_exceeded', p.stock
+    end
+    local q = string.format('%d', quantity)
+    local total = redis.call('HINCRBY', p.bought_key, user, q)
+    if total > p.limit then
+        if total == quantity then
+            redis.call('HDEL', p.bought_key, user)
+        else
+            redis.call('HINCRBY', p.bought_key, user, '-' .. q)
+        end
+        return 'limit_exceeded', p.stock
+    end
+    if not take or p.stock < quantity then
+        return 'short', p.stock
+    end
+    p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
+    local e = last
+    last = e + 8
+    entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', p.id, 'user', user
+    entry[e + 5], entry[e + 6], entry[e + 7], entry[e + 8] = 'quantity', quantity_arg, 'price', p.price
+    queued = queued + 1
+    return queued - 1, p.stock
+end
+
+local first_arg = 8 + 2 * m
+for i = 1, n do
+    local a = first_arg + (i - 1) * 3
+    replies[m + 2 * i], replies[m + 2 * i + 1] = decide(products[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2])
+end
+
+for _, p in ipairs(products) do
+    if p.dirty then
+        redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+    end
+end
+if queued > 0 then
+    local last_id = redis.call('HMGET', KEYS[2], 'ms', 'n')
+    local ms, k = now_ms, 0
+    local last_ms = tonumber(last_id[1])
+    if last_ms and last_ms >= now_ms then
+        ms, k = last_ms, tonumber(last_id[2]) + 1
+    end
+    local ms_str = string.format('%d', ms)
+    local id = ms_str .. '-' .. string.format('%d', base + k * 1024 + bucket)
+    redis.call('HSET', KEYS[2], 'ms', ms_str, 'n', string.format('%d', k))
+    entry[3] = id
+    replies[1] = redis.call(unpack(entry))
+end
+return replies
