@@ -11,6 +11,7 @@ use seckill::buckets::quota::bucket_of_user;
 use seckill::buckets::{reserve_routed, Sharded};
 use seckill::buy::{Outcome, Purchase, Verdict};
 
+use crate::bucket_quota::users_in;
 use crate::helpers::{spec, ProductSpec, TestApp};
 
 /// `spec(stock, limit, max_per_order)` with `shards` buckets.
@@ -35,15 +36,6 @@ async fn buckets_of(app: &TestApp, product: u64, shards: u16) -> Vec<(i64, i64)>
         out.push((stock.expect("bucket loaded"), sold.unwrap_or(0)));
     }
     out
-}
-
-/// `n` user names starting with `prefix` whose bucket of `shards` is `bucket`.
-fn users_in(prefix: &str, bucket: u16, shards: u16, n: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|u| bucket_of_user(u, shards) == bucket)
-        .take(n)
-        .collect()
 }
 
 /// Purchases in each entry of a stream, in order.

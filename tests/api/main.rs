@@ -9,6 +9,7 @@ mod browser;
 mod bucket_batch;
 mod bucket_moves;
 mod bucket_ops;
+mod bucket_quota;
 mod buckets;
 mod buy;
 mod catalog;
