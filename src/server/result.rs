@@ -151,15 +151,32 @@ async fn all_persisted(
         .query_async(&mut conn)
         .await
         .map_err(redis_down)?;
-    let held: Vec<Option<u64>> = if products.is_empty() {
-        Vec::new()
-    } else {
+    let mut held: Vec<Option<u64>> = Vec::new();
+    if !products.is_empty() {
         let mut pipe = redis::pipe();
         for p in &products {
-            pipe.hget(keys.bought(activity_id, *p), user_id);
+            pipe.hget(keys.bought(activity_id, *p), user_id)
+                .hget(keys.product(activity_id, *p), "shards");
         }
-        pipe.query_async(&mut conn).await.map_err(redis_down)?
-    };
+        let read: Vec<(Option<u64>, Option<u16>)> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
+        // A sharded product's total lives in the buyer's bucket: one more round trip there.
+        let mut sharded = redis::pipe();
+        let mut places = Vec::new();
+        for (i, (p, (units, shards))) in products.iter().zip(&read).enumerate() {
+            held.push(*units);
+            if let Some(&n) = shards.as_ref().filter(|&&n| n > 1) {
+                let k = crate::buckets::quota::bucket_of_user(user_id, n);
+                sharded.hget(keys.bucket_bought(activity_id, k, *p), user_id);
+                places.push(i);
+            }
+        }
+        if !places.is_empty() {
+            let units: Vec<Option<u64>> = sharded.query_async(&mut conn).await.map_err(redis_down)?;
+            for (i, units) in places.into_iter().zip(units) {
+                held[i] = units;
+            }
+        }
+    }
     let filter = order::OrderFilter {
         activity_id,
         user_id: Some(user_id.to_string()),

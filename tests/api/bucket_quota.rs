@@ -110,6 +110,13 @@ async fn the_totals_hold_in_their_buckets(sale: Arc<TestApp>) {
     assert_eq!(all, HashMap::from([("greedy".to_string(), 2)]));
     let in_activity: HashMap<String, i64> = sale.redis.conn().hgetall(keys.bought(activity, product)).await.unwrap();
     assert!(in_activity.is_empty(), "{in_activity:?}");
+    // "Did I win?" reads the buyer's total from the buyer's bucket to know whether the stream
+    // must be read: the two units are there, queued or persisted.
+    let (_, mine) = sale
+        .get(&format!("/api/v1/activities/{activity}/result?user_id=greedy"))
+        .await;
+    assert_eq!(mine["reserved"], true, "{mine}");
+    assert_eq!(mine["orders"].as_array().map(Vec::len), Some(2), "{mine}");
 
     // Paused: after `stop` returned, no bucket sells, whichever bucket the buyer's is.
     sale.cli(&["stop", &a]).await.ok();
