@@ -5,8 +5,9 @@
 -- this bucket only: the buyer's bucket is picked by the user id) raised by the quantity and
 -- checked against the limit; then, when ARGV[7] is 1 and the bucket holds the units, the units
 -- deducted and the purchase queued in the bucket's stream, all in one step. Every purchase
--- queued goes into ONE stream entry, in the format bucket_reserve.lua writes (decoded by
--- src/reservation/entry.rs: keep them in step). A purchase whose quota is taken but whose
+-- queued goes into ONE stream entry, in the format reserve.lua writes (activity, reserved_ms,
+-- then per run of consecutive purchases of one product: product, price, buyers
+-- space-separated, quantities; decoded by src/reservation/entry.rs: keep them in step). A purchase whose quota is taken but whose
 -- units this bucket does not hold is answered `short`: the caller fills it from another bucket
 -- (bucket_reserve.lua) or gives the quota back (quota_return.lua).
 --
@@ -87,7 +88,29 @@ local check_blacklist = redis.call('SCARD', KEYS[4]) > 0
 local check_revoked = redis.call('EXISTS', KEYS[5]) == 1
 
 local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
-local queued, last = 0, #entry
+local buyers, bought = {}, {}
+local run_product, run_len, queued = nil, 0, 0
+-- The purchases queued since the last change of product, as one run of the entry.
+local function close_run()
+    if run_len > 0 then
+        local e = #entry
+        entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', run_product.id, 'price', run_product.price
+        entry[e + 5], entry[e + 6] = 'buyers', table.concat(buyers, ' ', 1, run_len)
+        entry[e + 7], entry[e + 8] = 'quantities', table.concat(bought, ' ', 1, run_len)
+        run_len = 0
+    end
+end
+-- Queues one purchase in the entry; its index there.
+local function queue(p, user, quantity_arg)
+    if p ~= run_product then
+        close_run()
+        run_product = p
+    end
+    run_len = run_len + 1
+    buyers[run_len], bought[run_len] = user, quantity_arg
+    queued = queued + 1
+    return queued - 1
+end
 
 -- The verdict and remaining stock of one request.
 local function decide(p, user, quantity_arg)
@@ -119,12 +142,7 @@ local function decide(p, user, quantity_arg)
         return 'short', p.stock
     end
     p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
-    local e = last
-    last = e + 8
-    entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', p.id, 'user', user
-    entry[e + 5], entry[e + 6], entry[e + 7], entry[e + 8] = 'quantity', quantity_arg, 'price', p.price
-    queued = queued + 1
-    return queued - 1, p.stock
+    return queue(p, user, quantity_arg), p.stock
 end
 
 local first_arg = 8 + 2 * m
@@ -139,6 +157,7 @@ for _, p in ipairs(products) do
     end
 end
 if queued > 0 then
+    close_run()
     local last_id = redis.call('HMGET', KEYS[2], 'ms', 'n')
     local ms, k = now_ms, 0
     local last_ms = tonumber(last_id[1])

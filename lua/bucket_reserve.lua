@@ -1,9 +1,11 @@
--- bucket_reserve.lua: step two of the purchases of sharded products (src/buckets/fill.rs): a
--- batch's purchases sent to one bucket take their units from it and are queued in that
--- bucket's stream, atomically, in the bucket's own slot. The quotas (window, token, limit) were
--- taken by quota.lua before. Every purchase queued here goes into ONE stream entry, in the
--- format reserve.lua writes (activity, reserved_ms, then product, user, quantity, price per
--- purchase, in order; decoded by src/reservation/entry.rs: keep them in step).
+-- bucket_reserve.lua: the follow-up of the purchases of sharded products (src/buckets/fill.rs):
+-- purchases whose buyers' bucket was short, sent to another bucket, take their units from it
+-- and are queued in that bucket's stream, atomically, in the bucket's own slot. Their quotas
+-- (window, token, limit) were taken by bucket_buy.lua in the buyer's bucket before. Every
+-- purchase queued here goes into ONE stream entry, in the format reserve.lua writes
+-- (activity, reserved_ms, then per run of consecutive purchases of one product: product,
+-- price, buyers space-separated, quantities; decoded by src/reservation/entry.rs: keep them in
+-- step).
 --
 -- KEYS[1]  bucket stream    P:{a:A:b:K}:orders
 -- KEYS[2]  last entry id    P:{a:A:b:K}:seq          (ms, n)
@@ -61,7 +63,29 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local replies = { '' }
 local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
-local queued, last = 0, #entry
+local buyers, bought = {}, {}
+local run_product, run_len, queued = nil, 0, 0
+-- The purchases queued since the last change of product, as one run of the entry.
+local function close_run()
+    if run_len > 0 then
+        local e = #entry
+        entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', run_product.id, 'price', run_product.price
+        entry[e + 5], entry[e + 6] = 'buyers', table.concat(buyers, ' ', 1, run_len)
+        entry[e + 7], entry[e + 8] = 'quantities', table.concat(bought, ' ', 1, run_len)
+        run_len = 0
+    end
+end
+-- Queues one purchase in the entry; its index there.
+local function queue(p, user, quantity_arg)
+    if p ~= run_product then
+        close_run()
+        run_product = p
+    end
+    run_len = run_len + 1
+    buyers[run_len], bought[run_len] = user, quantity_arg
+    queued = queued + 1
+    return queued - 1
+end
 local first_arg = 6 + 5 * m
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
@@ -74,12 +98,7 @@ for i = 1, n do
         replies[2 * i], replies[2 * i + 1] = 'sold_out', p.stock
     else
         p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
-        local e = last
-        last = e + 8
-        entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', p.id, 'user', ARGV[a + 1]
-        entry[e + 5], entry[e + 6], entry[e + 7], entry[e + 8] = 'quantity', quantity_arg, 'price', p.price
-        replies[2 * i], replies[2 * i + 1] = queued, p.stock
-        queued = queued + 1
+        replies[2 * i], replies[2 * i + 1] = queue(p, ARGV[a + 1], quantity_arg), p.stock
     end
 end
 
@@ -92,6 +111,7 @@ for _, p in ipairs(products) do
     end
 end
 if queued > 0 then
+    close_run()
     local last_id = redis.call('HMGET', KEYS[2], 'ms', 'n')
     local ms, k = now_ms, 0
     local last_ms = tonumber(last_id[1])

@@ -4,13 +4,14 @@
 # funnel, one consumer) on a local cluster of three primaries (scripts/redis-cluster.sh, on spare ports, stopped at the end). For each run:
 # buys/s, and each primary's Redis CPU time (INFO CPU used_cpu_user + used_cpu_sys, read before
 # and after) per purchase and as a share of the three nodes' total. The point: with 1 bucket
-# one primary does the product's work; with 4 buckets it is spread over the primaries (the
-# activity's primary keeps the quota step, see README "Stock sharding").
+# one primary does the product's work; with 4 buckets it is spread over the primaries (each
+# purchase decided in its buyer's bucket, see README "Stock sharding"). Each run also prints
+# which primary holds the activity's slot and each bucket's.
 # Rounds alternate the two set-ups; each figure is the median of its rounds.
 #
 #   ROUNDS (3), REQUESTS (50000 purchases per run, stock for every one), USERS (1000 buyers,
 #   each may hold REQUESTS/USERS units, so issuing tokens stays a small part of the run),
-#   CONCURRENCY (100), BASE_PORT (a free one from 21000). The nodes run without persistence
+#   CONCURRENCY (100), SHARD_COUNTS ("1 4": the bucket counts compared), BASE_PORT (a free one from 21000). The nodes run without persistence
 #   (CONFIG SET appendonly no; redis.durability: none): the figure is the scripts' CPU, not the
 #   disk's. MySQL: the server the application's URL names, in a database of its own.
 #   BIN (target/release/seckill, built here when missing). Writes target/bench/buckets.md.
@@ -21,6 +22,7 @@ ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-50000}
 USERS=${USERS:-1000}
 CONCURRENCY=${CONCURRENCY:-100}
+SHARD_COUNTS=${SHARD_COUNTS:-1 4}
 
 bash scripts/setup.sh
 . scripts/urls.sh
@@ -83,9 +85,12 @@ cpu() { # port -> Redis CPU seconds so far
 }
 LIMIT=$(( (REQUESTS + USERS - 1) / USERS ))
 for round in $(seq "$ROUNDS"); do
-    for shards in 1 4; do
+    for shards in $SHARD_COUNTS; do
         before=()
-        for port in "${PORTS[@]}"; do before+=("$(cpu "$port")"); done
+        for port in "${PORTS[@]}"; do
+            redis-cli -p "$port" config resetstat >/dev/null
+            before+=("$(cpu "$port")")
+        done
         RUST_LOG=warn "$S" --config "$WORK/config.yaml" bench --url "http://127.0.0.1:$SERVE_PORT" --json --consumers 1 --shards "$shards" \
             --stock "$REQUESTS" --users "$USERS" --limit-per-user "$LIMIT" --requests "$REQUESTS" \
             --concurrency "$CONCURRENCY" >"$WORK/$shards.$round.json"
@@ -94,12 +99,44 @@ for round in $(seq "$ROUNDS"); do
         python3 - "$WORK/$shards.$round.json" "${before[*]}" "${after[*]}" "${PORTS[*]}" <<'PY'
 import json, sys
 path, before, after, ports = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+import subprocess
 r = json.load(open(path))
 r["node_cpu_s"] = {p: float(a) - float(b) for p, b, a in zip(ports, before, after)}
+# Where the activity's slot and each bucket's slot live: which primary does which work.
+ranges = []
+for line in subprocess.run(["redis-cli", "-p", ports[0], "cluster", "nodes"], capture_output=True, text=True).stdout.splitlines():
+    f = line.split()
+    if "master" not in f[2]:
+        continue
+    port = f[1].split("@")[0].rsplit(":", 1)[1]
+    for part in f[8:]:
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            ranges.append((int(lo), int(hi or lo), port))
+def port_of(key):
+    slot = int(subprocess.run(["redis-cli", "-p", ports[0], "cluster", "keyslot", key], capture_output=True, text=True).stdout)
+    return next(p for lo, hi, p in ranges if lo <= slot <= hi)
+a, shards = r["activity_id"], int(path.rsplit("/", 1)[1].split(".")[0])
+r["activity_port"] = port_of(f"bench_buckets:{{a:{a}}}:activity")
+r["bucket_ports"] = [port_of(f"bench_buckets:{{a:{a}:b:{k}}}:orders") for k in range(shards)] if shards > 1 else []
+# Which commands the Redis CPU went to (INFO commandstats, reset before the run), summed over
+# the primaries: µs per purchase, the largest first.
+stats = {}
+for p in ports:
+    for line in subprocess.run(["redis-cli", "-p", p, "info", "commandstats"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line.partition(":")
+            kv = dict(x.split("=") for x in fields.strip().split(","))
+            calls, usec = stats.get(name[8:], (0, 0.0))
+            stats[name[8:]] = (calls + int(kv["calls"]), usec + float(kv["usec"]))
+r["commandstats"] = stats
 json.dump(r, open(path, "w"))
 q = r["outcomes"].get("queued", 0)
+top = sorted(stats.items(), key=lambda kv: -kv[1][1])[:6]
+print("    commands, µs per purchase (calls): " + ", ".join(f"{n} {u / max(q, 1):.2f} ({c})" for n, (c, u) in top))
 cpu = ", ".join(f"{p}: {s:.2f}s" for p, s in r["node_cpu_s"].items())
-print(f"{path.rsplit('/', 1)[1]}: {r['rps']:.0f} req/s, queued {q}, passed {r['passed']}, Redis CPU {cpu}")
+where = f"activity on {r['activity_port']}" + (f", buckets on {' '.join(r['bucket_ports'])}" if r["bucket_ports"] else "")
+print(f"{path.rsplit('/', 1)[1]}: {r['rps']:.0f} req/s, queued {q}, passed {r['passed']}, Redis CPU {cpu}; {where}")
 PY
     done
 done
@@ -107,11 +144,11 @@ db_cli -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`"
 
 mkdir -p target/bench
 python3 - "$WORK" "$ROUNDS" >target/bench/buckets.md <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
 print("| buckets | buys/s (median) | Redis CPU µs per purchase, each primary (median) | each primary's share of the Redis CPU (median) | rounds (buys/s) |")
 print("|---|---|---|---|---|")
-for shards in (1, 4):
+for shards in sorted({int(f.split(".")[0]) for f in os.listdir(work) if f.endswith(".json")}):
     runs = [json.load(open(f"{work}/{shards}.{r}.json")) for r in range(1, rounds + 1)]
     rps = [r["rps"] for r in runs]
     # Each run's nodes sorted from the busiest, then the median per rank: which port holds the

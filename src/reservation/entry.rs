@@ -8,8 +8,9 @@
 //! a sale can span an upgrade: `product`, `user`, `quantity`, `price` once per purchase (the
 //! k-th purchase is the k-th occurrence of each), and before that one purchase per entry with
 //! the same six fields, which reads as an entry of one purchase under its old order number.
-//! A stock bucket's stream (see [`crate::buckets`]) gets entries of the per-purchase format
-//! from `lua/bucket_reserve.lua`, one per call for the purchases it filled.
+//! A stock bucket's stream (see [`crate::buckets`]) gets entries of the same format from
+//! `lua/bucket_buy.lua` and `lua/bucket_reserve.lua`, one per call for the purchases it
+//! filled (earlier versions wrote the per-purchase format there).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
