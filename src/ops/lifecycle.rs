@@ -122,22 +122,40 @@ pub async fn preheated_at(redis: &RedisClient, activity_id: u64) -> Result<Optio
 
 /// Sets the Redis status (and window); returns the status Redis had before.
 async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: ActivityStatus) -> Result<String> {
-    let mut conn = redis.conn();
     let key = redis.keys().activity(activity.id);
-    let before: Option<String> = conn.hget(&key, "status").await.at(redis)?;
+    let before: Option<String> = redis.conn().hget(&key, "status").await.at(redis)?;
+    let before = before.unwrap_or_else(|| activity.status.to_string());
+    match write_status(redis, activity, status).await {
+        Err(e) if status == ActivityStatus::Online => {
+            // Some bucket may not have heard: the others must not go on selling a sale whose
+            // `start` failed. (A failed `stop` is left as far as it got: run it again.)
+            let previous = before.parse().unwrap_or(ActivityStatus::Paused);
+            if let Err(undo) = write_status(redis, activity, previous).await {
+                tracing::error!(activity = activity.id, error = %undo, "could not undo a start whose status did not reach every stock bucket");
+            }
+            Err(e)
+        }
+        Ok(false) => Err(Error::refused(format!(
+            "activity {} is not preheated; run `seckill hot {}` first",
+            activity.id, activity.id
+        ))),
+        written => written.map(|_| before),
+    }
+}
+
+/// Writes `status` (and the window) into the activity hash, then into every stock bucket's
+/// gate, before returning; false (nothing written) when the activity is not preheated.
+async fn write_status(redis: &RedisClient, activity: &Activity, status: ActivityStatus) -> Result<bool> {
     let changed: i64 = scripts::SET_STATUS
-        .key(&key)
+        .key(redis.keys().activity(activity.id))
         .arg(status.as_str())
         .arg(activity.start_at.timestamp_millis())
         .arg(activity.end_at.timestamp_millis())
-        .invoke_async(&mut conn)
+        .invoke_async(&mut redis.conn())
         .await
         .at(redis)?;
     if changed == 0 {
-        return Err(Error::refused(format!(
-            "activity {} is not preheated; run `seckill hot {}` first",
-            activity.id, activity.id
-        )));
+        return Ok(false);
     }
     // Every stock bucket decides its buyers' purchases alone: none may sell after a `stop`
     // returned, so the copy reaches them all before this does.
@@ -150,7 +168,7 @@ async fn set_redis_status(redis: &RedisClient, activity: &Activity, status: Acti
         activity.end_at.timestamp_millis(),
     )
     .await?;
-    Ok(before.unwrap_or_else(|| activity.status.to_string()))
+    Ok(true)
 }
 
 async fn revert(redis: &RedisClient, activity: &Activity, previous: String) {
