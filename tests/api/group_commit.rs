@@ -25,14 +25,29 @@ fn purchases(product: u64, plan: &[(&str, u32)]) -> Vec<Purchase> {
 }
 
 /// Decides `before` one purchase per call, then `batch` in one call when `batched` (else one
-/// per call), on the sale's product `index`; checks that every reserved purchase of the batch
-/// is in the stream under its order number with its buyer and quantity.
+/// per call), on the sale's product `index`; see [`run_mixed`].
 async fn run(sale: &TestApp, index: usize, before: &[(&str, u32)], batch: &[(&str, u32)], batched: bool) -> Outcomes {
     let product = sale.products[index];
     for p in purchases(product, before) {
         buy::reserve(&sale.redis, sale.activity, &[p]).await.unwrap();
     }
-    let batch = purchases(product, batch);
+    let batch: Vec<(usize, &str, u32)> = batch.iter().map(|(u, q)| (index, *u, *q)).collect();
+    run_mixed(sale, &batch, batched).await
+}
+
+/// Decides `batch` (product index, user, quantity) in one call when `batched`, else one call
+/// per purchase; checks that every reserved purchase is in the stream under its order number
+/// with its product, buyer and quantity.
+async fn run_mixed(sale: &TestApp, batch: &[(usize, &str, u32)], batched: bool) -> Outcomes {
+    let batch: Vec<Purchase> = batch
+        .iter()
+        .map(|(index, user, quantity)| Purchase {
+            product_id: sale.products[*index],
+            user_id: user.to_string(),
+            quantity: *quantity,
+            token: String::new(),
+        })
+        .collect();
     let verdicts = if batched {
         buy::reserve(&sale.redis, sale.activity, &batch).await.unwrap()
     } else {
@@ -46,17 +61,17 @@ async fn run(sale: &TestApp, index: usize, before: &[(&str, u32)], batch: &[(&st
         }
         v
     };
-    let queued: HashMap<String, (String, u32)> = sale
+    let queued: HashMap<String, (u64, String, u32)> = sale
         .stream_reservations()
         .await
         .into_iter()
-        .map(|r| (r.order_no, (r.user_id, r.quantity)))
+        .map(|r| (r.order_no, (r.product_id, r.user_id, r.quantity)))
         .collect();
     for (verdict, p) in verdicts.iter().zip(&batch) {
         if let Some(order_no) = &verdict.order_no {
             assert_eq!(
                 queued.get(order_no),
-                Some(&(p.user_id.clone(), p.quantity)),
+                Some(&(p.product_id, p.user_id.clone(), p.quantity)),
                 "order {order_no}"
             );
         }
@@ -176,4 +191,67 @@ async fn a_bad_total_fails_a_one_product_batch_and_changes_nothing() {
         "nothing deducted or queued"
     );
     sale.finish().await;
+}
+
+/// The general loop (several products, or a set to probe) keeps the totals so far only for the
+/// unusual requests too, so a buyer asking twice for the first product, one unit each, must be
+/// marked by the caller there as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_products_or_a_blacklist_match_one_by_one() {
+    let two = vec![spec(5, 2, 2), spec(5, 1, 1)];
+    let plan = [
+        (0, "a", 1),
+        (1, "a", 1),
+        (0, "a", 1),
+        (0, "a", 1), // a holds two of the first product
+        (1, "b", 1),
+        (1, "b", 1), // b holds one of the second
+        (0, "c", 1),
+        (1, "a", 1), // a holds one of the second
+    ];
+    let batched = TestApp::builder().sale(two.clone()).build().await;
+    let single = TestApp::builder().sale(two).build().await;
+    let a = run_mixed(&batched, &plan, true).await;
+    assert_eq!(a, run_mixed(&single, &plan, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        [
+            "ok",
+            "ok",
+            "ok",
+            "limit_exceeded",
+            "ok",
+            "limit_exceeded",
+            "ok",
+            "limit_exceeded"
+        ]
+    );
+    for index in 0..2 {
+        assert_eq!(
+            state(&batched, index).await,
+            state(&single, index).await,
+            "product {index}"
+        );
+    }
+    batched.finish().await;
+    single.finish().await;
+
+    // One product, with the blacklist set present: decided by the general loop.
+    let batched = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
+    let single = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
+    for sale in [&batched, &single] {
+        seckill::ops::blacklist::add(&sale.db, &sale.redis, "z", "bot")
+            .await
+            .unwrap();
+    }
+    let plan = [("a", 1), ("z", 1), ("a", 1), ("a", 1), ("b", 1), ("c", 1)];
+    let a = run(&batched, 0, &[], &plan, true).await;
+    assert_eq!(a, run(&single, 0, &[], &plan, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        ["ok", "blacklisted", "ok", "limit_exceeded", "ok", "sold_out"]
+    );
+    assert_eq!(state(&batched, 0).await, state(&single, 0).await);
+    batched.finish().await;
+    single.finish().await;
 }
