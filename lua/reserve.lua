@@ -45,8 +45,8 @@
 -- accepted buyers' new totals written with one HSET at the end, as are its stock and sold
 -- counters (the script is atomic, so nobody sees the difference); a buyer's new total is
 -- the quantity string passed when the buyer had none, so the usual purchase formats no
--- number; the usual batch (one product, no set to probe) is decided in locals with no
--- table per request, and its entry's buyers are the arguments joined; the blacklist and
+-- number; a batch of one product with no set to probe is decided in locals with no table
+-- per usual request, and its entry's buyers are the arguments joined; the blacklist and
 -- revoked sets are only probed when one of them exists; the answer is one short string
 -- plus a number per product. Under `appendonly yes` the script's effects are replicated
 -- command by command: a batch writes one HSET of totals per product, one XADD and one HSET
@@ -54,7 +54,9 @@
 -- Redis does not roll a failed script back: if any command fails, the totals and counters of
 -- the purchases already decided are written back, and their entry added, before the script
 -- aborts with that error, so every queued reservation always has its unit deducted and its
--- buyer's total raised.
+-- buyer's total raised. (A batch of one product with no set to probe fails only before it
+-- writes anything: its HMGET, or a stored total that is not a whole number; it then
+-- changes nothing.)
 
 -- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty,
 -- held, slot, pending, totals, count} (stock == nil: no such product). held is the HMGET reply
