@@ -13,6 +13,9 @@ use crate::helpers::{spec, TestApp};
 /// (outcome code, remaining stock, reserved?) per purchase.
 type Outcomes = Vec<(&'static str, i64, bool)>;
 
+/// Purchases of one product: (user, quantity).
+type Plan = Vec<(&'static str, u32)>;
+
 fn purchases(product: u64, plan: &[(&str, u32)]) -> Vec<Purchase> {
     plan.iter()
         .map(|(user, quantity)| Purchase {
@@ -96,7 +99,7 @@ async fn state(sale: &TestApp, index: usize) -> (HashMap<String, i64>, (i64, i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_product_batches_match_one_by_one() {
     // (product spec, purchases before the batch, the batch, the verdicts expected)
-    let cases: Vec<(_, Vec<(&str, u32)>, Vec<(&str, u32)>, Vec<&str>)> = vec![
+    let cases: Vec<(_, Plan, Plan, Vec<&str>)> = vec![
         (
             spec(8, 2, 2),
             vec![("r", 2), ("s", 1)],
