@@ -39,8 +39,10 @@
 --   remaining  the bucket's stock after this request (-1 when there is no such bucket)
 -- Requests are decided in order, so two of one buyer in a call see each other's totals.
 -- Entry ids are <ms>-<base + n * 1024 + K>, as in bucket_reserve.lua.
--- Counters are written before the XADD: should it fail, the units stay withdrawn (reconcile
--- reports them) rather than queued without being deducted.
+-- The buyers' totals are read with one HMGET per product and written back with one HSET per
+-- product, at the end (the script is atomic), not a command per purchase. Totals and counters
+-- are written before the XADD: should it fail, the units stay withdrawn and the totals raised
+-- (reconcile reports them) rather than queued without being deducted.
 
 local activity, bucket, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local n, m, min_seq, take = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
@@ -128,16 +130,15 @@ local function decide(p, user, quantity_arg)
     elseif quantity > p.max_per_order then
         return 'limit_exceeded', p.stock
     end
-    local q = string.format('%d', quantity)
-    local total = redis.call('HINCRBY', p.bought_key, user, q)
+    local total = (p.totals[user] or 0) + quantity
     if total > p.limit then
-        if total == quantity then
-            redis.call('HDEL', p.bought_key, user)
-        else
-            redis.call('HINCRBY', p.bought_key, user, '-' .. q)
-        end
         return 'limit_exceeded', p.stock
     end
+    if not p.changed[user] then
+        p.changed[user] = true
+        p.changed_users[#p.changed_users + 1] = user
+    end
+    p.totals[user] = total
     if not take or p.stock < quantity then
         return 'short', p.stock
     end
@@ -146,12 +147,50 @@ local function decide(p, user, quantity_arg)
 end
 
 local first_arg = 8 + 2 * m
+-- Each product's buyers' totals, read with one HMGET per product and written back with one
+-- HSET (the script is atomic: nobody sees the difference), not a command per purchase.
+for _, p in ipairs(products) do
+    p.totals, p.changed, p.changed_users = {}, {}, {}
+end
+if not gate_verdict then
+    local users = {}
+    for i = 1, n do
+        local a = first_arg + (i - 1) * 3
+        local j = tonumber(ARGV[a])
+        if products[j].stock then
+            local list = users[j]
+            if not list then
+                list = { seen = {} }
+                users[j] = list
+            end
+            local user = ARGV[a + 1]
+            if not list.seen[user] then
+                list.seen[user] = true
+                list[#list + 1] = user
+            end
+        end
+    end
+    for j, list in pairs(users) do
+        local held = redis.call('HMGET', products[j].bought_key, unpack(list))
+        local totals = products[j].totals
+        for k, user in ipairs(list) do
+            totals[user] = tonumber(held[k])
+        end
+    end
+end
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
     replies[m + 2 * i], replies[m + 2 * i + 1] = decide(products[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2])
 end
 
 for _, p in ipairs(products) do
+    if #p.changed_users > 0 then
+        local set = { 'HSET', p.bought_key }
+        for _, user in ipairs(p.changed_users) do
+            set[#set + 1], set[#set + 2] = user, string.format('%d', p.totals[user])
+        end
+        redis.call(unpack(set))
+    end
     if p.dirty then
         redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
     end
