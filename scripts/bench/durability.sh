@@ -19,7 +19,8 @@
 # fsyncs (its batch's, and half of the one running when it arrived) allow N / (1.5 x fsync).
 #
 #   ROUNDS (3), REQUESTS (100000 purchases per run, every one a fresh buyer with stock for all),
-#   CONCURRENCY ("100 400 1000"), BATCH_PIPELINE (funnel.batch_pipeline for every set-up, 1),
+#   CONCURRENCY ("100 400 1000"), BATCH_PIPELINE (funnel.batch_pipeline for every set-up, 1;
+#   always runs funnel.batch_pipeline_aof_always instead, 2 unless a variant sets it),
 #   SETUPS ("none everysec always replica"; a set-up NAME+V runs NAME's Redis with the extra
 #   config lines of $FUNNEL_V under `funnel:` and $CONSUMER_V under `consumer:`, and the
 #   binary $BIN_V when set, e.g. SETUPS="none always always+nolinger" FUNNEL_nolinger=
