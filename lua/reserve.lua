@@ -16,8 +16,11 @@
 -- ARGV[3]  the least persist sequence the caller knows MySQL has recorded (0: unknown); a
 --          lower one in the activity hash means Redis went back in time (src/lost_state.rs)
 -- ARGV[4 .. 3+M]    the product ids, in the order of their keys
--- ARGV[4+M]         E, the number of requests that are not (first product, quantity 1)
--- then E triples    request number (1..N), product (1..M, its place above), quantity
+-- ARGV[4+M]         E, the number of unusual requests: those that are not (first product,
+--                   quantity 1), and every request of a buyer who asks for one product more
+--                   than once in the batch (the script keeps the buyers' totals so far in a
+--                   table only for these: a usual request's buyer must be alone)
+-- then E triples    request number (1..N, rising), product (1..M, its place above), quantity
 -- then N values     the user id of each request, in request order
 --
 -- Returns {entry id, verdicts, stock of product 1, ..., stock of product M}
@@ -35,28 +38,35 @@
 -- 1 <= quantity <= max_per_order, user's total within the limit, enough stock.
 --
 -- Cost matters here: Redis spends more time on this script than on anything else in a sale,
--- and each redis.call costs far more than the Lua around it. So a purchase passes one
--- argument in the usual case and runs one command (the buyer's HINCRBY); a product's keys
--- are passed, and its hash read, once per batch, and its stock and sold counters written
--- back once at the end (the script is atomic, so nobody sees the difference); the blacklist
--- and revoked sets are only probed when one of them exists; an accepted purchase adds to the
--- buyer's total first and checks the result (taking it back when over the limit) instead of
--- reading the total before; the answer is one short string plus a number per product.
--- Redis does not roll a failed script back: if any command fails, the counters of the
--- purchases already queued are written back, and their entry added, before the script
--- aborts with that error, so every queued reservation always has its unit deducted.
+-- and per purchase it is mostly Lua (argument strings, table stores, garbage) and the
+-- per-field work of commands. So a usual purchase passes one argument and runs no command
+-- of its own: a product's keys are passed, and its hash read, once per batch; its buyers'
+-- totals are read with one HMGET (at its first purchase that gets that far) and the
+-- accepted buyers' new totals written with one HSET at the end, as are its stock and sold
+-- counters (the script is atomic, so nobody sees the difference); a buyer's new total is
+-- the quantity string passed when the buyer had none, so the usual purchase formats no
+-- number; a batch of one product with no set to probe is decided in locals with no table
+-- per usual request, and its entry's buyers are the arguments joined; the blacklist and
+-- revoked sets are only probed when one of them exists; the answer is one short string
+-- plus a number per product. Under `appendonly yes` the script's effects are replicated
+-- command by command: a batch writes one HSET of totals per product, one XADD and one HSET
+-- of counters per product, whatever its size.
+-- Redis does not roll a failed script back: if any command fails, the totals and counters of
+-- the purchases already decided are written back, and their entry added, before the script
+-- aborts with that error, so every queued reservation always has its unit deducted and its
+-- buyer's total raised. (A batch of one product with no set to probe fails only before it
+-- writes anything: its HMGET, or a stored total that is not a whole number; it then
+-- changes nothing.)
 
--- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty}
--- (stock == nil: no such product).
+-- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty,
+-- held, slot, pending, totals, count} (stock == nil: no such product). held is the HMGET reply
+-- of its buyers' totals; slot[i] is request i's place in it (nil with one product: request
+-- i's own number); pending[user] the buyer's total after this batch's accepted purchases, for
+-- the buyers who need one (see ARGV[4+M]); totals the HSET writing the accepted buyers'
+-- totals back, its first `count` arguments after the key in use.
 local products = {}
 local pcall_redis = redis.pcall
-local function write_back()
-    for _, p in ipairs(products) do
-        if p.dirty then
-            pcall_redis('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
-        end
-    end
-end
+local argv = ARGV
 -- Runs a command; a failed one is raised as a plain Lua error, which the pcall around the
 -- batch below catches to write the counters back before the script aborts.
 local function call(...)
@@ -66,7 +76,28 @@ local function call(...)
     end
     return reply
 end
-local n, m, min_seq = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Writes the accepted buyers' totals; returns the first failure, which is raised after the
+-- rest of the batch's effects are written.
+local function write_totals()
+    local failure
+    for _, p in ipairs(products) do
+        if p.count > 0 then
+            local r = pcall_redis(unpack(p.totals, 1, p.count + 2))
+            if type(r) == 'table' and r.err and not failure then
+                failure = r.err
+            end
+        end
+    end
+    return failure
+end
+local function write_back()
+    for _, p in ipairs(products) do
+        if p.dirty then
+            pcall_redis('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+        end
+    end
+end
+local n, m, min_seq = tonumber(argv[1]), tonumber(argv[2]), tonumber(argv[3])
 local activity = call('HMGET', KEYS[1], 'status', 'start_ms', 'end_ms', 'id', 'persist_seq')
 local status, start_ms, end_ms, activity_id = activity[1], tonumber(activity[2]), tonumber(activity[3]), activity[4]
 local t = call('TIME')
@@ -91,24 +122,36 @@ else
 end
 local reply = { '', '' }
 for j = 1, m do
-    local key = KEYS[3 + 2 * j]
+    local key, bought_key = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
     local h = call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
     local stock = tonumber(h[1])
-    products[j] = { key = key, bought_key = KEYS[4 + 2 * j], id = ARGV[3 + j],
+    products[j] = { key = key, bought_key = bought_key, id = argv[3 + j],
         stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
-        max_per_order = tonumber(h[4]), price = h[5], dirty = false }
+        max_per_order = tonumber(h[4]), price = h[5], dirty = false,
+        pending = {}, totals = { 'HSET', bought_key }, count = 0 }
     reply[2 + j] = stock or -1
 end
--- The requests that are not (first product, quantity 1), by request number.
-local e_count = tonumber(ARGV[4 + m])
-local places, quantities = {}, {}
+-- The unusual requests' product places and quantities, by request number, and their
+-- request numbers in order.
+local e_count = tonumber(argv[4 + m])
+local places, quantities, unusual = {}, {}, {}
 for k = 0, e_count - 1 do
     local a = 5 + m + 3 * k
-    local i = tonumber(ARGV[a])
-    places[i], quantities[i] = tonumber(ARGV[a + 1]), ARGV[a + 2]
+    local i = tonumber(argv[a])
+    places[i], quantities[i], unusual[k + 1] = tonumber(argv[a + 1]), argv[a + 2], i
 end
 local first_user = 4 + m + 3 * e_count
--- Both sets are usually empty, and an empty set does not exist: one EXISTS covers both.
+if refusal then
+    -- The whole batch is refused: nothing to read or write.
+    local codes = {}
+    for i = 1, n do
+        codes[i] = (refusal ~= 'S' and not products[places[i] or 1].stock) and 'N' or refusal
+    end
+    reply[2] = table.concat(codes)
+    return reply
+end
+-- Whether the blacklist and revoked sets exist. Both are usually empty, and an empty set
+-- does not exist: one EXISTS covers both.
 local check_blacklist, check_revoked = false, false
 if call('EXISTS', KEYS[3], KEYS[4]) > 0 then
     check_blacklist, check_revoked = call('EXISTS', KEYS[3]) == 1, call('EXISTS', KEYS[4]) == 1
@@ -127,31 +170,59 @@ local function close_run()
         run_len = 0
     end
 end
--- Decides every request in order; codes[i] is request i's verdict character.
+-- Reads the totals of the batch's buyers of product p (at place j) with one HMGET.
+local function fetch(p, j)
+    if m == 1 then
+        p.held = call('HMGET', p.bought_key, unpack(argv, first_user + 1, first_user + n))
+    else
+        local users, slot, count = {}, {}, 0
+        for i = 1, n do
+            if (places[i] or 1) == j then
+                count = count + 1
+                users[count], slot[i] = argv[first_user + i], count
+            end
+        end
+        p.held, p.slot = call('HMGET', p.bought_key, unpack(users, 1, count)), slot
+    end
+end
+-- A passed quantity as a number and in canonical decimal (nil when not a positive whole number).
+local function quantity_of(passed)
+    local quantity = tonumber(passed)
+    if not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
+        return nil
+    end
+    if not string.find(passed, '^[1-9]%d*$') then
+        passed = string.format('%d', quantity)
+    end
+    return quantity, passed
+end
+-- A total read from a bought hash (a string) or kept in pending (a number), as a number; a
+-- stored total that is not a whole number fails as HINCRBY would.
+local function whole(total)
+    if type(total) == 'string' then
+        if not string.find(total, '^%-?%d+$') then
+            error('ERR hash value is not an integer', 0)
+        end
+        return tonumber(total)
+    end
+    return total
+end
+-- Decides every request in order; codes[i] is request i's verdict character. Returns the
+-- verdicts. A usual request's buyer is alone in the batch (see ARGV[4+M]): only the unusual
+-- requests' buyers are kept in pending.
 local function decide_all()
-    local floor, find = math.floor, string.find
     for i = 1, n do
         local code
         local place = places[i]
         local p = products[place or 1]
-        local user = ARGV[first_user + i]
+        local user = argv[first_user + i]
         local quantity, quantity_arg = 1, '1'
         if place then
-            quantity_arg = quantities[i]
-            quantity = tonumber(quantity_arg)
-            if not quantity or quantity < 1 or quantity ~= floor(quantity) then
-                quantity = nil
-            elseif not find(quantity_arg, '^[1-9]%d*$') then
-                quantity_arg = string.format('%d', quantity)
-            end
+            quantity, quantity_arg = quantity_of(quantities[i])
         end
         local stock = p.stock
-        if refusal == 'S' then
-            code = 'S'
-        elseif not stock then
+        if not stock then
             code = 'N'
-        elseif refusal then
-            code = refusal
         elseif check_blacklist and call('SISMEMBER', KEYS[3], user) == 1 then
             code = 'B'
         elseif check_revoked and call('SISMEMBER', KEYS[4], user) == 1 then
@@ -160,26 +231,29 @@ local function decide_all()
             code = 'R'
         elseif quantity > p.max_per_order then
             code = 'L'
-        elseif stock < quantity then
-            if (tonumber(call('HGET', p.bought_key, user)) or 0) + quantity > p.limit then
-                code = 'L'
-            else
-                code = 'O'
-            end
         else
-            local total = pcall_redis('HINCRBY', p.bought_key, user, quantity_arg)
-            if type(total) ~= 'number' then
-                error(total.err, 0)
-            end
-            if total > p.limit then
-                if total == quantity then
-                    call('HDEL', p.bought_key, user)
-                else
-                    call('HINCRBY', p.bought_key, user, '-' .. quantity_arg)
+            local pending = place and p.pending
+            local held = pending and pending[user]
+            if not held then
+                if not p.held then
+                    fetch(p, place or 1)
                 end
+                local slot = p.slot
+                held = p.held[slot and slot[i] or i]
+            end
+            local total = held and whole(held) + quantity or quantity
+            if total > p.limit then
                 code = 'L'
+            elseif stock < quantity then
+                code = 'O'
             else
                 p.stock, p.sold, p.dirty = stock - quantity, p.sold + quantity, true
+                if pending then
+                    pending[user] = total
+                end
+                local count = p.count
+                p.totals[count + 3], p.totals[count + 4] = user, held and string.format('%d', total) or quantity_arg
+                p.count = count + 2
                 if p ~= run_product then
                     close_run()
                     run_product = p
@@ -192,6 +266,91 @@ local function decide_all()
         end
         codes[i] = code
     end
+    return table.concat(codes)
+end
+-- decide_all for a batch of one product with neither set to probe, in locals and without a
+-- table per usual request. Returns the verdicts.
+local function decide_one()
+    local p = products[1]
+    local stock, limit, max_per_order = p.stock, p.limit, p.max_per_order
+    if not stock then
+        return string.rep('N', n)
+    end
+    fetch(p, 1)
+    local held, pending, totals = p.held, p.pending, p.totals
+    local format = string.format
+    local count, accepted, units, refused = 2, 0, 0, nil
+    local e, next_unusual = 1, unusual[1]
+    for i = 1, n do
+        local code
+        local h = held[i]
+        if i ~= next_unusual then
+            -- One unit, and the buyer's only request in the batch.
+            local total = h and whole(h) + 1 or 1
+            if max_per_order < 1 or total > limit then
+                code = 'L'
+            elseif stock < 1 then
+                code = 'O'
+            else
+                stock, accepted, units = stock - 1, accepted + 1, units + 1
+                totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
+                count = count + 2
+            end
+        else
+            e = e + 1
+            next_unusual = unusual[e]
+            local user = argv[first_user + i]
+            local quantity, quantity_arg = quantity_of(quantities[i])
+            h = pending[user] or h
+            if not quantity then
+                code = 'R'
+            elseif quantity > max_per_order then
+                code = 'L'
+            else
+                local total = h and whole(h) + quantity or quantity
+                if total > limit then
+                    code = 'L'
+                elseif stock < quantity then
+                    code = 'O'
+                else
+                    stock, accepted, units = stock - quantity, accepted + 1, units + quantity
+                    pending[user], quantities[i] = total, quantity_arg
+                    totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
+                    count = count + 2
+                end
+            end
+        end
+        if code then
+            refused = refused or {}
+            refused[i] = code
+        end
+    end
+    if accepted > 0 then
+        p.stock, p.sold, p.dirty, p.count = stock, p.sold + units, true, count - 2
+        local users, amounts
+        if not refused and e_count == 0 then
+            users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
+        else
+            local k = 0
+            for i = 1, n do
+                if not (refused and refused[i]) then
+                    k = k + 1
+                    buyers[k], bought[k] = argv[first_user + i], quantities[i] or '1'
+                end
+            end
+            users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
+        end
+        entry[8], entry[9], entry[10], entry[11] = 'product', p.id, 'price', p.price
+        entry[12], entry[13], entry[14], entry[15] = 'buyers', users, 'quantities', amounts
+        queued = accepted
+    end
+    if not refused then
+        return string.rep('.', n)
+    end
+    for i = 1, n do
+        codes[i] = refused[i] or '.'
+    end
+    return table.concat(codes)
 end
 -- Queues the accepted purchases, if any, as one entry.
 local function append()
@@ -201,10 +360,12 @@ local function append()
     end
 end
 -- The purchases decided before a failed command are deducted, so they are queued even then.
-local ok, err = pcall(decide_all)
+local ok, verdicts = pcall((m == 1 and not check_blacklist and not check_revoked) and decide_one or decide_all)
+local totals_err = write_totals()
 local added, add_err = pcall(append)
 write_back()
-if not ok then error(err, 0) end
+if not ok then error(verdicts, 0) end
+if totals_err then error(totals_err, 0) end
 if not added then error(add_err, 0) end
-reply[2] = table.concat(codes)
+reply[2] = verdicts
 return reply

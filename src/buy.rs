@@ -4,6 +4,8 @@
 //! (group commit); the script decides them one after another in arrival order, exactly
 //! as if each had been sent alone.
 
+use std::collections::HashSet;
+
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
@@ -216,11 +218,20 @@ pub fn invocation<'a>(
             .key(per.bought(product))
             .arg(product);
     }
-    // The usual purchase (first product, one unit) passes only its user id.
+    // The usual purchase (first product, one unit, its buyer's only one of that product in
+    // the batch) passes only its user id. The script keeps the buyers' totals so far only for
+    // the unusual ones, so every purchase of a buyer who asks twice is unusual.
+    let mut seen: HashSet<(usize, &str)> = HashSet::with_capacity(purchases.len());
+    let mut repeated: HashSet<(usize, &str)> = HashSet::new();
+    for (p, &place) in purchases.iter().zip(&places) {
+        if !seen.insert((place, p.user_id.as_str())) {
+            repeated.insert((place, p.user_id.as_str()));
+        }
+    }
     let unusual: Vec<(usize, &Purchase)> = purchases
         .iter()
         .enumerate()
-        .filter(|(i, p)| places[*i] != 0 || p.quantity != 1)
+        .filter(|(i, p)| places[*i] != 0 || p.quantity != 1 || repeated.contains(&(places[*i], p.user_id.as_str())))
         .collect();
     invocation.arg(unusual.len());
     for (i, p) in unusual {

@@ -65,6 +65,29 @@ impl Db {
     }
 }
 
+/// MySQL's error number of a driver error, when the server sent one.
+pub fn error_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| m.number()),
+        _ => None,
+    }
+}
+
+/// Whether a transaction failed only because another got in its way, so running it again
+/// can succeed: 1213 a deadlock, 1205 a lock wait timeout, 1020 a row changed since this
+/// transaction's snapshot (MariaDB's `innodb_snapshot_isolation`, on by default from 11.8:
+/// the version conflict an optimistic UPDATE would otherwise see as no row matched).
+pub fn is_transaction_conflict(e: &sqlx::Error) -> bool {
+    error_number(e).is_some_and(is_conflict_number)
+}
+
+/// [`is_transaction_conflict`] by MySQL error number.
+pub fn is_conflict_number(number: u16) -> bool {
+    matches!(number, 1213 | 1205 | 1020)
+}
+
 /// Awaits a connection attempt for at most `limit`, so an unreachable server fails fast
 /// with its address instead of hanging.
 async fn within<T>(

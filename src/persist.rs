@@ -6,10 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use rust_decimal::Decimal;
-use sqlx::mysql::MySqlDatabaseError;
 use sqlx::{MySql, QueryBuilder};
 
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::{Error, Result};
 use crate::lost_state;
 use crate::redis_client::RedisClient;
@@ -96,22 +95,16 @@ pub async fn persist_after(
     )))
 }
 
-/// Whether MySQL error `number` means "try the transaction again": 1062 a duplicate
-/// `order_no` (a racing consumer committed it), 1213 a deadlock, 1205 a lock wait timeout,
-/// 1020 a row changed since this transaction's snapshot (MariaDB's `innodb_snapshot_isolation`,
-/// on by default from 11.8: the version conflict the optimistic UPDATE would otherwise see as
-/// no row matched).
+/// Whether MySQL error `number` means "try the transaction again": another transaction got
+/// in its way ([`db::is_conflict_number`]), or 1062, a duplicate `order_no` (a racing consumer
+/// committed it).
 fn retryable(number: u16) -> bool {
-    matches!(number, 1062 | 1213 | 1205 | 1020)
+    number == 1062 || db::is_conflict_number(number)
 }
 
 fn classify(db: &Db, e: sqlx::Error) -> TxError {
-    if let sqlx::Error::Database(d) = &e {
-        if let Some(number) = d.try_downcast_ref::<MySqlDatabaseError>().map(|m| m.number()) {
-            if retryable(number) {
-                return TxError::Retry(e.to_string());
-            }
-        }
+    if db::error_number(&e).is_some_and(retryable) {
+        return TxError::Retry(e.to_string());
     }
     TxError::Fail(db.err(e))
 }

@@ -196,51 +196,17 @@ async fn release(
 ) -> Result<Option<Transition>> {
     let mut won = false;
     for attempt in 0..ATTEMPTS {
-        let mut tx = db.pool().begin().await.at(db)?;
-        let updated = sqlx::query("UPDATE orders SET status = ? WHERE order_no = ? AND status = 'pending'")
-            .bind(to.as_str())
-            .bind(&order.order_no)
-            .execute(&mut *tx)
-            .await
-            .at(db)?;
-        if updated.rows_affected() != 1 {
-            return Ok(None);
+        match take_off_sold(db, order, to, why).await {
+            Ok(Some(true)) => {
+                won = true;
+                break;
+            }
+            Ok(Some(false)) => {}
+            Ok(None) => return Ok(None),
+            Err(e) if crate::db::is_transaction_conflict(&e) => {}
+            Err(e) => return Err(db.err(e)),
         }
-        let version: u64 = sqlx::query_scalar("SELECT version FROM products WHERE id = ?")
-            .bind(order.product_id)
-            .fetch_one(&mut *tx)
-            .await
-            .at(db)?;
-        let product = sqlx::query(
-            "UPDATE products SET sold = sold - ?, version = version + 1, updated_at = updated_at \
-             WHERE id = ? AND version = ? AND sold >= ?",
-        )
-        .bind(order.quantity)
-        .bind(order.product_id)
-        .bind(version)
-        .bind(order.quantity)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
-        if product.rows_affected() != 1 {
-            tx.rollback().await.at(db)?;
-            tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'release', ?, ?, ?)",
-        )
-        .bind(order.activity_id)
-        .bind(order.product_id)
-        .bind(i64::from(order.quantity))
-        .bind(why)
-        .bind(&order.order_no)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
-        tx.commit().await.at(db)?;
-        won = true;
-        break;
+        tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
     }
     if !won {
         return Err(Error::Internal(format!(
@@ -271,6 +237,52 @@ async fn release(
         changed: true,
         released,
     }))
+}
+
+/// One attempt of [`release`]'s transaction: the order from pending to `to`, its units off
+/// `products.sold` (optimistic, on `version`) and a `release` ledger row. `None` when the order
+/// is no longer pending; `Some(false)` when the product's version moved (nothing written: try
+/// again); a conflict MySQL reports as an error is the caller's to retry too.
+async fn take_off_sold(db: &Db, order: &Order, to: OrderStatus, why: &str) -> sqlx::Result<Option<bool>> {
+    let mut tx = db.pool().begin().await?;
+    let updated = sqlx::query("UPDATE orders SET status = ? WHERE order_no = ? AND status = 'pending'")
+        .bind(to.as_str())
+        .bind(&order.order_no)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let version: u64 = sqlx::query_scalar("SELECT version FROM products WHERE id = ?")
+        .bind(order.product_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let product = sqlx::query(
+        "UPDATE products SET sold = sold - ?, version = version + 1, updated_at = updated_at \
+         WHERE id = ? AND version = ? AND sold >= ?",
+    )
+    .bind(order.quantity)
+    .bind(order.product_id)
+    .bind(version)
+    .bind(order.quantity)
+    .execute(&mut *tx)
+    .await?;
+    if product.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(Some(false));
+    }
+    sqlx::query(
+        "INSERT INTO stock_ledger (activity_id, product_id, op, delta, reason, ref) VALUES (?, ?, 'release', ?, ?, ?)",
+    )
+    .bind(order.activity_id)
+    .bind(order.product_id)
+    .bind(i64::from(order.quantity))
+    .bind(why)
+    .bind(&order.order_no)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(true))
 }
 
 /// Runs `release.lua` for a cancelled or expired order: 1 released now, 0 already, -1 not loaded.

@@ -21,6 +21,7 @@ mod durability;
 mod exit_codes;
 mod flush;
 mod funnel_limits;
+mod group_commit;
 mod hardening_http;
 mod helpers;
 mod hot;

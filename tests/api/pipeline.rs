@@ -130,6 +130,64 @@ async fn a_version_conflict_reported_as_error_1020_is_retried() {
     db.close().await;
 }
 
+/// The same conflict met by `order cancel`: its version-checked UPDATE of `products.sold`
+/// refused with error 1020 is tried again, so the cancel succeeds once: the order is
+/// cancelled, its units leave `products.sold` with one ledger row and go back on sale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_whose_version_check_fails_with_error_1020_is_retried() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
+    let nos = f.reserve(["dora".to_string()], 2).await;
+    f.drain().await;
+    assert_eq!(f.mysql_sold().await, 2);
+    let mut one = f.config.clone();
+    one.database.max_connections = 1;
+    let db = seckill::Db::connect(&one).await.unwrap();
+    sqlx::query("SET SESSION innodb_snapshot_isolation = ON")
+        .execute(db.pool())
+        .await
+        .expect("MariaDB 10.6.18+ / 10.11.8+ has innodb_snapshot_isolation");
+    let mut lock = f.db.pool().begin().await.unwrap();
+    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
+        .bind(f.product)
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let cancelling = tokio::spawn({
+        let (db, redis, no) = (db.clone(), f.redis.clone(), nos[0].clone());
+        async move { order::cancel(&db, &redis, &no).await }
+    });
+    crate::stock_live::wait_for_lock_wait(&f).await;
+    sqlx::query("UPDATE products SET version = version + 1 WHERE id = ?")
+        .bind(f.product)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock.commit().await.unwrap();
+    let done = cancelling
+        .await
+        .unwrap()
+        .expect("a version conflict is retried, not a failure");
+    assert!(done.changed);
+    assert_eq!(done.released, Some(true));
+    assert_eq!(
+        order::get(&f.db, &nos[0]).await.unwrap().status.to_string(),
+        "cancelled"
+    );
+    assert_eq!(f.mysql_sold().await, 0);
+    let releases = f
+        .scalar("SELECT COUNT(*) FROM stock_ledger WHERE op = 'release' AND activity_id = ?")
+        .await;
+    assert_eq!(releases, 1);
+    let stock: i64 = f
+        .redis
+        .conn()
+        .hget(f.redis.keys().product(f.activity, f.product), "stock")
+        .await
+        .unwrap();
+    assert_eq!(stock, 10, "the two units are on sale again");
+    db.close().await;
+}
+
 /// A batch part of which is in MySQL already (a consumer died between commit and ack, and
 /// the reclaimed batch grew new entries): only the rest is inserted and counted as sold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

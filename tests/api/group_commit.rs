@@ -1,0 +1,260 @@
+//! Group commit of one product: `lua/reserve.lua` decides such a batch in locals, keeping the
+//! buyers' totals so far only for the buyers who ask more than once (the caller marks them),
+//! and writes the totals back with one HSET. Each batch here is decided in one call on one
+//! sale and one call per purchase on another, and everything must come out the same.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use seckill::buy::{self, Purchase};
+
+use crate::helpers::{spec, TestApp};
+
+/// (outcome code, remaining stock, reserved?) per purchase.
+type Outcomes = Vec<(&'static str, i64, bool)>;
+
+/// Purchases of one product: (user, quantity).
+type Plan = Vec<(&'static str, u32)>;
+
+fn purchases(product: u64, plan: &[(&str, u32)]) -> Vec<Purchase> {
+    plan.iter()
+        .map(|(user, quantity)| Purchase {
+            product_id: product,
+            user_id: user.to_string(),
+            quantity: *quantity,
+            token: String::new(),
+        })
+        .collect()
+}
+
+/// Decides `before` one purchase per call, then `batch` in one call when `batched` (else one
+/// per call), on the sale's product `index`; see [`run_mixed`].
+async fn run(sale: &TestApp, index: usize, before: &[(&str, u32)], batch: &[(&str, u32)], batched: bool) -> Outcomes {
+    let product = sale.products[index];
+    for p in purchases(product, before) {
+        buy::reserve(&sale.redis, sale.activity, &[p]).await.unwrap();
+    }
+    let batch: Vec<(usize, &str, u32)> = batch.iter().map(|(u, q)| (index, *u, *q)).collect();
+    run_mixed(sale, &batch, batched).await
+}
+
+/// Decides `batch` (product index, user, quantity) in one call when `batched`, else one call
+/// per purchase; checks that every reserved purchase is in the stream under its order number
+/// with its product, buyer and quantity.
+async fn run_mixed(sale: &TestApp, batch: &[(usize, &str, u32)], batched: bool) -> Outcomes {
+    let batch: Vec<Purchase> = batch
+        .iter()
+        .map(|(index, user, quantity)| Purchase {
+            product_id: sale.products[*index],
+            user_id: user.to_string(),
+            quantity: *quantity,
+            token: String::new(),
+        })
+        .collect();
+    let verdicts = if batched {
+        buy::reserve(&sale.redis, sale.activity, &batch).await.unwrap()
+    } else {
+        let mut v = Vec::new();
+        for p in &batch {
+            v.extend(
+                buy::reserve(&sale.redis, sale.activity, std::slice::from_ref(p))
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    let queued: HashMap<String, (u64, String, u32)> = sale
+        .stream_reservations()
+        .await
+        .into_iter()
+        .map(|r| (r.order_no, (r.product_id, r.user_id, r.quantity)))
+        .collect();
+    for (verdict, p) in verdicts.iter().zip(&batch) {
+        if let Some(order_no) = &verdict.order_no {
+            assert_eq!(
+                queued.get(order_no),
+                Some(&(p.product_id, p.user_id.clone(), p.quantity)),
+                "order {order_no}"
+            );
+        }
+    }
+    verdicts
+        .iter()
+        .map(|v| (v.outcome.code(), v.remaining, v.order_no.is_some()))
+        .collect()
+}
+
+/// The product's buyers' totals and its (stock, sold, purchases queued).
+async fn state(sale: &TestApp, index: usize) -> (HashMap<String, i64>, (i64, i64, usize)) {
+    let product = sale.products[index];
+    let mut conn = sale.redis.conn();
+    let totals: HashMap<String, i64> = conn
+        .hgetall(sale.redis.keys().bought(sale.activity, product))
+        .await
+        .unwrap();
+    (totals, sale.counters(product).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_product_batches_match_one_by_one() {
+    // (product spec, purchases before the batch, the batch, the verdicts expected)
+    let cases: Vec<(_, Plan, Plan, Vec<&str>)> = vec![
+        (
+            spec(8, 2, 2),
+            vec![("r", 2), ("s", 1)],
+            vec![
+                ("a", 1),
+                ("r", 1), // at the limit already
+                ("s", 1), // holds one: now two
+                ("b", 1), // b asks three times
+                ("b", 1),
+                ("b", 1), // over b's limit
+                ("c", 3), // over max per order
+                ("d", 0), // bad quantity
+                ("e", 2), // one left: sold out
+                ("f", 1), // takes the last
+                ("g", 1),
+                ("e", 1), // sold out now, though e was refused before
+            ],
+            vec![
+                "ok",
+                "limit_exceeded",
+                "ok",
+                "ok",
+                "ok",
+                "limit_exceeded",
+                "limit_exceeded",
+                "bad_request",
+                "sold_out",
+                "ok",
+                "sold_out",
+                "sold_out",
+            ],
+        ),
+        (
+            // Only usual purchases (one unit, each buyer once), some refused.
+            spec(3, 1, 1),
+            vec![("r", 1)],
+            vec![("x", 1), ("r", 1), ("y", 1), ("z", 1), ("w", 1)],
+            vec!["ok", "limit_exceeded", "ok", "sold_out", "sold_out"],
+        ),
+        (
+            // Only usual purchases, all reserved.
+            spec(100, 1, 1),
+            vec![("r", 1)],
+            vec![("x", 1), ("y", 1), ("z", 1), ("w", 1)],
+            vec!["ok", "ok", "ok", "ok"],
+        ),
+        (
+            // Sold out before the batch: a buyer at the limit still hears limit_exceeded.
+            spec(2, 2, 2),
+            vec![("r", 2)],
+            vec![("x", 1), ("r", 1), ("y", 2), ("y", 1)],
+            vec!["sold_out", "limit_exceeded", "sold_out", "sold_out"],
+        ),
+    ];
+    for (n, (product, before, batch, expected)) in cases.into_iter().enumerate() {
+        let batched = TestApp::builder().sale(vec![product.clone()]).build().await;
+        let single = TestApp::builder().sale(vec![product]).build().await;
+        let a = run(&batched, 0, &before, &batch, true).await;
+        let b = run(&single, 0, &before, &batch, false).await;
+        assert_eq!(a, b, "case {n}: batched against one by one");
+        assert_eq!(a.iter().map(|o| o.0).collect::<Vec<_>>(), expected, "case {n}");
+        assert_eq!(
+            state(&batched, 0).await,
+            state(&single, 0).await,
+            "case {n}: totals and counters"
+        );
+        batched.finish().await;
+        single.finish().await;
+    }
+}
+
+/// A stored total that is not a whole number fails a usual batch as the buyer's HINCRBY did,
+/// and since the script decides such a batch before writing anything, it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_total_fails_a_one_product_batch_and_changes_nothing() {
+    let sale = TestApp::builder().sale(vec![spec(5, 1, 1)]).build().await;
+    let bought = sale.redis.keys().bought(sale.activity, sale.product);
+    let mut conn = sale.redis.conn();
+    let _: () = conn.hset(&bought, "b", "1.5").await.unwrap();
+    let failed = buy::reserve(
+        &sale.redis,
+        sale.activity,
+        &purchases(sale.product, &[("a", 1), ("b", 1), ("c", 1)]),
+    )
+    .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let totals: HashMap<String, String> = conn.hgetall(&bought).await.unwrap();
+    assert_eq!(totals, HashMap::from([("b".to_string(), "1.5".to_string())]));
+    assert_eq!(
+        sale.counters(sale.product).await,
+        (5, 0, 0),
+        "nothing deducted or queued"
+    );
+    sale.finish().await;
+}
+
+/// The general loop (several products, or a set to probe) keeps the totals so far only for the
+/// unusual requests too, so a buyer asking twice for the first product, one unit each, must be
+/// marked by the caller there as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_products_or_a_blacklist_match_one_by_one() {
+    let two = vec![spec(5, 2, 2), spec(5, 1, 1)];
+    let plan = [
+        (0, "a", 1),
+        (1, "a", 1),
+        (0, "a", 1),
+        (0, "a", 1), // a holds two of the first product
+        (1, "b", 1),
+        (1, "b", 1), // b holds one of the second
+        (0, "c", 1),
+        (1, "a", 1), // a holds one of the second
+    ];
+    let batched = TestApp::builder().sale(two.clone()).build().await;
+    let single = TestApp::builder().sale(two).build().await;
+    let a = run_mixed(&batched, &plan, true).await;
+    assert_eq!(a, run_mixed(&single, &plan, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        [
+            "ok",
+            "ok",
+            "ok",
+            "limit_exceeded",
+            "ok",
+            "limit_exceeded",
+            "ok",
+            "limit_exceeded"
+        ]
+    );
+    for index in 0..2 {
+        assert_eq!(
+            state(&batched, index).await,
+            state(&single, index).await,
+            "product {index}"
+        );
+    }
+    batched.finish().await;
+    single.finish().await;
+
+    // One product, with the blacklist set present: decided by the general loop.
+    let batched = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
+    let single = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
+    for sale in [&batched, &single] {
+        seckill::ops::blacklist::add(&sale.db, &sale.redis, "z", "bot")
+            .await
+            .unwrap();
+    }
+    let plan = [("a", 1), ("z", 1), ("a", 1), ("a", 1), ("b", 1), ("c", 1)];
+    let a = run(&batched, 0, &[], &plan, true).await;
+    assert_eq!(a, run(&single, 0, &[], &plan, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        ["ok", "blacklisted", "ok", "limit_exceeded", "ok", "sold_out"]
+    );
+    assert_eq!(state(&batched, 0).await, state(&single, 0).await);
+    batched.finish().await;
+    single.finish().await;
+}
