@@ -131,6 +131,19 @@ fn outcomes(o: &std::collections::BTreeMap<String, u64>) -> String {
     o.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Script calls and purchases per call, from the server's metrics.
+fn batches(r: &BenchReport) -> String {
+    let d = &r.during_load;
+    match (d.batches, d.batched_purchases) {
+        (Some(calls), Some(purchases)) if calls > 0 => format!(
+            "{calls} script calls, {:.1} purchases each",
+            purchases as f64 / calls as f64
+        ),
+        (Some(_), Some(_)) => "no script call".into(),
+        _ => "-".into(),
+    }
+}
+
 fn print_report(r: &BenchReport) {
     let l = &r.latency_ms;
     println!(
@@ -165,6 +178,7 @@ fn print_report(r: &BenchReport) {
             ("sold out after", opt(r.sellout_s.map(|s| format!("{s:.3} s")))),
             ("orders persisted", r.orders_persisted.to_string()),
             ("drain after the load", format!("{:.2} s", r.drain_s)),
+            ("group commit during the load", batches(r)),
         ]
         .into_iter()
         .map(|(k, v)| vec![k.to_string(), v]),

@@ -284,11 +284,27 @@ pub struct FunnelConfig {
     /// pile up while a call is out), which costs Redis the least; raise it when Redis is far
     /// away, since one activity then decides at most `batch_max` per round trip per call.
     pub batch_pipeline: usize,
+    /// Script calls in flight per activity under `redis.durability: aof_always`, in place of
+    /// `batch_pipeline`: Redis answers a call only after fsyncing it, and a second call lets
+    /// the next batch be gathered and wait in Redis's socket meanwhile, so the HTTP work of
+    /// one batch and Redis's turn for another overlap (see README, Running Redis for a flash
+    /// sale, for the measurement that chose 2).
+    pub batch_pipeline_aof_always: usize,
     /// Group commit delay under `redis.durability: aof_always`, in microseconds: a batch
     /// smaller than the purchases expected (those queued while the last call was out, plus
     /// the buyers it just answered) waits up to this long for them, since every call then
     /// costs Redis one fsync whatever its size. Ignored under the other policies; 0: never wait.
     pub batch_linger_us: u64,
+}
+
+impl FunnelConfig {
+    /// Script calls in flight per activity under `durability`.
+    pub fn pipeline_under(&self, durability: Durability) -> usize {
+        match durability {
+            Durability::AofAlways => self.batch_pipeline_aof_always,
+            _ => self.batch_pipeline,
+        }
+    }
 }
 
 impl Default for FunnelConfig {
@@ -310,6 +326,7 @@ impl Default for FunnelConfig {
             breaker_open_ms: 1000,
             batch_max: 128,
             batch_pipeline: 1,
+            batch_pipeline_aof_always: 2,
             batch_linger_us: 1500,
         }
     }
@@ -508,6 +525,9 @@ impl Config {
         if self.funnel.batch_max == 0 || self.funnel.batch_pipeline == 0 {
             return bad("funnel.batch_max", "batch_max and batch_pipeline must be positive");
         }
+        if self.funnel.batch_pipeline_aof_always == 0 {
+            return bad("funnel.batch_pipeline_aof_always", "must be positive");
+        }
         if self.funnel.batch_max > crate::buy::MAX_PURCHASES_PER_CALL {
             return bad(
                 "funnel.batch_max",
@@ -643,6 +663,24 @@ mod tests {
         assert_eq!(yaml(&shipped.funnel), yaml(&FunnelConfig::default()));
         assert!(shipped.auth.trusted_proxies.is_empty());
         assert_eq!(shipped.consumer.linger_ms, ConsumerConfig::default().linger_ms);
+    }
+
+    #[test]
+    fn aof_always_has_its_own_pipeline() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.funnel.pipeline_under(Durability::AofAlways), 2);
+        for other in [Durability::AofEverysec, Durability::Replicas, Durability::None] {
+            assert_eq!(c.funnel.pipeline_under(other), 1, "{other:?}");
+        }
+        let c = Config::parse("funnel:\n  batch_pipeline: 3\n  batch_pipeline_aof_always: 1\n").unwrap();
+        assert_eq!(c.funnel.pipeline_under(Durability::AofAlways), 1);
+        assert_eq!(c.funnel.pipeline_under(Durability::None), 3);
+        let err = Config::parse("funnel:\n  batch_pipeline_aof_always: 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("funnel.batch_pipeline_aof_always"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`probe`] measures the load generator itself against a cheap GET.
 
 pub mod conn;
+pub mod during;
 pub mod harness;
 pub mod live;
 pub mod load;
@@ -169,8 +170,13 @@ async fn rehearse(
         requests: opts.requests,
         concurrency: opts.concurrency,
     };
+    let before = during::snapshot(&authority, redis).await;
+    let started_unix_ms = during::unix_ms();
     let loaded = load::run(plan, live).await;
+    let ended_unix_ms = during::unix_ms();
     bar.finish();
+    let after = during::snapshot(&authority, redis).await;
+    let during_load = during::between(&before, &after, started_unix_ms, ended_unix_ms);
     if let Some(server) = spawned {
         server.stop().await;
     }
@@ -202,6 +208,7 @@ async fn rehearse(
         invariants,
         &reconciled,
         drain,
+        during_load,
         error,
     ))
 }

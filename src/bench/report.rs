@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::during::DuringLoad;
 use super::load::LoadResult;
 use super::setup::Sale;
 use super::verify::{Evidence, Invariants};
@@ -85,6 +86,8 @@ pub struct BenchReport {
     pub reconcile_findings: BTreeMap<String, u64>,
     /// Units added behind MySQL's back (fault injection; 0 normally).
     pub chaos_extra_stock: u32,
+    /// What the server and Redis did during the load (batches, Redis commands, its window).
+    pub during_load: DuringLoad,
     /// What went wrong besides the invariants (e.g. reservations left unpersisted).
     pub error: Option<String>,
     /// Every invariant held and nothing went wrong.
@@ -137,6 +140,7 @@ pub(super) fn build(
     invariants: Invariants,
     reconciled: &ReconcileReport,
     drain: Duration,
+    during_load: DuringLoad,
     error: Option<String>,
 ) -> BenchReport {
     let mut findings = BTreeMap::new();
@@ -167,6 +171,7 @@ pub(super) fn build(
         evidence: evidence.clone(),
         reconcile_findings: findings,
         chaos_extra_stock: opts.chaos_extra_stock,
+        during_load,
         passed: invariants.failed().is_empty() && error.is_none(),
         error,
     }

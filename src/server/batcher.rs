@@ -5,9 +5,11 @@
 //! [`buy::reserve`] call, whose verdicts are identical to one-by-one calls. It waits for
 //! more only under `redis.durability: aof_always`, and only briefly (`funnel.batch_linger_us`,
 //! see `gather`), since each call then costs an fsync.
-//! Up to `batch_pipeline` calls per activity are in flight on the shared connection, so
-//! under load requests pile up while a call is out and the next batch grows by itself;
-//! with light load a request goes out alone at once.
+//! Up to `batch_pipeline` calls per activity are in flight on the shared connection
+//! (`batch_pipeline_aof_always` under `aof_always`, where a second call is gathered and waits
+//! in Redis's socket while the first one's fsync runs), so under load requests pile up while
+//! a call is out and the next batch grows by itself; with light load a request goes out alone
+//! at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -116,7 +116,7 @@ impl AppState {
             batchers: Batchers::new(
                 redis.clone(),
                 f.batch_max,
-                f.batch_pipeline,
+                f.pipeline_under(config.redis.durability),
                 config.redis_response_timeout(),
             )
             .with_batch_sizes(stats.batch_size.clone())

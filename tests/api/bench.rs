@@ -66,6 +66,21 @@ async fn a_clean_small_sale_holds_every_invariant_and_is_removed_afterwards() {
         );
     }
     assert!(report["activity_name"].as_str().unwrap().starts_with("bench "));
+    // The load's own figures: every queued purchase went through a group-commit call; once
+    // sold out, answers come from the sold-out cache, so at most every request did.
+    let during = &report["during_load"];
+    let batches = during["batches"].as_u64().expect("batches from the server's /metrics");
+    let purchases = during["batched_purchases"].as_u64().expect("batched purchases");
+    assert!(batches >= 1 && batches <= purchases, "{during:#}");
+    assert!((50..=2000).contains(&purchases), "{during:#}");
+    // Other tests share this Redis, so its counts are at least the batches' script calls.
+    let evalsha = during["redis_calls"]["evalsha"].as_u64().unwrap_or(0);
+    assert!(evalsha >= batches, "{during:#}");
+    let (started, ended) = (
+        during["started_unix_ms"].as_u64().unwrap(),
+        during["ended_unix_ms"].as_u64().unwrap(),
+    );
+    assert!(started > 1_700_000_000_000 && started <= ended, "{during:#}");
     assert_nothing_left(&app).await;
 }
 
