@@ -14,7 +14,7 @@
 #   CONCURRENCY (100), SHARD_COUNTS ("1 4": the bucket counts compared), BASE_PORT (a free one from 21000). The nodes run without persistence
 #   (CONFIG SET appendonly no; redis.durability: none): the figure is the scripts' CPU, not the
 #   disk's. MySQL: the server the application's URL names, in a database of its own.
-#   BIN (target/release/seckill, built here when missing). Writes target/bench/buckets.md.
+#   BIN (the binary to run; default target/release/seckill, built here so it is never stale). Writes target/bench/buckets.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,7 +28,7 @@ bash scripts/setup.sh
 . scripts/urls.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 S=${BIN:-$PWD/target/release/seckill}
-[ -x "$S" ] || cargo build --release --quiet --bin seckill
+[ -n "${BIN:-}" ] || cargo build --release --quiet --bin seckill
 
 free() { python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1))==0)"; }
 if [ -z "${BASE_PORT:-}" ]; then
