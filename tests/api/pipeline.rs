@@ -93,36 +93,14 @@ async fn a_version_conflict_reported_as_error_1020_is_retried() {
         .unwrap();
     let entry = seckill::reservation::decode_entries(raw).remove(0);
     let r = seckill::reservation::decode(f.activity, &entry).unwrap();
-    // One connection, so the session setting holds for every statement persist sends.
-    let mut one = f.config.clone();
-    one.database.max_connections = 1;
-    let db = seckill::Db::connect(&one).await.unwrap();
-    sqlx::query("SET SESSION innodb_snapshot_isolation = ON")
-        .execute(db.pool())
-        .await
-        .expect("MariaDB 10.6.18+ / 10.11.8+ has innodb_snapshot_isolation");
-    let mut lock = f.db.pool().begin().await.unwrap();
-    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
-        .bind(f.product)
-        .fetch_all(&mut *lock)
-        .await
-        .unwrap();
+    let db = snapshot_isolated_db(&f).await;
     let redis = f.redis.clone();
-    let persisting = tokio::spawn({
+    let persisting = {
         let db = db.clone();
         async move { persist::persist(&db, &redis, &[r], "t").await }
-    });
-    // Its snapshot holds the old version; its UPDATE waits for the row, then finds it changed.
-    crate::stock_live::wait_for_lock_wait(&f).await;
-    sqlx::query("UPDATE products SET version = version + 1 WHERE id = ?")
-        .bind(f.product)
-        .execute(&mut *lock)
+    };
+    let done = under_a_version_change(&f, persisting)
         .await
-        .unwrap();
-    lock.commit().await.unwrap();
-    let done = persisting
-        .await
-        .unwrap()
         .expect("a version conflict is retried, not a failure");
     assert_eq!((done.inserted, done.duplicates, done.units), (1, 0, 2));
     assert_eq!(f.orders().await, 1);
@@ -139,33 +117,13 @@ async fn a_cancel_whose_version_check_fails_with_error_1020_is_retried() {
     let nos = f.reserve(["dora".to_string()], 2).await;
     f.drain().await;
     assert_eq!(f.mysql_sold().await, 2);
-    let mut one = f.config.clone();
-    one.database.max_connections = 1;
-    let db = seckill::Db::connect(&one).await.unwrap();
-    sqlx::query("SET SESSION innodb_snapshot_isolation = ON")
-        .execute(db.pool())
-        .await
-        .expect("MariaDB 10.6.18+ / 10.11.8+ has innodb_snapshot_isolation");
-    let mut lock = f.db.pool().begin().await.unwrap();
-    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
-        .bind(f.product)
-        .fetch_all(&mut *lock)
-        .await
-        .unwrap();
-    let cancelling = tokio::spawn({
+    let db = snapshot_isolated_db(&f).await;
+    let cancelling = {
         let (db, redis, no) = (db.clone(), f.redis.clone(), nos[0].clone());
         async move { order::cancel(&db, &redis, &no).await }
-    });
-    crate::stock_live::wait_for_lock_wait(&f).await;
-    sqlx::query("UPDATE products SET version = version + 1 WHERE id = ?")
-        .bind(f.product)
-        .execute(&mut *lock)
+    };
+    let done = under_a_version_change(&f, cancelling)
         .await
-        .unwrap();
-    lock.commit().await.unwrap();
-    let done = cancelling
-        .await
-        .unwrap()
         .expect("a version conflict is retried, not a failure");
     assert!(done.changed);
     assert_eq!(done.released, Some(true));
@@ -186,6 +144,43 @@ async fn a_cancel_whose_version_check_fails_with_error_1020_is_retried() {
         .unwrap();
     assert_eq!(stock, 10, "the two units are on sale again");
     db.close().await;
+}
+
+/// A pool of one connection (so the session setting holds for every statement sent through
+/// it) with `innodb_snapshot_isolation` on, MariaDB's default from 11.8.
+async fn snapshot_isolated_db(f: &TestApp) -> seckill::Db {
+    let mut one = f.config.clone();
+    one.database.max_connections = 1;
+    let db = seckill::Db::connect(&one).await.unwrap();
+    sqlx::query("SET SESSION innodb_snapshot_isolation = ON")
+        .execute(db.pool())
+        .await
+        .expect("MariaDB 10.6.18+ / 10.11.8+ has innodb_snapshot_isolation");
+    db
+}
+
+/// Runs `work` while the fixture's product row is locked; once `work` waits for the row, its
+/// version is raised and the row let go. Work whose snapshot read the old version (and then
+/// wants to update the row) meets a version conflict.
+async fn under_a_version_change<T: Send + 'static>(
+    f: &TestApp,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let mut lock = f.db.pool().begin().await.unwrap();
+    let _: Vec<u64> = sqlx::query_scalar("SELECT id FROM products WHERE id = ? FOR UPDATE")
+        .bind(f.product)
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let running = tokio::spawn(work);
+    crate::stock_live::wait_for_lock_wait(f).await;
+    sqlx::query("UPDATE products SET version = version + 1 WHERE id = ?")
+        .bind(f.product)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock.commit().await.unwrap();
+    running.await.unwrap()
 }
 
 /// A batch part of which is in MySQL already (a consumer died between commit and ack, and
