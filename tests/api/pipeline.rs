@@ -50,15 +50,7 @@ async fn same_entry_twice_makes_one_order() {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
     let nos = f.reserve(["alice".to_string()], 3).await;
     let (_, entry_id) = seckill::keys::parse_order_no(&nos[0]).unwrap();
-    let mut conn = f.redis.conn();
-    let raw: redis::Value = redis::cmd("XRANGE")
-        .arg(f.redis.keys().orders_stream(f.activity))
-        .arg(entry_id)
-        .arg(entry_id)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let entry = seckill::reservation::decode_entries(raw).remove(0);
+    let entry = stream_entries(&f, entry_id, entry_id).await.remove(0);
     let r = seckill::reservation::decode(f.activity, &entry).unwrap();
     // Two consumers racing on the same entry, then a plain redelivery.
     let (a, b) = tokio::join!(
@@ -84,14 +76,7 @@ async fn same_entry_twice_makes_one_order() {
 async fn a_version_conflict_reported_as_error_1020_is_retried() {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 5)]).build().await;
     f.reserve(["carol".to_string()], 2).await;
-    let raw: redis::Value = redis::cmd("XRANGE")
-        .arg(f.redis.keys().orders_stream(f.activity))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut f.redis.conn())
-        .await
-        .unwrap();
-    let entry = seckill::reservation::decode_entries(raw).remove(0);
+    let entry = stream_entries(&f, "-", "+").await.remove(0);
     let r = seckill::reservation::decode(f.activity, &entry).unwrap();
     let db = snapshot_isolated_db(&f).await;
     let redis = f.redis.clone();
@@ -146,6 +131,18 @@ async fn a_cancel_whose_version_check_fails_with_error_1020_is_retried() {
     db.close().await;
 }
 
+/// The entries of the fixture's order stream from `from` to `to` (XRANGE bounds), decoded.
+async fn stream_entries(f: &TestApp, from: &str, to: &str) -> Vec<seckill::reservation::Entry> {
+    let raw: redis::Value = redis::cmd("XRANGE")
+        .arg(f.redis.keys().orders_stream(f.activity))
+        .arg(from)
+        .arg(to)
+        .query_async(&mut f.redis.conn())
+        .await
+        .unwrap();
+    seckill::reservation::decode_entries(raw)
+}
+
 /// A pool of one connection (so the session setting holds for every statement sent through
 /// it) with `innodb_snapshot_isolation` on, MariaDB's default from 11.8.
 async fn snapshot_isolated_db(f: &TestApp) -> seckill::Db {
@@ -189,14 +186,8 @@ async fn under_a_version_change<T: Send + 'static>(
 async fn batch_partly_persisted_inserts_only_the_rest() {
     let f = TestApp::builder().pipeline().sale(vec![phone(100, 5)]).build().await;
     f.reserve(users("p", 4), 2).await;
-    let raw: redis::Value = redis::cmd("XRANGE")
-        .arg(f.redis.keys().orders_stream(f.activity))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut f.redis.conn())
+    let all: Vec<seckill::reservation::Reservation> = stream_entries(&f, "-", "+")
         .await
-        .unwrap();
-    let all: Vec<seckill::reservation::Reservation> = seckill::reservation::decode_entries(raw)
         .iter()
         .flat_map(|e| seckill::reservation::decode_all(f.activity, e).unwrap())
         .map(|r| r.unwrap())
