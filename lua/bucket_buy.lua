@@ -7,7 +7,9 @@
 -- deducted and the purchase queued in the bucket's stream, all in one step. Every purchase
 -- queued goes into ONE stream entry, in the format reserve.lua writes (activity, reserved_ms,
 -- then per run of consecutive purchases of one product: product, price, buyers
--- space-separated, quantities; decoded by src/reservation/entry.rs: keep them in step). A purchase whose quota is taken but whose
+-- space-separated, quantities; decoded by src/reservation/entry.rs: keep them in step), built
+-- and numbered by lib/bucket_entry.lua, which src/scripts.rs puts in front of this script. A
+-- purchase whose quota is taken but whose
 -- units this bucket does not hold is answered `short`: the caller fills it from another bucket
 -- (bucket_reserve.lua) or gives the quota back (quota_return.lua).
 --
@@ -89,30 +91,7 @@ local check_blacklist = redis.call('SCARD', KEYS[4]) > 0
 -- An empty set does not exist: while nobody is revoked, no purchase probes it.
 local check_revoked = redis.call('EXISTS', KEYS[5]) == 1
 
-local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
-local buyers, bought = {}, {}
-local run_product, run_len, queued = nil, 0, 0
--- The purchases queued since the last change of product, as one run of the entry.
-local function close_run()
-    if run_len > 0 then
-        local e = #entry
-        entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', run_product.id, 'price', run_product.price
-        entry[e + 5], entry[e + 6] = 'buyers', table.concat(buyers, ' ', 1, run_len)
-        entry[e + 7], entry[e + 8] = 'quantities', table.concat(bought, ' ', 1, run_len)
-        run_len = 0
-    end
-end
--- Queues one purchase in the entry; its index there.
-local function queue(p, user, quantity_arg)
-    if p ~= run_product then
-        close_run()
-        run_product = p
-    end
-    run_len = run_len + 1
-    buyers[run_len], bought[run_len] = user, quantity_arg
-    queued = queued + 1
-    return queued - 1
-end
+local entry = bucket_entry(KEYS[1], activity, now_ms)
 
 -- The verdict and remaining stock of one request.
 local function decide(p, user, quantity_arg)
@@ -143,7 +122,7 @@ local function decide(p, user, quantity_arg)
         return 'short', p.stock
     end
     p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
-    return queue(p, user, quantity_arg), p.stock
+    return entry.queue(p, user, quantity_arg), p.stock
 end
 
 local first_arg = 8 + 2 * m
@@ -195,18 +174,7 @@ for _, p in ipairs(products) do
         redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
     end
 end
-if queued > 0 then
-    close_run()
-    local last_id = redis.call('HMGET', KEYS[2], 'ms', 'n')
-    local ms, k = now_ms, 0
-    local last_ms = tonumber(last_id[1])
-    if last_ms and last_ms >= now_ms then
-        ms, k = last_ms, tonumber(last_id[2]) + 1
-    end
-    local ms_str = string.format('%d', ms)
-    local id = ms_str .. '-' .. string.format('%d', base + k * 1024 + bucket)
-    redis.call('HSET', KEYS[2], 'ms', ms_str, 'n', string.format('%d', k))
-    entry[3] = id
-    replies[1] = redis.call(unpack(entry))
+if entry.queued() > 0 then
+    replies[1] = entry.append(KEYS[2], base, bucket)
 end
 return replies

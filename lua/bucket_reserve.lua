@@ -5,7 +5,8 @@
 -- purchase queued here goes into ONE stream entry, in the format reserve.lua writes
 -- (activity, reserved_ms, then per run of consecutive purchases of one product: product,
 -- price, buyers space-separated, quantities; decoded by src/reservation/entry.rs: keep them in
--- step).
+-- step), built and numbered by lib/bucket_entry.lua, which src/scripts.rs puts in front of
+-- this script.
 --
 -- KEYS[1]  bucket stream    P:{a:A:b:K}:orders
 -- KEYS[2]  last entry id    P:{a:A:b:K}:seq          (ms, n)
@@ -62,30 +63,7 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local replies = { '' }
-local entry = { 'XADD', KEYS[1], '', 'activity', activity, 'reserved_ms', string.format('%d', now_ms) }
-local buyers, bought = {}, {}
-local run_product, run_len, queued = nil, 0, 0
--- The purchases queued since the last change of product, as one run of the entry.
-local function close_run()
-    if run_len > 0 then
-        local e = #entry
-        entry[e + 1], entry[e + 2], entry[e + 3], entry[e + 4] = 'product', run_product.id, 'price', run_product.price
-        entry[e + 5], entry[e + 6] = 'buyers', table.concat(buyers, ' ', 1, run_len)
-        entry[e + 7], entry[e + 8] = 'quantities', table.concat(bought, ' ', 1, run_len)
-        run_len = 0
-    end
-end
--- Queues one purchase in the entry; its index there.
-local function queue(p, user, quantity_arg)
-    if p ~= run_product then
-        close_run()
-        run_product = p
-    end
-    run_len = run_len + 1
-    buyers[run_len], bought[run_len] = user, quantity_arg
-    queued = queued + 1
-    return queued - 1
-end
+local entry = bucket_entry(KEYS[1], activity, now_ms)
 local first_arg = 6 + 5 * m
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
@@ -98,7 +76,7 @@ for i = 1, n do
         replies[2 * i], replies[2 * i + 1] = 'sold_out', p.stock
     else
         p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
-        replies[2 * i], replies[2 * i + 1] = queue(p, ARGV[a + 1], quantity_arg), p.stock
+        replies[2 * i], replies[2 * i + 1] = entry.queue(p, ARGV[a + 1], quantity_arg), p.stock
     end
 end
 
@@ -110,18 +88,7 @@ for _, p in ipairs(products) do
         end
     end
 end
-if queued > 0 then
-    close_run()
-    local last_id = redis.call('HMGET', KEYS[2], 'ms', 'n')
-    local ms, k = now_ms, 0
-    local last_ms = tonumber(last_id[1])
-    if last_ms and last_ms >= now_ms then
-        ms, k = last_ms, tonumber(last_id[2]) + 1
-    end
-    local ms_str = string.format('%d', ms)
-    local id = ms_str .. '-' .. string.format('%d', base + k * 1024 + bucket)
-    redis.call('HSET', KEYS[2], 'ms', ms_str, 'n', string.format('%d', k))
-    entry[3] = id
-    replies[1] = redis.call(unpack(entry))
+if entry.queued() > 0 then
+    replies[1] = entry.append(KEYS[2], base, bucket)
 end
 return replies

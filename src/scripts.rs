@@ -76,8 +76,14 @@ pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));
 
 /// `lua/bucket_buy.lua`: a batch's purchases of sharded products in their buyers' bucket:
-/// checks, the buyers' totals and, when the bucket holds them, the units.
-pub static BUCKET_BUY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_buy.lua")));
+/// checks, the buyers' totals and, when the bucket holds them, the units. Behind
+/// `lua/lib/bucket_entry.lua`, the bucket's stream entry it shares with [`BUCKET_RESERVE`].
+pub static BUCKET_BUY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/lib/bucket_entry.lua"),
+        include_str!("../lua/bucket_buy.lua")
+    ))
+});
 
 /// `lua/gate_set.lua`: brings a bucket's copy of the activity's sale switches up to date.
 pub static GATE_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/gate_set.lua")));
@@ -86,7 +92,13 @@ pub static GATE_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str
 pub static QUOTA_RETURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/quota_return.lua")));
 
 /// `lua/bucket_reserve.lua`: sharded products' purchases, step two: units from one bucket, one entry per call.
-pub static BUCKET_RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_reserve.lua")));
+/// Behind `lua/lib/bucket_entry.lua`, the bucket's stream entry it shares with [`BUCKET_BUY`].
+pub static BUCKET_RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/lib/bucket_entry.lua"),
+        include_str!("../lua/bucket_reserve.lua")
+    ))
+});
 
 /// `lua/bucket_take.lua`: a move's units out of (or back into) one bucket, recorded there.
 pub static BUCKET_TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/bucket_take.lua")));
