@@ -7,8 +7,13 @@
 # the ratio to the naive server of the same round, p99, purchases per group-commit call, and
 # Redis CPU per purchase (`INFO cpu`, server-wide: other clients of the same Redis count too).
 # Prints the medians at the end. An entry `T+NAME` of THREAD_COUNTS is a variant of its own:
-# T threads, with FUNNEL_NAME's line(s) added under `funnel:` and ENV_NAME's NAME=value
-# words in serve's environment, e.g. THREAD_COUNTS="1 1+big" FUNNEL_big="batch_max: 256".
+# T threads, with FUNNEL_NAME's line(s) added under `funnel:`, ENV_NAME's NAME=value
+# words in serve's environment and BIN_NAME's binary instead of this tree's seckill (e.g. a
+# copy of an older build, to compare two versions), e.g. THREAD_COUNTS="1 1+big"
+# FUNNEL_big="batch_max: 256", or THREAD_COUNTS="1 1+old" BIN_old=/tmp/seckill.old.
+# Per round each server's own CPU (utime+stime of the process) and context switches (voluntary
+# and involuntary, summed over its threads) are divided by the answers wrk got: the per-request
+# cost of the server, which the shared machine's noise moves less than its throughput.
 # Own database and key prefix (BENCH_DB=seckill_threads, BENCH_PREFIX=bthreads), servers on
 # BENCH_PORT (18180) and up; everything is removed afterwards, also on failure.
 set -euo pipefail
@@ -82,6 +87,18 @@ batches() {
         /^seckill_group_commit_batch_size_count/ { c += $NF } /^seckill_group_commit_batch_size_sum/ { s += $NF }
         END { printf "%d %d", c, s }'
 }
+# "cpu_us switches" of process $1 so far: utime+stime in µs, context switches of its threads.
+proc_cost() {
+    local ticks switches
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
+    switches=$(cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }')
+    echo "$(( ticks * 1000000 / $(getconf CLK_TCK) )) $switches"
+}
+# "µs per answer, switches per answer" from two proc_cost readings ($1, $2) and the answers $3.
+per_answer() {
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { split(a, x, " "); split(b, y, " "); if (n + 0 == 0) n = 1
+        printf "%.2f %.3f", (y[1] - x[1]) / n, (y[2] - x[2]) / n }'
+}
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) ; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
 p99() { to_ms "$(awk '$1 == "99%" { print $2; exit }' "$1")"; }
 rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
@@ -104,51 +121,59 @@ sk hot "$A" >/dev/null
 sk token "$A" --range "1-$USERS" --out "$WORK/tokens.csv" >&2
 sk start "$A" >/dev/null
 port=$BENCH_PORT
-declare -A PORT
+declare -A PORT SERVE_PID
 for t in $THREAD_COUNTS; do
     port=$((port + 1)); PORT[$t]=$port
     variant=${t#*+}; [ "$variant" = "$t" ] && variant=""
-    funnel_var="FUNNEL_$variant"; env_var="ENV_$variant"
+    funnel_var="FUNNEL_$variant"; env_var="ENV_$variant"; bin_var="BIN_$variant"
     config "${t%%+*}" "$port" "${variant:+${!funnel_var:-}}" >"$WORK/config.$t.yaml"
+    bin=$S; [ -n "$variant" ] && [ -n "${!bin_var:-}" ] && bin=${!bin_var}
+    [ -x "$bin" ] || { echo "threads: $bin is not an executable" >&2; exit 2; }
     # shellcheck disable=SC2086 # ENV_<variant> is a list of NAME=value words
-    env ${variant:+${!env_var:-}} RUST_LOG=warn "$S" --config "$WORK/config.$t.yaml" serve >"$WORK/serve.$t.log" 2>&1 &
-    PIDS+=($!)
+    env ${variant:+${!env_var:-}} RUST_LOG=warn "$bin" --config "$WORK/config.$t.yaml" serve >"$WORK/serve.$t.log" 2>&1 &
+    PIDS+=($!); SERVE_PID[$t]=$!
     wait_for "$port"
 done
 NAIVE_PORT=$((port + 1))
 REDIS_URL="$REDIS_URL" KEY_PREFIX="$BENCH_PREFIX:naive" target/release/examples/naive_server "127.0.0.1:$NAIVE_PORT" 2>"$WORK/naive.log" &
-PIDS+=($!)
+PIDS+=($!); NAIVE_PID=$!
 wait_for "$NAIVE_PORT"
 wrk_buys() { TOKENS="$WORK/tokens.csv" PRODUCT=$2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency -s scripts/bench/buy.lua "$1" >"$3"; }
 
-declare -A RATIO US P99 BATCH CPU_RATIO
-NAIVE=()
+declare -A RATIO US P99 BATCH CPU_RATIO SERVE_US SWITCHES
+NAIVE=(); NAIVE_US=(); NAIVE_SW=()
 for r in $(seq "$ROUNDS"); do
     redis_cli set "$BENCH_PREFIX:naive:stock:1" 100000000 >/dev/null
-    c0=$(redis_cpu_us); wrk_buys "http://127.0.0.1:$NAIVE_PORT" 1 "$WORK/naive.$r.txt"; c1=$(redis_cpu_us)
+    c0=$(redis_cpu_us); p0=$(proc_cost "$NAIVE_PID")
+    wrk_buys "http://127.0.0.1:$NAIVE_PORT" 1 "$WORK/naive.$r.txt"
+    c1=$(redis_cpu_us); p1=$(proc_cost "$NAIVE_PID")
     unlink_keys "$BENCH_PREFIX:naive:*"
     n=$(rps "$WORK/naive.$r.txt"); NAIVE+=("$n"); naive_us=$(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")")
-    line="round $r: naive $(printf %.0f "$n")/s (redis $(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")") us, p99 $(p99 "$WORK/naive.$r.txt") ms)"
+    read -r own sw <<<"$(per_answer "$p0" "$p1" "$(total "$WORK/naive.$r.txt")")"; NAIVE_US+=("$own"); NAIVE_SW+=("$sw")
+    line="round $r: naive $(printf %.0f "$n")/s (redis $(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")") us, p99 $(p99 "$WORK/naive.$r.txt") ms, own $own us and $sw switches per answer)"
     for t in $THREAD_COUNTS; do
         before=$(oks "${PORT[$t]}"); read -r bc0 bs0 <<<"$(batches "${PORT[$t]}")"; c0=$(redis_cpu_us)
+        p0=$(proc_cost "${SERVE_PID[$t]}")
         wrk_buys "http://127.0.0.1:${PORT[$t]}" "${PRODUCT[$r.$t]}" "$WORK/ours.$r.$t.txt"
-        c1=$(redis_cpu_us); read -r bc1 bs1 <<<"$(batches "${PORT[$t]}")"
+        p1=$(proc_cost "${SERVE_PID[$t]}"); c1=$(redis_cpu_us); read -r bc1 bs1 <<<"$(batches "${PORT[$t]}")"
         BATCH[$r.$t]=$(div $((bs1 - bs0)) $((bc1 - bc0)))
         ok=$(( $(oks "${PORT[$t]}") - before )); tot=$(total "$WORK/ours.$r.$t.txt"); [ "$ok" -le "$tot" ] || ok=$tot
         b=$(awk -v r="$(rps "$WORK/ours.$r.$t.txt")" -v ok="$ok" -v n="$tot" 'BEGIN { printf "%.0f", r * ok / n }')
         RATIO[$r.$t]=$(div "$b" "$n"); US[$r.$t]=$(div $((c1 - c0)) "$ok"); P99[$r.$t]=$(p99 "$WORK/ours.$r.$t.txt")
         CPU_RATIO[$r.$t]=$(div "${US[$r.$t]}" "$naive_us")
-        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms, ${BATCH[$r.$t]} per call)"
+        read -r SERVE_US[$r.$t] SWITCHES[$r.$t] <<<"$(per_answer "$p0" "$p1" "$tot")"
+        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms, ${BATCH[$r.$t]} per call, own ${SERVE_US[$r.$t]} us and ${SWITCHES[$r.$t]} switches per answer)"
     done
     echo "$line"
 done
 echo
 echo "$ROUNDS rounds of ${BENCH_SECS}s, $(nproc) cores, $(uptime | sed 's/.*load average/load average/'):"
-echo "naive: median $(printf %.0f "$(median "${NAIVE[@]}")")/s (rounds ${NAIVE[*]})"
+echo "naive: median $(printf %.0f "$(median "${NAIVE[@]}")")/s (rounds ${NAIVE[*]}); own CPU per answer median $(median "${NAIVE_US[@]}") us (rounds ${NAIVE_US[*]}); switches per answer median $(median "${NAIVE_SW[@]}") (rounds ${NAIVE_SW[*]})"
 for t in $THREAD_COUNTS; do
-    rs=(); us=(); ps=(); bs=(); cs=()
+    rs=(); us=(); ps=(); bs=(); cs=(); ss=(); ws=()
     for r in $(seq "$ROUNDS"); do
         rs+=("${RATIO[$r.$t]}"); us+=("${US[$r.$t]}"); ps+=("${P99[$r.$t]}"); bs+=("${BATCH[$r.$t]}"); cs+=("${CPU_RATIO[$r.$t]}")
+        ss+=("${SERVE_US[$r.$t]}"); ws+=("${SWITCHES[$r.$t]}")
     done
-    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms; purchases per call median $(median "${bs[@]}"); Redis CPU per purchase / naive's per call median $(median "${cs[@]}") (rounds ${cs[*]})"
+    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms; purchases per call median $(median "${bs[@]}"); Redis CPU per purchase / naive's per call median $(median "${cs[@]}") (rounds ${cs[*]}); own CPU per answer median $(median "${ss[@]}") us (rounds ${ss[*]}); switches per answer median $(median "${ws[@]}") (rounds ${ws[*]})"
 done
