@@ -7,6 +7,7 @@ batches of BATCH with 50 calls in flight, and has callgrind dump its counters.
 usage: script_instr.py PORT LAYOUT SCRIPT N BATCH VALGRIND_PID
 LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ignored)
         current lua/reserve.lua's arguments today (one user id per usual purchase)
+        counts  the arguments before the batch's sizes were dropped (N and M passed first)
         token   the arguments before issue 20 (a token key and four values per purchase)
 """
 import socket
@@ -71,7 +72,7 @@ def calls(chunk):
             args += [1, u, 1, "t"]
     else:
         keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT]
-        args = [len(chunk), 1, 0, 1, 0] + chunk
+        args = ([len(chunk), 1] if layout == "counts" else []) + [0, 1, 0] + chunk
     return [enc("EVALSHA", sha, len(keys), *keys, *args)]
 
 

@@ -196,6 +196,35 @@ async fn a_bad_total_fails_a_one_product_batch_and_changes_nothing() {
     sale.finish().await;
 }
 
+/// A one-product batch whose entry cannot be added (the stream's key holds a string) fails
+/// after its other writes, as the general loop does: the accepted buyers' totals and the
+/// counters are written first, and the call reports the XADD's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_entry_fails_a_one_product_batch_after_its_other_writes() {
+    let sale = TestApp::builder().sale(vec![spec(5, 1, 1)]).build().await;
+    let keys = sale.redis.keys();
+    let stream = keys.orders_stream(sale.activity);
+    let mut conn = sale.redis.conn();
+    let _: () = conn.set(&stream, "not a stream").await.unwrap();
+    let failed = buy::reserve(
+        &sale.redis,
+        sale.activity,
+        &purchases(sale.product, &[("a", 1), ("b", 1)]),
+    )
+    .await;
+    let error = failed.expect_err("the XADD fails").to_string();
+    assert!(error.contains("WRONGTYPE"), "{error}");
+    let totals: HashMap<String, i64> = conn.hgetall(keys.bought(sale.activity, sale.product)).await.unwrap();
+    assert_eq!(totals, HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)]));
+    let counters: (i64, i64) = conn
+        .hmget(keys.product(sale.activity, sale.product), &["stock", "sold"])
+        .await
+        .unwrap();
+    assert_eq!(counters, (3, 2));
+    let _: () = conn.del(&stream).await.unwrap();
+    sale.finish().await;
+}
+
 /// The general loop (several products, or a set to probe) keeps the totals so far only for the
 /// unusual requests too, so a buyer asking twice for the first product, one unit each, must be
 /// marked by the caller there as well.
