@@ -46,26 +46,27 @@
 -- accepted buyers' new totals written with one HSET at the end, as are its stock and sold
 -- counters (the script is atomic, so nobody sees the difference); a buyer's new total is
 -- the quantity string passed when the buyer had none, so the usual purchase formats no
--- number; a batch of one product with no set to probe is decided in locals with no table
--- per usual request, and its entry's buyers are the arguments joined; the blacklist and
--- revoked sets are only probed when one of them exists. A call also has a fixed cost, paid
--- once per batch and a large share of the whole at the batch sizes of real load (Redis builds
--- the KEYS and ARGV tables, runs the batch's commands, and turns their replies into Lua
--- tables and the answer into a reply, and Lua collects the garbage): so the batch's sizes are
--- not passed but follow from KEYS and ARGV; a batch of one product with no set to probe is
--- decided in straight-line code that creates no closure (each costs an allocation per
--- upvalue, and garbage) and no table per product; strings are converted by arithmetic, once
--- (Lua 5.1's tonumber converts twice), where a missing value would fail anyway; the answer is
--- one string (Redis converts a table field by field). Under `appendonly yes` the script's effects are replicated
--- command by command: a batch writes one HSET of totals per product, one XADD and one HSET
--- of counters per product, whatever its size.
+-- number; a batch of one product is decided in locals with no table per usual request, and
+-- its entry's buyers are the arguments joined; the blacklist and the revoked set are probed
+-- only when they exist, with one SMISMEMBER of the batch's buyers each. A call also has a
+-- fixed cost, paid once per batch and a large share of the whole at the batch sizes of real
+-- load (Redis builds the KEYS and ARGV tables, runs the batch's commands, turns their
+-- replies into Lua tables and the answer into a reply, and Lua collects the garbage): so the
+-- batch's sizes are not passed but follow from KEYS and ARGV; a batch of one product is
+-- decided in straight-line code that creates no closure with upvalues (each costs an
+-- allocation per upvalue, and garbage) and no table per product; strings are converted by
+-- arithmetic, once (Lua 5.1's tonumber converts twice), where a missing value would fail
+-- anyway; the answer is one string (Redis converts a table field by field). Under
+-- `appendonly yes` the script's effects are replicated command by command: a batch writes
+-- one HSET of totals per product, one XADD and one HSET of counters per product, whatever
+-- its size.
 -- Redis does not roll a failed script back: if any command fails, the totals and counters of
 -- the purchases already decided are written back, and their entry added, before the script
 -- aborts with that error, so every queued reservation always has its unit deducted and its
 -- buyer's total raised. A failure before the first purchase is decided (the reads before it
 -- run with redis.call, which raises) changes nothing; so does every failure of a batch of one
--- product with no set to probe that comes before its writes (its HMGET, or a stored total
--- that is not a whole number), since it is decided in locals and writes only at the end.
+-- product that comes before its writes (its reads, or a stored total that is not a whole
+-- number), since it is decided in locals and writes only at the end.
 
 local argv, keys = ARGV, KEYS
 local pcall_redis, format = redis.pcall, string.format
@@ -121,39 +122,64 @@ local function quantity_of(passed)
     end
     return quantity, passed
 end
--- Whether the blacklist or the revoked set exists (nil: not asked yet). Both are usually
--- empty, and an empty set does not exist: one EXISTS covers both.
-local sets
--- A batch of one product: its hash is read here, and with no set to probe the batch is
--- decided in straight-line code, in locals, with no table per usual request.
-local first
+-- The requests whose buyer is blacklisted ('B') or revoked ('I'), by request number, from one
+-- SMISMEMBER per set that exists; nil when neither does. Both are usually empty, and an empty
+-- set does not exist: one EXISTS covers both while they are. (Its arguments are passed, not
+-- taken as upvalues, which each cost the call an allocation.)
+local function probe_sets(blacklist, revoked, users, from, to)
+    local sets = redis.call('EXISTS', blacklist, revoked)
+    if sets == 0 then
+        return nil
+    end
+    local flags, listed = {}, nil
+    if sets == 2 or redis.call('EXISTS', blacklist) == 1 then
+        listed = redis.call('SMISMEMBER', blacklist, unpack(users, from, to))
+    end
+    if sets == 2 or not listed then
+        local r = redis.call('SMISMEMBER', revoked, unpack(users, from, to))
+        for i = 1, #r do
+            if r[i] == 1 then
+                flags[i] = 'I'
+            end
+        end
+    end
+    -- Blacklisted comes first.
+    for i = 1, listed and #listed or 0 do
+        if listed[i] == 1 then
+            flags[i] = 'B'
+        end
+    end
+    return flags
+end
+-- A batch of one product is decided in straight-line code, in locals, with no table per usual
+-- request.
 if m == 1 then
-    first = redis.call('HMGET', keys[5], 'stock', 'sold', 'limit', 'max_per_order', 'price')
-    local before = tonumber(first[1])
-    local stock = before
+    local first = redis.call('HMGET', keys[5], 'stock', 'sold', 'limit', 'max_per_order', 'price')
+    local stock = tonumber(first[1])
     if refusal then
         return string.rep((refusal ~= 'S' and not stock) and 'N' or refusal, n) .. (stock and ' ' .. first[1] or ' -1')
     end
     if not stock then
         return string.rep('N', n) .. ' -1'
     end
-    sets = redis.call('EXISTS', keys[3], keys[4]) > 0
-    if not sets then
-        local limit, max_per_order = first[3] + 0, first[4] + 0
-        local held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
-        -- The HSET of the accepted buyers' totals, its first `count` values in use; the
-        -- totals so far of the buyers of the unusual requests; the refused requests' verdicts.
-        local totals, count, pending, refused = { 'HSET', keys[6] }, 2, nil, nil
-        local accepted, units = 0, 0
-        -- The unusual requests come as triples in rising request order: `a` is the next one's.
-        local a = 3 + m
-        local next_unusual = e_count > 0 and argv[a] + 0
-        local quantities
-        for i = 1, n do
-            local code
-            local h = held[i]
-            if i ~= next_unusual then
-                -- One unit, and the buyer's only request in the batch.
+    local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, first_user + n)
+    local limit, max_per_order = first[3] + 0, first[4] + 0
+    local held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
+    -- The HSET of the accepted buyers' totals, its first `count` values in use; the totals so
+    -- far of the buyers of the unusual requests; the refused requests' verdicts.
+    local totals, count, pending, refused = { 'HSET', keys[6] }, 2, nil, nil
+    local accepted, units = 0, 0
+    -- The unusual requests come as triples in rising request order: `a` is the next one's.
+    local a = 3 + m
+    local next_unusual = e_count > 0 and argv[a] + 0
+    local quantities
+    for i = 1, n do
+        -- Blacklisted or revoked: its code; else decided below.
+        local code = flags and flags[i]
+        local h = held[i]
+        if i ~= next_unusual then
+            -- One unit, and the buyer's only request in the batch.
+            if not code then
                 local total = h and whole(h) + 1 or 1
                 if max_per_order < 1 or total > limit then
                     code = 'L'
@@ -164,92 +190,94 @@ if m == 1 then
                     totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
                     count = count + 2
                 end
-            else
-                local user, passed = argv[first_user + i], argv[a + 2]
-                a = a + 3
-                next_unusual = a < first_user and argv[a] + 0
-                local quantity, quantity_arg = quantity_of(passed)
-                pending = pending or {}
-                quantities = quantities or {}
-                h = pending[user] or h
-                if not quantity then
-                    code = 'R'
-                elseif quantity > max_per_order then
-                    code = 'L'
-                else
-                    local total = h and whole(h) + quantity or quantity
-                    if total > limit then
-                        code = 'L'
-                    elseif stock < quantity then
-                        code = 'O'
-                    else
-                        stock, accepted, units = stock - quantity, accepted + 1, units + quantity
-                        pending[user], quantities[i] = total, quantity_arg
-                        totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
-                        count = count + 2
-                    end
-                end
             end
-            if code then
-                refused = refused or {}
-                refused[i] = code
-            end
-        end
-        -- The writes: the buyers' totals, the entry, the counters. A failed one does not stop
-        -- the others (every queued reservation keeps its unit deducted and its buyer's total);
-        -- the first failure is raised after them.
-        local failure, entry_id = nil, ''
-        if accepted > 0 then
-            local r = pcall_redis(unpack(totals, 1, count))
-            if type(r) == 'table' then
-                failure = r.err
-            end
-            local users, amounts
-            if not refused and e_count == 0 then
-                users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
-            else
-                local buyers, bought, k = {}, {}, 0
-                for i = 1, n do
-                    if not (refused and refused[i]) then
-                        k = k + 1
-                        buyers[k], bought[k] = argv[first_user + i], quantities and quantities[i] or '1'
-                    end
-                end
-                users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
-            end
-            entry_id = pcall_redis('XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms),
-                'product', argv[2], 'price', first[5], 'buyers', users, 'quantities', amounts)
-            if type(entry_id) == 'table' then
-                failure, entry_id = failure or entry_id.err, ''
-            end
-            pcall_redis('HSET', keys[5], 'stock', format('%d', stock), 'sold', format('%d', (tonumber(first[2]) or 0) + units))
-            if failure then
-                error(failure, 0)
-            end
-        end
-        local verdicts
-        if not refused then
-            verdicts = string.rep('.', n)
         else
-            local codes = {}
-            for i = 1, n do
-                codes[i] = refused[i] or '.'
+            local user, passed = argv[first_user + i], argv[a + 2]
+            a = a + 3
+            next_unusual = a < first_user and argv[a] + 0
+            local quantity, quantity_arg = quantity_of(passed)
+            pending = pending or {}
+            quantities = quantities or {}
+            h = pending[user] or h
+            if code then
+                -- Decided above.
+            elseif not quantity then
+                code = 'R'
+            elseif quantity > max_per_order then
+                code = 'L'
+            else
+                local total = h and whole(h) + quantity or quantity
+                if total > limit then
+                    code = 'L'
+                elseif stock < quantity then
+                    code = 'O'
+                else
+                    stock, accepted, units = stock - quantity, accepted + 1, units + quantity
+                    pending[user], quantities[i] = total, quantity_arg
+                    totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
+                    count = count + 2
+                end
             end
-            verdicts = table.concat(codes)
         end
-        if accepted > 0 then
-            return verdicts .. ' ' .. first[1] .. ' ' .. entry_id
+        if code then
+            refused = refused or {}
+            refused[i] = code
         end
-        return verdicts .. ' ' .. first[1]
     end
+    -- The writes: the buyers' totals, the entry, the counters. A failed one does not stop the
+    -- others (every queued reservation keeps its unit deducted and its buyer's total); the
+    -- first failure is raised after them.
+    local failure, entry_id = nil, ''
+    if accepted > 0 then
+        local r = pcall_redis(unpack(totals, 1, count))
+        if type(r) == 'table' then
+            failure = r.err
+        end
+        local users, amounts
+        if not refused and e_count == 0 then
+            users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
+        else
+            local buyers, bought, k = {}, {}, 0
+            for i = 1, n do
+                if not (refused and refused[i]) then
+                    k = k + 1
+                    buyers[k], bought[k] = argv[first_user + i], quantities and quantities[i] or '1'
+                end
+            end
+            users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
+        end
+        entry_id = pcall_redis('XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms),
+            'product', argv[2], 'price', first[5], 'buyers', users, 'quantities', amounts)
+        -- A string's .err is nil (the string library), an error reply's its message.
+        if entry_id.err then
+            failure, entry_id = failure or entry_id.err, ''
+        end
+        pcall_redis('HSET', keys[5], 'stock', format('%d', stock), 'sold', format('%d', (tonumber(first[2]) or 0) + units))
+        if failure then
+            error(failure, 0)
+        end
+    end
+    local verdicts
+    if not refused then
+        verdicts = string.rep('.', n)
+    else
+        local codes = {}
+        for i = 1, n do
+            codes[i] = refused[i] or '.'
+        end
+        verdicts = table.concat(codes)
+    end
+    if accepted > 0 then
+        return verdicts .. ' ' .. first[1] .. ' ' .. entry_id
+    end
+    return verdicts .. ' ' .. first[1]
 end
 
--- Every other batch: several products, or a set to probe.
+-- A batch of several products.
 -- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty,
 -- held, slot, pending, totals, count} (stock == nil: no such product). held is the HMGET reply
--- of its buyers' totals; slot[i] is request i's place in it (nil with one product: request
--- i's own number); pending[user] the buyer's total after this batch's accepted purchases, for
--- the buyers who need one (see ARGV[4+M]); totals the HSET writing the accepted buyers'
+-- of its buyers' totals; slot[i] is request i's place in it; pending[user] the buyer's total
+-- after this batch's accepted purchases, for the buyers who need one (see ARGV[2+M]); totals the HSET writing the accepted buyers'
 -- totals back, its first `count` arguments after the key in use.
 local products = {}
 -- Runs a command; a failed one is raised as a plain Lua error, which the pcall around the
@@ -286,8 +314,7 @@ end
 local reply = { '' }
 for j = 1, m do
     local key, bought_key = keys[3 + 2 * j], keys[4 + 2 * j]
-    local h = first or redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
-    first = nil
+    local h = redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
     local stock = tonumber(h[1])
     products[j] = { key = key, bought_key = bought_key, id = argv[1 + j],
         stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
@@ -311,13 +338,7 @@ if refusal then
     reply[1] = table.concat(codes)
     return table.concat(reply, ' ')
 end
-if sets == nil then
-    sets = redis.call('EXISTS', keys[3], keys[4]) > 0
-end
-local check_blacklist, check_revoked = false, false
-if sets then
-    check_blacklist, check_revoked = redis.call('EXISTS', keys[3]) == 1, redis.call('EXISTS', keys[4]) == 1
-end
+local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, first_user + n)
 local codes = {}
 local entry = { 'XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms) }
 local buyers, bought = {}, {}
@@ -334,21 +355,17 @@ local function close_run()
 end
 -- Reads the totals of the batch's buyers of product p (at place j) with one HMGET.
 local function fetch(p, j)
-    if m == 1 then
-        p.held = call('HMGET', p.bought_key, unpack(argv, first_user + 1, first_user + n))
-    else
-        local users, slot, count = {}, {}, 0
-        for i = 1, n do
-            if (places[i] or 1) == j then
-                count = count + 1
-                users[count], slot[i] = argv[first_user + i], count
-            end
+    local users, slot, count = {}, {}, 0
+    for i = 1, n do
+        if (places[i] or 1) == j then
+            count = count + 1
+            users[count], slot[i] = argv[first_user + i], count
         end
-        p.held, p.slot = call('HMGET', p.bought_key, unpack(users, 1, count)), slot
     end
+    p.held, p.slot = call('HMGET', p.bought_key, unpack(users, 1, count)), slot
 end
 -- Decides every request in order; codes[i] is request i's verdict character. Returns the
--- verdicts. A usual request's buyer is alone in the batch (see ARGV[4+M]): only the unusual
+-- verdicts. A usual request's buyer is alone in the batch (see ARGV[2+M]): only the unusual
 -- requests' buyers are kept in pending.
 local function decide_all()
     for i = 1, n do
@@ -363,10 +380,8 @@ local function decide_all()
         local stock = p.stock
         if not stock then
             code = 'N'
-        elseif check_blacklist and call('SISMEMBER', keys[3], user) == 1 then
-            code = 'B'
-        elseif check_revoked and call('SISMEMBER', keys[4], user) == 1 then
-            code = 'I'
+        elseif flags and flags[i] then
+            code = flags[i]
         elseif not quantity then
             code = 'R'
         elseif quantity > p.max_per_order then
@@ -378,8 +393,7 @@ local function decide_all()
                 if not p.held then
                     fetch(p, place or 1)
                 end
-                local slot = p.slot
-                held = p.held[slot and slot[i] or i]
+                held = p.held[p.slot[i]]
             end
             local total = held and whole(held) + quantity or quantity
             if total > p.limit then

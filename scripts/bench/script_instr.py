@@ -8,6 +8,7 @@ usage: script_instr.py PORT LAYOUT SCRIPT N BATCH VALGRIND_PID
 LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ignored)
         current lua/reserve.lua's arguments today (one user id per usual purchase)
         counts  the arguments before the batch's sizes were dropped (N and M passed first)
+        blacklist  current, with a blacklist that holds a user (not one of the buyers)
         token   the arguments before issue 20 (a token key and four values per purchase)
 """
 import socket
@@ -54,6 +55,8 @@ cmd("FLUSHALL")
 cmd("HSET", ACT, "id", 1, "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
 cmd("HSET", PRODUCT, "id", 1, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99")
 cmd("SET", "naive:stock", 100000000)
+if layout == "blacklist":
+    cmd("SADD", BLACK, "nobody")
 if layout == "token":
     for i in range(0, n, 1000):
         sock.sendall(b"".join(enc("SET", P + ":token:" + u, "t") for u in users[i:i + 1000]))

@@ -268,7 +268,7 @@ async fn several_products_or_a_blacklist_match_one_by_one() {
     batched.finish().await;
     single.finish().await;
 
-    // One product, with the blacklist set present: decided by the general loop.
+    // One product, with the blacklist set present: probed once per batch (SMISMEMBER).
     let batched = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
     let single = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
     for sale in [&batched, &single] {
@@ -284,6 +284,81 @@ async fn several_products_or_a_blacklist_match_one_by_one() {
         ["ok", "blacklisted", "ok", "limit_exceeded", "ok", "sold_out"]
     );
     assert_eq!(state(&batched, 0).await, state(&single, 0).await);
+    batched.finish().await;
+    single.finish().await;
+}
+
+/// With both the blacklist and the revoked set present, each probed once per batch: a listed
+/// buyer is refused before any other check (blacklisted before revoked), in the usual and the
+/// unusual requests alike, in a batch of one product and one of two, and the rest are decided
+/// as one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blacklisted_and_revoked_buyers_match_one_by_one() {
+    let products = vec![spec(4, 2, 2), spec(4, 2, 2)];
+    let batched = TestApp::builder().sale(products.clone()).build().await;
+    let single = TestApp::builder().sale(products).build().await;
+    for sale in [&batched, &single] {
+        seckill::ops::blacklist::add(&sale.db, &sale.redis, "z", "bot")
+            .await
+            .unwrap();
+        seckill::ops::token::revoke(&sale.redis, sale.activity, "r")
+            .await
+            .unwrap();
+        seckill::ops::token::revoke(&sale.redis, sale.activity, "z")
+            .await
+            .unwrap();
+    }
+    let one = [
+        (0, "a", 1),
+        (0, "z", 1),
+        (0, "r", 1),
+        (0, "r", 2),
+        (0, "z", 3),
+        (0, "b", 2),
+        (0, "a", 1),
+    ];
+    let a = run_mixed(&batched, &one, true).await;
+    assert_eq!(a, run_mixed(&single, &one, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        [
+            "ok",
+            "blacklisted",
+            "invalid_token",
+            "invalid_token",
+            "blacklisted",
+            "ok",
+            "ok"
+        ]
+    );
+    let two = [
+        (1, "r", 1),
+        (0, "c", 1),
+        (1, "z", 1),
+        (1, "d", 2),
+        (0, "r", 1),
+        (1, "d", 1),
+    ];
+    let a = run_mixed(&batched, &two, true).await;
+    assert_eq!(a, run_mixed(&single, &two, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        [
+            "invalid_token",
+            "sold_out",
+            "blacklisted",
+            "ok",
+            "invalid_token",
+            "limit_exceeded"
+        ]
+    );
+    for index in 0..2 {
+        assert_eq!(
+            state(&batched, index).await,
+            state(&single, index).await,
+            "product {index}"
+        );
+    }
     batched.finish().await;
     single.finish().await;
 }
