@@ -87,22 +87,38 @@ for j = 1, m do
     replies[1 + j] = p.price
 end
 
-local check_blacklist = redis.call('SCARD', KEYS[4]) > 0
--- An empty set does not exist: while nobody is revoked, no purchase probes it.
-local check_revoked = redis.call('EXISTS', KEYS[5]) == 1
+local first_arg = 8 + 2 * m
+-- Each request's buyer's answer (1: a member) from the blacklist and from the revoked set,
+-- nil for a set that does not exist: one SMISMEMBER per set over the call's buyers, not a
+-- SISMEMBER per purchase. An empty set does not exist: while both are, one EXISTS is all.
+local blacklisted, revoked
+local sets = gate_verdict and 0 or redis.call('EXISTS', KEYS[4], KEYS[5])
+if sets > 0 then
+    local users = {}
+    for i = 1, n do
+        users[i] = ARGV[first_arg + (i - 1) * 3 + 1]
+    end
+    local has_blacklist = sets == 2 or redis.call('EXISTS', KEYS[4]) == 1
+    if has_blacklist then
+        blacklisted = redis.call('SMISMEMBER', KEYS[4], unpack(users))
+    end
+    if sets == 2 or not has_blacklist then
+        revoked = redis.call('SMISMEMBER', KEYS[5], unpack(users))
+    end
+end
 
 local entry = bucket_entry(KEYS[1], activity, now_ms)
 
--- The verdict and remaining stock of one request.
-local function decide(p, user, quantity_arg)
+-- The verdict and remaining stock of request i.
+local function decide(i, p, user, quantity_arg)
     local quantity = tonumber(quantity_arg)
     if not p.stock then
         return 'not_found', -1
     elseif gate_verdict then
         return gate_verdict, p.stock
-    elseif check_blacklist and redis.call('SISMEMBER', KEYS[4], user) == 1 then
+    elseif blacklisted and blacklisted[i] == 1 then
         return 'blacklisted', p.stock
-    elseif check_revoked and redis.call('SISMEMBER', KEYS[5], user) == 1 then
+    elseif revoked and revoked[i] == 1 then
         return 'invalid_token', p.stock
     elseif not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
         return 'bad_request', p.stock
@@ -125,7 +141,6 @@ local function decide(p, user, quantity_arg)
     return entry.queue(p, user, quantity_arg), p.stock
 end
 
-local first_arg = 8 + 2 * m
 -- Each product's buyers' totals, read with one HMGET per product and written back with one
 -- HSET (the script is atomic: nobody sees the difference), not a command per purchase.
 for _, p in ipairs(products) do
@@ -159,7 +174,7 @@ if not gate_verdict then
 end
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
-    replies[m + 2 * i], replies[m + 2 * i + 1] = decide(products[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2])
+    replies[m + 2 * i], replies[m + 2 * i + 1] = decide(i, products[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2])
 end
 
 for _, p in ipairs(products) do

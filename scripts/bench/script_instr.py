@@ -9,6 +9,7 @@ LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ign
         current lua/reserve.lua's arguments today (one user id per usual purchase)
         counts  the arguments before the batch's sizes were dropped (N and M passed first)
         blacklist  current, with a blacklist that holds a user (not one of the buyers)
+        two     current, every other purchase of a second product (a batch of two products)
         token   the arguments before issue 20 (a token key and four values per purchase)
 """
 import socket
@@ -50,10 +51,12 @@ def cmd(*args):
 P = "cost:{a:1}"
 ACT, ORDERS, BLACK, REVOKED = P + ":activity", P + ":orders", P + ":blacklist", P + ":revoked"
 PRODUCT, BOUGHT = P + ":product:1", P + ":bought:1"
+PRODUCT2, BOUGHT2 = P + ":product:2", P + ":bought:2"
 users = ["u%d" % i for i in range(n)]
 cmd("FLUSHALL")
 cmd("HSET", ACT, "id", 1, "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
-cmd("HSET", PRODUCT, "id", 1, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99")
+for key, id in ((PRODUCT, 1), (PRODUCT2, 2)):
+    cmd("HSET", key, "id", id, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99")
 cmd("SET", "naive:stock", 100000000)
 if layout == "blacklist":
     cmd("SADD", BLACK, "nobody")
@@ -73,6 +76,10 @@ def calls(chunk):
         args = [len(chunk), 1, 0, 1]
         for u in chunk:
             args += [1, u, 1, "t"]
+    elif layout == "two":
+        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, PRODUCT2, BOUGHT2]
+        second = list(range(2, len(chunk) + 1, 2))
+        args = [0, 1, 2, len(second)] + [v for i in second for v in (i, 2, 1)] + chunk
     else:
         keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT]
         args = ([len(chunk), 1] if layout == "counts" else []) + [0, 1, 0] + chunk
@@ -95,6 +102,9 @@ while in_flight:
     read()
     in_flight -= 1
 subprocess.run(["callgrind_control", "-d", vpid], capture_output=True, check=True)
-sold = cmd("HGET", PRODUCT, "sold") if layout != "naive" else b"%d" % (100000000 - int(cmd("GET", "naive:stock")))
+if layout == "naive":
+    sold = 100000000 - int(cmd("GET", "naive:stock"))
+else:
+    sold = int(cmd("HGET", PRODUCT, "sold")) + int(cmd("HGET", PRODUCT2, "sold"))
 if int(sold) != n:
     sys.exit("script_instr: %s sold %s of %d" % (script, sold, n))
