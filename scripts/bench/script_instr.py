@@ -10,6 +10,8 @@ LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ign
         counts  the arguments before the batch's sizes were dropped (N and M passed first)
         blacklist  current, with a blacklist that holds a user (not one of the buyers)
         two     current, every other purchase of a second product (a batch of two products)
+        bucket  lua/bucket_buy.lua's arguments (SCRIPT: that file, lua/lib/bucket_entry.lua is put
+                in front of it as src/scripts.rs does), one product in bucket 0 of 4
         token   the arguments before issue 20 (a token key and four values per purchase)
 """
 import socket
@@ -60,12 +62,19 @@ for key, id in ((PRODUCT, 1), (PRODUCT2, 2)):
 cmd("SET", "naive:stock", 100000000)
 if layout == "blacklist":
     cmd("SADD", BLACK, "nobody")
+B = "cost:{a:1:b:0}"
+if layout == "bucket":
+    cmd("HSET", B + ":gate", "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
+    cmd("HSET", B + ":product:1", "id", 1, "stock", 100000000, "sold", 0, "shards", 4, "limit", 1, "max_per_order", 1, "price", "9.99")
 if layout == "token":
     for i in range(0, n, 1000):
         sock.sendall(b"".join(enc("SET", P + ":token:" + u, "t") for u in users[i:i + 1000]))
         for _ in users[i:i + 1000]:
             read()
-sha = cmd("SCRIPT", "LOAD", open(script).read()).decode()
+source = open(script).read()
+if layout == "bucket":
+    source = open("lua/lib/bucket_entry.lua").read() + source
+sha = cmd("SCRIPT", "LOAD", source).decode()
 
 
 def calls(chunk):
@@ -76,6 +85,9 @@ def calls(chunk):
         args = [len(chunk), 1, 0, 1]
         for u in chunk:
             args += [1, u, 1, "t"]
+    elif layout == "bucket":
+        keys = [B + ":orders", B + ":seq", B + ":gate", B + ":blacklist", B + ":revoked", B + ":product:1", B + ":bought:1"]
+        args = [1, 0, 1 << 40, len(chunk), 1, 0, 1, 1, 4] + [v for u in chunk for v in (1, u, 1)]
     elif layout == "two":
         keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, PRODUCT2, BOUGHT2]
         second = list(range(2, len(chunk) + 1, 2))
@@ -104,6 +116,8 @@ while in_flight:
 subprocess.run(["callgrind_control", "-d", vpid], capture_output=True, check=True)
 if layout == "naive":
     sold = 100000000 - int(cmd("GET", "naive:stock"))
+elif layout == "bucket":
+    sold = int(cmd("HGET", B + ":product:1", "sold"))
 else:
     sold = int(cmd("HGET", PRODUCT, "sold")) + int(cmd("HGET", PRODUCT2, "sold"))
 if int(sold) != n:
