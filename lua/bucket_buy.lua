@@ -109,84 +109,91 @@ end
 
 local entry = bucket_entry(KEYS[1], activity, now_ms)
 
--- The verdict and remaining stock of request i.
-local function decide(i, p, user, quantity_arg)
-    local quantity = tonumber(quantity_arg)
-    if not p.stock then
-        return 'not_found', -1
-    elseif gate_verdict then
-        return gate_verdict, p.stock
-    elseif blacklisted and blacklisted[i] == 1 then
-        return 'blacklisted', p.stock
-    elseif revoked and revoked[i] == 1 then
-        return 'invalid_token', p.stock
-    elseif not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
-        return 'bad_request', p.stock
-    elseif quantity > p.max_per_order then
-        return 'limit_exceeded', p.stock
-    end
-    local total = (p.totals[user] or 0) + quantity
-    if total > p.limit then
-        return 'limit_exceeded', p.stock
-    end
-    if not p.changed[user] then
-        p.changed[user] = true
-        p.changed_users[#p.changed_users + 1] = user
-    end
-    p.totals[user] = total
-    if not take or p.stock < quantity then
-        return 'short', p.stock
-    end
-    p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
-    return entry.queue(p, user, quantity_arg), p.stock
-end
-
 -- Each product's buyers' totals, read with one HMGET per product and written back with one
--- HSET (the script is atomic: nobody sees the difference), not a command per purchase.
+-- HSET (the script is atomic: nobody sees the difference), not a command per purchase. The
+-- HMGET names every request's buyer (a buyer twice, twice): slot[i] is request i's place in
+-- its product's reply. set is the product's HSET, at[user] the place of the buyer's new total
+-- in it and total[at] that total as a number, for a buyer asking twice in the call.
+local slot = {}
 for _, p in ipairs(products) do
-    p.totals, p.changed, p.changed_users = {}, {}, {}
+    p.users, p.set, p.at, p.total = {}, { 'HSET', p.bought_key }, {}, {}
 end
 if not gate_verdict then
-    local users = {}
     for i = 1, n do
         local a = first_arg + (i - 1) * 3
-        local j = tonumber(ARGV[a])
-        if products[j].stock then
-            local list = users[j]
-            if not list then
-                list = { seen = {} }
-                users[j] = list
-            end
-            local user = ARGV[a + 1]
-            if not list.seen[user] then
-                list.seen[user] = true
-                list[#list + 1] = user
-            end
+        local p = products[m == 1 and 1 or tonumber(ARGV[a])]
+        if p.stock then
+            local users = p.users
+            local k = #users + 1
+            users[k], slot[i] = ARGV[a + 1], k
         end
     end
-    for j, list in pairs(users) do
-        local held = redis.call('HMGET', products[j].bought_key, unpack(list))
-        local totals = products[j].totals
-        for k, user in ipairs(list) do
-            totals[user] = tonumber(held[k])
+    for _, p in ipairs(products) do
+        if p.users[1] then
+            p.held = redis.call('HMGET', p.bought_key, unpack(p.users))
         end
     end
 end
+local floor, format = math.floor, string.format
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
-    replies[m + 2 * i], replies[m + 2 * i + 1] = decide(i, products[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2])
+    local p = products[m == 1 and 1 or tonumber(ARGV[a])]
+    local user, quantity_arg = ARGV[a + 1], ARGV[a + 2]
+    local stock = p.stock
+    local verdict
+    if not stock then
+        verdict, stock = 'not_found', -1
+    elseif gate_verdict then
+        verdict = gate_verdict
+    elseif blacklisted and blacklisted[i] == 1 then
+        verdict = 'blacklisted'
+    elseif revoked and revoked[i] == 1 then
+        verdict = 'invalid_token'
+    else
+        local quantity = quantity_arg == '1' and 1 or tonumber(quantity_arg)
+        if not quantity or quantity < 1 or quantity ~= floor(quantity) then
+            verdict = 'bad_request'
+        elseif quantity > p.max_per_order then
+            verdict = 'limit_exceeded'
+        else
+            local set, at = p.set, p.at[user]
+            local before
+            if at then
+                before = p.total[at]
+            else
+                before = tonumber(p.held[slot[i]]) or 0
+            end
+            local total = before + quantity
+            if total > p.limit then
+                verdict = 'limit_exceeded'
+            else
+                if not at then
+                    at = #set + 2
+                    set[at - 1] = user
+                    p.at[user] = at
+                end
+                p.total[at] = total
+                -- A first purchase of one unit writes the quantity passed, not a formatted one.
+                set[at] = (total == 1 and quantity_arg == '1') and quantity_arg or format('%d', total)
+                if not take or stock < quantity then
+                    verdict = 'short'
+                else
+                    stock = stock - quantity
+                    p.stock, p.sold, p.dirty = stock, p.sold + quantity, true
+                    verdict = entry.queue(p, user, quantity_arg)
+                end
+            end
+        end
+    end
+    replies[m + 2 * i], replies[m + 2 * i + 1] = verdict, stock
 end
 
 for _, p in ipairs(products) do
-    if #p.changed_users > 0 then
-        local set = { 'HSET', p.bought_key }
-        for _, user in ipairs(p.changed_users) do
-            set[#set + 1], set[#set + 2] = user, string.format('%d', p.totals[user])
-        end
-        redis.call(unpack(set))
+    if p.set[3] then
+        redis.call(unpack(p.set))
     end
     if p.dirty then
-        redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+        redis.call('HSET', p.key, 'stock', format('%d', p.stock), 'sold', format('%d', p.sold))
     end
 end
 if entry.queued() > 0 then
