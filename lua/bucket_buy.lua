@@ -46,13 +46,15 @@
 -- are written before the XADD: should it fail, the units stay withdrawn and the totals raised
 -- (reconcile reports them) rather than queued without being deducted.
 
-local activity, bucket, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n, m, min_seq, take = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+-- Strings are converted by arithmetic (once; Lua 5.1's tonumber converts twice) where a
+-- missing value would fail anyway.
+local activity, bucket, base = ARGV[1], ARGV[2] + 0, ARGV[3] + 0
+local n, m, min_seq, take = ARGV[4] + 0, ARGV[5] + 0, ARGV[6], ARGV[7] == '1'
 
 local gate = redis.call('HMGET', KEYS[3], 'status', 'start_ms', 'end_ms', 'persist_seq')
-local status, start_ms, end_ms = gate[1], tonumber(gate[2]), tonumber(gate[3])
+local status = gate[1]
 local gate_verdict
-if not status or status == 'lost' or (tonumber(gate[4]) or 0) < min_seq then
+if not status or status == 'lost' or (min_seq ~= '0' and (tonumber(gate[4]) or 0) < min_seq + 0) then
     -- No gate where the bucket is loaded: this primary lost its keys; sell nothing here.
     gate_verdict = 'suspended'
 elseif status == 'paused' or status == 'ended' then
@@ -62,27 +64,33 @@ elseif status ~= 'online' then
 end
 
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local us = t[2] + 0
+local now_ms = t[1] * 1000 + (us - us % 1000) / 1000
 if not gate_verdict then
-    if now_ms < start_ms then
+    if now_ms < gate[2] + 0 then
         gate_verdict = 'not_started'
-    elseif now_ms >= end_ms then
+    elseif now_ms >= gate[3] + 0 then
         gate_verdict = 'ended'
     end
 end
 
-local replies = { '' }
+-- The answer, 1 + M + 2N values: made that size at once (every value is replaced below) rather
+-- than grown, which rehashes it at every power of two.
+local replies = { unpack(ARGV, 1, 1 + m + 2 * n) }
+replies[1] = ''
 local products = {}
 for j = 1, m do
     local key = KEYS[4 + 2 * j]
     local h = redis.call('HMGET', key, 'stock', 'sold', 'shards', 'limit', 'max_per_order', 'price')
     local p = { key = key, bought_key = KEYS[5 + 2 * j], id = ARGV[6 + 2 * j], stock = tonumber(h[1]),
         sold = tonumber(h[2]) or 0, limit = tonumber(h[4]), max_per_order = tonumber(h[5]),
-        price = h[6] or '', dirty = false }
+        price = h[6] or '' }
     if not p.stock or h[3] ~= ARGV[7 + 2 * j] or not p.limit or not p.max_per_order then
         p.stock = nil
         p.price = ''
     end
+    -- The units taken in this call are stock_before - stock at the end, and as many sold.
+    p.stock_before = p.stock
     products[j] = p
     replies[1 + j] = p.price
 end
@@ -150,8 +158,14 @@ for i = 1, n do
     elseif revoked and revoked[i] == 1 then
         verdict = 'invalid_token'
     else
-        local quantity = quantity_arg == '1' and 1 or tonumber(quantity_arg)
-        if not quantity or quantity < 1 or quantity ~= floor(quantity) then
+        local quantity = 1
+        if quantity_arg ~= '1' then
+            quantity = tonumber(quantity_arg)
+            if quantity and (quantity < 1 or quantity ~= floor(quantity)) then
+                quantity = nil
+            end
+        end
+        if not quantity then
             verdict = 'bad_request'
         elseif quantity > p.max_per_order then
             verdict = 'limit_exceeded'
@@ -179,7 +193,7 @@ for i = 1, n do
                     verdict = 'short'
                 else
                     stock = stock - quantity
-                    p.stock, p.sold, p.dirty = stock, p.sold + quantity, true
+                    p.stock = stock
                     verdict = entry.queue(p, user, quantity_arg)
                 end
             end
@@ -192,8 +206,9 @@ for _, p in ipairs(products) do
     if p.set[3] then
         redis.call(unpack(p.set))
     end
-    if p.dirty then
-        redis.call('HSET', p.key, 'stock', format('%d', p.stock), 'sold', format('%d', p.sold))
+    local taken = p.stock and p.stock_before - p.stock or 0
+    if taken > 0 then
+        redis.call('HSET', p.key, 'stock', format('%d', p.stock), 'sold', format('%d', p.sold + taken))
     end
 end
 if entry.queued() > 0 then
