@@ -277,8 +277,9 @@ end
 -- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty,
 -- held, slot, pending, totals, count} (stock == nil: no such product). held is the HMGET reply
 -- of its buyers' totals; slot[i] is request i's place in it; pending[user] the buyer's total
--- after this batch's accepted purchases, for the buyers who need one (see ARGV[2+M]); totals the HSET writing the accepted buyers'
--- totals back, its first `count` arguments after the key in use.
+-- after this batch's accepted purchases, for the buyers who need one (see ARGV[2+M]); totals
+-- the HSET writing the accepted buyers' totals back, its first `count` arguments after the key
+-- in use.
 local products = {}
 -- Runs a command; a failed one is raised as a plain Lua error, which the pcall around the
 -- batch below catches to write the counters back before the script aborts.
