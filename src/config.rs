@@ -290,11 +290,15 @@ pub struct FunnelConfig {
     /// one batch and Redis's turn for another overlap (see README, Running Redis for a flash
     /// sale, for the measurement that chose 2).
     pub batch_pipeline_aof_always: usize,
-    /// Group commit delay under `redis.durability: aof_always`, in microseconds: a batch
-    /// smaller than the purchases expected (those queued while the last call was out, plus
-    /// the buyers it just answered) waits up to this long for them, since every call then
-    /// costs Redis one fsync whatever its size. Ignored under the other policies; 0: never wait.
+    /// Group commit delay, in microseconds: a batch smaller than the purchases expected (those
+    /// queued while the last call was out, plus the buyers it just answered, who usually come
+    /// straight back) waits up to this long for them. Under load the batches grow several
+    /// times over and each call's fixed cost in Redis is shared by that many more purchases;
+    /// a lone buyer after a lone buyer expects nobody and never waits. 0: never wait.
     pub batch_linger_us: u64,
+    /// The group commit delay under `redis.durability: aof_always`, in place of
+    /// `batch_linger_us`: every call then also costs Redis one fsync whatever its size.
+    pub batch_linger_us_aof_always: u64,
 }
 
 impl FunnelConfig {
@@ -304,6 +308,14 @@ impl FunnelConfig {
             Durability::AofAlways => self.batch_pipeline_aof_always,
             _ => self.batch_pipeline,
         }
+    }
+
+    /// How long a short batch waits for the purchases expected under `durability`.
+    pub fn linger_under(&self, durability: Durability) -> Duration {
+        Duration::from_micros(match durability {
+            Durability::AofAlways => self.batch_linger_us_aof_always,
+            _ => self.batch_linger_us,
+        })
     }
 }
 
@@ -327,7 +339,8 @@ impl Default for FunnelConfig {
             batch_max: 128,
             batch_pipeline: 1,
             batch_pipeline_aof_always: 2,
-            batch_linger_us: 1500,
+            batch_linger_us: 500,
+            batch_linger_us_aof_always: 1500,
         }
     }
 }
@@ -562,6 +575,9 @@ impl Config {
         }
         if self.funnel.batch_linger_us > 100_000 {
             return bad("funnel.batch_linger_us", "must be 0..=100000 (µs)");
+        }
+        if self.funnel.batch_linger_us_aof_always > 100_000 {
+            return bad("funnel.batch_linger_us_aof_always", "must be 0..=100000 (µs)");
         }
         if !(10..=60_000).contains(&self.scheduler.tick_ms) {
             return bad("scheduler.tick_ms", "must be 10..=60000 (ms)");

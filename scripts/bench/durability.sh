@@ -24,7 +24,7 @@
 #   SETUPS ("none everysec always replica"; a set-up NAME+V runs NAME's Redis with the extra
 #   config lines of $FUNNEL_V under `funnel:` and $CONSUMER_V under `consumer:`, and the
 #   binary $BIN_V when set, e.g. SETUPS="none always always+nolinger" FUNNEL_nolinger=
-#   "batch_linger_us: 0"), BUILD (1; 0 takes target/release/seckill as it is), FSYNC_TRACE
+#   "batch_linger_us_aof_always: 0"), BUILD (1; 0 takes target/release/seckill as it is), FSYNC_TRACE
 #   (1; 0 leaves perf out). MySQL: the server the application's URL names (scripts/urls.sh),
 #   in a database of its own. Writes target/bench/durability.md.
 set -euo pipefail

@@ -4,8 +4,11 @@
 # examples/naive_server.rs, all driven by the same wrk buy script (scripts/bench/buy.lua, which
 # builds each request: a fresh user with a valid token), in alternated rounds (naive, then
 # each thread count), ROUNDS (5) rounds of BENCH_SECS (6) s each. Per round and server: buys/s,
-# the ratio to the naive server of the same round, p99, and Redis CPU per purchase (`INFO cpu`,
-# server-wide: other clients of the same Redis count too). Prints the medians at the end.
+# the ratio to the naive server of the same round, p99, purchases per group-commit call, and
+# Redis CPU per purchase (`INFO cpu`, server-wide: other clients of the same Redis count too).
+# Prints the medians at the end. An entry `T+NAME` of THREAD_COUNTS is a variant of its own:
+# T threads, with FUNNEL_NAME's line(s) added under `funnel:` and ENV_NAME's NAME=value
+# words in serve's environment, e.g. THREAD_COUNTS="1 1+big" FUNNEL_big="batch_max: 256".
 # Own database and key prefix (BENCH_DB=seckill_threads, BENCH_PREFIX=bthreads), servers on
 # BENCH_PORT (18180) and up; everything is removed afterwards, also on failure.
 set -euo pipefail
@@ -24,7 +27,7 @@ WORK=$(mktemp -d)
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_URL SECKILL_TOKEN_SECRET \
     SECKILL_REDIS_DURABILITY SECKILL_HTTP_THREADS
-# Config for thread count $1 on port $2.
+# Config for thread count $1 on port $2; funnel lines $3 (a variant's, see THREAD_COUNTS).
 config() {
     cat <<CFG
 database:
@@ -41,6 +44,7 @@ token:
 funnel:
   global_rps: 0
   per_user_rps: 0
+${3:+  $3}
 CFG
 }
 config 0 "$BENCH_PORT" >"$WORK/config.yaml"
@@ -72,6 +76,12 @@ oks() {
         /^seckill_requests_total\{/ && index($0, "route=\"/api/v1/buy\"") && index($0, "code=\"ok\"") { n += $NF }
         END { printf "%d", n }'
 }
+# "count sum" of the server on port $1's group-commit batch sizes so far.
+batches() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk '
+        /^seckill_group_commit_batch_size_count/ { c += $NF } /^seckill_group_commit_batch_size_sum/ { s += $NF }
+        END { printf "%d %d", c, s }'
+}
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) ; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
 p99() { to_ms "$(awk '$1 == "99%" { print $2; exit }' "$1")"; }
 rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
@@ -97,8 +107,11 @@ port=$BENCH_PORT
 declare -A PORT
 for t in $THREAD_COUNTS; do
     port=$((port + 1)); PORT[$t]=$port
-    config "$t" "$port" >"$WORK/config.$t.yaml"
-    RUST_LOG=warn "$S" --config "$WORK/config.$t.yaml" serve >"$WORK/serve.$t.log" 2>&1 &
+    variant=${t#*+}; [ "$variant" = "$t" ] && variant=""
+    funnel_var="FUNNEL_$variant"; env_var="ENV_$variant"
+    config "${t%%+*}" "$port" "${variant:+${!funnel_var:-}}" >"$WORK/config.$t.yaml"
+    # shellcheck disable=SC2086 # ENV_<variant> is a list of NAME=value words
+    env ${variant:+${!env_var:-}} RUST_LOG=warn "$S" --config "$WORK/config.$t.yaml" serve >"$WORK/serve.$t.log" 2>&1 &
     PIDS+=($!)
     wait_for "$port"
 done
@@ -108,22 +121,24 @@ PIDS+=($!)
 wait_for "$NAIVE_PORT"
 wrk_buys() { TOKENS="$WORK/tokens.csv" PRODUCT=$2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency -s scripts/bench/buy.lua "$1" >"$3"; }
 
-declare -A RATIO US P99
+declare -A RATIO US P99 BATCH CPU_RATIO
 NAIVE=()
 for r in $(seq "$ROUNDS"); do
     redis_cli set "$BENCH_PREFIX:naive:stock:1" 100000000 >/dev/null
     c0=$(redis_cpu_us); wrk_buys "http://127.0.0.1:$NAIVE_PORT" 1 "$WORK/naive.$r.txt"; c1=$(redis_cpu_us)
     unlink_keys "$BENCH_PREFIX:naive:*"
-    n=$(rps "$WORK/naive.$r.txt"); NAIVE+=("$n")
+    n=$(rps "$WORK/naive.$r.txt"); NAIVE+=("$n"); naive_us=$(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")")
     line="round $r: naive $(printf %.0f "$n")/s (redis $(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")") us, p99 $(p99 "$WORK/naive.$r.txt") ms)"
     for t in $THREAD_COUNTS; do
-        before=$(oks "${PORT[$t]}"); c0=$(redis_cpu_us)
+        before=$(oks "${PORT[$t]}"); read -r bc0 bs0 <<<"$(batches "${PORT[$t]}")"; c0=$(redis_cpu_us)
         wrk_buys "http://127.0.0.1:${PORT[$t]}" "${PRODUCT[$r.$t]}" "$WORK/ours.$r.$t.txt"
-        c1=$(redis_cpu_us)
+        c1=$(redis_cpu_us); read -r bc1 bs1 <<<"$(batches "${PORT[$t]}")"
+        BATCH[$r.$t]=$(div $((bs1 - bs0)) $((bc1 - bc0)))
         ok=$(( $(oks "${PORT[$t]}") - before )); tot=$(total "$WORK/ours.$r.$t.txt"); [ "$ok" -le "$tot" ] || ok=$tot
         b=$(awk -v r="$(rps "$WORK/ours.$r.$t.txt")" -v ok="$ok" -v n="$tot" 'BEGIN { printf "%.0f", r * ok / n }')
         RATIO[$r.$t]=$(div "$b" "$n"); US[$r.$t]=$(div $((c1 - c0)) "$ok"); P99[$r.$t]=$(p99 "$WORK/ours.$r.$t.txt")
-        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms)"
+        CPU_RATIO[$r.$t]=$(div "${US[$r.$t]}" "$naive_us")
+        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms, ${BATCH[$r.$t]} per call)"
     done
     echo "$line"
 done
@@ -131,7 +146,9 @@ echo
 echo "$ROUNDS rounds of ${BENCH_SECS}s, $(nproc) cores, $(uptime | sed 's/.*load average/load average/'):"
 echo "naive: median $(printf %.0f "$(median "${NAIVE[@]}")")/s (rounds ${NAIVE[*]})"
 for t in $THREAD_COUNTS; do
-    rs=(); us=(); ps=()
-    for r in $(seq "$ROUNDS"); do rs+=("${RATIO[$r.$t]}"); us+=("${US[$r.$t]}"); ps+=("${P99[$r.$t]}"); done
-    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms"
+    rs=(); us=(); ps=(); bs=(); cs=()
+    for r in $(seq "$ROUNDS"); do
+        rs+=("${RATIO[$r.$t]}"); us+=("${US[$r.$t]}"); ps+=("${P99[$r.$t]}"); bs+=("${BATCH[$r.$t]}"); cs+=("${CPU_RATIO[$r.$t]}")
+    done
+    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms; purchases per call median $(median "${bs[@]}"); Redis CPU per purchase / naive's per call median $(median "${cs[@]}") (rounds ${cs[*]})"
 done

@@ -63,11 +63,27 @@ fn lingers_are_bounded() {
     c.validate().unwrap();
     for (yaml, field) in [
         ("funnel:\n  batch_linger_us: 100001\n", "funnel.batch_linger_us"),
+        (
+            "funnel:\n  batch_linger_us_aof_always: 100001\n",
+            "funnel.batch_linger_us_aof_always",
+        ),
         ("consumer:\n  linger_ms: 10001\n", "consumer.linger_ms"),
     ] {
         let err = Config::parse(yaml).unwrap().validate().unwrap_err().to_string();
         assert!(err.contains(field), "{err}");
     }
+}
+
+#[test]
+fn the_group_commit_delay_is_the_aof_always_one_only_under_aof_always() {
+    let c = Config::parse("funnel:\n  batch_linger_us: 300\n  batch_linger_us_aof_always: 2000\n").unwrap();
+    let micros = |d: Durability| c.funnel.linger_under(d).as_micros();
+    assert_eq!(micros(Durability::AofAlways), 2000);
+    for other in [Durability::AofEverysec, Durability::Replicas, Durability::None] {
+        assert_eq!(micros(other), 300, "{other:?}");
+    }
+    let defaults = FunnelConfig::default();
+    assert!(defaults.batch_linger_us > 0 && defaults.batch_linger_us_aof_always > 0);
 }
 
 #[test]

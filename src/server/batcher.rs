@@ -2,9 +2,10 @@
 //!
 //! One task per activity receives requests over a channel. Whenever a pipeline slot is
 //! free it drains everything queued (up to `batch_max`) and decides the lot with one
-//! [`buy::reserve`] call, whose verdicts are identical to one-by-one calls. It waits for
-//! more only under `redis.durability: aof_always`, and only briefly (`funnel.batch_linger_us`,
-//! see `gather`), since each call then costs an fsync.
+//! [`buy::reserve`] call, whose verdicts are identical to one-by-one calls. A batch smaller
+//! than the purchases expected waits briefly for them (`funnel.batch_linger_us`, longer under
+//! `aof_always`, where each call also costs an fsync; see `gather`), since each call has a
+//! fixed cost in Redis that a larger batch shares.
 //! Up to `batch_pipeline` calls per activity are in flight on the shared connection
 //! (`batch_pipeline_aof_always` under `aof_always`, where a second call is gathered and waits
 //! in Redis's socket while the first one's fsync runs), so under load requests pile up while
@@ -263,10 +264,11 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
 
 /// The next batch: `first` and everything queued (up to `max`), drained only once a pipeline
 /// slot is free so whatever arrived meanwhile joins. While it holds fewer than `expected`,
-/// waits up to `linger` for more: under `appendfsync always` every call costs Redis one
-/// fsync whatever its size, and the buyers just answered usually come straight back, so
-/// half-size batches would pay twice the fsyncs per purchase. A lone buyer after a lone buyer
-/// expects nobody else and never waits.
+/// waits up to `linger` for more: every call costs Redis a fixed amount whatever its size
+/// (the script's set-up and its reads per batch; under `appendfsync always` also one
+/// fsync), and the buyers just answered usually come straight back, so without the wait the
+/// batches stay a fraction of the buyers in flight and each purchase pays several times its
+/// share of that cost. A lone buyer after a lone buyer expects nobody else and never waits.
 async fn gather(
     rx: &mut mpsc::UnboundedReceiver<Job>,
     first: Job,

@@ -19,7 +19,6 @@ use super::metrics::{BusyReason, ServerMetrics};
 use super::refresh;
 use crate::config::Config;
 use crate::db::Db;
-use crate::durability::Durability;
 use crate::redis_client::RedisClient;
 use crate::token::Signer;
 
@@ -120,10 +119,7 @@ impl AppState {
                 config.redis_response_timeout(),
             )
             .with_batch_sizes(stats.batch_size.clone())
-            .with_linger(match config.redis.durability {
-                Durability::AofAlways => Duration::from_micros(f.batch_linger_us),
-                _ => Duration::ZERO,
-            })
+            .with_linger(f.linger_under(config.redis.durability))
             .with_replica_wait((config.redis.wait_replicas > 0).then(|| ReplicaWait {
                 replicas: config.redis.wait_replicas,
                 timeout: Duration::from_millis(config.redis.wait_timeout_ms),

@@ -362,3 +362,42 @@ async fn blacklisted_and_revoked_buyers_match_one_by_one() {
     batched.finish().await;
     single.finish().await;
 }
+
+/// The group commit delay holds under every durability policy, not only `aof_always`: after
+/// a batch of several buyers, the next short batch waits (`funnel.batch_linger_us`) for as
+/// many buyers as were just answered, since each call's fixed cost in Redis is shared by its
+/// purchases. Here nobody comes, so a lone buyer right after a burst waits the whole delay;
+/// the burst itself is decided in full.
+#[tokio::test]
+async fn a_short_batch_after_a_burst_waits_for_the_buyers_just_answered_under_durability_none() {
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+    let sale = std::sync::Arc::new(
+        TestApp::builder()
+            .tune(|c| {
+                assert_eq!(c.redis.durability, seckill::durability::Durability::None);
+                c.funnel.batch_linger_us = LINGER.as_micros() as u64;
+                c.funnel.batch_linger_us_aof_always = 0;
+                c.funnel.batch_pipeline = 1;
+            })
+            .sale(vec![spec(100, 1, 1)])
+            .serve()
+            .build()
+            .await,
+    );
+    let burst = sale
+        .buy_at_once(sale.product, crate::helpers::users("burst", 20).collect())
+        .await;
+    for (user, (status, body)) in &burst {
+        assert_eq!(status.as_u16(), 200, "{user}: {body}");
+    }
+    let token = sale.token("lone").await;
+    let started = std::time::Instant::now();
+    let (status, body) = sale.buy(sale.product, "lone", 1, &token).await;
+    let took = started.elapsed();
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert!(
+        took >= LINGER,
+        "the lone buyer after the burst went in {took:?}, without the delay"
+    );
+    assert_eq!(sale.product_hash(sale.activity, sale.product).await["stock"], "79");
+}
