@@ -46,13 +46,15 @@
 -- are written before the XADD: should it fail, the units stay withdrawn and the totals raised
 -- (reconcile reports them) rather than queued without being deducted.
 
-local activity, bucket, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n, m, min_seq, take = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+-- Strings are converted by arithmetic (once; Lua 5.1's tonumber converts twice) where a
+-- missing value would fail anyway.
+local activity, bucket, base = ARGV[1], ARGV[2] + 0, ARGV[3] + 0
+local n, m, min_seq, take = ARGV[4] + 0, ARGV[5] + 0, ARGV[6], ARGV[7] == '1'
 
 local gate = redis.call('HMGET', KEYS[3], 'status', 'start_ms', 'end_ms', 'persist_seq')
-local status, start_ms, end_ms = gate[1], tonumber(gate[2]), tonumber(gate[3])
+local status = gate[1]
 local gate_verdict
-if not status or status == 'lost' or (tonumber(gate[4]) or 0) < min_seq then
+if not status or status == 'lost' or (min_seq ~= '0' and (tonumber(gate[4]) or 0) < min_seq + 0) then
     -- No gate where the bucket is loaded: this primary lost its keys; sell nothing here.
     gate_verdict = 'suspended'
 elseif status == 'paused' or status == 'ended' then
@@ -62,116 +64,151 @@ elseif status ~= 'online' then
 end
 
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local us = t[2] + 0
+local now_ms = t[1] * 1000 + (us - us % 1000) / 1000
 if not gate_verdict then
-    if now_ms < start_ms then
+    if now_ms < gate[2] + 0 then
         gate_verdict = 'not_started'
-    elseif now_ms >= end_ms then
+    elseif now_ms >= gate[3] + 0 then
         gate_verdict = 'ended'
     end
 end
 
-local replies = { '' }
+-- The answer, 1 + M + 2N values: made that size at once (every value is replaced below) rather
+-- than grown, which rehashes it at every power of two.
+local replies = { unpack(ARGV, 1, 1 + m + 2 * n) }
+replies[1] = ''
 local products = {}
 for j = 1, m do
     local key = KEYS[4 + 2 * j]
     local h = redis.call('HMGET', key, 'stock', 'sold', 'shards', 'limit', 'max_per_order', 'price')
     local p = { key = key, bought_key = KEYS[5 + 2 * j], id = ARGV[6 + 2 * j], stock = tonumber(h[1]),
         sold = tonumber(h[2]) or 0, limit = tonumber(h[4]), max_per_order = tonumber(h[5]),
-        price = h[6] or '', dirty = false }
+        price = h[6] or '' }
     if not p.stock or h[3] ~= ARGV[7 + 2 * j] or not p.limit or not p.max_per_order then
         p.stock = nil
         p.price = ''
     end
+    -- The units taken in this call are stock_before - stock at the end, and as many sold.
+    p.stock_before = p.stock
     products[j] = p
     replies[1 + j] = p.price
 end
 
-local check_blacklist = redis.call('SCARD', KEYS[4]) > 0
--- An empty set does not exist: while nobody is revoked, no purchase probes it.
-local check_revoked = redis.call('EXISTS', KEYS[5]) == 1
+local first_arg = 8 + 2 * m
+-- Each request's buyer's answer (1: a member) from the blacklist and from the revoked set,
+-- nil for a set that does not exist: one SMISMEMBER per set over the call's buyers, not a
+-- SISMEMBER per purchase. An empty set does not exist: while both are, one EXISTS is all.
+local blacklisted, revoked
+local sets = gate_verdict and 0 or redis.call('EXISTS', KEYS[4], KEYS[5])
+if sets > 0 then
+    local users = {}
+    for i = 1, n do
+        users[i] = ARGV[first_arg + (i - 1) * 3 + 1]
+    end
+    local has_blacklist = sets == 2 or redis.call('EXISTS', KEYS[4]) == 1
+    if has_blacklist then
+        blacklisted = redis.call('SMISMEMBER', KEYS[4], unpack(users))
+    end
+    if sets == 2 or not has_blacklist then
+        revoked = redis.call('SMISMEMBER', KEYS[5], unpack(users))
+    end
+end
 
 local entry = bucket_entry(KEYS[1], activity, now_ms)
 
--- The verdict and remaining stock of one request.
-local function decide(p, user, quantity_arg)
-    local quantity = tonumber(quantity_arg)
-    if not p.stock then
-        return 'not_found', -1
-    elseif gate_verdict then
-        return gate_verdict, p.stock
-    elseif check_blacklist and redis.call('SISMEMBER', KEYS[4], user) == 1 then
-        return 'blacklisted', p.stock
-    elseif check_revoked and redis.call('SISMEMBER', KEYS[5], user) == 1 then
-        return 'invalid_token', p.stock
-    elseif not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
-        return 'bad_request', p.stock
-    elseif quantity > p.max_per_order then
-        return 'limit_exceeded', p.stock
-    end
-    local total = (p.totals[user] or 0) + quantity
-    if total > p.limit then
-        return 'limit_exceeded', p.stock
-    end
-    if not p.changed[user] then
-        p.changed[user] = true
-        p.changed_users[#p.changed_users + 1] = user
-    end
-    p.totals[user] = total
-    if not take or p.stock < quantity then
-        return 'short', p.stock
-    end
-    p.stock, p.sold, p.dirty = p.stock - quantity, p.sold + quantity, true
-    return entry.queue(p, user, quantity_arg), p.stock
-end
-
-local first_arg = 8 + 2 * m
 -- Each product's buyers' totals, read with one HMGET per product and written back with one
--- HSET (the script is atomic: nobody sees the difference), not a command per purchase.
+-- HSET (the script is atomic: nobody sees the difference), not a command per purchase. The
+-- HMGET names every request's buyer (a buyer twice, twice): slot[i] is request i's place in
+-- its product's reply. set is the product's HSET, at[user] the place of the buyer's new total
+-- in it and total[at] that total as a number, for a buyer asking twice in the call.
+local slot = {}
 for _, p in ipairs(products) do
-    p.totals, p.changed, p.changed_users = {}, {}, {}
+    p.users, p.set, p.at, p.total = {}, { 'HSET', p.bought_key }, {}, {}
 end
 if not gate_verdict then
-    local users = {}
     for i = 1, n do
         local a = first_arg + (i - 1) * 3
-        local j = tonumber(ARGV[a])
-        if products[j].stock then
-            local list = users[j]
-            if not list then
-                list = { seen = {} }
-                users[j] = list
-            end
-            local user = ARGV[a + 1]
-            if not list.seen[user] then
-                list.seen[user] = true
-                list[#list + 1] = user
-            end
+        local p = products[m == 1 and 1 or tonumber(ARGV[a])]
+        if p.stock then
+            local users = p.users
+            local k = #users + 1
+            users[k], slot[i] = ARGV[a + 1], k
         end
     end
-    for j, list in pairs(users) do
-        local held = redis.call('HMGET', products[j].bought_key, unpack(list))
-        local totals = products[j].totals
-        for k, user in ipairs(list) do
-            totals[user] = tonumber(held[k])
+    for _, p in ipairs(products) do
+        if p.users[1] then
+            p.held = redis.call('HMGET', p.bought_key, unpack(p.users))
         end
     end
 end
+local floor, format = math.floor, string.format
 for i = 1, n do
     local a = first_arg + (i - 1) * 3
-    replies[m + 2 * i], replies[m + 2 * i + 1] = decide(products[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2])
+    local p = products[m == 1 and 1 or tonumber(ARGV[a])]
+    local user, quantity_arg = ARGV[a + 1], ARGV[a + 2]
+    local stock = p.stock
+    local verdict
+    if not stock then
+        verdict, stock = 'not_found', -1
+    elseif gate_verdict then
+        verdict = gate_verdict
+    elseif blacklisted and blacklisted[i] == 1 then
+        verdict = 'blacklisted'
+    elseif revoked and revoked[i] == 1 then
+        verdict = 'invalid_token'
+    else
+        local quantity = 1
+        if quantity_arg ~= '1' then
+            quantity = tonumber(quantity_arg)
+            if quantity and (quantity < 1 or quantity ~= floor(quantity)) then
+                quantity = nil
+            end
+        end
+        if not quantity then
+            verdict = 'bad_request'
+        elseif quantity > p.max_per_order then
+            verdict = 'limit_exceeded'
+        else
+            local set, at = p.set, p.at[user]
+            local before
+            if at then
+                before = p.total[at]
+            else
+                before = tonumber(p.held[slot[i]]) or 0
+            end
+            local total = before + quantity
+            if total > p.limit then
+                verdict = 'limit_exceeded'
+            else
+                if not at then
+                    at = #set + 2
+                    set[at - 1] = user
+                    p.at[user] = at
+                end
+                p.total[at] = total
+                -- A first purchase of one unit writes the quantity passed, not a formatted one.
+                set[at] = (total == 1 and quantity_arg == '1') and quantity_arg or format('%d', total)
+                if not take or stock < quantity then
+                    verdict = 'short'
+                else
+                    stock = stock - quantity
+                    p.stock = stock
+                    verdict = entry.queue(p, user, quantity_arg)
+                end
+            end
+        end
+    end
+    replies[m + 2 * i], replies[m + 2 * i + 1] = verdict, stock
 end
 
 for _, p in ipairs(products) do
-    if #p.changed_users > 0 then
-        local set = { 'HSET', p.bought_key }
-        for _, user in ipairs(p.changed_users) do
-            set[#set + 1], set[#set + 2] = user, string.format('%d', p.totals[user])
-        end
-        redis.call(unpack(set))
+    if p.set[3] then
+        redis.call(unpack(p.set))
     end
-    if p.dirty then
-        redis.call('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+    local taken = p.stock and p.stock_before - p.stock or 0
+    if taken > 0 then
+        redis.call('HSET', p.key, 'stock', format('%d', p.stock), 'sold', format('%d', p.sold + taken))
     end
 end
 if entry.queued() > 0 then

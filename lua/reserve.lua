@@ -11,28 +11,29 @@
 -- KEYS[3]  blacklist set    P:{a:A}:blacklist
 -- KEYS[4]  revoked set      P:{a:A}:revoked    (users whose token the operator revoked)
 -- KEYS[5 .. 4+2M]   per product of the batch, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
--- ARGV[1]  number of requests N
--- ARGV[2]  number of distinct products M
--- ARGV[3]  the least persist sequence the caller knows MySQL has recorded (0: unknown); a
---          lower one in the activity hash means Redis went back in time (src/lost_state.rs)
--- ARGV[4 .. 3+M]    the product ids, in the order of their keys
--- ARGV[4+M]         E, the number of unusual requests: those that are not (first product,
+-- ARGV[1]  the least persist sequence the caller knows MySQL has recorded ('0': unknown, no
+--          check); a lower one in the activity hash means Redis went back in time
+--          (src/lost_state.rs)
+-- ARGV[2 .. 1+M]    the product ids, in the order of their keys (M, the number of distinct
+--                   products, is (#KEYS - 4) / 2)
+-- ARGV[2+M]         E, the number of unusual requests: those that are not (first product,
 --                   quantity 1), and every request of a buyer who asks for one product more
 --                   than once in the batch (the script keeps the buyers' totals so far in a
 --                   table only for these: a usual request's buyer must be alone)
 -- then E triples    request number (1..N, rising), product (1..M, its place above), quantity
--- then N values     the user id of each request, in request order
+-- then N values     the user id of each request, in request order (N is what is left of ARGV)
 --
--- Returns {entry id, verdicts, stock of product 1, ..., stock of product M}
---   entry id  "<ms>-<seq>" of the entry holding the accepted purchases ('' when none)
+-- Returns one string of words separated by single spaces:
 --   verdicts  one character per request, in request order: '.' queued (the k-th '.' is
---             purchase k, from 0, of that entry), else the refusal: S suspended, N not_found,
+--             purchase k, from 0, of the entry), else the refusal: S suspended, N not_found,
 --             T not_started, P paused, E ended, B blacklisted, I invalid_token (revoked),
 --             R bad_request, L limit_exceeded, O sold_out
---   stock     each product's stock before the batch (-1 when the product is unknown); the
---             caller works out each request's remaining stock from it and the verdicts
+--   stock     M words: each product's stock before the batch, as stored (-1 when the product
+--             is unknown); the caller works out each request's remaining stock from it and
+--             the verdicts
+--   entry id  "<ms>-<seq>" of the entry holding the accepted purchases, only when there are any
 -- Checks run in this order: activity not suspended (status `lost`, or a persist sequence
--- below ARGV[3]: Redis lost state, see src/lost_state.rs), product exists, activity online
+-- below ARGV[1]: Redis lost state, see src/lost_state.rs), product exists, activity online
 -- and now (Redis TIME) within its window, user not blacklisted, user's token not revoked
 -- (the token's signature and expiry are checked by `serve` before the batch: src/token.rs),
 -- 1 <= quantity <= max_per_order, user's total within the limit, enough stock.
@@ -45,28 +46,241 @@
 -- accepted buyers' new totals written with one HSET at the end, as are its stock and sold
 -- counters (the script is atomic, so nobody sees the difference); a buyer's new total is
 -- the quantity string passed when the buyer had none, so the usual purchase formats no
--- number; a batch of one product with no set to probe is decided in locals with no table
--- per usual request, and its entry's buyers are the arguments joined; the blacklist and
--- revoked sets are only probed when one of them exists; the answer is one short string
--- plus a number per product. Under `appendonly yes` the script's effects are replicated
--- command by command: a batch writes one HSET of totals per product, one XADD and one HSET
--- of counters per product, whatever its size.
+-- number; a batch of one product is decided in locals with no table per usual request, and
+-- its entry's buyers are the arguments joined; the blacklist and the revoked set are probed
+-- only when they exist, with one SMISMEMBER of the batch's buyers each. A call also has a
+-- fixed cost, paid once per batch and a large share of the whole at the batch sizes of real
+-- load (Redis builds the KEYS and ARGV tables, runs the batch's commands, turns their
+-- replies into Lua tables and the answer into a reply, and Lua collects the garbage): so the
+-- batch's sizes are not passed but follow from KEYS and ARGV; a batch of one product is
+-- decided in straight-line code that creates no closure with upvalues (each costs an
+-- allocation per upvalue, and garbage) and no table per product; strings are converted by
+-- arithmetic, once (Lua 5.1's tonumber converts twice), where a missing value would fail
+-- anyway; the answer is one string (Redis converts a table field by field). Under
+-- `appendonly yes` the script's effects are replicated command by command: a batch writes
+-- one HSET of totals per product, one XADD and one HSET of counters per product, whatever
+-- its size.
 -- Redis does not roll a failed script back: if any command fails, the totals and counters of
 -- the purchases already decided are written back, and their entry added, before the script
 -- aborts with that error, so every queued reservation always has its unit deducted and its
--- buyer's total raised. (A batch of one product with no set to probe fails only before it
--- writes anything: its HMGET, or a stored total that is not a whole number; it then
--- changes nothing.)
+-- buyer's total raised. A failure before the first purchase is decided (the reads before it
+-- run with redis.call, which raises) changes nothing; so does every failure of a batch of one
+-- product that comes before its writes (its reads, or a stored total that is not a whole
+-- number), since it is decided in locals and writes only at the end.
 
+local argv, keys = ARGV, KEYS
+local pcall_redis, format = redis.pcall, string.format
+local m, min_seq = (#keys - 4) / 2, argv[1]
+-- Up to the first write a failed command aborts the script with nothing changed, so the reads
+-- of this prefix use redis.call, which raises.
+local activity = redis.call('HMGET', keys[1], 'status', 'start_ms', 'end_ms', 'id', 'persist_seq')
+local status = activity[1]
+local t = redis.call('TIME')
+local us = t[2] + 0
+local now_ms = t[1] * 1000 + (us - us % 1000) / 1000
+local refusal
+if not status then
+    refusal = 'N'
+elseif status == 'lost' or (min_seq ~= '0' and (tonumber(activity[5]) or 0) < min_seq + 0) then
+    refusal = 'S'
+elseif status == 'online' then
+    if now_ms < activity[2] + 0 then
+        refusal = 'T'
+    elseif now_ms >= activity[3] + 0 then
+        refusal = 'E'
+    end
+elseif status == 'paused' then
+    refusal = 'P'
+elseif status == 'ended' then
+    refusal = 'E'
+else
+    refusal = 'T'
+end
+local e_count = argv[2 + m]
+e_count = e_count == '0' and 0 or e_count + 0
+local first_user = 2 + m + 3 * e_count
+local n = #argv - first_user
+-- A total read from a bought hash (a string) or kept in pending (a number), as a number; a
+-- stored total that is not a whole number fails as HINCRBY would.
+local function whole(total)
+    if type(total) == 'string' then
+        if not string.find(total, '^%-?%d+$') then
+            error('ERR hash value is not an integer', 0)
+        end
+        return total + 0
+    end
+    return total
+end
+-- A passed quantity as a number and in canonical decimal (nil when not a positive whole number).
+local function quantity_of(passed)
+    local quantity = tonumber(passed)
+    if not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
+        return nil
+    end
+    if not string.find(passed, '^[1-9]%d*$') then
+        passed = format('%d', quantity)
+    end
+    return quantity, passed
+end
+-- The requests whose buyer is blacklisted ('B') or revoked ('I'), by request number, from one
+-- SMISMEMBER per set that exists; nil when neither does. Both are usually empty, and an empty
+-- set does not exist: one EXISTS covers both while they are. (Its arguments are passed, not
+-- taken as upvalues, which each cost the call an allocation.)
+local function probe_sets(blacklist, revoked, users, from, to)
+    local sets = redis.call('EXISTS', blacklist, revoked)
+    if sets == 0 then
+        return nil
+    end
+    local flags, listed = {}, nil
+    if sets == 2 or redis.call('EXISTS', blacklist) == 1 then
+        listed = redis.call('SMISMEMBER', blacklist, unpack(users, from, to))
+    end
+    if sets == 2 or not listed then
+        local r = redis.call('SMISMEMBER', revoked, unpack(users, from, to))
+        for i = 1, #r do
+            if r[i] == 1 then
+                flags[i] = 'I'
+            end
+        end
+    end
+    -- Blacklisted comes first.
+    for i = 1, listed and #listed or 0 do
+        if listed[i] == 1 then
+            flags[i] = 'B'
+        end
+    end
+    return flags
+end
+-- A batch of one product is decided in straight-line code, in locals, with no table per usual
+-- request.
+if m == 1 then
+    local first = redis.call('HMGET', keys[5], 'stock', 'sold', 'limit', 'max_per_order', 'price')
+    local stock = tonumber(first[1])
+    if refusal then
+        return string.rep((refusal ~= 'S' and not stock) and 'N' or refusal, n) .. (stock and ' ' .. first[1] or ' -1')
+    end
+    if not stock then
+        return string.rep('N', n) .. ' -1'
+    end
+    local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, first_user + n)
+    local limit, max_per_order = first[3] + 0, first[4] + 0
+    local held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
+    -- The HSET of the accepted buyers' totals, its first `count` values in use; the totals so
+    -- far of the buyers of the unusual requests; the refused requests' verdicts.
+    local totals, count, pending, refused = { 'HSET', keys[6] }, 2, nil, nil
+    local accepted, units = 0, 0
+    -- The unusual requests come as triples in rising request order: `a` is the next one's.
+    local a = 3 + m
+    local next_unusual = e_count > 0 and argv[a] + 0
+    local quantities
+    for i = 1, n do
+        -- Blacklisted or revoked: its code; else decided below.
+        local code = flags and flags[i]
+        local h = held[i]
+        if i ~= next_unusual then
+            -- One unit, and the buyer's only request in the batch.
+            if not code then
+                local total = h and whole(h) + 1 or 1
+                if max_per_order < 1 or total > limit then
+                    code = 'L'
+                elseif stock < 1 then
+                    code = 'O'
+                else
+                    stock, accepted, units = stock - 1, accepted + 1, units + 1
+                    totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
+                    count = count + 2
+                end
+            end
+        else
+            local user, passed = argv[first_user + i], argv[a + 2]
+            a = a + 3
+            next_unusual = a < first_user and argv[a] + 0
+            local quantity, quantity_arg = quantity_of(passed)
+            pending = pending or {}
+            quantities = quantities or {}
+            h = pending[user] or h
+            if code then
+                -- Decided above.
+            elseif not quantity then
+                code = 'R'
+            elseif quantity > max_per_order then
+                code = 'L'
+            else
+                local total = h and whole(h) + quantity or quantity
+                if total > limit then
+                    code = 'L'
+                elseif stock < quantity then
+                    code = 'O'
+                else
+                    stock, accepted, units = stock - quantity, accepted + 1, units + quantity
+                    pending[user], quantities[i] = total, quantity_arg
+                    totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
+                    count = count + 2
+                end
+            end
+        end
+        if code then
+            refused = refused or {}
+            refused[i] = code
+        end
+    end
+    -- The writes: the buyers' totals, the entry, the counters. A failed one does not stop the
+    -- others (every queued reservation keeps its unit deducted and its buyer's total); the
+    -- first failure is raised after them.
+    local failure, entry_id = nil, ''
+    if accepted > 0 then
+        local r = pcall_redis(unpack(totals, 1, count))
+        if type(r) == 'table' then
+            failure = r.err
+        end
+        local users, amounts
+        if not refused and e_count == 0 then
+            users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
+        else
+            local buyers, bought, k = {}, {}, 0
+            for i = 1, n do
+                if not (refused and refused[i]) then
+                    k = k + 1
+                    buyers[k], bought[k] = argv[first_user + i], quantities and quantities[i] or '1'
+                end
+            end
+            users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
+        end
+        entry_id = pcall_redis('XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms),
+            'product', argv[2], 'price', first[5], 'buyers', users, 'quantities', amounts)
+        -- A string's .err is nil (the string library), an error reply's its message.
+        if entry_id.err then
+            failure, entry_id = failure or entry_id.err, ''
+        end
+        pcall_redis('HSET', keys[5], 'stock', format('%d', stock), 'sold', format('%d', (tonumber(first[2]) or 0) + units))
+        if failure then
+            error(failure, 0)
+        end
+    end
+    local verdicts
+    if not refused then
+        verdicts = string.rep('.', n)
+    else
+        local codes = {}
+        for i = 1, n do
+            codes[i] = refused[i] or '.'
+        end
+        verdicts = table.concat(codes)
+    end
+    if accepted > 0 then
+        return verdicts .. ' ' .. first[1] .. ' ' .. entry_id
+    end
+    return verdicts .. ' ' .. first[1]
+end
+
+-- A batch of several products.
 -- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty,
 -- held, slot, pending, totals, count} (stock == nil: no such product). held is the HMGET reply
--- of its buyers' totals; slot[i] is request i's place in it (nil with one product: request
--- i's own number); pending[user] the buyer's total after this batch's accepted purchases, for
--- the buyers who need one (see ARGV[4+M]); totals the HSET writing the accepted buyers'
--- totals back, its first `count` arguments after the key in use.
+-- of its buyers' totals; slot[i] is request i's place in it; pending[user] the buyer's total
+-- after this batch's accepted purchases, for the buyers who need one (see ARGV[2+M]); totals
+-- the HSET writing the accepted buyers' totals back, its first `count` arguments after the key
+-- in use.
 local products = {}
-local pcall_redis = redis.pcall
-local argv = ARGV
 -- Runs a command; a failed one is raised as a plain Lua error, which the pcall around the
 -- batch below catches to write the counters back before the script aborts.
 local function call(...)
@@ -93,71 +307,41 @@ end
 local function write_back()
     for _, p in ipairs(products) do
         if p.dirty then
-            pcall_redis('HSET', p.key, 'stock', string.format('%d', p.stock), 'sold', string.format('%d', p.sold))
+            pcall_redis('HSET', p.key, 'stock', format('%d', p.stock), 'sold', format('%d', p.sold))
         end
     end
 end
-local n, m, min_seq = tonumber(argv[1]), tonumber(argv[2]), tonumber(argv[3])
-local activity = call('HMGET', KEYS[1], 'status', 'start_ms', 'end_ms', 'id', 'persist_seq')
-local status, start_ms, end_ms, activity_id = activity[1], tonumber(activity[2]), tonumber(activity[3]), activity[4]
-local t = call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local refusal
-if not status then
-    refusal = 'N'
-elseif status == 'lost' or (tonumber(activity[5]) or 0) < min_seq then
-    refusal = 'S'
-elseif status == 'online' then
-    if now_ms < start_ms then
-        refusal = 'T'
-    elseif now_ms >= end_ms then
-        refusal = 'E'
-    end
-elseif status == 'paused' then
-    refusal = 'P'
-elseif status == 'ended' then
-    refusal = 'E'
-else
-    refusal = 'T'
-end
-local reply = { '', '' }
+-- The answer's parts: the verdicts, each product's stock, the entry id (see the header).
+local reply = { '' }
 for j = 1, m do
-    local key, bought_key = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
-    local h = call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
+    local key, bought_key = keys[3 + 2 * j], keys[4 + 2 * j]
+    local h = redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
     local stock = tonumber(h[1])
-    products[j] = { key = key, bought_key = bought_key, id = argv[3 + j],
+    products[j] = { key = key, bought_key = bought_key, id = argv[1 + j],
         stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
         max_per_order = tonumber(h[4]), price = h[5], dirty = false,
         pending = {}, totals = { 'HSET', bought_key }, count = 0 }
-    reply[2 + j] = stock or -1
+    reply[1 + j] = stock and h[1] or '-1'
 end
--- The unusual requests' product places and quantities, by request number, and their
--- request numbers in order.
-local e_count = tonumber(argv[4 + m])
-local places, quantities, unusual = {}, {}, {}
+-- The unusual requests' product places and quantities, by request number.
+local places, quantities = {}, {}
 for k = 0, e_count - 1 do
-    local a = 5 + m + 3 * k
+    local a = 3 + m + 3 * k
     local i = tonumber(argv[a])
-    places[i], quantities[i], unusual[k + 1] = tonumber(argv[a + 1]), argv[a + 2], i
+    places[i], quantities[i] = tonumber(argv[a + 1]), argv[a + 2]
 end
-local first_user = 4 + m + 3 * e_count
 if refusal then
     -- The whole batch is refused: nothing to read or write.
     local codes = {}
     for i = 1, n do
         codes[i] = (refusal ~= 'S' and not products[places[i] or 1].stock) and 'N' or refusal
     end
-    reply[2] = table.concat(codes)
-    return reply
+    reply[1] = table.concat(codes)
+    return table.concat(reply, ' ')
 end
--- Whether the blacklist and revoked sets exist. Both are usually empty, and an empty set
--- does not exist: one EXISTS covers both.
-local check_blacklist, check_revoked = false, false
-if call('EXISTS', KEYS[3], KEYS[4]) > 0 then
-    check_blacklist, check_revoked = call('EXISTS', KEYS[3]) == 1, call('EXISTS', KEYS[4]) == 1
-end
+local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, first_user + n)
 local codes = {}
-local entry = { 'XADD', KEYS[2], '*', 'activity', activity_id, 'reserved_ms', string.format('%d', now_ms) }
+local entry = { 'XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms) }
 local buyers, bought = {}, {}
 local run_product, run_len, queued = nil, 0, 0
 -- The purchases queued since the last change of product, as one run of the entry.
@@ -172,43 +356,17 @@ local function close_run()
 end
 -- Reads the totals of the batch's buyers of product p (at place j) with one HMGET.
 local function fetch(p, j)
-    if m == 1 then
-        p.held = call('HMGET', p.bought_key, unpack(argv, first_user + 1, first_user + n))
-    else
-        local users, slot, count = {}, {}, 0
-        for i = 1, n do
-            if (places[i] or 1) == j then
-                count = count + 1
-                users[count], slot[i] = argv[first_user + i], count
-            end
+    local users, slot, count = {}, {}, 0
+    for i = 1, n do
+        if (places[i] or 1) == j then
+            count = count + 1
+            users[count], slot[i] = argv[first_user + i], count
         end
-        p.held, p.slot = call('HMGET', p.bought_key, unpack(users, 1, count)), slot
     end
-end
--- A passed quantity as a number and in canonical decimal (nil when not a positive whole number).
-local function quantity_of(passed)
-    local quantity = tonumber(passed)
-    if not quantity or quantity < 1 or quantity ~= math.floor(quantity) then
-        return nil
-    end
-    if not string.find(passed, '^[1-9]%d*$') then
-        passed = string.format('%d', quantity)
-    end
-    return quantity, passed
-end
--- A total read from a bought hash (a string) or kept in pending (a number), as a number; a
--- stored total that is not a whole number fails as HINCRBY would.
-local function whole(total)
-    if type(total) == 'string' then
-        if not string.find(total, '^%-?%d+$') then
-            error('ERR hash value is not an integer', 0)
-        end
-        return tonumber(total)
-    end
-    return total
+    p.held, p.slot = call('HMGET', p.bought_key, unpack(users, 1, count)), slot
 end
 -- Decides every request in order; codes[i] is request i's verdict character. Returns the
--- verdicts. A usual request's buyer is alone in the batch (see ARGV[4+M]): only the unusual
+-- verdicts. A usual request's buyer is alone in the batch (see ARGV[2+M]): only the unusual
 -- requests' buyers are kept in pending.
 local function decide_all()
     for i = 1, n do
@@ -223,10 +381,8 @@ local function decide_all()
         local stock = p.stock
         if not stock then
             code = 'N'
-        elseif check_blacklist and call('SISMEMBER', KEYS[3], user) == 1 then
-            code = 'B'
-        elseif check_revoked and call('SISMEMBER', KEYS[4], user) == 1 then
-            code = 'I'
+        elseif flags and flags[i] then
+            code = flags[i]
         elseif not quantity then
             code = 'R'
         elseif quantity > p.max_per_order then
@@ -238,8 +394,7 @@ local function decide_all()
                 if not p.held then
                     fetch(p, place or 1)
                 end
-                local slot = p.slot
-                held = p.held[slot and slot[i] or i]
+                held = p.held[p.slot[i]]
             end
             local total = held and whole(held) + quantity or quantity
             if total > p.limit then
@@ -252,7 +407,7 @@ local function decide_all()
                     pending[user] = total
                 end
                 local count = p.count
-                p.totals[count + 3], p.totals[count + 4] = user, held and string.format('%d', total) or quantity_arg
+                p.totals[count + 3], p.totals[count + 4] = user, held and format('%d', total) or quantity_arg
                 p.count = count + 2
                 if p ~= run_product then
                     close_run()
@@ -268,104 +423,20 @@ local function decide_all()
     end
     return table.concat(codes)
 end
--- decide_all for a batch of one product with neither set to probe, in locals and without a
--- table per usual request. Returns the verdicts.
-local function decide_one()
-    local p = products[1]
-    local stock, limit, max_per_order = p.stock, p.limit, p.max_per_order
-    if not stock then
-        return string.rep('N', n)
-    end
-    fetch(p, 1)
-    local held, pending, totals = p.held, p.pending, p.totals
-    local format = string.format
-    local count, accepted, units, refused = 2, 0, 0, nil
-    local e, next_unusual = 1, unusual[1]
-    for i = 1, n do
-        local code
-        local h = held[i]
-        if i ~= next_unusual then
-            -- One unit, and the buyer's only request in the batch.
-            local total = h and whole(h) + 1 or 1
-            if max_per_order < 1 or total > limit then
-                code = 'L'
-            elseif stock < 1 then
-                code = 'O'
-            else
-                stock, accepted, units = stock - 1, accepted + 1, units + 1
-                totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
-                count = count + 2
-            end
-        else
-            e = e + 1
-            next_unusual = unusual[e]
-            local user = argv[first_user + i]
-            local quantity, quantity_arg = quantity_of(quantities[i])
-            h = pending[user] or h
-            if not quantity then
-                code = 'R'
-            elseif quantity > max_per_order then
-                code = 'L'
-            else
-                local total = h and whole(h) + quantity or quantity
-                if total > limit then
-                    code = 'L'
-                elseif stock < quantity then
-                    code = 'O'
-                else
-                    stock, accepted, units = stock - quantity, accepted + 1, units + quantity
-                    pending[user], quantities[i] = total, quantity_arg
-                    totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
-                    count = count + 2
-                end
-            end
-        end
-        if code then
-            refused = refused or {}
-            refused[i] = code
-        end
-    end
-    if accepted > 0 then
-        p.stock, p.sold, p.dirty, p.count = stock, p.sold + units, true, count - 2
-        local users, amounts
-        if not refused and e_count == 0 then
-            users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
-        else
-            local k = 0
-            for i = 1, n do
-                if not (refused and refused[i]) then
-                    k = k + 1
-                    buyers[k], bought[k] = argv[first_user + i], quantities[i] or '1'
-                end
-            end
-            users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
-        end
-        entry[8], entry[9], entry[10], entry[11] = 'product', p.id, 'price', p.price
-        entry[12], entry[13], entry[14], entry[15] = 'buyers', users, 'quantities', amounts
-        queued = accepted
-    end
-    if not refused then
-        return string.rep('.', n)
-    end
-    for i = 1, n do
-        codes[i] = refused[i] or '.'
-    end
-    return table.concat(codes)
-end
 -- Queues the accepted purchases, if any, as one entry.
 local function append()
     close_run()
     if queued > 0 then
-        reply[1] = call(unpack(entry))
+        reply[2 + m] = call(unpack(entry))
     end
 end
 -- The purchases decided before a failed command are deducted, so they are queued even then.
-local ok, verdicts = pcall((m == 1 and not check_blacklist and not check_revoked) and decide_one or decide_all)
+local ok, verdicts = pcall(decide_all)
 local totals_err = write_totals()
 local added, add_err = pcall(append)
 write_back()
 if not ok then error(verdicts, 0) end
 if totals_err then error(totals_err, 0) end
 if not added then error(add_err, 0) end
-reply[2] = verdicts
-return reply
+reply[1] = verdicts
+return table.concat(reply, ' ')

@@ -17,8 +17,9 @@
 #   4. the same on a sold-out product: sold-out answers per second, p50/p99
 #   3n. the same wrk buy script against examples/naive_server.rs (axum + redis-rs, one EVALSHA
 #      of naive_deduct.lua per request, no token, no queue), right before (3): buys/s, and
-#      Redis CPU per purchase there (goals: (3) >= 1.25 x (3n); Redis per purchase of (3)
-#      <= 1/3 of (3n)'s)
+#      Redis CPU per purchase there, by `INFO cpu` (the whole process) and by `INFO
+#      commandstats` (EVALSHA's own usec) (goals: (3) >= 1.25 x (3n); Redis per purchase of
+#      (3) <= 1/3 of (3n)'s); (3) also prints its purchases per group-commit call
 #   4b. the same two wrk runs against examples/http_floor.rs: a bare axum Router on serve's
 #      HTTP threads, doing none of our work (what the stack alone gives, for comparison)
 #   5. one `seckill consumer --once` draining what (3) queued into MariaDB: orders per second
@@ -158,6 +159,17 @@ fmt() { if [ -z "$2" ]; then echo -; else awk -v f="$1" -v v="$2" 'BEGIN { print
 redis_cpu_us() {
     redis_cli info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.0f", s * 1e6 }'
 }
+# Microseconds Redis spent inside EVALSHA so far (`INFO commandstats`: the scripts with every
+# command they ran, without the network and event-loop work `INFO cpu` also counts).
+redis_evalsha_us() {
+    redis_cli info commandstats | tr -d '\r' | awk -F'[:,=]' '$1 == "cmdstat_evalsha" { print $5; f = 1 } END { if (!f) print 0 }'
+}
+# "count sum" of our server's group-commit batch sizes so far (purchases per script call).
+batch_sizes() {
+    curl -s "$BASE/metrics" | awk '
+        /^seckill_group_commit_batch_size_count/ { c += $NF } /^seckill_group_commit_batch_size_sum/ { s += $NF }
+        END { printf "%d %d", c, s }'
+}
 # The whole machine's CPU time so far, in clock ticks: busy (user, nice, system, irq,
 # softirq) and in all.
 cpu_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
@@ -237,7 +249,7 @@ wrk_buys() {
 }
 
 # Taken in rounds (see the top of this file): the machine's speed drifts within minutes.
-NAIVE_HTTP=(); NAIVE_HTTP_US=(); R_HTTP=(); R_REDIS=(); R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
+NAIVE_HTTP=(); NAIVE_HTTP_US=(); NAIVE_HTTP_EV=(); BUY_EV=(); R_EV=(); BATCH=(); R_HTTP=(); R_REDIS=(); R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -253,21 +265,25 @@ for r in $(seq "$ROUNDS"); do
 
     # 3n. The naive axum server with the same wrk script (all fresh users: every answer a 200).
     redis_cli set "$BENCH_PREFIX:naivehttp:stock:${BIG[$((r - 1))]}" 100000000 >/dev/null
-    cpu0=$(redis_cpu_us)
+    cpu0=$(redis_cpu_us); ev0=$(redis_evalsha_us)
     wrk_buys "http://127.0.0.1:$NAIVE_PORT" "${BIG[$((r - 1))]}" "$WORK/naivehttp.$r.txt"
-    cpu1=$(redis_cpu_us)
+    cpu1=$(redis_cpu_us); ev1=$(redis_evalsha_us)
+    NAIVE_HTTP_EV+=("$(div $((ev1 - ev0)) "$(wrk_total "$WORK/naivehttp.$r.txt")")")
     unlink_keys "$BENCH_PREFIX:naivehttp:*"
     NAIVE_HTTP+=("$(fmt %.0f "$(wrk_rps "$WORK/naivehttp.$r.txt")")")
     NAIVE_HTTP_US+=("$(div $((cpu1 - cpu0)) "$(wrk_total "$WORK/naivehttp.$r.txt")")")
 
     # 3. Successful buys, right after (1) and (3n) so that they compare the same minute.
-    before=$(buy_answers ok); cpu0=$(redis_cpu_us); sample_busy_share "$WORK/buy.$r.busy"
+    before=$(buy_answers ok); cpu0=$(redis_cpu_us); ev0=$(redis_evalsha_us); read -r bc0 bs0 <<<"$(batch_sizes)"
+    sample_busy_share "$WORK/buy.$r.busy"
     wrk_buys "$BASE" "${BIG[$((r - 1))]}" "$WORK/buy.$r.txt"
-    cpu1=$(redis_cpu_us)
+    cpu1=$(redis_cpu_us); ev1=$(redis_evalsha_us); read -r bc1 bs1 <<<"$(batch_sizes)"
+    BATCH+=("$(div $((bs1 - bs0)) $((bc1 - bc0)))")
     add_machine_us_per_request BUY_MACHINE_US "$WORK/buy.$r.txt" "$WORK/buy.$r.busy"
     ok=$(answers_since ok "$before" "$WORK/buy.$r.txt")
     BUYS+=("$(rate_of "$WORK/buy.$r.txt" "$ok")")
     BUY_US+=("$(div $((cpu1 - cpu0)) "$ok")")
+    BUY_EV+=("$(div $((ev1 - ev0)) "$ok")")
 
     # 0. The same client against a server that does nothing.
     sample_busy_share "$WORK/zero.$r.busy"
@@ -287,7 +303,7 @@ for r in $(seq "$ROUNDS"); do
         -s scripts/bench/sold_out.lua "$BASE" >"$WORK/soldout.$r.txt"
     SOLD+=("$(rate_of "$WORK/soldout.$r.txt" "$(answers_since sold_out "$before" "$WORK/soldout.$r.txt")")")
     R_BUY+=("$(div "${BUYS[-1]}" "${NAIVE[-1]}")")
-    R_HTTP+=("$(div "${BUYS[-1]}" "${NAIVE_HTTP[-1]}")"); R_REDIS+=("$(div "${BUY_US[-1]}" "${NAIVE_HTTP_US[-1]}")"); R_SO+=("$(div "${SOLD[-1]}" "${HEALTH[-1]}")")
+    R_HTTP+=("$(div "${BUYS[-1]}" "${NAIVE_HTTP[-1]}")"); R_REDIS+=("$(div "${BUY_US[-1]}" "${NAIVE_HTTP_US[-1]}")"); R_EV+=("$(div "${BUY_EV[-1]}" "${NAIVE_HTTP_EV[-1]}")"); R_SO+=("$(div "${SOLD[-1]}" "${HEALTH[-1]}")")
 
     # 4b. The same two runs against a bare axum Router (every answer there is the 409).
     wrk -t2 -c100 -d"${BENCH_SECS}s" "http://127.0.0.1:$FLOOR_PORT/health" >"$WORK/floor_health.$r.txt"
@@ -299,13 +315,14 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r: naive axum ${NAIVE_HTTP[-1]}/s (redis ${NAIVE_HTTP_US[-1]} us each)," \
         "naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each)," \
         "zero-work ${ZW[-1]}/s (machine ${ZW_US[-1]} us each), /health ${HEALTH[-1]}/s," \
-        "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, machine ${BUY_MACHINE_US[-1]} us each), sold out ${SOLD[-1]}/s," \
+        "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, EVALSHA ${BUY_EV[-1]} against the naive's ${NAIVE_HTTP_EV[-1]}, machine ${BUY_MACHINE_US[-1]} us each; ${BATCH[-1]} per call), sold out ${SOLD[-1]}/s," \
         "stack floor /health ${FLOOR_H[-1]}/s, sold out ${FLOOR_SO[-1]}/s" >&2
 done
 BUY_200=$(buy_answers ok)
 NAIVE_RPS=$(median "${NAIVE[@]}"); NAIVE_REDIS_US=$(median "${NAIVE_US[@]}")
 NAIVE_HTTP_RPS=$(median "${NAIVE_HTTP[@]}"); NAIVE_HTTP_REDIS_US=$(median "${NAIVE_HTTP_US[@]}")
-RH=$(median "${R_HTTP[@]}"); RR=$(median "${R_REDIS[@]}")
+RH=$(median "${R_HTTP[@]}"); RR=$(median "${R_REDIS[@]}"); RE=$(median "${R_EV[@]}")
+NAIVE_HTTP_EV_US=$(median "${NAIVE_HTTP_EV[@]}"); BUY_EV_US=$(median "${BUY_EV[@]}"); BATCH_SIZE=$(median "${BATCH[@]}")
 HEALTH_RPS=$(median "${HEALTH[@]}"); HEALTH_MACHINE_US=$(median "${HEALTH_US[@]}")
 ZW_RPS=$(median "${ZW[@]}"); ZW_MACHINE_US=$(median "${ZW_US[@]}")
 BUY_MACHINE=$(median "${BUY_MACHINE_US[@]}")
@@ -383,7 +400,7 @@ cat >"$OUT/latest.md" <<EOF
 Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 0 to 4b are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.
 Rounds: naive axum ${NAIVE_HTTP[*]}; naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]};
 stack floor (4b) /health ${FLOOR_H[*]}; sold out ${FLOOR_SO[*]};
-ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive axum ${R_REDIS[*]}; buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
+ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive axum ${R_REDIS[*]} (\`INFO cpu\`), ${R_EV[*]} (EVALSHA); purchases per script call ${BATCH[*]}; buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
 
 | # | figure | value | p50 / p99 |
 |---|---|---|---|
@@ -392,7 +409,7 @@ ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive ax
 | 2 | \`GET /health\`, \`wrk -t2 -c100\` | $HEALTH_RPS req/s | $H_P50 / $H_P99 ms |
 | 2b | \`GET /health\`, \`seckill bench --probe\` (100 connections) | $PROBE_RPS req/s | |
 | 3n | the naive axum server (\`examples/naive_server.rs\`), same wrk buy script | $NAIVE_HTTP_RPS /s | |
-| 3 | successful buys, fresh users, \`wrk -t2 -c100\` | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
+| 3 | successful buys, fresh users, \`wrk -t2 -c100\` ($BATCH_SIZE purchases per group-commit call) | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
 | 4b | a bare axum Router on the same HTTP threads (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
 | 5 | one consumer, $DRAINED reservations into MariaDB (CPU per order: consumer $C_US µs, MySQL $C_MYSQL_US µs) | $ORDERS_RPS orders/s | |
@@ -408,6 +425,7 @@ ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive ax
 |---|---|---|---|
 | (3)/(3n) buys vs the naive axum server, median of the rounds | $RH | >= 1.25 | $(ok "$RH" 1.25 ">=") |
 | Redis CPU per purchase, (3) / (3n) (\`INFO cpu\`), median of the rounds: $BUY_REDIS_US / $NAIVE_HTTP_REDIS_US µs | $RR | <= 0.33 | $(ok "$RR" 0.33 "<=") |
+| the same by \`INFO commandstats\` (EVALSHA usec per purchase / per naive call): $BUY_EV_US / $NAIVE_HTTP_EV_US µs | $RE | <= 0.33 | $(ok "$RE" 0.33 "<=") |
 | (3)/(1) buys vs naive deduct, median of the rounds | $R1 | (retired goal 1.5) | |
 | (6d)/(1) the most any server could reach here, vs naive | $RC | (bound for the line above) | |
 | (0)/(1) a server that does nothing and has no Redis, vs naive | $R0 | | |
@@ -432,6 +450,8 @@ cat >"$OUT/latest.json" <<EOF
   "naive_axum_redis_us_per_purchase": $NAIVE_HTTP_REDIS_US,
   "buys_vs_naive_axum": $RH,
   "redis_us_ours_vs_naive_axum": $RR,
+  "evalsha_us_per_purchase": { "ours": $BUY_EV_US, "naive_axum": $NAIVE_HTTP_EV_US, "ratio": $RE },
+  "purchases_per_call": $BATCH_SIZE,
   "naive_deduct_rps": $NAIVE_RPS,
   "naive_redis_us_per_purchase": $NAIVE_REDIS_US,
   "buy_redis_us_per_purchase": $BUY_REDIS_US,

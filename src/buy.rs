@@ -170,7 +170,7 @@ async fn reserve_one_call(
     }
     let (invocation, places) = invocation(&scripts::RESERVE, redis.keys(), activity, min_persist_seq, purchases);
     let mut conn = redis.conn();
-    let reply: Vec<Value> = invocation.invoke_async(&mut conn).await.at(redis)?;
+    let reply: Value = invocation.invoke_async(&mut conn).await.at(redis)?;
     verdicts(activity, purchases, &places, &reply)
 }
 
@@ -209,8 +209,6 @@ pub fn invocation<'a>(
         .key(keys.orders_stream(activity))
         .key(keys.blacklist(activity))
         .key(keys.revoked(activity))
-        .arg(purchases.len())
-        .arg(products.len())
         .arg(min_persist_seq);
     for &product in &products {
         invocation
@@ -244,23 +242,25 @@ pub fn invocation<'a>(
 }
 
 /// The verdicts on `purchases` (of activity `activity`, their products at `places`) from
-/// `lua/reserve.lua`'s reply: the entry id, one character per purchase, and each product's
-/// stock before the batch, from which each purchase's remaining stock follows (only the
-/// batch's accepted purchases change it).
-fn verdicts(activity: u64, purchases: &[Purchase], places: &[usize], reply: &[Value]) -> Result<Vec<Verdict>> {
+/// `lua/reserve.lua`'s reply, one string of space-separated words: one character per purchase,
+/// each product's stock before the batch, from which each purchase's remaining stock follows
+/// (only the batch's accepted purchases change it), and the entry id when any was queued.
+fn verdicts(activity: u64, purchases: &[Purchase], places: &[usize], reply: &Value) -> Result<Vec<Verdict>> {
     let unexpected = || Error::Internal(format!("reserve.lua answered {reply:?}"));
-    let [Value::BulkString(entry_id), Value::BulkString(letters), stocks @ ..] = reply else {
+    let Value::BulkString(reply) = reply else {
         return Err(unexpected());
     };
-    let entry_id = std::str::from_utf8(entry_id).map_err(|_| unexpected())?;
-    let mut stocks: Vec<i64> = stocks
-        .iter()
-        .map(|s| match s {
-            Value::Int(stock) => Ok(*stock),
-            _ => Err(unexpected()),
-        })
+    let reply = std::str::from_utf8(reply).map_err(|_| unexpected())?;
+    let mut words = reply.split(' ');
+    let letters = words.next().ok_or_else(unexpected)?.as_bytes();
+    let product_count = places.iter().max().map_or(0, |&p| p + 1);
+    let mut stocks: Vec<i64> = words
+        .by_ref()
+        .take(product_count)
+        .map(|s| s.parse().map_err(|_| unexpected()))
         .collect::<Result<_>>()?;
-    if letters.len() != purchases.len() || places.iter().any(|&p| p >= stocks.len()) {
+    let entry_id = words.next().unwrap_or("");
+    if letters.len() != purchases.len() || stocks.len() != product_count || words.next().is_some() {
         return Err(unexpected());
     }
     let mut queued = 0u32;
@@ -312,12 +312,7 @@ mod tests {
     #[test]
     fn remaining_stock_follows_the_accepted_purchases_of_each_product() {
         let purchases = [purchase(1, 2), purchase(2, 1), purchase(1, 1), purchase(1, 5)];
-        let reply = [
-            Value::BulkString(b"1700000000000-3".to_vec()),
-            Value::BulkString(b"..OL".to_vec()),
-            Value::Int(3),
-            Value::Int(4),
-        ];
+        let reply = Value::BulkString(b"..OL 3 4 1700000000000-3".to_vec());
         let got = verdicts(7, &purchases, &[0, 1, 0, 0], &reply).unwrap();
         let summary: Vec<(Outcome, Option<&str>, i64)> = got
             .iter()
@@ -332,6 +327,11 @@ mod tests {
                 (Outcome::LimitExceeded, None, 1),
             ]
         );
-        assert!(verdicts(7, &purchases, &[0, 1, 0, 0], &reply[..3]).is_err());
+        let short = Value::BulkString(b"..OL 3".to_vec());
+        assert!(verdicts(7, &purchases, &[0, 1, 0, 0], &short).is_err());
+        let refused = Value::BulkString(b"OLOL 0 4".to_vec());
+        let got = verdicts(7, &purchases, &[0, 1, 0, 0], &refused).unwrap();
+        assert!(got.iter().all(|v| v.order_no.is_none()), "{got:?}");
+        assert_eq!(got.iter().map(|v| v.remaining).collect::<Vec<_>>(), [0, 4, 0, 0]);
     }
 }

@@ -14,7 +14,7 @@
 //! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards` (`stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
 //! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID (of a product without buckets; a sharded product's totals are in its buckets, `P:{a:A:b:K}:bought:ID`) |
 //! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it): handed out again by `seckill token` and `POST /api/v1/token`; a purchase does not read it (`serve` checks the token's signature) |
-//! | `P:{a:A}:revoked` | set | users whose token the operator revoked: their buys are refused (`invalid_token`) and `POST /api/v1/token` gives them none until `seckill token lift`; probed per purchase only while it exists |
+//! | `P:{a:A}:revoked` | set | users whose token the operator revoked: their buys are refused (`invalid_token`) and `POST /api/v1/token` gives them none until `seckill token lift`; probed only while it exists, once per script call (one SMISMEMBER of its buyers) |
 //! | `P:{a:A}:blacklist` | set | users who may not buy |
 //! | `P:{a:A}:orders` | stream | one entry per reserve script call, holding its accepted purchases (`activity reserved_ms`, then per run of one product `product price buyers quantities`, buyers and quantities space-separated; entries of earlier versions: `product user quantity price` per purchase); consumer group `persist` |
 //! | `P:{a:A}:dlq` | stream | purchases (one each, with `dlq_index`, their place in the entry) or unreadable whole entries that failed persisting `max_deliveries` times, with the error |

@@ -7,6 +7,11 @@ batches of BATCH with 50 calls in flight, and has callgrind dump its counters.
 usage: script_instr.py PORT LAYOUT SCRIPT N BATCH VALGRIND_PID
 LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ignored)
         current lua/reserve.lua's arguments today (one user id per usual purchase)
+        counts  the arguments before the batch's sizes were dropped (N and M passed first)
+        blacklist  current, with a blacklist that holds a user (not one of the buyers)
+        two     current, every other purchase of a second product (a batch of two products)
+        bucket  lua/bucket_buy.lua's arguments (SCRIPT: that file, lua/lib/bucket_entry.lua is put
+                in front of it as src/scripts.rs does), one product in bucket 0 of 4
         token   the arguments before issue 20 (a token key and four values per purchase)
 """
 import socket
@@ -48,17 +53,28 @@ def cmd(*args):
 P = "cost:{a:1}"
 ACT, ORDERS, BLACK, REVOKED = P + ":activity", P + ":orders", P + ":blacklist", P + ":revoked"
 PRODUCT, BOUGHT = P + ":product:1", P + ":bought:1"
+PRODUCT2, BOUGHT2 = P + ":product:2", P + ":bought:2"
 users = ["u%d" % i for i in range(n)]
 cmd("FLUSHALL")
 cmd("HSET", ACT, "id", 1, "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
-cmd("HSET", PRODUCT, "id", 1, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99")
+for key, id in ((PRODUCT, 1), (PRODUCT2, 2)):
+    cmd("HSET", key, "id", id, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99")
 cmd("SET", "naive:stock", 100000000)
+if layout == "blacklist":
+    cmd("SADD", BLACK, "nobody")
+B = "cost:{a:1:b:0}"
+if layout == "bucket":
+    cmd("HSET", B + ":gate", "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
+    cmd("HSET", B + ":product:1", "id", 1, "stock", 100000000, "sold", 0, "shards", 4, "limit", 1, "max_per_order", 1, "price", "9.99")
 if layout == "token":
     for i in range(0, n, 1000):
         sock.sendall(b"".join(enc("SET", P + ":token:" + u, "t") for u in users[i:i + 1000]))
         for _ in users[i:i + 1000]:
             read()
-sha = cmd("SCRIPT", "LOAD", open(script).read()).decode()
+source = open(script).read()
+if layout == "bucket":
+    source = open("lua/lib/bucket_entry.lua").read() + source
+sha = cmd("SCRIPT", "LOAD", source).decode()
 
 
 def calls(chunk):
@@ -69,9 +85,16 @@ def calls(chunk):
         args = [len(chunk), 1, 0, 1]
         for u in chunk:
             args += [1, u, 1, "t"]
+    elif layout == "bucket":
+        keys = [B + ":orders", B + ":seq", B + ":gate", B + ":blacklist", B + ":revoked", B + ":product:1", B + ":bought:1"]
+        args = [1, 0, 1 << 40, len(chunk), 1, 0, 1, 1, 4] + [v for u in chunk for v in (1, u, 1)]
+    elif layout == "two":
+        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, PRODUCT2, BOUGHT2]
+        second = list(range(2, len(chunk) + 1, 2))
+        args = [0, 1, 2, len(second)] + [v for i in second for v in (i, 2, 1)] + chunk
     else:
         keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT]
-        args = [len(chunk), 1, 0, 1, 0] + chunk
+        args = ([len(chunk), 1] if layout == "counts" else []) + [0, 1, 0] + chunk
     return [enc("EVALSHA", sha, len(keys), *keys, *args)]
 
 
@@ -91,6 +114,11 @@ while in_flight:
     read()
     in_flight -= 1
 subprocess.run(["callgrind_control", "-d", vpid], capture_output=True, check=True)
-sold = cmd("HGET", PRODUCT, "sold") if layout != "naive" else b"%d" % (100000000 - int(cmd("GET", "naive:stock")))
+if layout == "naive":
+    sold = 100000000 - int(cmd("GET", "naive:stock"))
+elif layout == "bucket":
+    sold = int(cmd("HGET", B + ":product:1", "sold"))
+else:
+    sold = int(cmd("HGET", PRODUCT, "sold")) + int(cmd("HGET", PRODUCT2, "sold"))
 if int(sold) != n:
     sys.exit("script_instr: %s sold %s of %d" % (script, sold, n))

@@ -194,6 +194,39 @@ async fn one_batch_mixes_plain_and_sharded_products_with_one_entry_per_bucket() 
     app.cli(&["reconcile", &app.activity.to_string()]).await.ok();
 }
 
+/// One bucket call with two sharded products reads each product's buyers' totals with its own
+/// HMGET: a buyer of the second product who already holds its limit is refused there even when
+/// the call's first requests are of the first product (each request finds its buyer's total in
+/// its own product's reply), while a buyer of the first product with nothing yet is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_product_bucket_call_reads_each_buyers_own_total() {
+    let app = TestApp::builder()
+        .sale(vec![sharded(6, 1, 1, 2), sharded(6, 1, 1, 2)])
+        .build()
+        .await;
+    let (first, second) = (app.products[0], app.products[1]);
+    let users = users_in("t", 0, 2, 3);
+    let (x, y, z) = (users[0].as_str(), users[1].as_str(), users[2].as_str());
+    let earlier = decide(&app, &Sharded::default(), &[(second, x, 1, true)]).await;
+    assert_eq!(outcomes(&earlier), vec![Outcome::Ok]);
+    let batch = [
+        (first, y, 1, true),
+        (first, z, 1, true),
+        (second, x, 1, true),
+        (first, x, 1, true),
+    ];
+    let verdicts = decide(&app, &Sharded::default(), &batch).await;
+    assert_eq!(
+        outcomes(&verdicts),
+        vec![Outcome::Ok, Outcome::Ok, Outcome::LimitExceeded, Outcome::Ok],
+        "{verdicts:?}"
+    );
+    let firsts = app.bucket_totals(app.activity, first, 2).await;
+    assert_eq!(firsts.values().sum::<i64>(), 3, "{firsts:?}");
+    let seconds = app.bucket_totals(app.activity, second, 2).await;
+    assert_eq!(seconds.get(x), Some(&1), "{seconds:?}");
+}
+
 /// A purchase whose bucket is empty moves on to a bucket that has units: 8 buckets of one unit,
 /// 8 buyers one after another (each its own batch, each starting at the buyer's bucket; without
 /// moving on, two buyers sharing a bucket would leave a unit behind) all get one; the ninth

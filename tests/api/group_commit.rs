@@ -196,6 +196,35 @@ async fn a_bad_total_fails_a_one_product_batch_and_changes_nothing() {
     sale.finish().await;
 }
 
+/// A one-product batch whose entry cannot be added (the stream's key holds a string) fails
+/// after its other writes, as the general loop does: the accepted buyers' totals and the
+/// counters are written first, and the call reports the XADD's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_entry_fails_a_one_product_batch_after_its_other_writes() {
+    let sale = TestApp::builder().sale(vec![spec(5, 1, 1)]).build().await;
+    let keys = sale.redis.keys();
+    let stream = keys.orders_stream(sale.activity);
+    let mut conn = sale.redis.conn();
+    let _: () = conn.set(&stream, "not a stream").await.unwrap();
+    let failed = buy::reserve(
+        &sale.redis,
+        sale.activity,
+        &purchases(sale.product, &[("a", 1), ("b", 1)]),
+    )
+    .await;
+    let error = failed.expect_err("the XADD fails").to_string();
+    assert!(error.contains("WRONGTYPE"), "{error}");
+    let totals: HashMap<String, i64> = conn.hgetall(keys.bought(sale.activity, sale.product)).await.unwrap();
+    assert_eq!(totals, HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)]));
+    let counters: (i64, i64) = conn
+        .hmget(keys.product(sale.activity, sale.product), &["stock", "sold"])
+        .await
+        .unwrap();
+    assert_eq!(counters, (3, 2));
+    let _: () = conn.del(&stream).await.unwrap();
+    sale.finish().await;
+}
+
 /// The general loop (several products, or a set to probe) keeps the totals so far only for the
 /// unusual requests too, so a buyer asking twice for the first product, one unit each, must be
 /// marked by the caller there as well.
@@ -239,7 +268,7 @@ async fn several_products_or_a_blacklist_match_one_by_one() {
     batched.finish().await;
     single.finish().await;
 
-    // One product, with the blacklist set present: decided by the general loop.
+    // One product, with the blacklist set present: probed once per batch (SMISMEMBER).
     let batched = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
     let single = TestApp::builder().sale(vec![spec(3, 2, 2)]).build().await;
     for sale in [&batched, &single] {
@@ -255,6 +284,81 @@ async fn several_products_or_a_blacklist_match_one_by_one() {
         ["ok", "blacklisted", "ok", "limit_exceeded", "ok", "sold_out"]
     );
     assert_eq!(state(&batched, 0).await, state(&single, 0).await);
+    batched.finish().await;
+    single.finish().await;
+}
+
+/// With both the blacklist and the revoked set present, each probed once per batch: a listed
+/// buyer is refused before any other check (blacklisted before revoked), in the usual and the
+/// unusual requests alike, in a batch of one product and one of two, and the rest are decided
+/// as one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blacklisted_and_revoked_buyers_match_one_by_one() {
+    let products = vec![spec(4, 2, 2), spec(4, 2, 2)];
+    let batched = TestApp::builder().sale(products.clone()).build().await;
+    let single = TestApp::builder().sale(products).build().await;
+    for sale in [&batched, &single] {
+        seckill::ops::blacklist::add(&sale.db, &sale.redis, "z", "bot")
+            .await
+            .unwrap();
+        seckill::ops::token::revoke(&sale.redis, sale.activity, "r")
+            .await
+            .unwrap();
+        seckill::ops::token::revoke(&sale.redis, sale.activity, "z")
+            .await
+            .unwrap();
+    }
+    let one = [
+        (0, "a", 1),
+        (0, "z", 1),
+        (0, "r", 1),
+        (0, "r", 2),
+        (0, "z", 3),
+        (0, "b", 2),
+        (0, "a", 1),
+    ];
+    let a = run_mixed(&batched, &one, true).await;
+    assert_eq!(a, run_mixed(&single, &one, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        [
+            "ok",
+            "blacklisted",
+            "invalid_token",
+            "invalid_token",
+            "blacklisted",
+            "ok",
+            "ok"
+        ]
+    );
+    let two = [
+        (1, "r", 1),
+        (0, "c", 1),
+        (1, "z", 1),
+        (1, "d", 2),
+        (0, "r", 1),
+        (1, "d", 1),
+    ];
+    let a = run_mixed(&batched, &two, true).await;
+    assert_eq!(a, run_mixed(&single, &two, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        [
+            "invalid_token",
+            "sold_out",
+            "blacklisted",
+            "ok",
+            "invalid_token",
+            "limit_exceeded"
+        ]
+    );
+    for index in 0..2 {
+        assert_eq!(
+            state(&batched, index).await,
+            state(&single, index).await,
+            "product {index}"
+        );
+    }
     batched.finish().await;
     single.finish().await;
 }
