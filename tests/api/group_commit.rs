@@ -292,6 +292,14 @@ async fn several_products_or_a_blacklist_match_one_by_one() {
 /// buyer is refused before any other check (blacklisted before revoked), in the usual and the
 /// unusual requests alike, in a batch of one product and one of two, and the rest are decided
 /// as one by one.
+/// Decides `plan` in one call on `batched` and one call per purchase on `single`: the same
+/// outcomes on both, with these codes.
+async fn same_verdicts(batched: &TestApp, single: &TestApp, plan: &[(usize, &str, u32)], codes: &[&str]) {
+    let outcomes = run_mixed(batched, plan, true).await;
+    assert_eq!(outcomes, run_mixed(single, plan, false).await);
+    assert_eq!(outcomes.iter().map(|o| o.0).collect::<Vec<_>>(), codes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blacklisted_and_revoked_buyers_match_one_by_one() {
     let products = vec![spec(4, 2, 2), spec(4, 2, 2)];
@@ -317,20 +325,21 @@ async fn blacklisted_and_revoked_buyers_match_one_by_one() {
         (0, "b", 2),
         (0, "a", 1),
     ];
-    let a = run_mixed(&batched, &one, true).await;
-    assert_eq!(a, run_mixed(&single, &one, false).await);
-    assert_eq!(
-        a.iter().map(|o| o.0).collect::<Vec<_>>(),
-        [
+    same_verdicts(
+        &batched,
+        &single,
+        &one,
+        &[
             "ok",
             "blacklisted",
             "invalid_token",
             "invalid_token",
             "blacklisted",
             "ok",
-            "ok"
-        ]
-    );
+            "ok",
+        ],
+    )
+    .await;
     let two = [
         (1, "r", 1),
         (0, "c", 1),
@@ -339,19 +348,20 @@ async fn blacklisted_and_revoked_buyers_match_one_by_one() {
         (0, "r", 1),
         (1, "d", 1),
     ];
-    let a = run_mixed(&batched, &two, true).await;
-    assert_eq!(a, run_mixed(&single, &two, false).await);
-    assert_eq!(
-        a.iter().map(|o| o.0).collect::<Vec<_>>(),
-        [
+    same_verdicts(
+        &batched,
+        &single,
+        &two,
+        &[
             "invalid_token",
             "sold_out",
             "blacklisted",
             "ok",
             "invalid_token",
-            "limit_exceeded"
-        ]
-    );
+            "limit_exceeded",
+        ],
+    )
+    .await;
     for index in 0..2 {
         assert_eq!(
             state(&batched, index).await,
