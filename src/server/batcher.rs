@@ -231,8 +231,8 @@ impl Batchers {
 
     /// Puts `job` in the current (HTTP) thread's outbox; the first job of a turn spawns the
     /// task that flushes it. That task runs after the connection tasks already woken on this
-    /// thread, so the jobs of one turn of its event loop reach the batcher together instead
-    /// of one send each, any of which may wake the batcher's runtime (another thread).
+    /// thread, so the jobs of one turn of its event loop reach the batcher together and wake
+    /// the batcher's runtime (another thread) once, not once per job.
     fn post(&self, activity: u64, job: Job) {
         post(activity, job, || self.sender(activity));
     }
