@@ -11,12 +11,7 @@
 //! in Redis's socket while the first one's fsync runs), so under load requests pile up while
 //! a call is out and the next batch grows by itself; with light load a request goes out alone
 //! at once.
-//!
-//! An HTTP thread (see [`use_outbox`]) hands its jobs over once per turn of its event loop
-//! rather than one by one: each job sent while the batcher waits for more wakes the
-//! batcher's runtime, another thread.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -92,67 +87,6 @@ struct Job {
     reply: oneshot::Sender<Reply>,
 }
 
-thread_local! {
-    /// Whether this thread's jobs go through its outbox (see [`use_outbox`]).
-    static USES_OUTBOX: Cell<bool> = const { Cell::new(false) };
-    /// This thread's jobs not yet handed to their batchers.
-    static OUTBOX: RefCell<Vec<Outgoing>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Makes the purchases submitted from the current thread go through its outbox, flushed by a
-/// task spawned on the current runtime once per turn of its event loop (see `post`). For the
-/// HTTP threads: each drives a current-thread runtime, where a spawned task runs after the
-/// connection tasks already woken, so one flush carries the jobs of all of them. Called by
-/// each HTTP thread before it serves.
-pub fn use_outbox() {
-    USES_OUTBOX.with(|uses| uses.set(true));
-}
-
-/// One activity's jobs waiting in a thread's outbox, with a clone of its batcher's
-/// sender (one per activity and flush, not one per request).
-struct Outgoing {
-    activity: u64,
-    tx: mpsc::UnboundedSender<Job>,
-    jobs: Vec<Job>,
-}
-
-/// Hands the current thread's outbox to the batchers. A job its batcher refuses (stopped)
-/// gets `Closed` with its purchase back, as a refused direct send does.
-async fn flush_outbox() {
-    let outgoing = OUTBOX.with(|outbox| std::mem::take(&mut *outbox.borrow_mut()));
-    for Outgoing { tx, jobs, .. } in outgoing {
-        for job in jobs {
-            if let Err(refused) = tx.send(job) {
-                let Job { purchase, reply } = refused.0;
-                let _ = reply.send((purchase, Err(BatchError::Closed)));
-            }
-        }
-    }
-}
-
-/// Puts `job` for `activity` in the current thread's outbox (`sender` gives the batcher's
-/// sender for the outbox's first job of that activity) and spawns the task flushing it
-/// if it was empty. Must run inside a Tokio runtime.
-fn post(activity: u64, job: Job, sender: impl FnOnce() -> mpsc::UnboundedSender<Job>) {
-    let first = OUTBOX.with(|outbox| {
-        let mut outbox = outbox.borrow_mut();
-        let first = outbox.is_empty();
-        match outbox.iter_mut().find(|o| o.activity == activity) {
-            Some(outgoing) => outgoing.jobs.push(job),
-            None => outbox.push(Outgoing {
-                activity,
-                tx: sender(),
-                jobs: vec![job],
-            }),
-        }
-        first
-    });
-    if first {
-        // Dropping the JoinHandle detaches the task.
-        drop(tokio::spawn(flush_outbox()));
-    }
-}
-
 /// The batchers of every activity, started on first use.
 pub struct Batchers {
     redis: RedisClient,
@@ -216,10 +150,7 @@ impl Batchers {
     /// purchase back (`None` only when the batcher vanished with it).
     pub async fn submit(&self, activity: u64, purchase: Purchase) -> (Option<Purchase>, Result<Verdict, BatchError>) {
         let (reply, verdict) = oneshot::channel();
-        let job = Job { purchase, reply };
-        if USES_OUTBOX.with(Cell::get) {
-            self.post(activity, job);
-        } else if let Err(refused) = self.send(activity, job) {
+        if let Err(refused) = self.send(activity, Job { purchase, reply }) {
             return (Some(refused.0.purchase), Err(BatchError::Closed));
         }
         match verdict.await {
@@ -227,14 +158,6 @@ impl Batchers {
             // Dropped with its batch: the call may have gone out.
             Err(_) => (None, Err(BatchError::Undecided("the batcher stopped".into()))),
         }
-    }
-
-    /// Puts `job` in the current (HTTP) thread's outbox; the first job of a turn spawns the
-    /// task that flushes it. That task runs after the connection tasks already woken on this
-    /// thread, so the jobs of one turn of its event loop reach the batcher together and wake
-    /// the batcher's runtime (another thread) once, not once per job.
-    fn post(&self, activity: u64, job: Job) {
-        post(activity, job, || self.sender(activity));
     }
 
     /// Sends under the read lock (sending never blocks): no sender clone per request, whose
@@ -246,11 +169,7 @@ impl Batchers {
         self.sender(activity).send(job)
     }
 
-    /// The batcher of `activity`'s sender (a clone), the batcher started if need be.
     fn sender(&self, activity: u64) -> mpsc::UnboundedSender<Job> {
-        if let Some(tx) = self.senders.read().unwrap_or_else(|e| e.into_inner()).get(&activity) {
-            return tx.clone();
-        }
         let mut senders = self.senders.write().unwrap_or_else(|e| e.into_inner());
         senders
             .entry(activity)
@@ -482,43 +401,6 @@ mod tests {
             },
             reply,
         }
-    }
-
-    fn job_of(user: &str) -> (Job, oneshot::Receiver<Reply>) {
-        let (reply, verdict) = oneshot::channel();
-        let mut job = job();
-        job.purchase.user_id = user.into();
-        job.reply = reply;
-        (job, verdict)
-    }
-
-    #[tokio::test]
-    async fn an_outbox_hands_over_the_jobs_of_a_turn_together_after_it() {
-        let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (tx2, rx2) = mpsc::unbounded_channel();
-        let mut senders_asked = 0;
-        for n in 0..3 {
-            post(1, job_of(&format!("u{n}")).0, || {
-                senders_asked += 1;
-                tx1.clone()
-            });
-        }
-        post(2, job(), || tx2.clone());
-        assert!(rx1.is_empty() && rx2.is_empty(), "handed over before the turn ended");
-        // The flush task, spawned by the first job, runs before this task resumes.
-        tokio::task::yield_now().await;
-        for n in 0..3 {
-            assert_eq!(rx1.try_recv().unwrap().purchase.user_id, format!("u{n}"));
-        }
-        assert_eq!(rx2.len(), 1);
-        assert_eq!(senders_asked, 1, "one sender per activity and flush");
-        // A stopped batcher: the job comes back as never sent, with its purchase.
-        drop(rx1);
-        let (refused, verdict) = job_of("late");
-        post(1, refused, || tx1.clone());
-        let (purchase, answer) = verdict.await.unwrap();
-        assert_eq!(purchase.user_id, "late");
-        assert!(matches!(answer, Err(BatchError::Closed)), "{answer:?}");
     }
 
     #[tokio::test]

@@ -127,7 +127,6 @@ where
                     .build()
                     .map_err(io)
                     .and_then(|runtime| {
-                        super::batcher::use_outbox();
                         runtime.block_on(async {
                             let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
                             accept_loop(listener, service, limits, with_peer, stopped).await;
