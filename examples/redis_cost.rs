@@ -241,7 +241,12 @@ async fn main() {
     let naive = redis::Script::new(&std::fs::read_to_string("scripts/bench/naive_deduct.lua").unwrap());
     let reserve: Vec<redis::Script> = scripts
         .iter()
-        .map(|p| redis::Script::new(&std::fs::read_to_string(p).unwrap()))
+        // In front as src/scripts.rs puts it (a version with its own probe_sets shadows it).
+        .map(|p| {
+            redis::Script::new(
+                &(include_str!("../lua/lib/set_probe.lua").to_owned() + &std::fs::read_to_string(p).unwrap()),
+            )
+        })
         .collect();
     let mut names = vec!["naive".to_string()];
     names.extend(scripts.iter().cloned());

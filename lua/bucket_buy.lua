@@ -96,24 +96,8 @@ for j = 1, m do
 end
 
 local first_arg = 8 + 2 * m
--- Each request's buyer's answer (1: a member) from the blacklist and from the revoked set,
--- nil for a set that does not exist: one SMISMEMBER per set over the call's buyers, not a
--- SISMEMBER per purchase. An empty set does not exist: while both are, one EXISTS is all.
-local blacklisted, revoked
-local sets = gate_verdict and 0 or redis.call('EXISTS', KEYS[4], KEYS[5])
-if sets > 0 then
-    local users = {}
-    for i = 1, n do
-        users[i] = ARGV[first_arg + (i - 1) * 3 + 1]
-    end
-    local has_blacklist = sets == 2 or redis.call('EXISTS', KEYS[4]) == 1
-    if has_blacklist then
-        blacklisted = redis.call('SMISMEMBER', KEYS[4], unpack(users))
-    end
-    if sets == 2 or not has_blacklist then
-        revoked = redis.call('SMISMEMBER', KEYS[5], unpack(users))
-    end
-end
+-- Blacklisted ('B') and revoked ('I') buyers by request number (lua/lib/set_probe.lua).
+local flags = not gate_verdict and probe_sets(KEYS[4], KEYS[5], ARGV, first_arg + 1, n, 3) or nil
 
 local entry = bucket_entry(KEYS[1], activity, now_ms)
 
@@ -153,9 +137,9 @@ for i = 1, n do
         verdict, stock = 'not_found', -1
     elseif gate_verdict then
         verdict = gate_verdict
-    elseif blacklisted and blacklisted[i] == 1 then
+    elseif flags and flags[i] == 'B' then
         verdict = 'blacklisted'
-    elseif revoked and revoked[i] == 1 then
+    elseif flags and flags[i] == 'I' then
         verdict = 'invalid_token'
     else
         local quantity = 1

@@ -5,6 +5,8 @@
 -- purchases go into ONE stream entry (decoded in src/reservation/entry.rs): activity,
 -- reserved_ms, then per run of consecutive purchases of one product: product, price, buyers
 -- (the user ids, space-separated: ids hold no whitespace) and quantities (same order).
+-- src/scripts.rs puts lib/set_probe.lua (probe_sets, the blacklist and revoked check it
+-- shares with bucket_buy.lua) in front of it.
 --
 -- KEYS[1]  activity hash    P:{a:A}:activity   (status, start_ms, end_ms, id)
 -- KEYS[2]  order stream     P:{a:A}:orders
@@ -122,35 +124,6 @@ local function quantity_of(passed)
     end
     return quantity, passed
 end
--- The requests whose buyer is blacklisted ('B') or revoked ('I'), by request number, from one
--- SMISMEMBER per set that exists; nil when neither does. Both are usually empty, and an empty
--- set does not exist: one EXISTS covers both while they are. (Its arguments are passed, not
--- taken as upvalues, which each cost the call an allocation.)
-local function probe_sets(blacklist, revoked, users, from, to)
-    local sets = redis.call('EXISTS', blacklist, revoked)
-    if sets == 0 then
-        return nil
-    end
-    local flags, listed = {}, nil
-    if sets == 2 or redis.call('EXISTS', blacklist) == 1 then
-        listed = redis.call('SMISMEMBER', blacklist, unpack(users, from, to))
-    end
-    if sets == 2 or not listed then
-        local r = redis.call('SMISMEMBER', revoked, unpack(users, from, to))
-        for i = 1, #r do
-            if r[i] == 1 then
-                flags[i] = 'I'
-            end
-        end
-    end
-    -- Blacklisted comes first.
-    for i = 1, listed and #listed or 0 do
-        if listed[i] == 1 then
-            flags[i] = 'B'
-        end
-    end
-    return flags
-end
 -- A batch of one product is decided in straight-line code, in locals, with no table per usual
 -- request.
 if m == 1 then
@@ -162,7 +135,7 @@ if m == 1 then
     if not stock then
         return string.rep('N', n) .. ' -1'
     end
-    local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, first_user + n)
+    local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
     local limit, max_per_order = first[3] + 0, first[4] + 0
     local held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
     -- The HSET of the accepted buyers' totals, its first `count` values in use; the totals so
@@ -339,7 +312,7 @@ if refusal then
     reply[1] = table.concat(codes)
     return table.concat(reply, ' ')
 end
-local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, first_user + n)
+local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
 local codes = {}
 local entry = { 'XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms) }
 local buyers, bought = {}, {}

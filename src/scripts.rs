@@ -44,8 +44,14 @@ pub fn all() -> Vec<&'static Script> {
     ]
 }
 
-/// `lua/reserve.lua`: decide a batch of purchases and queue the reservations.
-pub static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
+/// `lua/reserve.lua`: decide a batch of purchases and queue the reservations. Behind
+/// `lua/lib/set_probe.lua`, the blacklist and revoked check it shares with [`BUCKET_BUY`].
+pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/lib/set_probe.lua"),
+        include_str!("../lua/reserve.lua")
+    ))
+});
 
 /// `lua/issue_token.lua`: register purchase tokens, one per user and activity.
 pub static ISSUE_TOKEN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));
@@ -77,10 +83,12 @@ pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include
 
 /// `lua/bucket_buy.lua`: a batch's purchases of sharded products in their buyers' bucket:
 /// checks, the buyers' totals and, when the bucket holds them, the units. Behind
-/// `lua/lib/bucket_entry.lua`, the bucket's stream entry it shares with [`BUCKET_RESERVE`].
+/// `lua/lib/bucket_entry.lua`, the bucket's stream entry it shares with [`BUCKET_RESERVE`],
+/// and `lua/lib/set_probe.lua`, the blacklist and revoked check it shares with [`RESERVE`].
 pub static BUCKET_BUY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("../lua/lib/bucket_entry.lua"),
+        include_str!("../lua/lib/set_probe.lua"),
         include_str!("../lua/bucket_buy.lua")
     ))
 });

@@ -12,6 +12,7 @@ LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ign
         two     current, every other purchase of a second product (a batch of two products)
         bucket  lua/bucket_buy.lua's arguments (SCRIPT: that file, lua/lib/bucket_entry.lua is put
                 in front of it as src/scripts.rs does), one product in bucket 0 of 4
+Every layout but naive gets lua/lib/set_probe.lua in front of SCRIPT, as src/scripts.rs does.
         token   the arguments before issue 20 (a token key and four values per purchase)
 """
 import socket
@@ -72,6 +73,9 @@ if layout == "token":
         for _ in users[i:i + 1000]:
             read()
 source = open(script).read()
+if layout != "naive":
+    # As src/scripts.rs loads them (a version that defines its own probe_sets shadows this one).
+    source = open("lua/lib/set_probe.lua").read() + source
 if layout == "bucket":
     source = open("lua/lib/bucket_entry.lua").read() + source
 sha = cmd("SCRIPT", "LOAD", source).decode()
