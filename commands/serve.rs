@@ -11,9 +11,9 @@ pub struct ServeArgs {
     /// Listen address [default: http.bind].
     #[arg(long, value_name = "ADDR")]
     bind: Option<String>,
-    /// HTTP threads, each with its own listener on the address [default: http.threads;
-    /// 0 there: half the cores]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// HTTP threads of their own, each with its own listener on the address; 0: none, the
+    /// runtime's workers serve HTTP beside group commit and Redis [default: http.threads]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     threads: Option<u16>,
     /// Run with the shipped token secret or one under 32 bytes (demos only: anyone who
     /// knows it can forge purchase tokens).
@@ -44,8 +44,9 @@ fn http_threads(ctx: &Context, args: &ServeArgs) -> usize {
     args.threads.map_or_else(|| ctx.config.http.thread_count(), usize::from)
 }
 
-/// Workers of the main runtime (Redis, MySQL, group commit): the cores the HTTP threads leave,
-/// at least one. `None` when `TOKIO_WORKER_THREADS` sets them (tokio reads it itself).
+/// Workers of the main runtime (Redis, MySQL, group commit, and HTTP when it has no threads
+/// of its own): the cores the HTTP threads leave, at least one. `None` when
+/// `TOKIO_WORKER_THREADS` sets them (tokio reads it itself).
 pub fn runtime_workers(ctx: &Context, args: &ServeArgs) -> Option<usize> {
     if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
         return None;
@@ -76,7 +77,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     seckill::durability::require_for_serving(&redis).await?;
     let listeners = server::bind(&bind, threads).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     // The address is logged by `server::run` (a plain eprintln would break JSON logs).
-    let state = AppState::new(ctx.config.clone(), redis, db);
+    let mut config = ctx.config.clone();
+    config.http.threads = threads;
+    let state = AppState::new(config, redis, db);
     server::run(listeners, state, seckill::shutdown::signal()).await?;
     Ok(())
 }

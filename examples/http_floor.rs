@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             app,
             limits,
             false,
+            threads > 0,
             std::future::pending(),
         ))?;
     Ok(())

@@ -107,8 +107,9 @@ pub struct HttpConfig {
     pub bind: String,
     /// Larger request bodies are rejected with `bad_request`.
     pub max_body_bytes: usize,
-    /// HTTP threads, each an event loop of its own with its own listener on `bind`
-    /// (0: half the cores, at least one). See [`HttpConfig::thread_count`].
+    /// HTTP threads of their own, each an event loop with its own listener on `bind`; 0 (the
+    /// default): none, the process's runtime serves HTTP beside group commit and Redis, with
+    /// a worker per core. See [`HttpConfig::thread_count`].
     pub threads: usize,
     /// A request's head (request line and headers) must be complete within this many
     /// milliseconds of the server starting to wait for it: from the connection's opening, or
@@ -124,14 +125,11 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// The HTTP threads to run: `threads`, or half the cores (at least one) when 0. The other
-    /// half is left to the runtime that talks to Redis and MySQL, to the kernel's network
-    /// work and, on a small machine, to Redis itself.
+    /// The HTTP threads of their own to run (`threads`): 0 means none, the listener is served
+    /// by the runtime that talks to Redis and MySQL, so a buy is decided without a hand-off
+    /// between threads (see `server::http_threads`).
     pub fn thread_count(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-            n => n,
-        }
+        self.threads
     }
 
     /// The connection cap: `max_connections`, or when 0 three quarters of the process's
@@ -290,15 +288,34 @@ pub struct FunnelConfig {
     /// one batch and Redis's turn for another overlap (see README, Running Redis for a flash
     /// sale, for the measurement that chose 2).
     pub batch_pipeline_aof_always: usize,
-    /// Group commit delay, in microseconds: a batch smaller than the purchases expected (those
-    /// queued while the last call was out, plus the buyers it just answered, who usually come
-    /// straight back) waits up to this long for them. Under load the batches grow several
-    /// times over and each call's fixed cost in Redis is shared by that many more purchases;
-    /// a lone buyer after a lone buyer expects nobody and never waits. 0: never wait.
+    /// Group commit delay, in microseconds: the longest a batch keeps gathering while
+    /// purchases keep arriving. After taking what is queued it lets the runtime's other
+    /// tasks run once (the connections with requests read meanwhile); it goes as soon as such
+    /// a turn brings no purchase, or it holds the purchases expected (those queued while the
+    /// last call was out plus the buyers it just answered), or this long has passed. So under
+    /// load a batch takes in the requests already on their way and a call's fixed cost in
+    /// Redis is shared by them, while no core idles waiting for buyers who are not coming.
+    /// 0: never wait.
     pub batch_linger_us: u64,
     /// The group commit delay under `redis.durability: aof_always`, in place of
-    /// `batch_linger_us`: every call then also costs Redis one fsync whatever its size.
+    /// `batch_linger_us`, and a different wait: a batch smaller than the purchases expected
+    /// waits up to this long for them, since every call then also costs Redis one fsync
+    /// whatever its size. A lone buyer after a lone buyer expects nobody and never waits.
     pub batch_linger_us_aof_always: u64,
+}
+
+/// How a group-commit batch waits for more purchases before its script call
+/// ([`FunnelConfig::batch_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchWait {
+    /// Goes with what is queued.
+    Never,
+    /// Gathers while each turn of the runtime brings more purchases, at most this long
+    /// (`funnel.batch_linger_us`).
+    WhileArriving(Duration),
+    /// Waits for the purchases expected, at most this long
+    /// (`funnel.batch_linger_us_aof_always`).
+    ForExpected(Duration),
 }
 
 impl FunnelConfig {
@@ -310,12 +327,16 @@ impl FunnelConfig {
         }
     }
 
-    /// How long a short batch waits for the purchases expected under `durability`.
-    pub fn linger_under(&self, durability: Durability) -> Duration {
-        Duration::from_micros(match durability {
-            Durability::AofAlways => self.batch_linger_us_aof_always,
-            _ => self.batch_linger_us,
-        })
+    /// How a batch waits for more purchases under `durability`.
+    pub fn batch_wait(&self, durability: Durability) -> BatchWait {
+        let (micros, wait): (u64, fn(Duration) -> BatchWait) = match durability {
+            Durability::AofAlways => (self.batch_linger_us_aof_always, BatchWait::ForExpected),
+            _ => (self.batch_linger_us, BatchWait::WhileArriving),
+        };
+        match micros {
+            0 => BatchWait::Never,
+            micros => wait(Duration::from_micros(micros)),
+        }
     }
 }
 
@@ -557,7 +578,7 @@ impl Config {
             return bad("funnel.rate_limit_keys_max", "must be 1..=100000000");
         }
         if self.http.threads > 256 {
-            return bad("http.threads", "at most 256 (0 picks half the cores)");
+            return bad("http.threads", "at most 256 (0: served by the runtime's workers)");
         }
         for (field, ms) in [
             ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),

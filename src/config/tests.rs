@@ -77,10 +77,20 @@ fn lingers_are_bounded() {
 #[test]
 fn the_group_commit_delay_is_the_aof_always_one_only_under_aof_always() {
     let c = Config::parse("funnel:\n  batch_linger_us: 300\n  batch_linger_us_aof_always: 2000\n").unwrap();
-    let micros = |d: Durability| c.funnel.linger_under(d).as_micros();
-    assert_eq!(micros(Durability::AofAlways), 2000);
+    assert_eq!(
+        c.funnel.batch_wait(Durability::AofAlways),
+        BatchWait::ForExpected(Duration::from_micros(2000))
+    );
     for other in [Durability::AofEverysec, Durability::Replicas, Durability::None] {
-        assert_eq!(micros(other), 300, "{other:?}");
+        assert_eq!(
+            c.funnel.batch_wait(other),
+            BatchWait::WhileArriving(Duration::from_micros(300)),
+            "{other:?}"
+        );
+    }
+    let off = Config::parse("funnel:\n  batch_linger_us: 0\n  batch_linger_us_aof_always: 0\n").unwrap();
+    for any in [Durability::AofAlways, Durability::None] {
+        assert_eq!(off.funnel.batch_wait(any), BatchWait::Never, "{any:?}");
     }
     let defaults = FunnelConfig::default();
     assert!(defaults.batch_linger_us > 0 && defaults.batch_linger_us_aof_always > 0);

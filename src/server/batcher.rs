@@ -2,10 +2,11 @@
 //!
 //! One task per activity receives requests over a channel. Whenever a pipeline slot is
 //! free it drains everything queued (up to `batch_max`) and decides the lot with one
-//! [`buy::reserve`] call, whose verdicts are identical to one-by-one calls. A batch smaller
-//! than the purchases expected waits briefly for them (`funnel.batch_linger_us`, longer under
-//! `aof_always`, where each call also costs an fsync; see `gather`), since each call has a
-//! fixed cost in Redis that a larger batch shares.
+//! [`buy::reserve`] call, whose verdicts are identical to one-by-one calls. Before the call a
+//! batch keeps gathering briefly while purchases keep arriving (`funnel.batch_linger_us`;
+//! under `aof_always`, where each call also costs an fsync, it waits for the purchases
+//! expected instead; see `gather`), since each call has a fixed cost in Redis that a larger
+//! batch shares.
 //! Up to `batch_pipeline` calls per activity are in flight on the shared connection
 //! (`batch_pipeline_aof_always` under `aof_always`, where a second call is gathered and waits
 //! in Redis's socket while the first one's fsync runs), so under load requests pile up while
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use super::guard::KnownSeqs;
 use crate::buckets::{self, Sharded};
 use crate::buy::{Outcome, Purchase, Verdict};
+use crate::config::BatchWait;
 use crate::redis_client::RedisClient;
 
 /// Why a purchase got no verdict.
@@ -93,10 +95,10 @@ pub struct Batchers {
     batch_max: usize,
     pipeline: usize,
     timeout: Duration,
-    linger: Duration,
+    wait: BatchWait,
     batch_sizes: Histogram,
     known_seqs: Arc<KnownSeqs>,
-    wait: Option<ReplicaWait>,
+    replica_wait: Option<ReplicaWait>,
     senders: RwLock<HashMap<u64, mpsc::UnboundedSender<Job>>>,
     sharded: Arc<Sharded>,
     runtime: tokio::runtime::Handle,
@@ -110,10 +112,10 @@ impl Batchers {
             batch_max,
             pipeline,
             timeout,
-            linger: Duration::ZERO,
+            wait: BatchWait::Never,
             batch_sizes: Histogram::noop(),
             known_seqs: Arc::default(),
-            wait: None,
+            replica_wait: None,
             senders: RwLock::default(),
             sharded: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
@@ -126,10 +128,10 @@ impl Batchers {
         self
     }
 
-    /// Lets a batch smaller than the purchases expected wait up to `linger` for them
-    /// (`funnel.batch_linger_us`, see `gather`).
-    pub fn with_linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
+    /// How a batch waits for more purchases before its call (`funnel.batch_linger_us`, see
+    /// `gather`).
+    pub fn with_wait(mut self, wait: BatchWait) -> Self {
+        self.wait = wait;
         self
     }
 
@@ -142,7 +144,7 @@ impl Batchers {
 
     /// Waits for replicas after every batch that queued a reservation (see [`ReplicaWait`]).
     pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
-        self.wait = wait;
+        self.replica_wait = wait;
         self
     }
 
@@ -179,12 +181,12 @@ impl Batchers {
                 let batch = Batch {
                     max: self.batch_max,
                     pipeline: self.pipeline,
-                    linger: self.linger,
+                    wait: self.wait,
                     sizes: self.batch_sizes.clone(),
                     known_seqs: self.known_seqs.clone(),
                     calls: Arc::new(Calls {
                         timeout: self.timeout,
-                        wait: self.wait.clone(),
+                        wait: self.replica_wait.clone(),
                         sharded: self.sharded.clone(),
                     }),
                 };
@@ -199,7 +201,7 @@ impl Batchers {
 struct Batch {
     max: usize,
     pipeline: usize,
-    linger: Duration,
+    wait: BatchWait,
     sizes: Histogram,
     known_seqs: Arc<KnownSeqs>,
     calls: Arc<Calls>,
@@ -219,7 +221,7 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
     let Batch {
         max: batch_max,
         pipeline,
-        linger,
+        wait,
         sizes,
         known_seqs,
         calls,
@@ -234,7 +236,7 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
             return;
         };
         let expected = (queued + answered).min(batch_max);
-        let jobs = gather(&mut rx, first, batch_max, expected, linger).await;
+        let jobs = gather(&mut rx, first, batch_max, expected, wait).await;
         let mut purchases = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -263,18 +265,26 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
 }
 
 /// The next batch: `first` and everything queued (up to `max`), drained only once a pipeline
-/// slot is free so whatever arrived meanwhile joins. While it holds fewer than `expected`,
-/// waits up to `linger` for more: every call costs Redis a fixed amount whatever its size
-/// (the script's set-up and its reads per batch; under `appendfsync always` also one
-/// fsync), and the buyers just answered usually come straight back, so without the wait the
-/// batches stay a fraction of the buyers in flight and each purchase pays several times its
-/// share of that cost. A lone buyer after a lone buyer expects nobody else and never waits.
+/// slot is free so whatever arrived meanwhile joins; then, by `wait`, more. Every call costs
+/// Redis a fixed amount whatever its size (the script's set-up and its reads per batch; under
+/// `appendfsync always` also one fsync), so a batch that goes with only what was queued at
+/// the instant its slot freed leaves each purchase several times its share of that cost.
+/// - [`BatchWait::WhileArriving`]: after each drain the batch lets the runtime's other tasks
+///   run once (`yield_now` comes back after the runtime has polled its sockets and run what
+///   they woke: the connections whose requests arrived meanwhile), and goes at the first
+///   such turn that brought no purchase. No core waits on a timer for buyers who are not on
+///   their way, and a lone buyer waits one turn.
+/// - [`BatchWait::ForExpected`]: while it holds fewer than `expected` it waits for more, as
+///   the buyers just answered usually come straight back; a lone buyer after a lone buyer
+///   expects nobody else and never waits.
+///
+/// Both stop at `max` purchases, at `expected`, and after the wait's duration.
 async fn gather(
     rx: &mut mpsc::UnboundedReceiver<Job>,
     first: Job,
     max: usize,
     expected: usize,
-    linger: Duration,
+    wait: BatchWait,
 ) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(max.min(64));
     jobs.push(first);
@@ -285,17 +295,30 @@ async fn gather(
         }
     };
     drain(rx, &mut jobs);
-    if linger.is_zero() || jobs.len() >= expected {
-        return jobs;
-    }
-    let deadline = tokio::time::Instant::now() + linger;
-    while jobs.len() < expected {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(job)) => {
-                jobs.push(job);
+    match wait {
+        BatchWait::Never => {}
+        BatchWait::WhileArriving(linger) => {
+            let started = std::time::Instant::now();
+            while jobs.len() < expected.min(max) && started.elapsed() < linger {
+                let before = jobs.len();
+                tokio::task::yield_now().await;
                 drain(rx, &mut jobs);
+                if jobs.len() == before {
+                    break;
+                }
             }
-            _ => break,
+        }
+        BatchWait::ForExpected(linger) => {
+            let deadline = tokio::time::Instant::now() + linger;
+            while jobs.len() < expected {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        jobs.push(job);
+                        drain(rx, &mut jobs);
+                    }
+                    _ => break,
+                }
+            }
         }
     }
     jobs
@@ -408,10 +431,10 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tx.send(job()).unwrap();
         let started = Instant::now();
-        let jobs = gather(&mut rx, job(), 128, 2, Duration::from_secs(5)).await;
+        let jobs = gather(&mut rx, job(), 128, 2, BatchWait::ForExpected(Duration::from_secs(5))).await;
         assert_eq!(jobs.len(), 2);
         // A lone buyer after a lone buyer: nobody else is expected.
-        let jobs = gather(&mut rx, job(), 128, 1, Duration::from_secs(5)).await;
+        let jobs = gather(&mut rx, job(), 128, 1, BatchWait::ForExpected(Duration::from_secs(5))).await;
         assert_eq!(jobs.len(), 1);
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
@@ -428,13 +451,20 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
         });
         let started = Instant::now();
-        let jobs = gather(&mut rx, job(), 128, 3, Duration::from_secs(5)).await;
+        let jobs = gather(&mut rx, job(), 128, 3, BatchWait::ForExpected(Duration::from_secs(5))).await;
         assert_eq!(jobs.len(), 3, "went when the third expected buyer came");
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         // The fourth is queued meanwhile; the fifth never comes: the linger ends the wait.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
-        let jobs = gather(&mut rx, job(), 128, 5, Duration::from_millis(200)).await;
+        let jobs = gather(
+            &mut rx,
+            job(),
+            128,
+            5,
+            BatchWait::ForExpected(Duration::from_millis(200)),
+        )
+        .await;
         assert_eq!(jobs.len(), 2);
         let took = started.elapsed();
         assert!(
@@ -450,13 +480,57 @@ mod tests {
             tx.send(job()).unwrap();
         }
         let started = Instant::now();
-        assert_eq!(gather(&mut rx, job(), 128, 100, Duration::ZERO).await.len(), 6);
+        assert_eq!(gather(&mut rx, job(), 128, 100, BatchWait::Never).await.len(), 6);
         for _ in 0..5 {
             tx.send(job()).unwrap();
         }
         // batch_max caps the batch and what is expected of it.
-        assert_eq!(gather(&mut rx, job(), 3, 3, Duration::from_secs(5)).await.len(), 3);
+        assert_eq!(
+            gather(&mut rx, job(), 3, 3, BatchWait::ForExpected(Duration::from_secs(5)))
+                .await
+                .len(),
+            3
+        );
         assert_eq!(rx.len(), 3);
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    /// A batch gathering while purchases arrive takes those sent by tasks that run in the
+    /// meantime, one after another, and goes at the first turn that brings none: long before
+    /// its linger, even though fewer than expected came.
+    #[tokio::test]
+    async fn a_batch_gathers_while_purchases_keep_arriving_and_goes_when_they_stop() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Each sender sends on its first poll: one arrives per turn of the runtime.
+        let mut senders = Vec::new();
+        for _ in 0..4 {
+            let tx = tx.clone();
+            senders.push(tokio::spawn(async move {
+                tx.send(job()).unwrap();
+                tokio::task::yield_now().await;
+            }));
+        }
+        let started = Instant::now();
+        let jobs = gather(
+            &mut rx,
+            job(),
+            128,
+            100,
+            BatchWait::WhileArriving(Duration::from_secs(5)),
+        )
+        .await;
+        assert_eq!(jobs.len(), 5, "the first and the four sent meanwhile");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // A late one joins the next batch; expected and max still end the gathering.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(job()).unwrap();
+        tx.send(job()).unwrap();
+        let jobs = gather(&mut rx, job(), 2, 100, BatchWait::WhileArriving(Duration::from_secs(5))).await;
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(rx.len(), 1);
+        drop(tx);
+        for sender in senders {
+            sender.await.unwrap();
+        }
     }
 }

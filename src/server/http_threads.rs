@@ -1,18 +1,19 @@
-//! The HTTP side of `seckill serve`: one OS thread per listener, each running a
-//! single-threaded Tokio runtime.
+//! The HTTP side of `seckill serve`: the listeners, served either by tasks of the calling
+//! runtime (`http.threads: 0`, the default) or by OS threads of their own, one per listener,
+//! each running a single-threaded Tokio runtime (`http.threads: N`).
 //!
-//! Why not the process's multi-threaded runtime: on a small machine shared with the load and
-//! with Redis, its workers waking and stealing from one another cost more than the HTTP work
-//! itself, so one HTTP thread beside the rest of the process answers both sold-out requests
-//! and buys faster than work-stealing workers doing both (README, Benchmarks, has the
-//! figures). The handlers still reach Redis through the shared state:
-//! the group-commit batchers and the Redis connection run on the runtime that created the
-//! `AppState`, so a request waits for its verdict there.
+//! On the calling runtime a buy goes from its socket to the group-commit batcher, to Redis
+//! and back without a hand-off between threads: the batcher, the Redis connection and the
+//! connections are tasks of the same workers. With threads of their own, the handlers still
+//! reach Redis through the shared state (the batchers and the Redis connection run on the
+//! runtime that created the `AppState`), so every batch wakes a thread each way; on a small
+//! machine shared with the load and with Redis those wake-ups cost more than they spare
+//! (README, Benchmarks, has the figures).
 //!
-//! Each thread accepts its own connections and serves them with hyper's HTTP/1 server,
-//! within the process's [`ConnectionLimits`]: the connection cap, and a header-read timeout
-//! kept by the thread's `Watchdog` (axum's `serve` has none, so silent and slow clients
-//! were kept forever).
+//! Each listener's accept loop serves its connections with hyper's HTTP/1 server, within
+//! the process's [`ConnectionLimits`]: the connection cap, and a header-read timeout kept by
+//! the loop's `Watchdog` (axum's `serve` has none, so silent and slow clients were kept
+//! forever).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,10 +38,11 @@ use crate::error::{Error, Result};
 /// Pending connections the kernel holds per listener before refusing more.
 const BACKLOG: i32 = 1024;
 
-/// `count` listeners on `addr` (a port of 0 picks one free port for all of them). With more
-/// than one, they share the port through `SO_REUSEPORT` and the kernel spreads new
-/// connections over them.
+/// `count` listeners on `addr` (at least one; a port of 0 picks one free port for all of
+/// them). With more than one, they share the port through `SO_REUSEPORT` and the kernel
+/// spreads new connections over them.
 pub fn bind(addr: &str, count: usize) -> Result<Vec<StdListener>> {
+    let count = count.max(1);
     let io = |source| Error::Io {
         path: addr.to_string(),
         source,
@@ -90,18 +92,19 @@ fn listen(addr: SocketAddr, share_port: bool) -> std::io::Result<StdListener> {
     Ok(socket.into())
 }
 
-/// Serves `service` (the API: `api::Api`) on every listener, each on a thread
-/// of its own, within `limits` (connection cap, header-read timeout), until `shutdown`
-/// completes (or this future is dropped); then every thread stops accepting and finishes
-/// its in-flight requests, and this returns once all have. A thread that fails stops the
-/// others; its error is returned. With `with_peer`, every request carries its peer's address
-/// as `ConnectInfo<SocketAddr>` (without, requests get no extension: it would cost each an
-/// allocation).
+/// Serves `service` (the API: `api::Api`) on every listener, with `own_threads` each on a
+/// thread of its own, without as tasks of the calling runtime, within `limits` (connection
+/// cap, header-read timeout), until `shutdown` completes (or this future is dropped); then
+/// every listener stops accepting and finishes its in-flight requests, and this returns once
+/// all have. A thread that fails stops the others; its error is returned. With `with_peer`,
+/// every request carries its peer's address as `ConnectInfo<SocketAddr>` (without, requests
+/// get no extension: it would cost each an allocation).
 pub async fn serve<S>(
     listeners: Vec<StdListener>,
     service: S,
     limits: ConnectionLimits,
     with_peer: bool,
+    own_threads: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()>
 where
@@ -110,6 +113,9 @@ where
 {
     // Dropping the sender (this future dropped) stops the threads as well as sending does.
     let (stop, stopped) = watch::channel(false);
+    if !own_threads {
+        return serve_here(listeners, service, limits, with_peer, shutdown, (stop, stopped)).await;
+    }
     let (done_tx, mut done) = mpsc::unbounded_channel::<Result<()>>();
     let mut running = 0;
     for (n, listener) in listeners.into_iter().enumerate() {
@@ -161,6 +167,52 @@ where
         Some(Err(e)) => Err(e),
         _ => rest,
     }
+}
+
+/// Serves each listener with an accept loop spawned on the calling runtime, beside group
+/// commit and the Redis connection (see the module's documentation), until `shutdown`; then
+/// stops them and returns once their connections are closed.
+async fn serve_here<S>(
+    listeners: Vec<StdListener>,
+    service: S,
+    limits: ConnectionLimits,
+    with_peer: bool,
+    shutdown: impl Future<Output = ()>,
+    (stop, stopped): (watch::Sender<bool>, watch::Receiver<bool>),
+) -> Result<()>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut accepting = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Io { path: addr, source })?;
+        accepting.spawn(accept_loop(
+            listener,
+            service.clone(),
+            limits.clone(),
+            with_peer,
+            stopped.clone(),
+        ));
+    }
+    drop(stopped);
+    tokio::select! {
+        () = shutdown => {}
+        // An accept loop ends only once stopped, or by a panic.
+        Some(ended) = accepting.join_next() => {
+            let _ = stop.send(true);
+            while accepting.join_next().await.is_some() {}
+            return ended.map_err(|e| Error::Io {
+                path: "serving HTTP".into(),
+                source: std::io::Error::other(format!("an accept loop ended: {e}")),
+            });
+        }
+    }
+    let _ = stop.send(true);
+    while accepting.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Accepts connections on `listener` and serves each on a task of its own until `stopped`

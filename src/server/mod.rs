@@ -15,12 +15,13 @@
 //!   per-key buckets;
 //! - [`metrics`]: what `GET /metrics` shows;
 //! - [`connections`]: the connection cap, and JSON on hyper's own refusals;
-//! - [`http_threads`]: the listeners and the threads that serve them.
+//! - [`http_threads`]: the listeners, and the runtime's tasks or the threads that serve them.
 //!
 //! [`router`] builds the whole service (tests drive it with `tower::ServiceExt::oneshot`);
 //! [`Api`] serves it with the buy request dispatched ahead of the router;
-//! [`bind`] opens the listeners and [`run`] serves them, one [`http_threads`] thread each,
-//! until the shutdown future completes, then drains in-flight requests.
+//! [`bind`] opens the listeners and [`run`] serves them ([`http_threads`]: on the calling
+//! runtime, or on `http.threads` threads of their own) until the shutdown future completes,
+//! then drains in-flight requests.
 //!
 //! The files depend on one another in this order, each only on files listed before it (none on
 //! this one): `limiter`, `client_addr`, `funnel`, `connections`, `routes`, `metrics`, `error`,
@@ -56,10 +57,11 @@ pub use api::{router, Api};
 pub use http_threads::bind;
 pub use state::{AppState, Shared};
 
-/// Serves the API on `listeners` (from [`bind`]), one HTTP thread each, until `shutdown`
-/// completes or this future is dropped; then stops accepting, lets in-flight requests
-/// finish, and returns. Must run inside the Tokio runtime that created `state`: group
-/// commit and the Redis connection live there.
+/// Serves the API on `listeners` (from [`bind`]) until `shutdown` completes or this future
+/// is dropped; then stops accepting, lets in-flight requests finish, and returns. The
+/// listeners are served by tasks of the calling runtime when `http.threads` is 0, else by a
+/// thread each. Must run inside the Tokio runtime that created `state`: group commit and the
+/// Redis connection live there.
 pub async fn run(
     listeners: Vec<std::net::TcpListener>,
     state: AppState,
@@ -77,10 +79,11 @@ pub async fn run(
         state.stats.connections_refused.clone(),
         state.stats.connections_cut.clone(),
     );
-    tracing::info!(%addr, threads = listeners.len(), max_connections = http.connection_cap(), page = %format!("http://{addr}/"), "serving the HTTP API and the buyer page");
+    let own_threads = http.threads > 0;
+    tracing::info!(%addr, http_threads = if own_threads { listeners.len() } else { 0 }, max_connections = http.connection_cap(), page = %format!("http://{addr}/"), "serving the HTTP API and the buyer page");
     // Every request carries its peer's address: the client address is logged and may be
     // rate-limited in every auth mode.
-    http_threads::serve(listeners, Api::new(state), limits, true, shutdown).await
+    http_threads::serve(listeners, Api::new(state), limits, true, own_threads, shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM, for [`run`].

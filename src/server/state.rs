@@ -119,7 +119,7 @@ impl AppState {
                 config.redis_response_timeout(),
             )
             .with_batch_sizes(stats.batch_size.clone())
-            .with_linger(f.linger_under(config.redis.durability))
+            .with_wait(f.batch_wait(config.redis.durability))
             .with_replica_wait((config.redis.wait_replicas > 0).then(|| ReplicaWait {
                 replicas: config.redis.wait_replicas,
                 timeout: Duration::from_millis(config.redis.wait_timeout_ms),

@@ -373,14 +373,66 @@ async fn blacklisted_and_revoked_buyers_match_one_by_one() {
     single.finish().await;
 }
 
-/// The group commit delay holds under every durability policy, not only `aof_always`: after
-/// a batch of several buyers, the next short batch waits (`funnel.batch_linger_us`) for as
-/// many buyers as were just answered, since each call's fixed cost in Redis is shared by its
-/// purchases. Here nobody comes, so a lone buyer right after a burst waits the whole delay;
-/// the burst itself is decided in full.
+/// A burst, then a lone buyer, under `sale`'s policy: the burst is decided in full (80 units
+/// left of 100) and the lone buyer's purchase took the time returned.
+async fn lone_buyer_after_a_burst(sale: &std::sync::Arc<TestApp>) -> std::time::Duration {
+    let burst = sale
+        .buy_at_once(sale.product, crate::helpers::users("burst", 20).collect())
+        .await;
+    for (user, (status, body)) in &burst {
+        assert_eq!(status.as_u16(), 200, "{user}: {body}");
+    }
+    let token = sale.token("lone").await;
+    let started = std::time::Instant::now();
+    let (status, body) = sale.buy(sale.product, "lone", 1, &token).await;
+    let took = started.elapsed();
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(sale.product_hash(sale.activity, sale.product).await["stock"], "79");
+    took
+}
+
+/// Under `aof_always`, where every call costs an fsync, a short batch after a batch of
+/// several buyers waits (`funnel.batch_linger_us_aof_always`) for as many buyers as were just
+/// answered, who usually come straight back. Here nobody comes, so a lone buyer right after a
+/// burst waits the whole delay.
 #[tokio::test]
-async fn a_short_batch_after_a_burst_waits_for_the_buyers_just_answered_under_durability_none() {
+async fn a_short_batch_after_a_burst_waits_for_the_buyers_just_answered_under_aof_always() {
     const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+    let own =
+        crate::redis_servers::OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .await;
+    let sale = std::sync::Arc::new(
+        TestApp::builder()
+            .redis(own.url())
+            .tune(|c| {
+                c.redis.durability = seckill::durability::Durability::AofAlways;
+                c.funnel.batch_linger_us_aof_always = LINGER.as_micros() as u64;
+                c.funnel.batch_linger_us = 0;
+                c.funnel.batch_pipeline_aof_always = 1;
+            })
+            .sale(vec![spec(100, 1, 1)])
+            .serve()
+            .build()
+            .await,
+    );
+    let took = lone_buyer_after_a_burst(&sale).await;
+    assert!(
+        took >= LINGER,
+        "the lone buyer after the burst went in {took:?}, without the delay"
+    );
+    std::sync::Arc::try_unwrap(sale)
+        .ok()
+        .expect("sole owner")
+        .finish()
+        .await;
+}
+
+/// Under the other policies a batch gathers only while purchases keep arriving
+/// (`funnel.batch_linger_us` is the most it gathers): a lone buyer after a burst, whom
+/// nobody follows, goes after one turn of the runtime, not after the delay.
+#[tokio::test]
+async fn a_lone_buyer_after_a_burst_does_not_wait_for_buyers_who_are_not_coming_under_durability_none() {
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
     let sale = std::sync::Arc::new(
         TestApp::builder()
             .tune(|c| {
@@ -394,20 +446,14 @@ async fn a_short_batch_after_a_burst_waits_for_the_buyers_just_answered_under_du
             .build()
             .await,
     );
-    let burst = sale
-        .buy_at_once(sale.product, crate::helpers::users("burst", 20).collect())
-        .await;
-    for (user, (status, body)) in &burst {
-        assert_eq!(status.as_u16(), 200, "{user}: {body}");
-    }
-    let token = sale.token("lone").await;
-    let started = std::time::Instant::now();
-    let (status, body) = sale.buy(sale.product, "lone", 1, &token).await;
-    let took = started.elapsed();
-    assert_eq!(status.as_u16(), 200, "{body}");
+    let took = lone_buyer_after_a_burst(&sale).await;
     assert!(
-        took >= LINGER,
-        "the lone buyer after the burst went in {took:?}, without the delay"
+        took < LINGER / 2,
+        "the lone buyer after the burst waited {took:?}, for buyers who were not coming"
     );
-    assert_eq!(sale.product_hash(sale.activity, sale.product).await["stock"], "79");
+    std::sync::Arc::try_unwrap(sale)
+        .ok()
+        .expect("sole owner")
+        .finish()
+        .await;
 }

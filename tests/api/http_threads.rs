@@ -1,5 +1,6 @@
-//! `seckill serve` with several HTTP threads: listeners sharing one port, and the promises
-//! holding when buyers arrive on all of them at once.
+//! `seckill serve` with several HTTP threads (listeners sharing one port) or none of its own
+//! (the runtime serving HTTP), and the promises holding when buyers arrive on all of them
+//! at once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -61,13 +62,26 @@ async fn three_http_threads_and_pipelined_calls_sell_exactly_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
+    sells_and_exits_zero_on_sigterm("2").await;
+}
+
+/// `--threads 0` (the default): the runtime's workers serve HTTP beside group commit and Redis,
+/// with the same promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_the_runtime_sells_and_exits_zero_on_sigterm() {
+    sells_and_exits_zero_on_sigterm("0").await;
+}
+
+/// `seckill serve --threads THREADS`: refuses a port already held, sells to two buyers on
+/// connections of their own, and on SIGTERM exits 0 and stops listening.
+async fn sells_and_exits_zero_on_sigterm(threads: &str) {
     let f = TestApp::builder().pipeline().sale(vec![phone(10, 1)]).build().await;
 
-    // A port another server holds: a clear error and a failing exit, also with two threads.
+    // A port another server holds: a clear error and a failing exit, whatever the threads.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = holder.local_addr().unwrap().to_string();
     let refused = f
-        .command(&["serve", "--bind", &held, "--threads", "2"])
+        .command(&["serve", "--bind", &held, "--threads", threads])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -78,7 +92,7 @@ async fn serve_with_two_threads_sells_and_exits_zero_on_sigterm() {
     let bind = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{bind}");
     let mut serve = KillOnDrop(
-        f.command(&["serve", "--bind", &bind, "--threads", "2"])
+        f.command(&["serve", "--bind", &bind, "--threads", threads])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
