@@ -256,8 +256,9 @@ async fn units_at_risk(db: &Db, redis: &RedisClient, activity: u64) -> Result<i6
 }
 
 /// Stops every `serve` from selling the activity: its Redis status becomes [`LOST_STATUS`]
-/// (kept until `hot` rebuilds it). Returns true when the status was not `lost` before.
-pub async fn suspend(redis: &RedisClient, loss: &Loss) -> Result<bool> {
+/// (kept until `hot` rebuilds it). Returns true when the status was not `lost` before and the
+/// suspension stands: one that raced a `flush` of the activity is taken back (see below).
+pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(loss.activity_id);
     let before: Option<String> = conn.hget(&key, "status").await.at(redis)?;
@@ -283,5 +284,28 @@ pub async fn suspend(redis: &RedisClient, loss: &Loss) -> Result<bool> {
         end_ms.unwrap_or(0),
     )
     .await?;
+    // `loss` was found against a mark read earlier; a `flush` since then removed the keys and
+    // the mark, and the HSET above recreated the activity hash, which nothing would remove.
+    // `flush` forgets the mark before it removes the keys, and the mark is read here after
+    // the write: either the mark is still there, so the flush removes the hash after this
+    // write, or it is gone and the hash is taken back here (unless a `hot` since rebuilt it).
+    if !is_marked(db, loss.activity_id).await? {
+        let _: i64 = scripts::LOST_WITHDRAW
+            .key(&key)
+            .invoke_async(&mut conn)
+            .await
+            .at(redis)?;
+        return Ok(false);
+    }
     Ok(before.as_deref() != Some(LOST_STATUS))
+}
+
+/// Whether MySQL expects Redis to hold `activity` (it has a mark).
+async fn is_marked(db: &Db, activity: u64) -> Result<bool> {
+    let marked: Option<i32> = sqlx::query_scalar("SELECT 1 FROM redis_watermarks WHERE activity_id = ?")
+        .bind(activity)
+        .fetch_optional(db.pool())
+        .await
+        .at(db)?;
+    Ok(marked.is_some())
 }

@@ -26,6 +26,7 @@ pub fn all() -> Vec<&'static Script> {
         &SETTLE_STOCK_OP,
         &RECONCILE_SNAPSHOT,
         &PERSIST_MARK,
+        &LOST_WITHDRAW,
         &BUCKET_BUY,
         &GATE_SET,
         &QUOTA_RETURN,
@@ -80,6 +81,10 @@ pub static RECONCILE_SNAPSHOT: LazyLock<Script> =
 
 /// `lua/persist_mark.lua`: raise an activity's persist sequence before a batch is committed.
 pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/persist_mark.lua")));
+
+/// `lua/lost_withdraw.lua`: remove an activity hash that holds nothing but a lost state's
+/// suspension written after `flush` removed the activity.
+pub static LOST_WITHDRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/lost_withdraw.lua")));
 
 /// `lua/bucket_buy.lua`: a batch's purchases of sharded products in their buyers' bucket:
 /// checks, the buyers' totals and, when the bucket holds them, the units. Behind

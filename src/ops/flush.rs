@@ -44,6 +44,12 @@ pub async fn flush(
              run the consumers first or pass --force"
         )));
     }
+    // Redis is no longer expected to hold the activity: its absence is not a loss. Forgotten
+    // before any key goes, so a lost-state check that still saw the mark and suspends the
+    // activity (writing its hash) either writes before the keys below are gathered, or reads
+    // the mark again after its write, finds it gone and takes the write back
+    // (`lost_state::suspend`): no activity hash outlives the flush.
+    crate::lost_state::forget(db, activity_id).await?;
     let keys = redis.keys();
     let mut conn = redis.conn();
     let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
@@ -71,7 +77,5 @@ pub async fn flush(
     if !product_ids.is_empty() {
         let () = conn.hdel(keys.product_activity(), &product_ids).await.at(redis)?;
     }
-    // Redis is no longer expected to hold the activity: its absence is not a loss.
-    crate::lost_state::forget(db, activity_id).await?;
     Ok(FlushReport { activity_id, removed })
 }

@@ -75,7 +75,7 @@ pub async fn check(
         gauge.set(0.0);
     }
     for loss in losses {
-        match lost_state::suspend(redis, &loss).await {
+        match lost_state::suspend(db, redis, &loss).await {
             Ok(true) => tracing::error!(
                 activity = loss.activity_id,
                 kind = ?loss.kind,

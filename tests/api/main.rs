@@ -21,6 +21,7 @@ mod consumer_handover;
 mod durability;
 mod exit_codes;
 mod flush;
+mod flush_lost_state;
 mod funnel_limits;
 mod group_commit;
 mod hardening_http;

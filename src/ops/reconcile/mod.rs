@@ -201,7 +201,7 @@ pub async fn reconcile(
 ) -> Result<ReconcileReport> {
     let snap = gather::snapshot(db, redis, group, activity).await?;
     if let Some(loss) = lost_state::inspect(db, redis, activity).await? {
-        return lost(redis, &snap, activity, grace, &loss, fix).await;
+        return lost(db, redis, &snap, activity, grace, &loss, fix).await;
     }
     let mut first = analyse(&snap, activity, grace);
     let findings = std::mem::take(&mut first.findings);
@@ -233,6 +233,7 @@ pub async fn reconcile(
 /// The report when Redis lost the activity's state: Redis's counters say nothing then, so
 /// the loss is the one finding, and `fix` suspends the sale instead of repairing counters.
 async fn lost(
+    db: &Db,
     redis: &RedisClient,
     snap: &Snapshot,
     activity: u64,
@@ -242,7 +243,7 @@ async fn lost(
 ) -> Result<ReconcileReport> {
     let mut repairs = Vec::new();
     if fix {
-        lost_state::suspend(redis, loss).await?;
+        lost_state::suspend(db, redis, loss).await?;
         repairs.push(format!(
             "selling suspended; nothing repaired: run `seckill stop {activity}`, `seckill hot {activity}`, `seckill start {activity}`"
         ));

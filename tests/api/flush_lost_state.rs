@@ -1,0 +1,135 @@
+//! `flush` racing the lost-state check (`serve`'s guard every half second, `reconcile`): the
+//! check reads MySQL's marks, then Redis, and suspends an activity whose keys it finds gone by
+//! writing the activity hash. However the two interleave, no key of the flushed activity is
+//! left on any node of a three-primary cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use seckill::lost_state::{self, LossKind, Mark};
+
+use crate::cluster::NO_DISK;
+use crate::helpers::{scan_keys, spec, KillOnDrop, TestApp};
+use crate::redis_servers::OwnCluster;
+
+/// A preheated sale on `cluster`, ended (so `flush` needs no `--force`).
+async fn ended_sale(cluster: &OwnCluster) -> TestApp {
+    let sale = TestApp::builder()
+        .redis(cluster.url())
+        .sale(vec![spec(10, 1, 1)])
+        .build()
+        .await;
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, true)
+        .await
+        .unwrap();
+    sale
+}
+
+/// The keys of the sale's activity on each node that holds any.
+async fn left_on_nodes(cluster: &OwnCluster, sale: &TestApp) -> Vec<(u16, BTreeSet<String>)> {
+    let pattern = sale.redis.keys().activity_pattern(sale.activity);
+    let mut left = Vec::new();
+    for (port, mut conn) in cluster.node_conns().await {
+        let keys = scan_keys(&mut conn, &pattern).await;
+        if !keys.is_empty() {
+            left.push((port, keys));
+        }
+    }
+    left
+}
+
+/// Looks at Redis against `marks` (read from MySQL earlier) and suspends every activity found
+/// lost, as the guard does; each loss's kind and whether its suspension stands.
+async fn look(sale: &TestApp, marks: &BTreeMap<u64, Mark>) -> Vec<(LossKind, bool)> {
+    let losses = lost_state::inspect_all(&sale.db, &sale.redis, marks).await.unwrap();
+    let mut looked = Vec::new();
+    for loss in losses {
+        let stands = lost_state::suspend(&sale.db, &sale.redis, &loss).await.unwrap();
+        looked.push((loss.kind, stands));
+    }
+    looked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_by_a_look_begun_before_flush_does_not_outlive_it() {
+    let cluster = OwnCluster::start(&NO_DISK).await;
+    let sale = ended_sale(&cluster).await;
+    // The look reads MySQL's marks first: the activity is expected in Redis.
+    let marks = lost_state::marks(&sale.db).await.unwrap();
+    assert!(marks.contains_key(&sale.activity), "{marks:?}");
+
+    seckill::ops::flush(&sale.db, &sale.redis, &sale.config.consumer.group, sale.activity, false)
+        .await
+        .unwrap();
+    assert_eq!(left_on_nodes(&cluster, &sale).await, vec![]);
+
+    // Then Redis, where the keys are gone: a vanished activity, suspended.
+    let looked = look(&sale, &marks).await;
+    assert_eq!(
+        left_on_nodes(&cluster, &sale).await,
+        vec![],
+        "the suspension wrote the flushed activity's hash again"
+    );
+    assert_eq!(
+        looked,
+        vec![(LossKind::Vanished, false)],
+        "the suspension is taken back"
+    );
+    let marks = lost_state::marks(&sale.db).await.unwrap();
+    assert_eq!(look(&sale, &marks).await, vec![], "the next look expects nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
+    let cluster = OwnCluster::start(&NO_DISK).await;
+    let sale = ended_sale(&cluster).await;
+    // Another session holds the activity's mark, so `seckill flush` waits at its MySQL step.
+    let mut holder = sale.db.pool().begin().await.unwrap();
+    let held: Vec<u64> =
+        sqlx::query_scalar("SELECT activity_id FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
+            .bind(sale.activity)
+            .fetch_all(&mut *holder)
+            .await
+            .unwrap();
+    assert_eq!(held, vec![sale.activity]);
+    let flush = KillOnDrop(
+        sale.command(&["flush", "-y", &sale.activity.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Waiting for the lock is the only way its DELETE of the mark can be running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.processlist \
+             WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE '%DELETE FROM redis_watermarks%'",
+        )
+        .fetch_one(sale.db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "flush never reached the mark");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A whole look meanwhile: whatever it finds, it may suspend the activity.
+    let marks = lost_state::marks(&sale.db).await.unwrap();
+    assert!(marks.contains_key(&sale.activity), "{marks:?}");
+    look(&sale, &marks).await;
+    holder.rollback().await.unwrap();
+    let out = tokio::task::spawn_blocking(move || flush.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        left_on_nodes(&cluster, &sale).await,
+        vec![],
+        "a suspension written while flush was under way outlived it"
+    );
+}
