@@ -1,5 +1,6 @@
-//! A bare axum Router for bench.sh's row 4b: axum and hyper on the same HTTP threads as
-//! `seckill serve` (same features, allocator and thread count), with none of our work.
+//! A bare axum Router for bench.sh's row 4b: axum and hyper served the way `seckill serve`
+//! serves HTTP (same features, allocator, listeners and `http.threads`), with none of our
+//! work.
 //!
 //! - `GET /health` answers `ok`, as the real server does;
 //! - `POST /api/v1/buy` reads the body and answers the real server's sold-out response

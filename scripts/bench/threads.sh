@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Choosing the default `http.threads` (issue 20): successful buys per second of `seckill serve`
-# run with each of THREAD_COUNTS HTTP threads (default "1 2"; 0 = the default rule), against
+# run with each of THREAD_COUNTS HTTP threads (default "0 1 2"; 0 = none of its own: the
+# runtime's workers serve HTTP, the default), against
 # examples/naive_server.rs, all driven by the same wrk buy script (scripts/bench/buy.lua, which
 # builds each request: a fresh user with a valid token), in alternated rounds (naive, then
 # each thread count), ROUNDS (5) rounds of BENCH_SECS (6) s each. Per round and server: buys/s,
@@ -23,7 +24,7 @@ BENCH_PREFIX=${BENCH_PREFIX:-bthreads}
 BENCH_PORT=${BENCH_PORT:-18180}
 BENCH_SECS=${BENCH_SECS:-6}
 ROUNDS=${ROUNDS:-5}
-THREAD_COUNTS=${THREAD_COUNTS:-"1 2"}
+THREAD_COUNTS=${THREAD_COUNTS:-"0 1 2"}
 case "$BENCH_DB" in *bench* | *threads*) ;; *) echo "threads: refusing database '$BENCH_DB'" >&2; exit 1 ;; esac
 . scripts/urls.sh
 cargo build --release --quiet --bin seckill --example naive_server
