@@ -411,7 +411,7 @@ ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive ax
 | 3n | the naive axum server (\`examples/naive_server.rs\`), same wrk buy script | $NAIVE_HTTP_RPS /s | |
 | 3 | successful buys, fresh users, \`wrk -t2 -c100\` ($BATCH_SIZE purchases per group-commit call) | $BUY_RPS /s | $BUY_P50 / $BUY_P99 ms |
 | 4 | sold-out answers, \`wrk -t2 -c100\` | $SO_RPS /s | $SO_P50 / $SO_P99 ms |
-| 4b | a bare axum Router served as `serve` serves HTTP (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
+| 4b | a bare axum Router served as \`serve\` serves HTTP (\`examples/http_floor.rs\`): \`/health\` / the sold-out request | $FLOOR_H_RPS / $FLOOR_SO_RPS req/s | |
 | 5 | one consumer, $DRAINED reservations into MariaDB (CPU per order: consumer $C_US µs, MySQL $C_MYSQL_US µs) | $ORDERS_RPS orders/s | |
 | 5c | ceiling: the same rows, bare multi-row INSERTs into a fresh database (best of five shapes; bound as the consumer / text; MySQL $CEIL_MYSQL_US µs per order bound) | $CEIL_RPS (best); $CEIL_PREP / $CEIL_TEXT orders/s | |
 | 6 | Redis CPU per purchase: naive deduct / our group commit | $NAIVE_REDIS_US / $BUY_REDIS_US µs | |
