@@ -373,9 +373,11 @@ async fn blacklisted_and_revoked_buyers_match_one_by_one() {
     single.finish().await;
 }
 
-/// A burst, then a lone buyer, under `sale`'s policy: the burst is decided in full (80 units
-/// left of 100) and the lone buyer's purchase took the time returned.
-async fn lone_buyer_after_a_burst(sale: &std::sync::Arc<TestApp>) -> std::time::Duration {
+/// A sale of 100 units with one buyer each, built by `builder` (with `serve`): a burst of 20
+/// buyers, decided in full, then a lone buyer, whose purchase took the time returned; 79 units
+/// are left.
+async fn lone_buyer_after_a_burst(builder: crate::helpers::AppBuilder) -> std::time::Duration {
+    let sale = std::sync::Arc::new(builder.sale(vec![spec(100, 1, 1)]).serve().build().await);
     let burst = sale
         .buy_at_once(sale.product, crate::helpers::users("burst", 20).collect())
         .await;
@@ -388,6 +390,11 @@ async fn lone_buyer_after_a_burst(sale: &std::sync::Arc<TestApp>) -> std::time::
     let took = started.elapsed();
     assert_eq!(status.as_u16(), 200, "{body}");
     assert_eq!(sale.product_hash(sale.activity, sale.product).await["stock"], "79");
+    std::sync::Arc::try_unwrap(sale)
+        .ok()
+        .expect("sole owner")
+        .finish()
+        .await;
     took
 }
 
@@ -401,30 +408,17 @@ async fn a_short_batch_after_a_burst_waits_for_the_buyers_just_answered_under_ao
     let own =
         crate::redis_servers::OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
             .await;
-    let sale = std::sync::Arc::new(
-        TestApp::builder()
-            .redis(own.url())
-            .tune(|c| {
-                c.redis.durability = seckill::durability::Durability::AofAlways;
-                c.funnel.batch_linger_us_aof_always = LINGER.as_micros() as u64;
-                c.funnel.batch_linger_us = 0;
-                c.funnel.batch_pipeline_aof_always = 1;
-            })
-            .sale(vec![spec(100, 1, 1)])
-            .serve()
-            .build()
-            .await,
-    );
-    let took = lone_buyer_after_a_burst(&sale).await;
+    let builder = TestApp::builder().redis(own.url()).tune(|c| {
+        c.redis.durability = seckill::durability::Durability::AofAlways;
+        c.funnel.batch_linger_us_aof_always = LINGER.as_micros() as u64;
+        c.funnel.batch_linger_us = 0;
+        c.funnel.batch_pipeline_aof_always = 1;
+    });
+    let took = lone_buyer_after_a_burst(builder).await;
     assert!(
         took >= LINGER,
         "the lone buyer after the burst went in {took:?}, without the delay"
     );
-    std::sync::Arc::try_unwrap(sale)
-        .ok()
-        .expect("sole owner")
-        .finish()
-        .await;
 }
 
 /// Under the other policies a batch gathers only while purchases keep arriving
@@ -433,27 +427,15 @@ async fn a_short_batch_after_a_burst_waits_for_the_buyers_just_answered_under_ao
 #[tokio::test]
 async fn a_lone_buyer_after_a_burst_does_not_wait_for_buyers_who_are_not_coming_under_durability_none() {
     const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
-    let sale = std::sync::Arc::new(
-        TestApp::builder()
-            .tune(|c| {
-                assert_eq!(c.redis.durability, seckill::durability::Durability::None);
-                c.funnel.batch_linger_us = LINGER.as_micros() as u64;
-                c.funnel.batch_linger_us_aof_always = 0;
-                c.funnel.batch_pipeline = 1;
-            })
-            .sale(vec![spec(100, 1, 1)])
-            .serve()
-            .build()
-            .await,
-    );
-    let took = lone_buyer_after_a_burst(&sale).await;
+    let builder = TestApp::builder().tune(|c| {
+        assert_eq!(c.redis.durability, seckill::durability::Durability::None);
+        c.funnel.batch_linger_us = LINGER.as_micros() as u64;
+        c.funnel.batch_linger_us_aof_always = 0;
+        c.funnel.batch_pipeline = 1;
+    });
+    let took = lone_buyer_after_a_burst(builder).await;
     assert!(
         took < LINGER / 2,
         "the lone buyer after the burst waited {took:?}, for buyers who were not coming"
     );
-    std::sync::Arc::try_unwrap(sale)
-        .ok()
-        .expect("sole owner")
-        .finish()
-        .await;
 }
