@@ -111,34 +111,32 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
-    // Dropping the sender (this future dropped) stops the threads as well as sending does.
+    // Dropping the sender (this future dropped) stops the listeners as well as sending does.
     let (stop, stopped) = watch::channel(false);
-    if !own_threads {
-        return serve_here(listeners, service, limits, with_peer, shutdown, (stop, stopped)).await;
-    }
+    // Each listener's thread or task reports here when it ends.
     let (done_tx, mut done) = mpsc::unbounded_channel::<Result<()>>();
     let mut running = 0;
     for (n, listener) in listeners.into_iter().enumerate() {
         let (service, stopped, done_tx, limits) = (service.clone(), stopped.clone(), done_tx.clone(), limits.clone());
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let served = serve_listener(listener, addr.clone(), service, limits, with_peer, stopped);
+        if !own_threads {
+            // A task of the calling runtime, beside group commit and the Redis connection;
+            // not aborted when this future is dropped, so it stops the way a thread does.
+            tokio::spawn(async move {
+                let _ = done_tx.send(served.await);
+            });
+            running += 1;
+            continue;
+        }
         let spawned = std::thread::Builder::new()
             .name(format!("seckill-http-{n}"))
             .spawn(move || {
-                let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let io = |source| Error::Io {
-                    path: addr.clone(),
-                    source,
-                };
                 let served = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(io)
-                    .and_then(|runtime| {
-                        runtime.block_on(async {
-                            let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
-                            accept_loop(listener, service, limits, with_peer, stopped).await;
-                            Ok(())
-                        })
-                    });
+                    .map_err(|source| Error::Io { path: addr, source })
+                    .and_then(|runtime| runtime.block_on(served));
                 let _ = done_tx.send(served);
             });
         match spawned {
@@ -169,49 +167,22 @@ where
     }
 }
 
-/// Serves each listener with an accept loop spawned on the calling runtime, beside group
-/// commit and the Redis connection (see the module's documentation), until `shutdown`; then
-/// stops them and returns once their connections are closed.
-async fn serve_here<S>(
-    listeners: Vec<StdListener>,
+/// Serves `listener`, at `addr` (see [`accept_loop`]), on the runtime that polls the
+/// returned future: the thread's own, or the calling one.
+async fn serve_listener<S>(
+    listener: StdListener,
+    addr: String,
     service: S,
     limits: ConnectionLimits,
     with_peer: bool,
-    shutdown: impl Future<Output = ()>,
-    (stop, stopped): (watch::Sender<bool>, watch::Receiver<bool>),
+    stopped: watch::Receiver<bool>,
 ) -> Result<()>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
-    let mut accepting = tokio::task::JoinSet::new();
-    for listener in listeners {
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let listener =
-            tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Io { path: addr, source })?;
-        accepting.spawn(accept_loop(
-            listener,
-            service.clone(),
-            limits.clone(),
-            with_peer,
-            stopped.clone(),
-        ));
-    }
-    drop(stopped);
-    tokio::select! {
-        () = shutdown => {}
-        // An accept loop ends only once stopped, or by a panic.
-        Some(ended) = accepting.join_next() => {
-            let _ = stop.send(true);
-            while accepting.join_next().await.is_some() {}
-            return ended.map_err(|e| Error::Io {
-                path: "serving HTTP".into(),
-                source: std::io::Error::other(format!("an accept loop ended: {e}")),
-            });
-        }
-    }
-    let _ = stop.send(true);
-    while accepting.join_next().await.is_some() {}
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Io { path: addr, source })?;
+    accept_loop(listener, service, limits, with_peer, stopped).await;
     Ok(())
 }
 
