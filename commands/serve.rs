@@ -41,7 +41,7 @@ fn check_secret(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn http_threads(ctx: &Context, args: &ServeArgs) -> usize {
-    args.threads.map_or_else(|| ctx.config.http.thread_count(), usize::from)
+    args.threads.map_or_else(|| ctx.config.http.threads, usize::from)
 }
 
 /// Workers of the main runtime (Redis, MySQL, group commit, and HTTP when it has no threads

@@ -40,7 +40,7 @@ async fn sold_out(body: Bytes) -> impl IntoResponse {
 fn main() -> anyhow::Result<()> {
     let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18082".to_string());
     let http = seckill::config::HttpConfig::default();
-    let threads = http.thread_count();
+    let threads = http.threads;
     let limits = seckill::server::connections::ConnectionLimits::new(
         http.connection_cap(),
         http.header_read_timeout(),

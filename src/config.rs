@@ -109,7 +109,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// HTTP threads of their own, each an event loop with its own listener on `bind`; 0 (the
     /// default): none, the process's runtime serves HTTP beside group commit and Redis, with
-    /// a worker per core. See [`HttpConfig::thread_count`].
+    /// a worker per core, so a buy is decided without a hand-off between threads (see
+    /// `server::http_threads`).
     pub threads: usize,
     /// A request's head (request line and headers) must be complete within this many
     /// milliseconds of the server starting to wait for it: from the connection's opening, or
@@ -125,13 +126,6 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// The HTTP threads of their own to run (`threads`): 0 means none, the listener is served
-    /// by the runtime that talks to Redis and MySQL, so a buy is decided without a hand-off
-    /// between threads (see `server::http_threads`).
-    pub fn thread_count(&self) -> usize {
-        self.threads
-    }
-
     /// The connection cap: `max_connections`, or when 0 three quarters of the process's
     /// open-file limit (the rest stays for Redis, MySQL, logs and the connections being
     /// refused), at least 16.

@@ -38,7 +38,7 @@ pub struct SpawnedServer {
 impl SpawnedServer {
     /// Starts serving `config` (see [`relaxed`]).
     pub async fn start(config: Config, redis: RedisClient, db: Db) -> Result<SpawnedServer> {
-        let listeners = server::bind("127.0.0.1:0", config.http.thread_count())?;
+        let listeners = server::bind("127.0.0.1:0", config.http.threads)?;
         let authority = listeners[0]
             .local_addr()
             .map_err(|source| Error::Io {

@@ -295,11 +295,12 @@ async fn gather(
         }
     };
     drain(rx, &mut jobs);
+    let expected = expected.min(max);
     match wait {
         BatchWait::Never => {}
         BatchWait::WhileArriving(linger) => {
             let started = std::time::Instant::now();
-            while jobs.len() < expected.min(max) && started.elapsed() < linger {
+            while jobs.len() < expected && started.elapsed() < linger {
                 let before = jobs.len();
                 tokio::task::yield_now().await;
                 drain(rx, &mut jobs);

@@ -814,7 +814,7 @@ impl TestApp {
 impl TestApp {
     /// (Re)starts the HTTP server on a fresh port.
     pub async fn serve(&mut self) {
-        let listeners = server::bind("127.0.0.1:0", self.config.http.thread_count()).unwrap();
+        let listeners = server::bind("127.0.0.1:0", self.config.http.threads).unwrap();
         self.base = format!("http://{}", listeners[0].local_addr().unwrap());
         let state = AppState::new(self.config.clone(), self.redis.clone(), self.db.clone());
         let (tx, rx) = oneshot::channel::<()>();
