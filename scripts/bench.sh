@@ -244,8 +244,8 @@ rate_of() { awk -v r="$(wrk_rps "$1")" -v ok="$2" -v n="$(wrk_total "$1")" 'BEGI
 # wrk with the buy script against the server at $1: fresh users with valid tokens for
 # product $2 (each round has its own, so every token is unused), output into file $3.
 wrk_buys() {
-    TOKENS="$WORK/tokens.csv" PRODUCT=$2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency \
-        -s scripts/bench/buy.lua "$1" >"$3"
+    scripts/bench/buy_requests.sh "$WORK/tokens.csv" "$2" 2 "${1#http://}" "$WORK/requests"
+    REQUESTS="$WORK/requests" wrk -t2 -c100 -d"${BENCH_SECS}s" --latency -s scripts/bench/buy.lua "$1" >"$3"
 }
 
 # Taken in rounds (see the top of this file): the machine's speed drifts within minutes.

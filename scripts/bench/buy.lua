@@ -1,7 +1,15 @@
 -- wrk script: POST /api/v1/buy, each request a fresh user with a pre-issued valid token.
--- Usage: TOKENS=tokens.csv PRODUCT=1 THREADS=2 wrk -t2 -c100 -d10s -s scripts/bench/buy.lua http://127.0.0.1:8080
--- tokens.csv comes from `seckill token ACTIVITY --range 1-300000 --out tokens.csv`.
--- Thread k takes lines k, k+THREADS, ..., so no user is used twice.
+-- Usage: scripts/bench/buy_requests.sh tokens.csv PRODUCT 2 127.0.0.1:8080 /tmp/buys
+--        REQUESTS=/tmp/buys wrk -t2 -c100 -d10s -s scripts/bench/buy.lua http://127.0.0.1:8080
+-- tokens.csv comes from `seckill token ACTIVITY --range 1-300000 --out tokens.csv`;
+-- buy_requests.sh writes thread k's requests into /tmp/buys.k (no user in two files).
+-- After the last request of its file a thread starts again from the first.
+--
+-- The requests are built before wrk starts, and init only reads its file: wrk runs each
+-- thread's init before starting that thread, while the threads started before it already
+-- count answers, so a slow init would give them a head start. request() cuts the next request
+-- out of the file's text: wrk shares the machine's two cores with the server and Redis, and
+-- its Lua time is theirs.
 
 local counter = 0
 
@@ -10,29 +18,25 @@ function setup(thread)
     counter = counter + 1
 end
 
--- Whole requests are formatted up front, so request() only hands the next one out: wrk
--- shares the machine's two cores with the server and Redis, and its Lua time is theirs.
+local find, sub = string.find, string.sub
+
 function init(args)
-    local threads = tonumber(os.getenv("THREADS") or "2")
-    local product = os.getenv("PRODUCT") or "1"
-    local headers = { ["Content-Type"] = "application/json" }
-    requests = {}
-    local i = 0
-    for line in io.lines(os.getenv("TOKENS") or "tokens.csv") do
-        if i % threads == id then
-            local user, token = line:match("^([^,]+),(.+)$")
-            local body = string.format(
-                '{"product_id":%s,"user_id":"%s","quantity":1,"token":"%s"}', product, user, token)
-            requests[#requests + 1] = wrk.format("POST", "/api/v1/buy", headers, body)
-        end
-        i = i + 1
-    end
-    next_request = 1
+    local path = (os.getenv("REQUESTS") or "requests") .. "." .. id
+    local file = assert(io.open(path, "rb"))
+    text = file:read("*a")
+    file:close()
+    assert(find(text, "\1", 1, true), path .. " holds no request")
+    at = 1
 end
 
 function request()
-    local r = requests[next_request]
-    next_request = next_request % #requests + 1
+    local stop = find(text, "\1", at, true)
+    if not stop then
+        at = 1
+        stop = find(text, "\1", at, true)
+    end
+    local r = sub(text, at, stop - 1)
+    at = stop + 1
     return r
 end
 
