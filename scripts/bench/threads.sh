@@ -14,7 +14,11 @@
 # FUNNEL_big="batch_max: 256", or THREAD_COUNTS="1 1+old" BIN_old=/tmp/seckill.old.
 # Per round each server's own CPU (utime+stime of the process) and context switches (voluntary
 # and involuntary, summed over its threads) are divided by the answers wrk got: the per-request
-# cost of the server, which the shared machine's noise moves less than its throughput.
+# cost of the server, which the shared machine's noise moves less than its throughput. So is
+# wrk's own CPU (the client is the same for every server, but what it costs per answer need
+# not be), and the share of the machine left idle during the run: together with the Redis
+# figure they say what bounds the ratio on this machine (a server whose answers cost the whole
+# machine less is faster only while the machine is kept busy).
 # Own database and key prefix (BENCH_DB=seckill_threads, BENCH_PREFIX=bthreads), servers on
 # BENCH_PORT (18180) and up; everything is removed afterwards, also on failure.
 set -euo pipefail
@@ -139,10 +143,28 @@ NAIVE_PORT=$((port + 1))
 REDIS_URL="$REDIS_URL" KEY_PREFIX="$BENCH_PREFIX:naive" target/release/examples/naive_server "127.0.0.1:$NAIVE_PORT" 2>"$WORK/naive.log" &
 PIDS+=($!); NAIVE_PID=$!
 wait_for "$NAIVE_PORT"
-wrk_buys() { TOKENS="$WORK/tokens.csv" PRODUCT=$2 THREADS=2 wrk -t2 -c100 -d"${BENCH_SECS}s" --latency -s scripts/bench/buy.lua "$1" >"$3"; }
+# wrk's own CPU (user + system seconds) goes into $3.cpu, the machine's idle and total
+# jiffies over the run into $3.idle.
+wrk_buys() {
+    scripts/bench/buy_requests.sh "$WORK/tokens.csv" "$2" 2 "${1#http://}" "$WORK/requests"
+    local idle0
+    idle0=$(machine_idle)
+    REQUESTS="$WORK/requests" /usr/bin/time -f "%U %S" -o "$3.cpu" \
+        wrk -t2 -c100 -d"${BENCH_SECS}s" --latency -s scripts/bench/buy.lua "$1" >"$3"
+    echo "$idle0 $(machine_idle)" >"$3.idle"
+}
+# "idle total" jiffies of the whole machine so far (idle and iowait; all states).
+machine_idle() { awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# "wrk µs per answer, idle share of the machine" of the run whose wrk output is $1.
+machine() {
+    awk -v n="$(total "$1")" '
+        FILENAME ~ /cpu$/ { cpu = $1 + $2 }
+        FILENAME ~ /idle$/ { idle = $3 - $1; all = $4 - $2 }
+        END { if (n + 0 == 0) n = 1; if (all + 0 == 0) all = 1; printf "%.2f %.2f", cpu * 1e6 / n, idle / all }' "$1.cpu" "$1.idle"
+}
 
-declare -A RATIO US P99 BATCH CPU_RATIO SERVE_US SWITCHES
-NAIVE=(); NAIVE_US=(); NAIVE_SW=()
+declare -A RATIO US P99 BATCH CPU_RATIO SERVE_US SWITCHES WRK_US IDLE
+NAIVE=(); NAIVE_US=(); NAIVE_SW=(); NAIVE_WRK=(); NAIVE_IDLE=()
 for r in $(seq "$ROUNDS"); do
     redis_cli set "$BENCH_PREFIX:naive:stock:1" 100000000 >/dev/null
     c0=$(redis_cpu_us); p0=$(proc_cost "$NAIVE_PID")
@@ -151,7 +173,8 @@ for r in $(seq "$ROUNDS"); do
     unlink_keys "$BENCH_PREFIX:naive:*"
     n=$(rps "$WORK/naive.$r.txt"); NAIVE+=("$n"); naive_us=$(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")")
     read -r own sw <<<"$(per_answer "$p0" "$p1" "$(total "$WORK/naive.$r.txt")")"; NAIVE_US+=("$own"); NAIVE_SW+=("$sw")
-    line="round $r: naive $(printf %.0f "$n")/s (redis $(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")") us, p99 $(p99 "$WORK/naive.$r.txt") ms, own $own us and $sw switches per answer)"
+    read -r wrk_us idle <<<"$(machine "$WORK/naive.$r.txt")"; NAIVE_WRK+=("$wrk_us"); NAIVE_IDLE+=("$idle")
+    line="round $r: naive $(printf %.0f "$n")/s (redis $(div $((c1 - c0)) "$(total "$WORK/naive.$r.txt")") us, p99 $(p99 "$WORK/naive.$r.txt") ms, own $own us and $sw switches per answer, wrk $wrk_us us per answer, machine $idle idle)"
     for t in $THREAD_COUNTS; do
         before=$(oks "${PORT[$t]}"); read -r bc0 bs0 <<<"$(batches "${PORT[$t]}")"; c0=$(redis_cpu_us)
         p0=$(proc_cost "${SERVE_PID[$t]}")
@@ -163,18 +186,19 @@ for r in $(seq "$ROUNDS"); do
         RATIO[$r.$t]=$(div "$b" "$n"); US[$r.$t]=$(div $((c1 - c0)) "$ok"); P99[$r.$t]=$(p99 "$WORK/ours.$r.$t.txt")
         CPU_RATIO[$r.$t]=$(div "${US[$r.$t]}" "$naive_us")
         read -r SERVE_US[$r.$t] SWITCHES[$r.$t] <<<"$(per_answer "$p0" "$p1" "$tot")"
-        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms, ${BATCH[$r.$t]} per call, own ${SERVE_US[$r.$t]} us and ${SWITCHES[$r.$t]} switches per answer)"
+        read -r WRK_US[$r.$t] IDLE[$r.$t] <<<"$(machine "$WORK/ours.$r.$t.txt")"
+        line+="; threads $t: $b/s = ${RATIO[$r.$t]} x naive (redis ${US[$r.$t]} us, p99 ${P99[$r.$t]} ms, ${BATCH[$r.$t]} per call, own ${SERVE_US[$r.$t]} us and ${SWITCHES[$r.$t]} switches per answer, wrk ${WRK_US[$r.$t]} us per answer, machine ${IDLE[$r.$t]} idle)"
     done
     echo "$line"
 done
 echo
 echo "$ROUNDS rounds of ${BENCH_SECS}s, $(nproc) cores, $(uptime | sed 's/.*load average/load average/'):"
-echo "naive: median $(printf %.0f "$(median "${NAIVE[@]}")")/s (rounds ${NAIVE[*]}); own CPU per answer median $(median "${NAIVE_US[@]}") us (rounds ${NAIVE_US[*]}); switches per answer median $(median "${NAIVE_SW[@]}") (rounds ${NAIVE_SW[*]})"
+echo "naive: median $(printf %.0f "$(median "${NAIVE[@]}")")/s (rounds ${NAIVE[*]}); own CPU per answer median $(median "${NAIVE_US[@]}") us (rounds ${NAIVE_US[*]}); switches per answer median $(median "${NAIVE_SW[@]}") (rounds ${NAIVE_SW[*]}); wrk CPU per answer median $(median "${NAIVE_WRK[@]}") us; machine idle median $(median "${NAIVE_IDLE[@]}") (rounds ${NAIVE_IDLE[*]})"
 for t in $THREAD_COUNTS; do
-    rs=(); us=(); ps=(); bs=(); cs=(); ss=(); ws=()
+    rs=(); us=(); ps=(); bs=(); cs=(); ss=(); ws=(); wk=(); id=()
     for r in $(seq "$ROUNDS"); do
         rs+=("${RATIO[$r.$t]}"); us+=("${US[$r.$t]}"); ps+=("${P99[$r.$t]}"); bs+=("${BATCH[$r.$t]}"); cs+=("${CPU_RATIO[$r.$t]}")
-        ss+=("${SERVE_US[$r.$t]}"); ws+=("${SWITCHES[$r.$t]}")
+        ss+=("${SERVE_US[$r.$t]}"); ws+=("${SWITCHES[$r.$t]}"); wk+=("${WRK_US[$r.$t]}"); id+=("${IDLE[$r.$t]}")
     done
-    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms; purchases per call median $(median "${bs[@]}"); Redis CPU per purchase / naive's per call median $(median "${cs[@]}") (rounds ${cs[*]}); own CPU per answer median $(median "${ss[@]}") us (rounds ${ss[*]}); switches per answer median $(median "${ws[@]}") (rounds ${ws[*]})"
+    echo "threads $t: ratio to naive median $(median "${rs[@]}") (rounds ${rs[*]}); redis us per purchase median $(median "${us[@]}"); p99 median $(median "${ps[@]}") ms; purchases per call median $(median "${bs[@]}"); Redis CPU per purchase / naive's per call median $(median "${cs[@]}") (rounds ${cs[*]}); own CPU per answer median $(median "${ss[@]}") us (rounds ${ss[*]}); switches per answer median $(median "${ws[@]}") (rounds ${ws[*]}); wrk CPU per answer median $(median "${wk[@]}") us; machine idle median $(median "${id[@]}") (rounds ${id[*]})"
 done
