@@ -27,6 +27,7 @@ pub fn all() -> Vec<&'static Script> {
         &RECONCILE_SNAPSHOT,
         &PERSIST_MARK,
         &LOST_WITHDRAW,
+        &RESTORE_GROUP,
         &BUCKET_BUY,
         &GATE_SET,
         &QUOTA_RETURN,
@@ -85,6 +86,10 @@ pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include
 /// `lua/lost_withdraw.lua`: remove an activity hash that holds nothing but a lost state's
 /// suspension written after `flush` removed the activity.
 pub static LOST_WITHDRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/lost_withdraw.lua")));
+
+/// `lua/restore_group.lua`: create the consumers' group on a reservation stream that lost it,
+/// only if the stream exists (a flushed stream stays gone).
+pub static RESTORE_GROUP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/restore_group.lua")));
 
 /// `lua/bucket_buy.lua`: a batch's purchases of sharded products in their buyers' bucket:
 /// checks, the buyers' totals and, when the bucket holds them, the units. Behind

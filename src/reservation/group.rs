@@ -14,7 +14,8 @@ use crate::redis_client::RedisClient;
 
 /// Creates the consumer group `group` on each of the activity's streams (its own and its
 /// buckets', see [`crate::buckets`]; and the streams themselves), reading from the very first
-/// entry. Harmless when they exist.
+/// entry. Harmless when they exist. For `hot`, which owns the streams; the consumer uses
+/// [`restore_group`], which never creates a stream.
 pub async fn ensure_group(redis: &RedisClient, activity: u64, group: &str) -> Result<()> {
     let mut conn = redis.conn();
     for stream in crate::buckets::stock::streams(redis, activity).await? {
@@ -24,6 +25,24 @@ pub async fn ensure_group(redis: &RedisClient, activity: u64, group: &str) -> Re
             Err(e) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(redis.err(e)),
         }
+    }
+    Ok(())
+}
+
+/// Puts the consumer group `group` back on each of the activity's streams that exists and
+/// lost it (Redis's NOGROUP), reading from the very first entry; a stream that does not
+/// exist is left absent. This is the consumer's repair: a stream can vanish between the
+/// consumer listing it and reading it (`flush`), and [`ensure_group`] would bring it back
+/// as an empty key.
+pub async fn restore_group(redis: &RedisClient, activity: u64, group: &str) -> Result<()> {
+    let mut conn = redis.conn();
+    for stream in crate::buckets::stock::streams(redis, activity).await? {
+        let _: i64 = crate::scripts::RESTORE_GROUP
+            .key(&stream)
+            .arg(group)
+            .invoke_async(&mut conn)
+            .await
+            .at(redis)?;
     }
     Ok(())
 }

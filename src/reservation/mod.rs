@@ -16,5 +16,5 @@ pub mod stream;
 pub(crate) use reply::{items, pairs, text};
 
 pub use entry::{decode, decode_all, decode_at, field, purchase_count, purchases, Entry, Reservation};
-pub use group::{backlog, backlog_of, delivered, ensure_group, unacked_from, Backlog, Delivered};
+pub use group::{backlog, backlog_of, delivered, ensure_group, restore_group, unacked_from, Backlog, Delivered};
 pub use stream::{cmp_ids, decode_entries, lookup, parse_id, read_all, read_from, unpersisted, ReadError};

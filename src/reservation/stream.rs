@@ -17,8 +17,8 @@ use crate::redis_client::RedisClient;
 /// Why a read through the consumer group failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// The stream has no such consumer group (Redis's `NOGROUP`): create it
-    /// ([`super::ensure_group`]) and read again.
+    /// The stream has no such consumer group (Redis's `NOGROUP`): put it back where the
+    /// stream still exists ([`super::restore_group`]) and read again.
     #[error(transparent)]
     NoGroup(Error),
     /// Any other failure.

@@ -1,5 +1,6 @@
 //! The reservation stream's own API: finding a queued reservation by its order number, and a
-//! consumer group that disappeared (Redis's NOGROUP) being created again by the consumer.
+//! consumer group that disappeared (Redis's NOGROUP) being created again by the consumer,
+//! never with the stream itself.
 
 use std::time::Duration;
 
@@ -147,4 +148,46 @@ async fn unpersisted_is_what_the_group_has_not_acknowledged_and_the_dead_letters
         reservation::lookup(&f.redis, &late[1]).await.unwrap().unwrap()
     );
     assert_eq!(found[3].user_id, "late1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_the_group_never_brings_a_flushed_stream_back() {
+    let f = TestApp::builder().pipeline().sale(vec![phone(100, 1)]).build().await;
+    assert_eq!(f.reserve(users("u", 5), 1).await.len(), 5);
+    f.drain().await;
+    let group = f.config.consumer.group.clone();
+    let stream = f.redis.keys().orders_stream(f.activity);
+    let mut conn = f.redis.conn();
+
+    // A live stream that lost its group gets it back, reading from its first entry.
+    let destroyed: u64 = conn.xgroup_destroy(&stream, &group).await.unwrap();
+    assert_eq!(destroyed, 1);
+    reservation::restore_group(&f.redis, f.activity, &group).await.unwrap();
+    let info: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&stream).await.unwrap();
+    assert_eq!(
+        info.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+        [group.as_str()]
+    );
+    // Once there, restoring it again changes nothing.
+    reservation::restore_group(&f.redis, f.activity, &group).await.unwrap();
+
+    // What a consumer does when `flush` removes the stream between its listing the streams
+    // and reading them: the stream stays gone (the group's creation with MKSTREAM, which
+    // `hot` uses, would have made it an empty key again).
+    f.cli(&["flush", "-y", "--force", &f.activity.to_string()]).await.ok();
+    assert!(!conn.exists::<_, bool>(&stream).await.unwrap());
+    reservation::restore_group(&f.redis, f.activity, &group).await.unwrap();
+    assert!(!conn.exists::<_, bool>(&stream).await.unwrap());
+    assert!(
+        f.activity_keys(f.activity).await.is_empty(),
+        "{:?}",
+        f.activity_keys(f.activity).await
+    );
+
+    // A key of another type under the stream's name is an error, not a silent success.
+    let _: () = conn.set(&stream, "not a stream").await.unwrap();
+    let err = reservation::restore_group(&f.redis, f.activity, &group)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
 }

@@ -144,7 +144,7 @@ impl Worker {
             let claimed = self.group_consumer(&self.redis).autoclaim(claim).await;
             let (next, entries) = match claimed {
                 Err(ReadError::NoGroup(_)) => {
-                    reservation::ensure_group(&self.redis, *activity, &group).await?;
+                    reservation::restore_group(&self.redis, *activity, &group).await?;
                     continue;
                 }
                 other => other?,
@@ -175,7 +175,7 @@ impl Worker {
         let read = match read {
             Err(ReadError::NoGroup(_)) => {
                 for (activity, _) in streams {
-                    reservation::ensure_group(&self.redis, *activity, group).await?;
+                    reservation::restore_group(&self.redis, *activity, group).await?;
                 }
                 return Ok(());
             }
