@@ -4,7 +4,7 @@
 -- group); the consumer must not bring it back as an empty key that `flush` already removed.
 -- `hot` creates the streams and their group itself (XGROUP CREATE ... MKSTREAM).
 --
--- KEYS[1]  order stream  P:{a:A}:orders or a stock bucket's P:{a:A:b:K}:orders
+-- KEYS[1]  order stream  P:{a:A}:orders, or a stock bucket's (its own tag, see src/keys.rs)
 -- ARGV[1]  the consumer group
 --
 -- Returns 1 when the group was created (reading from the first entry), 0 when the stream
