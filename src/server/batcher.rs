@@ -235,7 +235,7 @@ async fn run(redis: RedisClient, activity: u64, mut rx: mpsc::UnboundedReceiver<
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let expected = (queued + answered).min(batch_max);
+        let expected = queued + answered;
         let jobs = gather(&mut rx, first, batch_max, expected, wait).await;
         let mut purchases = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
