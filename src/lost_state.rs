@@ -105,13 +105,44 @@ pub async fn stamp(db: &Db, activity: u64, epoch: &str) -> Result<()> {
     Ok(())
 }
 
-/// Forgets the mark of `activity` (after `flush`: Redis is not expected to hold it).
-pub async fn forget(db: &Db, activity: u64) -> Result<()> {
-    sqlx::query("DELETE FROM redis_watermarks WHERE activity_id = ?")
-        .bind(activity)
-        .execute(db.pool())
-        .await
-        .at(db)?;
+/// Forgets the mark of `activity` (at `flush`: Redis is no longer expected to hold it) and
+/// returns it (`None`: there was none), so that a flush that fails while keys of the activity
+/// are still in Redis can [`restore`] it. Read and deleted under one row lock, so a batch
+/// recorded meanwhile is either in the mark returned or waits for the delete and finds no row.
+pub async fn forget(db: &Db, activity: u64) -> Result<Option<Mark>> {
+    let mut tx = db.pool().begin().await.at(db)?;
+    let mark: Option<(String, u64)> =
+        sqlx::query_as("SELECT epoch, persist_seq FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
+            .bind(activity)
+            .fetch_optional(&mut *tx)
+            .await
+            .at(db)?;
+    if mark.is_some() {
+        sqlx::query("DELETE FROM redis_watermarks WHERE activity_id = ?")
+            .bind(activity)
+            .execute(&mut *tx)
+            .await
+            .at(db)?;
+    }
+    tx.commit().await.at(db)?;
+    Ok(mark.map(|(epoch, persist_seq)| Mark { epoch, persist_seq }))
+}
+
+/// Puts back the mark [`forget`] returned, when the flush it was forgotten for failed with
+/// keys of the activity possibly still in Redis: MySQL watches them again, so a Redis that
+/// comes back from an older snapshot holding them is noticed instead of selling from them.
+/// A mark stamped meanwhile (a `hot` that ran since) keeps its epoch.
+pub async fn restore(db: &Db, activity: u64, mark: &Mark) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO redis_watermarks (activity_id, epoch, persist_seq) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE persist_seq = GREATEST(persist_seq, VALUES(persist_seq))",
+    )
+    .bind(activity)
+    .bind(&mark.epoch)
+    .bind(mark.persist_seq)
+    .execute(db.pool())
+    .await
+    .at(db)?;
     Ok(())
 }
 

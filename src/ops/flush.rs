@@ -49,7 +49,30 @@ pub async fn flush(
     // activity (writing its hash) either writes before the keys below are gathered, or reads
     // the mark again after its write, finds it gone and takes the write back
     // (`lost_state::suspend`): no activity hash outlives the flush.
-    crate::lost_state::forget(db, activity_id).await?;
+    let mark = crate::lost_state::forget(db, activity_id).await?;
+    match remove_keys(redis, activity_id).await {
+        Ok(removed) => Ok(FlushReport { activity_id, removed }),
+        Err(failed) => {
+            // Keys of the activity may still be in Redis: unwatched, a Redis that came back
+            // from an older snapshot holding them would sell from them unnoticed.
+            if let Some(mark) = mark {
+                if let Err(unrestored) = crate::lost_state::restore(db, activity_id, &mark).await {
+                    tracing::error!(
+                        activity = activity_id,
+                        error = %unrestored,
+                        "flush failed and MySQL's lost-state mark could not be put back: \
+                         Redis may hold keys of the activity that nothing watches; run flush again"
+                    );
+                }
+            }
+            Err(failed)
+        }
+    }
+}
+
+/// Unlinks every key of the activity (its hash-tagged keys, then its stock buckets) and its
+/// entries in the shared index keys; the keys removed, sorted.
+async fn remove_keys(redis: &RedisClient, activity_id: u64) -> Result<Vec<String>> {
     let keys = redis.keys();
     let mut conn = redis.conn();
     let product_ids: Vec<u64> = conn.smembers(keys.products(activity_id)).await.at(redis)?;
@@ -77,5 +100,5 @@ pub async fn flush(
     if !product_ids.is_empty() {
         let () = conn.hdel(keys.product_activity(), &product_ids).await.at(redis)?;
     }
-    Ok(FlushReport { activity_id, removed })
+    Ok(removed)
 }

@@ -1,17 +1,19 @@
 //! `flush` racing the lost-state check (`serve`'s guard every half second, `reconcile`): the
 //! check reads MySQL's marks, then Redis, and suspends an activity whose keys it finds gone by
 //! writing the activity hash. However the two interleave, no key of the flushed activity is
-//! left on any node of a three-primary cluster.
+//! left on any node of a three-primary cluster. And a flush that fails before its keys are gone
+//! leaves them watched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use redis::AsyncCommands;
 use seckill::lost_state::{self, LossKind, Mark};
 
 use crate::cluster::NO_DISK;
 use crate::helpers::{scan_keys, spec, KillOnDrop, TestApp};
-use crate::redis_servers::OwnCluster;
+use crate::redis_servers::{OwnCluster, OwnRedis};
 
 /// A preheated sale on `cluster`, ended (so `flush` needs no `--force`).
 async fn ended_sale(cluster: &OwnCluster) -> TestApp {
@@ -84,7 +86,8 @@ async fn a_suspension_by_a_look_begun_before_flush_does_not_outlive_it() {
 async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
     let cluster = OwnCluster::start(&NO_DISK).await;
     let sale = ended_sale(&cluster).await;
-    // Another session holds the activity's mark, so `seckill flush` waits at its MySQL step.
+    // Another session holds the activity's mark, so `seckill flush` waits at its MySQL step
+    // (reading the mark under a row lock before it deletes it).
     let mut holder = sale.db.pool().begin().await.unwrap();
     let held: Vec<u64> =
         sqlx::query_scalar("SELECT activity_id FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
@@ -100,12 +103,13 @@ async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
             .spawn()
             .unwrap(),
     );
-    // Waiting for the lock is the only way its DELETE of the mark can be running.
+    // Waiting for the lock is the only way its locking read of the mark can be running.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.processlist \
-             WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE '%DELETE FROM redis_watermarks%'",
+             WHERE db = DATABASE() AND id <> CONNECTION_ID() \
+             AND info LIKE 'SELECT epoch, persist_seq FROM redis_watermarks%FOR UPDATE'",
         )
         .fetch_one(sale.db.pool())
         .await
@@ -132,4 +136,67 @@ async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
         vec![],
         "a suspension written while flush was under way outlived it"
     );
+}
+
+#[tokio::test]
+async fn a_flush_that_fails_before_its_keys_are_gone_leaves_them_watched() {
+    let own = OwnRedis::start().await;
+    let sale = TestApp::builder()
+        .redis(own.url())
+        .sale(vec![spec(10, 1, 1)])
+        .build()
+        .await;
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, true)
+        .await
+        .unwrap();
+    let mark = lost_state::marks(&sale.db).await.unwrap()[&sale.activity].clone();
+    let mut admin = redis::Client::open(own.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pattern = sale.redis.keys().activity_pattern(sale.activity);
+    let keys = scan_keys(&mut admin, &pattern).await;
+    assert!(keys.contains(&sale.redis.keys().activity(sale.activity)), "{keys:?}");
+    // A Redis user that may run everything but UNLINK: the flush fails at its first removal,
+    // after it forgot MySQL's mark, with every key still in Redis.
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "no-unlink", "on", ">secret", "~*", "&*", "+@all", "-unlink"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut config = sale.config.clone();
+    config.redis.url = format!("redis://no-unlink:secret@127.0.0.1:{}/0", own.port);
+    let restricted = seckill::redis_client::RedisClient::connect(&config).await.unwrap();
+
+    let failed = seckill::ops::flush(&sale.db, &restricted, &sale.config.consumer.group, sale.activity, false)
+        .await
+        .unwrap_err();
+    assert!(
+        failed
+            .to_string()
+            .contains("no permissions to run the 'unlink' command"),
+        "{failed}"
+    );
+    assert_eq!(
+        scan_keys(&mut admin, &pattern).await,
+        keys,
+        "the failed flush removed keys"
+    );
+    assert_eq!(
+        lost_state::marks(&sale.db).await.unwrap().get(&sale.activity),
+        Some(&mark),
+        "the failed flush left the activity's keys unwatched"
+    );
+    // Watched: a Redis that lost the activity is noticed.
+    let () = admin.del(sale.redis.keys().activity(sale.activity)).await.unwrap();
+    let loss = lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    assert_eq!(loss.map(|loss| loss.kind), Some(LossKind::Vanished));
+
+    // Flushed again by a user who may: nothing left, nothing expected.
+    seckill::ops::flush(&sale.db, &sale.redis, &sale.config.consumer.group, sale.activity, false)
+        .await
+        .unwrap();
+    assert_eq!(scan_keys(&mut admin, &pattern).await, BTreeSet::new());
+    assert!(!lost_state::marks(&sale.db).await.unwrap().contains_key(&sale.activity));
 }
