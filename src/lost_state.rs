@@ -288,7 +288,8 @@ async fn units_at_risk(db: &Db, redis: &RedisClient, activity: u64) -> Result<i6
 
 /// Stops every `serve` from selling the activity: its Redis status becomes [`LOST_STATUS`]
 /// (kept until `hot` rebuilds it). Returns true when the status was not `lost` before and the
-/// suspension stands: one that raced a `flush` of the activity is taken back (see below).
+/// suspension stands: one that raced a `flush` of the activity, or a `hot` that replaced the
+/// mark it was judged against, is taken back (see below).
 pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(loss.activity_id);
@@ -328,7 +329,63 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
             .at(redis)?;
         return Ok(false);
     }
-    Ok(before.as_deref() != Some(LOST_STATUS))
+    if before.as_deref() == Some(LOST_STATUS) {
+        return Ok(false);
+    }
+    // `loss` may also have been judged against a mark a `hot` has replaced since: the mark read
+    // before `hot` stamped its new epoch, Redis after `hot` preheated it. A fresh look, after
+    // the write, then finds the activity whole, and the suspension is taken back (unless the
+    // status changed again meanwhile). A look that still read the old mark leaves it standing;
+    // `hot` takes it back once it has stamped its epoch (`take_back_for_hot`).
+    // (A hash that was missing had no status to put back, and a fresh look finds it lost.)
+    if let Some(before) = before {
+        if inspect(db, redis, loss.activity_id).await?.is_none() {
+            take_back(redis, loss.activity_id, &before, &ver.to_string(), "").await?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// After `hot` stamped `epoch` and loaded the activity: takes back a suspension a lost-state
+/// check wrote meanwhile, judged against the mark `hot` replaced (see [`suspend`]). Only a
+/// suspension of this preheat's state (the hash holds `epoch`) is taken back, and the
+/// activity gets MySQL's `status` again.
+pub async fn take_back_for_hot(redis: &RedisClient, activity: u64, epoch: &str, status: &str) -> Result<()> {
+    take_back(redis, activity, status, "", epoch).await
+}
+
+/// Puts `status` back in place of the suspension (`lua/lost_undo.lua`; `ver` and `epoch`: what
+/// the hash must still hold, '' for anything), in the activity hash and its buckets' gates.
+async fn take_back(redis: &RedisClient, activity: u64, status: &str, ver: &str, epoch: &str) -> Result<()> {
+    let key = redis.keys().activity(activity);
+    let mut conn = redis.conn();
+    let new_ver: i64 = scripts::LOST_UNDO
+        .key(&key)
+        .arg(status)
+        .arg(ver)
+        .arg(epoch)
+        .invoke_async(&mut conn)
+        .await
+        .at(redis)?;
+    if new_ver > 0 {
+        let (start_ms, end_ms): (Option<i64>, Option<i64>) = redis::pipe()
+            .hget(&key, "start_ms")
+            .hget(&key, "end_ms")
+            .query_async(&mut conn)
+            .await
+            .at(redis)?;
+        crate::buckets::gate::status(
+            redis,
+            activity,
+            new_ver,
+            status,
+            start_ms.unwrap_or(0),
+            end_ms.unwrap_or(0),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Whether MySQL expects Redis to hold `activity` (it has a mark).

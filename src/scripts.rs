@@ -27,6 +27,7 @@ pub fn all() -> Vec<&'static Script> {
         &RECONCILE_SNAPSHOT,
         &PERSIST_MARK,
         &LOST_WITHDRAW,
+        &LOST_UNDO,
         &RESTORE_GROUP,
         &BUCKET_BUY,
         &GATE_SET,
@@ -86,6 +87,10 @@ pub static PERSIST_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include
 /// `lua/lost_withdraw.lua`: remove an activity hash that holds nothing but a lost state's
 /// suspension written after `flush` removed the activity.
 pub static LOST_WITHDRAW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/lost_withdraw.lua")));
+
+/// `lua/lost_undo.lua`: put back the status a lost state's suspension replaced, when the
+/// suspension was judged against a mark `hot` has since replaced.
+pub static LOST_UNDO: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/lost_undo.lua")));
 
 /// `lua/restore_group.lua`: create the consumers' group on a reservation stream that lost it,
 /// only if the stream exists (a flushed stream stays gone).

@@ -230,6 +230,9 @@ async fn load(
         .collect();
     buckets::stock::load(redis, activity_id, &before, &spread).await?;
     lost_state::stamp(db, activity_id, &epoch).await?;
+    // A lost-state check that read the old mark and this preheat's Redis suspended a whole
+    // activity; its own second look came too early to see the new mark.
+    lost_state::take_back_for_hot(redis, activity_id, &epoch, activity.status.as_str()).await?;
 
     let bar = progress::bar(snapshot.products.len() as u64, "hot");
     let mut by_product: HashMap<u64, Vec<(String, i64)>> = HashMap::new();

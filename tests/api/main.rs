@@ -34,6 +34,7 @@ mod input;
 mod lifecycle;
 mod locks;
 mod lost_state;
+mod lost_state_hot;
 mod metrics;
 mod migrate;
 mod nginx;

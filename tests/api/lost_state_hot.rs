@@ -1,0 +1,208 @@
+//! A lost-state check racing `hot`: `hot` preheats Redis with a new epoch and then stamps it in
+//! MySQL, so a check that read the old mark before the stamp and Redis after the preheat sees
+//! two epochs although nothing was lost. Its suspension must not outlive the `hot`, or the sale
+//! would be refused (`start` says the state was lost) right after a clean preheat.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+use seckill::lost_state::{self, LossKind};
+
+use crate::helpers::{spec, TestApp};
+
+/// A preheated sale, paused (so `hot` may run again).
+async fn paused_sale() -> TestApp {
+    let sale = TestApp::builder().sale(vec![spec(10, 1, 1)]).build().await;
+    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false)
+        .await
+        .unwrap();
+    sale
+}
+
+async fn hot(sale: &TestApp) {
+    seckill::ops::hot(&sale.db, &sale.redis, &sale.config.consumer.group, sale.activity)
+        .await
+        .unwrap();
+}
+
+/// The activity's Redis status and lost reason.
+async fn redis_status(sale: &TestApp) -> (Option<String>, Option<String>) {
+    let key = sale.redis.keys().activity(sale.activity);
+    let mut conn = sale.redis.conn();
+    redis::pipe()
+        .hget(&key, "status")
+        .hget(&key, "lost_reason")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn set_mark_epoch(sale: &TestApp, epoch: &str) {
+    sqlx::query("UPDATE redis_watermarks SET epoch = ? WHERE activity_id = ?")
+        .bind(epoch)
+        .bind(sale.activity)
+        .execute(sale.db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_suspension_judged_against_the_mark_hot_replaced_is_taken_back() {
+    let sale = paused_sale().await;
+    // The check reads MySQL's marks, then `hot` runs whole, then the check reads Redis.
+    let marks = lost_state::marks(&sale.db).await.unwrap();
+    hot(&sale).await;
+    let losses = lost_state::inspect_all(&sale.db, &sale.redis, &marks).await.unwrap();
+    assert_eq!(
+        losses.iter().map(|l| l.kind).collect::<Vec<_>>(),
+        vec![LossKind::EpochChanged]
+    );
+
+    let stands = lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap();
+    assert!(!stands, "the suspension of a whole activity stood");
+    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
+    assert_eq!(
+        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
+        None
+    );
+    // And the sale opens.
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+}
+
+#[tokio::test]
+async fn hot_takes_back_a_suspension_of_its_own_preheat_but_not_of_another() {
+    let sale = paused_sale().await;
+    let old = lost_state::marks(&sale.db).await.unwrap()[&sale.activity].epoch.clone();
+    hot(&sale).await;
+    let new = lost_state::marks(&sale.db).await.unwrap()[&sale.activity].epoch.clone();
+    assert_ne!(old, new);
+    // Where `hot` stands between its preheat and its stamp: Redis holds the new epoch, MySQL
+    // the old one. A whole check there suspends, and its second look, also before the stamp,
+    // lets the suspension stand.
+    set_mark_epoch(&sale, &old).await;
+    let losses = lost_state::inspect_all(&sale.db, &sale.redis, &lost_state::marks(&sale.db).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert!(lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap());
+    assert_eq!(redis_status(&sale).await.0.as_deref(), Some("lost"));
+    set_mark_epoch(&sale, &new).await;
+
+    // A suspension of another preheat's state (an older snapshot) is not `hot`'s to take back.
+    lost_state::take_back_for_hot(&sale.redis, sale.activity, &old, "paused")
+        .await
+        .unwrap();
+    assert_eq!(redis_status(&sale).await.0.as_deref(), Some("lost"));
+    // Its own is.
+    lost_state::take_back_for_hot(&sale.redis, sale.activity, &new, "paused")
+        .await
+        .unwrap();
+    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+}
+
+/// Checks as `serve`'s guard makes them, back to back, while `hot` runs again and again: after
+/// every `hot` the activity is whole and not suspended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_racing_repeated_hots_leave_no_suspension_behind() {
+    let sale = Arc::new(paused_sale().await);
+    let looking = Arc::new(AtomicBool::new(true));
+    let suspended = Arc::new(AtomicUsize::new(0));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let checker = {
+        let (sale, looking, suspended, checks) = (sale.clone(), looking.clone(), suspended.clone(), checks.clone());
+        tokio::spawn(async move {
+            while looking.load(Ordering::Relaxed) {
+                let marks = lost_state::marks(&sale.db).await.unwrap();
+                for loss in lost_state::inspect_all(&sale.db, &sale.redis, &marks).await.unwrap() {
+                    lost_state::suspend(&sale.db, &sale.redis, &loss).await.unwrap();
+                    suspended.fetch_add(1, Ordering::Relaxed);
+                }
+                checks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for round in 0..30 {
+        hot(&sale).await;
+        // Once a whole check has begun after this `hot`, every check that raced it is done.
+        let after = checks.load(Ordering::Relaxed) + 2;
+        while checks.load(Ordering::Relaxed) < after {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            redis_status(&sale).await,
+            (Some("paused".into()), None),
+            "suspended after hot {round}"
+        );
+    }
+    looking.store(false, Ordering::Relaxed);
+    checker.await.unwrap();
+    eprintln!(
+        "{} suspension(s) written while hot ran",
+        suspended.load(Ordering::Relaxed)
+    );
+    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
+    assert_eq!(
+        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
+        None
+    );
+    let mut conn = sale.redis.conn();
+    let epoch: String = conn
+        .hget(sale.redis.keys().activity(sale.activity), "epoch")
+        .await
+        .unwrap();
+    assert_eq!(lost_state::marks(&sale.db).await.unwrap()[&sale.activity].epoch, epoch);
+}
+
+/// `hot` whose stamp waits (another session holds the mark's row, as a slow MySQL would): a
+/// check meanwhile reads the old mark twice and its suspension stands, until `hot` stamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_takes_back_a_suspension_written_before_its_stamp() {
+    let sale = Arc::new(paused_sale().await);
+    let mut holder = sale.db.pool().begin().await.unwrap();
+    let held: Vec<u64> =
+        sqlx::query_scalar("SELECT activity_id FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
+            .bind(sale.activity)
+            .fetch_all(&mut *holder)
+            .await
+            .unwrap();
+    assert_eq!(held, vec![sale.activity]);
+    let hot_run = {
+        let sale = sale.clone();
+        tokio::spawn(async move { hot(&sale).await })
+    };
+    // Waiting for the lock is the only way its stamp can be running: Redis is preheated.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.processlist \
+             WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE 'INSERT INTO redis_watermarks%'",
+        )
+        .fetch_one(sale.db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "hot never reached its stamp");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let marks = lost_state::marks(&sale.db).await.unwrap();
+    let losses = lost_state::inspect_all(&sale.db, &sale.redis, &marks).await.unwrap();
+    assert_eq!(
+        losses.iter().map(|l| l.kind).collect::<Vec<_>>(),
+        vec![LossKind::EpochChanged]
+    );
+    assert!(lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap());
+    assert_eq!(redis_status(&sale).await.0.as_deref(), Some("lost"));
+
+    holder.rollback().await.unwrap();
+    hot_run.await.unwrap();
+    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
+    assert_eq!(
+        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
+        None
+    );
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+}
