@@ -11,16 +11,16 @@
 -- ARGV[3]  the epoch the hash must hold, or '' for any: a suspension of another preheat's
 --          state is left alone
 --
--- Returns the new change number (to copy into the stock buckets' gates) when taken back, 0
--- when the status is not `lost` or the hash does not match.
+-- Returns {change number, start_ms, end_ms} when taken back (what the stock buckets' gates
+-- copy), {0, nil, nil} when the status is not `lost` or the hash does not match.
 
-local held = redis.call('HMGET', KEYS[1], 'status', 'gate_ver', 'epoch')
+local held = redis.call('HMGET', KEYS[1], 'status', 'gate_ver', 'epoch', 'start_ms', 'end_ms')
 if held[1] ~= 'lost' then
-    return 0
+    return { 0, false, false }
 end
 if (ARGV[2] ~= '' and held[2] ~= ARGV[2]) or (ARGV[3] ~= '' and held[3] ~= ARGV[3]) then
-    return 0
+    return { 0, false, false }
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 redis.call('HDEL', KEYS[1], 'lost_reason')
-return redis.call('HINCRBY', KEYS[1], 'gate_ver', 1)
+return { redis.call('HINCRBY', KEYS[1], 'gate_ver', 1), held[4], held[5] }

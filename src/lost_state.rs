@@ -304,18 +304,9 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
         .query_async(&mut conn)
         .await
         .at(redis)?;
-    // The stock buckets decide purchases from their own copy of the status. (A vanished
-    // activity hash no longer names its buckets: those on primaries that kept their keys keep
-    // their stock and buyers' totals intact.)
-    crate::buckets::gate::status(
-        redis,
-        loss.activity_id,
-        ver,
-        LOST_STATUS,
-        start_ms.unwrap_or(0),
-        end_ms.unwrap_or(0),
-    )
-    .await?;
+    // (A vanished activity hash no longer names its buckets: those on primaries that kept their
+    // keys keep their stock and buyers' totals intact.)
+    copy_to_buckets(redis, loss.activity_id, ver, LOST_STATUS, start_ms, end_ms).await?;
     // `loss` was found against a mark read earlier; a `flush` since then removed the keys and
     // the mark, and the HSET above recreated the activity hash, which nothing would remove.
     // `flush` forgets the mark before it removes the keys, and the mark is read here after
@@ -360,7 +351,7 @@ pub async fn take_back_for_hot(redis: &RedisClient, activity: u64, epoch: &str, 
 async fn take_back(redis: &RedisClient, activity: u64, status: &str, ver: &str, epoch: &str) -> Result<()> {
     let key = redis.keys().activity(activity);
     let mut conn = redis.conn();
-    let new_ver: i64 = scripts::LOST_UNDO
+    let (new_ver, start_ms, end_ms): (i64, Option<i64>, Option<i64>) = scripts::LOST_UNDO
         .key(&key)
         .arg(status)
         .arg(ver)
@@ -369,23 +360,22 @@ async fn take_back(redis: &RedisClient, activity: u64, status: &str, ver: &str, 
         .await
         .at(redis)?;
     if new_ver > 0 {
-        let (start_ms, end_ms): (Option<i64>, Option<i64>) = redis::pipe()
-            .hget(&key, "start_ms")
-            .hget(&key, "end_ms")
-            .query_async(&mut conn)
-            .await
-            .at(redis)?;
-        crate::buckets::gate::status(
-            redis,
-            activity,
-            new_ver,
-            status,
-            start_ms.unwrap_or(0),
-            end_ms.unwrap_or(0),
-        )
-        .await?;
+        copy_to_buckets(redis, activity, new_ver, status, start_ms, end_ms).await?;
     }
     Ok(())
+}
+
+/// Copies status change `ver` of the activity into its stock buckets' gates: they decide
+/// purchases from their own copy of the status.
+async fn copy_to_buckets(
+    redis: &RedisClient,
+    activity: u64,
+    ver: i64,
+    status: &str,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+) -> Result<()> {
+    crate::buckets::gate::status(redis, activity, ver, status, start_ms.unwrap_or(0), end_ms.unwrap_or(0)).await
 }
 
 /// Whether MySQL expects Redis to hold `activity` (it has a mark).

@@ -6,19 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use seckill::lost_state::{self, LossKind, Mark};
 
 use crate::cluster::NO_DISK;
 use crate::helpers::{scan_keys, spec, KillOnDrop, TestApp};
+use crate::lost_state_hot::{hold_mark, wait_until_blocked};
 use crate::redis_servers::{OwnCluster, OwnRedis};
 
-/// A preheated sale on `cluster`, ended (so `flush` needs no `--force`).
-async fn ended_sale(cluster: &OwnCluster) -> TestApp {
+/// A preheated sale on the Redis at `redis_url`, ended (so `flush` needs no `--force`).
+async fn ended_sale(redis_url: String) -> TestApp {
     let sale = TestApp::builder()
-        .redis(cluster.url())
+        .redis(redis_url)
         .sale(vec![spec(10, 1, 1)])
         .build()
         .await;
@@ -56,7 +56,7 @@ async fn look(sale: &TestApp, marks: &BTreeMap<u64, Mark>) -> Vec<(LossKind, boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_by_a_look_begun_before_flush_does_not_outlive_it() {
     let cluster = OwnCluster::start(&NO_DISK).await;
-    let sale = ended_sale(&cluster).await;
+    let sale = ended_sale(cluster.url()).await;
     // The look reads MySQL's marks first: the activity is expected in Redis.
     let marks = lost_state::marks(&sale.db).await.unwrap();
     assert!(marks.contains_key(&sale.activity), "{marks:?}");
@@ -85,17 +85,10 @@ async fn a_suspension_by_a_look_begun_before_flush_does_not_outlive_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
     let cluster = OwnCluster::start(&NO_DISK).await;
-    let sale = ended_sale(&cluster).await;
+    let sale = ended_sale(cluster.url()).await;
     // Another session holds the activity's mark, so `seckill flush` waits at its MySQL step
     // (reading the mark under a row lock before it deletes it).
-    let mut holder = sale.db.pool().begin().await.unwrap();
-    let held: Vec<u64> =
-        sqlx::query_scalar("SELECT activity_id FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
-            .bind(sale.activity)
-            .fetch_all(&mut *holder)
-            .await
-            .unwrap();
-    assert_eq!(held, vec![sale.activity]);
+    let holder = hold_mark(&sale).await;
     let flush = KillOnDrop(
         sale.command(&["flush", "-y", &sale.activity.to_string()])
             .stdout(Stdio::piped())
@@ -104,22 +97,12 @@ async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
             .unwrap(),
     );
     // Waiting for the lock is the only way its locking read of the mark can be running.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.processlist \
-             WHERE db = DATABASE() AND id <> CONNECTION_ID() \
-             AND info LIKE 'SELECT epoch, persist_seq FROM redis_watermarks%FOR UPDATE'",
-        )
-        .fetch_one(sale.db.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "flush never reached the mark");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_blocked(
+        &sale,
+        "SELECT epoch, persist_seq FROM redis_watermarks%FOR UPDATE",
+        "flush never reached the mark",
+    )
+    .await;
 
     // A whole look meanwhile: whatever it finds, it may suspend the activity.
     let marks = lost_state::marks(&sale.db).await.unwrap();
@@ -141,14 +124,7 @@ async fn a_look_while_flush_is_under_way_leaves_no_key_behind() {
 #[tokio::test]
 async fn a_flush_that_fails_before_its_keys_are_gone_leaves_them_watched() {
     let own = OwnRedis::start().await;
-    let sale = TestApp::builder()
-        .redis(own.url())
-        .sale(vec![spec(10, 1, 1)])
-        .build()
-        .await;
-    seckill::ops::stop(&sale.db, &sale.redis, sale.activity, true)
-        .await
-        .unwrap();
+    let sale = ended_sale(own.url()).await;
     let mark = lost_state::marks(&sale.db).await.unwrap()[&sale.activity].clone();
     let mut admin = redis::Client::open(own.url())
         .unwrap()

@@ -38,6 +38,41 @@ async fn redis_status(sale: &TestApp) -> (Option<String>, Option<String>) {
         .unwrap()
 }
 
+/// Another session's lock on the activity's lost-state mark, as a slow MySQL session would
+/// hold it: whoever writes or lock-reads the mark waits until it is rolled back.
+pub async fn hold_mark(sale: &TestApp) -> sqlx::Transaction<'static, sqlx::MySql> {
+    let mut holder = sale.db.pool().begin().await.unwrap();
+    let held: Vec<u64> =
+        sqlx::query_scalar("SELECT activity_id FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
+            .bind(sale.activity)
+            .fetch_all(&mut *holder)
+            .await
+            .unwrap();
+    assert_eq!(held, vec![sale.activity]);
+    holder
+}
+
+/// Waits until another session of the sale's database runs a statement like `pattern` (SQL
+/// LIKE), which [`hold_mark`] makes it wait on; panics with `never` after 30 s.
+pub async fn wait_until_blocked(sale: &TestApp, pattern: &str, never: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.processlist \
+             WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE ?",
+        )
+        .bind(pattern)
+        .fetch_one(sale.db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn set_mark_epoch(sale: &TestApp, epoch: &str) {
     sqlx::query("UPDATE redis_watermarks SET epoch = ? WHERE activity_id = ?")
         .bind(epoch)
@@ -160,34 +195,13 @@ async fn checks_racing_repeated_hots_leave_no_suspension_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_takes_back_a_suspension_written_before_its_stamp() {
     let sale = Arc::new(paused_sale().await);
-    let mut holder = sale.db.pool().begin().await.unwrap();
-    let held: Vec<u64> =
-        sqlx::query_scalar("SELECT activity_id FROM redis_watermarks WHERE activity_id = ? FOR UPDATE")
-            .bind(sale.activity)
-            .fetch_all(&mut *holder)
-            .await
-            .unwrap();
-    assert_eq!(held, vec![sale.activity]);
+    let holder = hold_mark(&sale).await;
     let hot_run = {
         let sale = sale.clone();
         tokio::spawn(async move { hot(&sale).await })
     };
     // Waiting for the lock is the only way its stamp can be running: Redis is preheated.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.processlist \
-             WHERE db = DATABASE() AND id <> CONNECTION_ID() AND info LIKE 'INSERT INTO redis_watermarks%'",
-        )
-        .fetch_one(sale.db.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "hot never reached its stamp");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until_blocked(&sale, "INSERT INTO redis_watermarks%", "hot never reached its stamp").await;
     let marks = lost_state::marks(&sale.db).await.unwrap();
     let losses = lost_state::inspect_all(&sale.db, &sale.redis, &marks).await.unwrap();
     assert_eq!(
