@@ -320,22 +320,28 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
             .at(redis)?;
         return Ok(false);
     }
-    if before.as_deref() == Some(LOST_STATUS) {
-        return Ok(false);
-    }
     // `loss` may also have been judged against a mark a `hot` has replaced since: the mark read
     // before `hot` stamped its new epoch, Redis after `hot` preheated it. A fresh look, after
     // the write, then finds the activity whole, and the suspension is taken back (unless the
     // status changed again meanwhile). A look that still read the old mark leaves it standing;
-    // `hot` takes it back once it has stamped its epoch (`take_back_for_hot`).
-    // (A hash that was missing had no status to put back, and a fresh look finds it lost.)
-    if let Some(before) = before {
-        if inspect(db, redis, loss.activity_id).await?.is_none() {
-            take_back(redis, loss.activity_id, &before, &ver.to_string(), "").await?;
-            return Ok(false);
-        }
+    // `hot` takes it back once it has stamped its epoch (`take_back_for_hot`). A lost status on
+    // a whole activity is always such a suspension: `hot` is the only way to a new mark, and
+    // it rewrites the status. So when the status was already `lost` (an earlier suspension of
+    // the same race, which `hot` may have taken back meanwhile), MySQL's status goes back.
+    // (A hash that was missing is not whole: the fresh look finds it lost.)
+    if inspect(db, redis, loss.activity_id).await?.is_none() {
+        let status = match before {
+            Some(status) if status != LOST_STATUS => status,
+            _ => crate::ops::catalog::get_activity(db, loss.activity_id)
+                .await?
+                .status
+                .as_str()
+                .to_string(),
+        };
+        take_back(redis, loss.activity_id, &status, &ver.to_string(), "").await?;
+        return Ok(false);
     }
-    Ok(true)
+    Ok(before.as_deref() != Some(LOST_STATUS))
 }
 
 /// After `hot` stamped `epoch` and loaded the activity: takes back a suspension a lost-state

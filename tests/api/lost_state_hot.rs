@@ -9,11 +9,19 @@ use std::sync::Arc;
 use redis::AsyncCommands;
 use seckill::lost_state::{self, LossKind};
 
-use crate::helpers::{spec, TestApp};
+use crate::helpers::{spec, ProductSpec, TestApp};
 
-/// A preheated sale, paused (so `hot` may run again).
+/// Stock buckets of the sale's second product.
+const SHARDS: u16 = 2;
+
+/// A preheated sale, paused (so `hot` may run again): a product, and one split into
+/// [`SHARDS`] stock buckets, which decide purchases from their own copy of the status.
 async fn paused_sale() -> TestApp {
-    let sale = TestApp::builder().sale(vec![spec(10, 1, 1)]).build().await;
+    let sharded = ProductSpec {
+        shards: Some(SHARDS),
+        ..spec(10, 1, 1)
+    };
+    let sale = TestApp::builder().sale(vec![spec(10, 1, 1), sharded]).build().await;
     seckill::ops::stop(&sale.db, &sale.redis, sale.activity, false)
         .await
         .unwrap();
@@ -36,6 +44,23 @@ async fn redis_status(sale: &TestApp) -> (Option<String>, Option<String>) {
         .query_async(&mut conn)
         .await
         .unwrap()
+}
+
+/// Starts the sale: the activity and every stock bucket's copy of its status are online.
+// (Between `hot` and the next status change, a bucket's copy may lag: `hot` loads the copies
+// from the activity hash, and a suspension taken back while it does can be overwritten by
+// the copy it read before. The next change, here `start`, brings every copy up to date.)
+async fn start(sale: &TestApp) {
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    assert_eq!(redis_status(sale).await, (Some("online".into()), None));
+    let mut conn = sale.redis.conn();
+    for k in 0..SHARDS {
+        let copy: Option<String> = conn
+            .hget(sale.redis.keys().bucket_gate(sale.activity, k), "status")
+            .await
+            .unwrap();
+        assert_eq!(copy.as_deref(), Some("online"), "bucket {k}'s copy of the status");
+    }
 }
 
 /// Another session's lock on the activity's lost-state mark, as a slow MySQL session would
@@ -102,7 +127,7 @@ async fn a_suspension_judged_against_the_mark_hot_replaced_is_taken_back() {
         None
     );
     // And the sale opens.
-    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    start(&sale).await;
 }
 
 #[tokio::test]
@@ -134,7 +159,7 @@ async fn hot_takes_back_a_suspension_of_its_own_preheat_but_not_of_another() {
         .await
         .unwrap();
     assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
-    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    start(&sale).await;
 }
 
 /// Checks as `serve`'s guard makes them, back to back, while `hot` runs again and again: after
@@ -168,7 +193,13 @@ async fn checks_racing_repeated_hots_leave_no_suspension_behind() {
         assert_eq!(
             redis_status(&sale).await,
             (Some("paused".into()), None),
-            "suspended after hot {round}"
+            "suspended after hot {round}; mark {:?}, Redis {:?}",
+            lost_state::marks(&sale.db).await.unwrap()[&sale.activity].epoch,
+            sale.redis
+                .conn()
+                .hgetall::<_, std::collections::HashMap<String, String>>(sale.redis.keys().activity(sale.activity))
+                .await
+                .unwrap()
         );
     }
     looking.store(false, Ordering::Relaxed);
@@ -188,6 +219,7 @@ async fn checks_racing_repeated_hots_leave_no_suspension_behind() {
         .await
         .unwrap();
     assert_eq!(lost_state::marks(&sale.db).await.unwrap()[&sale.activity].epoch, epoch);
+    start(&sale).await;
 }
 
 /// `hot` whose stamp waits (another session holds the mark's row, as a slow MySQL would): a
@@ -209,7 +241,15 @@ async fn hot_takes_back_a_suspension_written_before_its_stamp() {
         vec![LossKind::EpochChanged]
     );
     assert!(lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap());
-    assert_eq!(redis_status(&sale).await.0.as_deref(), Some("lost"));
+    // (Only the activity hash: until `hot` loads the buckets' gates again, they hold the last
+    // preheat's, whose change numbers are above this one's.)
+    let status: Option<String> = sale
+        .redis
+        .conn()
+        .hget(sale.redis.keys().activity(sale.activity), "status")
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("lost"));
 
     holder.rollback().await.unwrap();
     hot_run.await.unwrap();
@@ -218,5 +258,5 @@ async fn hot_takes_back_a_suspension_written_before_its_stamp() {
         lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
         None
     );
-    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    start(&sale).await;
 }
