@@ -198,16 +198,21 @@ pub async fn marks(db: &Db) -> Result<BTreeMap<u64, Mark>> {
 
 /// Checks one activity; `None` when Redis holds what MySQL expects (or MySQL has no mark).
 pub async fn inspect(db: &Db, redis: &RedisClient, activity: u64) -> Result<Option<Loss>> {
+    match mark_of(db, activity).await? {
+        Some(mark) => inspect_against(db, redis, activity, &mark).await,
+        None => Ok(None),
+    }
+}
+
+/// The mark of `activity`, if MySQL expects Redis to hold it.
+async fn mark_of(db: &Db, activity: u64) -> Result<Option<Mark>> {
     let mark: Option<(String, u64)> =
         sqlx::query_as("SELECT epoch, persist_seq FROM redis_watermarks WHERE activity_id = ?")
             .bind(activity)
             .fetch_optional(db.pool())
             .await
             .at(db)?;
-    match mark {
-        Some((epoch, persist_seq)) => inspect_against(db, redis, activity, &Mark { epoch, persist_seq }).await,
-        None => Ok(None),
-    }
+    Ok(mark.map(|(epoch, persist_seq)| Mark { epoch, persist_seq }))
 }
 
 /// Every activity MySQL expects Redis to hold (`marks`, read by the caller first), checked.
@@ -224,6 +229,20 @@ pub async fn inspect_all(db: &Db, redis: &RedisClient, marks: &BTreeMap<u64, Mar
 /// Compares Redis with `mark`, which must have been read from MySQL before: a batch recorded
 /// in between only raised Redis first.
 async fn inspect_against(db: &Db, redis: &RedisClient, activity: u64, mark: &Mark) -> Result<Option<Loss>> {
+    let Some((kind, detail)) = judge(redis, activity, mark).await? else {
+        return Ok(None);
+    };
+    let units_at_risk = units_at_risk(db, redis, activity).await?;
+    Ok(Some(Loss {
+        activity_id: activity,
+        kind,
+        detail,
+        units_at_risk,
+    }))
+}
+
+/// How Redis's copy of the activity differs from `mark`, in words; `None` when it is whole.
+async fn judge(redis: &RedisClient, activity: u64, mark: &Mark) -> Result<Option<(LossKind, String)>> {
     let mut conn = redis.conn();
     let key = redis.keys().activity(activity);
     let (exists, redis_epoch, redis_seq): (bool, Option<String>, Option<u64>) = redis::pipe()
@@ -258,13 +277,7 @@ async fn inspect_against(db: &Db, redis: &RedisClient, activity: u64, mark: &Mar
     } else {
         return Ok(None);
     };
-    let units_at_risk = units_at_risk(db, redis, activity).await?;
-    Ok(Some(Loss {
-        activity_id: activity,
-        kind,
-        detail,
-        units_at_risk,
-    }))
+    Ok(Some((kind, detail)))
 }
 
 /// Units MySQL counts as sold (`products.sold`) beyond what Redis counts, over the products.
@@ -312,14 +325,14 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
     // `flush` forgets the mark before it removes the keys, and the mark is read here after
     // the write: either the mark is still there, so the flush removes the hash after this
     // write, or it is gone and the hash is taken back here (unless a `hot` since rebuilt it).
-    if !is_marked(db, loss.activity_id).await? {
+    let Some(mark) = mark_of(db, loss.activity_id).await? else {
         let _: i64 = scripts::LOST_WITHDRAW
             .key(&key)
             .invoke_async(&mut conn)
             .await
             .at(redis)?;
         return Ok(false);
-    }
+    };
     // `loss` may also have been judged against a mark a `hot` has replaced since: the mark read
     // before `hot` stamped its new epoch, Redis after `hot` preheated it. A fresh look, after
     // the write, then finds the activity whole, and the suspension is taken back (unless the
@@ -329,7 +342,7 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
     // it rewrites the status. So when the status was already `lost` (an earlier suspension of
     // the same race, which `hot` may have taken back meanwhile), MySQL's status goes back.
     // (A hash that was missing is not whole: the fresh look finds it lost.)
-    if inspect(db, redis, loss.activity_id).await?.is_none() {
+    if judge(redis, loss.activity_id, &mark).await?.is_none() {
         let status = match before {
             Some(status) if status != LOST_STATUS => status,
             _ => crate::ops::catalog::get_activity(db, loss.activity_id)
@@ -338,7 +351,7 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
                 .as_str()
                 .to_string(),
         };
-        take_back(redis, loss.activity_id, &status, &ver.to_string(), "").await?;
+        take_back(redis, loss.activity_id, &status, Some(ver), None).await?;
         return Ok(false);
     }
     Ok(before.as_deref() != Some(LOST_STATUS))
@@ -349,19 +362,25 @@ pub async fn suspend(db: &Db, redis: &RedisClient, loss: &Loss) -> Result<bool> 
 /// suspension of this preheat's state (the hash holds `epoch`) is taken back, and the
 /// activity gets MySQL's `status` again.
 pub async fn take_back_for_hot(redis: &RedisClient, activity: u64, epoch: &str, status: &str) -> Result<()> {
-    take_back(redis, activity, status, "", epoch).await
+    take_back(redis, activity, status, None, Some(epoch)).await
 }
 
 /// Puts `status` back in place of the suspension (`lua/lost_undo.lua`; `ver` and `epoch`: what
-/// the hash must still hold, '' for anything), in the activity hash and its buckets' gates.
-async fn take_back(redis: &RedisClient, activity: u64, status: &str, ver: &str, epoch: &str) -> Result<()> {
+/// the hash must still hold, when given), in the activity hash and its buckets' gates.
+async fn take_back(
+    redis: &RedisClient,
+    activity: u64,
+    status: &str,
+    ver: Option<i64>,
+    epoch: Option<&str>,
+) -> Result<()> {
     let key = redis.keys().activity(activity);
     let mut conn = redis.conn();
     let (new_ver, start_ms, end_ms): (i64, Option<i64>, Option<i64>) = scripts::LOST_UNDO
         .key(&key)
         .arg(status)
-        .arg(ver)
-        .arg(epoch)
+        .arg(ver.map(|ver| ver.to_string()).unwrap_or_default())
+        .arg(epoch.unwrap_or_default())
         .invoke_async(&mut conn)
         .await
         .at(redis)?;
@@ -382,14 +401,4 @@ async fn copy_to_buckets(
     end_ms: Option<i64>,
 ) -> Result<()> {
     crate::buckets::gate::status(redis, activity, ver, status, start_ms.unwrap_or(0), end_ms.unwrap_or(0)).await
-}
-
-/// Whether MySQL expects Redis to hold `activity` (it has a mark).
-async fn is_marked(db: &Db, activity: u64) -> Result<bool> {
-    let marked: Option<i32> = sqlx::query_scalar("SELECT 1 FROM redis_watermarks WHERE activity_id = ?")
-        .bind(activity)
-        .fetch_optional(db.pool())
-        .await
-        .at(db)?;
-    Ok(marked.is_some())
 }
