@@ -14,11 +14,16 @@
 -- overwriting live stock would oversell, so nothing is written then.
 -- The product's bought hash, blacklist and released set are emptied here and refilled by
 -- phase two; `preheated_at` stays empty until phase two is done, so `start` waits for it.
+-- The preheat is itself a status change: `gate_ver` is raised, never reset (phase two copies
+-- the status into the stock buckets' gates under that number, src/buckets/gate.rs).
 
 if redis.call('HGET', KEYS[1], 'status') == 'online' then
     return redis.error_reply('ONLINE')
 end
 
+-- The status change numbers keep rising across preheats: a bucket's gate holds one issued
+-- before, and a late copy of an old change must stay older than every change from now on.
+local gate_ver = (tonumber(redis.call('HGET', KEYS[1], 'gate_ver')) or 0) + 1
 local stale = redis.call('SMEMBERS', KEYS[2])
 local base = string.sub(KEYS[2], 1, #KEYS[2] - #'products')
 for _, id in ipairs(stale) do
@@ -27,7 +32,8 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2], 'status', ARGV[3],
-    'start_ms', ARGV[4], 'end_ms', ARGV[5], 'preheated_at', '', 'epoch', ARGV[7], 'persist_seq', ARGV[8])
+    'start_ms', ARGV[4], 'end_ms', ARGV[5], 'preheated_at', '', 'epoch', ARGV[7], 'persist_seq', ARGV[8],
+    'gate_ver', gate_ver)
 
 local n = tonumber(ARGV[6])
 for i = 0, n - 1 do

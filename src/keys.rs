@@ -9,7 +9,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason buckets gate_ver`; status `lost` while selling is suspended because Redis lost the activity's state; `buckets`: how many bucket streams the activity may have (never lowered while they exist); `gate_ver`: the last status change copied to the buckets' gates |
+//! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason buckets gate_ver`; status `lost` while selling is suspended because Redis lost the activity's state; `buckets`: how many bucket streams the activity may have (never lowered while they exist); `gate_ver`: the number of the last status change (raised by every change and every preheat, never lowered), under which the buckets' gates copy the status |
 //! | `P:{a:A}:products` | set | product ids of the activity |
 //! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards` (`stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
 //! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID (of a product without buckets; a sharded product's totals are in its buckets, `P:{a:A:b:K}:bought:ID`) |

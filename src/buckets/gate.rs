@@ -3,7 +3,8 @@
 //! sharded product is decided in its buyer's bucket alone (`lua/bucket_buy.lua`), so no slot
 //! sees every purchase; whatever changes these in the activity's slot writes every bucket's
 //! copy too, before it returns:
-//! - `hot` writes them whole ([`load`]);
+//! - `hot` writes them whole ([`load`]), the status under the activity's current change
+//!   number, and copies any change made meanwhile once it is done;
 //! - `start`/`stop`/`pause`/`end` and a lost state's suspension write the status
 //!   ([`status`]), numbered by the activity hash's `gate_ver`, so two fan-outs racing end at
 //!   the later change (`lua/gate_set.lua`);
@@ -44,9 +45,31 @@ where
     failed.map_or(Ok(()), Err)
 }
 
+/// The activity's status as the gates copy it: change number, status, window.
+type StatusChange = (i64, String, i64, i64);
+
+/// The activity hash's current status change.
+async fn current_status(redis: &RedisClient, activity: u64) -> Result<StatusChange> {
+    let (ver, status, start_ms, end_ms): (Option<i64>, Option<String>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+        .arg(redis.keys().activity(activity))
+        .arg(&["gate_ver", "status", "start_ms", "end_ms"])
+        .query_async(&mut redis.conn())
+        .await
+        .at(redis)?;
+    Ok((
+        ver.unwrap_or(0),
+        status.unwrap_or_default(),
+        start_ms.unwrap_or(0),
+        end_ms.unwrap_or(0),
+    ))
+}
+
 /// Writes every bucket's copies whole (`hot`, after `preheat.lua` wrote the activity hash and
-/// the blacklist): the gate from the activity hash (its status change number 0), the blacklist
-/// and the revoked users from the activity's sets.
+/// the blacklist): the gate from the activity hash, under its current status change number,
+/// the blacklist and the revoked users from the activity's sets. A status change made while
+/// they are written (a lost state's suspension, or its take-back) may have reached a bucket
+/// before the copy read earlier replaced it, so the change is copied again once all are
+/// written (later ones are copied by whoever makes them: the gates then hold a lower number).
 pub async fn load(redis: &RedisClient, activity: u64, buckets: u16) -> Result<()> {
     if buckets == 0 {
         return Ok(());
@@ -56,19 +79,20 @@ pub async fn load(redis: &RedisClient, activity: u64, buckets: u16) -> Result<()
     let (fields, blacklist, revoked): (Vec<Option<String>>, Vec<String>, Vec<String>) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.activity(activity))
-        .arg(&["status", "start_ms", "end_ms", "persist_seq"])
+        .arg(&["status", "start_ms", "end_ms", "persist_seq", "gate_ver"])
         .smembers(keys.blacklist(activity))
         .smembers(keys.revoked(activity))
         .query_async(&mut conn)
         .await
         .at(redis)?;
     let field = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
+    let loaded_ver = field(4).parse::<i64>().unwrap_or(0);
     let gate = [
         ("status", field(0)),
         ("start_ms", field(1)),
         ("end_ms", field(2)),
         ("persist_seq", field(3)),
-        ("ver", "0".to_string()),
+        ("ver", loaded_ver.to_string()),
     ];
     let (blacklist, revoked) = (std::sync::Arc::new(blacklist), std::sync::Arc::new(revoked));
     each_bucket(redis, buckets, |redis, k| {
@@ -98,7 +122,12 @@ pub async fn load(redis: &RedisClient, activity: u64, buckets: u16) -> Result<()
             Ok(())
         }
     })
-    .await
+    .await?;
+    let (ver, status_now, start_ms, end_ms) = current_status(redis, activity).await?;
+    if ver != loaded_ver {
+        status(redis, activity, ver, &status_now, start_ms, end_ms).await?;
+    }
+    Ok(())
 }
 
 /// Copies status change number `ver` (`status` with its window) into every bucket's gate.

@@ -6,7 +6,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use redis::AsyncCommands;
+use seckill::buckets::quota::{self, Bought};
+use seckill::buy::{Outcome, Purchase};
 use seckill::lost_state::{self, LossKind};
 
 use crate::helpers::{spec, ProductSpec, TestApp};
@@ -46,21 +50,34 @@ async fn redis_status(sale: &TestApp) -> (Option<String>, Option<String>) {
         .unwrap()
 }
 
-/// Starts the sale: the activity and every stock bucket's copy of its status are online.
-// (Between `hot` and the next status change, a bucket's copy may lag: `hot` loads the copies
-// from the activity hash, and a suspension taken back while it does can be overwritten by
-// the copy it read before. The next change, here `start`, brings every copy up to date.)
-async fn start(sale: &TestApp) {
-    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
-    assert_eq!(redis_status(sale).await, (Some("online".into()), None));
+/// Every stock bucket's copy of the status is `status`.
+async fn gates_hold(sale: &TestApp, status: &str, when: &str) {
     let mut conn = sale.redis.conn();
     for k in 0..SHARDS {
         let copy: Option<String> = conn
             .hget(sale.redis.keys().bucket_gate(sale.activity, k), "status")
             .await
             .unwrap();
-        assert_eq!(copy.as_deref(), Some("online"), "bucket {k}'s copy of the status");
+        assert_eq!(copy.as_deref(), Some(status), "bucket {k}'s copy of the status {when}");
     }
+}
+
+/// The activity hash's status change number (0 when it has none).
+async fn gate_ver(sale: &TestApp) -> i64 {
+    let ver: Option<i64> = sale
+        .redis
+        .conn()
+        .hget(sale.redis.keys().activity(sale.activity), "gate_ver")
+        .await
+        .unwrap();
+    ver.unwrap_or(0)
+}
+
+/// Starts the sale: the activity and every stock bucket's copy of its status are online.
+async fn start(sale: &TestApp) {
+    seckill::ops::start(&sale.db, &sale.redis, sale.activity).await.unwrap();
+    assert_eq!(redis_status(sale).await, (Some("online".into()), None));
+    gates_hold(sale, "online", "after start").await;
 }
 
 /// Another session's lock on the activity's lost-state mark, as a slow MySQL session would
@@ -122,6 +139,7 @@ async fn a_suspension_judged_against_the_mark_hot_replaced_is_taken_back() {
     let stands = lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap();
     assert!(!stands, "the suspension of a whole activity stood");
     assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
+    gates_hold(&sale, "paused", "after the take-back").await;
     assert_eq!(
         lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
         None
@@ -197,10 +215,11 @@ async fn checks_racing_repeated_hots_leave_no_suspension_behind() {
             lost_state::marks(&sale.db).await.unwrap()[&sale.activity].epoch,
             sale.redis
                 .conn()
-                .hgetall::<_, std::collections::HashMap<String, String>>(sale.redis.keys().activity(sale.activity))
+                .hgetall::<_, HashMap<String, String>>(sale.redis.keys().activity(sale.activity))
                 .await
                 .unwrap()
         );
+        gates_hold(&sale, "paused", &format!("after hot {round}")).await;
     }
     looking.store(false, Ordering::Relaxed);
     checker.await.unwrap();
@@ -241,8 +260,6 @@ async fn hot_takes_back_a_suspension_written_before_its_stamp() {
         vec![LossKind::EpochChanged]
     );
     assert!(lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap());
-    // (Only the activity hash: until `hot` loads the buckets' gates again, they hold the last
-    // preheat's, whose change numbers are above this one's.)
     let status: Option<String> = sale
         .redis
         .conn()
@@ -254,9 +271,52 @@ async fn hot_takes_back_a_suspension_written_before_its_stamp() {
     holder.rollback().await.unwrap();
     hot_run.await.unwrap();
     assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
+    gates_hold(&sale, "paused", "after hot").await;
     assert_eq!(
         lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
         None
     );
+    start(&sale).await;
+}
+
+/// The status change numbers keep rising across preheats: a copy of a change made before
+/// `hot` that reaches a bucket after it (a slow `start`'s fan-out, say) is older than what
+/// `hot` wrote, and changes nothing. Were the numbers to start again at each preheat, the
+/// bucket would sell on a status the activity no longer has.
+#[tokio::test]
+async fn a_late_copy_of_a_change_made_before_hot_changes_no_gate() {
+    let sale = paused_sale().await;
+    let before = gate_ver(&sale).await;
+    assert!(before > 0, "stop is a numbered change");
+    hot(&sale).await;
+    assert!(gate_ver(&sale).await > before, "hot lowered the change number");
+    gates_hold(&sale, "paused", "after hot").await;
+    for late in [before, before - 1] {
+        seckill::buckets::gate::status(&sale.redis, sale.activity, late, "online", 0, i64::MAX)
+            .await
+            .unwrap();
+        gates_hold(&sale, "paused", &format!("after a late copy of change {late}")).await;
+    }
+    // The bucket decides a buyer of the sharded product as the activity does: paused.
+    let (product, user) = (sale.products[1], "late-copy-buyer".to_string());
+    let bucket = quota::bucket_of_user(&user, SHARDS);
+    let purchase = Purchase {
+        product_id: product,
+        user_id: user,
+        quantity: 1,
+        token: String::new(),
+    };
+    let answer = quota::buy_in(
+        &sale.redis,
+        sale.activity,
+        bucket,
+        0,
+        &[purchase],
+        &HashMap::from([(product, SHARDS)]),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.bought, vec![Bought::Refused(Outcome::Paused)]);
     start(&sale).await;
 }
