@@ -62,6 +62,18 @@ async fn gates_hold(sale: &TestApp, status: &str, when: &str) {
     }
 }
 
+/// The sale is paused, not suspended, in the activity hash and every bucket's gate, and a
+/// lost-state check finds Redis whole.
+async fn paused_and_whole(sale: &TestApp, when: &str) {
+    assert_eq!(redis_status(sale).await, (Some("paused".into()), None), "{when}");
+    gates_hold(sale, "paused", when).await;
+    assert_eq!(
+        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
+        None,
+        "{when}"
+    );
+}
+
 /// The activity hash's status change number (0 when it has none).
 async fn gate_ver(sale: &TestApp) -> i64 {
     let ver: Option<i64> = sale
@@ -138,12 +150,7 @@ async fn a_suspension_judged_against_the_mark_hot_replaced_is_taken_back() {
 
     let stands = lost_state::suspend(&sale.db, &sale.redis, &losses[0]).await.unwrap();
     assert!(!stands, "the suspension of a whole activity stood");
-    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
-    gates_hold(&sale, "paused", "after the take-back").await;
-    assert_eq!(
-        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
-        None
-    );
+    paused_and_whole(&sale, "after the take-back").await;
     // And the sale opens.
     start(&sale).await;
 }
@@ -227,11 +234,7 @@ async fn checks_racing_repeated_hots_leave_no_suspension_behind() {
         "{} suspension(s) written while hot ran",
         suspended.load(Ordering::Relaxed)
     );
-    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
-    assert_eq!(
-        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
-        None
-    );
+    paused_and_whole(&sale, "after the last hot").await;
     let mut conn = sale.redis.conn();
     let epoch: String = conn
         .hget(sale.redis.keys().activity(sale.activity), "epoch")
@@ -270,12 +273,7 @@ async fn hot_takes_back_a_suspension_written_before_its_stamp() {
 
     holder.rollback().await.unwrap();
     hot_run.await.unwrap();
-    assert_eq!(redis_status(&sale).await, (Some("paused".into()), None));
-    gates_hold(&sale, "paused", "after hot").await;
-    assert_eq!(
-        lost_state::inspect(&sale.db, &sale.redis, sale.activity).await.unwrap(),
-        None
-    );
+    paused_and_whole(&sale, "after hot").await;
     start(&sale).await;
 }
 
