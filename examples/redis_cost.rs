@@ -16,7 +16,10 @@
 //!
 //! REDIS_URL=redis://127.0.0.1:6390 SCRIPTS=lua/reserve.lua[,other.lua] \
 //!   cargo run --release --example redis_cost
-//! Optional: BATCH (30), PURCHASES per run (60000), ROUNDS (5).
+//! Optional: BATCH (30), PURCHASES per run (60000), ROUNDS (5); NUMERIC_USERS=1 names the
+//! buyers 1 to PURCHASES, as `seckill token --range` does (every run starts on an empty
+//! database, so they are fresh in each), instead of `u<round>-<i>`: for a script that keeps
+//! totals at a number's offset.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -229,6 +232,7 @@ async fn main() {
         .map(String::from)
         .collect();
     let (n, rounds) = (env_or("PURCHASES", 60_000), env_or("ROUNDS", 5));
+    let numeric_users = env_or("NUMERIC_USERS", 0) == 1;
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
@@ -253,7 +257,12 @@ async fn main() {
     let mut results: Vec<Vec<Cost>> = (0..names.len()).map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for (k, name) in names.iter().enumerate() {
-            let users: Vec<String> = (0..n).map(|i| format!("u{round}-{i}")).collect();
+            // Every run starts on an empty database (`setup`), so 1..=n are fresh buyers in each.
+            let users: Vec<String> = if numeric_users {
+                (1..=n).map(|i| i.to_string()).collect()
+            } else {
+                (0..n).map(|i| format!("u{round}-{i}")).collect()
+            };
             setup(&mut conn, &keys).await;
             let before = counters(&mut conn, pid).await;
             let started = Instant::now();

@@ -3,7 +3,8 @@
 # its own (the CPU counters are server-wide, so a shared Redis would count others' work), on a
 # spare port, keeping nothing on disk; stopped by its PID afterwards.
 #   scripts/bench/redis_cost.sh [reserve scripts, comma-separated; default lua/reserve.lua]
-# BATCH (30), PURCHASES (60000), ROUNDS (5) pass through; PROFILE=release for a release build.
+# BATCH (30), PURCHASES (60000), ROUNDS (5) and NUMERIC_USERS (1: buyers named 1, 2, ...) pass
+# through; PROFILE=release for a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PORT=${REDIS_COST_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
