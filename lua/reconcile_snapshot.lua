@@ -14,14 +14,16 @@
 -- KEYS[3]  stock ops hash   P:{a:A}:stock_ops
 -- KEYS[4]  returning hash   P:{a:A}:returning
 -- KEYS[5]  moves hash       P:{a:A}:moving
--- KEYS[6 ..]  per product, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
+-- KEYS[6 ..]  per product, three keys: P:{a:A}:product:ID, P:{a:A}:bought:ID,
+--              P:{a:A}:totals:ID
 --
 -- Returns {seconds, microseconds (Redis TIME), last generated stream id ('' when none), released
 -- members, stock ops as field/value pairs, returns under way as field/value pairs, moves under
 -- way as field/value pairs, then per
--- product two values: {stock, sold, total} ({} when the product is not loaded; a product whose
--- stock is in buckets: {'b', sold, total, shards}, its buckets read by bucket_view.lua) and its bought
--- hash as field/value pairs}.
+-- product three values: {stock, sold, total} ({} when the product is not loaded; a product whose
+-- stock is in buckets: {'b', sold, total, shards}, its buckets read by bucket_view.lua), its bought
+-- hash as field/value pairs, and its totals array as stored ('' when none; src/totals.rs
+-- decodes it)}.
 
 local t = redis.call('TIME')
 local last = ''
@@ -38,17 +40,20 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local out = { t[1], t[2], last, redis.call('SMEMBERS', KEYS[2]), redis.call('HGETALL', KEYS[3]),
     redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]) }
-for i = 6, #KEYS, 2 do
+for i = 6, #KEYS, 3 do
     local h = redis.call('HMGET', KEYS[i], 'stock', 'sold', 'total', 'shards')
     if h[1] and h[2] and h[3] then
         out[#out + 1] = { h[1], h[2], h[3] }
         out[#out + 1] = redis.call('HGETALL', KEYS[i + 1])
+        out[#out + 1] = redis.call('GET', KEYS[i + 2]) or ''
     elseif h[2] and h[3] and (tonumber(h[4]) or 0) > 1 then
         out[#out + 1] = { 'b', h[2], h[3], h[4] }
         out[#out + 1] = redis.call('HGETALL', KEYS[i + 1])
+        out[#out + 1] = ''
     else
         out[#out + 1] = {}
         out[#out + 1] = {}
+        out[#out + 1] = ''
     end
 end
 return out

@@ -6,18 +6,20 @@
 -- reserved_ms, then per run of consecutive purchases of one product: product, price, buyers
 -- (the user ids, space-separated: ids hold no whitespace) and quantities (same order).
 -- src/scripts.rs puts lib/set_probe.lua (probe_sets, the blacklist and revoked check it
--- shares with bucket_buy.lua) in front of it.
+-- shares with bucket_buy.lua) and lib/totals.lua (array_offset: where a buyer's total lives,
+-- the bought hash or the product's totals array) in front of it.
 --
 -- KEYS[1]  activity hash    P:{a:A}:activity   (status, start_ms, end_ms, id)
 -- KEYS[2]  order stream     P:{a:A}:orders
 -- KEYS[3]  blacklist set    P:{a:A}:blacklist
 -- KEYS[4]  revoked set      P:{a:A}:revoked    (users whose token the operator revoked)
--- KEYS[5 .. 4+2M]   per product of the batch, two keys: P:{a:A}:product:ID, P:{a:A}:bought:ID
+-- KEYS[5 .. 4+3M]   per product of the batch, three keys: P:{a:A}:product:ID,
+--                   P:{a:A}:bought:ID, P:{a:A}:totals:ID
 -- ARGV[1]  the least persist sequence the caller knows MySQL has recorded ('0': unknown, no
 --          check); a lower one in the activity hash means Redis went back in time
 --          (src/lost_state.rs)
 -- ARGV[2 .. 1+M]    the product ids, in the order of their keys (M, the number of distinct
---                   products, is (#KEYS - 4) / 2)
+--                   products, is (#KEYS - 4) / 3)
 -- ARGV[2+M]         E, the number of unusual requests: those that are not (first product,
 --                   quantity 1), and every request of a buyer who asks for one product more
 --                   than once in the batch (the script keeps the buyers' totals so far in a
@@ -40,6 +42,10 @@
 -- (the token's signature and expiry are checked by `serve` before the batch: src/token.rs),
 -- 1 <= quantity <= max_per_order, user's total within the limit, enough stock.
 --
+-- A batch of one product whose buyers all keep their totals in its totals array and all ask
+-- for one unit (the usual flash sale of numbered users) raises every buyer's total with one
+-- BITFIELD and takes back, with a second, the units of the requests it refuses: no lookup in a
+-- hash of every buyer so far. A batch that mixes the two places goes through the general loop.
 -- Cost matters here: Redis spends more time on this script than on anything else in a sale,
 -- and per purchase it is mostly Lua (argument strings, table stores, garbage) and the
 -- per-field work of commands. So a usual purchase passes one argument and runs no command
@@ -72,7 +78,7 @@
 
 local argv, keys = ARGV, KEYS
 local pcall_redis, format = redis.pcall, string.format
-local m, min_seq = (#keys - 4) / 2, argv[1]
+local m, min_seq = (#keys - 4) / 3, argv[1]
 -- Up to the first write a failed command aborts the script with nothing changed, so the reads
 -- of this prefix use redis.call, which raises.
 local activity = redis.call('HMGET', keys[1], 'status', 'start_ms', 'end_ms', 'id', 'persist_seq')
@@ -127,7 +133,7 @@ end
 -- A batch of one product is decided in straight-line code, in locals, with no table per usual
 -- request.
 if m == 1 then
-    local first = redis.call('HMGET', keys[5], 'stock', 'sold', 'limit', 'max_per_order', 'price')
+    local first = redis.call('HMGET', keys[5], 'stock', 'sold', 'limit', 'max_per_order', 'price', 'ids_below')
     local stock = tonumber(first[1])
     if refusal then
         return string.rep((refusal ~= 'S' and not stock) and 'N' or refusal, n) .. (stock and ' ' .. first[1] or ' -1')
@@ -135,124 +141,178 @@ if m == 1 then
     if not stock then
         return string.rep('N', n) .. ' -1'
     end
-    local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
-    local limit, max_per_order = first[3] + 0, first[4] + 0
-    local held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
-    -- The HSET of the accepted buyers' totals, its first `count` values in use; the totals so
-    -- far of the buyers of the unusual requests; the refused requests' verdicts.
-    local totals, count, pending, refused = { 'HSET', keys[6] }, 2, nil, nil
-    local accepted, units = 0, 0
-    -- The unusual requests come as triples in rising request order: `a` is the next one's.
-    local a = 3 + m
-    local next_unusual = e_count > 0 and argv[a] + 0
-    local quantities
-    for i = 1, n do
-        -- Blacklisted or revoked: its code; else decided below.
-        local code = flags and flags[i]
-        local h = held[i]
-        if i ~= next_unusual then
-            -- One unit, and the buyer's only request in the batch.
-            if not code then
-                local total = h and whole(h) + 1 or 1
-                if max_per_order < 1 or total > limit then
-                    code = 'L'
-                elseif stock < 1 then
-                    code = 'O'
-                else
-                    stock, accepted, units = stock - 1, accepted + 1, units + 1
-                    totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
-                    count = count + 2
-                end
-            end
-        else
-            local user, passed = argv[first_user + i], argv[a + 2]
-            a = a + 3
-            next_unusual = a < first_user and argv[a] + 0
-            local quantity, quantity_arg = quantity_of(passed)
-            pending = pending or {}
-            quantities = quantities or {}
-            h = pending[user] or h
-            if code then
-                -- Decided above.
-            elseif not quantity then
-                code = 'R'
-            elseif quantity > max_per_order then
-                code = 'L'
-            else
-                local total = h and whole(h) + quantity or quantity
-                if total > limit then
-                    code = 'L'
-                elseif stock < quantity then
-                    code = 'O'
-                else
-                    stock, accepted, units = stock - quantity, accepted + 1, units + quantity
-                    pending[user], quantities[i] = total, quantity_arg
-                    totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
-                    count = count + 2
-                end
+    -- Where the buyers' totals are (lib/totals.lua): all in the bought hash, or all in the
+    -- totals array with one unit each (`array`), or a mix, which the general loop below takes.
+    local below = tonumber(first[6]) or 0
+    local array, mixed = false, false
+    if below > 0 then
+        local numeric = 0
+        for i = first_user + 1, first_user + n do
+            if array_offset(argv[i], below) then
+                numeric = numeric + 1
             end
         end
-        if code then
-            refused = refused or {}
-            refused[i] = code
-        end
+        array = numeric == n and e_count == 0
+        mixed = numeric > 0 and not array
     end
-    -- The writes: the buyers' totals, the entry, the counters. A failed one does not stop the
-    -- others (every queued reservation keeps its unit deducted and its buyer's total); the
-    -- first failure is raised after them.
-    local failure, entry_id = nil, ''
-    if accepted > 0 then
-        local r = pcall_redis(unpack(totals, 1, count))
-        if type(r) == 'table' then
-            failure = r.err
-        end
-        local users, amounts
-        if not refused and e_count == 0 then
-            users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
-        else
-            local buyers, bought, k = {}, {}, 0
+    if not mixed then
+        local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
+        local limit, max_per_order = first[3] + 0, first[4] + 0
+        -- In the hash: each buyer's total so far (HMGET), and the HSET of the accepted buyers'
+        -- new totals. In the array: each buyer's total with this unit already counted (one
+        -- BITFIELD raises them all; a total that would pass TOTAL_MAX is not raised, false),
+        -- and the BITFIELD taking the refused requests' units back. `count`: the values of
+        -- the write in use.
+        local held, totals, count
+        if array then
+            local raise = { 'BITFIELD', keys[7], 'OVERFLOW', 'FAIL' }
             for i = 1, n do
-                if not (refused and refused[i]) then
-                    k = k + 1
-                    buyers[k], bought[k] = argv[first_user + i], quantities and quantities[i] or '1'
+                local k = 4 * i + 1
+                raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, '#' .. argv[first_user + i], '1'
+            end
+            held = redis.call(unpack(raise, 1, 4 + 4 * n))
+            totals, count = { 'BITFIELD', keys[7] }, 2
+        else
+            held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
+            totals, count = { 'HSET', keys[6] }, 2
+        end
+        -- The totals so far of the buyers of the unusual requests; the refused requests'
+        -- verdicts.
+        local pending, refused = nil, nil
+        local accepted, units = 0, 0
+        -- The unusual requests come as triples in rising request order: `a` is the next one's.
+        local a = 3 + m
+        local next_unusual = e_count > 0 and argv[a] + 0
+        local quantities
+        for i = 1, n do
+            -- Blacklisted or revoked: its code; else decided below.
+            local code = flags and flags[i]
+            local h = held[i]
+            if array then
+                -- One unit, its buyer's only request in the batch, `h` the total with it.
+                if not code then
+                    if not h or max_per_order < 1 or h > limit then
+                        code = 'L'
+                    elseif stock < 1 then
+                        code = 'O'
+                    else
+                        stock, accepted, units = stock - 1, accepted + 1, units + 1
+                    end
+                end
+                if code and h then
+                    totals[count + 1], totals[count + 2] = 'INCRBY', TOTAL_TYPE
+                    totals[count + 3], totals[count + 4] = '#' .. argv[first_user + i], '-1'
+                    count = count + 4
+                end
+            elseif i ~= next_unusual then
+                -- One unit, and the buyer's only request in the batch.
+                if not code then
+                    local total = h and whole(h) + 1 or 1
+                    if max_per_order < 1 or total > limit then
+                        code = 'L'
+                    elseif stock < 1 then
+                        code = 'O'
+                    else
+                        stock, accepted, units = stock - 1, accepted + 1, units + 1
+                        totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
+                        count = count + 2
+                    end
+                end
+            else
+                local user, passed = argv[first_user + i], argv[a + 2]
+                a = a + 3
+                next_unusual = a < first_user and argv[a] + 0
+                local quantity, quantity_arg = quantity_of(passed)
+                pending = pending or {}
+                quantities = quantities or {}
+                h = pending[user] or h
+                if code then
+                    -- Decided above.
+                elseif not quantity then
+                    code = 'R'
+                elseif quantity > max_per_order then
+                    code = 'L'
+                else
+                    local total = h and whole(h) + quantity or quantity
+                    if total > limit then
+                        code = 'L'
+                    elseif stock < quantity then
+                        code = 'O'
+                    else
+                        stock, accepted, units = stock - quantity, accepted + 1, units + quantity
+                        pending[user], quantities[i] = total, quantity_arg
+                        totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
+                        count = count + 2
+                    end
                 end
             end
-            users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
+            if code then
+                refused = refused or {}
+                refused[i] = code
+            end
         end
-        entry_id = pcall_redis('XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms),
-            'product', argv[2], 'price', first[5], 'buyers', users, 'quantities', amounts)
-        -- A string's .err is nil (the string library), an error reply's its message.
-        if entry_id.err then
-            failure, entry_id = failure or entry_id.err, ''
+        -- The writes: the buyers' totals (or the array's take-back), the entry, the counters.
+        -- A failed one does not stop the others (every queued reservation keeps its unit
+        -- deducted and its buyer's total); the first failure is raised after them.
+        local failure, entry_id = nil, ''
+        if count > 2 then
+            local r = pcall_redis(unpack(totals, 1, count))
+            if type(r) == 'table' and r.err then
+                failure = r.err
+            end
         end
-        pcall_redis('HSET', keys[5], 'stock', format('%d', stock), 'sold', format('%d', (tonumber(first[2]) or 0) + units))
+        if accepted > 0 then
+            local users, amounts
+            if not refused and e_count == 0 then
+                users, amounts = table.concat(argv, ' ', first_user + 1, first_user + n), string.rep('1 ', n - 1) .. '1'
+            else
+                local buyers, bought, k = {}, {}, 0
+                for i = 1, n do
+                    if not (refused and refused[i]) then
+                        k = k + 1
+                        buyers[k], bought[k] = argv[first_user + i], quantities and quantities[i] or '1'
+                    end
+                end
+                users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
+            end
+            entry_id = pcall_redis('XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms),
+                'product', argv[2], 'price', first[5], 'buyers', users, 'quantities', amounts)
+            -- A string's .err is nil (the string library), an error reply's its message.
+            if entry_id.err then
+                failure, entry_id = failure or entry_id.err, ''
+            end
+            pcall_redis('HSET', keys[5], 'stock', format('%d', stock), 'sold', format('%d', (tonumber(first[2]) or 0) + units))
+        end
         if failure then
             error(failure, 0)
         end
-    end
-    local verdicts
-    if not refused then
-        verdicts = string.rep('.', n)
-    else
-        local codes = {}
-        for i = 1, n do
-            codes[i] = refused[i] or '.'
+        local verdicts
+        if not refused then
+            verdicts = string.rep('.', n)
+        else
+            local codes = {}
+            for i = 1, n do
+                codes[i] = refused[i] or '.'
+            end
+            verdicts = table.concat(codes)
         end
-        verdicts = table.concat(codes)
+        if accepted > 0 then
+            return verdicts .. ' ' .. first[1] .. ' ' .. entry_id
+        end
+        return verdicts .. ' ' .. first[1]
     end
-    if accepted > 0 then
-        return verdicts .. ' ' .. first[1] .. ' ' .. entry_id
-    end
-    return verdicts .. ' ' .. first[1]
 end
 
 -- A batch of several products.
--- The batch's products: {key, bought_key, id, stock, sold, limit, max_per_order, price, dirty,
--- held, slot, pending, totals, count} (stock == nil: no such product). held is the HMGET reply
--- of its buyers' totals; slot[i] is request i's place in it; pending[user] the buyer's total
--- after this batch's accepted purchases, for the buyers who need one (see ARGV[2+M]); totals
--- the HSET writing the accepted buyers' totals back, its first `count` arguments after the key
--- in use.
+-- The batch's products: {key, bought_key, totals_key, below, id, stock, sold, limit,
+-- max_per_order, price, dirty, held, slot, arrayed, offset, pending, totals, count, sets,
+-- set_count} (stock == nil: no such product). held is the HMGET reply of the totals of its
+-- buyers kept in the bought hash and slot[i] request i's place in it; arrayed the BITFIELD_RO
+-- reply of those kept in the totals array (lib/totals.lua), offset[i] request i's offset there
+-- and its place in arrayed; pending[user] the buyer's total after this batch's accepted
+-- purchases, for the buyers who need one (see ARGV[2+M]); totals the HSET writing the accepted
+-- buyers' hash totals back, its first `count` arguments after the key in use; sets the
+-- BITFIELD writing their array totals, its first `set_count` arguments after the key in use.
 local products = {}
 -- Runs a command; a failed one is raised as a plain Lua error, which the pcall around the
 -- batch below catches to write the counters back before the script aborts.
@@ -274,6 +334,12 @@ local function write_totals()
                 failure = r.err
             end
         end
+        if p.set_count > 0 then
+            local r = pcall_redis(unpack(p.sets, 1, p.set_count + 2))
+            if type(r) == 'table' and r.err and not failure then
+                failure = r.err
+            end
+        end
     end
     return failure
 end
@@ -287,13 +353,14 @@ end
 -- The answer's parts: the verdicts, each product's stock, the entry id (see the header).
 local reply = { '' }
 for j = 1, m do
-    local key, bought_key = keys[3 + 2 * j], keys[4 + 2 * j]
-    local h = redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price')
+    local key, bought_key, totals_key = keys[2 + 3 * j], keys[3 + 3 * j], keys[4 + 3 * j]
+    local h = redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price', 'ids_below')
     local stock = tonumber(h[1])
-    products[j] = { key = key, bought_key = bought_key, id = argv[1 + j],
-        stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
+    products[j] = { key = key, bought_key = bought_key, totals_key = totals_key, below = tonumber(h[6]) or 0,
+        id = argv[1 + j], stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
         max_per_order = tonumber(h[4]), price = h[5], dirty = false,
-        pending = {}, totals = { 'HSET', bought_key }, count = 0 }
+        pending = {}, totals = { 'HSET', bought_key }, count = 0,
+        sets = { 'BITFIELD', totals_key }, set_count = 0 }
     reply[1 + j] = stock and h[1] or '-1'
 end
 -- The unusual requests' product places and quantities, by request number.
@@ -327,16 +394,28 @@ local function close_run()
         run_len = 0
     end
 end
--- Reads the totals of the batch's buyers of product p (at place j) with one HMGET.
+-- Reads the totals of the batch's buyers of product p (at place j): with one HMGET of those
+-- kept in the bought hash and one BITFIELD_RO of those kept in the totals array.
 local function fetch(p, j)
     local users, slot, count = {}, {}, 0
+    local get, offset, got = { 'BITFIELD_RO', p.totals_key }, {}, 0
     for i = 1, n do
         if (places[i] or 1) == j then
-            count = count + 1
-            users[count], slot[i] = argv[first_user + i], count
+            local user = argv[first_user + i]
+            local at = array_offset(user, p.below)
+            if at then
+                got = got + 1
+                get[3 * got], get[3 * got + 1], get[3 * got + 2] = 'GET', TOTAL_TYPE, at
+                offset[i] = got
+            else
+                count = count + 1
+                users[count], slot[i] = user, count
+            end
         end
     end
-    p.held, p.slot = call('HMGET', p.bought_key, unpack(users, 1, count)), slot
+    p.held, p.slot, p.offset = count > 0 and call('HMGET', p.bought_key, unpack(users, 1, count)) or {}, slot, offset
+    p.arrayed = got > 0 and call(unpack(get, 1, 2 + 3 * got)) or {}
+    p.get = get
 end
 -- Decides every request in order; codes[i] is request i's verdict character. Returns the
 -- verdicts. A usual request's buyer is alone in the batch (see ARGV[2+M]): only the unusual
@@ -363,14 +442,20 @@ local function decide_all()
         else
             local pending = place and p.pending
             local held = pending and pending[user]
+            if not p.held then
+                fetch(p, place or 1)
+            end
+            -- The request's place in the totals array's read, when its total lives there.
+            local arrayed = p.offset[i]
             if not held then
-                if not p.held then
-                    fetch(p, place or 1)
+                if arrayed then
+                    held = p.arrayed[arrayed]
+                else
+                    held = p.held[p.slot[i]]
                 end
-                held = p.held[p.slot[i]]
             end
             local total = held and whole(held) + quantity or quantity
-            if total > p.limit then
+            if total > p.limit or (arrayed and total > TOTAL_MAX) then
                 code = 'L'
             elseif stock < quantity then
                 code = 'O'
@@ -379,9 +464,16 @@ local function decide_all()
                 if pending then
                     pending[user] = total
                 end
-                local count = p.count
-                p.totals[count + 3], p.totals[count + 4] = user, held and format('%d', total) or quantity_arg
-                p.count = count + 2
+                if arrayed then
+                    local c = p.set_count
+                    p.sets[c + 3], p.sets[c + 4] = 'SET', TOTAL_TYPE
+                    p.sets[c + 5], p.sets[c + 6] = p.get[3 * arrayed + 2], format('%d', total)
+                    p.set_count = c + 4
+                else
+                    local count = p.count
+                    p.totals[count + 3], p.totals[count + 4] = user, held and format('%d', total) or quantity_arg
+                    p.count = count + 2
+                end
                 if p ~= run_product then
                     close_run()
                     run_product = p

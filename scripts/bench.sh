@@ -105,7 +105,11 @@ unset SECKILL_DATABASE_URL SECKILL_KEY_PREFIX SECKILL_HTTP_BIND SECKILL_REDIS_UR
 # serve refuses the shipped token secret: a fresh one per run.
 BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # These rows measure the buy path itself on the configured Redis, whatever it keeps on disk
-# (the machine's Redis keeps nothing): durability none, said here rather than hidden.
+# (the machine's Redis keeps nothing): durability none, said here rather than hidden. The
+# buyers are numbered (as `seckill token --range` numbers them), and their totals live in the
+# products' totals arrays below NUMERIC_IDS_BELOW (redis.numeric_user_ids_below; default
+# 16777216, the most; 0: in the bought hashes, the default of a fresh config).
+NUMERIC_IDS_BELOW=${NUMERIC_IDS_BELOW:-16777216}
 cat >"$WORK/config.yaml" <<EOF
 database:
   url: $DB_SERVER_URL/$BENCH_DB
@@ -113,6 +117,7 @@ redis:
   url: $REDIS_URL
   key_prefix: $BENCH_PREFIX
   durability: none
+  numeric_user_ids_below: $NUMERIC_IDS_BELOW
 http:
   bind: 127.0.0.1:$BENCH_PORT
 token:

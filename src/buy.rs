@@ -214,6 +214,7 @@ pub fn invocation<'a>(
         invocation
             .key(per.product(product))
             .key(per.bought(product))
+            .key(per.totals(product))
             .arg(product);
     }
     // The usual purchase (first product, one unit, its buyer's only one of that product in

@@ -83,6 +83,12 @@ pub struct RedisConfig {
     /// How long a batch waits for those replicas (ms) before its buyers hear `unconfirmed`;
     /// below `response_timeout_ms`, which the `WAIT` shares the connection with.
     pub wait_timeout_ms: u64,
+    /// Buyers whose user id is a whole number below this (digits only, no leading zero) keep
+    /// their units of a product without stock buckets in one array per product, which a batch
+    /// reads and raises with one command, instead of a field of the product's bought hash
+    /// (see `crate::totals`). Costs up to 2 bytes per id below it, per product. 0: every
+    /// total in the hash. `hot` stamps it on each product: a change applies at the next `hot`.
+    pub numeric_user_ids_below: u64,
 }
 
 impl Default for RedisConfig {
@@ -95,6 +101,7 @@ impl Default for RedisConfig {
             durability: Durability::default(),
             wait_replicas: 0,
             wait_timeout_ms: 500,
+            numeric_user_ids_below: 0,
         }
     }
 }
@@ -539,6 +546,12 @@ impl Config {
             return bad(
                 "redis.wait_timeout_ms",
                 "must be positive and below redis.response_timeout_ms when redis.wait_replicas is set",
+            );
+        }
+        if self.redis.numeric_user_ids_below > crate::totals::MAX_IDS_BELOW {
+            return bad(
+                "redis.numeric_user_ids_below",
+                &format!("must be at most {}", crate::totals::MAX_IDS_BELOW),
             );
         }
         if let Err(e) = crate::redis_client::RedisTarget::parse(&self.redis.url) {

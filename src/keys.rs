@@ -11,8 +11,9 @@
 //! |---|---|---|
 //! | `P:{a:A}:activity` | hash | `id name status start_ms end_ms preheated_at epoch persist_seq lost_reason buckets gate_ver`; status `lost` while selling is suspended because Redis lost the activity's state; `buckets`: how many bucket streams the activity may have (never lowered while they exist); `gate_ver`: the number of the last status change (raised by every change and every preheat, never lowered), under which the buckets' gates copy the status |
 //! | `P:{a:A}:products` | set | product ids of the activity |
-//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards` (`stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
+//! | `P:{a:A}:product:ID` | hash | `id stock sold total limit max_per_order price name shards ids_below` (`ids_below`: see `totals:ID`; `stock` = units still on sale, `sold` = units reserved; a product with `shards` > 1 has no `stock` here: its units are in its buckets, and `sold` counts those sold before `hot`) |
 //! | `P:{a:A}:bought:ID` | hash | user id → units the user holds of product ID (of a product without buckets; a sharded product's totals are in its buckets, `P:{a:A:b:K}:bought:ID`) |
+//! | `P:{a:A}:totals:ID` | string | units each buyer holds of product ID, for the buyers whose user id is a whole number below the product's `ids_below` (no leading zero; `redis.numeric_user_ids_below`, stamped by `hot`): a `u16` at index = the id, read and raised with BITFIELD (`src/totals.rs`); every other buyer's total is in the bought hash |
 //! | `P:{a:A}:token:USER` | string | the user's registered purchase token (expires with it): handed out again by `seckill token` and `POST /api/v1/token`; a purchase does not read it (`serve` checks the token's signature) |
 //! | `P:{a:A}:revoked` | set | users whose token the operator revoked: their buys are refused (`invalid_token`) and `POST /api/v1/token` gives them none until `seckill token lift`; probed only while it exists, once per script call (one SMISMEMBER of its buyers) |
 //! | `P:{a:A}:blacklist` | set | users who may not buy |
@@ -89,6 +90,12 @@ impl Keys {
     /// Hash of units each user holds of one product.
     pub fn bought(&self, activity: u64, product: u64) -> String {
         format!("{}:bought:{product}", self.activity_base(activity))
+    }
+
+    /// Array of units each buyer with a numeric user id below the product's `ids_below`
+    /// holds of one product (see [`crate::totals`]); the others' are in [`Keys::bought`].
+    pub fn totals(&self, activity: u64, product: u64) -> String {
+        format!("{}:totals:{product}", self.activity_base(activity))
     }
 
     /// A user's registered purchase token.
@@ -244,6 +251,11 @@ impl ActivityKeys {
         self.join(":bought:", product)
     }
 
+    /// Same as [`Keys::totals`].
+    pub fn totals(&self, product: u64) -> String {
+        self.join(":totals:", product)
+    }
+
     /// Same as [`Keys::token`].
     pub fn token(&self, user: &str) -> String {
         self.join(":token:", user)
@@ -330,6 +342,7 @@ mod tests {
         let per = keys.for_activity(a);
         assert_eq!(per.product(3), keys.product(a, 3));
         assert_eq!(per.bought(3), keys.bought(a, 3));
+        assert_eq!(per.totals(3), keys.totals(a, 3));
         assert_eq!(per.token("u:1"), keys.token(a, "u:1"));
     }
 
@@ -341,6 +354,7 @@ mod tests {
             k.products(7),
             k.product(7, 1),
             k.bought(7, 1),
+            k.totals(7, 1),
             k.token(7, "u"),
             k.revoked(7),
             k.blacklist(7),
@@ -379,6 +393,7 @@ mod tests {
             ("products", k.products(a)),
             ("product", k.product(a, id)),
             ("bought", k.bought(a, id)),
+            ("totals", k.totals(a, id)),
             ("token", k.token(a, "USER")),
             ("revoked", k.revoked(a)),
             ("blacklist", k.blacklist(a)),

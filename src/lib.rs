@@ -27,6 +27,7 @@ pub mod scripts;
 pub mod server;
 pub mod shutdown;
 pub mod token;
+pub mod totals;
 pub mod user_id;
 
 pub use config::Config;

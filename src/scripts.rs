@@ -48,10 +48,13 @@ pub fn all() -> Vec<&'static Script> {
 }
 
 /// `lua/reserve.lua`: decide a batch of purchases and queue the reservations. Behind
-/// `lua/lib/set_probe.lua`, the blacklist and revoked check it shares with [`BUCKET_BUY`].
+/// `lua/lib/set_probe.lua`, the blacklist and revoked check it shares with [`BUCKET_BUY`], and
+/// `lua/lib/totals.lua`, where a buyer's total lives (shared with [`RELEASE`] and
+/// [`REPAIR_BOUGHT`]).
 pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("../lua/lib/set_probe.lua"),
+        include_str!("../lua/lib/totals.lua"),
         include_str!("../lua/reserve.lua")
     ))
 });
@@ -59,7 +62,13 @@ pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
 /// `lua/issue_token.lua`: register purchase tokens, one per user and activity.
 pub static ISSUE_TOKEN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));
 /// `lua/release.lua`: return a cancelled or expired order's units to stock, exactly once.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+/// Behind `lua/lib/totals.lua`.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/lib/totals.lua"),
+        include_str!("../lua/release.lua")
+    ))
+});
 
 /// `lua/stock_add.lua`: top up a product's live stock.
 pub static STOCK_ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/stock_add.lua")));
@@ -70,8 +79,14 @@ pub static SOLD_OUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str
 /// `lua/repair_product.lua`: reconcile's compare-and-set of a product's counters.
 pub static REPAIR_PRODUCT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_product.lua")));
 
-/// `lua/repair_bought.lua`: reconcile's compare-and-set of one user's total.
-pub static REPAIR_BOUGHT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/repair_bought.lua")));
+/// `lua/repair_bought.lua`: reconcile's compare-and-set of one user's total. Behind
+/// `lua/lib/totals.lua`.
+pub static REPAIR_BOUGHT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/lib/totals.lua"),
+        include_str!("../lua/repair_bought.lua")
+    ))
+});
 
 /// `lua/settle_stock_op.lua`: reconcile's settling of a stock change left pending.
 pub static SETTLE_STOCK_OP: LazyLock<Script> =

@@ -7,13 +7,16 @@ batches of BATCH with 50 calls in flight, and has callgrind dump its counters.
 usage: script_instr.py PORT LAYOUT SCRIPT N BATCH VALGRIND_PID
 LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ignored)
         current lua/reserve.lua's arguments today (one user id per usual purchase)
+        numeric current, with buyers numbered 1..N whose totals live in the product's array
+                (src/totals.rs)
         counts  the arguments before the batch's sizes were dropped (N and M passed first)
         blacklist  current, with a blacklist that holds a user (not one of the buyers)
         two     current, every other purchase of a second product (a batch of two products)
         bucket  lua/bucket_buy.lua's arguments (SCRIPT: that file, lua/lib/bucket_entry.lua is put
                 in front of it as src/scripts.rs does), one product in bucket 0 of 4
-Every layout but naive gets lua/lib/set_probe.lua in front of SCRIPT, as src/scripts.rs does.
         token   the arguments before issue 20 (a token key and four values per purchase)
+Every layout but naive gets lua/lib/set_probe.lua and lua/lib/totals.lua in front of SCRIPT, as
+src/scripts.rs does.
 """
 import socket
 import subprocess
@@ -53,13 +56,15 @@ def cmd(*args):
 
 P = "cost:{a:1}"
 ACT, ORDERS, BLACK, REVOKED = P + ":activity", P + ":orders", P + ":blacklist", P + ":revoked"
-PRODUCT, BOUGHT = P + ":product:1", P + ":bought:1"
-PRODUCT2, BOUGHT2 = P + ":product:2", P + ":bought:2"
-users = ["u%d" % i for i in range(n)]
+PRODUCT, BOUGHT, TOTALS = P + ":product:1", P + ":bought:1", P + ":totals:1"
+PRODUCT2, BOUGHT2, TOTALS2 = P + ":product:2", P + ":bought:2", P + ":totals:2"
+# Layout `numeric`: buyers numbered 1..n, their totals in the product's array (src/totals.rs).
+users = [str(i + 1) for i in range(n)] if layout == "numeric" else ["u%d" % i for i in range(n)]
 cmd("FLUSHALL")
 cmd("HSET", ACT, "id", 1, "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
 for key, id in ((PRODUCT, 1), (PRODUCT2, 2)):
-    cmd("HSET", key, "id", id, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99")
+    cmd("HSET", key, "id", id, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99",
+        "ids_below", 1 << 24 if layout == "numeric" else 0)
 cmd("SET", "naive:stock", 100000000)
 if layout == "blacklist":
     cmd("SADD", BLACK, "nobody")
@@ -75,7 +80,7 @@ if layout == "token":
 source = open(script).read()
 if layout != "naive":
     # As src/scripts.rs loads them (a version that defines its own probe_sets shadows this one).
-    source = open("lua/lib/set_probe.lua").read() + source
+    source = open("lua/lib/set_probe.lua").read() + open("lua/lib/totals.lua").read() + source
 if layout == "bucket":
     source = open("lua/lib/bucket_entry.lua").read() + source
 sha = cmd("SCRIPT", "LOAD", source).decode()
@@ -93,11 +98,11 @@ def calls(chunk):
         keys = [B + ":orders", B + ":seq", B + ":gate", B + ":blacklist", B + ":revoked", B + ":product:1", B + ":bought:1"]
         args = [1, 0, 1 << 40, len(chunk), 1, 0, 1, 1, 4] + [v for u in chunk for v in (1, u, 1)]
     elif layout == "two":
-        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, PRODUCT2, BOUGHT2]
+        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, TOTALS, PRODUCT2, BOUGHT2, TOTALS2]
         second = list(range(2, len(chunk) + 1, 2))
         args = [0, 1, 2, len(second)] + [v for i in second for v in (i, 2, 1)] + chunk
     else:
-        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT]
+        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, TOTALS]
         args = ([len(chunk), 1] if layout == "counts" else []) + [0, 1, 0] + chunk
     return [enc("EVALSHA", sha, len(keys), *keys, *args)]
 

@@ -20,6 +20,8 @@
 # kernel charges to no process), and the share of the machine left idle during the run: together with the Redis
 # figure they say what bounds the ratio on this machine (a server whose answers cost the whole
 # machine less is faster only while the machine is kept busy).
+# NUMERIC_IDS_BELOW (16777216) is `redis.numeric_user_ids_below`: the numbered buyers' totals
+# live in the products' totals arrays (0: in the bought hashes, a fresh config's default).
 # CONNECTIONS (100) is wrk's -c. BUY_USERS (1000000) tokens are issued: a round sends each
 # server fresh users only while it makes fewer requests than that (a round that re-sends users,
 # who are answered limit_exceeded, is flagged with a warning: its figures are too low).
@@ -42,6 +44,7 @@ ROUNDS=${ROUNDS:-5}
 THREAD_COUNTS=${THREAD_COUNTS:-"0 1 2"}
 REDIS_CPU=${REDIS_CPU:-}
 CONNECTIONS=${CONNECTIONS:-100}
+NUMERIC_IDS_BELOW=${NUMERIC_IDS_BELOW:-16777216}
 case "$BENCH_DB" in *bench* | *threads*) ;; *) echo "threads: refusing database '$BENCH_DB'" >&2; exit 1 ;; esac
 . scripts/urls.sh
 cargo build --release --quiet --bin seckill --example naive_server
@@ -59,6 +62,7 @@ redis:
   url: $REDIS_URL
   key_prefix: $BENCH_PREFIX
   durability: none
+  numeric_user_ids_below: $NUMERIC_IDS_BELOW
 http:
   bind: 127.0.0.1:$2
   threads: $1

@@ -205,3 +205,17 @@ fn passwords_are_redacted() {
     assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     assert_eq!(url_address("mysql://root:pw@h:3306/db"), "h:3306");
 }
+
+#[test]
+fn numeric_user_ids_below_is_off_by_default_and_bounded() {
+    assert_eq!(Config::default().redis.numeric_user_ids_below, 0);
+    let c = Config::parse("redis:\n  numeric_user_ids_below: 16777216\n").unwrap();
+    assert_eq!(c.redis.numeric_user_ids_below, crate::totals::MAX_IDS_BELOW);
+    c.validate().unwrap();
+    let err = Config::parse("redis:\n  numeric_user_ids_below: 16777217\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redis.numeric_user_ids_below"), "{err}");
+}

@@ -10,7 +10,7 @@ use crate::error::{DbContext, Error, RedisContext, Result};
 use crate::model::{Activity, ActivityStatus, Product};
 use crate::ops::catalog;
 use crate::redis_client::RedisClient;
-use crate::{buckets, durability, lost_state, progress, reservation, scripts};
+use crate::{buckets, durability, lost_state, progress, reservation, scripts, totals};
 
 /// What `hot` loaded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -192,10 +192,19 @@ async fn load(
         .arg(snapshot.products.len())
         .arg(&epoch)
         .arg(persist_seq);
+    // A product with buckets keeps its buyers' totals in them, never in an array.
+    let ids_below = |p: &Product| {
+        if p.shards > 1 {
+            0
+        } else {
+            redis.numeric_user_ids_below()
+        }
+    };
     for p in &snapshot.products {
         invocation
             .key(keys.product(activity_id, p.id))
-            .key(keys.bought(activity_id, p.id));
+            .key(keys.bought(activity_id, p.id))
+            .key(keys.totals(activity_id, p.id));
         invocation
             .arg(p.id)
             .arg(p.total_stock - p.sold)
@@ -204,7 +213,8 @@ async fn load(
             .arg(p.per_user_limit)
             .arg(p.max_per_order)
             .arg(p.price.to_string())
-            .arg(&p.name);
+            .arg(&p.name)
+            .arg(ids_below(p));
     }
     let loaded: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
     match loaded {
@@ -247,11 +257,26 @@ async fn load(
             bar.inc(1);
             continue;
         }
-        for chunk in holders.chunks(CHUNK) {
+        let below = ids_below(p);
+        let (arrayed, hashed): (Vec<_>, Vec<_>) = holders
+            .into_iter()
+            .partition(|(user, _): &(String, i64)| totals::array_index(user, below).is_some());
+        for chunk in hashed.chunks(CHUNK) {
             let () = conn
                 .hset_multiple(keys.bought(activity_id, p.id), chunk)
                 .await
                 .at(redis)?;
+        }
+        for chunk in arrayed.chunks(CHUNK) {
+            // Saturating: a total past what the array holds stays at its most (further buys
+            // are refused as over the limit, src/totals.rs).
+            let mut set = redis::cmd("BITFIELD");
+            set.arg(keys.totals(activity_id, p.id)).arg("OVERFLOW").arg("SAT");
+            for (user, units) in chunk {
+                let offset = totals::array_offset(user, below).expect("partitioned on it");
+                set.arg("SET").arg(totals::TOTAL_TYPE).arg(offset).arg(*units);
+            }
+            let _: redis::Value = set.query_async(&mut conn).await.at(redis)?;
         }
         bar.inc(1);
     }

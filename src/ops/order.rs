@@ -305,6 +305,7 @@ pub async fn return_units(
         .key(keys.released(activity))
         .key(keys.product(activity, product))
         .key(keys.bought(activity, product))
+        .key(keys.totals(activity, product))
         .arg(order_no)
         .arg(user)
         .arg(quantity)

@@ -41,6 +41,7 @@ pub struct RedisClient {
     keys: Keys,
     addr: String,
     durability: (Durability, u32),
+    numeric_user_ids_below: u64,
 }
 
 #[derive(Clone)]
@@ -105,6 +106,7 @@ impl RedisClient {
             keys: Keys::new(config.redis.key_prefix.clone()),
             addr,
             durability: (config.redis.durability, config.redis.wait_replicas),
+            numeric_user_ids_below: config.redis.numeric_user_ids_below,
         })
     }
 
@@ -190,6 +192,12 @@ impl RedisClient {
     /// The key map.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// `redis.numeric_user_ids_below`, which `hot` stamps on the products it preheats (see
+    /// [`crate::totals`]).
+    pub fn numeric_user_ids_below(&self) -> u64 {
+        self.numeric_user_ids_below
     }
 
     /// Wraps a driver error with the server address (a `Result` does it with

@@ -156,24 +156,36 @@ async fn all_persisted(
         let mut pipe = redis::pipe();
         for p in &products {
             pipe.hget(keys.bought(activity_id, *p), user_id)
-                .hget(keys.product(activity_id, *p), "shards");
+                .hget(keys.product(activity_id, *p), "shards")
+                .hget(keys.product(activity_id, *p), crate::totals::IDS_BELOW_FIELD);
         }
-        let read: Vec<(Option<u64>, Option<u16>)> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
-        // A sharded product's total lives in the buyer's bucket: one more round trip there.
-        let mut sharded = redis::pipe();
+        let read: Vec<(Option<u64>, Option<u16>, Option<u64>)> =
+            pipe.query_async(&mut conn).await.map_err(redis_down)?;
+        // A sharded product's total lives in the buyer's bucket, and a numbered buyer's may
+        // live in the product's totals array (src/totals.rs): one more round trip there.
+        let mut elsewhere = redis::pipe();
         let mut places = Vec::new();
-        for (i, (p, (units, shards))) in products.iter().zip(&read).enumerate() {
+        for (i, (p, (units, shards, below))) in products.iter().zip(&read).enumerate() {
             held.push(*units);
             if let Some(&n) = shards.as_ref().filter(|&&n| n > 1) {
                 let k = crate::buckets::quota::bucket_of_user(user_id, n);
-                sharded.hget(keys.bucket_bought(activity_id, k, *p), user_id);
+                elsewhere.hget(keys.bucket_bought(activity_id, k, *p), user_id);
+                places.push(i);
+            } else if let Some(offset) = crate::totals::array_offset(user_id, below.unwrap_or(0)) {
+                // One GET of one field answers a one-value list: the total (0 when none).
+                elsewhere
+                    .cmd("BITFIELD_RO")
+                    .arg(keys.totals(activity_id, *p))
+                    .arg("GET")
+                    .arg(crate::totals::TOTAL_TYPE)
+                    .arg(offset);
                 places.push(i);
             }
         }
         if !places.is_empty() {
-            let units: Vec<Option<u64>> = sharded.query_async(&mut conn).await.map_err(redis_down)?;
+            let units: Vec<redis::Value> = elsewhere.query_async(&mut conn).await.map_err(redis_down)?;
             for (i, units) in places.into_iter().zip(units) {
-                held[i] = units;
+                held[i] = units_of(&units);
             }
         }
     }
@@ -204,4 +216,14 @@ async fn all_persisted(
 fn redis_down(e: redis::RedisError) -> ApiError {
     tracing::warn!(error = %e, "result: redis failed");
     ApiError::redis_unavailable()
+}
+
+/// A buyer's units from an HGET of a bought hash (a number, or nothing) or a BITFIELD_RO GET of
+/// a totals array (a list of one number): `None` when the buyer holds none.
+fn units_of(value: &redis::Value) -> Option<u64> {
+    match value {
+        redis::Value::Array(items) => items.first().and_then(units_of),
+        redis::Value::Int(n) => u64::try_from(*n).ok().filter(|&n| n > 0),
+        other => redis::from_redis_value::<Option<u64>>(other.clone()).ok().flatten(),
+    }
 }

@@ -13,8 +13,33 @@ use crate::redis_servers::OwnRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_buyers_exactly_one_hundred_win() {
-    let sale = Arc::new(TestApp::builder().sale(vec![spec(100, 1, 1)]).serve().build().await);
-    let users: Vec<String> = (0..2000).map(|i| format!("buyer{i}")).collect();
+    two_thousand_buyers(false).await;
+}
+
+/// The same with numbered buyers, the first 1,500 keeping their totals in the product's array
+/// and the rest in its hash (`redis.numeric_user_ids_below`), so batches mix the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_numbered_buyers_exactly_one_hundred_win() {
+    two_thousand_buyers(true).await;
+}
+
+async fn two_thousand_buyers(numbered: bool) {
+    let builder = TestApp::builder().sale(vec![spec(100, 1, 1)]).serve();
+    let builder = if numbered {
+        builder.tune(|c| c.redis.numeric_user_ids_below = 1500)
+    } else {
+        builder
+    };
+    let sale = Arc::new(builder.build().await);
+    let users: Vec<String> = (0..2000)
+        .map(|i| {
+            if numbered {
+                format!("{}", i + 1)
+            } else {
+                format!("buyer{i}")
+            }
+        })
+        .collect();
     let product = sale.product;
     let mut winners = HashSet::new();
     let mut order_nos = HashSet::new();
@@ -30,6 +55,16 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
         }
     }
     assert_eq!(winners.len(), 100);
+    let (hashed, array) = sale.totals_apart(sale.activity, product).await;
+    let holders: HashSet<String> = hashed.keys().chain(array.keys()).cloned().collect();
+    assert_eq!(holders, winners, "each winner holds one unit, nobody else any");
+    assert!(hashed.values().chain(array.values()).all(|&n| n == 1));
+    if numbered {
+        assert!(array.keys().all(|u| u.parse::<u64>().unwrap() < 1500), "{array:?}");
+        assert!(hashed.keys().all(|u| u.parse::<u64>().unwrap() >= 1500), "{hashed:?}");
+    } else {
+        assert!(array.is_empty());
+    }
     assert_eq!(sale.counters(product).await, (0, 100, 100));
     let queued = sale.stream_reservations().await;
     let stream_users: HashSet<String> = queued.iter().map(|r| r.user_id.clone()).collect();
@@ -44,13 +79,30 @@ async fn two_thousand_buyers_exactly_one_hundred_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_fifty_parallel_requests_limit_two() {
-    let sale = Arc::new(TestApp::builder().sale(vec![spec(100, 2, 1)]).serve().build().await);
-    let token = sale.token("greedy").await;
+    fifty_parallel_requests("greedy", 0).await;
+}
+
+/// The same for a numbered buyer whose total lives in the product's array.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_numbered_user_fifty_parallel_requests_limit_two() {
+    fifty_parallel_requests("42", 1000).await;
+}
+
+async fn fifty_parallel_requests(user: &'static str, numeric_user_ids_below: u64) {
+    let sale = Arc::new(
+        TestApp::builder()
+            .tune(move |c| c.redis.numeric_user_ids_below = numeric_user_ids_below)
+            .sale(vec![spec(100, 2, 1)])
+            .serve()
+            .build()
+            .await,
+    );
+    let token = sale.token(user).await;
     let product = sale.product;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (sale, token) = (sale.clone(), token.clone());
-            tokio::spawn(async move { sale.buy(product, "greedy", 1, &token).await })
+            tokio::spawn(async move { sale.buy(product, user, 1, &token).await })
         })
         .collect();
     let mut ok = 0;
@@ -65,6 +117,14 @@ async fn one_user_fifty_parallel_requests_limit_two() {
     }
     assert_eq!(ok, 2);
     assert_eq!(sale.counters(product).await, (98, 2, 2));
+    let (hashed, array) = sale.totals_apart(sale.activity, product).await;
+    let (here, elsewhere) = if numeric_user_ids_below > 0 {
+        (array, hashed)
+    } else {
+        (hashed, array)
+    };
+    assert_eq!(here, HashMap::from([(user.to_string(), 2)]));
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
     Arc::into_inner(sale).unwrap().finish().await;
 }
 

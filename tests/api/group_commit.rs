@@ -11,10 +11,10 @@ use seckill::buy::{self, Purchase};
 use crate::helpers::{spec, TestApp};
 
 /// (outcome code, remaining stock, reserved?) per purchase.
-type Outcomes = Vec<(&'static str, i64, bool)>;
+pub(crate) type Outcomes = Vec<(&'static str, i64, bool)>;
 
 /// Purchases of one product: (user, quantity).
-type Plan = Vec<(&'static str, u32)>;
+pub(crate) type Plan = Vec<(&'static str, u32)>;
 
 fn purchases(product: u64, plan: &[(&str, u32)]) -> Vec<Purchase> {
     plan.iter()
@@ -29,7 +29,13 @@ fn purchases(product: u64, plan: &[(&str, u32)]) -> Vec<Purchase> {
 
 /// Decides `before` one purchase per call, then `batch` in one call when `batched` (else one
 /// per call), on the sale's product `index`; see [`run_mixed`].
-async fn run(sale: &TestApp, index: usize, before: &[(&str, u32)], batch: &[(&str, u32)], batched: bool) -> Outcomes {
+pub(crate) async fn run(
+    sale: &TestApp,
+    index: usize,
+    before: &[(&str, u32)],
+    batch: &[(&str, u32)],
+    batched: bool,
+) -> Outcomes {
     let product = sale.products[index];
     for p in purchases(product, before) {
         buy::reserve(&sale.redis, sale.activity, &[p]).await.unwrap();
@@ -41,7 +47,7 @@ async fn run(sale: &TestApp, index: usize, before: &[(&str, u32)], batch: &[(&st
 /// Decides `batch` (product index, user, quantity) in one call when `batched`, else one call
 /// per purchase; checks that every reserved purchase is in the stream under its order number
 /// with its product, buyer and quantity.
-async fn run_mixed(sale: &TestApp, batch: &[(usize, &str, u32)], batched: bool) -> Outcomes {
+pub(crate) async fn run_mixed(sale: &TestApp, batch: &[(usize, &str, u32)], batched: bool) -> Outcomes {
     let batch: Vec<Purchase> = batch
         .iter()
         .map(|(index, user, quantity)| Purchase {
@@ -85,21 +91,17 @@ async fn run_mixed(sale: &TestApp, batch: &[(usize, &str, u32)], batched: bool) 
         .collect()
 }
 
-/// The product's buyers' totals and its (stock, sold, purchases queued).
-async fn state(sale: &TestApp, index: usize) -> (HashMap<String, i64>, (i64, i64, usize)) {
+/// The product's buyers' totals (wherever they are kept) and its (stock, sold, purchases
+/// queued).
+pub(crate) async fn state(sale: &TestApp, index: usize) -> (HashMap<String, i64>, (i64, i64, usize)) {
     let product = sale.products[index];
-    let mut conn = sale.redis.conn();
-    let totals: HashMap<String, i64> = conn
-        .hgetall(sale.redis.keys().bought(sale.activity, product))
-        .await
-        .unwrap();
-    (totals, sale.counters(product).await)
+    (sale.totals(sale.activity, product).await, sale.counters(product).await)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_product_batches_match_one_by_one() {
-    // (product spec, purchases before the batch, the batch, the verdicts expected)
-    let cases: Vec<(_, Plan, Plan, Vec<&str>)> = vec![
+/// (product spec, purchases before the batch, the batch, the verdicts expected) of
+/// [`one_product_batches_match_one_by_one`], also run with numbered buyers (numeric_totals.rs).
+pub(crate) fn one_product_cases() -> Vec<(crate::helpers::ProductSpec, Plan, Plan, Vec<&'static str>)> {
+    vec![
         (
             spec(8, 2, 2),
             vec![("r", 2), ("s", 1)],
@@ -153,8 +155,12 @@ async fn one_product_batches_match_one_by_one() {
             vec![("x", 1), ("r", 1), ("y", 2), ("y", 1)],
             vec!["sold_out", "limit_exceeded", "sold_out", "sold_out"],
         ),
-    ];
-    for (n, (product, before, batch, expected)) in cases.into_iter().enumerate() {
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_product_batches_match_one_by_one() {
+    for (n, (product, before, batch, expected)) in one_product_cases().into_iter().enumerate() {
         let batched = TestApp::builder().sale(vec![product.clone()]).build().await;
         let single = TestApp::builder().sale(vec![product]).build().await;
         let a = run(&batched, 0, &before, &batch, true).await;

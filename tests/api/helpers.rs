@@ -718,6 +718,27 @@ impl TestApp {
             .await
     }
 
+    /// Every buyer's total of product `product_id` (without buckets) in the bought hash, and
+    /// apart those kept in its totals array (`src/totals.rs`): (hash, array).
+    pub async fn totals_apart(
+        &self,
+        activity_id: u64,
+        product_id: u64,
+    ) -> (HashMap<String, i64>, HashMap<String, i64>) {
+        let keys = self.redis.keys();
+        let mut conn = self.redis.conn();
+        let hashed: HashMap<String, i64> = conn.hgetall(keys.bought(activity_id, product_id)).await.unwrap();
+        let array: Vec<u8> = conn.get(keys.totals(activity_id, product_id)).await.unwrap();
+        (hashed, seckill::totals::decode(&array).collect())
+    }
+
+    /// Every buyer's total of product `product_id` (without buckets), wherever it is kept.
+    pub async fn totals(&self, activity_id: u64, product_id: u64) -> HashMap<String, i64> {
+        let (mut all, array) = self.totals_apart(activity_id, product_id).await;
+        all.extend(array);
+        all
+    }
+
     /// Every buyer's total of sharded product `product_id` (`shards` buckets), from the
     /// buckets holding them (`P:{a:A:b:K}:bought:ID`).
     pub async fn bucket_totals(&self, activity_id: u64, product_id: u64, shards: u16) -> HashMap<String, i64> {

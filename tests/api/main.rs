@@ -38,6 +38,7 @@ mod lost_state_hot;
 mod metrics;
 mod migrate;
 mod nginx;
+mod numeric_totals;
 mod ops_paths;
 mod page;
 mod payment_window;

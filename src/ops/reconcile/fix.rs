@@ -218,15 +218,18 @@ async fn set_units_held(
     want: i64,
 ) -> Result<String> {
     let have = now.bought.get(&product).and_then(|b| b.get(user)).copied().unwrap_or(0);
-    // A sharded product's buyer's total lives in the buyer's bucket.
-    let key = match now.sharded.get(&product) {
-        Some(&shards) => redis
-            .keys()
-            .bucket_bought(activity, bucket_of_user(user, shards), product),
-        None => redis.keys().bought(activity, product),
+    // A sharded product's buyer's total lives in the buyer's bucket; another product's in its
+    // bought hash or its totals array, which the script tells apart (src/totals.rs).
+    let keys = redis.keys();
+    let mut repair = scripts::REPAIR_BOUGHT.prepare_invoke();
+    match now.sharded.get(&product) {
+        Some(&shards) => repair.key(keys.bucket_bought(activity, bucket_of_user(user, shards), product)),
+        None => repair
+            .key(keys.bought(activity, product))
+            .key(keys.product(activity, product))
+            .key(keys.totals(activity, product)),
     };
-    let r: i64 = scripts::REPAIR_BOUGHT
-        .key(key)
+    let r: i64 = repair
         .arg(user)
         .arg(have)
         .arg(want)

@@ -52,8 +52,8 @@ pub struct Snapshot {
     pub released: HashSet<String>,
     /// Redis product hash fields (stock, sold, total) per loaded product.
     pub redis_products: BTreeMap<u64, (i64, i64, i64)>,
-    /// Bought hash per product (a sharded product's: its buckets' together, each read with
-    /// its bucket's purchases).
+    /// Units each buyer holds, per product: its bought hash with its totals array (a sharded
+    /// product's: its buckets' hashes together, each read with its bucket's purchases).
     pub bought: BTreeMap<u64, HashMap<String, i64>>,
     /// What Redis did with each stock change it saw (ledger row id -> `stock_ops` value).
     pub stock_ops: HashMap<u64, String>,
@@ -166,7 +166,9 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
         .key(keys.returning(activity))
         .key(keys.moving(activity));
     for id in &product_ids {
-        view.key(keys.product(activity, *id)).key(keys.bought(activity, *id));
+        view.key(keys.product(activity, *id))
+            .key(keys.bought(activity, *id))
+            .key(keys.totals(activity, *id));
     }
     let reply: redis::Value = view.invoke_async(&mut conn).await.at(redis)?;
     let parts = items(reply);
@@ -216,7 +218,7 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
     };
     for (i, id) in product_ids.iter().enumerate() {
         let counters: Vec<String> = parts
-            .get(7 + 2 * i)
+            .get(7 + 3 * i)
             .map(|v| items(v.clone()).iter().filter_map(text).collect())
             .unwrap_or_default();
         let number = |t: &String| t.parse::<i64>().ok();
@@ -232,14 +234,16 @@ pub async fn snapshot(db: &Db, redis: &RedisClient, group: &str, activity: u64) 
             }
             _ => continue,
         }
-        let bought = parts.get(8 + 2 * i).cloned().map(pairs).unwrap_or_default();
-        s.bought.insert(
-            *id,
-            bought
-                .into_iter()
-                .filter_map(|(u, n)| Some((u, n.parse().ok()?)))
-                .collect(),
-        );
+        let bought = parts.get(8 + 3 * i).cloned().map(pairs).unwrap_or_default();
+        let mut held: HashMap<String, i64> = bought
+            .into_iter()
+            .filter_map(|(u, n)| Some((u, n.parse().ok()?)))
+            .collect();
+        // The buyers whose totals live in the product's array (src/totals.rs).
+        if let Some(redis::Value::BulkString(array)) = parts.get(9 + 3 * i) {
+            held.extend(crate::totals::decode(array));
+        }
+        s.bought.insert(*id, held);
     }
 
     bucket_views(redis, activity, &mut s).await?;
