@@ -45,7 +45,11 @@ for i = 0, n - 1 do
     redis.call('DEL', product_key, KEYS[6 + i * 3], KEYS[7 + i * 3])
     redis.call('HSET', product_key, 'id', ARGV[a], 'stock', ARGV[a + 1], 'sold', ARGV[a + 2],
         'total', ARGV[a + 3], 'limit', ARGV[a + 4], 'max_per_order', ARGV[a + 5], 'price', ARGV[a + 6],
-        'name', ARGV[a + 7], 'ids_below', ARGV[a + 8])
+        'name', ARGV[a + 7])
+    -- Missing means 0: a product preheated without a bound looks as it always did.
+    if ARGV[a + 8] ~= '0' then
+        redis.call('HSET', product_key, 'ids_below', ARGV[a + 8])
+    end
     redis.call('SADD', KEYS[2], ARGV[a])
 end
 return 1

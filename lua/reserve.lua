@@ -66,8 +66,8 @@
 -- arithmetic, once (Lua 5.1's tonumber converts twice), where a missing value would fail
 -- anyway; the answer is one string (Redis converts a table field by field). Under
 -- `appendonly yes` the script's effects are replicated command by command: a batch writes
--- one HSET of totals per product, one XADD and one HSET of counters per product, whatever
--- its size.
+-- one HSET of totals per product (or, in the totals array, one BITFIELD raising them and one
+-- taking back the refused), one XADD and one HSET of counters per product, whatever its size.
 -- Redis does not roll a failed script back: if any command fails, the totals and counters of
 -- the purchases already decided are written back, and their entry added, before the script
 -- aborts with that error, so every queued reservation always has its unit deducted and its
