@@ -143,13 +143,21 @@ if m == 1 then
     end
     -- Where the buyers' totals are (lib/totals.lua): all in the bought hash, or all in the
     -- totals array with one unit each (`array`), or a mix, which the general loop below takes.
-    local below = tonumber(first[6]) or 0
-    local array, mixed = false, false
-    if below > 0 then
-        local numeric = 0
+    -- The array's BITFIELD raising each numbered buyer's total by one is built on the way:
+    -- the test is lib/totals.lua's array_offset, with the bound compared as a string (a
+    -- number below it has fewer digits, or as many and sorts first), which converts nothing.
+    local below = first[6]
+    local array, mixed, raise = false, false, nil
+    if below and string.find(below, '^[1-9]%d*$') then
+        local numeric, digits = 0, #below
+        raise = { 'BITFIELD', keys[7], 'OVERFLOW', 'FAIL' }
         for i = first_user + 1, first_user + n do
-            if array_offset(argv[i], below) then
+            local user = argv[i]
+            local length = #user
+            if (length < digits or (length == digits and user < below)) and string.find(user, '^[1-9]%d*$') then
                 numeric = numeric + 1
+                local k = 4 * numeric + 1
+                raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, '#' .. user, '1'
             end
         end
         array = numeric == n and e_count == 0
@@ -165,11 +173,6 @@ if m == 1 then
         -- the write in use.
         local held, totals, count
         if array then
-            local raise = { 'BITFIELD', keys[7], 'OVERFLOW', 'FAIL' }
-            for i = 1, n do
-                local k = 4 * i + 1
-                raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, '#' .. argv[first_user + i], '1'
-            end
             held = redis.call(unpack(raise, 1, 4 + 4 * n))
             totals, count = { 'BITFIELD', keys[7] }, 2
         else
@@ -201,7 +204,7 @@ if m == 1 then
                 end
                 if code and h then
                     totals[count + 1], totals[count + 2] = 'INCRBY', TOTAL_TYPE
-                    totals[count + 3], totals[count + 4] = '#' .. argv[first_user + i], '-1'
+                    totals[count + 3], totals[count + 4] = raise[4 * i + 3], '-1'
                     count = count + 4
                 end
             elseif i ~= next_unusual then
@@ -356,7 +359,7 @@ for j = 1, m do
     local key, bought_key, totals_key = keys[2 + 3 * j], keys[3 + 3 * j], keys[4 + 3 * j]
     local h = redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price', 'ids_below')
     local stock = tonumber(h[1])
-    products[j] = { key = key, bought_key = bought_key, totals_key = totals_key, below = tonumber(h[6]) or 0,
+    products[j] = { key = key, bought_key = bought_key, totals_key = totals_key, below = h[6],
         id = argv[1 + j], stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
         max_per_order = tonumber(h[4]), price = h[5], dirty = false,
         pending = {}, totals = { 'HSET', bought_key }, count = 0,

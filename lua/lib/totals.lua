@@ -11,9 +11,12 @@
 -- refused as over the limit.
 local TOTAL_TYPE, TOTAL_MAX = 'u16', 65535
 -- The BITFIELD offset ('#<id>': the id-th TOTAL_TYPE) of `user`'s total when it lives in the
--- array below `below` (a number), else nil.
+-- array of a product whose `ids_below` field is `below` (as stored: a whole number `hot` wrote,
+-- or false when missing), else nil. Compared as strings, which converts nothing: a number
+-- below the bound has fewer digits, or as many and sorts first.
 local function array_offset(user, below)
-    if below > 0 and #user <= 8 and string.find(user, '^[1-9]%d*$') and user + 0 < below then
+    if below and #user <= #below and string.find(user, '^[1-9]%d*$') and string.find(below, '^[1-9]%d*$')
+        and (#user < #below or user < below) then
         return '#' .. user
     end
     return nil
