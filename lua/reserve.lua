@@ -326,23 +326,25 @@ local function call(...)
     end
     return reply
 end
--- Writes the accepted buyers' totals; returns the first failure, which is raised after the
--- rest of the batch's effects are written.
+-- Runs the first `used` values of `command` when it has more than its name and key; returns
+-- its error, if it failed.
+local function failure_of(command, used)
+    if used > 2 then
+        local r = pcall_redis(unpack(command, 1, used))
+        if type(r) == 'table' and r.err then
+            return r.err
+        end
+    end
+    return nil
+end
+-- Writes the accepted buyers' totals, in the hash and in the array; returns the first failure,
+-- which is raised after the rest of the batch's effects are written.
 local function write_totals()
     local failure
     for _, p in ipairs(products) do
-        if p.count > 0 then
-            local r = pcall_redis(unpack(p.totals, 1, p.count + 2))
-            if type(r) == 'table' and r.err and not failure then
-                failure = r.err
-            end
-        end
-        if p.set_count > 0 then
-            local r = pcall_redis(unpack(p.sets, 1, p.set_count + 2))
-            if type(r) == 'table' and r.err and not failure then
-                failure = r.err
-            end
-        end
+        local hashed = failure_of(p.totals, p.count + 2)
+        local arrayed = failure_of(p.sets, p.set_count + 2)
+        failure = failure or hashed or arrayed
     end
     return failure
 end

@@ -300,7 +300,7 @@ async fn several_products_or_a_blacklist_match_one_by_one() {
 /// as one by one.
 /// Decides `plan` in one call on `batched` and one call per purchase on `single`: the same
 /// outcomes on both, with these codes.
-async fn same_verdicts(batched: &TestApp, single: &TestApp, plan: &[(usize, &str, u32)], codes: &[&str]) {
+pub(crate) async fn same_verdicts(batched: &TestApp, single: &TestApp, plan: &[(usize, &str, u32)], codes: &[&str]) {
     let outcomes = run_mixed(batched, plan, true).await;
     assert_eq!(outcomes, run_mixed(single, plan, false).await);
     assert_eq!(outcomes.iter().map(|o| o.0).collect::<Vec<_>>(), codes);
