@@ -24,7 +24,7 @@ end
 local q = tonumber(ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'stock', q)
 redis.call('HINCRBY', KEYS[2], 'sold', -q)
-local at = array_offset(ARGV[2], below)
+local at = array_offset(ARGV[2], bound_of(below))
 if at then
     -- Saturating: a total never goes below nothing.
     redis.call('BITFIELD', KEYS[4], 'OVERFLOW', 'SAT', 'INCRBY', TOTAL_TYPE, at, -q)

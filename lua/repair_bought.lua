@@ -10,7 +10,7 @@
 --
 -- Returns 1 written, 0 the total changed since it was read (run reconcile again).
 
-local at = KEYS[2] and array_offset(ARGV[1], redis.call('HGET', KEYS[2], 'ids_below'))
+local at = KEYS[2] and array_offset(ARGV[1], bound_of(redis.call('HGET', KEYS[2], 'ids_below')))
 local seen, new = tonumber(ARGV[2]), tonumber(ARGV[3])
 if at then
     if redis.call('BITFIELD_RO', KEYS[3], 'GET', TOTAL_TYPE, at)[1] ~= seen then

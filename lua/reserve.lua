@@ -143,21 +143,18 @@ if m == 1 then
     end
     -- Where the buyers' totals are (lib/totals.lua): all in the bought hash, or all in the
     -- totals array with one unit each (`array`), or a mix, which the general loop below takes.
-    -- The array's BITFIELD raising each numbered buyer's total by one is built on the way:
-    -- the test is lib/totals.lua's array_offset, with the bound compared as a string (a
-    -- number below it has fewer digits, or as many and sorts first), which converts nothing.
-    local below = first[6]
+    -- The array's BITFIELD raising each numbered buyer's total by one is built on the way.
+    local bound = bound_of(first[6])
     local array, mixed, raise = false, false, nil
-    if below and string.find(below, '^[1-9]%d*$') then
-        local numeric, digits = 0, #below
+    if bound then
+        local numeric = 0
         raise = { 'BITFIELD', keys[7], 'OVERFLOW', 'FAIL' }
         for i = first_user + 1, first_user + n do
-            local user = argv[i]
-            local length = #user
-            if (length < digits or (length == digits and user < below)) and string.find(user, '^[1-9]%d*$') then
+            local at = array_offset(argv[i], bound)
+            if at then
                 numeric = numeric + 1
                 local k = 4 * numeric + 1
-                raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, '#' .. user, '1'
+                raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, at, '1'
             end
         end
         array = numeric == n and e_count == 0
@@ -307,7 +304,7 @@ if m == 1 then
 end
 
 -- A batch of several products.
--- The batch's products: {key, bought_key, totals_key, below, id, stock, sold, limit,
+-- The batch's products: {key, bought_key, totals_key, bound, id, stock, sold, limit,
 -- max_per_order, price, dirty, held, slot, arrayed, offset, pending, totals, count, sets,
 -- set_count} (stock == nil: no such product). held is the HMGET reply of the totals of its
 -- buyers kept in the bought hash and slot[i] request i's place in it; arrayed the BITFIELD_RO
@@ -361,7 +358,7 @@ for j = 1, m do
     local key, bought_key, totals_key = keys[2 + 3 * j], keys[3 + 3 * j], keys[4 + 3 * j]
     local h = redis.call('HMGET', key, 'stock', 'sold', 'limit', 'max_per_order', 'price', 'ids_below')
     local stock = tonumber(h[1])
-    products[j] = { key = key, bought_key = bought_key, totals_key = totals_key, below = h[6],
+    products[j] = { key = key, bought_key = bought_key, totals_key = totals_key, bound = bound_of(h[6]),
         id = argv[1 + j], stock = stock, sold = tonumber(h[2]) or 0, limit = tonumber(h[3]),
         max_per_order = tonumber(h[4]), price = h[5], dirty = false,
         pending = {}, totals = { 'HSET', bought_key }, count = 0,
@@ -407,7 +404,7 @@ local function fetch(p, j)
     for i = 1, n do
         if (places[i] or 1) == j then
             local user = argv[first_user + i]
-            local at = array_offset(user, p.below)
+            local at = array_offset(user, p.bound)
             if at then
                 got = got + 1
                 get[3 * got], get[3 * got + 1], get[3 * got + 2] = 'GET', TOTAL_TYPE, at

@@ -10,13 +10,22 @@
 -- A total above TOTAL_MAX cannot be kept in the array: a purchase that would make one is
 -- refused as over the limit.
 local TOTAL_TYPE, TOTAL_MAX = 'u16', 65535
+-- A product's `ids_below` field as stored (a whole number `hot` wrote, or false when missing) as
+-- the bound array_offset takes: the field when it is a positive whole number, else nil (no
+-- array).
+local function bound_of(field)
+    if field and string.find(field, '^[1-9]%d*$') then
+        return field
+    end
+    return nil
+end
 -- The BITFIELD offset ('#<id>': the id-th TOTAL_TYPE) of `user`'s total when it lives in the
--- array of a product whose `ids_below` field is `below` (as stored: a whole number `hot` wrote,
--- or false when missing), else nil. Compared as strings, which converts nothing: a number
--- below the bound has fewer digits, or as many and sorts first.
-local function array_offset(user, below)
-    if below and #user <= #below and string.find(user, '^[1-9]%d*$') and string.find(below, '^[1-9]%d*$')
-        and (#user < #below or user < below) then
+-- array of a product whose bound (from bound_of) is `bound`, else nil. Compared as strings,
+-- which converts nothing: a number below the bound has fewer digits, or as many and sorts
+-- first.
+local function array_offset(user, bound)
+    local length = #user
+    if bound and (length < #bound or (length == #bound and user < bound)) and string.find(user, '^[1-9]%d*$') then
         return '#' .. user
     end
     return nil

@@ -258,9 +258,13 @@ async fn load(
             continue;
         }
         let below = ids_below(p);
-        let (arrayed, hashed): (Vec<_>, Vec<_>) = holders
-            .into_iter()
-            .partition(|(user, _): &(String, i64)| totals::array_index(user, below).is_some());
+        let (mut arrayed, mut hashed) = (Vec::new(), Vec::new());
+        for (user, units) in holders {
+            match totals::array_offset(&user, below) {
+                Some(offset) => arrayed.push((offset, units)),
+                None => hashed.push((user, units)),
+            }
+        }
         for chunk in hashed.chunks(CHUNK) {
             let () = conn
                 .hset_multiple(keys.bought(activity_id, p.id), chunk)
@@ -272,8 +276,7 @@ async fn load(
             // are refused as over the limit, src/totals.rs).
             let mut set = redis::cmd("BITFIELD");
             set.arg(keys.totals(activity_id, p.id)).arg("OVERFLOW").arg("SAT");
-            for (user, units) in chunk {
-                let offset = totals::array_offset(user, below).expect("partitioned on it");
+            for (offset, units) in chunk {
                 set.arg("SET").arg(totals::TOTAL_TYPE).arg(offset).arg(*units);
             }
             let _: redis::Value = set.query_async(&mut conn).await.at(redis)?;

@@ -155,17 +155,18 @@ async fn all_persisted(
     if !products.is_empty() {
         let mut pipe = redis::pipe();
         for p in &products {
-            pipe.hget(keys.bought(activity_id, *p), user_id)
-                .hget(keys.product(activity_id, *p), "shards")
-                .hget(keys.product(activity_id, *p), crate::totals::IDS_BELOW_FIELD);
+            pipe.hget(keys.bought(activity_id, *p), user_id).hmget(
+                keys.product(activity_id, *p),
+                &["shards", crate::totals::IDS_BELOW_FIELD],
+            );
         }
-        let read: Vec<(Option<u64>, Option<u16>, Option<u64>)> =
-            pipe.query_async(&mut conn).await.map_err(redis_down)?;
+        type Read = (Option<u64>, (Option<u16>, Option<u64>));
+        let read: Vec<Read> = pipe.query_async(&mut conn).await.map_err(redis_down)?;
         // A sharded product's total lives in the buyer's bucket, and a numbered buyer's may
         // live in the product's totals array (src/totals.rs): one more round trip there.
         let mut elsewhere = redis::pipe();
         let mut places = Vec::new();
-        for (i, (p, (units, shards, below))) in products.iter().zip(&read).enumerate() {
+        for (i, (p, (units, (shards, below)))) in products.iter().zip(&read).enumerate() {
             held.push(*units);
             if let Some(&n) = shards.as_ref().filter(|&&n| n > 1) {
                 let k = crate::buckets::quota::bucket_of_user(user_id, n);
