@@ -18,8 +18,8 @@
 //!   cargo run --release --example redis_cost
 //! Optional: BATCH (30), PURCHASES per run (60000), ROUNDS (5); NUMERIC_USERS=1 names the
 //! buyers 1 to PURCHASES, as `seckill token --range` does (every run starts on an empty
-//! database, so they are fresh in each), instead of `u<round>-<i>`: for a script that keeps
-//! totals at a number's offset.
+//! database, so they are fresh in each), instead of `u<round>-<i>`, and stamps the product with
+//! the largest `redis.numeric_user_ids_below`, so their totals live in its array.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -118,7 +118,7 @@ fn cost(before: &Counters, after: &Counters, purchases: usize, secs: f64) -> Cos
 }
 
 /// Sets up the activity and product as `seckill hot` and `start` leave them (not measured).
-async fn setup(conn: &mut MultiplexedConnection, keys: &Keys) {
+async fn setup(conn: &mut MultiplexedConnection, keys: &Keys, ids_below: u64) {
     let _: () = redis::cmd("FLUSHDB").query_async(conn).await.unwrap();
     let _: () = conn
         .hset_multiple(
@@ -144,6 +144,7 @@ async fn setup(conn: &mut MultiplexedConnection, keys: &Keys) {
                 ("limit", "1"),
                 ("max_per_order", "1"),
                 ("price", "9.99"),
+                (seckill::totals::IDS_BELOW_FIELD, ids_below.to_string().as_str()),
             ],
         )
         .await
@@ -233,6 +234,13 @@ async fn main() {
         .collect();
     let (n, rounds) = (env_or("PURCHASES", 60_000), env_or("ROUNDS", 5));
     let numeric_users = env_or("NUMERIC_USERS", 0) == 1;
+    // Numbered buyers keep their totals in the product's array, as `hot` stamps it with the
+    // largest `redis.numeric_user_ids_below` (bench.sh's setting).
+    let ids_below = if numeric_users {
+        seckill::totals::MAX_IDS_BELOW
+    } else {
+        0
+    };
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
@@ -245,11 +253,14 @@ async fn main() {
     let naive = redis::Script::new(&std::fs::read_to_string("scripts/bench/naive_deduct.lua").unwrap());
     let reserve: Vec<redis::Script> = scripts
         .iter()
-        // In front as src/scripts.rs puts it (a version with its own probe_sets shadows it).
+        // In front as src/scripts.rs puts them (a version with its own probe_sets or
+        // array_offset shadows them).
         .map(|p| {
-            redis::Script::new(
-                &(include_str!("../lua/lib/set_probe.lua").to_owned() + &std::fs::read_to_string(p).unwrap()),
-            )
+            let libs = concat!(
+                include_str!("../lua/lib/set_probe.lua"),
+                include_str!("../lua/lib/totals.lua")
+            );
+            redis::Script::new(&(libs.to_owned() + &std::fs::read_to_string(p).unwrap()))
         })
         .collect();
     let mut names = vec!["naive".to_string()];
@@ -263,7 +274,7 @@ async fn main() {
             } else {
                 (0..n).map(|i| format!("u{round}-{i}")).collect()
             };
-            setup(&mut conn, &keys).await;
+            setup(&mut conn, &keys, ids_below).await;
             let before = counters(&mut conn, pid).await;
             let started = Instant::now();
             if k == 0 {

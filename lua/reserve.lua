@@ -143,34 +143,56 @@ if m == 1 then
     end
     -- Where the buyers' totals are (lib/totals.lua): all in the bought hash, or all in the
     -- totals array with one unit each (`array`), or a mix, which the general loop below takes.
-    -- The array's BITFIELD raising each numbered buyer's total by one is built on the way.
+    -- A batch whose first buyer's total is in the array tries the array at once: the BITFIELD
+    -- raising every buyer's total by one is built with only a quick test per buyer (its id no
+    -- longer than the bound, and below it when as long, and not '0'); the rest of the rule
+    -- (digits only, no leading zero) is BITFIELD's own, which refuses, changing nothing, an
+    -- offset '#<id>' that is not such a number. A batch the quick test or BITFIELD refuses is
+    -- sorted with array_offset. (array_offset's pattern match costs more per buyer than all
+    -- the rest of the test.)
     local bound = bound_of(first[6])
-    local array, mixed, raise = false, false, nil
-    if bound then
-        local numeric = 0
+    local raise
+    if bound and e_count == 0 and array_offset(argv[first_user + 1], bound) then
+        local bound_length = #bound
         raise = { 'BITFIELD', keys[7], 'OVERFLOW', 'FAIL' }
+        for i = 1, n do
+            local user = argv[first_user + i]
+            local length = #user
+            if length > bound_length or (length == bound_length and user >= bound) or user == '0' then
+                raise = nil
+                break
+            end
+            local k = 4 * i + 1
+            raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, '#' .. user, '1'
+        end
+    end
+    -- The sets are probed before the first write, so a failed probe changes nothing.
+    local flags, held, array, mixed = nil, nil, false, false
+    if raise then
+        flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
+        held = pcall_redis(unpack(raise, 1, 4 + 4 * n))
+        array = not held.err
+    end
+    if bound and not array then
         for i = first_user + 1, first_user + n do
-            local at = array_offset(argv[i], bound)
-            if at then
-                numeric = numeric + 1
-                local k = 4 * numeric + 1
-                raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, at, '1'
+            if array_offset(argv[i], bound) then
+                mixed = true
+                break
             end
         end
-        array = numeric == n and e_count == 0
-        mixed = numeric > 0 and not array
     end
     if not mixed then
-        local flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
+        if not raise then
+            flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
+        end
         local limit, max_per_order = first[3] + 0, first[4] + 0
         -- In the hash: each buyer's total so far (HMGET), and the HSET of the accepted buyers'
-        -- new totals. In the array: each buyer's total with this unit already counted (one
-        -- BITFIELD raises them all; a total that would pass TOTAL_MAX is not raised, false),
-        -- and the BITFIELD taking the refused requests' units back. `count`: the values of
-        -- the write in use.
-        local held, totals, count
+        -- new totals. In the array: each buyer's total with this unit already counted (the
+        -- BITFIELD above raised them all; a total that would pass TOTAL_MAX is not raised,
+        -- false), and the BITFIELD taking the refused requests' units back. `count`: the
+        -- values of the write in use.
+        local totals, count
         if array then
-            held = redis.call(unpack(raise, 1, 4 + 4 * n))
             totals, count = { 'BITFIELD', keys[7] }, 2
         else
             held = redis.call('HMGET', keys[6], unpack(argv, first_user + 1, first_user + n))
@@ -184,71 +206,85 @@ if m == 1 then
         local a = 3 + m
         local next_unusual = e_count > 0 and argv[a] + 0
         local quantities
-        for i = 1, n do
-            -- Blacklisted or revoked: its code; else decided below.
-            local code = flags and flags[i]
-            local h = held[i]
-            if array then
-                -- One unit, its buyer's only request in the batch, `h` the total with it.
+        if array then
+            -- One unit each, every buyer alone in the batch, held[i] the total with this unit
+            -- (false: it would pass TOTAL_MAX, not raised). A refused unit is taken back.
+            if max_per_order < 1 then
+                limit = -1
+            end
+            for i = 1, n do
+                local code, h = flags and flags[i], held[i]
                 if not code then
-                    if not h or max_per_order < 1 or h > limit then
+                    if not h or h > limit then
                         code = 'L'
                     elseif stock < 1 then
                         code = 'O'
                     else
-                        stock, accepted, units = stock - 1, accepted + 1, units + 1
+                        stock, accepted = stock - 1, accepted + 1
                     end
                 end
-                if code and h then
-                    totals[count + 1], totals[count + 2] = 'INCRBY', TOTAL_TYPE
-                    totals[count + 3], totals[count + 4] = raise[4 * i + 3], '-1'
-                    count = count + 4
-                end
-            elseif i ~= next_unusual then
-                -- One unit, and the buyer's only request in the batch.
-                if not code then
-                    local total = h and whole(h) + 1 or 1
-                    if max_per_order < 1 or total > limit then
-                        code = 'L'
-                    elseif stock < 1 then
-                        code = 'O'
-                    else
-                        stock, accepted, units = stock - 1, accepted + 1, units + 1
-                        totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
-                        count = count + 2
-                    end
-                end
-            else
-                local user, passed = argv[first_user + i], argv[a + 2]
-                a = a + 3
-                next_unusual = a < first_user and argv[a] + 0
-                local quantity, quantity_arg = quantity_of(passed)
-                pending = pending or {}
-                quantities = quantities or {}
-                h = pending[user] or h
                 if code then
-                    -- Decided above.
-                elseif not quantity then
-                    code = 'R'
-                elseif quantity > max_per_order then
-                    code = 'L'
-                else
-                    local total = h and whole(h) + quantity or quantity
-                    if total > limit then
-                        code = 'L'
-                    elseif stock < quantity then
-                        code = 'O'
-                    else
-                        stock, accepted, units = stock - quantity, accepted + 1, units + quantity
-                        pending[user], quantities[i] = total, quantity_arg
-                        totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
-                        count = count + 2
+                    if h then
+                        totals[count + 1], totals[count + 2] = 'INCRBY', TOTAL_TYPE
+                        totals[count + 3], totals[count + 4] = raise[4 * i + 3], '-1'
+                        count = count + 4
                     end
+                    refused = refused or {}
+                    refused[i] = code
                 end
             end
-            if code then
-                refused = refused or {}
-                refused[i] = code
+            units = accepted
+        else
+            for i = 1, n do
+                -- Blacklisted or revoked: its code; else decided below.
+                local code = flags and flags[i]
+                local h = held[i]
+                if i ~= next_unusual then
+                    -- One unit, and the buyer's only request in the batch.
+                    if not code then
+                        local total = h and whole(h) + 1 or 1
+                        if max_per_order < 1 or total > limit then
+                            code = 'L'
+                        elseif stock < 1 then
+                            code = 'O'
+                        else
+                            stock, accepted, units = stock - 1, accepted + 1, units + 1
+                            totals[count + 1], totals[count + 2] = argv[first_user + i], h and format('%d', total) or '1'
+                            count = count + 2
+                        end
+                    end
+                else
+                    local user, passed = argv[first_user + i], argv[a + 2]
+                    a = a + 3
+                    next_unusual = a < first_user and argv[a] + 0
+                    local quantity, quantity_arg = quantity_of(passed)
+                    pending = pending or {}
+                    quantities = quantities or {}
+                    h = pending[user] or h
+                    if code then
+                        -- Decided above.
+                    elseif not quantity then
+                        code = 'R'
+                    elseif quantity > max_per_order then
+                        code = 'L'
+                    else
+                        local total = h and whole(h) + quantity or quantity
+                        if total > limit then
+                            code = 'L'
+                        elseif stock < quantity then
+                            code = 'O'
+                        else
+                            stock, accepted, units = stock - quantity, accepted + 1, units + quantity
+                            pending[user], quantities[i] = total, quantity_arg
+                            totals[count + 1], totals[count + 2] = user, h and format('%d', total) or quantity_arg
+                            count = count + 2
+                        end
+                    end
+                end
+                if code then
+                    refused = refused or {}
+                    refused[i] = code
+                end
             end
         end
         -- The writes: the buyers' totals (or the array's take-back), the entry, the counters.

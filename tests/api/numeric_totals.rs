@@ -141,6 +141,71 @@ async fn a_batch_of_numbered_and_named_buyers_matches_one_by_one() {
     single.finish().await;
 }
 
+/// A batch of one unit each whose first buyer is numbered tries the array with only a quick
+/// test of each id (its length against the bound's, and not "0"), leaving the rest of the rule
+/// to BITFIELD's parsing of `#<id>`: every id here passes the quick test yet must keep its
+/// total in the hash, and the batch must come out as one by one, with nothing of the refused
+/// BITFIELD left in the array.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_only_look_numbered_keep_their_totals_in_the_hash() {
+    let odd = [
+        "007", "0", "-5", "+5", "1e3", "5.0", "0x1", "abc", "a", "-", "9a", "1000", "99x", "10000",
+    ];
+    for user in odd {
+        let plan = [("11", 1), (user, 1), ("12", 1)];
+        let batched = numbered(vec![spec(10, 1, 1)]).build().await;
+        let single = numbered(vec![spec(10, 1, 1)]).build().await;
+        let a = run(&batched, 0, &[], &plan, true).await;
+        assert_eq!(a, run(&single, 0, &[], &plan, false).await, "{user:?}");
+        assert!(a.iter().all(|o| o.0 == "ok"), "{user:?}: {a:?}");
+        for sale in [&batched, &single] {
+            let (hashed, array) = sale.totals_apart(sale.activity, sale.product).await;
+            assert_eq!(
+                array,
+                HashMap::from([("11".to_string(), 1), ("12".to_string(), 1)]),
+                "{user:?}"
+            );
+            assert_eq!(hashed, HashMap::from([(user.to_string(), 1)]), "{user:?}");
+        }
+        batched.finish().await;
+        single.finish().await;
+    }
+
+    // Named buyers only, and a numbered buyer after a named first one.
+    for plan in [
+        [("alice", 1), ("bob", 1), ("7", 1)],
+        [("alice", 1), ("bob", 1), ("carol", 1)],
+    ] {
+        let batched = numbered(vec![spec(10, 1, 1)]).build().await;
+        let single = numbered(vec![spec(10, 1, 1)]).build().await;
+        let a = run(&batched, 0, &[], &plan, true).await;
+        assert_eq!(a, run(&single, 0, &[], &plan, false).await, "{plan:?}");
+        assert!(a.iter().all(|o| o.0 == "ok"), "{plan:?}: {a:?}");
+        let (hashed, array) = batched.totals_apart(batched.activity, batched.product).await;
+        let numbered_ones = plan.iter().filter(|(u, _)| u.parse::<u32>().is_ok()).count();
+        assert_eq!(
+            (hashed.len(), array.len()),
+            (3 - numbered_ones, numbered_ones),
+            "{plan:?}"
+        );
+        batched.finish().await;
+        single.finish().await;
+    }
+}
+
+/// A product hash whose `max_per_order` is below 1 (the catalog never writes one; a hand edit
+/// could) refuses every numbered buyer as over the limit and leaves no unit in the array.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_per_order_below_one_refuses_numbered_buyers_and_takes_their_units_back() {
+    let sale = numbered(vec![spec(10, 1, 1)]).build().await;
+    let product_key = sale.redis.keys().product(sale.activity, sale.product);
+    let _: () = sale.redis.conn().hset(product_key, "max_per_order", 0).await.unwrap();
+    let verdicts = run(&sale, 0, &[], &[("1", 1), ("2", 1)], true).await;
+    assert!(verdicts.iter().all(|o| o.0 == "limit_exceeded"), "{verdicts:?}");
+    assert_eq!(sale.totals(sale.activity, sale.product).await, HashMap::new());
+    sale.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_total_past_what_the_array_holds_is_refused_as_over_the_limit() {
     let sale = numbered(vec![spec(10, 100_000, 10)]).build().await;
