@@ -11,7 +11,8 @@
 #   1. redis-benchmark -c 50, one EVALSHA per purchase of a naive deduct script
 #      (scripts/bench/naive_deduct.lua): the ceiling of the classic design
 #   2. wrk -t2 -c100 on /health: the HTTP ceiling of our server
-#      (and `seckill bench --probe /health`: our load generator next to wrk)
+#      (and, right before it in each round, `seckill bench --probe /health`: our load
+#      generator next to wrk, about five seconds' worth)
 #   3. wrk -t2 -c100 POST /api/v1/buy, a fresh user with a valid token per request, stock
 #      never running out (each round its own product): successful buys per second, p50/p99
 #   4. the same on a sold-out product: sold-out answers per second, p50/p99
@@ -263,7 +264,7 @@ wrk_buys() {
 RESENT=()
 
 # Taken in rounds (see the top of this file): the machine's speed drifts within minutes.
-NAIVE_HTTP=(); NAIVE_HTTP_US=(); NAIVE_HTTP_EV=(); BUY_EV=(); R_EV=(); BATCH=(); R_HTTP=(); R_REDIS=(); R_BUY=(); R_SO=(); R_FLOOR=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
+NAIVE_HTTP=(); NAIVE_HTTP_US=(); NAIVE_HTTP_EV=(); BUY_EV=(); R_EV=(); BATCH=(); R_HTTP=(); R_REDIS=(); R_BUY=(); R_SO=(); R_FLOOR=(); PROBE=(); R_PROBE=(); FLOOR_H=(); FLOOR_SO=(); NAIVE=(); NAIVE_US=(); ZW=(); ZW_US=(); HEALTH=(); HEALTH_US=(); BUYS=(); BUY_US=(); BUY_MACHINE_US=(); SOLD=()
 for r in $(seq "$ROUNDS"); do
     log "round $r of $ROUNDS"
     # 1. The classic design: one EVALSHA per purchase, straight from a C client.
@@ -305,11 +306,18 @@ for r in $(seq "$ROUNDS"); do
     add_machine_us_per_request ZW_US "$WORK/zero.$r.txt" "$WORK/zero.$r.busy"
     ZW+=("$(fmt %.0f "$(wrk_rps "$WORK/zero.$r.txt")")")
 
+    # 2b. Our load generator on /health, right before wrk's run of (2): about five seconds'
+    # worth of requests at the rate the zero-work server just gave.
+    probe_n=$(awk -v r="${ZW[-1]}" 'BEGIN { n = int(r * 5); if (n < 100000) n = 100000; print n }')
+    sk bench --url "$BASE" --probe /health --requests "$probe_n" --concurrency 100 --json >"$WORK/probe.$r.json"
+    PROBE+=("$(fmt %.0f "$(json_num "$WORK/probe.$r.json" rps)")")
+
     # 2. The HTTP ceiling of our server.
     sample_busy_share "$WORK/health.$r.busy"
     wrk -t2 -c100 -d"${BENCH_SECS}s" --latency "$BASE/health" >"$WORK/health.$r.txt"
     add_machine_us_per_request HEALTH_US "$WORK/health.$r.txt" "$WORK/health.$r.busy"
     HEALTH+=("$(fmt %.0f "$(wrk_rps "$WORK/health.$r.txt")")")
+    R_PROBE+=("$(div "${PROBE[-1]}" "${HEALTH[-1]}")")
 
     # 4. Sold-out answers, right after (2): one well-formed request at a product with no stock.
     before=$(buy_answers sold_out)
@@ -328,7 +336,7 @@ for r in $(seq "$ROUNDS"); do
     R_FLOOR+=("$(div "${FLOOR_SO[-1]}" "${FLOOR_H[-1]}")")
     echo "round $r: naive axum ${NAIVE_HTTP[-1]}/s (redis ${NAIVE_HTTP_US[-1]} us each)," \
         "naive ${NAIVE[-1]}/s (redis ${NAIVE_US[-1]} us each)," \
-        "zero-work ${ZW[-1]}/s (machine ${ZW_US[-1]} us each), /health ${HEALTH[-1]}/s," \
+        "zero-work ${ZW[-1]}/s (machine ${ZW_US[-1]} us each), /health ${HEALTH[-1]}/s (our load generator ${PROBE[-1]}/s)," \
         "buys ${BUYS[-1]}/s (redis ${BUY_US[-1]}, EVALSHA ${BUY_EV[-1]} against the naive's ${NAIVE_HTTP_EV[-1]}, machine ${BUY_MACHINE_US[-1]} us each; ${BATCH[-1]} per call), sold out ${SOLD[-1]}/s," \
         "stack floor /health ${FLOOR_H[-1]}/s, sold out ${FLOOR_SO[-1]}/s" >&2
 done
@@ -343,6 +351,7 @@ BUY_MACHINE=$(median "${BUY_MACHINE_US[@]}")
 BUY_RPS=$(median "${BUYS[@]}"); BUY_REDIS_US=$(median "${BUY_US[@]}")
 SO_RPS=$(median "${SOLD[@]}")
 FLOOR_H_RPS=$(median "${FLOOR_H[@]}"); FLOOR_SO_RPS=$(median "${FLOOR_SO[@]}")
+PROBE_RPS=$(median "${PROBE[@]}")
 # Latency of the round whose rate is the median.
 for r in $(seq "$ROUNDS"); do
     if [ "${BUYS[$((r - 1))]}" = "$BUY_RPS" ]; then
@@ -359,11 +368,6 @@ REDIS_NAIVE_CEIL=$(fmt %.0f "$(div 1000000 "$NAIVE_REDIS_US")")
 REDIS_BUY_CEIL=$(fmt %.0f "$(div 1000000 "$BUY_REDIS_US")")
 # Even a server that cost nothing leaves the client, the kernel and Redis to share the cores.
 BUY_CEIL=$(fmt %.0f "$(div "$(( $(nproc) * 1000000 ))" "$(awk -v a="$ZW_MACHINE_US" -v b="$BUY_REDIS_US" 'BEGIN { print a + b }')")")
-
-log "2b. our load generator next to wrk on /health"
-PROBE_N=$(awk -v r="$HEALTH_RPS" 'BEGIN { n = int(r * 5); if (n < 100000) n = 100000; print n }')
-sk bench --url "$BASE" --probe /health --requests "$PROBE_N" --concurrency 100 --json >"$WORK/probe.json"
-PROBE_RPS=$(fmt %.0f "$(json_num "$WORK/probe.json" rps)")
 
 RSS_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SERVER/status")
 RSS_MIB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
@@ -400,7 +404,7 @@ SALE_PASSED=${SALE_PASSED:-no report}
 R1=$(median "${R_BUY[@]}")
 R2=$(median "${R_SO[@]}")
 RF=$(median "${R_FLOOR[@]}")
-RP=$(div "$PROBE_RPS" "$HEALTH_RPS")
+RP=$(median "${R_PROBE[@]}")
 R6=$(div "$REDIS_BUY_CEIL" "$REDIS_NAIVE_CEIL")
 R0=$(div "$ZW_RPS" "$NAIVE_RPS")
 RC=$(div "$BUY_CEIL" "$NAIVE_RPS")
@@ -413,9 +417,9 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 cat >"$OUT/latest.md" <<EOF
 Run $DATE on $MACHINE (commit $COMMIT), \`scripts/bench.sh\`: figures 0 to 4b are medians of $ROUNDS rounds taken in turn, wrk ${BENCH_SECS}s each.${RESENT[0]:+
 **Rounds that re-sent users past the $BUY_USERS tokens (their buys are too low; raise BUY_USERS):** ${RESENT[*]}.}
-Rounds: naive axum ${NAIVE_HTTP[*]}; naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]};
+Rounds: naive axum ${NAIVE_HTTP[*]}; naive ${NAIVE[*]}; zero-work ${ZW[*]}; /health ${HEALTH[*]}; our load generator on /health ${PROBE[*]}; buys ${BUYS[*]}; sold out ${SOLD[*]};
 stack floor (4b) /health ${FLOOR_H[*]}; sold out ${FLOOR_SO[*]};
-ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive axum ${R_REDIS[*]} (\`INFO cpu\`), ${R_EV[*]} (EVALSHA); purchases per script call ${BATCH[*]}; buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
+ratios per round: buys/naive axum ${R_HTTP[*]}; Redis per purchase ours/naive axum ${R_REDIS[*]} (\`INFO cpu\`), ${R_EV[*]} (EVALSHA); purchases per script call ${BATCH[*]}; buys/naive ${R_BUY[*]}; sold out/health ${R_SO[*]}; our load generator/wrk ${R_PROBE[*]}; the stack's floor ${R_FLOOR[*]} (the ratio rows give their medians).
 
 | # | figure | value | p50 / p99 |
 |---|---|---|---|
