@@ -15,7 +15,7 @@ pub async fn serve(bind: &str) -> Result<Arc<Metrics>> {
     };
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(io)?;
     tracing::info!(addr = %listener.local_addr().map_err(io)?, "serving /metrics");
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::new();
     let app = crate::server::metrics::exporter(metrics.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -95,7 +95,7 @@ impl AppState {
     /// (it starts the background tasks, which stop once the state is dropped).
     pub fn new(config: Config, redis: RedisClient, db: Db) -> AppState {
         let f = &config.funnel;
-        let stats = ServerMetrics::new(Arc::new(crate::metrics::Metrics::new()));
+        let stats = ServerMetrics::new(crate::metrics::Metrics::new());
         let known_seqs = Arc::new(KnownSeqs::default());
         // `serve` refuses a mode that cannot be set up before it gets here; should the key
         // file go away in between, buyers are refused rather than let in unchecked.
