@@ -253,14 +253,10 @@ async fn main() {
     let naive = redis::Script::new(&std::fs::read_to_string("scripts/bench/naive_deduct.lua").unwrap());
     let reserve: Vec<redis::Script> = scripts
         .iter()
-        // In front as src/scripts.rs puts them (a version with its own probe_sets or
-        // array_offset shadows them).
+        // Behind what src/scripts.rs puts in front of reserve.lua (a version with its own
+        // probe_sets or array_offset shadows them).
         .map(|p| {
-            let libs = concat!(
-                include_str!("../lua/lib/set_probe.lua"),
-                include_str!("../lua/lib/totals.lua")
-            );
-            redis::Script::new(&(libs.to_owned() + &std::fs::read_to_string(p).unwrap()))
+            redis::Script::new(&(seckill::scripts::RESERVE_PRELUDE.to_owned() + &std::fs::read_to_string(p).unwrap()))
         })
         .collect();
     let mut names = vec!["naive".to_string()];

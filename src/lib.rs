@@ -26,6 +26,7 @@ pub mod reservation;
 pub mod scripts;
 pub mod server;
 pub mod shutdown;
+pub mod ticks;
 pub mod token;
 pub mod totals;
 pub mod user_id;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::ticks::Ticks;
+
 /// Requests by route and result code (counter).
 pub const REQUESTS: &str = "seckill_requests_total";
 /// Request latency in seconds, by route (histogram).
@@ -89,16 +91,11 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let metrics = Arc::new(Metrics { recorder, handle });
-        let weak = Arc::downgrade(&metrics);
+        let first = tokio::time::Instant::now() + UPKEEP_EVERY;
+        let mut ticks = Ticks::new(Arc::downgrade(&metrics), first, UPKEEP_EVERY);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(UPKEEP_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                match weak.upgrade() {
-                    Some(metrics) => metrics.handle.run_upkeep(),
-                    None => return,
-                }
+            while let Some(metrics) = ticks.next().await {
+                metrics.handle.run_upkeep();
             }
         });
         metrics

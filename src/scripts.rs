@@ -47,17 +47,26 @@ pub fn all() -> Vec<&'static Script> {
     ]
 }
 
+/// The libraries `lua/reserve.lua` runs behind (see [`RESERVE`]), as one literal.
+macro_rules! reserve_prelude {
+    () => {
+        concat!(
+            include_str!("../lua/lib/set_probe.lua"),
+            include_str!("../lua/lib/totals.lua")
+        )
+    };
+}
+
 /// `lua/reserve.lua`: decide a batch of purchases and queue the reservations. Behind
 /// `lua/lib/set_probe.lua`, the blacklist and revoked check it shares with [`BUCKET_BUY`], and
 /// `lua/lib/totals.lua`, where a buyer's total lives (shared with [`RELEASE`] and
 /// [`REPAIR_BOUGHT`]).
-pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("../lua/lib/set_probe.lua"),
-        include_str!("../lua/lib/totals.lua"),
-        include_str!("../lua/reserve.lua")
-    ))
-});
+pub static RESERVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(reserve_prelude!(), include_str!("../lua/reserve.lua"))));
+
+/// What [`RESERVE`] puts in front of `lua/reserve.lua`, for a benchmark that runs another
+/// version of it the same way (`examples/redis_cost.rs`).
+pub const RESERVE_PRELUDE: &str = reserve_prelude!();
 
 /// `lua/issue_token.lua`: register purchase tokens, one per user and activity.
 pub static ISSUE_TOKEN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/issue_token.lua")));

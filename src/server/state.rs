@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::batcher::{Batchers, ReplicaWait};
 use super::client_addr::ClientAddrs;
@@ -20,6 +20,7 @@ use super::refresh;
 use crate::config::Config;
 use crate::db::Db;
 use crate::redis_client::RedisClient;
+use crate::ticks::Ticks;
 use crate::token::Signer;
 
 /// How often stock is read from Redis (see [`refresh`]): half the sold-out cache time, so a
@@ -221,26 +222,4 @@ fn spawn_background(shared: &Arc<Shared>) {
             shared.limits.forget_idle();
         }
     });
-}
-
-/// The periodic wake-ups of a background task, each with the state, until it is dropped.
-/// A tick missed while the task was busy is not made up for.
-struct Ticks {
-    state: Weak<Shared>,
-    interval: Interval,
-}
-
-impl Ticks {
-    /// The first tick at `first`, then every `every`.
-    fn new(state: Weak<Shared>, first: Instant, every: Duration) -> Ticks {
-        let mut interval = tokio::time::interval_at(first, every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Ticks { state, interval }
-    }
-
-    /// The state at the next tick; `None` once it is dropped.
-    async fn next(&mut self) -> Option<Arc<Shared>> {
-        self.interval.tick().await;
-        self.state.upgrade()
-    }
 }
