@@ -4,7 +4,7 @@
 //! (group commit); the script decides them one after another in arrival order, exactly
 //! as if each had been sent alone.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use redis::Value;
 use serde::{Deserialize, Serialize};
@@ -220,8 +220,10 @@ pub fn invocation<'a>(
     // The usual purchase (first product, one unit, its buyer's only one of that product in
     // the batch) passes only its user id. The script keeps the buyers' totals so far only for
     // the unusual ones, so every purchase of a buyer who asks twice is unusual.
-    let mut seen: HashSet<(usize, &str)> = HashSet::with_capacity(purchases.len());
-    let mut repeated: HashSet<(usize, &str)> = HashSet::new();
+    // foldhash (seeded per process), not std's SipHash: these sets hash every buyer of every
+    // call, and a call holds at most `batch_max` of them, so colliding ids cannot cost much.
+    let mut seen: HashSet<(usize, &str)> = HashSet::with_capacity_and_hasher(purchases.len(), Default::default());
+    let mut repeated: HashSet<(usize, &str)> = HashSet::default();
     for (p, &place) in purchases.iter().zip(&places) {
         if !seen.insert((place, p.user_id.as_str())) {
             repeated.insert((place, p.user_id.as_str()));
@@ -264,14 +266,14 @@ fn verdicts(activity: u64, purchases: &[Purchase], places: &[usize], reply: &Val
     if letters.len() != purchases.len() || stocks.len() != product_count || words.next().is_some() {
         return Err(unexpected());
     }
+    if letters.contains(&b'.') && !keys::is_entry_id(entry_id) {
+        return Err(unexpected());
+    }
     let mut queued = 0u32;
     let mut out = Vec::with_capacity(purchases.len());
     for ((purchase, &place), &letter) in purchases.iter().zip(places).zip(letters.iter()) {
         let stock = &mut stocks[place];
         if letter == b'.' {
-            if !keys::is_entry_id(entry_id) {
-                return Err(unexpected());
-            }
             *stock -= i64::from(purchase.quantity);
             out.push(Verdict {
                 outcome: Outcome::Ok,

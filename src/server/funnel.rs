@@ -29,6 +29,10 @@ pub struct ProductSlot {
     pub remaining: Gauge,
 }
 
+/// The known products' slots. foldhash rather than std's SipHash: two lookups per buy
+/// request, and only products Redis knows get in, so a buyer cannot choose the keys.
+type Slots = HashMap<u64, Arc<ProductSlot>, foldhash::fast::RandomState>;
+
 /// Product -> activity map plus the local sold-out cache, filled on demand.
 ///
 /// Read by every buy request and written once per product, so the map is swapped whole on
@@ -36,7 +40,7 @@ pub struct ProductSlot {
 /// cores from handing the same cache line back and forth under load.
 #[derive(Debug)]
 pub struct Catalog {
-    slots: ArcSwap<HashMap<u64, Arc<ProductSlot>>>,
+    slots: ArcSwap<Slots>,
     epoch: Instant,
     sold_out_for_ms: u64,
 }
@@ -83,7 +87,7 @@ impl Catalog {
         let mut kept = fresh.clone();
         // rcu retries the closure when another insert won the race; the winner's slot is kept.
         self.slots.rcu(|slots| {
-            let mut slots = HashMap::clone(slots);
+            let mut slots = Slots::clone(slots);
             kept = slots.entry(product).or_insert_with(|| fresh.clone()).clone();
             slots
         });
@@ -92,7 +96,9 @@ impl Catalog {
 
     /// Whether Redis said the product is sold out less than `sold_out_cache_ms` ago.
     pub fn is_sold_out(&self, slot: &ProductSlot) -> bool {
-        slot.sold_out_until.load(Ordering::Relaxed) > self.now_ms()
+        // Until the first sold-out answer, every buy request passes here: no clock read then.
+        let until = slot.sold_out_until.load(Ordering::Relaxed);
+        until != 0 && until > self.now_ms()
     }
 
     /// Records Redis's answer "sold out, 0 remaining".
