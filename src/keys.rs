@@ -287,16 +287,11 @@ pub fn purchase_order_no(activity: u64, entry_id: &str, index: u32) -> String {
     // the formatting machinery cost several times the rest of reading a verdict.
     let (mut activity_digits, mut index_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
     let activity = activity_digits.format(activity);
-    let index = (index > 0).then(|| index_digits.format(index));
-    let mut number = String::with_capacity(activity.len() + 1 + entry_id.len() + index.map_or(0, |i| i.len() + 1));
-    number.push_str(activity);
-    number.push('-');
-    number.push_str(entry_id);
-    if let Some(index) = index {
-        number.push('-');
-        number.push_str(index);
+    if index == 0 {
+        [activity, "-", entry_id].concat()
+    } else {
+        [activity, "-", entry_id, "-", index_digits.format(index)].concat()
     }
-    number
 }
 
 /// Splits an order number into activity id and stream entry id (the purchase's place within

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use redis::AsyncCommands;
@@ -14,7 +12,7 @@ use serde::Serialize;
 use super::batcher::BatchError;
 use super::body::{check_user_id, parse_buy, BuyRequest, JsonBody};
 use super::client_addr::Client;
-use super::error::ApiError;
+use super::error::{json_response, ApiError};
 use super::funnel::ProductSlot;
 use super::identity::Caller;
 use super::metrics::BusyReason;
@@ -48,24 +46,17 @@ impl IntoResponse for BuyResponse {
             return Json(self).into_response();
         }
         let mut remaining = itoa::Buffer::new();
-        let remaining = remaining.format(self.remaining);
-        let mut body = Vec::with_capacity(48 + self.status.len() + self.order_no.len() + remaining.len());
-        for part in [
+        let body = [
             "{\"status\":\"",
             self.status,
             "\",\"order_no\":\"",
             &self.order_no,
             "\",\"remaining\":",
-            remaining,
+            remaining.format(self.remaining),
             "}",
-        ] {
-            body.extend_from_slice(part.as_bytes());
-        }
-        let mut response = Response::new(body.into());
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
+        ]
+        .concat();
+        json_response(body)
     }
 }
 
@@ -284,6 +275,8 @@ async fn resolve(state: &AppState, product: u64, user: &str) -> Result<Arc<Produ
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header::CONTENT_TYPE;
+    use axum::http::HeaderValue;
     use http_body_util::BodyExt;
 
     async fn written(response: BuyResponse) -> (Option<HeaderValue>, Vec<u8>) {

@@ -209,11 +209,8 @@ impl IntoResponse for ApiError {
         set_result_code(self.code);
         match self.body {
             Some(body) => {
-                let mut response = Response::new(Body::from(body));
+                let mut response = json_response(body);
                 *response.status_mut() = self.status;
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 response
             }
             None => (
@@ -227,6 +224,16 @@ impl IntoResponse for ApiError {
                 .into_response(),
         }
     }
+}
+
+/// A 200 response with `body`, JSON already written, as `Json` would send it: for the answers
+/// written ahead (refusals) or by hand (an accepted buy), which skip serde's writer.
+pub fn json_response(body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// Fallback for unknown routes.
