@@ -7,8 +7,9 @@
 //! `BITFIELD` and takes back only the refused ones, where a hash costs a lookup and a write of a
 //! field per buyer among possibly millions (see scripts/bench/README.md). Every other buyer's
 //! total is a field of the bought hash. `hot` stamps `ids_below` on each product from
-//! `redis.numeric_user_ids_below` (0 on a product with buckets, whose totals live in them), so
-//! every process reads the one value its product was preheated with.
+//! `redis.numeric_user_ids_below` (0 on a product with buckets, whose totals live in them, and
+//! on one whose per-buyer limit is above [`TOTAL_MAX`]), so every process reads the one value
+//! its product was preheated with.
 
 /// The product hash field holding the bound (missing or 0: every total in the bought hash).
 pub const IDS_BELOW_FIELD: &str = "ids_below";

@@ -7,8 +7,8 @@
 -- below the product's `ids_below` (its hash field, stamped by `hot`; 0 or missing: none) keeps
 -- it in the product's totals array P:{a:A}:totals:ID, a string read and written with BITFIELD
 -- as TOTAL_TYPE at index = the id; every other buyer in the bought hash P:{a:A}:bought:ID.
--- A total above TOTAL_MAX cannot be kept in the array: a purchase that would make one is
--- refused as over the limit.
+-- A total above TOTAL_MAX cannot be kept in the array (`hot` stamps no bound on a product whose
+-- limit is higher): a purchase that would make one is refused as over the limit.
 local TOTAL_TYPE, TOTAL_MAX = 'u16', 65535
 -- A product's `ids_below` field as stored (a whole number `hot` wrote, or false when missing) as
 -- the bound array_offset takes: the field when it is a positive whole number, else nil (no

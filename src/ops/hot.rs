@@ -192,9 +192,11 @@ async fn load(
         .arg(snapshot.products.len())
         .arg(&epoch)
         .arg(persist_seq);
-    // A product with buckets keeps its buyers' totals in them, never in an array.
+    // A product with buckets keeps its buyers' totals in them, never in an array; one whose
+    // per-buyer limit is more than the array can count keeps them in its bought hash, so the
+    // limit holds as set.
     let ids_below = |p: &Product| {
-        if p.shards > 1 {
+        if p.shards > 1 || u64::from(p.per_user_limit) > totals::TOTAL_MAX {
             0
         } else {
             redis.numeric_user_ids_below()

@@ -206,12 +206,53 @@ async fn a_max_per_order_below_one_refuses_numbered_buyers_and_takes_their_units
     sale.finish().await;
 }
 
+/// `hot` keeps a product whose per-buyer limit is above what the array can count in its
+/// bought hash, numbered buyers too, so the limit holds as set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_past_what_the_array_counts_keeps_numbered_buyers_in_the_hash() {
+    let most = seckill::totals::TOTAL_MAX;
+    let sale = numbered(vec![spec(10, most as u32 + 10, 10), spec(10, most as u32, 10)])
+        .build()
+        .await;
+    let (high, at_most) = (sale.products[0], sale.products[1]);
+    let stamped = |hash: HashMap<String, String>| hash.get("ids_below").cloned();
+    let high_bound = stamped(sale.product_hash(sale.activity, high).await);
+    assert!(
+        matches!(high_bound.as_deref(), None | Some("0")),
+        "no bound: {high_bound:?}"
+    );
+    assert_eq!(
+        stamped(sale.product_hash(sale.activity, at_most).await).as_deref(),
+        Some("1000"),
+        "a limit the array can count keeps the bound"
+    );
+    let _: () = sale
+        .redis
+        .conn()
+        .hset(sale.redis.keys().bought(sale.activity, high), "5", most)
+        .await
+        .unwrap();
+    let bought = run(&sale, 0, &[], &[("5", 1), ("6", 1)], true).await;
+    assert!(bought.iter().all(|o| o.0 == "ok"), "{bought:?}");
+    let (hashed, array) = sale.totals_apart(sale.activity, high).await;
+    assert_eq!(hashed.get("5"), Some(&(most as i64 + 1)), "past 65,535 in the hash");
+    assert_eq!(hashed.get("6"), Some(&1));
+    assert!(array.is_empty(), "{array:?}");
+    sale.finish().await;
+}
+
+/// A product hash stamped with a bound whatever its limit (by hand, or by a `hot` from before
+/// the rule above) still never wraps a total in the array: the purchase is refused instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_total_past_what_the_array_holds_is_refused_as_over_the_limit() {
     let sale = numbered(vec![spec(10, 100_000, 10)]).build().await;
     let keys = sale.redis.keys();
     let mut conn = sale.redis.conn();
     let most = seckill::totals::TOTAL_MAX;
+    let _: () = conn
+        .hset(keys.product(sale.activity, sale.product), "ids_below", BELOW)
+        .await
+        .unwrap();
     let _: redis::Value = redis::cmd("BITFIELD")
         .arg(keys.totals(sale.activity, sale.product))
         .arg("SET")
