@@ -161,7 +161,13 @@ async fn setup(conn: &mut MultiplexedConnection, keys: &Keys, ids_below: u64) {
 }
 
 /// One run of a reserve script over `users`, in batches, then a consumer's drain.
-async fn run_reserve(conn: &mut MultiplexedConnection, keys: &Keys, script: &redis::Script, users: &[String]) {
+async fn run_reserve(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    ids_below: u64,
+    script: &redis::Script,
+    users: &[String],
+) {
     let purchases: Vec<Purchase> = users
         .iter()
         .map(|u| Purchase {
@@ -173,7 +179,7 @@ async fn run_reserve(conn: &mut MultiplexedConnection, keys: &Keys, script: &red
         .collect();
     for batch in purchases.chunks(env_or("BATCH", 30)) {
         // The arguments the library passes (see the header of lua/reserve.lua).
-        let (inv, _) = seckill::buy::invocation(script, keys, ACTIVITY, 0, batch);
+        let (inv, _) = seckill::buy::invocation(script, keys, ids_below, ACTIVITY, 0, batch);
         let _: redis::Value = inv.invoke_async(conn).await.unwrap();
     }
     let stream = keys.orders_stream(ACTIVITY);
@@ -276,7 +282,7 @@ async fn main() {
             if k == 0 {
                 run_naive(&conn, &naive, n, round).await;
             } else {
-                run_reserve(&mut conn, &keys, &reserve[k - 1], &users).await;
+                run_reserve(&mut conn, &keys, ids_below, &reserve[k - 1], &users).await;
             }
             let secs = started.elapsed().as_secs_f64();
             let after = counters(&mut conn, pid).await;

@@ -23,7 +23,11 @@
 -- ARGV[2+M]         E, the number of unusual requests: those that are not (first product,
 --                   quantity 1), and every request of a buyer who asks for one product more
 --                   than once in the batch (the script keeps the buyers' totals so far in a
---                   table only for these: a usual request's buyer must be alone)
+--                   table only for these: a usual request's buyer must be alone); or '#'
+--                   (numbered): none, and each user id below comes as '#' and the id, a whole
+--                   number (src/buy.rs passes a batch of one product so when every buyer's id
+--                   is a number below its `redis.numeric_user_ids_below`, so that the totals
+--                   array's BITFIELD takes them as offsets as they are)
 -- then E triples    request number (1..N, rising), product (1..M, its place above), quantity
 -- then N values     the user id of each request, in request order (N is what is left of ARGV)
 --
@@ -36,6 +40,9 @@
 --             is unknown); the caller works out each request's remaining stock from it and
 --             the verdicts
 --   entry id  "<ms>-<seq>" of the entry holding the accepted purchases, only when there are any
+-- A numbered batch whose totals go to the array writes its run's buyers as they came, '#' and
+-- the id each, under `buyer_numbers` instead of `buyers`; any other batch first takes the '#'
+-- off every id and goes on as if they had come plain.
 -- Checks run in this order: activity not suspended (status `lost`, or a persist sequence
 -- below ARGV[1]: Redis lost state, see src/lost_state.rs), product exists, activity online
 -- and now (Redis TIME) within its window, user not blacklisted, user's token not revoked
@@ -105,9 +112,16 @@ else
     refusal = 'T'
 end
 local e_count = argv[2 + m]
-e_count = e_count == '0' and 0 or e_count + 0
+local numbered = e_count == '#'
+e_count = (e_count == '0' or numbered) and 0 or e_count + 0
 local first_user = 2 + m + 3 * e_count
 local n = #argv - first_user
+if numbered and m ~= 1 then
+    for i = first_user + 1, first_user + n do
+        argv[i] = string.sub(argv[i], 2)
+    end
+    numbered = false
+end
 -- A total read from a bought hash (a string) or kept in pending (a number), as a number; a
 -- stored total that is not a whole number fails as HINCRBY would.
 local function whole(total)
@@ -149,29 +163,40 @@ if m == 1 then
     -- (digits only, no leading zero) is BITFIELD's own, which refuses, changing nothing, an
     -- offset '#<id>' that is not such a number. A batch the quick test or BITFIELD refuses is
     -- sorted with array_offset. (array_offset's pattern match costs more per buyer than all
-    -- the rest of the test.)
+    -- the rest of the test.) Numbered ids are tested with their '#' and go into the BITFIELD
+    -- as they came: making each offset costs more per buyer than the rest of the loop.
     local bound = bound_of(first[6])
     local raise
-    if bound and e_count == 0 and array_offset(argv[first_user + 1], bound) then
-        local bound_length = #bound
+    if bound and e_count == 0 and (numbered or array_offset(argv[first_user + 1], bound)) then
+        local below, zero = bound, '0'
+        if numbered then
+            below, zero = '#' .. bound, '#0'
+        end
+        local below_length = #below
         raise = { 'BITFIELD', keys[7], 'OVERFLOW', 'FAIL' }
         for i = 1, n do
             local user = argv[first_user + i]
             local length = #user
-            if length > bound_length or (length == bound_length and user >= bound) or user == '0' then
+            if length > below_length or (length == below_length and user >= below) or user == zero then
                 raise = nil
                 break
             end
             local k = 4 * i + 1
-            raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, '#' .. user, '1'
+            raise[k], raise[k + 1], raise[k + 2], raise[k + 3] = 'INCRBY', TOTAL_TYPE, numbered and user or '#' .. user, '1'
         end
     end
     -- The sets are probed before the first write, so a failed probe changes nothing.
     local flags, held, array, mixed = nil, nil, false, false
     if raise then
-        flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1)
+        flags = probe_sets(keys[3], keys[4], argv, first_user + 1, n, 1, numbered)
         held = pcall_redis(unpack(raise, 1, 4 + 4 * n))
         array = not held.err
+    end
+    if numbered and not array then
+        for i = first_user + 1, first_user + n do
+            argv[i] = string.sub(argv[i], 2)
+        end
+        numbered = false
     end
     if bound and not array then
         for i = first_user + 1, first_user + n do
@@ -312,7 +337,8 @@ if m == 1 then
                 users, amounts = table.concat(buyers, ' ', 1, k), table.concat(bought, ' ', 1, k)
             end
             entry_id = pcall_redis('XADD', keys[2], '*', 'activity', activity[4], 'reserved_ms', format('%d', now_ms),
-                'product', argv[2], 'price', first[5], 'buyers', users, 'quantities', amounts)
+                'product', argv[2], 'price', first[5], numbered and 'buyer_numbers' or 'buyers', users,
+                'quantities', amounts)
             -- A string's .err is nil (the string library), an error reply's its message.
             if entry_id.err then
                 failure, entry_id = failure or entry_id.err, ''

@@ -13,6 +13,7 @@ use crate::error::{Error, RedisContext, Result};
 use crate::keys;
 use crate::redis_client::RedisClient;
 use crate::scripts;
+use crate::totals;
 
 /// One purchase attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +169,14 @@ async fn reserve_one_call(
             bad.user_id
         )));
     }
-    let (invocation, places) = invocation(&scripts::RESERVE, redis.keys(), activity, min_persist_seq, purchases);
+    let (invocation, places) = invocation(
+        &scripts::RESERVE,
+        redis.keys(),
+        redis.numeric_user_ids_below(),
+        activity,
+        min_persist_seq,
+        purchases,
+    );
     let mut conn = redis.conn();
     let reply: Value = invocation.invoke_async(&mut conn).await.at(redis)?;
     verdicts(activity, purchases, &places, &reply)
@@ -192,11 +200,16 @@ pub(crate) fn product_places(product_ids: impl Iterator<Item = u64>) -> (Vec<u64
 }
 
 /// The call of `script` (`lua/reserve.lua`, or a version of it with the same arguments)
-/// deciding `purchases`, and each purchase's product place (0-based) in the call. Public for
-/// `examples/redis_cost.rs`, which compares script versions.
+/// deciding `purchases`, and each purchase's product place (0-based) in the call. A batch of
+/// one product, one unit each and every buyer alone, whose user ids are all numbers below
+/// `numbered_below` (`redis.numeric_user_ids_below`, the bound `hot` stamps on the products)
+/// is passed numbered: each id as `#<id>`, the offset of its total in the product's totals
+/// array ([`totals::array_offset`]), which the script then need not build per buyer. Public
+/// for `examples/redis_cost.rs`, which compares script versions.
 pub fn invocation<'a>(
     script: &'a redis::Script,
     keys: &keys::Keys,
+    numbered_below: u64,
     activity: u64,
     min_persist_seq: u64,
     purchases: &[Purchase],
@@ -234,6 +247,18 @@ pub fn invocation<'a>(
         .enumerate()
         .filter(|(i, p)| places[*i] != 0 || p.quantity != 1 || repeated.contains(&(places[*i], p.user_id.as_str())))
         .collect();
+    if unusual.is_empty()
+        && products.len() == 1
+        && purchases
+            .iter()
+            .all(|p| totals::array_index(&p.user_id, numbered_below).is_some())
+    {
+        invocation.arg("#");
+        for p in purchases {
+            invocation.arg(format!("#{}", p.user_id));
+        }
+        return (invocation, places);
+    }
     invocation.arg(unusual.len());
     for (i, p) in unusual {
         invocation.arg(i + 1).arg(places[i] + 1).arg(p.quantity);

@@ -2,22 +2,25 @@
 -- and bucket_buy.lua, the two scripts that check a batch's buyers against the blacklist and
 -- the revoked set, so both check them the one same way.
 --
--- probe_sets(blacklist, revoked, args, first, count, stride) returns the verdict character of
--- each request whose buyer is blacklisted ('B') or revoked ('I'), by request number (1..count),
--- the buyer of request i being args[first + (i - 1) * stride]; nil when neither set exists.
+-- probe_sets(blacklist, revoked, args, first, count, stride, numbered) returns the verdict
+-- character of each request whose buyer is blacklisted ('B') or revoked ('I'), by request
+-- number (1..count), the buyer of request i being args[first + (i - 1) * stride] (with its
+-- first character, a '#', left off when `numbered`: see reserve.lua's ARGV); nil when neither
+-- set exists.
 -- Blacklisted comes first. One SMISMEMBER per set that exists, not a SISMEMBER per purchase;
 -- both sets are usually empty, and an empty set does not exist, so while they are one EXISTS
 -- is all. (Its inputs are passed, not taken as upvalues, which each cost a call an allocation.)
-local function probe_sets(blacklist, revoked, args, first, count, stride)
+local function probe_sets(blacklist, revoked, args, first, count, stride, numbered)
     local sets = redis.call('EXISTS', blacklist, revoked)
     if sets == 0 then
         return nil
     end
     local users = args
-    if stride ~= 1 then
+    if stride ~= 1 or numbered then
         users = {}
         for i = 1, count do
-            users[i] = args[first + (i - 1) * stride]
+            local user = args[first + (i - 1) * stride]
+            users[i] = numbered and string.sub(user, 2) or user
         end
         first = 1
     end

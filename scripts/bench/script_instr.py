@@ -8,7 +8,8 @@ usage: script_instr.py PORT LAYOUT SCRIPT N BATCH VALGRIND_PID
 LAYOUT: naive   scripts/bench/naive_deduct.lua, one call per purchase (BATCH ignored)
         current lua/reserve.lua's arguments today (one user id per usual purchase)
         numeric current, with buyers numbered 1..N whose totals live in the product's array
-                (src/totals.rs)
+                (src/totals.rs), passed numbered ('#' for E, '#<id>' each) as src/buy.rs does
+        plainnum  numeric, with the ids passed as they are (E 0), as before the numbered form
         counts  the arguments before the batch's sizes were dropped (N and M passed first)
         blacklist  current, with a blacklist that holds a user (not one of the buyers)
         two     current, every other purchase of a second product (a batch of two products)
@@ -59,12 +60,12 @@ ACT, ORDERS, BLACK, REVOKED = P + ":activity", P + ":orders", P + ":blacklist", 
 PRODUCT, BOUGHT, TOTALS = P + ":product:1", P + ":bought:1", P + ":totals:1"
 PRODUCT2, BOUGHT2, TOTALS2 = P + ":product:2", P + ":bought:2", P + ":totals:2"
 # Layout `numeric`: buyers numbered 1..n, their totals in the product's array (src/totals.rs).
-users = [str(i + 1) for i in range(n)] if layout == "numeric" else ["u%d" % i for i in range(n)]
+users = [str(i + 1) for i in range(n)] if layout in ("numeric", "plainnum") else ["u%d" % i for i in range(n)]
 cmd("FLUSHALL")
 cmd("HSET", ACT, "id", 1, "status", "online", "start_ms", 0, "end_ms", 99999999999999, "persist_seq", 0)
 for key, id in ((PRODUCT, 1), (PRODUCT2, 2)):
     cmd("HSET", key, "id", id, "stock", 100000000, "sold", 0, "total", 100000000, "limit", 1, "max_per_order", 1, "price", "9.99",
-        "ids_below", 1 << 24 if layout == "numeric" else 0)
+        "ids_below", 1 << 24 if layout in ("numeric", "plainnum") else 0)
 cmd("SET", "naive:stock", 100000000)
 if layout == "blacklist":
     cmd("SADD", BLACK, "nobody")
@@ -101,6 +102,9 @@ def calls(chunk):
         keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, TOTALS, PRODUCT2, BOUGHT2, TOTALS2]
         second = list(range(2, len(chunk) + 1, 2))
         args = [0, 1, 2, len(second)] + [v for i in second for v in (i, 2, 1)] + chunk
+    elif layout == "numeric":
+        keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, TOTALS]
+        args = [0, 1, "#"] + ["#" + u for u in chunk]
     else:
         keys = [ACT, ORDERS, BLACK, REVOKED, PRODUCT, BOUGHT, TOTALS]
         args = ([len(chunk), 1] if layout == "counts" else []) + [0, 1, 0] + chunk

@@ -2,7 +2,7 @@
 # Redis's instructions per purchase (callgrind: deterministic, so it compares script versions
 # on a noisy shared machine where CPU time cannot), the naive deduct script's per call first:
 #   scripts/bench/script_instr.sh [LAYOUT:SCRIPT ...]   (default current:lua/reserve.lua)
-# LAYOUT is current, numeric, counts, blacklist, two, bucket or token (see script_instr.py). Each figure is the marginal cost between
+# LAYOUT is current, numeric, plainnum, counts, blacklist, two, bucket or token (see script_instr.py). Each figure is the marginal cost between
 # a run of N1 (2000) and one of N2 (6000) purchases, each on a fresh redis-server of its own
 # (keeping nothing on disk, hz 1): that leaves out what does not grow with the purchases
 # (the first calls, a bought hash's first 512 fields kept as a listpack). BATCH (30).

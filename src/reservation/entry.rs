@@ -4,7 +4,9 @@
 //! One entry holds every purchase one script call accepted, in the order they were decided:
 //! `activity` and `reserved_ms` once, then per run of consecutive purchases of one product
 //! `product`, `price`, `buyers` (the user ids, space-separated: ids hold no whitespace) and
-//! `quantities` (as many, same order). Entries written by earlier versions still read, since
+//! `quantities` (as many, same order). A run of numbered buyers whose totals went to the
+//! totals array holds `buyer_numbers` instead of `buyers`: each id with a `#` in front, as the
+//! script got it (see `lua/reserve.lua`'s ARGV). Entries written by earlier versions still read, since
 //! a sale can span an upgrade: `product`, `user`, `quantity`, `price` once per purchase (the
 //! k-th purchase is the k-th occurrence of each), and before that one purchase per entry with
 //! the same six fields, which reads as an entry of one purchase under its old order number.
@@ -35,6 +37,9 @@ pub mod field {
     pub const RESERVED_MS: &str = "reserved_ms";
     /// A run's buyers, space-separated (the current format).
     pub const BUYERS: &str = "buyers";
+    /// A run's buyers, space-separated, each user id with a `#` in front (the current format,
+    /// for a batch of numbered buyers whose totals are in the totals array).
+    pub const BUYER_NUMBERS: &str = "buyer_numbers";
     /// A run's quantities, space-separated, one per buyer (the current format).
     pub const QUANTITIES: &str = "quantities";
 }
@@ -83,7 +88,7 @@ pub struct Reservation {
 /// six fields of a one-purchase entry. The error says why the entry as a whole is unreadable
 /// (an entry-wide field missing or repeated, or the per-purchase fields not in whole groups).
 pub fn purchases(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
-    if entry.get(field::BUYERS).is_some() {
+    if is_runs(entry) {
         return runs(entry);
     }
     let c = columns(entry)?;
@@ -171,14 +176,22 @@ fn columns(entry: &Entry) -> std::result::Result<Columns<'_>, String> {
 /// How many purchases an entry holds: as [`purchases`] would split it, without the copies
 /// for the per-purchase format; 1 for an entry unreadable as a whole.
 pub fn purchase_count(entry: &Entry) -> usize {
-    if entry.get(field::BUYERS).is_some() {
+    if is_runs(entry) {
         return runs(entry).map_or(1, |all| all.len());
     }
     columns(entry).map_or(1, |c| c.count())
 }
 
-/// [`purchases`] of an entry of the current format: runs of `product`, `price`, `buyers`,
-/// `quantities` after the entry-wide fields.
+/// Whether `entry` is of the current format (runs of purchases).
+fn is_runs(entry: &Entry) -> bool {
+    entry
+        .fields
+        .iter()
+        .any(|(k, _)| k == field::BUYERS || k == field::BUYER_NUMBERS)
+}
+
+/// [`purchases`] of an entry of the current format: runs of `product`, `price`, `buyers` (or
+/// `buyer_numbers`), `quantities` after the entry-wide fields.
 fn runs(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
     let once = |name: &str| -> std::result::Result<&str, String> {
         let mut values = entry.fields.iter().filter(|(k, _)| k == name);
@@ -212,11 +225,23 @@ fn runs(entry: &Entry) -> std::result::Result<Vec<Entry>, String> {
         let mut next = || fields.next().ok_or("a run is cut short");
         let run = [first, next()?, next()?, next()?];
         let names: Vec<&str> = run.iter().map(|(k, _)| k.as_str()).collect();
-        if names != [field::PRODUCT, field::PRICE, field::BUYERS, field::QUANTITIES] {
-            return Err(format!("a run's fields are {names:?}"));
-        }
+        let numbered = match names[..] {
+            [field::PRODUCT, field::PRICE, field::BUYERS, field::QUANTITIES] => false,
+            [field::PRODUCT, field::PRICE, field::BUYER_NUMBERS, field::QUANTITIES] => true,
+            _ => return Err(format!("a run's fields are {names:?}")),
+        };
         let [(_, product), (_, price), (_, buyers), (_, quantities)] = run;
-        let buyers: Vec<&str> = buyers.split(' ').collect();
+        let buyers: Vec<&str> = if numbered {
+            buyers
+                .split(' ')
+                .map(|b| {
+                    b.strip_prefix('#')
+                        .ok_or_else(|| format!("a buyer number {b:?} without its '#'"))
+                })
+                .collect::<std::result::Result<_, _>>()?
+        } else {
+            buyers.split(' ').collect()
+        };
         let quantities: Vec<&str> = quantities.split(' ').collect();
         if buyers.len() != quantities.len() {
             return Err(format!(
@@ -245,7 +270,7 @@ pub fn decode_all(
     activity: u64,
     entry: &Entry,
 ) -> std::result::Result<Vec<std::result::Result<Reservation, String>>, String> {
-    if entry.get(field::BUYERS).is_some() {
+    if is_runs(entry) {
         return Ok(runs(entry)?
             .iter()
             .zip(0u32..)
@@ -272,7 +297,7 @@ pub fn decode_all(
 /// Decodes an entry of one purchase (of any format, or one [`purchases`] made) of the stream
 /// of activity `activity`; the error says what is wrong, or that the entry holds several.
 pub fn decode(activity: u64, entry: &Entry) -> std::result::Result<Reservation, String> {
-    if entry.get(field::BUYERS).is_none() {
+    if !is_runs(entry) {
         return decode_at(activity, entry, 0);
     }
     match purchases(entry)?.as_slice() {
@@ -443,6 +468,49 @@ mod tests {
             ("buyers", "a"),
         ]);
         assert!(decode_all(7, &cut).is_err());
+    }
+
+    #[test]
+    fn a_run_of_buyer_numbers_reads_each_id_without_its_hash_sign() {
+        let numbered = |buyers: &str| {
+            entry(&[
+                ("activity", "7"),
+                ("reserved_ms", "1700000000000"),
+                ("product", "1"),
+                ("price", "2"),
+                ("buyer_numbers", buyers),
+                ("quantities", "1 1"),
+            ])
+        };
+        let e = numbered("#12 #3");
+        let users: Vec<String> = decode_all(7, &e)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap().user_id)
+            .collect();
+        assert_eq!(users, ["12", "3"]);
+        assert_eq!(purchase_count(&e), 2);
+        let split: Vec<String> = purchases(&e)
+            .unwrap()
+            .iter()
+            .map(|one| one.get(field::USER).unwrap().to_string())
+            .collect();
+        assert_eq!(split, ["12", "3"]);
+        let mut alone = numbered("#8");
+        alone.fields[5].1 = "1".into();
+        assert_eq!(decode(7, &alone).unwrap().user_id, "8");
+        let err = decode_all(7, &numbered("#12 3")).unwrap_err();
+        assert!(err.contains("without its '#'"), "{err}");
+        // A user literally named "#5" is a plain buyer of a `buyers` run, kept as named.
+        let named = entry(&[
+            ("activity", "7"),
+            ("reserved_ms", "1"),
+            ("product", "1"),
+            ("price", "2"),
+            ("buyers", "#5"),
+            ("quantities", "1"),
+        ]);
+        assert_eq!(decode_all(7, &named).unwrap()[0].as_ref().unwrap().user_id, "#5");
     }
 
     #[test]

@@ -206,6 +206,62 @@ async fn a_max_per_order_below_one_refuses_numbered_buyers_and_takes_their_units
     sale.finish().await;
 }
 
+/// A batch of one product whose buyers are all numbered below the client's bound passes each
+/// id as its offset (`#<id>`), and its entry names them `buyer_numbers`; when the product was
+/// stamped with a lower bound (an older `hot`, another config), the script takes the `#` off
+/// again and the ids past the product's bound keep their totals in the hash, as one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_ids_go_as_offsets_and_a_lower_stamped_bound_sends_the_rest_to_the_hash() {
+    let last_entry = |sale: &TestApp| {
+        let stream = sale.redis.keys().orders_stream(sale.activity);
+        let redis = sale.redis.clone();
+        async move {
+            let all = seckill::reservation::read_all(&redis, &stream).await.unwrap();
+            let names: Vec<String> = all.last().unwrap().fields.iter().map(|(k, _)| k.clone()).collect();
+            (names, all.last().unwrap().clone())
+        }
+    };
+    let batched = numbered(vec![spec(10, 1, 1)]).build().await;
+    let single = numbered(vec![spec(10, 1, 1)]).build().await;
+    let first = [("1", 1), ("2", 1)];
+    assert_eq!(
+        run(&batched, 0, &[], &first, true).await,
+        run(&single, 0, &[], &first, false).await
+    );
+    let (names, entry) = last_entry(&batched).await;
+    assert!(names.contains(&"buyer_numbers".to_string()), "{names:?}");
+    assert_eq!(entry.get("buyer_numbers"), Some("#1 #2"));
+
+    for sale in [&batched, &single] {
+        let _: () = sale
+            .redis
+            .conn()
+            .hset(sale.redis.keys().product(sale.activity, sale.product), "ids_below", 10)
+            .await
+            .unwrap();
+    }
+    let second = [("3", 1), ("50", 1), ("500", 1), ("1", 1)];
+    let a = run(&batched, 0, &[], &second, true).await;
+    assert_eq!(a, run(&single, 0, &[], &second, false).await);
+    assert_eq!(
+        a.iter().map(|o| o.0).collect::<Vec<_>>(),
+        ["ok", "ok", "ok", "limit_exceeded"]
+    );
+    let (names, entry) = last_entry(&batched).await;
+    assert!(names.contains(&"buyers".to_string()), "{names:?}");
+    assert_eq!(entry.get("buyers"), Some("3 50 500"));
+    let held =
+        |pairs: &[(&str, i64)]| -> HashMap<String, i64> { pairs.iter().map(|(u, n)| (u.to_string(), *n)).collect() };
+    for sale in [&batched, &single] {
+        let (hashed, array) = sale.totals_apart(sale.activity, sale.product).await;
+        assert_eq!(array, held(&[("1", 1), ("2", 1), ("3", 1)]));
+        assert_eq!(hashed, held(&[("50", 1), ("500", 1)]));
+    }
+    assert_eq!(state(&batched, 0).await, state(&single, 0).await);
+    batched.finish().await;
+    single.finish().await;
+}
+
 /// `hot` keeps a product whose per-buyer limit is above what the array can count in its
 /// bought hash, numbered buyers too, so the limit holds as set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
