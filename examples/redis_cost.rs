@@ -6,7 +6,9 @@
 //! XACK of the ids read), since that too runs on the Redis core that decides purchases.
 //!
 //! Every script is called with the arguments the library passes today (`buy::invocation`):
-//! to compare with a version of another layout, run that version's own `redis_cost`.
+//! to compare with a version of another layout, run that version's own `redis_cost`. A script
+//! named `FILE:plain` is called with numbered buyers passed as they are, not as the totals
+//! array's offsets (`#<id>`), so one run compares the two forms.
 //!
 //! Measured three ways over each run: `INFO cpu` (used_cpu_user + used_cpu_sys),
 //! `/proc/<redis pid>/stat` utime + stime (same machine only) and `INFO commandstats` (usec
@@ -257,8 +259,10 @@ async fn main() {
         .unwrap_or(0);
     let keys = Keys::new("cost");
     let naive = redis::Script::new(&std::fs::read_to_string("scripts/bench/naive_deduct.lua").unwrap());
+    let plain: Vec<bool> = scripts.iter().map(|s| s.ends_with(":plain")).collect();
     let reserve: Vec<redis::Script> = scripts
         .iter()
+        .map(|s| s.trim_end_matches(":plain"))
         // Behind what src/scripts.rs puts in front of reserve.lua (a version with its own
         // probe_sets or array_offset shadows them).
         .map(|p| {
@@ -282,7 +286,8 @@ async fn main() {
             if k == 0 {
                 run_naive(&conn, &naive, n, round).await;
             } else {
-                run_reserve(&mut conn, &keys, ids_below, &reserve[k - 1], &users).await;
+                let numbered_below = if plain[k - 1] { 0 } else { ids_below };
+                run_reserve(&mut conn, &keys, numbered_below, &reserve[k - 1], &users).await;
             }
             let secs = started.elapsed().as_secs_f64();
             let after = counters(&mut conn, pid).await;

@@ -2,7 +2,8 @@
 # Redis CPU per purchase, Redis's side only: examples/redis_cost.rs against a redis-server of
 # its own (the CPU counters are server-wide, so a shared Redis would count others' work), on a
 # spare port, keeping nothing on disk; stopped by its PID afterwards.
-#   scripts/bench/redis_cost.sh [reserve scripts, comma-separated; default lua/reserve.lua]
+#   scripts/bench/redis_cost.sh [reserve scripts, comma-separated; default lua/reserve.lua; FILE:plain
+#   passes numbered buyers as they are, not as offsets]
 # BATCH (30), PURCHASES (60000), ROUNDS (5) and NUMERIC_USERS (1: buyers named 1, 2, ...) pass
 # through; PROFILE=release for a release build.
 set -euo pipefail
