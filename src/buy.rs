@@ -247,17 +247,16 @@ pub fn invocation<'a>(
         .enumerate()
         .filter(|(i, p)| places[*i] != 0 || p.quantity != 1 || repeated.contains(&(places[*i], p.user_id.as_str())))
         .collect();
-    if unusual.is_empty()
-        && products.len() == 1
-        && purchases
+    if unusual.is_empty() && products.len() == 1 {
+        let offsets: Option<Vec<String>> = purchases
             .iter()
-            .all(|p| totals::array_index(&p.user_id, numbered_below).is_some())
-    {
-        invocation.arg("#");
-        for p in purchases {
-            invocation.arg(format!("#{}", p.user_id));
+            .map(|p| totals::array_offset(&p.user_id, numbered_below))
+            .collect();
+        if let Some(offsets) = offsets {
+            // A Vec is passed as one argument per element.
+            invocation.arg("#").arg(offsets);
+            return (invocation, places);
         }
-        return (invocation, places);
     }
     invocation.arg(unusual.len());
     for (i, p) in unusual {
